@@ -1,0 +1,392 @@
+//! Client events: the wire contract of SPEC §2 and its validation.
+//!
+//! Validation is a pure function from the client's bytes to a [`ValidEvent`] that borrows from
+//! them, so the exact bytes can be stored while the server works with the parsed fields. Every
+//! refusal is a [`Invalid`] naming the field and the rule; nothing here knows HTTP.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Longest `interaction_id` or `mcp_id`, in bytes of UTF-8.
+pub const ID_BYTES_MAX: usize = 256;
+/// Longest client `event_id`, in bytes of UTF-8.
+pub const EVENT_ID_BYTES_MAX: usize = 128;
+/// Client timestamps above this many seconds look like milliseconds (year 5138 in seconds).
+pub const TIMESTAMP_SECONDS_MAX: f64 = 1e11;
+
+/// What happened to an interaction. The order of variants is part of the frame format (postcard
+/// writes the variant index), so new actions are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    /// `interaction_start`
+    Start,
+    /// `interaction_progress`
+    Progress,
+    /// `interaction_complete`
+    Complete,
+    /// `interaction_error`
+    Error,
+    /// `interaction_cancelled`
+    Cancelled,
+}
+
+impl Action {
+    /// Every action, in frame-format order.
+    pub const ALL: [Action; 5] =
+        [Action::Start, Action::Progress, Action::Complete, Action::Error, Action::Cancelled];
+
+    /// The `action` string clients send.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Action::Start => "interaction_start",
+            Action::Progress => "interaction_progress",
+            Action::Complete => "interaction_complete",
+            Action::Error => "interaction_error",
+            Action::Cancelled => "interaction_cancelled",
+        }
+    }
+
+    /// The payload field that goes with the action.
+    pub fn payload_field(self) -> &'static str {
+        match self {
+            Action::Start => "request_data",
+            Action::Progress => "progress_data",
+            Action::Complete => "result_data",
+            Action::Error => "error_data",
+            Action::Cancelled => "cancel_data",
+        }
+    }
+
+    /// Whether the action ends the interaction.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Action::Complete | Action::Error | Action::Cancelled)
+    }
+
+    fn from_wire(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.wire_name() == name)
+    }
+}
+
+/// One stored event, as carried in a frame payload (see `storage::format`).
+///
+/// The strings borrow from the bytes they were decoded from, so a scan of a mapped segment
+/// allocates nothing. `body` is the client's JSON event exactly as it arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent<'a> {
+    /// Position in the log; strictly increasing, gap-free within the retained log.
+    pub seq: u64,
+    /// This frame's index within the single write that carried it: `seq - write_index` is the
+    /// first seq of that write. Recovery uses it to tell a torn write from later corruption.
+    pub write_index: u32,
+    /// Server clock at the time of the write, in microseconds since the Unix epoch.
+    pub received_at_us: u64,
+    /// Fingerprint of the API key that sent the event (never the key itself).
+    pub key_id: [u8; 8],
+    /// What happened to the interaction.
+    pub action: Action,
+    /// The client's timestamp, seconds since the Unix epoch.
+    pub timestamp: f64,
+    /// The interaction this event belongs to.
+    #[serde(borrow)]
+    pub interaction_id: &'a str,
+    /// The MCP server or client that reported it.
+    #[serde(borrow)]
+    pub mcp_id: &'a str,
+    /// The client's idempotency key, if it sent one.
+    #[serde(borrow)]
+    pub event_id: Option<&'a str>,
+    /// The client's JSON event, byte-exact.
+    #[serde(borrow)]
+    pub body: &'a str,
+}
+
+/// A client event that passed validation; it borrows the client's bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidEvent<'a> {
+    /// The action.
+    pub action: Action,
+    /// The interaction the event belongs to.
+    pub interaction_id: Cow<'a, str>,
+    /// The reporting MCP.
+    pub mcp_id: Cow<'a, str>,
+    /// Client timestamp, seconds since the Unix epoch.
+    pub timestamp: f64,
+    /// Optional idempotency key.
+    pub event_id: Option<Cow<'a, str>>,
+    /// The client's event exactly as received.
+    pub body: &'a str,
+}
+
+/// Why an event was refused: the field (if one is to blame), a stable code, and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The offending top-level field, or `None` when the event as a whole is wrong.
+    pub field: Option<String>,
+    /// A stable, machine-readable code such as `missing_field`.
+    pub code: &'static str,
+    /// A human-readable explanation naming the rule.
+    pub message: String,
+}
+
+impl Invalid {
+    fn field(field: &str, code: &'static str, message: impl Into<String>) -> Invalid {
+        Invalid { field: Some(field.to_owned()), code, message: message.into() }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{field}: {}", self.message),
+            None => write!(f, "{}", self.message),
+        }
+    }
+}
+
+/// Validates one client event given as the raw JSON text of an object.
+pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
+    let fields: Fields<'_> = serde_json::from_str(body).map_err(|err| {
+        let code = if err.is_data() { "not_an_object" } else { "malformed_json" };
+        Invalid { field: None, code, message: format!("the event is not a JSON object: {err}") }
+    })?;
+    if let Some(name) = fields.duplicate {
+        return Err(Invalid::field(&name, "duplicate_field", format!("field {name:?} appears twice")));
+    }
+    let mut action = None;
+    let mut interaction_id = None;
+    let mut mcp_id = None;
+    let mut timestamp = None;
+    let mut event_id = None;
+    let mut payloads: Vec<(&str, &RawValue)> = Vec::new();
+    for (name, value) in &fields.entries {
+        match name.as_ref() {
+            "action" => action = Some(value),
+            "interaction_id" => interaction_id = Some(id_field("interaction_id", value)?),
+            "mcp_id" => mcp_id = Some(id_field("mcp_id", value)?),
+            "timestamp" => timestamp = Some(timestamp_field(value)?),
+            "event_id" => event_id = Some(event_id_field(value)?),
+            other => match Action::ALL.into_iter().find(|a| a.payload_field() == other) {
+                Some(a) => payloads.push((a.payload_field(), value)),
+                None => {
+                    return Err(Invalid::field(
+                        other,
+                        "unknown_field",
+                        format!("unknown field {other:?}; allowed: action, interaction_id, mcp_id, timestamp, event_id and the action's payload field"),
+                    ))
+                }
+            },
+        }
+    }
+    let action = action_field(action.ok_or_else(|| missing("action"))?)?;
+    for (field, value) in payloads {
+        if field != action.payload_field() {
+            return Err(Invalid::field(
+                field,
+                "payload_mismatch",
+                format!(
+                    "{field} does not go with action {}; its payload field is {}",
+                    action.wire_name(),
+                    action.payload_field()
+                ),
+            ));
+        }
+        if !value.get().trim_start().starts_with('{') {
+            return Err(Invalid::field(field, "not_an_object", format!("{field} must be a JSON object")));
+        }
+    }
+    Ok(ValidEvent {
+        action,
+        interaction_id: interaction_id.ok_or_else(|| missing("interaction_id"))?,
+        mcp_id: mcp_id.ok_or_else(|| missing("mcp_id"))?,
+        timestamp: timestamp.ok_or_else(|| missing("timestamp"))?,
+        event_id,
+        body,
+    })
+}
+
+fn missing(field: &str) -> Invalid {
+    Invalid::field(field, "missing_field", format!("{field} is required"))
+}
+
+fn string_field<'a>(field: &str, value: &'a RawValue) -> Result<Cow<'a, str>, Invalid> {
+    let s: Cow<'a, str> = serde_json::from_str(value.get())
+        .map_err(|_| Invalid::field(field, "not_a_string", format!("{field} must be a string")))?;
+    Ok(s)
+}
+
+fn action_field(value: &RawValue) -> Result<Action, Invalid> {
+    let name = string_field("action", value)?;
+    Action::from_wire(&name).ok_or_else(|| {
+        let allowed: Vec<_> = Action::ALL.iter().map(|a| a.wire_name()).collect();
+        Invalid::field(
+            "action",
+            "unknown_action",
+            format!("unknown action {name:?}; expected one of {}", allowed.join(", ")),
+        )
+    })
+}
+
+fn bounded_text<'a>(field: &str, value: &'a RawValue, max: usize) -> Result<Cow<'a, str>, Invalid> {
+    let s = string_field(field, value)?;
+    if s.is_empty() || s.len() > max {
+        return Err(Invalid::field(
+            field,
+            "bad_length",
+            format!("{field} must be 1 to {max} bytes of UTF-8, got {} bytes", s.len()),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Invalid::field(field, "control_character", format!("{field} contains a control character")));
+    }
+    Ok(s)
+}
+
+fn id_field<'a>(field: &str, value: &'a RawValue) -> Result<Cow<'a, str>, Invalid> {
+    bounded_text(field, value, ID_BYTES_MAX)
+}
+
+fn event_id_field(value: &RawValue) -> Result<Cow<'_, str>, Invalid> {
+    bounded_text("event_id", value, EVENT_ID_BYTES_MAX)
+}
+
+fn timestamp_field(value: &RawValue) -> Result<f64, Invalid> {
+    let not_a_number = || {
+        Invalid::field("timestamp", "not_a_number", "timestamp must be a number of seconds since the Unix epoch")
+    };
+    let text = value.get();
+    if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Err(not_a_number());
+    }
+    let seconds: f64 = serde_json::from_str(text).map_err(|_| not_a_number())?;
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(Invalid::field("timestamp", "out_of_range", format!("timestamp must be finite and > 0, got {text}")));
+    }
+    if seconds > TIMESTAMP_SECONDS_MAX {
+        return Err(Invalid::field(
+            "timestamp",
+            "looks_like_milliseconds",
+            format!("timestamp {text} is above {TIMESTAMP_SECONDS_MAX:e}: it looks like milliseconds; send seconds since the Unix epoch"),
+        ));
+    }
+    Ok(seconds)
+}
+
+/// The payload object of a stored event (its action's payload field), if the client sent one.
+pub fn payload_of(body: &str, action: Action) -> Option<&RawValue> {
+    let fields: Fields<'_> = serde_json::from_str(body).ok()?;
+    fields.entries.into_iter().find(|(name, _)| name == action.payload_field()).map(|(_, value)| value)
+}
+
+/// The top-level members of a JSON object in order, kept raw, noting the first duplicate name.
+struct Fields<'a> {
+    entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+    duplicate: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Fields { entries: Vec::new(), duplicate: None };
+                while let Some((name, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    if fields.duplicate.is_none() && fields.entries.iter().any(|(n, _)| *n == name) {
+                        fields.duplicate = Some(name.to_string());
+                    }
+                    fields.entries.push((name, value));
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// Splits a batch body into the raw text of each event: a JSON array, or NDJSON (one event per
+/// non-blank line). Which one is decided by the first non-blank byte.
+pub fn split_batch(body: &str) -> Result<Vec<&str>, Invalid> {
+    let trimmed = body.trim_start();
+    if trimmed.starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|err| Invalid {
+            field: None,
+            code: "malformed_json",
+            message: format!("the batch is not a JSON array of events: {err}"),
+        })?;
+        Ok(items.into_iter().map(RawValue::get).collect())
+    } else {
+        Ok(body.lines().map(str::trim).filter(|line| !line.is_empty()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_invalid(body: &str, field: Option<&str>, code: &str) {
+        let err = validate(body).expect_err(body);
+        assert_eq!(err.field.as_deref(), field, "{body}: {err}");
+        assert_eq!(err.code, code, "{body}: {err}");
+    }
+
+    const OK: &str = r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1763900000.25,"request_data":{"f":1}}"#;
+
+    #[test]
+    fn valid_event_keeps_the_exact_bytes() {
+        let ev = validate(OK).unwrap();
+        assert_eq!(ev.action, Action::Start);
+        assert_eq!(ev.interaction_id, "a");
+        assert_eq!(ev.timestamp, 1763900000.25);
+        assert_eq!(ev.body, OK);
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        check_invalid("[1]", None, "not_an_object");
+        check_invalid("{", None, "malformed_json");
+        check_invalid(r#"{"action":"interaction_done","interaction_id":"a","mcp_id":"m","timestamp":1}"#, Some("action"), "unknown_action");
+        check_invalid(r#"{"interaction_id":"a","mcp_id":"m","timestamp":1}"#, Some("action"), "missing_field");
+        check_invalid(r#"{"action":"interaction_start","mcp_id":"m","timestamp":1}"#, Some("interaction_id"), "missing_field");
+        check_invalid(r#"{"action":"interaction_start","interaction_id":"","mcp_id":"m","timestamp":1}"#, Some("interaction_id"), "bad_length");
+        check_invalid(r#"{"action":"interaction_start","interaction_id":"a\u0007","mcp_id":"m","timestamp":1}"#, Some("interaction_id"), "control_character");
+        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":7,"timestamp":1}"#, Some("mcp_id"), "not_a_string");
+        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":"1"}"#, Some("timestamp"), "not_a_number");
+        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":0}"#, Some("timestamp"), "out_of_range");
+        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1763900000250}"#, Some("timestamp"), "looks_like_milliseconds");
+        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"result_data":{}}"#, Some("result_data"), "payload_mismatch");
+        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"request_data":[]}"#, Some("request_data"), "not_an_object");
+        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"colour":1}"#, Some("colour"), "unknown_field");
+        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","interaction_id":"b","mcp_id":"m","timestamp":1}"#, Some("interaction_id"), "duplicate_field");
+        let long = "x".repeat(ID_BYTES_MAX + 1);
+        check_invalid(&format!(r#"{{"action":"interaction_start","interaction_id":"{long}","mcp_id":"m","timestamp":1}}"#), Some("interaction_id"), "bad_length");
+        let long = "x".repeat(EVENT_ID_BYTES_MAX + 1);
+        check_invalid(&format!(r#"{{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"event_id":"{long}"}}"#), Some("event_id"), "bad_length");
+    }
+
+    #[test]
+    fn absent_payload_and_every_action_are_accepted() {
+        for action in Action::ALL {
+            let body = format!(
+                r#"{{"action":"{}","interaction_id":"a","mcp_id":"m","timestamp":1,"{}":{{}}}}"#,
+                action.wire_name(),
+                action.payload_field()
+            );
+            assert_eq!(validate(&body).unwrap().action, action);
+        }
+        assert!(validate(r#"{"action":"interaction_progress","interaction_id":"a","mcp_id":"m","timestamp":1}"#).is_ok());
+    }
+
+    #[test]
+    fn batches_split_as_array_or_ndjson() {
+        assert_eq!(split_batch(r#" [ {"a":1}, {"b": 2} ] "#).unwrap(), vec![r#"{"a":1}"#, r#"{"b": 2}"#]);
+        assert_eq!(split_batch("{\"a\":1}\n\n{\"b\":2}\n").unwrap(), vec![r#"{"a":1}"#, r#"{"b":2}"#]);
+        assert!(split_batch("[1,").is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! `POST /api/v2/interactions` and `POST /api/v2/interactions/batch`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Bytes;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState, ItemError};
+use crate::auth::Principal;
+use crate::engine::NewEvent;
+use crate::event;
+
+/// One event; answered once it is durable.
+pub(super) async fn one(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = read_body(&headers, body, state.limits.event_bytes_max, "event_bytes_max").await?;
+    let text = utf8(&bytes)?;
+    let valid = event::validate(text).map_err(ApiError::invalid)?;
+    let new = NewEvent::from(&valid);
+    let interaction_id = new.interaction_id.clone();
+    let (acks, position) = state.engine.submit(vec![new], principal.key_id).await?;
+    let ack = acks[0];
+    let mut answer = json!({
+        "status": "accepted",
+        "interaction_id": interaction_id,
+        "seq": ack.seq,
+        "queue_position": position,
+    });
+    if ack.duplicate {
+        answer["duplicate"] = json!(true);
+    }
+    Ok(Json(answer))
+}
+
+/// A JSON array or NDJSON of events; all are stored in one group commit, or none.
+pub(super) async fn batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let limits = state.limits;
+    let bytes = read_body(&headers, body, limits.batch_bytes_max, "batch_bytes_max").await?;
+    let text = utf8(&bytes)?;
+    let items = event::split_batch(text).map_err(ApiError::invalid)?;
+    if items.is_empty() {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_batch", "the batch holds no events"));
+    }
+    if items.len() > limits.batch_events_max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("the batch holds {} events; batch_events_max is {}", items.len(), limits.batch_events_max),
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        if item.len() > limits.event_bytes_max {
+            errors.push(ItemError {
+                index,
+                code: "event_too_large",
+                message: format!("the event is {} bytes; event_bytes_max is {}", item.len(), limits.event_bytes_max),
+                field: None,
+            });
+            continue;
+        }
+        match event::validate(item) {
+            Ok(valid) => events.push(NewEvent::from(&valid)),
+            Err(invalid) => errors.push(ItemError { index, code: invalid.code, message: invalid.message, field: invalid.field }),
+        }
+    }
+    if !errors.is_empty() {
+        let message = format!("{} of {} events are invalid; nothing was stored", errors.len(), items.len());
+        return Err(ApiError { errors, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch", message) });
+    }
+    let (acks, position) = state.engine.submit(events, principal.key_id).await?;
+    let duplicates = acks.iter().filter(|a| a.duplicate).count();
+    let seqs: Vec<u64> = acks.iter().map(|a| a.seq).collect();
+    Ok(Json(json!({
+        "status": "accepted",
+        "count": seqs.len(),
+        "seqs": seqs,
+        "duplicates": duplicates,
+        "queue_position": position,
+    })))
+}
+
+/// Reads a whole body, refusing it with 413 past `limit` bytes.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize, limit_name: &str) -> Result<Bytes, ApiError> {
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("?");
+        if !encoding.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                format!("Content-Encoding {encoding:?} is not supported"),
+            )
+            .with_field("content-encoding"));
+        }
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body exceeds {limit_name} ({limit} bytes)"),
+        )),
+        Err(err) => Err(ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", format!("the request body could not be read: {err}"))),
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(bytes).map_err(|err| {
+        ApiError::new(StatusCode::BAD_REQUEST, "not_utf8", format!("the request body is not UTF-8: {err}"))
+    })
+}

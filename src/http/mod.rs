@@ -1,0 +1,96 @@
+//! The HTTP layer (axum): the only module that knows HTTP.
+//!
+//! [`router`] builds every route over an [`AppState`]; handlers authenticate, read bodies within
+//! their limits, call the engine or read the view, and shape JSON. Errors are [`ApiError`].
+
+mod error;
+mod ingest;
+mod records;
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+pub use error::{ApiError, ItemError};
+
+use crate::auth::{Keys, Principal};
+use crate::engine::Engine;
+
+/// Request limits, in the units their names say.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest single-event body in bytes.
+    pub event_bytes_max: usize,
+    /// Most events in one batch.
+    pub batch_events_max: usize,
+    /// Largest batch body in bytes.
+    pub batch_bytes_max: usize,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The ingest engine and the view.
+    pub engine: Arc<Engine>,
+    /// Accepted API keys.
+    pub keys: Arc<Keys>,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// Every route of the service.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v2/interactions", post(ingest::one))
+        .route("/api/v2/interactions/batch", post(ingest::batch))
+        .route("/api/v2/interactions/{id}", get(records::one))
+        .route("/api/v2/interactions/{id}/events", get(records::events))
+        .route("/api/v2/health", get(health))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+        })
+        .with_state(state)
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(ApiError::unauthorized)?;
+        let key = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(ApiError::unauthorized)?;
+        state.keys.authenticate(key).ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// `GET /api/v2/health`: public. 503 with the reason when the writer cannot store events.
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let engine = &state.engine;
+    let running = engine.writer_running();
+    let failure = engine.storage_failure();
+    let healthy = running && failure.is_none();
+    let mut body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "timestamp": crate::engine::now_us() as f64 / 1e6,
+        "queue_size": engine.queue_size(),
+        "processor_running": running,
+        "storage_writable": failure.is_none(),
+    });
+    if !healthy {
+        let reason = failure.unwrap_or_else(|| "the log writer is not running".to_owned());
+        body["reason"] = json!(reason);
+    }
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,18 @@
+//! mcplog: an append-only, event-sourced interaction log for MCP systems.
+//!
+//! Ground state is the segment log ([`storage`]); everything else is derived from it and rebuilt
+//! on every start: the [`projector`] folds events into interaction records, the [`engine`] appends
+//! new events with group commit and keeps the view current, and [`http`] serves it. See
+//! `ARCHITECTURE.md` for the map and the invariants.
+
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod http;
+pub mod projector;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,106 @@
+//! Start-up and shutdown: lock the data directory, recover the log into a fresh view, start the
+//! writer, serve HTTP until a signal, then drain the queue.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::auth::{load_or_create_admin_key, Keys};
+use crate::config::Config;
+use crate::engine::{now_us, Engine, View};
+use crate::http::{router, AppState, Limits};
+use crate::projector::Projection;
+use crate::storage::{self, LogConfig, StorageError};
+
+/// Why the server could not start or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The log could not be opened or recovered.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The admin key could not be read or created.
+    #[error("admin key in {dir}: {source}")]
+    AdminKey {
+        /// The data directory.
+        dir: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The listening socket could not be bound or served.
+    #[error("listen on {bind}: {source}")]
+    Listen {
+        /// The configured address.
+        bind: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the server until `shutdown` resolves, then stops taking events, writes and syncs what is
+/// queued, and returns. `on_listen` is told the bound address (useful with port 0).
+pub async fn run(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listen: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    let _lock = storage::lock_dir(&config.data_dir)?;
+    let (admin_key, created) = load_or_create_admin_key(&config.data_dir)
+        .map_err(|source| ServerError::AdminKey { dir: config.data_dir.display().to_string(), source })?;
+    if let Some(path) = created {
+        tracing::info!("first start: an admin key was written to {} (mode 0600)", path.display());
+    }
+    let engine = Arc::new(recover(config)?);
+    let state = AppState {
+        engine: Arc::clone(&engine),
+        keys: Arc::new(Keys::with_admin(&admin_key)),
+        limits: Limits {
+            event_bytes_max: config.event_bytes_max,
+            batch_events_max: config.batch_events_max,
+            batch_bytes_max: config.batch_bytes_max,
+        },
+    };
+    let listen_error = |source| ServerError::Listen { bind: config.bind.clone(), source };
+    let listener = tokio::net::TcpListener::bind(&config.bind).await.map_err(listen_error)?;
+    let addr = listener.local_addr().map_err(listen_error)?;
+    tracing::info!("listening on http://{addr}");
+    on_listen(addr);
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    tracing::info!("shutting down: writing and syncing queued events");
+    let drained = Arc::clone(&engine);
+    let _ = tokio::task::spawn_blocking(move || drained.shutdown()).await;
+    served.map_err(listen_error)
+}
+
+/// Opens the log in the configured data directory and folds it into a fresh view.
+pub fn recover(config: &Config) -> Result<Engine, StorageError> {
+    let started = Instant::now();
+    let log_config = LogConfig {
+        dir: config.data_dir.join("segments"),
+        segment_max_bytes: config.segment_max_bytes,
+        segment_max_age: config.segment_max_age,
+    };
+    let mut projection = Projection::new();
+    let opened = storage::open(&log_config, now_us(), |event| projection.apply(event))?;
+    tracing::info!(
+        events = projection.events_total(),
+        interactions = projection.records().len(),
+        segments = opened.catalog.segments().len(),
+        truncated_bytes = opened.truncated_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "log recovered"
+    );
+    let view = View { projection, catalog: opened.catalog };
+    Ok(Engine::start(opened.writer, view, config.queue_events_max))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

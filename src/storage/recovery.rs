@@ -1,0 +1,345 @@
+//! Opening a log: check every segment, hand every event to the caller's fold, and leave a writer
+//! positioned at the end.
+//!
+//! The recovery rule (storage-format.md, "Recovery"):
+//! - every frame of every segment must decode with a matching CRC, seqs must continue without a
+//!   gap, every sealed segment's footer must match its hash, and each header must name the previous
+//!   segment's hash;
+//! - the one exception is a torn tail: bytes at the end of the *last* segment that are incomplete
+//!   or fail their check, with no later write behind them. Those were never acknowledged (the
+//!   write that carried them did not finish its fdatasync), so they are truncated, and the number
+//!   of bytes is logged;
+//! - anything else stops start-up with the file, the offset and the reason.
+//!
+//! A torn write can leave a hole (a page never written) before later pages of the same write,
+//! so a valid frame after a bad one does not by itself prove corruption. Each frame records its
+//! index in its write; a valid frame or footer from a *later* write behind the bad bytes proves the
+//! bad bytes had been synced, and that is corruption.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use sha2::{Digest, Sha256};
+
+use super::catalog::{Catalog, SegmentView};
+use super::format::{self, Decoded, Footer, Hash, Header, FOOTER_BYTES, HEADER_BYTES};
+use super::writer::{create_segment, LogWriter};
+use super::{parse_segment_file_name, sync_dir, LogConfig, StorageError};
+use crate::event::StoredEvent;
+
+/// An opened log: the writer, the read catalog, and what recovery had to do.
+pub struct Opened {
+    /// The appender, positioned after the last durable frame.
+    pub writer: LogWriter,
+    /// Every retained segment, mapped.
+    pub catalog: Catalog,
+    /// Bytes cut from the end of the last segment as a torn tail (0 if none).
+    pub truncated_bytes: u64,
+}
+
+/// Name of the lock file that keeps two servers off one data directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// Opens (or creates) the log in `config.dir`, folding every event in seq order into `each`.
+///
+/// The caller holds the directory's lock (see [`lock_dir`]) for as long as the writer lives.
+pub fn open(
+    config: &LogConfig,
+    now_us: u64,
+    mut each: impl FnMut(&StoredEvent<'_>),
+) -> Result<Opened, StorageError> {
+    std::fs::create_dir_all(&config.dir).map_err(StorageError::io("create directory", &config.dir))?;
+    let mut names = list_segments(&config.dir)?;
+    let mut views: Vec<SegmentView> = Vec::with_capacity(names.len());
+    let mut truncated_bytes = 0;
+    let mut last_scan: Option<Scan> = None;
+    while let Some((first_seq, path)) = names.first().cloned() {
+        names.remove(0);
+        let is_last = names.is_empty();
+        let expected = views.last().and_then(SegmentView::last_seq).map(|s| s + 1);
+        let prev_hash = views.last().and_then(|v| v.footer.map(|f| f.segment_hash));
+        if let Some(prev) = views.last() {
+            if prev.footer.is_none() {
+                return Err(corrupt(&prev.path, prev.data_len, "segment is not sealed but a later segment exists"));
+            }
+        }
+        let map = map_file(&path)?;
+        let scan = scan_segment(&path, &map, first_seq, expected, prev_hash, is_last, &mut each)?;
+        let scan = match scan {
+            Some(scan) => scan,
+            None => {
+                // A segment created but never given a whole header holds no event.
+                tracing::warn!(path = %path.display(), bytes = map.len(), "removing a segment whose header never reached the disk");
+                drop(map);
+                std::fs::remove_file(&path).map_err(StorageError::io("remove", &path))?;
+                sync_dir(&config.dir)?;
+                continue;
+            }
+        };
+        if scan.data_len + scan.footer.map_or(0, |_| FOOTER_BYTES as u64) < map.len() as u64 {
+            let cut = map.len() as u64 - scan.data_len - scan.footer.map_or(0, |_| FOOTER_BYTES as u64);
+            truncate(&path, map.len() as u64 - cut)?;
+            tracing::warn!(path = %path.display(), offset = map.len() as u64 - cut, bytes = cut, "truncated a torn tail");
+            truncated_bytes += cut;
+        }
+        views.push(SegmentView {
+            first_seq,
+            path,
+            map: Arc::new(map),
+            offsets: scan.offsets.clone(),
+            data_len: scan.data_len,
+            footer: scan.footer,
+            received_max_us: scan.received_max_us,
+            received_min_us: scan.received_min_us,
+        });
+        last_scan = Some(scan);
+    }
+    let writer = match (views.last(), last_scan) {
+        (Some(active), Some(scan)) if active.footer.is_none() => {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&active.path)
+                .map_err(StorageError::io("open", &active.path))?;
+            let mut writer = LogWriter {
+                config: config.clone(),
+                file,
+                path: active.path.clone(),
+                header: scan.header,
+                next_seq: active.first_seq + active.offsets.len() as u64,
+                data_len: scan.data_len,
+                map_len: 0,
+                hasher: scan.hasher,
+                received_min_us: scan.received_min_us,
+                received_max_us: scan.received_max_us,
+                frames: active.offsets.len() as u64,
+                buf: Vec::new(),
+                poisoned: None,
+            };
+            let map = writer.map_active(scan.data_len as usize)?;
+            views.last_mut().expect("checked above").map = map;
+            writer
+        }
+        (last, _) => {
+            let (first_seq, prev_hash) = match last {
+                Some(sealed) => {
+                    let footer = sealed.footer.expect("an unsealed last segment is handled above");
+                    (footer.last_seq + 1, footer.segment_hash)
+                }
+                None => (1, [0u8; 32]),
+            };
+            let (file, path, header, header_bytes) = create_segment(config, first_seq, prev_hash, now_us)?;
+            let mut hasher = Sha256::new();
+            hasher.update(header_bytes);
+            let mut writer = LogWriter {
+                config: config.clone(),
+                file,
+                path: path.clone(),
+                header,
+                next_seq: first_seq,
+                data_len: HEADER_BYTES as u64,
+                map_len: 0,
+                hasher,
+                received_min_us: 0,
+                received_max_us: 0,
+                frames: 0,
+                buf: Vec::new(),
+                poisoned: None,
+            };
+            let map = writer.map_active(HEADER_BYTES)?;
+            views.push(SegmentView {
+                first_seq,
+                path,
+                map,
+                offsets: Vec::new(),
+                data_len: HEADER_BYTES as u64,
+                footer: None,
+                received_max_us: 0,
+                received_min_us: 0,
+            });
+            writer
+        }
+    };
+    Ok(Opened { writer, catalog: Catalog::new(views), truncated_bytes })
+}
+
+/// Takes the exclusive lock of a data directory, creating it if needed. The lock lasts as long as
+/// the returned file is open.
+pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    std::fs::create_dir_all(dir).map_err(StorageError::io("create directory", dir))?;
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StorageError::io("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StorageError::Io { op: "lock", path, source }),
+    }
+}
+
+/// Every segment file of a directory, sorted by first seq.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    let mut found = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(StorageError::io("read directory", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(StorageError::io("read directory", dir))?;
+        let name = entry.file_name();
+        if let Some(first_seq) = name.to_str().and_then(parse_segment_file_name) {
+            found.push((first_seq, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Maps a whole file read-only.
+pub fn map_file(path: &Path) -> Result<Mmap, StorageError> {
+    let file = File::open(path).map_err(StorageError::io("open", path))?;
+    // SAFETY: segment files are only appended to by the writer and never rewritten in place, so
+    // bytes within the length seen here do not change under the mapping.
+    unsafe { Mmap::map(&file) }.map_err(StorageError::io("mmap", path))
+}
+
+/// What one segment holds, as found by a scan.
+struct Scan {
+    header: Header,
+    offsets: Vec<u32>,
+    data_len: u64,
+    footer: Option<Footer>,
+    hasher: Sha256,
+    received_min_us: u64,
+    received_max_us: u64,
+}
+
+/// Checks one segment and folds its events. Returns `None` for a last segment whose header was
+/// torn (it holds no event), and the valid prefix of a last segment whose tail was torn.
+fn scan_segment(
+    path: &Path,
+    bytes: &[u8],
+    first_seq: u64,
+    expected_first_seq: Option<u64>,
+    prev_hash: Option<Hash>,
+    is_last: bool,
+    each: &mut impl FnMut(&StoredEvent<'_>),
+) -> Result<Option<Scan>, StorageError> {
+    let header = match format::decode_header(bytes) {
+        Ok(header) => header,
+        Err(_) if is_last && bytes.len() <= HEADER_BYTES => return Ok(None),
+        Err(kind) => {
+            let reason = kind.map_or("file shorter than a header".to_string(), |k| format!("header: {k}"));
+            return Err(corrupt(path, 0, reason));
+        }
+    };
+    if header.first_seq != first_seq {
+        return Err(corrupt(path, 0, format!("header names first seq {} but the file name says {first_seq}", header.first_seq)));
+    }
+    if let Some(expected) = expected_first_seq {
+        if first_seq != expected {
+            return Err(corrupt(path, 0, format!("seq gap: segment starts at {first_seq}, previous ended at {}", expected - 1)));
+        }
+    }
+    if let Some(prev) = prev_hash {
+        if header.prev_hash != prev {
+            return Err(corrupt(path, 0, "hash chain broken: header does not name the previous segment's hash"));
+        }
+    }
+    let mut scan = Scan {
+        header,
+        offsets: Vec::new(),
+        data_len: HEADER_BYTES as u64,
+        footer: None,
+        hasher: Sha256::new(),
+        received_min_us: u64::MAX,
+        received_max_us: 0,
+    };
+    scan.hasher.update(&bytes[..HEADER_BYTES]);
+    let mut offset = HEADER_BYTES;
+    let mut seq = first_seq;
+    let fault = loop {
+        match format::decode_at(bytes, offset) {
+            Decoded::Frame { frame, end } => {
+                if frame.seq != seq {
+                    break format!("frame holds seq {} where {seq} was expected", frame.seq);
+                }
+                each(&frame);
+                scan.offsets.push(u32::try_from(offset).expect("segments stay below 4 GiB"));
+                scan.hasher.update(&bytes[offset..end]);
+                scan.received_min_us = scan.received_min_us.min(frame.received_at_us);
+                scan.received_max_us = scan.received_max_us.max(frame.received_at_us);
+                offset = end;
+                seq += 1;
+            }
+            Decoded::Footer(footer) => {
+                check_footer(path, offset, &footer, &scan, seq)?;
+                scan.footer = Some(footer);
+                break String::new();
+            }
+            Decoded::Incomplete if offset == bytes.len() => break String::new(),
+            Decoded::Incomplete => break "incomplete frame".to_string(),
+            Decoded::Corrupt(kind) => break kind.to_string(),
+        }
+    };
+    scan.data_len = offset as u64;
+    if scan.offsets.is_empty() {
+        scan.received_min_us = 0;
+    }
+    let end_of_data = offset + scan.footer.map_or(0, |_| FOOTER_BYTES);
+    if end_of_data == bytes.len() {
+        return Ok(Some(scan));
+    }
+    let reason = if fault.is_empty() { "bytes after the footer".to_string() } else { fault };
+    if !is_last {
+        return Err(corrupt(path, offset as u64, reason));
+    }
+    if let Some(proof) = later_write_behind(bytes, end_of_data, seq) {
+        return Err(corrupt(path, offset as u64, format!("{reason}, yet {proof} follows it: the damage is not a torn tail")));
+    }
+    Ok(Some(scan))
+}
+
+fn check_footer(path: &Path, offset: usize, footer: &Footer, scan: &Scan, next_seq: u64) -> Result<(), StorageError> {
+    let at = offset as u64;
+    if scan.offsets.is_empty() {
+        return Err(corrupt(path, at, "footer on a segment without frames"));
+    }
+    if footer.last_seq + 1 != next_seq {
+        return Err(corrupt(path, at, format!("footer names last seq {} but the frames end at {}", footer.last_seq, next_seq - 1)));
+    }
+    if footer.data_end != at {
+        return Err(corrupt(path, at, format!("footer names data end {} but the frames end at {at}", footer.data_end)));
+    }
+    let hash: Hash = scan.hasher.clone().finalize().into();
+    if footer.segment_hash != hash {
+        return Err(corrupt(path, at, "segment hash in the footer does not match the frames: the segment was altered"));
+    }
+    Ok(())
+}
+
+/// Looks behind damaged bytes at `from` for a frame or footer written by a later write than the
+/// one that should have held `seq`; returns a description of the first one found.
+fn later_write_behind(bytes: &[u8], from: usize, seq: u64) -> Option<String> {
+    (from + 1..bytes.len()).find_map(|at| match format::decode_at(bytes, at) {
+        Decoded::Frame { frame, .. } => {
+            let write_start = frame.seq.checked_sub(u64::from(frame.write_index))?;
+            (write_start > seq).then(|| format!("a valid frame of a later write (seq {}) at offset {at}", frame.seq))
+        }
+        Decoded::Footer(footer) if footer.last_seq >= seq => Some(format!("a valid footer at offset {at}")),
+        _ => None,
+    })
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), StorageError> {
+    let file = OpenOptions::new().write(true).open(path).map_err(StorageError::io("open", path))?;
+    file.set_len(len).map_err(StorageError::io("truncate", path))?;
+    file.sync_all().map_err(StorageError::io("fsync", path))
+}
+
+fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
+    StorageError::Corrupt { path: path.to_path_buf(), offset, reason: reason.into() }
+}

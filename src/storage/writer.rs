@@ -1,0 +1,227 @@
+//! The single appender of the log.
+//!
+//! One [`LogWriter`] owns the active segment. Each call to [`LogWriter::append`] is one group
+//! commit: every frame of the group goes into one `pwrite` and one `fdatasync`, and the group never
+//! straddles two segments (a roll happens before the write, never inside it), so a group is on
+//! disk entirely or, after recovery, not at all.
+//!
+//! A failed write or fdatasync is undone by truncating back to the last durable length; if even
+//! that fails the writer is poisoned and refuses every later append, because what is in the page
+//! cache can no longer be trusted to match the disk (the "fsyncgate" lesson).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use memmap2::{Mmap, MmapOptions};
+use sha2::{Digest, Sha256};
+
+use super::catalog::{CatalogChange, SegmentView};
+use super::format::{self, Footer, Hash, Header, FOOTER_BYTES, HEADER_BYTES};
+use super::{segment_file_name, sync_dir, LogConfig, StorageError};
+use crate::event::StoredEvent;
+
+/// The state of the active segment, and the means to append to it.
+pub struct LogWriter {
+    pub(super) config: LogConfig,
+    pub(super) file: File,
+    pub(super) path: PathBuf,
+    pub(super) header: Header,
+    pub(super) next_seq: u64,
+    /// Bytes of header and frames known to be on disk.
+    pub(super) data_len: u64,
+    /// Length of the current read mapping of the active segment.
+    pub(super) map_len: usize,
+    /// SHA-256 over the header and every durable frame: the segment's chain hash once sealed.
+    pub(super) hasher: Sha256,
+    pub(super) received_min_us: u64,
+    pub(super) received_max_us: u64,
+    pub(super) frames: u64,
+    pub(super) buf: Vec<u8>,
+    pub(super) poisoned: Option<String>,
+}
+
+impl LogWriter {
+    /// The seq the next appended event must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether an earlier failure stopped the writer.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// Appends a group of events with one write and one fdatasync, rolling to a new segment first
+    /// if the active one is full or old. Returns what the catalog must mirror.
+    ///
+    /// `events` must carry seqs `next_seq()..` in order, with `write_index` counting from 0.
+    pub fn append(
+        &mut self,
+        events: &[StoredEvent<'_>],
+        now_us: u64,
+    ) -> Result<Vec<CatalogChange>, StorageError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(StorageError::Poisoned(reason.clone()));
+        }
+        assert!(!events.is_empty(), "an empty group");
+        self.buf.clear();
+        let mut relative = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            assert_eq!(event.seq, self.next_seq + i as u64, "seqs must continue the log");
+            assert_eq!(event.write_index as usize, i, "write_index counts within the group");
+            relative.push(self.buf.len());
+            format::encode_frame(event, &mut self.buf);
+        }
+        let mut changes = Vec::new();
+        if self.should_roll(self.buf.len() as u64, now_us) {
+            changes.extend(self.roll(now_us)?);
+        }
+        let write_at = self.data_len;
+        let written = self
+            .file
+            .write_all_at(&self.buf, write_at)
+            .map_err(StorageError::io("write", &self.path))
+            .and_then(|()| self.file.sync_data().map_err(StorageError::io("fdatasync", &self.path)));
+        if let Err(err) = written {
+            self.undo_to(write_at, &err);
+            return Err(err);
+        }
+        self.hasher.update(&self.buf);
+        self.data_len += self.buf.len() as u64;
+        self.next_seq += events.len() as u64;
+        if self.frames == 0 {
+            self.received_min_us = now_us;
+        }
+        self.frames += events.len() as u64;
+        self.received_max_us = self.received_max_us.max(now_us);
+        if self.data_len as usize + FOOTER_BYTES > self.map_len {
+            let map = self.map_active(self.data_len as usize)?;
+            changes.push(CatalogChange::Remapped(map));
+        }
+        let offsets = relative
+            .into_iter()
+            .map(|r| u32::try_from(write_at + r as u64).expect("segments stay below 4 GiB"))
+            .collect();
+        changes.push(CatalogChange::Appended {
+            offsets,
+            data_len: self.data_len,
+            received_at_us: now_us,
+        });
+        Ok(changes)
+    }
+
+    fn should_roll(&self, incoming_bytes: u64, now_us: u64) -> bool {
+        if self.frames == 0 {
+            return false;
+        }
+        let too_big = self.data_len + incoming_bytes > self.config.segment_max_bytes;
+        let age_us = now_us.saturating_sub(self.header.created_at_us);
+        let too_old = u128::from(age_us) >= self.config.segment_max_age.as_micros();
+        too_big || too_old
+    }
+
+    /// Seals the active segment and opens the next one.
+    fn roll(&mut self, now_us: u64) -> Result<Vec<CatalogChange>, StorageError> {
+        let footer = Footer {
+            last_seq: self.next_seq - 1,
+            data_end: self.data_len,
+            received_min_us: self.received_min_us,
+            received_max_us: self.received_max_us,
+            segment_hash: self.hasher.clone().finalize().into(),
+        };
+        let sealed = self
+            .file
+            .write_all_at(&format::encode_footer(&footer), self.data_len)
+            .map_err(StorageError::io("write footer", &self.path))
+            .and_then(|()| self.file.sync_data().map_err(StorageError::io("fdatasync", &self.path)));
+        if let Err(err) = sealed {
+            self.undo_to(self.data_len, &err);
+            return Err(err);
+        }
+        let next = match create_segment(&self.config, self.next_seq, footer.segment_hash, now_us) {
+            Ok(next) => next,
+            Err(err) => {
+                // The footer must go again, or the next append would land after it.
+                self.undo_to(self.data_len, &err);
+                return Err(err);
+            }
+        };
+        let (file, path, header, header_bytes) = next;
+        self.file = file;
+        self.path = path;
+        self.header = header;
+        self.data_len = HEADER_BYTES as u64;
+        self.hasher = Sha256::new();
+        self.hasher.update(header_bytes);
+        self.frames = 0;
+        self.received_min_us = 0;
+        self.received_max_us = 0;
+        let map = self.map_active(HEADER_BYTES)?;
+        let view = SegmentView {
+            first_seq: header.first_seq,
+            path: self.path.clone(),
+            map,
+            offsets: Vec::new(),
+            data_len: self.data_len,
+            footer: None,
+            received_max_us: 0,
+            received_min_us: 0,
+        };
+        Ok(vec![CatalogChange::Sealed(footer), CatalogChange::Opened(view)])
+    }
+
+    /// Maps the active segment with room to grow, so readers rarely need a new mapping.
+    pub(super) fn map_active(&mut self, needed: usize) -> Result<Arc<Mmap>, StorageError> {
+        let len = (self.config.segment_max_bytes as usize).max(needed) + FOOTER_BYTES;
+        // SAFETY: the file is only ever appended to or truncated back to a durable length by this
+        // writer; readers never touch bytes past the durable `data_len`, so no access lands on a
+        // page beyond the end of the file.
+        let map = unsafe { MmapOptions::new().len(len).map(&self.file) }
+            .map_err(StorageError::io("mmap", &self.path))?;
+        self.map_len = len;
+        Ok(Arc::new(map))
+    }
+
+    /// Truncates the active segment back to `len` after a failed write; poisons the writer if even
+    /// that fails.
+    fn undo_to(&mut self, len: u64, cause: &StorageError) {
+        let undone = self.file.set_len(len).and_then(|()| self.file.sync_data());
+        if let Err(undo) = undone {
+            self.poisoned = Some(format!("{cause}; truncating {} back to {len} bytes also failed: {undo}", self.path.display()));
+        }
+    }
+}
+
+/// Creates a segment file holding only its header, durably (file and directory entry).
+pub(super) fn create_segment(
+    config: &LogConfig,
+    first_seq: u64,
+    prev_hash: Hash,
+    now_us: u64,
+) -> Result<(File, PathBuf, Header, [u8; HEADER_BYTES]), StorageError> {
+    let path = config.dir.join(segment_file_name(first_seq));
+    let header = Header { first_seq, created_at_us: now_us, prev_hash };
+    let bytes = format::encode_header(&header);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(StorageError::io("create", &path))?;
+    let written = file
+        .write_all_at(&bytes, 0)
+        .map_err(StorageError::io("write header", &path))
+        .and_then(|()| file.sync_data().map_err(StorageError::io("fdatasync", &path)))
+        .and_then(|()| sync_dir(&config.dir));
+    match written {
+        Ok(()) => Ok((file, path, header, bytes)),
+        Err(err) => {
+            // The half-made segment is ours and holds no event; leaving it would only make the
+            // next roll fail on `create_new`.
+            let _ = std::fs::remove_file(&path);
+            Err(err)
+        }
+    }
+}
