@@ -1,0 +1,188 @@
+//! Ingest and read-back through the real server: seqs, batches, idempotency, conflicts, the record
+//! view, byte-exact events, and the view rebuilt after a restart.
+
+use serde_json::{json, Value};
+
+use crate::common::{error_of, event, segment_bytes, Server};
+
+#[tokio::test]
+async fn events_fold_into_a_record_and_come_back_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    // Odd spacing and key order on purpose: the stored event must be exactly these bytes.
+    let start = r#"{ "timestamp": 1763900000.25, "action":"interaction_start","interaction_id":"abc-123","mcp_id":"ocr_workflow_mcp_001","request_data":{"file":"a.pdf"} }"#;
+    let progress = r#"{"action":"interaction_progress","interaction_id":"abc-123","mcp_id":"ocr_workflow_mcp_001","timestamp":1763900001,"progress_data":{"page":1}}"#;
+    let complete = r#"{"action":"interaction_complete","interaction_id":"abc-123","mcp_id":"ocr_workflow_mcp_001","timestamp":1763900002.75,"result_data":{"pages":3}}"#;
+    let mut seqs = Vec::new();
+    for body in [start, progress, complete] {
+        let response = server.post("/api/v2/interactions", body).await;
+        assert_eq!(response.status, 200, "{}", response.json());
+        let answer = response.json();
+        assert_eq!(answer["status"], "accepted");
+        assert_eq!(answer["interaction_id"], "abc-123");
+        assert!(answer["queue_position"].is_u64());
+        seqs.push(answer["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, vec![1, 2, 3]);
+
+    let record = server.get("/api/v2/interactions/abc-123").await.json();
+    assert_eq!(record["status"], "completed");
+    assert_eq!(record["mcp_id"], "ocr_workflow_mcp_001");
+    assert_eq!(record["start_time"], 1763900000.25);
+    assert_eq!(record["end_time"], 1763900002.75);
+    assert_eq!(record["processing_time"], 2.5);
+    assert_eq!(record["request_data"], json!({"file": "a.pdf"}));
+    assert_eq!(record["result_data"], json!({"pages": 3}));
+    assert_eq!(record["error_data"], json!({}));
+    assert_eq!(record["progress_updates"], json!([{"timestamp": 1763900001.0, "data": {"page": 1}}]));
+    assert_eq!(record["metadata"]["first_seq"], 1);
+    assert_eq!(record["metadata"]["last_seq"], 3);
+    assert_eq!(record["metadata"]["event_count"], 3);
+    assert_eq!(record["metadata"]["key_id"].as_str().unwrap().len(), 16);
+
+    let events = server.get("/api/v2/interactions/abc-123/events").await;
+    assert_eq!(events.status, 200);
+    let text = String::from_utf8(events.body.to_vec()).unwrap();
+    for body in [start, progress, complete] {
+        assert!(text.contains(body), "event not returned byte-exact: {body}\nin {text}");
+    }
+    let listed: Vec<u64> = events.json()["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(listed, vec![1, 2, 3]);
+
+    let missing = server.get("/api/v2/interactions/nope").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(error_of(&missing)["field"], "interaction_id");
+    assert_eq!(server.get("/api/v2/interactions/nope/events").await.status, 404);
+}
+
+#[tokio::test]
+async fn batches_are_one_commit_and_accept_ndjson() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let array = format!(
+        "[{},{},{}]",
+        event("interaction_start", "b-1", "m", 10.0),
+        event("interaction_start", "b-2", "m", 10.0),
+        event("interaction_error", "b-1", "m", 11.0)
+    );
+    let answer = server.post("/api/v2/interactions/batch", array).await.json();
+    assert_eq!(answer["status"], "accepted");
+    assert_eq!(answer["seqs"], json!([1, 2, 3]));
+    let ndjson = format!("{}\n\n{}\n", event("interaction_cancelled", "b-2", "m", 12.0), event("interaction_progress", "b-3", "m", 9.0));
+    let answer = server.post("/api/v2/interactions/batch", ndjson).await.json();
+    assert_eq!(answer["seqs"], json!([4, 5]));
+    assert_eq!(server.get("/api/v2/interactions/b-1").await.json()["status"], "failed");
+    assert_eq!(server.get("/api/v2/interactions/b-2").await.json()["status"], "cancelled");
+    let orphan = server.get("/api/v2/interactions/b-3").await.json();
+    assert_eq!(orphan["status"], "in_progress");
+    assert_eq!(orphan["start_time"], Value::Null);
+}
+
+#[tokio::test]
+async fn event_ids_make_retries_idempotent_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_id = |id: &str, ts: f64| {
+        let mut body: Value = serde_json::from_str(&event("interaction_start", "idem", "m", ts)).unwrap();
+        body["event_id"] = json!(id);
+        body.to_string()
+    };
+    let server = Server::start(dir.path());
+    let first = server.post("/api/v2/interactions", with_id("e-1", 5.0)).await.json();
+    assert_eq!(first["seq"], 1);
+    let bytes = segment_bytes(dir.path());
+    let retry = server.post("/api/v2/interactions", with_id("e-1", 5.0)).await.json();
+    assert_eq!(retry["seq"], 1);
+    assert_eq!(retry["duplicate"], true);
+    assert_eq!(segment_bytes(dir.path()), bytes, "a retry must not append");
+    let clash = server.post("/api/v2/interactions", with_id("e-1", 6.0)).await;
+    assert_eq!(clash.status, 409);
+    assert_eq!(error_of(&clash)["field"], "event_id");
+    // The same event twice in one batch is stored once.
+    let batch = format!("[{},{}]", with_id("e-2", 7.0), with_id("e-2", 7.0));
+    let answer = server.post("/api/v2/interactions/batch", batch).await.json();
+    assert_eq!(answer["seqs"], json!([2, 2]));
+    server.kill();
+
+    let server = Server::start(dir.path());
+    let retry = server.post("/api/v2/interactions", with_id("e-1", 5.0)).await.json();
+    assert_eq!(retry["seq"], 1, "event ids are rebuilt from the log");
+    assert_eq!(server.post("/api/v2/interactions", with_id("e-2", 8.0)).await.status, 409);
+    assert_eq!(server.get("/api/v2/interactions/idem").await.json()["metadata"]["event_count"], 2);
+}
+
+#[tokio::test]
+async fn a_changed_mcp_id_is_a_conflict_and_a_batch_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(server.post("/api/v2/interactions", event("interaction_start", "c-1", "m-a", 1.0)).await.status, 200);
+    let bytes = segment_bytes(dir.path());
+    let clash = server.post("/api/v2/interactions", event("interaction_complete", "c-1", "m-b", 2.0)).await;
+    assert_eq!(clash.status, 409);
+    assert_eq!(error_of(&clash)["field"], "mcp_id");
+    // A batch with one conflicting event (index 1) and one self-contradicting pair stores nothing.
+    let batch = format!(
+        "[{},{},{},{}]",
+        event("interaction_start", "c-2", "m-a", 1.0),
+        event("interaction_progress", "c-1", "m-b", 2.0),
+        event("interaction_start", "c-3", "m-a", 1.0),
+        event("interaction_progress", "c-3", "m-c", 2.0)
+    );
+    let response = server.post("/api/v2/interactions/batch", batch).await;
+    assert_eq!(response.status, 409);
+    let indexes: Vec<u64> = error_of(&response)["errors"].as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, vec![1, 3]);
+    assert_eq!(segment_bytes(dir.path()), bytes);
+    assert_eq!(server.get("/api/v2/interactions/c-2").await.status, 404);
+    let record = server.get("/api/v2/interactions/c-1").await.json();
+    assert_eq!(record["metadata"]["event_count"], 1);
+}
+
+#[tokio::test]
+async fn the_view_is_rebuilt_from_the_log_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Small segments, so the log spans many of them.
+    let env = [("MCPLOG_SEGMENT_MAX_BYTES", "4096")];
+    let server = Server::start_with(dir.path(), &env);
+    for i in 0..60 {
+        let id = format!("r-{}", i % 20);
+        let action = ["interaction_start", "interaction_progress", "interaction_complete"][i / 20];
+        assert_eq!(server.post("/api/v2/interactions", event(action, &id, "m", 100.0 + i as f64)).await.status, 200);
+    }
+    // A second terminal event is kept and counted as a conflict, not applied.
+    server.post("/api/v2/interactions", event("interaction_error", "r-0", "m", 500.0)).await;
+    let before: Vec<Value> = all_records(&server).await;
+    assert!(crate::common::segment_paths(dir.path()).len() >= 3, "expected several segments");
+    server.kill();
+    let server = Server::start_with(dir.path(), &env);
+    let after: Vec<Value> = all_records(&server).await;
+    assert_eq!(before, after);
+    assert_eq!(after[0]["status"], "completed");
+    assert_eq!(after[0]["metadata"]["conflicts"], 1);
+    assert_eq!(after[0]["metadata"]["event_count"], 4);
+}
+
+async fn all_records(server: &Server) -> Vec<Value> {
+    let mut records = Vec::new();
+    for i in 0..20 {
+        records.push(server.get(&format!("/api/v2/interactions/r-{i}")).await.json());
+    }
+    records
+}
+
+#[tokio::test]
+async fn health_is_public_and_reports_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    let health = client.get("/api/v2/health", None).await.unwrap();
+    assert_eq!(health.status, 200);
+    let body = health.json();
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["processor_running"], true);
+    assert_eq!(body["storage_writable"], true);
+    assert!(body["queue_size"].is_u64());
+    assert!(body["timestamp"].as_f64().unwrap() > 1.7e9);
+    let unknown = client.get("/api/v2/nothing-here", None).await.unwrap();
+    assert_eq!(unknown.status, 404);
+    assert_eq!(error_of(&unknown)["code"], "not_found");
+}
