@@ -42,7 +42,9 @@ pub struct Keys {
 impl Keys {
     /// Accepts exactly this admin key.
     pub fn with_admin(admin_key: &str) -> Keys {
-        Keys { admin_digest: Sha256::digest(admin_key.as_bytes()).into() }
+        Keys {
+            admin_digest: Sha256::digest(admin_key.as_bytes()).into(),
+        }
     }
 
     /// Checks a presented key. Digests are compared in constant time, so the time taken says
@@ -52,7 +54,10 @@ impl Keys {
         if constant_time_eq(&digest, &self.admin_digest) {
             let mut key_id = [0u8; 8];
             key_id.copy_from_slice(&digest[..8]);
-            return Some(Principal { role: Role::Admin, key_id });
+            return Some(Principal {
+                role: Role::Admin,
+                key_id,
+            });
         }
         None
     }
@@ -82,15 +87,23 @@ pub fn load_or_create_admin_key(data_dir: &Path) -> std::io::Result<(String, Opt
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => return Ok((text.trim().to_owned(), None)),
         Ok(_) => {
-            return Err(std::io::Error::other(format!("{} is empty; delete it to have a new key made", path.display())))
+            return Err(std::io::Error::other(format!(
+                "{} is empty; delete it to have a new key made",
+                path.display()
+            )))
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(err),
     }
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(format!("no randomness for a key: {e}")))?;
+    getrandom::fill(&mut secret)
+        .map_err(|e| std::io::Error::other(format!("no randomness for a key: {e}")))?;
     let key = format!("mcplog_admin_{}", hex(&secret));
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
     file.write_all(format!("{key}\n").as_bytes())?;
     file.sync_all()?;
     Ok((key, Some(path)))
@@ -116,7 +129,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (key, created) = load_or_create_admin_key(dir.path()).unwrap();
         let path = created.unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let (again, created) = load_or_create_admin_key(dir.path()).unwrap();
         assert_eq!(again, key);
         assert!(created.is_none());

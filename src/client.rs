@@ -32,7 +32,10 @@ impl Response {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| {
-            serde_json::Value::String(format!("<not JSON: {err}: {}>", String::from_utf8_lossy(&self.body)))
+            serde_json::Value::String(format!(
+                "<not JSON: {err}: {}>",
+                String::from_utf8_lossy(&self.body)
+            ))
         })
     }
 }
@@ -42,11 +45,16 @@ impl Client {
     pub async fn connect(addr: SocketAddr) -> std::io::Result<Client> {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Client { sender, host: addr.to_string() })
+        Ok(Client {
+            sender,
+            host: addr.to_string(),
+        })
     }
 
     /// Sends one request and reads the whole response.
@@ -58,24 +66,45 @@ impl Client {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Result<Response, hyper::Error> {
-        let mut builder = Request::builder().method(method).uri(path).header("host", &self.host);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host);
         if let Some(key) = key {
             builder = builder.header("authorization", format!("Bearer {key}"));
         }
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder.body(Full::new(body.into())).expect("a well-formed request");
+        let request = builder
+            .body(Full::new(body.into()))
+            .expect("a well-formed request");
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
-        Ok(Response { status: parts.status, headers: parts.headers, body })
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 
     /// `POST` a JSON body.
-    pub async fn post(&mut self, path: &str, key: Option<&str>, body: impl Into<Bytes>) -> Result<Response, hyper::Error> {
-        self.send(Method::POST, path, key, &[("content-type", "application/json")], body).await
+    pub async fn post(
+        &mut self,
+        path: &str,
+        key: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Result<Response, hyper::Error> {
+        self.send(
+            Method::POST,
+            path,
+            key,
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await
     }
 
     /// `GET` a path.

@@ -52,7 +52,10 @@ impl Default for Config {
 
 impl Config {
     /// Applies `MCPLOG_*` variables found by `lookup` (the process environment in production).
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         let get = |name: &str| lookup(name).map(|v| (name.to_owned(), v));
         if let Some((_, v)) = get("MCPLOG_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -64,7 +67,8 @@ impl Config {
             self.segment_max_bytes = parse_number(&k, &v)?;
         }
         if let Some((k, v)) = get("MCPLOG_SEGMENT_MAX_AGE") {
-            self.segment_max_age = parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
+            self.segment_max_age =
+                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
         }
         if let Some((k, v)) = get("MCPLOG_EVENT_BYTES_MAX") {
             self.event_bytes_max = parse_number(&k, &v)?;
@@ -83,21 +87,47 @@ impl Config {
 
     /// Checks the relations between values.
     pub fn check(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| Err(ConfigError { key: key.to_owned(), message });
+        let bad = |key: &str, message: String| {
+            Err(ConfigError {
+                key: key.to_owned(),
+                message,
+            })
+        };
         if self.segment_max_bytes < 4096 || self.segment_max_bytes > u64::from(u32::MAX) {
-            return bad("segment_max_bytes", format!("{} is outside 4096..=4294967295", self.segment_max_bytes));
+            return bad(
+                "segment_max_bytes",
+                format!("{} is outside 4096..=4294967295", self.segment_max_bytes),
+            );
         }
         if self.event_bytes_max == 0 || self.event_bytes_max > 16 * 1024 * 1024 {
-            return bad("event_bytes_max", format!("{} is outside 1..=16777216", self.event_bytes_max));
+            return bad(
+                "event_bytes_max",
+                format!("{} is outside 1..=16777216", self.event_bytes_max),
+            );
         }
         if self.batch_events_max == 0 || self.batch_events_max > self.queue_events_max {
-            return bad("batch_events_max", format!("{} must be at least 1 and at most queue_events_max ({})", self.batch_events_max, self.queue_events_max));
+            return bad(
+                "batch_events_max",
+                format!(
+                    "{} must be at least 1 and at most queue_events_max ({})",
+                    self.batch_events_max, self.queue_events_max
+                ),
+            );
         }
         if self.batch_bytes_max < self.event_bytes_max || self.batch_bytes_max > 256 * 1024 * 1024 {
-            return bad("batch_bytes_max", format!("{} must be between event_bytes_max ({}) and 268435456", self.batch_bytes_max, self.event_bytes_max));
+            return bad(
+                "batch_bytes_max",
+                format!(
+                    "{} must be between event_bytes_max ({}) and 268435456",
+                    self.batch_bytes_max, self.event_bytes_max
+                ),
+            );
         }
         if self.queue_events_max == 0 || self.queue_events_max > 1_000_000 {
-            return bad("queue_events_max", format!("{} is outside 1..=1000000", self.queue_events_max));
+            return bad(
+                "queue_events_max",
+                format!("{} is outside 1..=1000000", self.queue_events_max),
+            );
         }
         Ok(())
     }
@@ -113,9 +143,13 @@ fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Confi
 /// Parses `500ms`, `30s`, `15m`, `1h`, `30d`, or a plain number of seconds (the reference's form).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 15m, 1h or 30d"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 15m, 1h or 30d"))?;
     let seconds = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
     let duration = match unit {
         "ms" => Some(Duration::from_millis(n)),
@@ -123,7 +157,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => seconds(60),
         "h" => seconds(3600),
         "d" => seconds(86_400),
-        _ => return Err(format!("{text:?} has unknown unit {unit:?}; use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "{text:?} has unknown unit {unit:?}; use ms, s, m, h or d"
+            ))
+        }
     };
     duration.ok_or_else(|| format!("{text:?} is too long"))
 }

@@ -186,9 +186,15 @@ impl Engine {
         key_id: [u8; 8],
     ) -> Result<(Vec<Ack>, usize), SubmitError> {
         let count = events.len() as u64;
-        self.counters.requests_received.fetch_add(count, Ordering::Relaxed);
+        self.counters
+            .requests_received
+            .fetch_add(count, Ordering::Relaxed);
         let result = self.submit_inner(events, key_id).await;
-        let counter = if result.is_ok() { &self.counters.requests_processed } else { &self.counters.requests_failed };
+        let counter = if result.is_ok() {
+            &self.counters.requests_processed
+        } else {
+            &self.counters.requests_failed
+        };
         counter.fetch_add(count, Ordering::Relaxed);
         result
     }
@@ -199,14 +205,28 @@ impl Engine {
         key_id: [u8; 8],
     ) -> Result<(Vec<Ack>, usize), SubmitError> {
         let needed = u32::try_from(events.len()).expect("batches are bounded");
-        let full = || SubmitError::QueueFull { capacity: self.queue_events_max };
-        let permit = Arc::clone(&self.permits).try_acquire_many_owned(needed).map_err(|_| full())?;
+        let full = || SubmitError::QueueFull {
+            capacity: self.queue_events_max,
+        };
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_many_owned(needed)
+            .map_err(|_| full())?;
         let position = self.queue_size();
-        let tx = self.tx.lock().expect("sender lock").clone().ok_or(SubmitError::ShuttingDown)?;
+        let tx = self
+            .tx
+            .lock()
+            .expect("sender lock")
+            .clone()
+            .ok_or(SubmitError::ShuttingDown)?;
         let (reply, answer) = oneshot::channel();
-        tx.send(Submission { events, key_id, reply, _permit: permit })
-            .await
-            .map_err(|_| SubmitError::ShuttingDown)?;
+        tx.send(Submission {
+            events,
+            key_id,
+            reply,
+            _permit: permit,
+        })
+        .await
+        .map_err(|_| SubmitError::ShuttingDown)?;
         let acks = answer.await.map_err(|_| SubmitError::ShuttingDown)??;
         Ok((acks, position))
     }
@@ -218,7 +238,9 @@ impl Engine {
 
     /// The shared view, for readers.
     pub fn view(&self) -> RwLockReadGuard<'_, View> {
-        self.view.read().expect("the view lock is never poisoned: the writer does not panic while holding it")
+        self.view
+            .read()
+            .expect("the view lock is never poisoned: the writer does not panic while holding it")
     }
 
     /// The reference's counters.
@@ -233,7 +255,11 @@ impl Engine {
 
     /// The last storage failure, cleared by the next successful write.
     pub fn storage_failure(&self) -> Option<String> {
-        self.health.last_failure.lock().expect("health lock").clone()
+        self.health
+            .last_failure
+            .lock()
+            .expect("health lock")
+            .clone()
     }
 
     /// Stops taking events, lets the writer finish everything queued, and waits for it.
@@ -299,12 +325,22 @@ fn commit(
         let mut group_mcp: HashMap<String, String> = HashMap::new();
         let mut group_event_ids: HashMap<(String, String), usize> = HashMap::new();
         for submission in group {
-            match plan(&view, &submission, &group_mcp, &group_event_ids, &plans, &appended, next_seq) {
+            match plan(
+                &view,
+                &submission,
+                &group_mcp,
+                &group_event_ids,
+                &plans,
+                &appended,
+                next_seq,
+            ) {
                 Ok(slots) => {
                     let plan_index = plans.len();
                     for (i, slot) in slots.iter().enumerate() {
                         let event = &submission.events[i];
-                        group_mcp.entry(event.interaction_id.clone()).or_insert_with(|| event.mcp_id.clone());
+                        group_mcp
+                            .entry(event.interaction_id.clone())
+                            .or_insert_with(|| event.mcp_id.clone());
                         if let Slot::Append(n) = *slot {
                             debug_assert_eq!(n, appended.len());
                             appended.push((plan_index, i));
@@ -357,7 +393,10 @@ fn commit(
             Err(err) => {
                 tracing::error!(error = %err, events = stored.len(), "group commit failed; nothing of it is acknowledged");
                 *health.last_failure.lock().expect("health lock") = Some(err.to_string());
-                let failure = SubmitError::Storage { message: err.to_string(), no_space: err.is_no_space() };
+                let failure = SubmitError::Storage {
+                    message: err.to_string(),
+                    no_space: err.is_no_space(),
+                };
                 for (submission, _) in plans {
                     let _ = submission.reply.send(Err(failure.clone()));
                 }
@@ -369,9 +408,18 @@ fn commit(
         let acks = slots
             .iter()
             .map(|slot| match *slot {
-                Slot::Append(n) => Ack { seq: next_seq + n as u64, duplicate: false },
-                Slot::SameAs(n) => Ack { seq: next_seq + n as u64, duplicate: true },
-                Slot::Stored(seq) => Ack { seq, duplicate: true },
+                Slot::Append(n) => Ack {
+                    seq: next_seq + n as u64,
+                    duplicate: false,
+                },
+                Slot::SameAs(n) => Ack {
+                    seq: next_seq + n as u64,
+                    duplicate: true,
+                },
+                Slot::Stored(seq) => Ack {
+                    seq,
+                    duplicate: true,
+                },
             })
             .collect();
         let _ = submission.reply.send(Ok(acks));
@@ -399,7 +447,11 @@ fn plan(
             .get(event.interaction_id.as_str())
             .copied()
             .or_else(|| group_mcp.get(&event.interaction_id).map(String::as_str));
-        let admission = view.projection.admit(&event.interaction_id, &event.mcp_id, event.event_id.as_deref());
+        let admission = view.projection.admit(
+            &event.interaction_id,
+            &event.mcp_id,
+            event.event_id.as_deref(),
+        );
         let stored_mcp = match &admission {
             Err(Refusal::McpMismatch { stored }) => Some(stored.as_str()),
             Ok(_) => claimed_mcp,
@@ -422,7 +474,11 @@ fn plan(
                 "event_id {:?} was already stored{} with a different body",
                 event.event_id.as_deref().unwrap_or_default(),
                 seq.map(|s| format!(" as seq {s}")).unwrap_or_default()
-            ) + if stored_body.is_none() { " (the stored event could not be read)" } else { "" },
+            ) + if stored_body.is_none() {
+                " (the stored event could not be read)"
+            } else {
+                ""
+            },
         };
         if let Ok(Admission::SeenEventId(seq)) = admission {
             let stored_body = view.catalog.with_event(seq, |e| e.body == event.body);
@@ -434,13 +490,17 @@ fn plan(
             continue;
         }
         if let Some(id) = &event.event_id {
-            let own = own_event_ids.get(&(event.mcp_id.as_str(), id.as_str())).copied();
+            let own = own_event_ids
+                .get(&(event.mcp_id.as_str(), id.as_str()))
+                .copied();
             let earlier = match own {
                 Some((n, i)) => Some((n, submission.events[i].body.as_str())),
-                None => group_event_ids.get(&(event.mcp_id.clone(), id.clone())).map(|&n| {
-                    let (p, i) = appended[n];
-                    (n, plans[p].0.events[i].body.as_str())
-                }),
+                None => group_event_ids
+                    .get(&(event.mcp_id.clone(), id.clone()))
+                    .map(|&n| {
+                        let (p, i) = appended[n];
+                        (n, plans[p].0.events[i].body.as_str())
+                    }),
             };
             if let Some((n, first_body)) = earlier {
                 if first_body == event.body {
@@ -452,7 +512,9 @@ fn plan(
             }
             own_event_ids.insert((event.mcp_id.as_str(), id.as_str()), (next_append, index));
         }
-        own_mcp.entry(event.interaction_id.as_str()).or_insert(event.mcp_id.as_str());
+        own_mcp
+            .entry(event.interaction_id.as_str())
+            .or_insert(event.mcp_id.as_str());
         slots.push(Slot::Append(next_append));
         next_append += 1;
     }
@@ -465,6 +527,8 @@ fn plan(
 
 /// The server clock in microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
 }

@@ -36,8 +36,13 @@ pub enum Action {
 
 impl Action {
     /// Every action, in frame-format order.
-    pub const ALL: [Action; 5] =
-        [Action::Start, Action::Progress, Action::Complete, Action::Error, Action::Cancelled];
+    pub const ALL: [Action; 5] = [
+        Action::Start,
+        Action::Progress,
+        Action::Complete,
+        Action::Error,
+        Action::Cancelled,
+    ];
 
     /// The `action` string clients send.
     pub fn wire_name(self) -> &'static str {
@@ -134,7 +139,11 @@ pub struct Invalid {
 
 impl Invalid {
     fn field(field: &str, code: &'static str, message: impl Into<String>) -> Invalid {
-        Invalid { field: Some(field.to_owned()), code, message: message.into() }
+        Invalid {
+            field: Some(field.to_owned()),
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -150,11 +159,23 @@ impl fmt::Display for Invalid {
 /// Validates one client event given as the raw JSON text of an object.
 pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
     let fields: Fields<'_> = serde_json::from_str(body).map_err(|err| {
-        let code = if err.is_data() { "not_an_object" } else { "malformed_json" };
-        Invalid { field: None, code, message: format!("the event is not a JSON object: {err}") }
+        let code = if err.is_data() {
+            "not_an_object"
+        } else {
+            "malformed_json"
+        };
+        Invalid {
+            field: None,
+            code,
+            message: format!("the event is not a JSON object: {err}"),
+        }
     })?;
     if let Some(name) = fields.duplicate {
-        return Err(Invalid::field(&name, "duplicate_field", format!("field {name:?} appears twice")));
+        return Err(Invalid::field(
+            &name,
+            "duplicate_field",
+            format!("field {name:?} appears twice"),
+        ));
     }
     let mut action = None;
     let mut interaction_id = None;
@@ -195,7 +216,11 @@ pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
             ));
         }
         if !value.get().trim_start().starts_with('{') {
-            return Err(Invalid::field(field, "not_an_object", format!("{field} must be a JSON object")));
+            return Err(Invalid::field(
+                field,
+                "not_an_object",
+                format!("{field} must be a JSON object"),
+            ));
         }
     }
     Ok(ValidEvent {
@@ -225,7 +250,10 @@ fn action_field(value: &RawValue) -> Result<Action, Invalid> {
         Invalid::field(
             "action",
             "unknown_action",
-            format!("unknown action {name:?}; expected one of {}", allowed.join(", ")),
+            format!(
+                "unknown action {name:?}; expected one of {}",
+                allowed.join(", ")
+            ),
         )
     })
 }
@@ -236,11 +264,18 @@ fn bounded_text<'a>(field: &str, value: &'a RawValue, max: usize) -> Result<Cow<
         return Err(Invalid::field(
             field,
             "bad_length",
-            format!("{field} must be 1 to {max} bytes of UTF-8, got {} bytes", s.len()),
+            format!(
+                "{field} must be 1 to {max} bytes of UTF-8, got {} bytes",
+                s.len()
+            ),
         ));
     }
     if s.chars().any(char::is_control) {
-        return Err(Invalid::field(field, "control_character", format!("{field} contains a control character")));
+        return Err(Invalid::field(
+            field,
+            "control_character",
+            format!("{field} contains a control character"),
+        ));
     }
     Ok(s)
 }
@@ -255,7 +290,11 @@ fn event_id_field(value: &RawValue) -> Result<Cow<'_, str>, Invalid> {
 
 fn timestamp_field(value: &RawValue) -> Result<f64, Invalid> {
     let not_a_number = || {
-        Invalid::field("timestamp", "not_a_number", "timestamp must be a number of seconds since the Unix epoch")
+        Invalid::field(
+            "timestamp",
+            "not_a_number",
+            "timestamp must be a number of seconds since the Unix epoch",
+        )
     };
     let text = value.get();
     if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
@@ -263,7 +302,11 @@ fn timestamp_field(value: &RawValue) -> Result<f64, Invalid> {
     }
     let seconds: f64 = serde_json::from_str(text).map_err(|_| not_a_number())?;
     if !seconds.is_finite() || seconds <= 0.0 {
-        return Err(Invalid::field("timestamp", "out_of_range", format!("timestamp must be finite and > 0, got {text}")));
+        return Err(Invalid::field(
+            "timestamp",
+            "out_of_range",
+            format!("timestamp must be finite and > 0, got {text}"),
+        ));
     }
     if seconds > TIMESTAMP_SECONDS_MAX {
         return Err(Invalid::field(
@@ -278,7 +321,11 @@ fn timestamp_field(value: &RawValue) -> Result<f64, Invalid> {
 /// The payload object of a stored event (its action's payload field), if the client sent one.
 pub fn payload_of(body: &str, action: Action) -> Option<&RawValue> {
     let fields: Fields<'_> = serde_json::from_str(body).ok()?;
-    fields.entries.into_iter().find(|(name, _)| name == action.payload_field()).map(|(_, value)| value)
+    fields
+        .entries
+        .into_iter()
+        .find(|(name, _)| name == action.payload_field())
+        .map(|(_, value)| value)
 }
 
 /// The top-level members of a JSON object in order, kept raw, noting the first duplicate name.
@@ -296,9 +343,13 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields = Fields { entries: Vec::new(), duplicate: None };
+                let mut fields = Fields {
+                    entries: Vec::new(),
+                    duplicate: None,
+                };
                 while let Some((name, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    if fields.duplicate.is_none() && fields.entries.iter().any(|(n, _)| *n == name) {
+                    if fields.duplicate.is_none() && fields.entries.iter().any(|(n, _)| *n == name)
+                    {
                         fields.duplicate = Some(name.to_string());
                     }
                     fields.entries.push((name, value));
@@ -322,7 +373,11 @@ pub fn split_batch(body: &str) -> Result<Vec<&str>, Invalid> {
         })?;
         Ok(items.into_iter().map(RawValue::get).collect())
     } else {
-        Ok(body.lines().map(str::trim).filter(|line| !line.is_empty()).collect())
+        Ok(body
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect())
     }
 }
 
@@ -351,23 +406,87 @@ mod tests {
     fn each_rule_names_its_field() {
         check_invalid("[1]", None, "not_an_object");
         check_invalid("{", None, "malformed_json");
-        check_invalid(r#"{"action":"interaction_done","interaction_id":"a","mcp_id":"m","timestamp":1}"#, Some("action"), "unknown_action");
-        check_invalid(r#"{"interaction_id":"a","mcp_id":"m","timestamp":1}"#, Some("action"), "missing_field");
-        check_invalid(r#"{"action":"interaction_start","mcp_id":"m","timestamp":1}"#, Some("interaction_id"), "missing_field");
-        check_invalid(r#"{"action":"interaction_start","interaction_id":"","mcp_id":"m","timestamp":1}"#, Some("interaction_id"), "bad_length");
-        check_invalid(r#"{"action":"interaction_start","interaction_id":"a\u0007","mcp_id":"m","timestamp":1}"#, Some("interaction_id"), "control_character");
-        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":7,"timestamp":1}"#, Some("mcp_id"), "not_a_string");
-        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":"1"}"#, Some("timestamp"), "not_a_number");
-        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":0}"#, Some("timestamp"), "out_of_range");
-        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1763900000250}"#, Some("timestamp"), "looks_like_milliseconds");
-        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"result_data":{}}"#, Some("result_data"), "payload_mismatch");
-        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"request_data":[]}"#, Some("request_data"), "not_an_object");
-        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"colour":1}"#, Some("colour"), "unknown_field");
-        check_invalid(r#"{"action":"interaction_start","interaction_id":"a","interaction_id":"b","mcp_id":"m","timestamp":1}"#, Some("interaction_id"), "duplicate_field");
+        check_invalid(
+            r#"{"action":"interaction_done","interaction_id":"a","mcp_id":"m","timestamp":1}"#,
+            Some("action"),
+            "unknown_action",
+        );
+        check_invalid(
+            r#"{"interaction_id":"a","mcp_id":"m","timestamp":1}"#,
+            Some("action"),
+            "missing_field",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","mcp_id":"m","timestamp":1}"#,
+            Some("interaction_id"),
+            "missing_field",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","interaction_id":"","mcp_id":"m","timestamp":1}"#,
+            Some("interaction_id"),
+            "bad_length",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","interaction_id":"a\u0007","mcp_id":"m","timestamp":1}"#,
+            Some("interaction_id"),
+            "control_character",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","interaction_id":"a","mcp_id":7,"timestamp":1}"#,
+            Some("mcp_id"),
+            "not_a_string",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":"1"}"#,
+            Some("timestamp"),
+            "not_a_number",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":0}"#,
+            Some("timestamp"),
+            "out_of_range",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1763900000250}"#,
+            Some("timestamp"),
+            "looks_like_milliseconds",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"result_data":{}}"#,
+            Some("result_data"),
+            "payload_mismatch",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"request_data":[]}"#,
+            Some("request_data"),
+            "not_an_object",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"colour":1}"#,
+            Some("colour"),
+            "unknown_field",
+        );
+        check_invalid(
+            r#"{"action":"interaction_start","interaction_id":"a","interaction_id":"b","mcp_id":"m","timestamp":1}"#,
+            Some("interaction_id"),
+            "duplicate_field",
+        );
         let long = "x".repeat(ID_BYTES_MAX + 1);
-        check_invalid(&format!(r#"{{"action":"interaction_start","interaction_id":"{long}","mcp_id":"m","timestamp":1}}"#), Some("interaction_id"), "bad_length");
+        check_invalid(
+            &format!(
+                r#"{{"action":"interaction_start","interaction_id":"{long}","mcp_id":"m","timestamp":1}}"#
+            ),
+            Some("interaction_id"),
+            "bad_length",
+        );
         let long = "x".repeat(EVENT_ID_BYTES_MAX + 1);
-        check_invalid(&format!(r#"{{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"event_id":"{long}"}}"#), Some("event_id"), "bad_length");
+        check_invalid(
+            &format!(
+                r#"{{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1,"event_id":"{long}"}}"#
+            ),
+            Some("event_id"),
+            "bad_length",
+        );
     }
 
     #[test]
@@ -380,13 +499,22 @@ mod tests {
             );
             assert_eq!(validate(&body).unwrap().action, action);
         }
-        assert!(validate(r#"{"action":"interaction_progress","interaction_id":"a","mcp_id":"m","timestamp":1}"#).is_ok());
+        assert!(validate(
+            r#"{"action":"interaction_progress","interaction_id":"a","mcp_id":"m","timestamp":1}"#
+        )
+        .is_ok());
     }
 
     #[test]
     fn batches_split_as_array_or_ndjson() {
-        assert_eq!(split_batch(r#" [ {"a":1}, {"b": 2} ] "#).unwrap(), vec![r#"{"a":1}"#, r#"{"b": 2}"#]);
-        assert_eq!(split_batch("{\"a\":1}\n\n{\"b\":2}\n").unwrap(), vec![r#"{"a":1}"#, r#"{"b":2}"#]);
+        assert_eq!(
+            split_batch(r#" [ {"a":1}, {"b": 2} ] "#).unwrap(),
+            vec![r#"{"a":1}"#, r#"{"b": 2}"#]
+        );
+        assert_eq!(
+            split_batch("{\"a\":1}\n\n{\"b\":2}\n").unwrap(),
+            vec![r#"{"a":1}"#, r#"{"b":2}"#]
+        );
         assert!(split_batch("[1,").is_err());
     }
 }

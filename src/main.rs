@@ -50,8 +50,15 @@ fn serve(data_dir: Option<PathBuf>, bind: Option<String>) -> ExitCode {
     }
     config.data_dir = data_dir.unwrap_or(config.data_dir);
     config.bind = bind.unwrap_or(config.bind);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-    let result = runtime.block_on(mcplog::server::run(&config, mcplog::server::shutdown_signal(), |_| {}));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = runtime.block_on(mcplog::server::run(
+        &config,
+        mcplog::server::shutdown_signal(),
+        |_| {},
+    ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

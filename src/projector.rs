@@ -201,7 +201,9 @@ impl Projection {
         self.conflicts_total += u64::from(record.conflicts - conflicts_before);
         self.events_total += 1;
         if let Some(event_id) = event.event_id {
-            self.event_ids.entry((event.mcp_id.into(), event_id.into())).or_insert(event.seq);
+            self.event_ids
+                .entry((event.mcp_id.into(), event_id.into()))
+                .or_insert(event.seq);
         }
     }
 
@@ -214,7 +216,9 @@ impl Projection {
     ) -> Result<Admission, Refusal> {
         if let Some(record) = self.get(interaction_id) {
             if &*record.mcp_id != mcp_id {
-                return Err(Refusal::McpMismatch { stored: record.mcp_id.to_string() });
+                return Err(Refusal::McpMismatch {
+                    stored: record.mcp_id.to_string(),
+                });
             }
         }
         if let Some(event_id) = event_id {
@@ -230,7 +234,9 @@ impl Projection {
 
     /// The record of one interaction.
     pub fn get(&self, interaction_id: &str) -> Option<&Record> {
-        self.by_id.get(interaction_id).map(|&ordinal| &self.records[ordinal as usize])
+        self.by_id
+            .get(interaction_id)
+            .map(|&ordinal| &self.records[ordinal as usize])
     }
 
     /// Every record, in order of first appearance.
@@ -293,7 +299,10 @@ mod tests {
 
     #[test]
     fn progress_before_start_is_kept_and_start_arrives_later() {
-        let p = fold(&[event(1, Action::Progress, 11.0), event(2, Action::Start, 10.0)]);
+        let p = fold(&[
+            event(1, Action::Progress, 11.0),
+            event(2, Action::Start, 10.0),
+        ]);
         let r = p.get("i").unwrap();
         assert_eq!(r.status, Status::InProgress);
         assert_eq!(r.start_time, Some(10.0));
@@ -322,10 +331,17 @@ mod tests {
         let mut first = event(1, Action::Start, 10.0);
         first.event_id = Some("e1");
         let p = fold(&[first]);
-        assert_eq!(p.admit("i", "other", None), Err(Refusal::McpMismatch { stored: "m".into() }));
+        assert_eq!(
+            p.admit("i", "other", None),
+            Err(Refusal::McpMismatch { stored: "m".into() })
+        );
         assert_eq!(p.admit("i", "m", Some("e1")), Ok(Admission::SeenEventId(1)));
         assert_eq!(p.admit("i", "m", Some("e2")), Ok(Admission::Append));
-        assert_eq!(p.admit("j", "m2", Some("e1")), Ok(Admission::Append), "event ids are per mcp");
+        assert_eq!(
+            p.admit("j", "m2", Some("e1")),
+            Ok(Admission::Append),
+            "event ids are per mcp"
+        );
     }
 
     fn action_strategy() -> impl Strategy<Value = Action> {

@@ -46,10 +46,16 @@ pub async fn run(
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
     let _lock = storage::lock_dir(&config.data_dir)?;
-    let (admin_key, created) = load_or_create_admin_key(&config.data_dir)
-        .map_err(|source| ServerError::AdminKey { dir: config.data_dir.display().to_string(), source })?;
+    let (admin_key, created) =
+        load_or_create_admin_key(&config.data_dir).map_err(|source| ServerError::AdminKey {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
     if let Some(path) = created {
-        tracing::info!("first start: an admin key was written to {} (mode 0600)", path.display());
+        tracing::info!(
+            "first start: an admin key was written to {} (mode 0600)",
+            path.display()
+        );
     }
     let engine = Arc::new(recover(config)?);
     let state = AppState {
@@ -61,12 +67,19 @@ pub async fn run(
             batch_bytes_max: config.batch_bytes_max,
         },
     };
-    let listen_error = |source| ServerError::Listen { bind: config.bind.clone(), source };
-    let listener = tokio::net::TcpListener::bind(&config.bind).await.map_err(listen_error)?;
+    let listen_error = |source| ServerError::Listen {
+        bind: config.bind.clone(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(&config.bind)
+        .await
+        .map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
     tracing::info!("listening on http://{addr}");
     on_listen(addr);
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     tracing::info!("shutting down: writing and syncing queued events");
     let drained = Arc::clone(&engine);
     let _ = tokio::task::spawn_blocking(move || drained.shutdown()).await;
@@ -91,7 +104,10 @@ pub fn recover(config: &Config) -> Result<Engine, StorageError> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "log recovered"
     );
-    let view = View { projection, catalog: opened.catalog };
+    let view = View {
+        projection,
+        catalog: opened.catalog,
+    };
     Ok(Engine::start(opened.writer, view, config.queue_events_max))
 }
 

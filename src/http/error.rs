@@ -41,7 +41,14 @@ pub struct ItemError {
 impl ApiError {
     /// An error with no field.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None, errors: Vec::new(), retry_after_s: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            errors: Vec::new(),
+            retry_after_s: None,
+        }
     }
 
     /// Names the field at fault.
@@ -52,8 +59,12 @@ impl ApiError {
 
     /// 401 for a missing or unknown key.
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
-            .with_field("authorization")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required: Authorization: Bearer <key>",
+        )
+        .with_field("authorization")
     }
 
     /// 404 for an unknown path or interaction.
@@ -65,8 +76,15 @@ impl ApiError {
     pub fn invalid(invalid: Invalid) -> ApiError {
         // Bytes that are not JSON at all are a bad request; JSON that breaks a rule is not
         // processable.
-        let status = if invalid.code == "malformed_json" { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
-        ApiError { field: invalid.field, ..ApiError::new(status, invalid.code, invalid.message) }
+        let status = if invalid.code == "malformed_json" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        ApiError {
+            field: invalid.field,
+            ..ApiError::new(status, invalid.code, invalid.message)
+        }
     }
 }
 
@@ -82,21 +100,38 @@ impl From<SubmitError> for ApiError {
                 let field = conflicts.first().map(|c| c.field.to_owned());
                 let errors = conflicts
                     .into_iter()
-                    .map(|c| ItemError { index: c.index, code: "conflict", message: c.message, field: Some(c.field.to_owned()) })
+                    .map(|c| ItemError {
+                        index: c.index,
+                        code: "conflict",
+                        message: c.message,
+                        field: Some(c.field.to_owned()),
+                    })
                     .collect::<Vec<_>>();
                 let message = match errors.as_slice() {
                     [only] => only.message.clone(),
                     _ => message,
                 };
-                ApiError { field, errors, ..ApiError::new(StatusCode::CONFLICT, "conflict", message) }
+                ApiError {
+                    field,
+                    errors,
+                    ..ApiError::new(StatusCode::CONFLICT, "conflict", message)
+                }
             }
             SubmitError::Storage { no_space: true, .. } => ApiError {
                 retry_after_s: Some(5),
-                ..ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", message)
+                ..ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    message,
+                )
             },
             SubmitError::Storage { .. } => ApiError {
                 retry_after_s: Some(5),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", message)
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    message,
+                )
             },
             SubmitError::ShuttingDown => ApiError {
                 retry_after_s: Some(1),
@@ -123,14 +158,23 @@ struct Inner<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body {
-            error: Inner { code: self.code, message: &self.message, field: self.field.as_deref(), errors: &self.errors },
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+                errors: &self.errors,
+            },
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after_s {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

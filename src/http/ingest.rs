@@ -20,7 +20,13 @@ pub(super) async fn one(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = read_body(&headers, body, state.limits.event_bytes_max, "event_bytes_max").await?;
+    let bytes = read_body(
+        &headers,
+        body,
+        state.limits.event_bytes_max,
+        "event_bytes_max",
+    )
+    .await?;
     let text = utf8(&bytes)?;
     let valid = event::validate(text).map_err(ApiError::invalid)?;
     let new = NewEvent::from(&valid);
@@ -51,13 +57,21 @@ pub(super) async fn batch(
     let text = utf8(&bytes)?;
     let items = event::split_batch(text).map_err(ApiError::invalid)?;
     if items.is_empty() {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "empty_batch", "the batch holds no events"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty_batch",
+            "the batch holds no events",
+        ));
     }
     if items.len() > limits.batch_events_max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "batch_too_large",
-            format!("the batch holds {} events; batch_events_max is {}", items.len(), limits.batch_events_max),
+            format!(
+                "the batch holds {} events; batch_events_max is {}",
+                items.len(),
+                limits.batch_events_max
+            ),
         ));
     }
     let mut events = Vec::with_capacity(items.len());
@@ -67,19 +81,35 @@ pub(super) async fn batch(
             errors.push(ItemError {
                 index,
                 code: "event_too_large",
-                message: format!("the event is {} bytes; event_bytes_max is {}", item.len(), limits.event_bytes_max),
+                message: format!(
+                    "the event is {} bytes; event_bytes_max is {}",
+                    item.len(),
+                    limits.event_bytes_max
+                ),
                 field: None,
             });
             continue;
         }
         match event::validate(item) {
             Ok(valid) => events.push(NewEvent::from(&valid)),
-            Err(invalid) => errors.push(ItemError { index, code: invalid.code, message: invalid.message, field: invalid.field }),
+            Err(invalid) => errors.push(ItemError {
+                index,
+                code: invalid.code,
+                message: invalid.message,
+                field: invalid.field,
+            }),
         }
     }
     if !errors.is_empty() {
-        let message = format!("{} of {} events are invalid; nothing was stored", errors.len(), items.len());
-        return Err(ApiError { errors, ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch", message) });
+        let message = format!(
+            "{} of {} events are invalid; nothing was stored",
+            errors.len(),
+            items.len()
+        );
+        return Err(ApiError {
+            errors,
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch", message)
+        });
     }
     let (acks, position) = state.engine.submit(events, principal.key_id).await?;
     let duplicates = acks.iter().filter(|a| a.duplicate).count();
@@ -94,7 +124,12 @@ pub(super) async fn batch(
 }
 
 /// Reads a whole body, refusing it with 413 past `limit` bytes.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize, limit_name: &str) -> Result<Bytes, ApiError> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    limit_name: &str,
+) -> Result<Bytes, ApiError> {
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
         let encoding = encoding.to_str().unwrap_or("?");
         if !encoding.eq_ignore_ascii_case("identity") {
@@ -113,12 +148,20 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize, limit_name: &s
             "body_too_large",
             format!("the request body exceeds {limit_name} ({limit} bytes)"),
         )),
-        Err(err) => Err(ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", format!("the request body could not be read: {err}"))),
+        Err(err) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            format!("the request body could not be read: {err}"),
+        )),
     }
 }
 
 fn utf8(bytes: &[u8]) -> Result<&str, ApiError> {
     std::str::from_utf8(bytes).map_err(|err| {
-        ApiError::new(StatusCode::BAD_REQUEST, "not_utf8", format!("the request body is not UTF-8: {err}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_utf8",
+            format!("the request body is not UTF-8: {err}"),
+        )
     })
 }

@@ -54,7 +54,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/health", get(health))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
         })
         .with_state(state)
 }
@@ -62,15 +66,27 @@ pub fn router(state: AppState) -> Router {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(ApiError::unauthorized)?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Principal, ApiError> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(ApiError::unauthorized)?;
         let key = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
-        state.keys.authenticate(key).ok_or_else(ApiError::unauthorized)
+        state
+            .keys
+            .authenticate(key)
+            .ok_or_else(ApiError::unauthorized)
     }
 }
 
@@ -91,6 +107,10 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
         let reason = failure.unwrap_or_else(|| "the log writer is not running".to_owned());
         body["reason"] = json!(reason);
     }
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }

@@ -92,14 +92,23 @@ pub(super) async fn events(
         })?;
         events.push(event);
     }
-    Ok(Json(EventsJson { interaction_id: id, events }))
+    Ok(Json(EventsJson {
+        interaction_id: id,
+        events,
+    }))
 }
 
 fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
     let empty = || raw("{}");
     let payload = |seq: Option<u64>| -> Result<Option<(Action, Box<RawValue>)>, ApiError> {
         let Some(seq) = seq else { return Ok(None) };
-        read(view, seq, |e| (e.action, payload_of(e.body, e.action).map_or_else(empty, |p| raw(p.get())))).map(Some)
+        read(view, seq, |e| {
+            (
+                e.action,
+                payload_of(e.body, e.action).map_or_else(empty, |p| raw(p.get())),
+            )
+        })
+        .map(Some)
     };
     let request_data = payload(record.start_seq)?.map_or_else(empty, |(_, p)| p);
     let (mut result_data, mut error_data, mut cancel_data) = (empty(), empty(), empty());
@@ -108,7 +117,9 @@ fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
             Action::Complete => result_data = data,
             Action::Error => error_data = data,
             Action::Cancelled => cancel_data = data,
-            Action::Start | Action::Progress => unreachable!("a terminal seq holds a terminal event"),
+            Action::Start | Action::Progress => {
+                unreachable!("a terminal seq holds a terminal event")
+            }
         }
     }
     let mut progress_updates = Vec::new();
@@ -145,14 +156,26 @@ fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
 }
 
 /// Reads one event from the log; a frame that no longer decodes is a server fault.
-fn read<R>(view: &View, seq: u64, f: impl FnOnce(&crate::event::StoredEvent<'_>) -> R) -> Result<R, ApiError> {
+fn read<R>(
+    view: &View,
+    seq: u64,
+    f: impl FnOnce(&crate::event::StoredEvent<'_>) -> R,
+) -> Result<R, ApiError> {
     match view.catalog.with_event(seq, f) {
         Some(Ok(value)) => Ok(value),
         Some(Err(reason)) => {
             tracing::error!(seq, %reason, "a stored event could not be read back");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "unreadable_event", format!("event {seq} could not be read from storage")))
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unreadable_event",
+                format!("event {seq} could not be read from storage"),
+            ))
         }
-        None => Err(ApiError::new(StatusCode::GONE, "event_not_retained", format!("event {seq} is no longer retained"))),
+        None => Err(ApiError::new(
+            StatusCode::GONE,
+            "event_not_retained",
+            format!("event {seq} is no longer retained"),
+        )),
     }
 }
 
@@ -165,5 +188,6 @@ fn unknown(id: &str) -> ApiError {
 }
 
 fn bad_path(rejection: PathRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_path", rejection.body_text()).with_field("interaction_id")
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_path", rejection.body_text())
+        .with_field("interaction_id")
 }

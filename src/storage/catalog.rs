@@ -42,7 +42,12 @@ impl SegmentView {
 
     /// Size of the file in bytes, footer included.
     pub fn file_bytes(&self) -> u64 {
-        self.data_len + if self.footer.is_some() { super::format::FOOTER_BYTES as u64 } else { 0 }
+        self.data_len
+            + if self.footer.is_some() {
+                super::format::FOOTER_BYTES as u64
+            } else {
+                0
+            }
     }
 }
 
@@ -85,7 +90,10 @@ impl Catalog {
 
     /// Seq of the oldest retained event.
     pub fn first_seq(&self) -> Option<u64> {
-        self.segments.iter().find(|s| !s.offsets.is_empty()).map(|s| s.first_seq)
+        self.segments
+            .iter()
+            .find(|s| !s.offsets.is_empty())
+            .map(|s| s.first_seq)
     }
 
     /// Seq of the newest event.
@@ -107,9 +115,14 @@ impl Catalog {
         seq: u64,
         f: impl FnOnce(&StoredEvent<'_>) -> R,
     ) -> Option<Result<R, String>> {
-        let index = self.segments.partition_point(|s| s.first_seq <= seq).checked_sub(1)?;
+        let index = self
+            .segments
+            .partition_point(|s| s.first_seq <= seq)
+            .checked_sub(1)?;
         let segment = &self.segments[index];
-        let offset = *segment.offsets.get(usize::try_from(seq - segment.first_seq).ok()?)? as usize;
+        let offset = *segment
+            .offsets
+            .get(usize::try_from(seq - segment.first_seq).ok()?)? as usize;
         let data = &segment.map[..segment.data_len as usize];
         Some(match decode_at(data, offset) {
             Decoded::Frame { frame, .. } if frame.seq == seq => Ok(f(&frame)),
@@ -124,7 +137,11 @@ impl Catalog {
     pub fn apply(&mut self, change: CatalogChange) {
         match change {
             CatalogChange::Opened(view) => self.segments.push(view),
-            CatalogChange::Appended { offsets, data_len, received_at_us } => {
+            CatalogChange::Appended {
+                offsets,
+                data_len,
+                received_at_us,
+            } => {
                 let active = self.active_mut();
                 if active.offsets.is_empty() {
                     active.received_min_us = received_at_us;
@@ -139,6 +156,8 @@ impl Catalog {
     }
 
     fn active_mut(&mut self) -> &mut SegmentView {
-        self.segments.last_mut().expect("the log always has an active segment")
+        self.segments
+            .last_mut()
+            .expect("the log always has an active segment")
     }
 }

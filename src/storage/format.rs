@@ -198,9 +198,13 @@ pub fn encode_frame(frame: &StoredEvent<'_>, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
     let out_taken = std::mem::take(out);
-    let mut encoded = postcard::to_extend(frame, out_taken).expect("encoding into a Vec cannot fail");
+    let mut encoded =
+        postcard::to_extend(frame, out_taken).expect("encoding into a Vec cannot fail");
     let len = encoded.len() - start - FRAME_HEADER_BYTES;
-    assert!(len > 0 && len <= FRAME_PAYLOAD_BYTES_MAX as usize, "frame payload of {len} bytes");
+    assert!(
+        len > 0 && len <= FRAME_PAYLOAD_BYTES_MAX as usize,
+        "frame payload of {len} bytes"
+    );
     let len = len as u32;
     encoded[start..start + 4].copy_from_slice(&len.to_le_bytes());
     let mut hasher = crc32fast::Hasher::new();
@@ -237,7 +241,10 @@ pub fn decode_at(bytes: &[u8], offset: usize) -> Decoded<'_> {
         return Decoded::Corrupt(CorruptKind::CrcMismatch);
     }
     match postcard::from_bytes::<StoredEvent<'_>>(&raw[FRAME_HEADER_BYTES..]) {
-        Ok(frame) => Decoded::Frame { frame, end: offset + total },
+        Ok(frame) => Decoded::Frame {
+            frame,
+            end: offset + total,
+        },
         Err(_) => Decoded::Corrupt(CorruptKind::BadPayload),
     }
 }
@@ -311,13 +318,20 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_flips() {
-        let header = Header { first_seq: 42, created_at_us: 7, prev_hash: [9; 32] };
+        let header = Header {
+            first_seq: 42,
+            created_at_us: 7,
+            prev_hash: [9; 32],
+        };
         let bytes = encode_header(&header);
         assert_eq!(decode_header(&bytes), Ok(header));
         for bit in 0..HEADER_BYTES * 8 {
             let mut flipped = bytes;
             flipped[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode_header(&flipped).is_err(), "bit {bit} flip went unnoticed");
+            assert!(
+                decode_header(&flipped).is_err(),
+                "bit {bit} flip went unnoticed"
+            );
         }
         assert_eq!(decode_header(&bytes[..HEADER_BYTES - 1]), Err(None));
     }
@@ -333,7 +347,10 @@ mod tests {
         };
         let bytes = encode_footer(&footer);
         assert_eq!(decode_at(&bytes, 0), Decoded::Footer(footer));
-        assert_eq!(decode_at(&bytes[..FOOTER_BYTES - 1], 0), Decoded::Incomplete);
+        assert_eq!(
+            decode_at(&bytes[..FOOTER_BYTES - 1], 0),
+            Decoded::Incomplete
+        );
     }
 
     #[test]
@@ -341,12 +358,19 @@ mod tests {
         let mut bytes = Vec::new();
         encode_frame(&frame(1, "{}", "a"), &mut bytes);
         for cut in 0..bytes.len() {
-            assert_eq!(decode_at(&bytes[..cut], 0), Decoded::Incomplete, "cut at {cut}");
+            assert_eq!(
+                decode_at(&bytes[..cut], 0),
+                Decoded::Incomplete,
+                "cut at {cut}"
+            );
         }
         for bit in 32..bytes.len() * 8 {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
-            assert!(matches!(decode_at(&flipped, 0), Decoded::Corrupt(_)), "bit {bit}");
+            assert!(
+                matches!(decode_at(&flipped, 0), Decoded::Corrupt(_)),
+                "bit {bit}"
+            );
         }
     }
 

@@ -74,7 +74,10 @@ impl StorageError {
     pub fn is_no_space(&self) -> bool {
         match self {
             StorageError::Io { source, .. } => {
-                matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+                matches!(
+                    source.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
             }
             _ => false,
         }
@@ -110,7 +113,10 @@ mod tests {
     #[test]
     fn segment_names_round_trip_and_sort() {
         assert_eq!(segment_file_name(42), "00000000000000000042.seg");
-        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
         assert_eq!(parse_segment_file_name("42.seg"), None);
         assert_eq!(parse_segment_file_name("0000000000000000004x.seg"), None);
         assert!(segment_file_name(9) < segment_file_name(10));

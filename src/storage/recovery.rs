@@ -50,7 +50,8 @@ pub fn open(
     now_us: u64,
     mut each: impl FnMut(&StoredEvent<'_>),
 ) -> Result<Opened, StorageError> {
-    std::fs::create_dir_all(&config.dir).map_err(StorageError::io("create directory", &config.dir))?;
+    std::fs::create_dir_all(&config.dir)
+        .map_err(StorageError::io("create directory", &config.dir))?;
     let mut names = list_segments(&config.dir)?;
     let mut views: Vec<SegmentView> = Vec::with_capacity(names.len());
     let mut truncated_bytes = 0;
@@ -62,11 +63,17 @@ pub fn open(
         let prev_hash = views.last().and_then(|v| v.footer.map(|f| f.segment_hash));
         if let Some(prev) = views.last() {
             if prev.footer.is_none() {
-                return Err(corrupt(&prev.path, prev.data_len, "segment is not sealed but a later segment exists"));
+                return Err(corrupt(
+                    &prev.path,
+                    prev.data_len,
+                    "segment is not sealed but a later segment exists",
+                ));
             }
         }
         let map = map_file(&path)?;
-        let scan = scan_segment(&path, &map, first_seq, expected, prev_hash, is_last, &mut each)?;
+        let scan = scan_segment(
+            &path, &map, first_seq, expected, prev_hash, is_last, &mut each,
+        )?;
         let scan = match scan {
             Some(scan) => scan,
             None => {
@@ -79,7 +86,8 @@ pub fn open(
             }
         };
         if scan.data_len + scan.footer.map_or(0, |_| FOOTER_BYTES as u64) < map.len() as u64 {
-            let cut = map.len() as u64 - scan.data_len - scan.footer.map_or(0, |_| FOOTER_BYTES as u64);
+            let cut =
+                map.len() as u64 - scan.data_len - scan.footer.map_or(0, |_| FOOTER_BYTES as u64);
             truncate(&path, map.len() as u64 - cut)?;
             tracing::warn!(path = %path.display(), offset = map.len() as u64 - cut, bytes = cut, "truncated a torn tail");
             truncated_bytes += cut;
@@ -125,12 +133,15 @@ pub fn open(
         (last, _) => {
             let (first_seq, prev_hash) = match last {
                 Some(sealed) => {
-                    let footer = sealed.footer.expect("an unsealed last segment is handled above");
+                    let footer = sealed
+                        .footer
+                        .expect("an unsealed last segment is handled above");
                     (footer.last_seq + 1, footer.segment_hash)
                 }
                 None => (1, [0u8; 32]),
             };
-            let (file, path, header, header_bytes) = create_segment(config, first_seq, prev_hash, now_us)?;
+            let (file, path, header, header_bytes) =
+                create_segment(config, first_seq, prev_hash, now_us)?;
             let mut hasher = Sha256::new();
             hasher.update(header_bytes);
             let mut writer = LogWriter {
@@ -162,7 +173,11 @@ pub fn open(
             writer
         }
     };
-    Ok(Opened { writer, catalog: Catalog::new(views), truncated_bytes })
+    Ok(Opened {
+        writer,
+        catalog: Catalog::new(views),
+        truncated_bytes,
+    })
 }
 
 /// Takes the exclusive lock of a data directory, creating it if needed. The lock lasts as long as
@@ -179,7 +194,11 @@ pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path }),
-        Err(std::fs::TryLockError::Error(source)) => Err(StorageError::Io { op: "lock", path, source }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StorageError::Io {
+            op: "lock",
+            path,
+            source,
+        }),
     }
 }
 
@@ -232,21 +251,41 @@ fn scan_segment(
         Ok(header) => header,
         Err(_) if is_last && bytes.len() <= HEADER_BYTES => return Ok(None),
         Err(kind) => {
-            let reason = kind.map_or("file shorter than a header".to_string(), |k| format!("header: {k}"));
+            let reason = kind.map_or("file shorter than a header".to_string(), |k| {
+                format!("header: {k}")
+            });
             return Err(corrupt(path, 0, reason));
         }
     };
     if header.first_seq != first_seq {
-        return Err(corrupt(path, 0, format!("header names first seq {} but the file name says {first_seq}", header.first_seq)));
+        return Err(corrupt(
+            path,
+            0,
+            format!(
+                "header names first seq {} but the file name says {first_seq}",
+                header.first_seq
+            ),
+        ));
     }
     if let Some(expected) = expected_first_seq {
         if first_seq != expected {
-            return Err(corrupt(path, 0, format!("seq gap: segment starts at {first_seq}, previous ended at {}", expected - 1)));
+            return Err(corrupt(
+                path,
+                0,
+                format!(
+                    "seq gap: segment starts at {first_seq}, previous ended at {}",
+                    expected - 1
+                ),
+            ));
         }
     }
     if let Some(prev) = prev_hash {
         if header.prev_hash != prev {
-            return Err(corrupt(path, 0, "hash chain broken: header does not name the previous segment's hash"));
+            return Err(corrupt(
+                path,
+                0,
+                "hash chain broken: header does not name the previous segment's hash",
+            ));
         }
     }
     let mut scan = Scan {
@@ -268,7 +307,8 @@ fn scan_segment(
                     break format!("frame holds seq {} where {seq} was expected", frame.seq);
                 }
                 each(&frame);
-                scan.offsets.push(u32::try_from(offset).expect("segments stay below 4 GiB"));
+                scan.offsets
+                    .push(u32::try_from(offset).expect("segments stay below 4 GiB"));
                 scan.hasher.update(&bytes[offset..end]);
                 scan.received_min_us = scan.received_min_us.min(frame.received_at_us);
                 scan.received_max_us = scan.received_max_us.max(frame.received_at_us);
@@ -293,30 +333,63 @@ fn scan_segment(
     if end_of_data == bytes.len() {
         return Ok(Some(scan));
     }
-    let reason = if fault.is_empty() { "bytes after the footer".to_string() } else { fault };
+    let reason = if fault.is_empty() {
+        "bytes after the footer".to_string()
+    } else {
+        fault
+    };
     if !is_last {
         return Err(corrupt(path, offset as u64, reason));
     }
     if let Some(proof) = later_write_behind(bytes, end_of_data, seq) {
-        return Err(corrupt(path, offset as u64, format!("{reason}, yet {proof} follows it: the damage is not a torn tail")));
+        return Err(corrupt(
+            path,
+            offset as u64,
+            format!("{reason}, yet {proof} follows it: the damage is not a torn tail"),
+        ));
     }
     Ok(Some(scan))
 }
 
-fn check_footer(path: &Path, offset: usize, footer: &Footer, scan: &Scan, next_seq: u64) -> Result<(), StorageError> {
+fn check_footer(
+    path: &Path,
+    offset: usize,
+    footer: &Footer,
+    scan: &Scan,
+    next_seq: u64,
+) -> Result<(), StorageError> {
     let at = offset as u64;
     if scan.offsets.is_empty() {
         return Err(corrupt(path, at, "footer on a segment without frames"));
     }
     if footer.last_seq + 1 != next_seq {
-        return Err(corrupt(path, at, format!("footer names last seq {} but the frames end at {}", footer.last_seq, next_seq - 1)));
+        return Err(corrupt(
+            path,
+            at,
+            format!(
+                "footer names last seq {} but the frames end at {}",
+                footer.last_seq,
+                next_seq - 1
+            ),
+        ));
     }
     if footer.data_end != at {
-        return Err(corrupt(path, at, format!("footer names data end {} but the frames end at {at}", footer.data_end)));
+        return Err(corrupt(
+            path,
+            at,
+            format!(
+                "footer names data end {} but the frames end at {at}",
+                footer.data_end
+            ),
+        ));
     }
     let hash: Hash = scan.hasher.clone().finalize().into();
     if footer.segment_hash != hash {
-        return Err(corrupt(path, at, "segment hash in the footer does not match the frames: the segment was altered"));
+        return Err(corrupt(
+            path,
+            at,
+            "segment hash in the footer does not match the frames: the segment was altered",
+        ));
     }
     Ok(())
 }
@@ -327,19 +400,200 @@ fn later_write_behind(bytes: &[u8], from: usize, seq: u64) -> Option<String> {
     (from + 1..bytes.len()).find_map(|at| match format::decode_at(bytes, at) {
         Decoded::Frame { frame, .. } => {
             let write_start = frame.seq.checked_sub(u64::from(frame.write_index))?;
-            (write_start > seq).then(|| format!("a valid frame of a later write (seq {}) at offset {at}", frame.seq))
+            (write_start > seq).then(|| {
+                format!(
+                    "a valid frame of a later write (seq {}) at offset {at}",
+                    frame.seq
+                )
+            })
         }
-        Decoded::Footer(footer) if footer.last_seq >= seq => Some(format!("a valid footer at offset {at}")),
+        Decoded::Footer(footer) if footer.last_seq >= seq => {
+            Some(format!("a valid footer at offset {at}"))
+        }
         _ => None,
     })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), StorageError> {
-    let file = OpenOptions::new().write(true).open(path).map_err(StorageError::io("open", path))?;
-    file.set_len(len).map_err(StorageError::io("truncate", path))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(StorageError::io("open", path))?;
+    file.set_len(len)
+        .map_err(StorageError::io("truncate", path))?;
     file.sync_all().map_err(StorageError::io("fsync", path))
 }
 
 fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
-    StorageError::Corrupt { path: path.to_path_buf(), offset, reason: reason.into() }
+    StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::Action;
+
+    fn config(dir: &Path, segment_max_bytes: u64) -> LogConfig {
+        LogConfig {
+            dir: dir.join("segments"),
+            segment_max_bytes,
+            segment_max_age: Duration::from_secs(3600),
+        }
+    }
+
+    /// Appends one group of `count` events and returns their seqs.
+    fn append_group(opened: &mut Opened, count: usize) -> Vec<u64> {
+        let writer = &mut opened.writer;
+        let first = writer.next_seq();
+        let ids: Vec<String> = (0..count)
+            .map(|i| format!("i-{}", first + i as u64))
+            .collect();
+        let events: Vec<StoredEvent<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| StoredEvent {
+                seq: first + i as u64,
+                write_index: i as u32,
+                received_at_us: 1_000 + first,
+                key_id: [0; 8],
+                action: Action::Start,
+                timestamp: 1.0,
+                interaction_id: id,
+                mcp_id: "m",
+                event_id: None,
+                body: r#"{"padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#,
+            })
+            .collect();
+        for change in writer.append(&events, 1_000 + first).unwrap() {
+            opened.catalog.apply(change);
+        }
+        (first..first + count as u64).collect()
+    }
+
+    fn reopen(config: &LogConfig) -> Result<(Opened, Vec<u64>), StorageError> {
+        let mut seqs = Vec::new();
+        let opened = open(config, 5_000, |e| seqs.push(e.seq))?;
+        Ok((opened, seqs))
+    }
+
+    #[test]
+    fn appends_survive_reopen_across_rolled_and_chained_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 4096);
+        let (mut opened, seqs) = reopen(&config).unwrap();
+        assert!(seqs.is_empty());
+        for _ in 0..40 {
+            append_group(&mut opened, 3);
+        }
+        drop(opened);
+        let (opened, seqs) = reopen(&config).unwrap();
+        assert_eq!(seqs, (1..=120).collect::<Vec<_>>());
+        let segments = opened.catalog.segments();
+        assert!(segments.len() > 2);
+        for pair in segments.windows(2) {
+            let footer = pair[0]
+                .footer
+                .expect("every segment but the last is sealed");
+            let next = format::decode_header(&pair[1].map).unwrap();
+            assert_eq!(
+                next.prev_hash, footer.segment_hash,
+                "the chain links each segment to the one before"
+            );
+        }
+        assert_eq!(
+            opened
+                .catalog
+                .with_event(77, |e| e.interaction_id.to_owned()),
+            Some(Ok("i-77".to_owned()))
+        );
+        assert_eq!(opened.truncated_bytes, 0);
+    }
+
+    #[test]
+    fn a_hole_inside_the_last_write_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 1 << 20);
+        let (mut opened, _) = reopen(&config).unwrap();
+        append_group(&mut opened, 4); // seqs 1..=4, acknowledged
+        append_group(&mut opened, 6); // seqs 5..=10, "torn": a page of it never landed
+        let offsets = opened.catalog.segments()[0].offsets.clone();
+        drop(opened);
+        let path = config.dir.join(crate::storage::segment_file_name(1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Zero frame 6 (seq 6), leaving frames 7..=10 of the same write intact behind it.
+        let (start, end) = (offsets[5] as usize, offsets[6] as usize);
+        bytes[start..end].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        let (opened, seqs) = reopen(&config).unwrap();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        assert_eq!(opened.truncated_bytes, (bytes.len() - start) as u64);
+        assert_eq!(opened.writer.next_seq(), 6);
+    }
+
+    #[test]
+    fn damage_with_a_later_write_behind_it_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 1 << 20);
+        let (mut opened, _) = reopen(&config).unwrap();
+        append_group(&mut opened, 4);
+        append_group(&mut opened, 4);
+        let offsets = opened.catalog.segments()[0].offsets.clone();
+        drop(opened);
+        let path = config.dir.join(crate::storage::segment_file_name(1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offsets[2] as usize + 10] ^= 0x40; // seq 3, of the first write
+        std::fs::write(&path, &bytes).unwrap();
+        let err = reopen(&config)
+            .err()
+            .expect("corruption must stop the open");
+        assert!(
+            matches!(err, StorageError::Corrupt { offset, .. } if offset == u64::from(offsets[2])),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_rewritten_frame_with_a_fixed_crc_breaks_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 2048);
+        let (mut opened, _) = reopen(&config).unwrap();
+        for _ in 0..20 {
+            append_group(&mut opened, 2);
+        }
+        let first = &opened.catalog.segments()[0];
+        let (offset, path) = (first.offsets[0] as usize, first.path.clone());
+        drop(opened);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let Decoded::Frame { frame, end } = format::decode_at(&bytes, offset) else {
+            panic!("a frame")
+        };
+        // Same length, other content, and a CRC that matches it: only the hash can tell.
+        let forged = StoredEvent {
+            timestamp: 2.0,
+            ..frame
+        };
+        let mut encoded = Vec::new();
+        format::encode_frame(&forged, &mut encoded);
+        assert_eq!(encoded.len(), end - offset);
+        bytes[offset..end].copy_from_slice(&encoded);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = reopen(&config).err().expect("tampering must stop the open");
+        assert!(err.to_string().contains("segment hash"), "{err}");
+    }
+
+    #[test]
+    fn a_second_server_cannot_take_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = lock_dir(dir.path()).unwrap();
+        assert!(matches!(
+            lock_dir(dir.path()),
+            Err(StorageError::Locked { .. })
+        ));
+    }
 }

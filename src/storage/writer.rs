@@ -69,8 +69,15 @@ impl LogWriter {
         self.buf.clear();
         let mut relative = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
-            assert_eq!(event.seq, self.next_seq + i as u64, "seqs must continue the log");
-            assert_eq!(event.write_index as usize, i, "write_index counts within the group");
+            assert_eq!(
+                event.seq,
+                self.next_seq + i as u64,
+                "seqs must continue the log"
+            );
+            assert_eq!(
+                event.write_index as usize, i,
+                "write_index counts within the group"
+            );
             relative.push(self.buf.len());
             format::encode_frame(event, &mut self.buf);
         }
@@ -83,7 +90,11 @@ impl LogWriter {
             .file
             .write_all_at(&self.buf, write_at)
             .map_err(StorageError::io("write", &self.path))
-            .and_then(|()| self.file.sync_data().map_err(StorageError::io("fdatasync", &self.path)));
+            .and_then(|()| {
+                self.file
+                    .sync_data()
+                    .map_err(StorageError::io("fdatasync", &self.path))
+            });
         if let Err(err) = written {
             self.undo_to(write_at, &err);
             return Err(err);
@@ -135,7 +146,11 @@ impl LogWriter {
             .file
             .write_all_at(&format::encode_footer(&footer), self.data_len)
             .map_err(StorageError::io("write footer", &self.path))
-            .and_then(|()| self.file.sync_data().map_err(StorageError::io("fdatasync", &self.path)));
+            .and_then(|()| {
+                self.file
+                    .sync_data()
+                    .map_err(StorageError::io("fdatasync", &self.path))
+            });
         if let Err(err) = sealed {
             self.undo_to(self.data_len, &err);
             return Err(err);
@@ -169,7 +184,10 @@ impl LogWriter {
             received_max_us: 0,
             received_min_us: 0,
         };
-        Ok(vec![CatalogChange::Sealed(footer), CatalogChange::Opened(view)])
+        Ok(vec![
+            CatalogChange::Sealed(footer),
+            CatalogChange::Opened(view),
+        ])
     }
 
     /// Maps the active segment with room to grow, so readers rarely need a new mapping.
@@ -189,7 +207,10 @@ impl LogWriter {
     fn undo_to(&mut self, len: u64, cause: &StorageError) {
         let undone = self.file.set_len(len).and_then(|()| self.file.sync_data());
         if let Err(undo) = undone {
-            self.poisoned = Some(format!("{cause}; truncating {} back to {len} bytes also failed: {undo}", self.path.display()));
+            self.poisoned = Some(format!(
+                "{cause}; truncating {} back to {len} bytes also failed: {undo}",
+                self.path.display()
+            ));
         }
     }
 }
@@ -202,7 +223,11 @@ pub(super) fn create_segment(
     now_us: u64,
 ) -> Result<(File, PathBuf, Header, [u8; HEADER_BYTES]), StorageError> {
     let path = config.dir.join(segment_file_name(first_seq));
-    let header = Header { first_seq, created_at_us: now_us, prev_hash };
+    let header = Header {
+        first_seq,
+        created_at_us: now_us,
+        prev_hash,
+    };
     let bytes = format::encode_header(&header);
     let file = OpenOptions::new()
         .read(true)
@@ -213,7 +238,10 @@ pub(super) fn create_segment(
     let written = file
         .write_all_at(&bytes, 0)
         .map_err(StorageError::io("write header", &path))
-        .and_then(|()| file.sync_data().map_err(StorageError::io("fdatasync", &path)))
+        .and_then(|()| {
+            file.sync_data()
+                .map_err(StorageError::io("fdatasync", &path))
+        })
         .and_then(|()| sync_dir(&config.dir));
     match written {
         Ok(()) => Ok((file, path, header, bytes)),

@@ -23,7 +23,10 @@ pub struct Server {
 }
 
 /// Spawns `mcplog serve` on `data_dir` with extra environment variables, without waiting.
-pub fn spawn(data_dir: &Path, env: &[(&str, &str)]) -> (Child, mpsc::Receiver<SocketAddr>, Arc<Mutex<String>>) {
+pub fn spawn(
+    data_dir: &Path,
+    env: &[(&str, &str)],
+) -> (Child, mpsc::Receiver<SocketAddr>, Arc<Mutex<String>>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcplog"));
     command
         .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
@@ -66,8 +69,17 @@ impl Server {
                 panic!("server did not start; its log:\n{}", log.lock().unwrap());
             }
         };
-        let key = std::fs::read_to_string(data_dir.join("admin.key")).unwrap().trim().to_owned();
-        Server { child, addr, key, data_dir: data_dir.to_path_buf(), log }
+        let key = std::fs::read_to_string(data_dir.join("admin.key"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Server {
+            child,
+            addr,
+            key,
+            data_dir: data_dir.to_path_buf(),
+            log,
+        }
     }
 
     pub async fn client(&self) -> Client {
@@ -75,11 +87,19 @@ impl Server {
     }
 
     pub async fn post(&self, path: &str, body: impl Into<String>) -> Response {
-        self.client().await.post(path, Some(&self.key), body.into()).await.expect("a response")
+        self.client()
+            .await
+            .post(path, Some(&self.key), body.into())
+            .await
+            .expect("a response")
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.client().await.get(path, Some(&self.key)).await.expect("a response")
+        self.client()
+            .await
+            .get(path, Some(&self.key))
+            .await
+            .expect("a response")
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -111,7 +131,10 @@ pub fn start_expecting_failure(data_dir: &Path) -> (ExitStatus, String) {
         }
         if rx.try_recv().is_ok() || Instant::now() > deadline {
             let _ = child.kill();
-            panic!("server started although it should have refused; log:\n{}", log.lock().unwrap());
+            panic!(
+                "server started although it should have refused; log:\n{}",
+                log.lock().unwrap()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -139,14 +162,23 @@ pub fn event(action: &str, interaction_id: &str, mcp_id: &str, timestamp: f64) -
 /// The error object of an error response.
 pub fn error_of(response: &Response) -> Value {
     let body = response.json();
-    assert!(body["error"]["code"].is_string(), "not an error body: {body}");
-    assert!(body["error"]["message"].is_string(), "not an error body: {body}");
+    assert!(
+        body["error"]["code"].is_string(),
+        "not an error body: {body}"
+    );
+    assert!(
+        body["error"]["message"].is_string(),
+        "not an error body: {body}"
+    );
     body["error"].clone()
 }
 
 /// Total bytes of the segment files of a data directory.
 pub fn segment_bytes(data_dir: &Path) -> u64 {
-    segment_paths(data_dir).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum()
+    segment_paths(data_dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
 }
 
 /// Segment files, oldest first.

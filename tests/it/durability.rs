@@ -20,7 +20,11 @@ type Acked = (String, u64, String);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_no_acknowledged_event() {
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("sigkill test seed: {seed} (kill delays derive from it)");
     let mut rng = seed;
     let dir = tempfile::tempdir().unwrap();
@@ -31,7 +35,9 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
         let mut tasks = Vec::new();
         for client in 0..CLIENTS {
             let (addr, key, acked) = (server.addr, server.key.clone(), Arc::clone(&acked));
-            tasks.push(tokio::spawn(async move { load(addr, key, round, client, acked).await }));
+            tasks.push(tokio::spawn(async move {
+                load(addr, key, round, client, acked).await
+            }));
         }
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -46,10 +52,18 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
         eprintln!("round {round}: killed after {delay_ms} ms with {acked_before_kill}+ events acknowledged");
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 100, "the load produced only {} acknowledged events", acked.len());
+    assert!(
+        acked.len() > 100,
+        "the load produced only {} acknowledged events",
+        acked.len()
+    );
 
     let seqs: HashSet<u64> = acked.iter().map(|(_, seq, _)| *seq).collect();
-    assert_eq!(seqs.len(), acked.len(), "an acknowledged seq was handed out twice");
+    assert_eq!(
+        seqs.len(),
+        acked.len(),
+        "an acknowledged seq was handed out twice"
+    );
 
     // Every acknowledged event is served after the last restart, byte-exact, under its seq.
     let server = Server::start_with(dir.path(), &env);
@@ -59,7 +73,13 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
     }
     let mut client = server.client().await;
     for (id, expected) in &by_interaction {
-        let response = client.get(&format!("/api/v2/interactions/{id}/events"), Some(&server.key)).await.unwrap();
+        let response = client
+            .get(
+                &format!("/api/v2/interactions/{id}/events"),
+                Some(&server.key),
+            )
+            .await
+            .unwrap();
         assert_eq!(response.status, 200, "interaction {id} lost");
         let stored: Vec<(u64, String)> = response.json()["events"]
             .as_array()
@@ -67,11 +87,18 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
             .iter()
             .map(|e| (e["seq"].as_u64().unwrap(), e["event"].to_string()))
             .collect();
-        assert!(stored.windows(2).all(|w| w[0].0 < w[1].0), "seqs of {id} not increasing");
+        assert!(
+            stored.windows(2).all(|w| w[0].0 < w[1].0),
+            "seqs of {id} not increasing"
+        );
         for (seq, body) in expected {
             let found = stored.iter().find(|(s, _)| s == seq);
             let canonical = serde_json::from_str::<Value>(body).unwrap().to_string();
-            assert_eq!(found.map(|(_, b)| b.as_str()), Some(canonical.as_str()), "acknowledged seq {seq} of {id} missing");
+            assert_eq!(
+                found.map(|(_, b)| b.as_str()),
+                Some(canonical.as_str()),
+                "acknowledged seq {seq} of {id} missing"
+            );
         }
     }
     server.kill();
@@ -92,30 +119,54 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
 }
 
 /// Posts events until the server goes away, alternating single events and batches of 5.
-async fn load(addr: std::net::SocketAddr, key: String, round: usize, client_no: usize, acked: Arc<Mutex<Vec<Acked>>>) {
-    let Ok(mut client) = Client::connect(addr).await else { return };
+async fn load(
+    addr: std::net::SocketAddr,
+    key: String,
+    round: usize,
+    client_no: usize,
+    acked: Arc<Mutex<Vec<Acked>>>,
+) {
+    let Ok(mut client) = Client::connect(addr).await else {
+        return;
+    };
     for n in 0.. {
         let id = format!("k{round}-{client_no}-{n}");
         let bodies: Vec<String> = if n % 2 == 0 {
             vec![event("interaction_start", &id, "load", 1.0 + n as f64)]
         } else {
-            ["interaction_start", "interaction_progress", "interaction_progress", "interaction_progress", "interaction_complete"]
-                .iter()
-                .map(|a| event(a, &id, "load", 1.0 + n as f64))
-                .collect()
+            [
+                "interaction_start",
+                "interaction_progress",
+                "interaction_progress",
+                "interaction_progress",
+                "interaction_complete",
+            ]
+            .iter()
+            .map(|a| event(a, &id, "load", 1.0 + n as f64))
+            .collect()
         };
         let (path, body) = if bodies.len() == 1 {
             ("/api/v2/interactions", bodies[0].clone())
         } else {
-            ("/api/v2/interactions/batch", format!("[{}]", bodies.join(",")))
+            (
+                "/api/v2/interactions/batch",
+                format!("[{}]", bodies.join(",")),
+            )
         };
-        let Ok(response) = client.post(path, Some(&key), body).await else { return };
+        let Ok(response) = client.post(path, Some(&key), body).await else {
+            return;
+        };
         if response.status != 200 {
             continue;
         }
         let answer = response.json();
         let seqs: Vec<u64> = match answer.get("seqs") {
-            Some(list) => list.as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).collect(),
+            Some(list) => list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_u64().unwrap())
+                .collect(),
             None => vec![answer["seq"].as_u64().unwrap()],
         };
         let mut acked = acked.lock().unwrap();

@@ -34,7 +34,10 @@ async fn events_fold_into_a_record_and_come_back_byte_exact() {
     assert_eq!(record["request_data"], json!({"file": "a.pdf"}));
     assert_eq!(record["result_data"], json!({"pages": 3}));
     assert_eq!(record["error_data"], json!({}));
-    assert_eq!(record["progress_updates"], json!([{"timestamp": 1763900001.0, "data": {"page": 1}}]));
+    assert_eq!(
+        record["progress_updates"],
+        json!([{"timestamp": 1763900001.0, "data": {"page": 1}}])
+    );
     assert_eq!(record["metadata"]["first_seq"], 1);
     assert_eq!(record["metadata"]["last_seq"], 3);
     assert_eq!(record["metadata"]["event_count"], 3);
@@ -44,15 +47,26 @@ async fn events_fold_into_a_record_and_come_back_byte_exact() {
     assert_eq!(events.status, 200);
     let text = String::from_utf8(events.body.to_vec()).unwrap();
     for body in [start, progress, complete] {
-        assert!(text.contains(body), "event not returned byte-exact: {body}\nin {text}");
+        assert!(
+            text.contains(body),
+            "event not returned byte-exact: {body}\nin {text}"
+        );
     }
-    let listed: Vec<u64> = events.json()["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let listed: Vec<u64> = events.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(listed, vec![1, 2, 3]);
 
     let missing = server.get("/api/v2/interactions/nope").await;
     assert_eq!(missing.status, 404);
     assert_eq!(error_of(&missing)["field"], "interaction_id");
-    assert_eq!(server.get("/api/v2/interactions/nope/events").await.status, 404);
+    assert_eq!(
+        server.get("/api/v2/interactions/nope/events").await.status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -65,14 +79,30 @@ async fn batches_are_one_commit_and_accept_ndjson() {
         event("interaction_start", "b-2", "m", 10.0),
         event("interaction_error", "b-1", "m", 11.0)
     );
-    let answer = server.post("/api/v2/interactions/batch", array).await.json();
+    let answer = server
+        .post("/api/v2/interactions/batch", array)
+        .await
+        .json();
     assert_eq!(answer["status"], "accepted");
     assert_eq!(answer["seqs"], json!([1, 2, 3]));
-    let ndjson = format!("{}\n\n{}\n", event("interaction_cancelled", "b-2", "m", 12.0), event("interaction_progress", "b-3", "m", 9.0));
-    let answer = server.post("/api/v2/interactions/batch", ndjson).await.json();
+    let ndjson = format!(
+        "{}\n\n{}\n",
+        event("interaction_cancelled", "b-2", "m", 12.0),
+        event("interaction_progress", "b-3", "m", 9.0)
+    );
+    let answer = server
+        .post("/api/v2/interactions/batch", ndjson)
+        .await
+        .json();
     assert_eq!(answer["seqs"], json!([4, 5]));
-    assert_eq!(server.get("/api/v2/interactions/b-1").await.json()["status"], "failed");
-    assert_eq!(server.get("/api/v2/interactions/b-2").await.json()["status"], "cancelled");
+    assert_eq!(
+        server.get("/api/v2/interactions/b-1").await.json()["status"],
+        "failed"
+    );
+    assert_eq!(
+        server.get("/api/v2/interactions/b-2").await.json()["status"],
+        "cancelled"
+    );
     let orphan = server.get("/api/v2/interactions/b-3").await.json();
     assert_eq!(orphan["status"], "in_progress");
     assert_eq!(orphan["start_time"], Value::Null);
@@ -82,41 +112,79 @@ async fn batches_are_one_commit_and_accept_ndjson() {
 async fn event_ids_make_retries_idempotent_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let with_id = |id: &str, ts: f64| {
-        let mut body: Value = serde_json::from_str(&event("interaction_start", "idem", "m", ts)).unwrap();
+        let mut body: Value =
+            serde_json::from_str(&event("interaction_start", "idem", "m", ts)).unwrap();
         body["event_id"] = json!(id);
         body.to_string()
     };
     let server = Server::start(dir.path());
-    let first = server.post("/api/v2/interactions", with_id("e-1", 5.0)).await.json();
+    let first = server
+        .post("/api/v2/interactions", with_id("e-1", 5.0))
+        .await
+        .json();
     assert_eq!(first["seq"], 1);
     let bytes = segment_bytes(dir.path());
-    let retry = server.post("/api/v2/interactions", with_id("e-1", 5.0)).await.json();
+    let retry = server
+        .post("/api/v2/interactions", with_id("e-1", 5.0))
+        .await
+        .json();
     assert_eq!(retry["seq"], 1);
     assert_eq!(retry["duplicate"], true);
     assert_eq!(segment_bytes(dir.path()), bytes, "a retry must not append");
-    let clash = server.post("/api/v2/interactions", with_id("e-1", 6.0)).await;
+    let clash = server
+        .post("/api/v2/interactions", with_id("e-1", 6.0))
+        .await;
     assert_eq!(clash.status, 409);
     assert_eq!(error_of(&clash)["field"], "event_id");
     // The same event twice in one batch is stored once.
     let batch = format!("[{},{}]", with_id("e-2", 7.0), with_id("e-2", 7.0));
-    let answer = server.post("/api/v2/interactions/batch", batch).await.json();
+    let answer = server
+        .post("/api/v2/interactions/batch", batch)
+        .await
+        .json();
     assert_eq!(answer["seqs"], json!([2, 2]));
     server.kill();
 
     let server = Server::start(dir.path());
-    let retry = server.post("/api/v2/interactions", with_id("e-1", 5.0)).await.json();
+    let retry = server
+        .post("/api/v2/interactions", with_id("e-1", 5.0))
+        .await
+        .json();
     assert_eq!(retry["seq"], 1, "event ids are rebuilt from the log");
-    assert_eq!(server.post("/api/v2/interactions", with_id("e-2", 8.0)).await.status, 409);
-    assert_eq!(server.get("/api/v2/interactions/idem").await.json()["metadata"]["event_count"], 2);
+    assert_eq!(
+        server
+            .post("/api/v2/interactions", with_id("e-2", 8.0))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        server.get("/api/v2/interactions/idem").await.json()["metadata"]["event_count"],
+        2
+    );
 }
 
 #[tokio::test]
 async fn a_changed_mcp_id_is_a_conflict_and_a_batch_is_all_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    assert_eq!(server.post("/api/v2/interactions", event("interaction_start", "c-1", "m-a", 1.0)).await.status, 200);
+    assert_eq!(
+        server
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", "c-1", "m-a", 1.0)
+            )
+            .await
+            .status,
+        200
+    );
     let bytes = segment_bytes(dir.path());
-    let clash = server.post("/api/v2/interactions", event("interaction_complete", "c-1", "m-b", 2.0)).await;
+    let clash = server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_complete", "c-1", "m-b", 2.0),
+        )
+        .await;
     assert_eq!(clash.status, 409);
     assert_eq!(error_of(&clash)["field"], "mcp_id");
     // A batch with one conflicting event (index 1) and one self-contradicting pair stores nothing.
@@ -129,7 +197,12 @@ async fn a_changed_mcp_id_is_a_conflict_and_a_batch_is_all_or_nothing() {
     );
     let response = server.post("/api/v2/interactions/batch", batch).await;
     assert_eq!(response.status, 409);
-    let indexes: Vec<u64> = error_of(&response)["errors"].as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    let indexes: Vec<u64> = error_of(&response)["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(indexes, vec![1, 3]);
     assert_eq!(segment_bytes(dir.path()), bytes);
     assert_eq!(server.get("/api/v2/interactions/c-2").await.status, 404);
@@ -145,13 +218,34 @@ async fn the_view_is_rebuilt_from_the_log_on_restart() {
     let server = Server::start_with(dir.path(), &env);
     for i in 0..60 {
         let id = format!("r-{}", i % 20);
-        let action = ["interaction_start", "interaction_progress", "interaction_complete"][i / 20];
-        assert_eq!(server.post("/api/v2/interactions", event(action, &id, "m", 100.0 + i as f64)).await.status, 200);
+        let action = [
+            "interaction_start",
+            "interaction_progress",
+            "interaction_complete",
+        ][i / 20];
+        assert_eq!(
+            server
+                .post(
+                    "/api/v2/interactions",
+                    event(action, &id, "m", 100.0 + i as f64)
+                )
+                .await
+                .status,
+            200
+        );
     }
     // A second terminal event is kept and counted as a conflict, not applied.
-    server.post("/api/v2/interactions", event("interaction_error", "r-0", "m", 500.0)).await;
+    server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_error", "r-0", "m", 500.0),
+        )
+        .await;
     let before: Vec<Value> = all_records(&server).await;
-    assert!(crate::common::segment_paths(dir.path()).len() >= 3, "expected several segments");
+    assert!(
+        crate::common::segment_paths(dir.path()).len() >= 3,
+        "expected several segments"
+    );
     server.kill();
     let server = Server::start_with(dir.path(), &env);
     let after: Vec<Value> = all_records(&server).await;
@@ -164,7 +258,12 @@ async fn the_view_is_rebuilt_from_the_log_on_restart() {
 async fn all_records(server: &Server) -> Vec<Value> {
     let mut records = Vec::new();
     for i in 0..20 {
-        records.push(server.get(&format!("/api/v2/interactions/r-{i}")).await.json());
+        records.push(
+            server
+                .get(&format!("/api/v2/interactions/r-{i}"))
+                .await
+                .json(),
+        );
     }
     records
 }

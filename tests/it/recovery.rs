@@ -7,7 +7,12 @@ use crate::common::{event, segment_paths, start_expecting_failure, Server};
 
 async fn fill(server: &Server, prefix: &str, count: usize) {
     for i in 0..count {
-        let response = server.post("/api/v2/interactions", event("interaction_start", &format!("{prefix}-{i}"), "m", 1.0)).await;
+        let response = server
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", &format!("{prefix}-{i}"), "m", 1.0),
+            )
+            .await;
         assert_eq!(response.status, 200);
     }
 }
@@ -30,15 +35,37 @@ async fn garbage_appended_to_the_last_segment_is_truncated_and_data_kept() {
             state as u8
         })
         .collect();
-    std::fs::OpenOptions::new().append(true).open(&last).unwrap().write_all(&garbage).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap()
+        .write_all(&garbage)
+        .unwrap();
 
     let server = Server::start(dir.path());
-    assert!(server.log().contains("truncated a torn tail"), "{}", server.log());
+    assert!(
+        server.log().contains("truncated a torn tail"),
+        "{}",
+        server.log()
+    );
     assert_eq!(std::fs::metadata(&last).unwrap().len(), clean_len);
     for i in 0..50 {
-        assert_eq!(server.get(&format!("/api/v2/interactions/g-{i}")).await.status, 200, "g-{i} lost");
+        assert_eq!(
+            server
+                .get(&format!("/api/v2/interactions/g-{i}"))
+                .await
+                .status,
+            200,
+            "g-{i} lost"
+        );
     }
-    let next = server.post("/api/v2/interactions", event("interaction_start", "after", "m", 2.0)).await.json();
+    let next = server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "after", "m", 2.0),
+        )
+        .await
+        .json();
     assert_eq!(next["seq"], 51);
     server.kill();
     // And it starts again after that, cleanly.
@@ -56,12 +83,26 @@ async fn a_half_written_last_frame_is_a_torn_tail() {
     let last = segment_paths(dir.path()).pop().unwrap();
     let len = std::fs::metadata(&last).unwrap().len();
     // Cut the last frame in half: as if the final write never finished.
-    std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(len - 20).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 20)
+        .unwrap();
     let server = Server::start(dir.path());
     assert!(server.log().contains("truncated a torn tail"));
     assert_eq!(server.get("/api/v2/interactions/h-3").await.status, 200);
     assert_eq!(server.get("/api/v2/interactions/h-4").await.status, 404);
-    assert_eq!(server.post("/api/v2/interactions", event("interaction_start", "h-4", "m", 1.0)).await.json()["seq"], 5);
+    assert_eq!(
+        server
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", "h-4", "m", 1.0)
+            )
+            .await
+            .json()["seq"],
+        5
+    );
 }
 
 #[tokio::test]
@@ -72,7 +113,11 @@ async fn a_flipped_byte_in_an_older_segment_stops_start_up_naming_the_file() {
     fill(&server, "f", 80).await;
     server.kill();
     let segments = segment_paths(dir.path());
-    assert!(segments.len() >= 3, "expected several segments, got {}", segments.len());
+    assert!(
+        segments.len() >= 3,
+        "expected several segments, got {}",
+        segments.len()
+    );
     let victim = &segments[1];
     let mut bytes = std::fs::read(victim).unwrap();
     let middle = bytes.len() / 2;
@@ -83,7 +128,10 @@ async fn a_flipped_byte_in_an_older_segment_stops_start_up_naming_the_file() {
     assert!(!status.success());
     let name = victim.file_name().unwrap().to_str().unwrap();
     assert!(log.contains(name), "the error does not name {name}:\n{log}");
-    assert!(log.contains("offset"), "the error does not give an offset:\n{log}");
+    assert!(
+        log.contains("offset"),
+        "the error does not give an offset:\n{log}"
+    );
 }
 
 #[tokio::test]

@@ -9,11 +9,20 @@ use crate::common::{error_of, event, segment_bytes, Server};
 async fn refused(server: &Server, body: &str, status: u16, field: Option<&str>, code: &str) {
     let before = segment_bytes(&server.data_dir);
     let response = server.post("/api/v2/interactions", body).await;
-    assert_eq!(response.status.as_u16(), status, "{body} → {}", response.json());
+    assert_eq!(
+        response.status.as_u16(),
+        status,
+        "{body} → {}",
+        response.json()
+    );
     let error = error_of(&response);
     assert_eq!(error["field"].as_str(), field, "{body} → {error}");
     assert_eq!(error["code"], code, "{body} → {error}");
-    assert_eq!(segment_bytes(&server.data_dir), before, "{body} wrote to the log");
+    assert_eq!(
+        segment_bytes(&server.data_dir),
+        before,
+        "{body} wrote to the log"
+    );
 }
 
 #[tokio::test]
@@ -33,28 +42,147 @@ async fn every_rule_is_refused_with_the_field_named_and_nothing_stored() {
     };
     refused(&server, "{not json", 400, None, "malformed_json").await;
     refused(&server, "[]", 422, None, "not_an_object").await;
-    refused(&server, &without("action"), 422, Some("action"), "missing_field").await;
-    refused(&server, &with("action", json!("interaction_done")), 422, Some("action"), "unknown_action").await;
-    refused(&server, &with("action", json!(1)), 422, Some("action"), "not_a_string").await;
+    refused(
+        &server,
+        &without("action"),
+        422,
+        Some("action"),
+        "missing_field",
+    )
+    .await;
+    refused(
+        &server,
+        &with("action", json!("interaction_done")),
+        422,
+        Some("action"),
+        "unknown_action",
+    )
+    .await;
+    refused(
+        &server,
+        &with("action", json!(1)),
+        422,
+        Some("action"),
+        "not_a_string",
+    )
+    .await;
     for id in ["interaction_id", "mcp_id"] {
         refused(&server, &without(id), 422, Some(id), "missing_field").await;
         refused(&server, &with(id, json!("")), 422, Some(id), "bad_length").await;
-        refused(&server, &with(id, json!("x".repeat(257))), 422, Some(id), "bad_length").await;
-        refused(&server, &with(id, json!("tab\there")), 422, Some(id), "control_character").await;
+        refused(
+            &server,
+            &with(id, json!("x".repeat(257))),
+            422,
+            Some(id),
+            "bad_length",
+        )
+        .await;
+        refused(
+            &server,
+            &with(id, json!("tab\there")),
+            422,
+            Some(id),
+            "control_character",
+        )
+        .await;
         refused(&server, &with(id, json!(42)), 422, Some(id), "not_a_string").await;
     }
-    refused(&server, &without("timestamp"), 422, Some("timestamp"), "missing_field").await;
-    refused(&server, &with("timestamp", json!("1763900000")), 422, Some("timestamp"), "not_a_number").await;
-    refused(&server, &with("timestamp", json!(0)), 422, Some("timestamp"), "out_of_range").await;
-    refused(&server, &with("timestamp", json!(-5)), 422, Some("timestamp"), "out_of_range").await;
-    refused(&server, &with("timestamp", json!(1763900000500u64)), 422, Some("timestamp"), "looks_like_milliseconds").await;
-    refused(&server, r#"{"action":"interaction_start","interaction_id":"v","mcp_id":"m","timestamp":1e400}"#, 422, Some("timestamp"), "not_a_number").await;
-    refused(&server, &with("request_data", json!([1])), 422, Some("request_data"), "not_an_object").await;
-    refused(&server, &with("request_data", json!(null)), 422, Some("request_data"), "not_an_object").await;
-    refused(&server, &with("result_data", json!({})), 422, Some("result_data"), "payload_mismatch").await;
-    refused(&server, &with("colour", json!("red")), 422, Some("colour"), "unknown_field").await;
-    refused(&server, &with("event_id", json!("")), 422, Some("event_id"), "bad_length").await;
-    refused(&server, &with("event_id", json!("e".repeat(129))), 422, Some("event_id"), "bad_length").await;
+    refused(
+        &server,
+        &without("timestamp"),
+        422,
+        Some("timestamp"),
+        "missing_field",
+    )
+    .await;
+    refused(
+        &server,
+        &with("timestamp", json!("1763900000")),
+        422,
+        Some("timestamp"),
+        "not_a_number",
+    )
+    .await;
+    refused(
+        &server,
+        &with("timestamp", json!(0)),
+        422,
+        Some("timestamp"),
+        "out_of_range",
+    )
+    .await;
+    refused(
+        &server,
+        &with("timestamp", json!(-5)),
+        422,
+        Some("timestamp"),
+        "out_of_range",
+    )
+    .await;
+    refused(
+        &server,
+        &with("timestamp", json!(1763900000500u64)),
+        422,
+        Some("timestamp"),
+        "looks_like_milliseconds",
+    )
+    .await;
+    refused(
+        &server,
+        r#"{"action":"interaction_start","interaction_id":"v","mcp_id":"m","timestamp":1e400}"#,
+        422,
+        Some("timestamp"),
+        "not_a_number",
+    )
+    .await;
+    refused(
+        &server,
+        &with("request_data", json!([1])),
+        422,
+        Some("request_data"),
+        "not_an_object",
+    )
+    .await;
+    refused(
+        &server,
+        &with("request_data", json!(null)),
+        422,
+        Some("request_data"),
+        "not_an_object",
+    )
+    .await;
+    refused(
+        &server,
+        &with("result_data", json!({})),
+        422,
+        Some("result_data"),
+        "payload_mismatch",
+    )
+    .await;
+    refused(
+        &server,
+        &with("colour", json!("red")),
+        422,
+        Some("colour"),
+        "unknown_field",
+    )
+    .await;
+    refused(
+        &server,
+        &with("event_id", json!("")),
+        422,
+        Some("event_id"),
+        "bad_length",
+    )
+    .await;
+    refused(
+        &server,
+        &with("event_id", json!("e".repeat(129))),
+        422,
+        Some("event_id"),
+        "bad_length",
+    )
+    .await;
     refused(&server, r#"{"action":"interaction_start","action":"interaction_start","interaction_id":"v","mcp_id":"m","timestamp":1}"#, 422, Some("action"), "duplicate_field").await;
 
     // Nothing above was stored: the interaction is unknown and the first real event gets seq 1.
@@ -67,7 +195,13 @@ async fn every_rule_is_refused_with_the_field_named_and_nothing_stored() {
 #[tokio::test]
 async fn limits_auth_and_encoding_are_refused_with_json() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), &[("MCPLOG_EVENT_BYTES_MAX", "2048"), ("MCPLOG_BATCH_EVENTS_MAX", "3")]);
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("MCPLOG_EVENT_BYTES_MAX", "2048"),
+            ("MCPLOG_BATCH_EVENTS_MAX", "3"),
+        ],
+    );
     let before = segment_bytes(dir.path());
 
     let big = json!({"action": "interaction_start", "interaction_id": "big", "mcp_id": "m", "timestamp": 1.0,
@@ -76,8 +210,15 @@ async fn limits_auth_and_encoding_are_refused_with_json() {
     assert_eq!(response.status, 413);
     assert_eq!(error_of(&response)["code"], "body_too_large");
 
-    let four: Vec<String> = (0..4).map(|i| event("interaction_start", &format!("b{i}"), "m", 1.0)).collect();
-    let response = server.post("/api/v2/interactions/batch", format!("[{}]", four.join(","))).await;
+    let four: Vec<String> = (0..4)
+        .map(|i| event("interaction_start", &format!("b{i}"), "m", 1.0))
+        .collect();
+    let response = server
+        .post(
+            "/api/v2/interactions/batch",
+            format!("[{}]", four.join(",")),
+        )
+        .await;
     assert_eq!(response.status, 413);
     assert_eq!(error_of(&response)["code"], "batch_too_large");
 
@@ -88,21 +229,37 @@ async fn limits_auth_and_encoding_are_refused_with_json() {
     let mut client = server.client().await;
     let body = event("interaction_start", "a", "m", 1.0);
     for key in [None, Some("wrong-key")] {
-        let response = client.post("/api/v2/interactions", key, body.clone()).await.unwrap();
+        let response = client
+            .post("/api/v2/interactions", key, body.clone())
+            .await
+            .unwrap();
         assert_eq!(response.status, 401);
         assert_eq!(error_of(&response)["field"], "authorization");
     }
     let response = client
-        .send(hyper::Method::POST, "/api/v2/interactions", Some(&server.key), &[("content-encoding", "br")], body.clone())
+        .send(
+            hyper::Method::POST,
+            "/api/v2/interactions",
+            Some(&server.key),
+            &[("content-encoding", "br")],
+            body.clone(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status, 415);
 
-    let response = client.post("/api/v2/interactions", Some(&server.key), vec![0xff, 0xfe]).await.unwrap();
+    let response = client
+        .post("/api/v2/interactions", Some(&server.key), vec![0xff, 0xfe])
+        .await
+        .unwrap();
     assert_eq!(response.status, 400);
     assert_eq!(error_of(&response)["code"], "not_utf8");
 
-    assert_eq!(segment_bytes(dir.path()), before, "a refused request wrote to the log");
+    assert_eq!(
+        segment_bytes(dir.path()),
+        before,
+        "a refused request wrote to the log"
+    );
 }
 
 #[tokio::test]
@@ -116,12 +273,17 @@ async fn an_invalid_batch_lists_every_bad_index_and_stores_nothing() {
         serde_json::from_str::<serde_json::Value>(&event("interaction_start", "ok-2", "m", 1.0)).unwrap(),
         {"action": "interaction_start", "interaction_id": "x", "mcp_id": "m", "timestamp": 1.0e13},
     ]);
-    let response = server.post("/api/v2/interactions/batch", batch.to_string()).await;
+    let response = server
+        .post("/api/v2/interactions/batch", batch.to_string())
+        .await;
     assert_eq!(response.status, 422);
     let error = error_of(&response);
     assert_eq!(error["code"], "invalid_batch");
     let errors = error["errors"].as_array().unwrap();
-    let indexes: Vec<u64> = errors.iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    let indexes: Vec<u64> = errors
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
     assert_eq!(indexes, vec![1, 3]);
     assert_eq!(errors[0]["field"], "interaction_id");
     assert_eq!(errors[1]["field"], "timestamp");
