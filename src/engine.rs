@@ -10,7 +10,7 @@
 //! submission until it is answered; when none are left, `submit` fails at once with
 //! [`SubmitError::QueueFull`] rather than letting memory grow.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::event::{Action, StoredEvent, ValidEvent};
-use crate::projector::{Admission, Projection, Refusal};
+use crate::projector::Projection;
 use crate::storage::{Catalog, LogWriter};
 
 /// The most events one group commit carries; a larger backlog is written in several groups so
@@ -309,6 +309,17 @@ enum Slot {
     SameAs(usize),
 }
 
+/// What the accepted submissions of a group claim, borrowed from the group itself.
+#[derive(Default)]
+struct Claims<'a> {
+    /// interaction_id → mcp_id, for interactions the view does not know yet.
+    mcp_of: HashMap<&'a str, &'a str>,
+    /// (mcp_id, event_id) → (append number, body).
+    event_ids: HashMap<(&'a str, &'a str), (usize, &'a str)>,
+    /// (submission, event) of every event to append, in append order.
+    appended: Vec<(usize, usize)>,
+}
+
 fn commit(
     writer: &mut LogWriter,
     view: &RwLock<View>,
@@ -317,58 +328,27 @@ fn commit(
     health: &WriterHealth,
 ) {
     let next_seq = writer.next_seq();
-    let mut plans: Vec<(Submission, Vec<Slot>)> = Vec::with_capacity(group.len());
-    let mut appended: Vec<(usize, usize)> = Vec::new(); // (plan index, event index)
-    {
+    let (plans, appended) = {
         let view = view.read().expect("view lock");
-        // Interactions and event ids claimed by earlier submissions of this group.
-        let mut group_mcp: HashMap<String, String> = HashMap::new();
-        let mut group_event_ids: HashMap<(String, String), usize> = HashMap::new();
-        for submission in group {
-            match plan(
-                &view,
-                &submission,
-                &group_mcp,
-                &group_event_ids,
-                &plans,
-                &appended,
-                next_seq,
-            ) {
-                Ok(slots) => {
-                    let plan_index = plans.len();
-                    for (i, slot) in slots.iter().enumerate() {
-                        let event = &submission.events[i];
-                        group_mcp
-                            .entry(event.interaction_id.clone())
-                            .or_insert_with(|| event.mcp_id.clone());
-                        if let Slot::Append(n) = *slot {
-                            debug_assert_eq!(n, appended.len());
-                            appended.push((plan_index, i));
-                            if let Some(id) = &event.event_id {
-                                group_event_ids.insert((event.mcp_id.clone(), id.clone()), n);
-                            }
-                        }
-                    }
-                    plans.push((submission, slots));
-                }
-                Err(conflicts) => {
-                    let _ = submission.reply.send(Err(SubmitError::Conflict(conflicts)));
-                }
-            }
-        }
-    }
+        let mut claims = Claims::default();
+        let plans: Vec<_> = group
+            .iter()
+            .enumerate()
+            .map(|(index, submission)| plan(&view, index, submission, &mut claims, next_seq))
+            .collect();
+        (plans, claims.appended)
+    };
     if !appended.is_empty() {
-        let key_ids: Vec<[u8; 8]> = plans.iter().map(|(s, _)| s.key_id).collect();
         let stored: Vec<StoredEvent<'_>> = appended
             .iter()
             .enumerate()
-            .map(|(n, &(p, i))| {
-                let event = &plans[p].0.events[i];
+            .map(|(n, &(s, i))| {
+                let event = &group[s].events[i];
                 StoredEvent {
                     seq: next_seq + n as u64,
                     write_index: n as u32,
                     received_at_us: now_us,
-                    key_id: key_ids[p],
+                    key_id: group[s].key_id,
                     action: event.action,
                     timestamp: event.timestamp,
                     interaction_id: &event.interaction_id,
@@ -397,132 +377,114 @@ fn commit(
                     message: err.to_string(),
                     no_space: err.is_no_space(),
                 };
-                for (submission, _) in plans {
-                    let _ = submission.reply.send(Err(failure.clone()));
+                drop(stored);
+                for (submission, plan) in group.into_iter().zip(plans) {
+                    let answer = plan
+                        .map_err(SubmitError::Conflict)
+                        .and(Err(failure.clone()));
+                    let _ = submission.reply.send(answer);
                 }
                 return;
             }
         }
     }
-    for (submission, slots) in plans {
-        let acks = slots
-            .iter()
-            .map(|slot| match *slot {
-                Slot::Append(n) => Ack {
-                    seq: next_seq + n as u64,
-                    duplicate: false,
-                },
-                Slot::SameAs(n) => Ack {
-                    seq: next_seq + n as u64,
-                    duplicate: true,
-                },
-                Slot::Stored(seq) => Ack {
-                    seq,
-                    duplicate: true,
-                },
-            })
-            .collect();
-        let _ = submission.reply.send(Ok(acks));
+    for (submission, plan) in group.into_iter().zip(plans) {
+        let answer = plan.map_err(SubmitError::Conflict).map(|slots| {
+            slots
+                .iter()
+                .map(|slot| match *slot {
+                    Slot::Append(n) => Ack {
+                        seq: next_seq + n as u64,
+                        duplicate: false,
+                    },
+                    Slot::SameAs(n) => Ack {
+                        seq: next_seq + n as u64,
+                        duplicate: true,
+                    },
+                    Slot::Stored(seq) => Ack {
+                        seq,
+                        duplicate: true,
+                    },
+                })
+                .collect()
+        });
+        let _ = submission.reply.send(answer);
     }
 }
 
-/// Decides each event of a submission, or lists every conflict in it.
-fn plan(
+/// Decides each event of a submission against the view and the claims of the submissions before
+/// it in the group, or lists every conflict in it. Claims are only added when it is accepted.
+fn plan<'a>(
     view: &View,
-    submission: &Submission,
-    group_mcp: &HashMap<String, String>,
-    group_event_ids: &HashMap<(String, String), usize>,
-    plans: &[(Submission, Vec<Slot>)],
-    appended: &[(usize, usize)],
+    submission_index: usize,
+    submission: &'a Submission,
+    group: &mut Claims<'a>,
     next_seq: u64,
 ) -> Result<Vec<Slot>, Vec<Conflict>> {
     let mut slots = Vec::with_capacity(submission.events.len());
     let mut conflicts = Vec::new();
-    // Claims made by earlier events of this same submission.
-    let mut own_mcp: HashMap<&str, &str> = HashMap::new();
-    let mut own_event_ids: HashMap<(&str, &str), (usize, usize)> = HashMap::new(); // → (append number, event index)
-    let mut next_append = appended.len();
+    let mut own = Claims::default();
+    let base = group.appended.len();
     for (index, event) in submission.events.iter().enumerate() {
-        let claimed_mcp = own_mcp
-            .get(event.interaction_id.as_str())
-            .copied()
-            .or_else(|| group_mcp.get(&event.interaction_id).map(String::as_str));
-        let admission = view.projection.admit(
-            &event.interaction_id,
-            &event.mcp_id,
-            event.event_id.as_deref(),
-        );
-        let stored_mcp = match &admission {
-            Err(Refusal::McpMismatch { stored }) => Some(stored.as_str()),
-            Ok(_) => claimed_mcp,
-        };
-        if let Some(stored) = stored_mcp.filter(|&m| m != event.mcp_id) {
+        let (interaction_id, mcp_id) = (event.interaction_id.as_str(), event.mcp_id.as_str());
+        let known_mcp = view.projection.mcp_of(interaction_id);
+        let claimed_mcp = known_mcp
+            .or_else(|| own.mcp_of.get(interaction_id).copied())
+            .or_else(|| group.mcp_of.get(interaction_id).copied());
+        if let Some(stored) = claimed_mcp.filter(|&m| m != mcp_id) {
             conflicts.push(Conflict {
                 index,
                 field: "mcp_id",
                 message: format!(
-                    "interaction {:?} belongs to mcp_id {stored:?}, not {:?}",
-                    event.interaction_id, event.mcp_id
+                    "interaction {interaction_id:?} belongs to mcp_id {stored:?}, not {mcp_id:?}"
                 ),
             });
             continue;
         }
-        let reused = |stored_body: Option<&str>, seq: Option<u64>| Conflict {
-            index,
-            field: "event_id",
-            message: format!(
-                "event_id {:?} was already stored{} with a different body",
-                event.event_id.as_deref().unwrap_or_default(),
-                seq.map(|s| format!(" as seq {s}")).unwrap_or_default()
-            ) + if stored_body.is_none() {
-                " (the stored event could not be read)"
-            } else {
-                ""
-            },
-        };
-        if let Ok(Admission::SeenEventId(seq)) = admission {
-            let stored_body = view.catalog.with_event(seq, |e| e.body == event.body);
-            match stored_body {
-                Some(Ok(true)) => slots.push(Slot::Stored(seq)),
-                Some(Ok(false)) => conflicts.push(reused(Some(""), Some(seq))),
-                _ => conflicts.push(reused(None, Some(seq))),
-            }
-            continue;
-        }
-        if let Some(id) = &event.event_id {
-            let own = own_event_ids
-                .get(&(event.mcp_id.as_str(), id.as_str()))
-                .copied();
-            let earlier = match own {
-                Some((n, i)) => Some((n, submission.events[i].body.as_str())),
-                None => group_event_ids
-                    .get(&(event.mcp_id.clone(), id.clone()))
-                    .map(|&n| {
-                        let (p, i) = appended[n];
-                        (n, plans[p].0.events[i].body.as_str())
-                    }),
+        if let Some(event_id) = event.event_id.as_deref() {
+            let reused = |seq: u64| Conflict {
+                index,
+                field: "event_id",
+                message: format!(
+                    "event_id {event_id:?} was already stored as seq {seq} with a different body"
+                ),
             };
-            if let Some((n, first_body)) = earlier {
-                if first_body == event.body {
-                    slots.push(Slot::SameAs(n));
-                } else {
-                    conflicts.push(reused(Some(""), Some(next_seq + n as u64)));
+            if let Some(seq) = view.projection.event_seq(mcp_id, event_id) {
+                match view.catalog.with_event(seq, |e| e.body == event.body) {
+                    Some(Ok(true)) => slots.push(Slot::Stored(seq)),
+                    _ => conflicts.push(reused(seq)),
                 }
                 continue;
             }
-            own_event_ids.insert((event.mcp_id.as_str(), id.as_str()), (next_append, index));
+            let key = (mcp_id, event_id);
+            if let Some(&(n, body)) = own
+                .event_ids
+                .get(&key)
+                .or_else(|| group.event_ids.get(&key))
+            {
+                if body == event.body {
+                    slots.push(Slot::SameAs(n));
+                } else {
+                    conflicts.push(reused(next_seq + n as u64));
+                }
+                continue;
+            }
+            own.event_ids
+                .insert(key, (base + own.appended.len(), &event.body));
         }
-        own_mcp
-            .entry(event.interaction_id.as_str())
-            .or_insert(event.mcp_id.as_str());
-        slots.push(Slot::Append(next_append));
-        next_append += 1;
+        if claimed_mcp.is_none() {
+            own.mcp_of.insert(interaction_id, mcp_id);
+        }
+        slots.push(Slot::Append(base + own.appended.len()));
+        own.appended.push((submission_index, index));
     }
-    if conflicts.is_empty() {
-        Ok(slots)
-    } else {
-        Err(conflicts)
+    if !conflicts.is_empty() {
+        return Err(conflicts);
     }
+    group.mcp_of.extend(own.mcp_of);
+    group.event_ids.extend(own.event_ids);
+    group.appended.extend(own.appended);
+    Ok(slots)
 }
 
 /// The server clock in microseconds since the Unix epoch.

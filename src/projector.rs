@@ -11,7 +11,7 @@
 //! - the first terminal event (`complete`, `error`, `cancelled`) sets `end_time` and the final
 //!   status; later terminal events are kept and counted as conflicts, never applied.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use crate::event::{Action, StoredEvent};
 
@@ -57,38 +57,85 @@ impl Status {
     }
 }
 
-/// The current state of one interaction. Payloads are not held here: `start_seq`,
-/// `terminal_seq` and `events` say where to read them.
+/// The state of one interaction, kept compact: absent times are NaN and absent seqs are 0 (seqs
+/// start at 1), so a record is about 100 bytes plus its id and its list of seqs. Payloads are not
+/// held here: `start_seq`, `terminal_seq` and `events` say where to read them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// The client's interaction id.
-    pub interaction_id: Box<str>,
-    /// The mcp_id every event of this interaction carries.
-    pub mcp_id: Box<str>,
-    /// Derived status.
-    pub status: Status,
-    /// Client timestamp of the first start event, if one arrived.
-    pub start_time: Option<f64>,
-    /// Client timestamp of the first terminal event, if one arrived.
-    pub end_time: Option<f64>,
-    /// Seq of the start event that set `start_time`.
-    pub start_seq: Option<u64>,
-    /// Seq of the terminal event that set the final status.
-    pub terminal_seq: Option<u64>,
-    /// Server receive time of the first event, in microseconds.
-    pub received_at_us: u64,
-    /// Key fingerprint of the first event.
-    pub key_id: [u8; 8],
-    /// Number of events kept but not applied: second starts and second terminal events.
-    pub conflicts: u32,
-    /// Seqs of every event of the interaction, ascending.
-    pub events: Vec<u64>,
+    interaction_id: Box<str>,
+    events: Vec<u64>,
+    start_time: f64,
+    end_time: f64,
+    start_seq: u64,
+    terminal_seq: u64,
+    received_at_us: u64,
+    key_id: [u8; 8],
+    mcp: u32,
+    conflicts: u32,
+    status: Status,
 }
 
+const NO_SEQ: u64 = 0;
+
 impl Record {
+    /// The client's interaction id.
+    pub fn interaction_id(&self) -> &str {
+        &self.interaction_id
+    }
+
+    /// The interned mcp_id; [`Projection::mcp_name`] gives its text.
+    pub fn mcp(&self) -> u32 {
+        self.mcp
+    }
+
+    /// Derived status.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Client timestamp of the first start event, if one arrived.
+    pub fn start_time(&self) -> Option<f64> {
+        (!self.start_time.is_nan()).then_some(self.start_time)
+    }
+
+    /// Client timestamp of the first terminal event, if one arrived.
+    pub fn end_time(&self) -> Option<f64> {
+        (!self.end_time.is_nan()).then_some(self.end_time)
+    }
+
+    /// Seq of the start event that set `start_time`.
+    pub fn start_seq(&self) -> Option<u64> {
+        (self.start_seq != NO_SEQ).then_some(self.start_seq)
+    }
+
+    /// Seq of the terminal event that set the final status.
+    pub fn terminal_seq(&self) -> Option<u64> {
+        (self.terminal_seq != NO_SEQ).then_some(self.terminal_seq)
+    }
+
+    /// Server receive time of the first event, in microseconds.
+    pub fn received_at_us(&self) -> u64 {
+        self.received_at_us
+    }
+
+    /// Key fingerprint of the first event.
+    pub fn key_id(&self) -> [u8; 8] {
+        self.key_id
+    }
+
+    /// Events kept but not applied: second starts and second terminal events.
+    pub fn conflicts(&self) -> u32 {
+        self.conflicts
+    }
+
+    /// Seqs of every event of the interaction, ascending.
+    pub fn events(&self) -> &[u64] {
+        &self.events
+    }
+
     /// `end_time - start_time` when both are known.
     pub fn processing_time(&self) -> Option<f64> {
-        Some(self.end_time? - self.start_time?)
+        Some(self.end_time()? - self.start_time()?)
     }
 
     /// Seq of the first event.
@@ -101,32 +148,33 @@ impl Record {
         self.events[self.events.len() - 1]
     }
 
-    fn new(event: &StoredEvent<'_>) -> Record {
+    fn new(event: &StoredEvent<'_>, mcp: u32) -> Record {
         Record {
             interaction_id: event.interaction_id.into(),
-            mcp_id: event.mcp_id.into(),
-            status: Status::Started,
-            start_time: None,
-            end_time: None,
-            start_seq: None,
-            terminal_seq: None,
+            events: Vec::new(),
+            start_time: f64::NAN,
+            end_time: f64::NAN,
+            start_seq: NO_SEQ,
+            terminal_seq: NO_SEQ,
             received_at_us: event.received_at_us,
             key_id: event.key_id,
+            mcp,
             conflicts: 0,
-            events: Vec::new(),
+            status: Status::Started,
         }
     }
 
     fn apply(&mut self, event: &StoredEvent<'_>) {
+        debug_assert!(event.seq != NO_SEQ);
         debug_assert!(self.events.last().is_none_or(|&last| last < event.seq));
         self.events.push(event.seq);
         match event.action {
             Action::Start => {
-                if self.start_seq.is_some() {
+                if self.start_seq != NO_SEQ {
                     self.conflicts += 1;
                 } else {
-                    self.start_seq = Some(event.seq);
-                    self.start_time = Some(event.timestamp);
+                    self.start_seq = event.seq;
+                    self.start_time = event.timestamp;
                 }
             }
             Action::Progress => {
@@ -135,11 +183,11 @@ impl Record {
                 }
             }
             Action::Complete | Action::Error | Action::Cancelled => {
-                if self.terminal_seq.is_some() {
+                if self.terminal_seq != NO_SEQ {
                     self.conflicts += 1;
                 } else {
-                    self.terminal_seq = Some(event.seq);
-                    self.end_time = Some(event.timestamp);
+                    self.terminal_seq = event.seq;
+                    self.end_time = event.timestamp;
                     self.status = Status::terminal(event.action).expect("a terminal action");
                 }
             }
@@ -147,35 +195,53 @@ impl Record {
     }
 }
 
-/// Why an event cannot be appended without breaking the view's rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The interaction already carries another mcp_id.
-    McpMismatch {
-        /// The mcp_id the interaction has.
-        stored: String,
-    },
+/// `(mcp, event_id)`, owned, as stored in the idempotency index.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct EventIdKey {
+    mcp: u32,
+    event_id: Box<str>,
 }
 
-/// What appending an event would mean, decided before it is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// A new event: append it.
-    Append,
-    /// The `event_id` was stored before, at this seq; the caller compares the bodies.
-    SeenEventId(u64),
+/// `(mcp, event_id)`, borrowed, for lookups without allocating. Hashes exactly as
+/// [`EventIdKey`] does (derived: the u32, then the str).
+#[derive(Hash)]
+struct EventIdRef<'a> {
+    mcp: u32,
+    event_id: &'a str,
+}
+
+impl hashbrown::Equivalent<EventIdKey> for EventIdRef<'_> {
+    fn equivalent(&self, key: &EventIdKey) -> bool {
+        self.mcp == key.mcp && self.event_id == &*key.event_id
+    }
 }
 
 /// Every interaction record, folded from the log, with the lookups the writer needs.
-#[derive(Debug, Default)]
+///
+/// Records live in one `Vec` in order of first appearance; the id index is a table of positions
+/// into it, so each interaction id is stored once. mcp_ids are interned: there are few of them.
+/// The hasher is seeded per process, so clients cannot choose ids that collide.
+#[derive(Default)]
 pub struct Projection {
     records: Vec<Record>,
-    by_id: HashMap<Box<str>, u32>,
-    /// `(mcp_id, event_id)` → seq. Scoped by mcp_id so that two MCPs choosing the same
-    /// `event_id` never collide, and one cannot probe the other's ids.
-    event_ids: HashMap<(Box<str>, Box<str>), u64>,
+    by_id: hashbrown::HashTable<u32>,
+    hasher: hashbrown::DefaultHashBuilder,
+    mcp_names: Vec<Box<str>>,
+    mcp_index: hashbrown::HashMap<Box<str>, u32>,
+    /// `(mcp, event_id)` → seq. Scoped by mcp_id so that two MCPs choosing the same `event_id`
+    /// never collide, and one cannot probe the other's ids.
+    event_ids: hashbrown::HashMap<EventIdKey, u64>,
     events_total: u64,
     conflicts_total: u64,
+}
+
+impl std::fmt::Debug for Projection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projection")
+            .field("records", &self.records.len())
+            .field("events_total", &self.events_total)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Projection {
@@ -186,57 +252,67 @@ impl Projection {
 
     /// Folds one event in. Events must arrive in ascending seq order.
     pub fn apply(&mut self, event: &StoredEvent<'_>) {
-        let ordinal = match self.by_id.get(event.interaction_id) {
-            Some(&ordinal) => ordinal,
+        let hash = self.hasher.hash_one(event.interaction_id);
+        let records = &self.records;
+        let found = self
+            .by_id
+            .find(hash, |&i| {
+                &*records[i as usize].interaction_id == event.interaction_id
+            })
+            .copied();
+        let ordinal = match found {
+            Some(ordinal) => ordinal,
             None => {
                 let ordinal = u32::try_from(self.records.len()).expect("fewer than 2^32 records");
-                self.records.push(Record::new(event));
-                self.by_id.insert(event.interaction_id.into(), ordinal);
+                let mcp = self.intern_mcp(event.mcp_id);
+                self.records.push(Record::new(event, mcp));
+                let (records, hasher) = (&self.records, &self.hasher);
+                self.by_id.insert_unique(hash, ordinal, |&i| {
+                    hasher.hash_one(&*records[i as usize].interaction_id)
+                });
                 ordinal
             }
         };
         let record = &mut self.records[ordinal as usize];
+        debug_assert_eq!(&*self.mcp_names[record.mcp as usize], event.mcp_id);
         let conflicts_before = record.conflicts;
         record.apply(event);
         self.conflicts_total += u64::from(record.conflicts - conflicts_before);
         self.events_total += 1;
         if let Some(event_id) = event.event_id {
-            self.event_ids
-                .entry((event.mcp_id.into(), event_id.into()))
-                .or_insert(event.seq);
+            let key = EventIdKey {
+                mcp: record.mcp,
+                event_id: event_id.into(),
+            };
+            self.event_ids.entry(key).or_insert(event.seq);
         }
-    }
-
-    /// Says whether an event may be appended, without changing anything.
-    pub fn admit(
-        &self,
-        interaction_id: &str,
-        mcp_id: &str,
-        event_id: Option<&str>,
-    ) -> Result<Admission, Refusal> {
-        if let Some(record) = self.get(interaction_id) {
-            if &*record.mcp_id != mcp_id {
-                return Err(Refusal::McpMismatch {
-                    stored: record.mcp_id.to_string(),
-                });
-            }
-        }
-        if let Some(event_id) = event_id {
-            // The tuple key needs owned halves; the lookup is on the writer's path only for
-            // events that carry an event_id.
-            let key = (Box::<str>::from(mcp_id), Box::<str>::from(event_id));
-            if let Some(&seq) = self.event_ids.get(&key) {
-                return Ok(Admission::SeenEventId(seq));
-            }
-        }
-        Ok(Admission::Append)
     }
 
     /// The record of one interaction.
     pub fn get(&self, interaction_id: &str) -> Option<&Record> {
+        let hash = self.hasher.hash_one(interaction_id);
+        let records = &self.records;
         self.by_id
-            .get(interaction_id)
-            .map(|&ordinal| &self.records[ordinal as usize])
+            .find(hash, |&i| {
+                &*records[i as usize].interaction_id == interaction_id
+            })
+            .map(|&i| &records[i as usize])
+    }
+
+    /// The mcp_id an interaction belongs to, if it is known.
+    pub fn mcp_of(&self, interaction_id: &str) -> Option<&str> {
+        self.get(interaction_id).map(|r| self.mcp_name(r.mcp))
+    }
+
+    /// The seq at which `(mcp_id, event_id)` was stored, if it was.
+    pub fn event_seq(&self, mcp_id: &str, event_id: &str) -> Option<u64> {
+        let mcp = *self.mcp_index.get(mcp_id)?;
+        self.event_ids.get(&EventIdRef { mcp, event_id }).copied()
+    }
+
+    /// The text of an interned mcp_id.
+    pub fn mcp_name(&self, mcp: u32) -> &str {
+        &self.mcp_names[mcp as usize]
     }
 
     /// Every record, in order of first appearance.
@@ -252,6 +328,16 @@ impl Projection {
     /// Number of events kept but not applied (second starts, second terminal events).
     pub fn conflicts_total(&self) -> u64 {
         self.conflicts_total
+    }
+
+    fn intern_mcp(&mut self, mcp_id: &str) -> u32 {
+        if let Some(&mcp) = self.mcp_index.get(mcp_id) {
+            return mcp;
+        }
+        let mcp = u32::try_from(self.mcp_names.len()).expect("fewer than 2^32 mcp_ids");
+        self.mcp_names.push(mcp_id.into());
+        self.mcp_index.insert(mcp_id.into(), mcp);
+        mcp
     }
 }
 
@@ -291,9 +377,10 @@ mod tests {
             event(3, Action::Complete, 12.5),
         ]);
         let r = p.get("i").unwrap();
-        assert_eq!(r.status, Status::Completed);
+        assert_eq!(r.status(), Status::Completed);
         assert_eq!(r.processing_time(), Some(2.5));
-        assert_eq!(r.events, vec![1, 2, 3]);
+        assert_eq!(r.events(), &[1, 2, 3]);
+        assert_eq!(p.mcp_name(r.mcp()), "m");
         assert_eq!(p.conflicts_total(), 0);
     }
 
@@ -304,9 +391,9 @@ mod tests {
             event(2, Action::Start, 10.0),
         ]);
         let r = p.get("i").unwrap();
-        assert_eq!(r.status, Status::InProgress);
-        assert_eq!(r.start_time, Some(10.0));
-        assert_eq!(r.events.len(), 2);
+        assert_eq!(r.status(), Status::InProgress);
+        assert_eq!(r.start_time(), Some(10.0));
+        assert_eq!(r.events().len(), 2);
     }
 
     #[test]
@@ -318,29 +405,32 @@ mod tests {
             event(4, Action::Progress, 13.0),
         ]);
         let r = p.get("i").unwrap();
-        assert_eq!(r.status, Status::Failed);
-        assert_eq!(r.end_time, Some(11.0));
-        assert_eq!(r.terminal_seq, Some(2));
-        assert_eq!(r.conflicts, 1);
+        assert_eq!(r.status(), Status::Failed);
+        assert_eq!(r.end_time(), Some(11.0));
+        assert_eq!(r.terminal_seq(), Some(2));
+        assert_eq!(r.conflicts(), 1);
         assert_eq!(p.conflicts_total(), 1);
-        assert_eq!(r.events.len(), 4);
+        assert_eq!(r.events().len(), 4);
     }
 
     #[test]
-    fn admit_refuses_a_changed_mcp_and_reports_seen_event_ids() {
+    fn lookups_for_the_writer_report_mcp_and_seen_event_ids() {
         let mut first = event(1, Action::Start, 10.0);
         first.event_id = Some("e1");
         let p = fold(&[first]);
-        assert_eq!(
-            p.admit("i", "other", None),
-            Err(Refusal::McpMismatch { stored: "m".into() })
-        );
-        assert_eq!(p.admit("i", "m", Some("e1")), Ok(Admission::SeenEventId(1)));
-        assert_eq!(p.admit("i", "m", Some("e2")), Ok(Admission::Append));
-        assert_eq!(
-            p.admit("j", "m2", Some("e1")),
-            Ok(Admission::Append),
-            "event ids are per mcp"
+        assert_eq!(p.mcp_of("i"), Some("m"));
+        assert_eq!(p.mcp_of("j"), None);
+        assert_eq!(p.event_seq("m", "e1"), Some(1));
+        assert_eq!(p.event_seq("m", "e2"), None);
+        assert_eq!(p.event_seq("m2", "e1"), None, "event ids are per mcp");
+    }
+
+    #[test]
+    fn a_record_stays_compact() {
+        assert!(
+            std::mem::size_of::<Record>() <= 104,
+            "{}",
+            std::mem::size_of::<Record>()
         );
     }
 
@@ -369,22 +459,22 @@ mod tests {
             let a = fold(&as_events(&actions));
             let b = fold(&as_events(&permuted));
             let (ra, rb) = (a.get("i").unwrap(), b.get("i").unwrap());
-            prop_assert_eq!(ra.events.len(), rb.events.len());
-            prop_assert_eq!(ra.conflicts, rb.conflicts);
+            prop_assert_eq!(ra.events().len(), rb.events().len());
+            prop_assert_eq!(ra.conflicts(), rb.conflicts());
             let starts = actions.iter().filter(|(a, _)| *a == Action::Start).count();
             let terminals = actions.iter().filter(|(a, _)| a.is_terminal()).count();
-            prop_assert_eq!(ra.conflicts as usize, starts.saturating_sub(1) + terminals.saturating_sub(1));
+            prop_assert_eq!(ra.conflicts() as usize, starts.saturating_sub(1) + terminals.saturating_sub(1));
             if starts <= 1 {
-                prop_assert_eq!(ra.start_time, rb.start_time);
+                prop_assert_eq!(ra.start_time(), rb.start_time());
             }
             if terminals <= 1 {
-                prop_assert_eq!(ra.status, rb.status);
-                prop_assert_eq!(ra.end_time, rb.end_time);
+                prop_assert_eq!(ra.status(), rb.status());
+                prop_assert_eq!(ra.end_time(), rb.end_time());
             }
             if terminals == 0 {
                 let any_progress = actions.iter().any(|(a, _)| *a == Action::Progress);
                 let expected = if any_progress { Status::InProgress } else { Status::Started };
-                prop_assert_eq!(ra.status, expected);
+                prop_assert_eq!(ra.status(), expected);
             }
         }
     }

@@ -1,1 +1,348 @@
-fn main() {}
+//! `mcplog-load`: drives a real mcplog server over HTTP and compares it with a parse-only axum
+//! handler, in the same run, so the figure that matters is a ratio the machine's speed cancels out
+//! of.
+//!
+//! - `mcplog-load compare`: starts `mcplog serve` (the binary beside this one) on a fresh data
+//!   directory and a parse-only baseline server, then alternates rounds of the same load against
+//!   each and prints events/s, latency and the ratio.
+//! - `mcplog-load run --addr HOST:PORT --key KEY`: the load alone, against any server.
+//! - `mcplog-load baseline-server`: the parse-only handler: same routes, same validation, same
+//!   answer shape, but nothing stored.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use clap::{Parser, Subcommand};
+use mcplog::client::Client;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(about = "Load generator for mcplog, with a parse-only baseline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Clone, Copy)]
+struct LoadArgs {
+    /// Concurrent clients, each on its own keep-alive connection.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Events per request: 1 posts single events, more posts batches.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Seconds of measured load per round.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Alternate rounds against the real server and the parse-only baseline; print the ratio.
+    Compare {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Rounds against each server; the median round is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// The mcplog binary (default: `mcplog` beside this one).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+    },
+    /// Run the load against a running server.
+    Run {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// The server's address.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// An API key allowed to write.
+        #[arg(long, env = "MCPLOG_KEY")]
+        key: String,
+    },
+    /// Serve the parse-only baseline handler.
+    BaselineServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Cmd::BaselineServer { bind } => runtime.block_on(baseline_server(&bind)),
+        Cmd::Run { load, addr, key } => {
+            let result = runtime.block_on(run_load(addr, &key, load, 0))?;
+            println!("{}", result.describe());
+            Ok(())
+        }
+        Cmd::Compare {
+            load,
+            rounds,
+            server_bin,
+        } => runtime.block_on(compare(load, rounds, server_bin)),
+    }
+}
+
+/// What one round of load achieved.
+#[derive(Debug, Clone)]
+struct LoadResult {
+    events: u64,
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl LoadResult {
+    fn events_per_s(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn latency_percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+        f64::from(sorted[index]) / 1000.0
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:>10.0} events/s  {:>8} requests  {} errors  p50 {:.2} ms  p99 {:.2} ms",
+            self.events_per_s(),
+            self.requests,
+            self.errors,
+            self.latency_percentile_ms(0.50),
+            self.latency_percentile_ms(0.99)
+        )
+    }
+}
+
+async fn compare(load: LoadArgs, rounds: usize, server_bin: Option<PathBuf>) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let server_bin = server_bin.unwrap_or_else(|| me.with_file_name("mcplog"));
+    let data_dir = std::env::temp_dir().join(format!("mcplog-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let mut real_cmd = Command::new(&server_bin);
+    real_cmd
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir);
+    let (mut real, real_addr) = spawn_and_wait(real_cmd).context("starting mcplog serve")?;
+    let key = std::fs::read_to_string(data_dir.join("admin.key"))?
+        .trim()
+        .to_owned();
+    let mut base_cmd = Command::new(&me);
+    base_cmd.arg("baseline-server");
+    let (mut base, base_addr) = spawn_and_wait(base_cmd).context("starting the baseline server")?;
+
+    println!(
+        "# {} clients, {} event(s) per request, {} s per round, {rounds} rounds each, alternating",
+        load.clients, load.batch, load.seconds
+    );
+    let mut real_results = Vec::new();
+    let mut base_results = Vec::new();
+    let mut offset = 0;
+    for round in 0..rounds {
+        let b = run_load(base_addr, &key, load, offset).await?;
+        offset += b.requests + 1;
+        println!("round {round} parse-only: {}", b.describe());
+        let r = run_load(real_addr, &key, load, offset).await?;
+        offset += r.requests + 1;
+        println!("round {round} mcplog:     {}", r.describe());
+        base_results.push(b);
+        real_results.push(r);
+    }
+    let _ = real.kill();
+    let _ = base.kill();
+    let _ = real.wait();
+    let _ = base.wait();
+    let _ = std::fs::remove_dir_all(&data_dir);
+
+    let median = |results: &mut Vec<LoadResult>| {
+        results.sort_by(|a, b| a.events_per_s().total_cmp(&b.events_per_s()));
+        results[results.len() / 2].clone()
+    };
+    let (b, r) = (median(&mut base_results), median(&mut real_results));
+    println!("median parse-only: {}", b.describe());
+    println!("median mcplog:     {}", r.describe());
+    println!(
+        "ratio mcplog / parse-only: {:.2}",
+        r.events_per_s() / b.events_per_s()
+    );
+    Ok(())
+}
+
+/// Starts a server process and waits for its "listening on http://ADDR" line on stderr.
+fn spawn_and_wait(mut command: Command) -> anyhow::Result<(Child, SocketAddr)> {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => Ok((child, addr.parse()?)),
+        Err(_) => {
+            let _ = child.kill();
+            bail!("the server did not report its address")
+        }
+    }
+}
+
+/// Runs `load.clients` clients for `load.seconds` after a one-second warm-up.
+async fn run_load(
+    addr: SocketAddr,
+    key: &str,
+    load: LoadArgs,
+    id_offset: u64,
+) -> anyhow::Result<LoadResult> {
+    let warmup = Duration::from_secs(1);
+    let measured = Duration::from_secs(load.seconds);
+    let started = Instant::now();
+    let (measure_from, measure_until) = (started + warmup, started + warmup + measured);
+    let next_id = Arc::new(AtomicU64::new(id_offset));
+    let mut tasks = Vec::new();
+    for client_no in 0..load.clients {
+        let key = key.to_owned();
+        let next_id = Arc::clone(&next_id);
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr).await?;
+            let mut result = LoadResult {
+                events: 0,
+                requests: 0,
+                errors: 0,
+                elapsed: measured,
+                latencies_us: Vec::new(),
+            };
+            loop {
+                let now = Instant::now();
+                if now >= measure_until {
+                    break;
+                }
+                let n = next_id.fetch_add(1, Ordering::Relaxed);
+                let (path, body) = request_body(client_no, n, load.batch);
+                let sent = Instant::now();
+                let response = client.post(path, Some(&key), body).await?;
+                let done = Instant::now();
+                if sent < measure_from || done > measure_until {
+                    continue;
+                }
+                result.requests += 1;
+                if response.status == StatusCode::OK {
+                    result.events += load.batch as u64;
+                    result
+                        .latencies_us
+                        .push(u32::try_from((done - sent).as_micros()).unwrap_or(u32::MAX));
+                } else {
+                    result.errors += 1;
+                }
+            }
+            anyhow::Ok(result)
+        }));
+    }
+    let mut total = LoadResult {
+        events: 0,
+        requests: 0,
+        errors: 0,
+        elapsed: measured,
+        latencies_us: Vec::new(),
+    };
+    for task in tasks {
+        let result = task.await??;
+        total.events += result.events;
+        total.requests += result.requests;
+        total.errors += result.errors;
+        total.latencies_us.extend(result.latencies_us);
+    }
+    Ok(total)
+}
+
+/// A realistic event (about 250 bytes) or a batch of them.
+fn request_body(client_no: usize, n: u64, batch: usize) -> (&'static str, String) {
+    let one = |i: usize| {
+        json!({
+            "action": "interaction_start",
+            "interaction_id": format!("load-{client_no}-{n}-{i}"),
+            "mcp_id": format!("ocr_workflow_mcp_{:03}", client_no % 8),
+            "timestamp": 1_763_900_000.0 + n as f64,
+            "request_data": {"file": "invoice-2026-11.pdf", "pages": 3, "lang": "en", "priority": "normal"},
+        })
+        .to_string()
+    };
+    if batch <= 1 {
+        ("/api/v2/interactions", one(0))
+    } else {
+        let items: Vec<String> = (0..batch).map(one).collect();
+        (
+            "/api/v2/interactions/batch",
+            format!("[{}]", items.join(",")),
+        )
+    }
+}
+
+/// The parse-only handler: validation and the answer's shape, no storage.
+async fn baseline_server(bind: &str) -> anyhow::Result<()> {
+    let seq = Arc::new(AtomicU64::new(1));
+    let app = Router::new()
+        .route("/api/v2/interactions", post(baseline_one))
+        .route("/api/v2/interactions/batch", post(baseline_batch))
+        .with_state(seq);
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    eprintln!("baseline listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn baseline_one(
+    State(seq): State<Arc<AtomicU64>>,
+    body: Bytes,
+) -> Result<Json<Value>, StatusCode> {
+    let text = std::str::from_utf8(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let event = mcplog::event::validate(text).map_err(|_| StatusCode::UNPROCESSABLE_ENTITY)?;
+    let seq = seq.fetch_add(1, Ordering::Relaxed);
+    Ok(Json(
+        json!({"status": "accepted", "interaction_id": event.interaction_id, "seq": seq, "queue_position": 0}),
+    ))
+}
+
+async fn baseline_batch(
+    State(seq): State<Arc<AtomicU64>>,
+    body: Bytes,
+) -> Result<Json<Value>, StatusCode> {
+    let text = std::str::from_utf8(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let items = mcplog::event::split_batch(text).map_err(|_| StatusCode::BAD_REQUEST)?;
+    for item in &items {
+        mcplog::event::validate(item).map_err(|_| StatusCode::UNPROCESSABLE_ENTITY)?;
+    }
+    let first = seq.fetch_add(items.len() as u64, Ordering::Relaxed);
+    let seqs: Vec<u64> = (first..first + items.len() as u64).collect();
+    Ok(Json(
+        json!({"status": "accepted", "count": seqs.len(), "seqs": seqs, "duplicates": 0, "queue_position": 0}),
+    ))
+}

@@ -82,8 +82,8 @@ pub(super) async fn events(
     let Path(id) = id.map_err(bad_path)?;
     let view = state.engine.view();
     let record = view.projection.get(&id).ok_or_else(|| unknown(&id))?;
-    let mut events = Vec::with_capacity(record.events.len());
-    for &seq in &record.events {
+    let mut events = Vec::with_capacity(record.events().len());
+    for &seq in record.events() {
         let event = read(&view, seq, |e| EventJson {
             seq: e.seq,
             received_at: e.received_at_us as f64 / 1e6,
@@ -110,9 +110,9 @@ fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
         })
         .map(Some)
     };
-    let request_data = payload(record.start_seq)?.map_or_else(empty, |(_, p)| p);
+    let request_data = payload(record.start_seq())?.map_or_else(empty, |(_, p)| p);
     let (mut result_data, mut error_data, mut cancel_data) = (empty(), empty(), empty());
-    if let Some((action, data)) = payload(record.terminal_seq)? {
+    if let Some((action, data)) = payload(record.terminal_seq())? {
         match action {
             Action::Complete => result_data = data,
             Action::Error => error_data = data,
@@ -123,7 +123,7 @@ fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
         }
     }
     let mut progress_updates = Vec::new();
-    for &seq in &record.events {
+    for &seq in record.events() {
         let update = read(view, seq, |e| {
             (e.action == Action::Progress).then(|| Progress {
                 timestamp: e.timestamp,
@@ -133,11 +133,11 @@ fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
         progress_updates.extend(update);
     }
     Ok(RecordJson {
-        interaction_id: record.interaction_id.to_string(),
-        mcp_id: record.mcp_id.to_string(),
-        status: record.status.as_str(),
-        start_time: record.start_time,
-        end_time: record.end_time,
+        interaction_id: record.interaction_id().to_owned(),
+        mcp_id: view.projection.mcp_name(record.mcp()).to_owned(),
+        status: record.status().as_str(),
+        start_time: record.start_time(),
+        end_time: record.end_time(),
         processing_time: record.processing_time(),
         request_data,
         result_data,
@@ -145,12 +145,12 @@ fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
         cancel_data,
         progress_updates,
         metadata: Metadata {
-            received_at: record.received_at_us as f64 / 1e6,
-            key_id: hex(&record.key_id),
+            received_at: record.received_at_us() as f64 / 1e6,
+            key_id: hex(&record.key_id()),
             first_seq: record.first_seq(),
             last_seq: record.last_seq(),
-            event_count: record.events.len(),
-            conflicts: record.conflicts,
+            event_count: record.events().len(),
+            conflicts: record.conflicts(),
         },
     })
 }
