@@ -122,3 +122,133 @@ mod tests {
         assert!(segment_file_name(9) < segment_file_name(10));
     }
 }
+
+/// The committed example segment of `storage-format.md`: built here, kept as a fixture, and
+/// shown in the document as a hex dump, so code, fixture and document cannot drift apart.
+#[cfg(test)]
+mod fixture {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::format::{decode_at, Decoded, HEADER_BYTES};
+    use super::*;
+    use crate::event::{Action, StoredEvent};
+
+    const T0_US: u64 = 1_763_900_000_000_000;
+
+    fn fixture_path() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/segment-v1.seg")
+    }
+
+    /// A sealed segment of two events, built deterministically.
+    fn build() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            dir: dir.path().to_path_buf(),
+            segment_max_bytes: 1 << 20,
+            segment_max_age: Duration::from_secs(60),
+        };
+        let mut opened = open(&config, T0_US, |_| {}).unwrap();
+        let event = |seq: u64, write_index: u32, action, timestamp, body| StoredEvent {
+            seq,
+            write_index,
+            received_at_us: T0_US + 500_000,
+            key_id: [0x9f, 0xe6, 0xb3, 0x7c, 0x0a, 0x29, 0x06, 0x02],
+            action,
+            timestamp,
+            interaction_id: "abc",
+            mcp_id: "ocr",
+            event_id: None,
+            body,
+        };
+        let first = [
+            event(
+                1,
+                0,
+                Action::Start,
+                1763900000.25,
+                r#"{"action":"interaction_start","interaction_id":"abc","mcp_id":"ocr","timestamp":1763900000.25}"#,
+            ),
+            event(
+                2,
+                1,
+                Action::Complete,
+                1763900002.5,
+                r#"{"action":"interaction_complete","interaction_id":"abc","mcp_id":"ocr","timestamp":1763900002.5}"#,
+            ),
+        ];
+        opened.writer.append(&first, T0_US + 500_000).unwrap();
+        // A write past segment_max_age seals the first segment before it lands in the second.
+        let later = [event(3, 0, Action::Progress, 1763900001.0, "{}")];
+        opened.writer.append(&later, T0_US + 120_000_000).unwrap();
+        std::fs::read(dir.path().join(segment_file_name(1))).unwrap()
+    }
+
+    /// `xxd`-style dump: offset, 16 bytes in hex, and their printable ASCII.
+    fn hex_dump(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        for (row, chunk) in bytes.chunks(16).enumerate() {
+            let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+            let ascii: String = chunk
+                .iter()
+                .map(|&b| {
+                    if (0x20..0x7f).contains(&b) {
+                        b as char
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
+            out.push_str(&format!(
+                "{:08x}: {:<47}  {}\n",
+                row * 16,
+                hex.join(" "),
+                ascii
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn the_fixture_is_what_this_build_writes_and_reads() {
+        let built = build();
+        if std::env::var_os("MCPLOG_UPDATE_FIXTURES").is_some() {
+            std::fs::write(fixture_path(), &built).unwrap();
+            println!("{}", hex_dump(&built));
+        }
+        let committed = std::fs::read(fixture_path()).expect("tests/fixtures/segment-v1.seg");
+        assert_eq!(
+            built, committed,
+            "the writer no longer writes the committed v1 bytes"
+        );
+        let mut offset = HEADER_BYTES;
+        let mut seqs = Vec::new();
+        loop {
+            match decode_at(&committed, offset) {
+                Decoded::Frame { frame, end } => {
+                    seqs.push(frame.seq);
+                    offset = end;
+                }
+                Decoded::Footer(footer) => {
+                    assert_eq!(footer.last_seq, 2);
+                    break;
+                }
+                other => panic!("unexpected {other:?} at {offset}"),
+            }
+        }
+        assert_eq!(seqs, vec![1, 2]);
+    }
+
+    #[test]
+    fn storage_format_md_shows_the_fixture_byte_for_byte() {
+        let committed = std::fs::read(fixture_path()).unwrap();
+        let doc = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("storage-format.md"),
+        )
+        .unwrap();
+        assert!(
+            doc.contains(&hex_dump(&committed)),
+            "storage-format.md does not hold the fixture's hex dump"
+        );
+    }
+}
