@@ -40,150 +40,59 @@ async fn every_rule_is_refused_with_the_field_named_and_nothing_stored() {
         body.as_object_mut().unwrap().remove(key);
         body.to_string()
     };
-    refused(&server, "{not json", 400, None, "malformed_json").await;
-    refused(&server, "[]", 422, None, "not_an_object").await;
-    refused(
-        &server,
-        &without("action"),
-        422,
-        Some("action"),
-        "missing_field",
-    )
-    .await;
-    refused(
-        &server,
-        &with("action", json!("interaction_done")),
-        422,
-        Some("action"),
-        "unknown_action",
-    )
-    .await;
-    refused(
-        &server,
-        &with("action", json!(1)),
-        422,
-        Some("action"),
-        "not_a_string",
-    )
-    .await;
+    let ms = json!(1763900000500u64);
+    let mut cases: Vec<(String, u16, Option<&str>, &str)> = vec![
+        ("{not json".into(), 400, None, "malformed_json"),
+        ("[]".into(), 422, None, "not_an_object"),
+        (without("action"), 422, Some("action"), "missing_field"),
+        (with("action", json!("interaction_done")), 422, Some("action"), "unknown_action"),
+        (with("action", json!(1)), 422, Some("action"), "not_a_string"),
+        (without("timestamp"), 422, Some("timestamp"), "missing_field"),
+        (with("timestamp", json!("1763900000")), 422, Some("timestamp"), "not_a_number"),
+        (with("timestamp", json!(0)), 422, Some("timestamp"), "out_of_range"),
+        (with("timestamp", json!(-5)), 422, Some("timestamp"), "out_of_range"),
+        (with("timestamp", ms), 422, Some("timestamp"), "looks_like_milliseconds"),
+        (
+            r#"{"action":"interaction_start","interaction_id":"v","mcp_id":"m","timestamp":1e400}"#.into(),
+            422,
+            Some("timestamp"),
+            "not_a_number",
+        ),
+        (with("request_data", json!([1])), 422, Some("request_data"), "not_an_object"),
+        (with("request_data", json!(null)), 422, Some("request_data"), "not_an_object"),
+        (with("result_data", json!({})), 422, Some("result_data"), "payload_mismatch"),
+        (with("colour", json!("red")), 422, Some("colour"), "unknown_field"),
+        (with("event_id", json!("")), 422, Some("event_id"), "bad_length"),
+        (with("event_id", json!("e".repeat(129))), 422, Some("event_id"), "bad_length"),
+        (
+            r#"{"action":"interaction_start","action":"interaction_start","interaction_id":"v","mcp_id":"m","timestamp":1}"#.into(),
+            422,
+            Some("action"),
+            "duplicate_field",
+        ),
+    ];
     for id in ["interaction_id", "mcp_id"] {
-        refused(&server, &without(id), 422, Some(id), "missing_field").await;
-        refused(&server, &with(id, json!("")), 422, Some(id), "bad_length").await;
-        refused(
-            &server,
-            &with(id, json!("x".repeat(257))),
-            422,
-            Some(id),
-            "bad_length",
-        )
-        .await;
-        refused(
-            &server,
-            &with(id, json!("tab\there")),
-            422,
-            Some(id),
-            "control_character",
-        )
-        .await;
-        refused(&server, &with(id, json!(42)), 422, Some(id), "not_a_string").await;
+        cases.extend([
+            (without(id), 422, Some(id), "missing_field"),
+            (with(id, json!("")), 422, Some(id), "bad_length"),
+            (
+                with(id, json!("x".repeat(257))),
+                422,
+                Some(id),
+                "bad_length",
+            ),
+            (
+                with(id, json!("tab\there")),
+                422,
+                Some(id),
+                "control_character",
+            ),
+            (with(id, json!(42)), 422, Some(id), "not_a_string"),
+        ]);
     }
-    refused(
-        &server,
-        &without("timestamp"),
-        422,
-        Some("timestamp"),
-        "missing_field",
-    )
-    .await;
-    refused(
-        &server,
-        &with("timestamp", json!("1763900000")),
-        422,
-        Some("timestamp"),
-        "not_a_number",
-    )
-    .await;
-    refused(
-        &server,
-        &with("timestamp", json!(0)),
-        422,
-        Some("timestamp"),
-        "out_of_range",
-    )
-    .await;
-    refused(
-        &server,
-        &with("timestamp", json!(-5)),
-        422,
-        Some("timestamp"),
-        "out_of_range",
-    )
-    .await;
-    refused(
-        &server,
-        &with("timestamp", json!(1763900000500u64)),
-        422,
-        Some("timestamp"),
-        "looks_like_milliseconds",
-    )
-    .await;
-    refused(
-        &server,
-        r#"{"action":"interaction_start","interaction_id":"v","mcp_id":"m","timestamp":1e400}"#,
-        422,
-        Some("timestamp"),
-        "not_a_number",
-    )
-    .await;
-    refused(
-        &server,
-        &with("request_data", json!([1])),
-        422,
-        Some("request_data"),
-        "not_an_object",
-    )
-    .await;
-    refused(
-        &server,
-        &with("request_data", json!(null)),
-        422,
-        Some("request_data"),
-        "not_an_object",
-    )
-    .await;
-    refused(
-        &server,
-        &with("result_data", json!({})),
-        422,
-        Some("result_data"),
-        "payload_mismatch",
-    )
-    .await;
-    refused(
-        &server,
-        &with("colour", json!("red")),
-        422,
-        Some("colour"),
-        "unknown_field",
-    )
-    .await;
-    refused(
-        &server,
-        &with("event_id", json!("")),
-        422,
-        Some("event_id"),
-        "bad_length",
-    )
-    .await;
-    refused(
-        &server,
-        &with("event_id", json!("e".repeat(129))),
-        422,
-        Some("event_id"),
-        "bad_length",
-    )
-    .await;
-    refused(&server, r#"{"action":"interaction_start","action":"interaction_start","interaction_id":"v","mcp_id":"m","timestamp":1}"#, 422, Some("action"), "duplicate_field").await;
+    for (body, status, field, code) in &cases {
+        refused(&server, body, *status, *field, code).await;
+    }
 
     // Nothing above was stored: the interaction is unknown and the first real event gets seq 1.
     assert_eq!(server.get("/api/v2/interactions/v-1").await.status, 404);
