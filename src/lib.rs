@@ -14,5 +14,6 @@ pub mod engine;
 pub mod event;
 pub mod http;
 pub mod projector;
+pub mod query;
 pub mod server;
 pub mod storage;

@@ -11,7 +11,10 @@
 //! - the first terminal event (`complete`, `error`, `cancelled`) sets `end_time` and the final
 //!   status; later terminal events are kept and counted as conflicts, never applied.
 
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
+
+use roaring::RoaringBitmap;
 
 use crate::event::{Action, StoredEvent};
 
@@ -31,6 +34,27 @@ pub enum Status {
 }
 
 impl Status {
+    /// Number of statuses.
+    pub const COUNT: usize = 5;
+    /// Every status, in index order.
+    pub const ALL: [Status; Status::COUNT] = [
+        Status::Started,
+        Status::InProgress,
+        Status::Completed,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+
+    /// Position in [`Status::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The status with this API name.
+    pub fn from_name(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The name used in the API (the reference's names, plus `cancelled`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -231,8 +255,33 @@ pub struct Projection {
     /// `(mcp, event_id)` → seq. Scoped by mcp_id so that two MCPs choosing the same `event_id`
     /// never collide, and one cannot probe the other's ids.
     event_ids: hashbrown::HashMap<EventIdKey, u64>,
+    indexes: Indexes,
     events_total: u64,
     conflicts_total: u64,
+}
+
+/// The secondary indexes the queries use, all of record ordinals.
+#[derive(Debug, Default)]
+pub struct Indexes {
+    /// Records per interned mcp_id.
+    pub by_mcp: Vec<RoaringBitmap>,
+    /// Records per status, indexed by [`Status::index`].
+    pub by_status: [RoaringBitmap; Status::COUNT],
+    /// Records with no start event yet: reported as orphans, listed after all started ones.
+    pub orphans: RoaringBitmap,
+    /// Started records ordered by `(start_time, ordinal)`; the key is the bits of the positive
+    /// `f64` start time, which order as the numbers do.
+    pub by_start: BTreeSet<(u64, u32)>,
+    /// Sum and count of processing times of completed and failed records with both times.
+    pub processing_sum_s: f64,
+    /// See `processing_sum_s`.
+    pub processing_count: u64,
+}
+
+/// The start-time key of the time index.
+pub fn start_key(start_time: f64) -> u64 {
+    debug_assert!(start_time > 0.0, "validation keeps timestamps positive");
+    start_time.to_bits()
 }
 
 impl std::fmt::Debug for Projection {
@@ -275,9 +324,12 @@ impl Projection {
         };
         let record = &mut self.records[ordinal as usize];
         debug_assert_eq!(&*self.mcp_names[record.mcp as usize], event.mcp_id);
+        let before = (!record.events.is_empty())
+            .then(|| (record.status, record.start_time(), record.processing_time()));
         let conflicts_before = record.conflicts;
         record.apply(event);
         self.conflicts_total += u64::from(record.conflicts - conflicts_before);
+        self.indexes.update(ordinal, record, before);
         self.events_total += 1;
         if let Some(event_id) = event.event_id {
             let key = EventIdKey {
@@ -320,6 +372,21 @@ impl Projection {
         &self.records
     }
 
+    /// The record at an ordinal (its position in [`Projection::records`]).
+    pub fn record(&self, ordinal: u32) -> &Record {
+        &self.records[ordinal as usize]
+    }
+
+    /// The interned number of an mcp_id, if any record carries it.
+    pub fn mcp_number(&self, mcp_id: &str) -> Option<u32> {
+        self.mcp_index.get(mcp_id).copied()
+    }
+
+    /// The secondary indexes.
+    pub fn indexes(&self) -> &Indexes {
+        &self.indexes
+    }
+
     /// Number of events folded in.
     pub fn events_total(&self) -> u64 {
         self.events_total
@@ -338,6 +405,59 @@ impl Projection {
         self.mcp_names.push(mcp_id.into());
         self.mcp_index.insert(mcp_id.into(), mcp);
         mcp
+    }
+}
+
+impl Indexes {
+    /// Mirrors one record's change. `before` is `None` for a record the event created, else its
+    /// status, start time and processing time before the event.
+    fn update(
+        &mut self,
+        ordinal: u32,
+        record: &Record,
+        before: Option<(Status, Option<f64>, Option<f64>)>,
+    ) {
+        let (old_status, old_start, old_processing) = match before {
+            Some(before) => before,
+            None => {
+                let mcp = record.mcp as usize;
+                if self.by_mcp.len() <= mcp {
+                    self.by_mcp.resize_with(mcp + 1, RoaringBitmap::new);
+                }
+                self.by_mcp[mcp].insert(ordinal);
+                self.by_status[record.status.index()].insert(ordinal);
+                match record.start_time() {
+                    Some(start) => {
+                        self.by_start.insert((start_key(start), ordinal));
+                    }
+                    None => {
+                        self.orphans.insert(ordinal);
+                    }
+                }
+                self.count_processing(record, None);
+                return;
+            }
+        };
+        if old_status != record.status {
+            self.by_status[old_status.index()].remove(ordinal);
+            self.by_status[record.status.index()].insert(ordinal);
+        }
+        if old_start.is_none() {
+            if let Some(start) = record.start_time() {
+                self.orphans.remove(ordinal);
+                self.by_start.insert((start_key(start), ordinal));
+            }
+        }
+        self.count_processing(record, old_processing);
+    }
+
+    fn count_processing(&mut self, record: &Record, old: Option<f64>) {
+        // A record's processing time is set once (first start, first terminal) and never changes.
+        let counted = matches!(record.status, Status::Completed | Status::Failed);
+        if let (None, Some(time), true) = (old, record.processing_time(), counted) {
+            self.processing_sum_s += time;
+            self.processing_count += 1;
+        }
     }
 }
 
