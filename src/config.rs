@@ -23,6 +23,9 @@ pub struct Config {
     pub batch_bytes_max: usize,
     /// `[api] queue_events_max`: most events accepted but not yet durable.
     pub queue_events_max: usize,
+    /// `[projection] stale_after`: an active interaction first seen longer ago than this is
+    /// counted as stale.
+    pub stale_after: Duration,
 }
 
 /// A bad configuration value, naming the key.
@@ -46,6 +49,7 @@ impl Default for Config {
             batch_events_max: 1000,
             batch_bytes_max: 16 * 1024 * 1024,
             queue_events_max: 10_000,
+            stale_after: Duration::from_secs(3600),
         }
     }
 }
@@ -78,6 +82,10 @@ impl Config {
         }
         if let Some((k, v)) = get("MCPLOG_BATCH_BYTES_MAX") {
             self.batch_bytes_max = parse_number(&k, &v)?;
+        }
+        if let Some((k, v)) = get("MCPLOG_STALE_AFTER") {
+            self.stale_after =
+                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
         }
         if let Some((k, v)) = get("MCPLOG_QUEUE_EVENTS_MAX") {
             self.queue_events_max = parse_number(&k, &v)?;

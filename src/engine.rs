@@ -14,13 +14,14 @@ use hashbrown::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::event::{Action, StoredEvent, ValidEvent};
 use crate::projector::Projection;
 use crate::storage::{Catalog, LogWriter};
+use crate::telemetry::Histogram;
 
 /// The most events one group commit carries; a larger backlog is written in several groups so
 /// that one fdatasync never waits on an unbounded write.
@@ -144,6 +145,8 @@ pub struct Engine {
 struct WriterHealth {
     running: AtomicBool,
     last_failure: Mutex<Option<String>>,
+    /// Time of each group's write and fdatasync.
+    fsync_seconds: Histogram,
 }
 
 impl Engine {
@@ -262,6 +265,11 @@ impl Engine {
             .clone()
     }
 
+    /// Latency of group commits (one write and one fdatasync each).
+    pub fn fsync_seconds(&self) -> &Histogram {
+        &self.health.fsync_seconds
+    }
+
     /// Stops taking events, lets the writer finish everything queued, and waits for it.
     pub fn shutdown(&self) {
         self.tx.lock().expect("sender lock").take();
@@ -358,7 +366,10 @@ fn commit(
                 }
             })
             .collect();
-        match writer.append(&stored, now_us) {
+        let started = Instant::now();
+        let appended = writer.append(&stored, now_us);
+        health.fsync_seconds.observe(started.elapsed());
+        match appended {
             Ok(changes) => {
                 let mut view = view.write().expect("view lock");
                 for change in changes {

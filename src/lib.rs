@@ -17,3 +17,4 @@ pub mod projector;
 pub mod query;
 pub mod server;
 pub mod storage;
+pub mod telemetry;

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::auth::{load_or_create_admin_key, Keys};
 use crate::config::Config;
 use crate::engine::{now_us, Engine, View};
-use crate::http::{router, AppState, Limits};
+use crate::http::{router, AppState, HttpTelemetry, Limits};
 use crate::projector::Projection;
 use crate::storage::{self, LogConfig, StorageError};
 
@@ -58,6 +58,7 @@ pub async fn run(
         );
     }
     let engine = Arc::new(recover(config)?);
+    let telemetry = Arc::new(HttpTelemetry::default());
     let state = AppState {
         engine: Arc::clone(&engine),
         keys: Arc::new(Keys::with_admin(&admin_key)),
@@ -66,6 +67,8 @@ pub async fn run(
             batch_events_max: config.batch_events_max,
             batch_bytes_max: config.batch_bytes_max,
         },
+        stale_after_us: u64::try_from(config.stale_after.as_micros()).unwrap_or(u64::MAX),
+        telemetry: Arc::clone(&telemetry),
     };
     let listen_error = |source| ServerError::Listen {
         bind: config.bind.clone(),

@@ -26,7 +26,7 @@ pub struct ApiError {
 }
 
 /// One bad event of a batch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ItemError {
     /// Position of the event in the batch, from 0.
     pub index: usize,
@@ -141,28 +141,35 @@ impl From<SubmitError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorJson {
+    /// What went wrong.
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
-    field: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    errors: &'a [ItemError],
+/// The error itself.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, such as `missing_field` or `queue_full`.
+    pub code: String,
+    /// Human-readable explanation naming the rule and the values that matter.
+    pub message: String,
+    /// The request field at fault, if one is.
+    pub field: Option<String>,
+    /// For a batch: every bad event by index.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ItemError>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
-                errors: &self.errors,
+        let body = ErrorJson {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+                errors: self.errors,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();

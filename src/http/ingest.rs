@@ -6,20 +6,56 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Bytes;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::{ApiError, AppState, ItemError};
 use crate::auth::Principal;
 use crate::engine::NewEvent;
 use crate::event;
 
+/// The answer to one accepted event.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AcceptedJson {
+    /// Always `accepted`.
+    status: &'static str,
+    interaction_id: String,
+    /// The event's seq (the first one's, for a retried `event_id`).
+    seq: u64,
+    /// Events queued ahead of this one, itself included.
+    queue_position: usize,
+    /// Present and true when the `event_id` was already stored and nothing was appended.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
+/// The answer to an accepted batch.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BatchAcceptedJson {
+    /// Always `accepted`.
+    status: &'static str,
+    /// Events in the batch.
+    count: usize,
+    /// Each event's seq, in batch order.
+    seqs: Vec<u64>,
+    /// Events whose `event_id` was already stored.
+    duplicates: usize,
+    /// Events queued ahead of the batch's, the batch included.
+    queue_position: usize,
+}
+
 /// One event; answered once it is durable.
+#[utoipa::path(post, path = "/api/v2/interactions", tag = "ingest",
+    request_body(content = Object, description = "one event (SPEC §2)", content_type = "application/json"),
+    responses((status = 200, body = AcceptedJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
+        (status = 409, body = super::ErrorJson), (status = 413, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
+        (status = 503, body = super::ErrorJson), (status = 507, body = super::ErrorJson)),
+    security(("bearer" = [])))]
 pub(super) async fn one(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AcceptedJson>, ApiError> {
     let bytes = read_body(
         &headers,
         body,
@@ -33,25 +69,28 @@ pub(super) async fn one(
     let interaction_id = new.interaction_id.clone();
     let (acks, position) = state.engine.submit(vec![new], principal.key_id).await?;
     let ack = acks[0];
-    let mut answer = json!({
-        "status": "accepted",
-        "interaction_id": interaction_id,
-        "seq": ack.seq,
-        "queue_position": position,
-    });
-    if ack.duplicate {
-        answer["duplicate"] = json!(true);
-    }
-    Ok(Json(answer))
+    Ok(Json(AcceptedJson {
+        status: "accepted",
+        interaction_id,
+        seq: ack.seq,
+        queue_position: position,
+        duplicate: ack.duplicate,
+    }))
 }
 
 /// A JSON array or NDJSON of events; all are stored in one group commit, or none.
+#[utoipa::path(post, path = "/api/v2/interactions/batch", tag = "ingest",
+    request_body(content = Vec<Object>, description = "a JSON array of events, or NDJSON", content_type = "application/json"),
+    responses((status = 200, body = BatchAcceptedJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
+        (status = 409, body = super::ErrorJson), (status = 413, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
+        (status = 503, body = super::ErrorJson), (status = 507, body = super::ErrorJson)),
+    security(("bearer" = [])))]
 pub(super) async fn batch(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchAcceptedJson>, ApiError> {
     let limits = state.limits;
     let bytes = read_body(&headers, body, limits.batch_bytes_max, "batch_bytes_max").await?;
     let text = utf8(&bytes)?;
@@ -114,13 +153,13 @@ pub(super) async fn batch(
     let (acks, position) = state.engine.submit(events, principal.key_id).await?;
     let duplicates = acks.iter().filter(|a| a.duplicate).count();
     let seqs: Vec<u64> = acks.iter().map(|a| a.seq).collect();
-    Ok(Json(json!({
-        "status": "accepted",
-        "count": seqs.len(),
-        "seqs": seqs,
-        "duplicates": duplicates,
-        "queue_position": position,
-    })))
+    Ok(Json(BatchAcceptedJson {
+        status: "accepted",
+        count: seqs.len(),
+        seqs,
+        duplicates,
+        queue_position: position,
+    }))
 }
 
 /// Reads a whole body, refusing it with 413 past `limit` bytes.

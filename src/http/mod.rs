@@ -5,6 +5,9 @@
 
 mod error;
 mod ingest;
+mod observe;
+mod openapi;
+mod query;
 mod records;
 
 use std::sync::Arc;
@@ -15,9 +18,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 
-pub use error::{ApiError, ItemError};
+pub use error::{ApiError, ErrorJson, ItemError};
+pub use observe::{HttpTelemetry, ROUTES};
+pub use openapi::ApiDoc;
 
 use crate::auth::{Keys, Principal};
 use crate::engine::Engine;
@@ -42,16 +46,29 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Request limits.
     pub limits: Limits,
+    /// `stale_after` in microseconds.
+    pub stale_after_us: u64,
+    /// Request metrics and the readiness flag.
+    pub telemetry: Arc<HttpTelemetry>,
 }
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/v2/interactions", post(ingest::one))
+        .route(
+            "/api/v2/interactions",
+            post(ingest::one).get(query::history),
+        )
         .route("/api/v2/interactions/batch", post(ingest::batch))
+        .route("/api/v2/interactions/stats", get(query::stats))
         .route("/api/v2/interactions/{id}", get(records::one))
         .route("/api/v2/interactions/{id}/events", get(records::events))
+        .route("/api/v2/performance/metrics", get(query::metrics))
         .route("/api/v2/health", get(health))
+        .route("/api/v2/openapi.json", get(openapi::document))
+        .route("/livez", get(observe::livez))
+        .route("/readyz", get(observe::readyz))
+        .route("/metrics", get(observe::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -60,6 +77,10 @@ pub fn router(state: AppState) -> Router {
                 "this endpoint does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::track,
+        ))
         .with_state(state)
 }
 
@@ -90,23 +111,37 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// `GET /api/v2/health`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct HealthJson {
+    /// `healthy` or `unhealthy`.
+    status: &'static str,
+    timestamp: f64,
+    queue_size: usize,
+    processor_running: bool,
+    storage_writable: bool,
+    /// Why the server is unhealthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 /// `GET /api/v2/health`: public. 503 with the reason when the writer cannot store events.
+#[utoipa::path(get, path = "/api/v2/health", tag = "operate",
+    responses((status = 200, body = HealthJson), (status = 503, body = HealthJson)))]
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let engine = &state.engine;
     let running = engine.writer_running();
     let failure = engine.storage_failure();
     let healthy = running && failure.is_none();
-    let mut body = json!({
-        "status": if healthy { "healthy" } else { "unhealthy" },
-        "timestamp": crate::engine::now_us() as f64 / 1e6,
-        "queue_size": engine.queue_size(),
-        "processor_running": running,
-        "storage_writable": failure.is_none(),
-    });
-    if !healthy {
-        let reason = failure.unwrap_or_else(|| "the log writer is not running".to_owned());
-        body["reason"] = json!(reason);
-    }
+    let body = HealthJson {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        timestamp: crate::engine::now_us() as f64 / 1e6,
+        queue_size: engine.queue_size(),
+        processor_running: running,
+        storage_writable: failure.is_none(),
+        reason: (!healthy)
+            .then(|| failure.unwrap_or_else(|| "the log writer is not running".to_owned())),
+    };
     let status = if healthy {
         StatusCode::OK
     } else {

@@ -16,7 +16,7 @@ use crate::event::{payload_of, Action};
 use crate::projector::Record;
 
 /// The record view of one interaction (SPEC §3).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RecordJson {
     interaction_id: String,
     mcp_id: String,
@@ -24,21 +24,26 @@ pub struct RecordJson {
     start_time: Option<f64>,
     end_time: Option<f64>,
     processing_time: Option<f64>,
+    #[schema(value_type = Object)]
     request_data: Box<RawValue>,
+    #[schema(value_type = Object)]
     result_data: Box<RawValue>,
+    #[schema(value_type = Object)]
     error_data: Box<RawValue>,
+    #[schema(value_type = Object)]
     cancel_data: Box<RawValue>,
     progress_updates: Vec<Progress>,
     metadata: Metadata,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Progress {
     timestamp: f64,
+    #[schema(value_type = Object)]
     data: Box<RawValue>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Metadata {
     received_at: f64,
     key_id: String,
@@ -49,14 +54,20 @@ struct Metadata {
 }
 
 /// One stored event as the API shows it: what the server knows, and the client's event verbatim.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventJson {
     seq: u64,
     received_at: f64,
     key_id: String,
+    /// The client's event, byte for byte.
+    #[schema(value_type = Object)]
     event: Box<RawValue>,
 }
 
+#[utoipa::path(get, path = "/api/v2/interactions/{id}", tag = "read",
+    params(("id" = String, Path, description = "interaction_id")),
+    responses((status = 200, body = RecordJson), (status = 401, body = super::ErrorJson), (status = 404, body = super::ErrorJson)),
+    security(("bearer" = [])))]
 pub(super) async fn one(
     State(state): State<AppState>,
     _principal: Principal,
@@ -68,12 +79,16 @@ pub(super) async fn one(
     record_json(&view, record).map(Json)
 }
 
-#[derive(Serialize)]
-pub(super) struct EventsJson {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventsJson {
     interaction_id: String,
     events: Vec<EventJson>,
 }
 
+#[utoipa::path(get, path = "/api/v2/interactions/{id}/events", tag = "read",
+    params(("id" = String, Path, description = "interaction_id")),
+    responses((status = 200, body = EventsJson), (status = 401, body = super::ErrorJson), (status = 404, body = super::ErrorJson)),
+    security(("bearer" = [])))]
 pub(super) async fn events(
     State(state): State<AppState>,
     _principal: Principal,
@@ -98,7 +113,7 @@ pub(super) async fn events(
     }))
 }
 
-fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
+pub(super) fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
     let empty = || raw("{}");
     let payload = |seq: Option<u64>| -> Result<Option<(Action, Box<RawValue>)>, ApiError> {
         let Some(seq) = seq else { return Ok(None) };

@@ -1,0 +1,242 @@
+//! Operators' endpoints: `/livez`, `/readyz`, `/metrics` (Prometheus text), and the middleware
+//! that times every request.
+//!
+//! Labels only ever take values from fixed lists (route templates, methods, reasons, statuses), so
+//! the number of series is bounded whatever clients send.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::fmt::Write as _;
+
+use super::AppState;
+use crate::engine::now_us;
+use crate::projector::Status;
+use crate::query;
+use crate::telemetry::{family, Histogram};
+
+/// Every route template the router serves; request metrics are labelled with one of these or
+/// `unmatched`.
+pub const ROUTES: [&str; 11] = [
+    "/api/v2/interactions",
+    "/api/v2/interactions/batch",
+    "/api/v2/interactions/stats",
+    "/api/v2/interactions/{id}",
+    "/api/v2/interactions/{id}/events",
+    "/api/v2/performance/metrics",
+    "/api/v2/health",
+    "/api/v2/openapi.json",
+    "/livez",
+    "/readyz",
+    "/metrics",
+];
+const UNMATCHED: usize = ROUTES.len();
+const METHODS: [&str; 3] = ["GET", "POST", "other"];
+/// Why an ingest request was refused, by HTTP status.
+const REJECT_REASONS: [(&str, &[u16]); 5] = [
+    ("invalid", &[400, 413, 415, 422]),
+    ("unauthorized", &[401, 403]),
+    ("conflict", &[409]),
+    ("unavailable", &[503]),
+    ("no_space", &[507]),
+];
+
+/// Request metrics of the HTTP layer.
+#[derive(Debug)]
+pub struct HttpTelemetry {
+    requests: Vec<[Histogram; 3]>,
+    rejected: [AtomicU64; REJECT_REASONS.len()],
+    /// False once shutdown has begun: `/readyz` answers 503 so load balancers drain.
+    pub ready: AtomicBool,
+    /// Whether `/metrics` is public (it needs no key).
+    pub metrics_public: bool,
+}
+
+impl Default for HttpTelemetry {
+    fn default() -> HttpTelemetry {
+        HttpTelemetry {
+            requests: (0..=ROUTES.len()).map(|_| Default::default()).collect(),
+            rejected: Default::default(),
+            ready: AtomicBool::new(true),
+            metrics_public: true,
+        }
+    }
+}
+
+/// Times a request and counts refused ingests.
+pub(super) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|m| ROUTES.iter().position(|r| *r == m.as_str()))
+        .unwrap_or(UNMATCHED);
+    let method = match *request.method() {
+        Method::GET => 0,
+        Method::POST => 1,
+        _ => 2,
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let telemetry = &state.telemetry;
+    telemetry.requests[route][method].observe(started.elapsed());
+    let ingest = method == 1 && (route == 0 || route == 1);
+    if ingest {
+        let status = response.status().as_u16();
+        if let Some(reason) = REJECT_REASONS
+            .iter()
+            .position(|(_, codes)| codes.contains(&status))
+        {
+            telemetry.rejected[reason].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    response
+}
+
+/// `GET /livez`: the process answers.
+#[utoipa::path(get, path = "/livez", tag = "operate", responses((status = 200, description = "alive", body = String)))]
+pub(super) async fn livez() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: 503 as soon as shutdown begins, or while the writer cannot store events.
+#[utoipa::path(get, path = "/readyz", tag = "operate",
+    responses((status = 200, description = "ready", body = String), (status = 503, description = "draining or storage failing", body = String)))]
+pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if !state.telemetry.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    if !state.engine.writer_running() || state.engine.storage_failure().is_some() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n");
+    }
+    (StatusCode::OK, "ready\n")
+}
+
+/// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operate",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")))]
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::with_capacity(16 * 1024);
+    let engine = &state.engine;
+    let counters = engine.counters();
+    family(
+        &mut out,
+        "mcplog_events_ingested_total",
+        "counter",
+        "Events acknowledged as durable since start.",
+    );
+    let _ = writeln!(
+        out,
+        "mcplog_events_ingested_total {}",
+        counters.requests_processed.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "mcplog_ingest_rejected_total",
+        "counter",
+        "Ingest requests refused, by reason.",
+    );
+    for (i, (reason, _)) in REJECT_REASONS.iter().enumerate() {
+        let n = state.telemetry.rejected[i].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "mcplog_ingest_rejected_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    family(
+        &mut out,
+        "mcplog_fsync_seconds",
+        "histogram",
+        "Time of each group commit: one write and one fdatasync.",
+    );
+    engine
+        .fsync_seconds()
+        .render(&mut out, "mcplog_fsync_seconds", "");
+    family(
+        &mut out,
+        "mcplog_http_request_duration_seconds",
+        "histogram",
+        "HTTP request latency by route template and method.",
+    );
+    for (route, histograms) in state.telemetry.requests.iter().enumerate() {
+        let name = ROUTES.get(route).copied().unwrap_or("unmatched");
+        for (method, histogram) in histograms.iter().enumerate() {
+            if histogram.count() > 0 {
+                let labels = format!("route=\"{name}\",method=\"{}\"", METHODS[method]);
+                histogram.render(&mut out, "mcplog_http_request_duration_seconds", &labels);
+            }
+        }
+    }
+    family(
+        &mut out,
+        "mcplog_queue_events",
+        "gauge",
+        "Events accepted and not yet durable.",
+    );
+    let _ = writeln!(out, "mcplog_queue_events {}", engine.queue_size());
+    let view = engine.view();
+    let catalog = &view.catalog;
+    family(
+        &mut out,
+        "mcplog_segments",
+        "gauge",
+        "Segment files retained.",
+    );
+    let _ = writeln!(out, "mcplog_segments {}", catalog.segments().len());
+    family(
+        &mut out,
+        "mcplog_storage_bytes",
+        "gauge",
+        "Bytes of segment files retained.",
+    );
+    let _ = writeln!(out, "mcplog_storage_bytes {}", catalog.bytes());
+    family(
+        &mut out,
+        "mcplog_last_seq",
+        "gauge",
+        "Seq of the newest durable event.",
+    );
+    let _ = writeln!(out, "mcplog_last_seq {}", catalog.last_seq().unwrap_or(0));
+    let counts = query::record_counts(&view.projection, now_us(), state.stale_after_us);
+    drop(view);
+    family(
+        &mut out,
+        "mcplog_records",
+        "gauge",
+        "Interaction records by status.",
+    );
+    for (status, n) in Status::ALL.iter().zip([
+        counts.started,
+        counts.in_progress,
+        counts.completed,
+        counts.failed,
+        counts.cancelled,
+    ]) {
+        let _ = writeln!(out, "mcplog_records{{status=\"{}\"}} {n}", status.as_str());
+    }
+    family(
+        &mut out,
+        "mcplog_records_stale",
+        "gauge",
+        "Active records first seen longer than stale_after ago.",
+    );
+    let _ = writeln!(out, "mcplog_records_stale {}", counts.stale);
+    family(
+        &mut out,
+        "mcplog_records_orphan",
+        "gauge",
+        "Records with no start event yet.",
+    );
+    let _ = writeln!(out, "mcplog_records_orphan {}", counts.orphan);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
