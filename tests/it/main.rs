@@ -8,5 +8,7 @@
 mod common;
 mod durability;
 mod ingest;
+mod openapi;
+mod queries;
 mod recovery;
 mod validation;
