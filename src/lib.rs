@@ -13,6 +13,7 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod http;
+pub mod latency;
 pub mod projector;
 pub mod query;
 pub mod server;

@@ -11,12 +11,13 @@
 //! - the first terminal event (`complete`, `error`, `cancelled`) sets `end_time` and the final
 //!   status; later terminal events are kept and counted as conflicts, never applied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 
 use roaring::RoaringBitmap;
 
 use crate::event::{Action, StoredEvent};
+use crate::latency::Rollup;
 
 /// The status of an interaction, derived by the fold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -276,7 +277,13 @@ pub struct Indexes {
     pub processing_sum_s: f64,
     /// See `processing_sum_s`.
     pub processing_count: u64,
+    /// Finished interactions by hour of start time (`floor(start / 3600)`), so metrics over long
+    /// ranges add up hours instead of visiting every record.
+    pub hourly: BTreeMap<i64, Rollup>,
 }
+
+/// Seconds in one roll-up.
+pub const ROLLUP_SECONDS: u64 = 3600;
 
 /// The start-time key of the time index.
 pub fn start_key(start_time: f64) -> u64 {
@@ -324,8 +331,7 @@ impl Projection {
         };
         let record = &mut self.records[ordinal as usize];
         debug_assert_eq!(&*self.mcp_names[record.mcp as usize], event.mcp_id);
-        let before = (!record.events.is_empty())
-            .then(|| (record.status, record.start_time(), record.processing_time()));
+        let before = (!record.events.is_empty()).then(|| (record.status, record.start_time()));
         let conflicts_before = record.conflicts;
         record.apply(event);
         self.conflicts_total += u64::from(record.conflicts - conflicts_before);
@@ -410,15 +416,9 @@ impl Projection {
 
 impl Indexes {
     /// Mirrors one record's change. `before` is `None` for a record the event created, else its
-    /// status, start time and processing time before the event.
-    fn update(
-        &mut self,
-        ordinal: u32,
-        record: &Record,
-        before: Option<(Status, Option<f64>, Option<f64>)>,
-    ) {
-        let (old_status, old_start, old_processing) = match before {
-            Some(before) => before,
+    /// status and start time before the event.
+    fn update(&mut self, ordinal: u32, record: &Record, before: Option<(Status, Option<f64>)>) {
+        match before {
             None => {
                 let mcp = record.mcp as usize;
                 if self.by_mcp.len() <= mcp {
@@ -434,27 +434,42 @@ impl Indexes {
                         self.orphans.insert(ordinal);
                     }
                 }
-                self.count_processing(record, None);
-                return;
             }
-        };
-        if old_status != record.status {
-            self.by_status[old_status.index()].remove(ordinal);
-            self.by_status[record.status.index()].insert(ordinal);
-        }
-        if old_start.is_none() {
-            if let Some(start) = record.start_time() {
-                self.orphans.remove(ordinal);
-                self.by_start.insert((start_key(start), ordinal));
+            Some((old_status, old_start)) => {
+                if old_status != record.status {
+                    self.by_status[old_status.index()].remove(ordinal);
+                    self.by_status[record.status.index()].insert(ordinal);
+                }
+                if old_start.is_none() {
+                    if let Some(start) = record.start_time() {
+                        self.orphans.remove(ordinal);
+                        self.by_start.insert((start_key(start), ordinal));
+                    }
+                }
             }
         }
-        self.count_processing(record, old_processing);
+        let finished = |status: Status, start: Option<f64>| !status.is_active() && start.is_some();
+        let was_finished = before.is_some_and(|(status, start)| finished(status, start));
+        if !was_finished && finished(record.status, record.start_time()) {
+            // Both the start and the first terminal event are final, so this happens once.
+            self.count_finished(record);
+        }
     }
 
-    fn count_processing(&mut self, record: &Record, old: Option<f64>) {
-        // A record's processing time is set once (first start, first terminal) and never changes.
-        let counted = matches!(record.status, Status::Completed | Status::Failed);
-        if let (None, Some(time), true) = (old, record.processing_time(), counted) {
+    fn count_finished(&mut self, record: &Record) {
+        let start = record.start_time().expect("finished records have started");
+        let hour = (start / ROLLUP_SECONDS as f64).floor() as i64;
+        let rollup = self.hourly.entry(hour).or_default();
+        match record.status {
+            Status::Completed => rollup.completed += 1,
+            Status::Failed => rollup.failed += 1,
+            _ => {
+                rollup.cancelled += 1;
+                return;
+            }
+        }
+        if let Some(time) = record.processing_time() {
+            rollup.add_time(time);
             self.processing_sum_s += time;
             self.processing_count += 1;
         }
@@ -552,6 +567,50 @@ mod tests {
             "{}",
             std::mem::size_of::<Record>()
         );
+    }
+
+    proptest! {
+        /// Whatever the events, every index agrees with a recomputation from the records.
+        #[test]
+        fn indexes_agree_with_the_records(
+            events in proptest::collection::vec((0u8..12, 0u8..3, 0usize..5, 1.0f64..1e6), 1..80),
+        ) {
+            let ids: Vec<String> = (0..12).map(|i| format!("i{i}")).collect();
+            let mut projection = Projection::new();
+            let mut mcp_of: std::collections::HashMap<u8, u8> = Default::default();
+            for (seq, &(id, mcp, action, timestamp)) in events.iter().enumerate() {
+                // The writer never lets an interaction change mcp_id; neither does this model.
+                let mcp = *mcp_of.entry(id).or_insert(mcp);
+                let mcp_id = ["m0", "m1", "m2"][mcp as usize];
+                projection.apply(&StoredEvent {
+                    seq: seq as u64 + 1, write_index: 0, received_at_us: 0, key_id: [0; 8],
+                    action: Action::ALL[action], timestamp,
+                    interaction_id: &ids[id as usize], mcp_id, event_id: None, body: "{}",
+                });
+            }
+            let indexes = projection.indexes();
+            let mut processing = (0.0, 0u64);
+            for (ordinal, record) in projection.records().iter().enumerate() {
+                let ordinal = ordinal as u32;
+                for status in Status::ALL {
+                    prop_assert_eq!(indexes.by_status[status.index()].contains(ordinal), record.status() == status);
+                }
+                prop_assert!(indexes.by_mcp[record.mcp() as usize].contains(ordinal));
+                prop_assert_eq!(indexes.orphans.contains(ordinal), record.start_time().is_none());
+                if let Some(start) = record.start_time() {
+                    prop_assert!(indexes.by_start.contains(&(start_key(start), ordinal)));
+                }
+                if let (Some(t), Status::Completed | Status::Failed) = (record.processing_time(), record.status()) {
+                    processing = (processing.0 + t, processing.1 + 1);
+                }
+            }
+            let started = projection.records().iter().filter(|r| r.start_time().is_some()).count();
+            prop_assert_eq!(indexes.by_start.len(), started);
+            let in_status: u64 = indexes.by_status.iter().map(|b| b.len()).sum();
+            prop_assert_eq!(in_status, projection.records().len() as u64);
+            prop_assert_eq!(indexes.processing_count, processing.1);
+            prop_assert!((indexes.processing_sum_s - processing.0).abs() < 1e-6);
+        }
     }
 
     fn action_strategy() -> impl Strategy<Value = Action> {

@@ -5,7 +5,8 @@
 
 use roaring::RoaringBitmap;
 
-use crate::projector::{start_key, Projection, Status};
+use crate::latency::{Histogram, Rollup};
+use crate::projector::{start_key, Projection, Status, ROLLUP_SECONDS};
 
 /// Most records one history page may hold.
 pub const HISTORY_LIMIT_MAX: usize = 1000;
@@ -283,76 +284,6 @@ pub fn parse_time_range(text: &str) -> Option<u64> {
     n.checked_mul(seconds).filter(|&s| s <= 10 * 366 * 86_400)
 }
 
-/// Latency histogram with logarithmic buckets: each bucket's upper bound is 5% above the one
-/// before, from 1 ms up, so a percentile read from it is within one bucket (5%) of the truth.
-const HISTOGRAM_RATIO: f64 = 1.05;
-const HISTOGRAM_FIRST_S: f64 = 0.001;
-const HISTOGRAM_BUCKETS: usize = 520; // 0.001 s × 1.05^519 ≈ 10^8 s
-
-#[derive(Debug, Clone)]
-struct Histogram {
-    counts: Vec<u32>,
-    total: u64,
-    sum: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Histogram {
-    fn new() -> Histogram {
-        Histogram {
-            counts: vec![0; HISTOGRAM_BUCKETS],
-            total: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        }
-    }
-
-    fn bucket(seconds: f64) -> usize {
-        if seconds <= HISTOGRAM_FIRST_S {
-            return 0;
-        }
-        let index = ((seconds / HISTOGRAM_FIRST_S).ln() / HISTOGRAM_RATIO.ln()).ceil() as usize;
-        index.min(HISTOGRAM_BUCKETS - 1)
-    }
-
-    /// Upper bound of a bucket in seconds.
-    fn upper(index: usize) -> f64 {
-        HISTOGRAM_FIRST_S * HISTOGRAM_RATIO.powi(index as i32)
-    }
-
-    fn add(&mut self, seconds: f64) {
-        // Negative processing times (client clocks) count as zero for the percentiles and keep
-        // their value for min and the mean.
-        self.counts[Histogram::bucket(seconds.max(0.0))] += 1;
-        self.total += 1;
-        self.sum += seconds;
-        self.min = self.min.min(seconds);
-        self.max = self.max.max(seconds);
-    }
-
-    fn percentile(&self, p: f64) -> Option<f64> {
-        if self.total == 0 {
-            return None;
-        }
-        let rank = ((p * self.total as f64).ceil() as u64).max(1);
-        let mut seen = 0u64;
-        for (index, &count) in self.counts.iter().enumerate() {
-            seen += u64::from(count);
-            if seen >= rank {
-                // Never report past the largest value seen.
-                return Some(Histogram::upper(index).min(self.max).max(self.min));
-            }
-        }
-        Some(self.max)
-    }
-
-    fn mean(&self) -> Option<f64> {
-        (self.total > 0).then(|| self.sum / self.total as f64)
-    }
-}
-
 /// Processing-time statistics over a set of finished records.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Latency {
@@ -433,86 +364,164 @@ pub fn bucket_seconds(range_s: u64) -> u64 {
         .unwrap_or_else(|| range_s.div_ceil(200))
 }
 
-/// Computes metrics over interactions that started in `[now_s - range_s, now_s]`.
-pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, mcp_id: Option<&str>) -> Metrics {
-    let width = bucket_seconds(range_s);
-    let from_s = now_s - range_s as f64;
-    let first_bucket = (from_s / width as f64).floor() as i64;
-    let last_bucket = (now_s / width as f64).floor() as i64;
-    let buckets = usize::try_from(last_bucket - first_bucket + 1).unwrap_or(1);
-    let mut series: Vec<(SeriesBucket, Histogram)> = (0..buckets)
-        .map(|i| {
-            let start = ((first_bucket + i as i64) * width as i64) as f64;
-            let bucket = SeriesBucket {
-                start,
-                completed: 0,
-                failed: 0,
-                cancelled: 0,
-                avg_processing_time: None,
-                max_processing_time: None,
-            };
-            (bucket, Histogram::new())
-        })
-        .collect();
-    let mut overall = Histogram::new();
-    let (mut completed, mut failed, mut cancelled) = (0u64, 0u64, 0u64);
-    let mcp = match mcp_id {
-        Some(name) => match projection.mcp_number(name) {
-            Some(mcp) => Some(mcp),
-            None => return summarize(0, 0, 0, &overall, width, series),
-        },
-        None => None,
-    };
-    let low = start_key(from_s.max(f64::MIN_POSITIVE));
-    let high = if now_s > 0.0 { start_key(now_s) } else { 0 };
-    for &(key, ordinal) in projection
-        .indexes()
-        .by_start
-        .range((low, 0)..=(high, u32::MAX))
-    {
-        let record = projection.record(ordinal);
-        if mcp.is_some_and(|m| m != record.mcp()) {
-            continue;
-        }
-        let status = record.status();
-        if status.is_active() {
-            continue;
-        }
-        let start = f64::from_bits(key);
-        let index = ((start / width as f64).floor() as i64 - first_bucket)
-            .clamp(0, buckets as i64 - 1) as usize;
-        let (bucket, histogram) = &mut series[index];
-        match status {
-            Status::Completed => {
-                completed += 1;
-                bucket.completed += 1;
-            }
-            Status::Failed => {
-                failed += 1;
-                bucket.failed += 1;
-            }
-            _ => {
-                cancelled += 1;
-                bucket.cancelled += 1;
-                continue;
-            }
-        }
-        if let Some(time) = record.processing_time() {
-            overall.add(time);
-            histogram.add(time);
-        }
-    }
-    summarize(completed, failed, cancelled, &overall, width, series)
-}
+/// Below this many records, metrics for one mcp_id walk its bitmap rather than the time index.
+const MCP_WALK_MAX: u64 = 500_000;
 
-fn summarize(
+/// Sums of one series bucket.
+#[derive(Debug, Clone, Copy, Default)]
+struct BucketSums {
     completed: u64,
     failed: u64,
     cancelled: u64,
-    overall: &Histogram,
-    width: u64,
-    series: Vec<(SeriesBucket, Histogram)>,
-) -> Metrics {
+    timed: u64,
+    sum: f64,
+    max: f64,
+}
+
+/// Accumulates metrics from records and from hourly roll-ups.
+struct Accumulator {
+    width_s: u64,
+    first_bucket: i64,
+    buckets: Vec<BucketSums>,
+    overall: Histogram,
+}
+
+impl Accumulator {
+    fn bucket_of(&mut self, start_s: f64) -> &mut BucketSums {
+        let index = (start_s / self.width_s as f64).floor() as i64 - self.first_bucket;
+        let last = self.buckets.len() as i64 - 1;
+        &mut self.buckets[index.clamp(0, last) as usize]
+    }
+
+    fn add_record(&mut self, record: &crate::projector::Record) {
+        let Some(start) = record.start_time() else {
+            return;
+        };
+        let time = record.processing_time();
+        let bucket = self.bucket_of(start);
+        match record.status() {
+            Status::Completed => bucket.completed += 1,
+            Status::Failed => bucket.failed += 1,
+            Status::Cancelled => {
+                bucket.cancelled += 1;
+                return;
+            }
+            Status::Started | Status::InProgress => return,
+        }
+        if let Some(time) = time {
+            bucket.timed += 1;
+            bucket.sum += time;
+            bucket.max = if bucket.timed == 1 {
+                time
+            } else {
+                bucket.max.max(time)
+            };
+            self.overall.add(time);
+        }
+    }
+
+    fn add_rollup(&mut self, hour: i64, rollup: &Rollup) {
+        let bucket = self.bucket_of((hour * ROLLUP_SECONDS as i64) as f64);
+        bucket.completed += rollup.completed;
+        bucket.failed += rollup.failed;
+        bucket.cancelled += rollup.cancelled;
+        if rollup.timed > 0 {
+            bucket.max = if bucket.timed == 0 {
+                rollup.max
+            } else {
+                bucket.max.max(rollup.max)
+            };
+            bucket.timed += rollup.timed;
+            bucket.sum += rollup.sum;
+            self.overall.merge(rollup);
+        }
+    }
+}
+
+/// Computes metrics over interactions that started in `[now_s - range_s, now_s]`.
+///
+/// Without an mcp_id and with buckets of whole hours, whole hours come from the projection's
+/// hourly roll-ups and only the two partial hours at the ends are read record by record. For one
+/// mcp_id, its bitmap is walked while it is small; otherwise the time index is scanned.
+pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, mcp_id: Option<&str>) -> Metrics {
+    let width_s = bucket_seconds(range_s);
+    let from_s = now_s - range_s as f64;
+    let first_bucket = (from_s / width_s as f64).floor() as i64;
+    let last_bucket = (now_s / width_s as f64).floor() as i64;
+    let count = usize::try_from(last_bucket - first_bucket + 1).unwrap_or(1);
+    let mut acc = Accumulator {
+        width_s,
+        first_bucket,
+        buckets: vec![BucketSums::default(); count],
+        overall: Histogram::default(),
+    };
+    let indexes = projection.indexes();
+    let in_range = |start: f64| from_s <= start && start <= now_s;
+    let scan = |acc: &mut Accumulator, from: f64, to: f64, inclusive: bool| {
+        if to < from || to <= 0.0 {
+            return;
+        }
+        let low = (start_key(from.max(f64::MIN_POSITIVE)), 0);
+        let high = (start_key(to), if inclusive { u32::MAX } else { 0 });
+        if low >= high {
+            return;
+        }
+        for &(_, ordinal) in indexes.by_start.range(low..high) {
+            acc.add_record(projection.record(ordinal));
+        }
+        if inclusive {
+            // `range` above stops before (to, MAX); add the entries at exactly `to` with that ordinal.
+            for &(_, ordinal) in indexes.by_start.range(high..=high) {
+                acc.add_record(projection.record(ordinal));
+            }
+        }
+    };
+    match mcp_id {
+        Some(name) => {
+            if let Some(mcp) = projection.mcp_number(name) {
+                let members = &indexes.by_mcp[mcp as usize];
+                if members.len() <= MCP_WALK_MAX {
+                    for ordinal in members {
+                        let record = projection.record(ordinal);
+                        if record.start_time().is_some_and(in_range) {
+                            acc.add_record(record);
+                        }
+                    }
+                } else {
+                    let low = (start_key(from_s.max(f64::MIN_POSITIVE)), 0);
+                    let high = (start_key(now_s.max(f64::MIN_POSITIVE)), u32::MAX);
+                    for &(_, ordinal) in indexes.by_start.range(low..=high) {
+                        let record = projection.record(ordinal);
+                        if record.mcp() == mcp {
+                            acc.add_record(record);
+                        }
+                    }
+                }
+            }
+        }
+        None if width_s % ROLLUP_SECONDS == 0 => {
+            let hour_s = ROLLUP_SECONDS as f64;
+            let first_whole = (from_s / hour_s).ceil() as i64;
+            let end_whole = (now_s / hour_s).floor() as i64;
+            if first_whole < end_whole {
+                scan(&mut acc, from_s, first_whole as f64 * hour_s, false);
+                for (&hour, rollup) in indexes.hourly.range(first_whole..end_whole) {
+                    acc.add_rollup(hour, rollup);
+                }
+                scan(&mut acc, end_whole as f64 * hour_s, now_s, true);
+            } else {
+                scan(&mut acc, from_s, now_s, true);
+            }
+        }
+        None => scan(&mut acc, from_s, now_s, true),
+    }
+    summarize(acc)
+}
+
+fn summarize(acc: Accumulator) -> Metrics {
+    let (completed, failed, cancelled) = acc.buckets.iter().fold((0, 0, 0), |(c, f, x), b| {
+        (c + b.completed, f + b.failed, x + b.cancelled)
+    });
     let total = completed + failed + cancelled;
     let rate = |n: u64| {
         if total == 0 {
@@ -521,6 +530,7 @@ fn summarize(
             n as f64 / total as f64
         }
     };
+    let width_s = acc.width_s;
     Metrics {
         total_interactions: total,
         completed,
@@ -528,14 +538,19 @@ fn summarize(
         cancelled,
         success_rate: rate(completed),
         error_rate: rate(failed),
-        latency: Latency::of(overall),
-        bucket_seconds: width,
-        series: series
-            .into_iter()
-            .map(|(mut bucket, histogram)| {
-                bucket.avg_processing_time = histogram.mean();
-                bucket.max_processing_time = (histogram.total > 0).then_some(histogram.max);
-                bucket
+        latency: Latency::of(&acc.overall),
+        bucket_seconds: width_s,
+        series: acc
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| SeriesBucket {
+                start: ((acc.first_bucket + i as i64) * width_s as i64) as f64,
+                completed: b.completed,
+                failed: b.failed,
+                cancelled: b.cancelled,
+                avg_processing_time: (b.timed > 0).then(|| b.sum / b.timed as f64),
+                max_processing_time: (b.timed > 0).then_some(b.max),
             })
             .collect(),
     }
@@ -719,18 +734,96 @@ mod tests {
         assert_eq!(recent.total_interactions, 1, "only b started after 250");
     }
 
+    /// Roll-ups, bitmap walks and scans all agree with counting record by record.
     #[test]
-    fn percentiles_are_within_one_bucket() {
-        let mut h = Histogram::new();
-        for i in 1..=1000 {
-            h.add(i as f64 * 0.01);
+    fn every_metrics_path_agrees_with_brute_force() {
+        use Action::*;
+        let mut events = Vec::new();
+        let names: Vec<String> = (0..600).map(|i| format!("r{i}")).collect();
+        let now = 1_763_900_000.0;
+        for (i, name) in names.iter().enumerate() {
+            // Spread over 40 days, at odd offsets so hour edges are crossed.
+            let start = now - 40.0 * 86_400.0 + i as f64 * 5_799.3;
+            let mcp = ["m0", "m1", "m2"][i % 3];
+            let end = [Complete, Error, Cancelled, Complete][i % 4];
+            events.push((name.as_str(), mcp, Start, start));
+            if i % 7 != 0 {
+                events.push((
+                    name.as_str(),
+                    mcp,
+                    end,
+                    start + (i % 13) as f64 * 0.7 + 0.01,
+                ));
+            }
         }
-        for (p, exact) in [(0.5, 5.0), (0.95, 9.5), (0.99, 9.9)] {
-            let got = h.percentile(p).unwrap();
-            assert!(
-                got >= exact && got <= exact * HISTOGRAM_RATIO,
-                "p{p}: {got} vs {exact}"
+        let p = projection(&events);
+        for (range, mcp) in [
+            (30 * 86_400, None),
+            (7 * 86_400, None),
+            (86_400, None),
+            (3600, None),
+            (6 * 3600, None),
+            (30 * 86_400, Some("m1")),
+            (5 * 3600, Some("m2")),
+        ] {
+            let m = metrics(&p, now, range, mcp);
+            let finished: Vec<&crate::projector::Record> = p
+                .records()
+                .iter()
+                .filter(|r| {
+                    r.start_time()
+                        .is_some_and(|s| now - range as f64 <= s && s <= now)
+                })
+                .filter(|r| mcp.is_none_or(|name| p.mcp_name(r.mcp()) == name))
+                .filter(|r| !r.status().is_active())
+                .collect();
+            let count = |s: Status| finished.iter().filter(|r| r.status() == s).count() as u64;
+            assert_eq!(
+                (m.completed, m.failed, m.cancelled),
+                (
+                    count(Status::Completed),
+                    count(Status::Failed),
+                    count(Status::Cancelled)
+                ),
+                "{range} {mcp:?}"
             );
+            let times: Vec<f64> = finished
+                .iter()
+                .filter(|r| r.status() != Status::Cancelled)
+                .filter_map(|r| r.processing_time())
+                .collect();
+            let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if times.is_empty() {
+                assert_eq!(
+                    (m.latency.min, m.latency.max, m.latency.avg),
+                    (None, None, None)
+                );
+            } else {
+                assert_eq!(m.latency.min, Some(min), "{range} {mcp:?}");
+                assert_eq!(m.latency.max, Some(max), "{range} {mcp:?}");
+                let avg = times.iter().sum::<f64>() / times.len() as f64;
+                assert!(
+                    (m.latency.avg.unwrap() - avg).abs() < 1e-9,
+                    "{range} {mcp:?}"
+                );
+            }
+            for bucket in &m.series {
+                let end = bucket.start + m.bucket_seconds as f64;
+                let here = finished
+                    .iter()
+                    .filter(|r| {
+                        let s = r.start_time().unwrap();
+                        bucket.start <= s && s < end
+                    })
+                    .count() as u64;
+                assert_eq!(
+                    bucket.completed + bucket.failed + bucket.cancelled,
+                    here,
+                    "{range} {mcp:?} bucket {}",
+                    bucket.start
+                );
+            }
         }
     }
 
