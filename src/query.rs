@@ -499,7 +499,7 @@ pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, mcp_id: Option
                 }
             }
         }
-        None if width_s % ROLLUP_SECONDS == 0 => {
+        None if width_s.is_multiple_of(ROLLUP_SECONDS) => {
             let hour_s = ROLLUP_SECONDS as f64;
             let first_whole = (from_s / hour_s).ceil() as i64;
             let end_whole = (now_s / hour_s).floor() as i64;
