@@ -58,7 +58,7 @@ fn build() -> Projection {
         let start = NOW_S - SPAN_S + (i as f64 / INTERACTIONS as f64) * SPAN_S;
         let mcp = &mcp_names[(i % MCPS) as usize];
         let duration = 0.05 + (i * 2_654_435_761 % 10_000) as f64 / 1000.0;
-        let last = if (i / MCPS) % 10 == 0 {
+        let last = if (i / MCPS).is_multiple_of(10) {
             Action::Error
         } else {
             Action::Complete
