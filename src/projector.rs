@@ -88,15 +88,17 @@ impl Status {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     interaction_id: Box<str>,
-    events: Vec<u64>,
+    first_seq: u64,
+    last_seq: u64,
     start_time: f64,
     end_time: f64,
     start_seq: u64,
     terminal_seq: u64,
     received_at_us: u64,
-    key_id: [u8; 8],
+    key: u32,
     mcp: u32,
-    conflicts: u32,
+    event_count: u32,
+    conflicts: u16,
     status: Status,
 }
 
@@ -143,19 +145,19 @@ impl Record {
         self.received_at_us
     }
 
-    /// Key fingerprint of the first event.
-    pub fn key_id(&self) -> [u8; 8] {
-        self.key_id
+    /// The interned key fingerprint of the first event; [`Projection::key_id`] gives its bytes.
+    pub fn key(&self) -> u32 {
+        self.key
     }
 
     /// Events kept but not applied: second starts and second terminal events.
     pub fn conflicts(&self) -> u32 {
-        self.conflicts
+        u32::from(self.conflicts)
     }
 
-    /// Seqs of every event of the interaction, ascending.
-    pub fn events(&self) -> &[u64] {
-        &self.events
+    /// Number of events of the interaction ([`Projection::events_of`] lists their seqs).
+    pub fn event_count(&self) -> u32 {
+        self.event_count
     }
 
     /// `end_time - start_time` when both are known.
@@ -165,25 +167,27 @@ impl Record {
 
     /// Seq of the first event.
     pub fn first_seq(&self) -> u64 {
-        self.events[0]
+        self.first_seq
     }
 
     /// Seq of the latest event.
     pub fn last_seq(&self) -> u64 {
-        self.events[self.events.len() - 1]
+        self.last_seq
     }
 
-    fn new(event: &StoredEvent<'_>, mcp: u32) -> Record {
+    fn new(event: &StoredEvent<'_>, mcp: u32, key: u32) -> Record {
         Record {
             interaction_id: event.interaction_id.into(),
-            events: Vec::new(),
+            first_seq: event.seq,
+            last_seq: NO_SEQ,
             start_time: f64::NAN,
             end_time: f64::NAN,
             start_seq: NO_SEQ,
             terminal_seq: NO_SEQ,
             received_at_us: event.received_at_us,
-            key_id: event.key_id,
+            key,
             mcp,
+            event_count: 0,
             conflicts: 0,
             status: Status::Started,
         }
@@ -191,12 +195,13 @@ impl Record {
 
     fn apply(&mut self, event: &StoredEvent<'_>) {
         debug_assert!(event.seq != NO_SEQ);
-        debug_assert!(self.events.last().is_none_or(|&last| last < event.seq));
-        self.events.push(event.seq);
+        debug_assert!(self.last_seq < event.seq);
+        self.last_seq = event.seq;
+        self.event_count += 1;
         match event.action {
             Action::Start => {
                 if self.start_seq != NO_SEQ {
-                    self.conflicts += 1;
+                    self.conflicts = self.conflicts.saturating_add(1);
                 } else {
                     self.start_seq = event.seq;
                     self.start_time = event.timestamp;
@@ -209,7 +214,7 @@ impl Record {
             }
             Action::Complete | Action::Error | Action::Cancelled => {
                 if self.terminal_seq != NO_SEQ {
-                    self.conflicts += 1;
+                    self.conflicts = self.conflicts.saturating_add(1);
                 } else {
                     self.terminal_seq = event.seq;
                     self.end_time = event.timestamp;
@@ -256,9 +261,59 @@ pub struct Projection {
     /// `(mcp, event_id)` → seq. Scoped by mcp_id so that two MCPs choosing the same `event_id`
     /// never collide, and one cannot probe the other's ids.
     event_ids: hashbrown::HashMap<EventIdKey, u64>,
+    key_ids: Vec<[u8; 8]>,
+    key_index: hashbrown::HashMap<[u8; 8], u32>,
+    links: Links,
     indexes: Indexes,
     events_total: u64,
     conflicts_total: u64,
+}
+
+/// The events of each interaction, chained: for every seq, the distance to the next seq of the
+/// same interaction (0 for its latest). Four bytes per event instead of a list per record.
+#[derive(Debug, Default)]
+struct Links {
+    /// Seq of `next[0]`.
+    base: u64,
+    next: Vec<u32>,
+    /// Links too long for a u32 delta (marked `u32::MAX` in `next`).
+    far: hashbrown::HashMap<u64, u64>,
+}
+
+impl Links {
+    /// Makes room for `seq`, the newest event.
+    fn push(&mut self, seq: u64) {
+        if self.next.is_empty() {
+            self.base = seq;
+        }
+        let index = usize::try_from(seq - self.base).expect("seqs arrive in order");
+        assert!(
+            index >= self.next.len(),
+            "seq {seq} folded twice or out of order"
+        );
+        // Seqs are gap-free in a log; a gap (only possible in hand-made tests) leaves zeros.
+        self.next.resize(index + 1, 0);
+    }
+
+    fn link(&mut self, from: u64, to: u64) {
+        let index = (from - self.base) as usize;
+        match u32::try_from(to - from) {
+            Ok(delta) if delta < u32::MAX => self.next[index] = delta,
+            _ => {
+                self.next[index] = u32::MAX;
+                self.far.insert(from, to);
+            }
+        }
+    }
+
+    fn next_of(&self, seq: u64) -> Option<u64> {
+        let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        match *self.next.get(index)? {
+            0 => None,
+            u32::MAX => self.far.get(&seq).copied(),
+            delta => Some(seq + u64::from(delta)),
+        }
+    }
 }
 
 /// The secondary indexes the queries use, all of record ordinals.
@@ -321,7 +376,8 @@ impl Projection {
             None => {
                 let ordinal = u32::try_from(self.records.len()).expect("fewer than 2^32 records");
                 let mcp = self.intern_mcp(event.mcp_id);
-                self.records.push(Record::new(event, mcp));
+                let key = self.intern_key(event.key_id);
+                self.records.push(Record::new(event, mcp, key));
                 let (records, hasher) = (&self.records, &self.hasher);
                 self.by_id.insert_unique(hash, ordinal, |&i| {
                     hasher.hash_one(&*records[i as usize].interaction_id)
@@ -330,8 +386,12 @@ impl Projection {
             }
         };
         let record = &mut self.records[ordinal as usize];
+        self.links.push(event.seq);
+        if record.event_count > 0 {
+            self.links.link(record.last_seq, event.seq);
+        }
         debug_assert_eq!(&*self.mcp_names[record.mcp as usize], event.mcp_id);
-        let before = (!record.events.is_empty()).then(|| (record.status, record.start_time()));
+        let before = (record.event_count > 0).then(|| (record.status, record.start_time()));
         let conflicts_before = record.conflicts;
         record.apply(event);
         self.conflicts_total += u64::from(record.conflicts - conflicts_before);
@@ -401,6 +461,27 @@ impl Projection {
     /// Number of events kept but not applied (second starts, second terminal events).
     pub fn conflicts_total(&self) -> u64 {
         self.conflicts_total
+    }
+
+    /// The seqs of a record's events, ascending.
+    pub fn events_of<'a>(&'a self, record: &Record) -> impl Iterator<Item = u64> + 'a {
+        std::iter::successors(Some(record.first_seq), |&seq| self.links.next_of(seq))
+            .take(record.event_count as usize)
+    }
+
+    /// The key fingerprint bytes of a record's first event.
+    pub fn key_id(&self, record: &Record) -> [u8; 8] {
+        self.key_ids[record.key as usize]
+    }
+
+    fn intern_key(&mut self, key_id: [u8; 8]) -> u32 {
+        if let Some(&key) = self.key_index.get(&key_id) {
+            return key;
+        }
+        let key = u32::try_from(self.key_ids.len()).expect("fewer than 2^32 keys");
+        self.key_ids.push(key_id);
+        self.key_index.insert(key_id, key);
+        key
     }
 
     fn intern_mcp(&mut self, mcp_id: &str) -> u32 {
@@ -514,7 +595,7 @@ mod tests {
         let r = p.get("i").unwrap();
         assert_eq!(r.status(), Status::Completed);
         assert_eq!(r.processing_time(), Some(2.5));
-        assert_eq!(r.events(), &[1, 2, 3]);
+        assert_eq!(p.events_of(r).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(p.mcp_name(r.mcp()), "m");
         assert_eq!(p.conflicts_total(), 0);
     }
@@ -528,7 +609,7 @@ mod tests {
         let r = p.get("i").unwrap();
         assert_eq!(r.status(), Status::InProgress);
         assert_eq!(r.start_time(), Some(10.0));
-        assert_eq!(r.events().len(), 2);
+        assert_eq!(r.event_count(), 2);
     }
 
     #[test]
@@ -545,7 +626,7 @@ mod tests {
         assert_eq!(r.terminal_seq(), Some(2));
         assert_eq!(r.conflicts(), 1);
         assert_eq!(p.conflicts_total(), 1);
-        assert_eq!(r.events().len(), 4);
+        assert_eq!(p.events_of(r).collect::<Vec<_>>(), [1, 2, 3, 4]);
     }
 
     #[test]
@@ -587,6 +668,16 @@ mod tests {
                     action: Action::ALL[action], timestamp,
                     interaction_id: &ids[id as usize], mcp_id, event_id: None, body: "{}",
                 });
+            }
+            for (id, name) in ids.iter().enumerate() {
+                let expected: Vec<u64> = events.iter().enumerate()
+                    .filter(|(_, e)| e.0 as usize == id)
+                    .map(|(seq, _)| seq as u64 + 1)
+                    .collect();
+                match projection.get(name) {
+                    Some(record) => prop_assert_eq!(projection.events_of(record).collect::<Vec<_>>(), expected),
+                    None => prop_assert!(expected.is_empty()),
+                }
             }
             let indexes = projection.indexes();
             let mut processing = (0.0, 0u64);
@@ -638,7 +729,7 @@ mod tests {
             let a = fold(&as_events(&actions));
             let b = fold(&as_events(&permuted));
             let (ra, rb) = (a.get("i").unwrap(), b.get("i").unwrap());
-            prop_assert_eq!(ra.events().len(), rb.events().len());
+            prop_assert_eq!(ra.event_count(), rb.event_count());
             prop_assert_eq!(ra.conflicts(), rb.conflicts());
             let starts = actions.iter().filter(|(a, _)| *a == Action::Start).count();
             let terminals = actions.iter().filter(|(a, _)| a.is_terminal()).count();

@@ -97,8 +97,8 @@ pub(super) async fn events(
     let Path(id) = id.map_err(bad_path)?;
     let view = state.engine.view();
     let record = view.projection.get(&id).ok_or_else(|| unknown(&id))?;
-    let mut events = Vec::with_capacity(record.events().len());
-    for &seq in record.events() {
+    let mut events = Vec::with_capacity(record.event_count() as usize);
+    for seq in view.projection.events_of(record) {
         let event = read(&view, seq, |e| EventJson {
             seq: e.seq,
             received_at: e.received_at_us as f64 / 1e6,
@@ -138,7 +138,7 @@ pub(super) fn record_json(view: &View, record: &Record) -> Result<RecordJson, Ap
         }
     }
     let mut progress_updates = Vec::new();
-    for &seq in record.events() {
+    for seq in view.projection.events_of(record) {
         let update = read(view, seq, |e| {
             (e.action == Action::Progress).then(|| Progress {
                 timestamp: e.timestamp,
@@ -161,10 +161,10 @@ pub(super) fn record_json(view: &View, record: &Record) -> Result<RecordJson, Ap
         progress_updates,
         metadata: Metadata {
             received_at: record.received_at_us() as f64 / 1e6,
-            key_id: hex(&record.key_id()),
+            key_id: hex(&view.projection.key_id(record)),
             first_seq: record.first_seq(),
             last_seq: record.last_seq(),
-            event_count: record.events().len(),
+            event_count: record.event_count() as usize,
             conflicts: record.conflicts(),
         },
     })
