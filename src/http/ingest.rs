@@ -6,6 +6,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Bytes;
+use std::io::Read;
+
 use serde::Serialize;
 
 use super::{ApiError, AppState, ItemError};
@@ -162,37 +164,72 @@ pub(super) async fn batch(
     }))
 }
 
-/// Reads a whole body, refusing it with 413 past `limit` bytes.
+/// Reads a whole body, gunzipping it if it says `Content-Encoding: gzip`, and refuses it with 413
+/// once it passes `limit` bytes. The limit applies to the decompressed bytes, so a small gzip bomb
+/// is refused as soon as it expands past the limit, without inflating the rest.
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     limit_name: &str,
 ) -> Result<Bytes, ApiError> {
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        let encoding = encoding.to_str().unwrap_or("?");
-        if !encoding.eq_ignore_ascii_case("identity") {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                format!("Content-Encoding {encoding:?} is not supported"),
-            )
-            .with_field("content-encoding"));
-        }
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::new(
+    let gzip = match headers.get(header::CONTENT_ENCODING) {
+        None => false,
+        Some(value) => match value.to_str().map(str::trim) {
+            Ok(v) if v.eq_ignore_ascii_case("identity") => false,
+            Ok(v) if v.eq_ignore_ascii_case("gzip") => true,
+            _ => {
+                let shown = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    format!("Content-Encoding {shown:?} is not supported; send identity or gzip"),
+                )
+                .with_field("content-encoding"));
+            }
+        },
+    };
+    let too_large = || {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the request body exceeds {limit_name} ({limit} bytes)"),
-        )),
-        Err(err) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unreadable_body",
-            format!("the request body could not be read: {err}"),
-        )),
+        )
+    };
+    // Compressed bytes are never more than the limit plus gzip's framing on incompressible data.
+    let wire_limit = if gzip {
+        limit + limit / 64 + 1024
+    } else {
+        limit
+    };
+    let raw = match Limited::new(body, wire_limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
+        Err(err) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                format!("the request body could not be read: {err}"),
+            ))
+        }
+    };
+    if !gzip {
+        return Ok(raw);
     }
+    let mut inflated = Vec::new();
+    let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+    decoder.read_to_end(&mut inflated).map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_gzip",
+            format!("the gzip body does not decompress: {err}"),
+        )
+        .with_field("content-encoding")
+    })?;
+    if inflated.len() > limit {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(inflated))
 }
 
 fn utf8(bytes: &[u8]) -> Result<&str, ApiError> {

@@ -285,3 +285,71 @@ async fn health_is_public_and_reports_the_writer() {
     assert_eq!(unknown.status, 404);
     assert_eq!(error_of(&unknown)["code"], "not_found");
 }
+
+#[tokio::test]
+async fn gzip_bodies_are_accepted_and_limits_apply_after_decompression() {
+    use std::io::Write;
+    let gzip = |bytes: &[u8]| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    let headers = [
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
+    let body = event("interaction_start", "gz-1", "m", 1.0);
+    let response = client
+        .send(
+            hyper::Method::POST,
+            "/api/v2/interactions",
+            Some(&server.key),
+            &headers,
+            gzip(body.as_bytes()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.json());
+    let events = server.get("/api/v2/interactions/gz-1/events").await;
+    assert!(
+        String::from_utf8_lossy(&events.body).contains(&body),
+        "the decompressed bytes are stored"
+    );
+
+    // 8 MiB of JSON whitespace compresses to a few KiB: refused once it passes 1 MiB inflated.
+    let bomb = format!(
+        "{{{}\"action\":\"interaction_start\"}}",
+        " ".repeat(8 * 1024 * 1024)
+    );
+    let compressed = gzip(bomb.as_bytes());
+    assert!(compressed.len() < 64 * 1024);
+    let bytes = segment_bytes(dir.path());
+    let response = client
+        .send(
+            hyper::Method::POST,
+            "/api/v2/interactions",
+            Some(&server.key),
+            &headers,
+            compressed,
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 413);
+    assert_eq!(error_of(&response)["code"], "body_too_large");
+    let response = client
+        .send(
+            hyper::Method::POST,
+            "/api/v2/interactions",
+            Some(&server.key),
+            &headers,
+            b"not gzip at all".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 400);
+    assert_eq!(error_of(&response)["code"], "bad_gzip");
+    assert_eq!(segment_bytes(dir.path()), bytes);
+}
