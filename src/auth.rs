@@ -1,14 +1,27 @@
-//! API keys: who is calling. For now one admin key, generated on first start into
-//! `<data>/admin.key` (mode 0600); signed and static keys come with the access-control work.
+//! API keys: who is calling, and what they may do (SPEC §5).
 //!
-//! Keys never reach the log, the server's logs or an error message: events carry a
-//! [`KeyId`], the first 8 bytes of the key's SHA-256.
+//! Three kinds of key are accepted:
+//! - the **admin key** generated on first start into `<data>/admin.key` (mode 0600);
+//! - **static keys** from the config file's `[static_api_keys]`;
+//! - **signed keys** minted by `mcplog keygen`, verified statelessly with HMAC-SHA256 under the
+//!   master secret. Format: `mcplog1.<role>.<expires_at>.<mcp_id as hex>.<nonce>.<tag>`, where
+//!   `expires_at` is Unix seconds, `nonce` is 8 random bytes in hex (so every minted key differs
+//!   and can be revoked alone), and `tag` is the first 16 bytes (128 bits) of HMAC-SHA256(master
+//!   secret, `"mcplog-key\0v1\0" role "\0" expires_at "\0" nonce "\0" mcp_id`) in lower-case hex.
+//!
+//! Keys never reach the log, the server's logs or an error message: events and revocations carry a
+//! [`KeyId`], the first 8 bytes of the key's SHA-256. Revocations are kept in `<data>/revoked.keys`
+//! and checked on every request, before the validation cache, so they take effect at once.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// A short fingerprint of a key: the first 8 bytes of its SHA-256.
@@ -16,51 +29,361 @@ pub type KeyId = [u8; 8];
 
 /// Name of the file that holds the generated admin key.
 pub const ADMIN_KEY_FILE: &str = "admin.key";
+/// Name of the file that holds the generated master secret.
+pub const MASTER_SECRET_FILE: &str = "master.secret";
+/// Name of the file of revoked key ids, one per line.
+pub const REVOKED_FILE: &str = "revoked.keys";
+/// Prefix of signed keys, naming their format version.
+pub const SIGNED_PREFIX: &str = "mcplog1";
+/// Bytes of the HMAC tag kept in a signed key.
+pub const TAG_BYTES: usize = 16;
+const _: () = assert!(TAG_BYTES * 8 >= 128);
+/// Most entries the validation cache holds before it is cleared.
+const CACHE_ENTRIES_MAX: usize = 100_000;
 
 /// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
-    /// Everything.
+    /// Posts events for one mcp_id and reads its records, metrics and replay.
+    Writer,
+    /// Reads and replays everything, writes nothing.
+    Auditor,
+    /// Everything, including revocation.
     Admin,
 }
 
+impl Role {
+    /// The name used in config files, keys and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Writer => "writer",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// The role with this name.
+    pub fn from_name(name: &str) -> Option<Role> {
+        [Role::Writer, Role::Auditor, Role::Admin]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+}
+
 /// An authenticated caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The caller's role.
     pub role: Role,
+    /// The mcp_id a writer is bound to (signed keys bind one for every role).
+    pub mcp_id: Option<Arc<str>>,
     /// Fingerprint of the key it used.
     pub key_id: KeyId,
+    /// Unix seconds after which the key is refused, if it expires.
+    pub expires_at: Option<u64>,
+}
+
+impl Principal {
+    /// Whether this caller may post events for `mcp_id`.
+    pub fn may_write(&self, mcp_id: &str) -> bool {
+        match self.role {
+            Role::Admin => true,
+            Role::Auditor => false,
+            Role::Writer => self.mcp_id.as_deref() == Some(mcp_id),
+        }
+    }
+
+    /// The only mcp_id this caller may read, or `None` if it may read everything.
+    pub fn read_scope(&self) -> Option<&str> {
+        match self.role {
+            Role::Admin | Role::Auditor => None,
+            Role::Writer => Some(self.mcp_id.as_deref().unwrap_or("")),
+        }
+    }
+
+    /// Whether this caller may read records of `mcp_id`.
+    pub fn may_read(&self, mcp_id: &str) -> bool {
+        self.read_scope().is_none_or(|own| own == mcp_id)
+    }
+}
+
+/// A key from the config file's `[static_api_keys]`.
+#[derive(Clone, PartialEq)]
+pub struct StaticKey {
+    /// The key itself.
+    pub key: String,
+    /// The mcp_id a writer is bound to.
+    pub mcp_id: Option<String>,
+    /// Its role.
+    pub role: Role,
+    /// Unix seconds after which it is refused; none means no expiry.
+    pub expires_at: Option<f64>,
+    /// A disabled key is refused.
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for StaticKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key: only its fingerprint.
+        f.debug_struct("StaticKey")
+            .field("key_id", &hex(&key_id(&self.key)))
+            .field("mcp_id", &self.mcp_id)
+            .field("role", &self.role)
+            .field("expires_at", &self.expires_at)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+/// Why a key was refused. The messages never contain the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No key, or one that is not known or does not verify.
+    #[error("a valid API key is required: Authorization: Bearer <key>")]
+    Unknown,
+    /// The key has expired.
+    #[error("the API key has expired")]
+    Expired,
+    /// The key is disabled in the configuration.
+    #[error("the API key is disabled")]
+    Disabled,
+    /// The key was revoked.
+    #[error("the API key has been revoked")]
+    Revoked,
+}
+
+/// Errors of key management on disk.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// A key file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A request that cannot be satisfied, with the reason.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+struct StaticEntry {
+    principal: Principal,
+    expires_at: Option<f64>,
+    disabled: bool,
 }
 
 /// The keys the server accepts.
-#[derive(Debug, Clone)]
 pub struct Keys {
     admin_digest: [u8; 32],
+    statics: HashMap<[u8; 32], StaticEntry>,
+    master: Vec<u8>,
+    revoked: RwLock<HashSet<KeyId>>,
+    revoked_path: PathBuf,
+    cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    cache_ttl: Duration,
 }
 
 impl Keys {
-    /// Accepts exactly this admin key.
-    pub fn with_admin(admin_key: &str) -> Keys {
-        Keys {
+    /// Keys from the admin key, the static keys, the master secret, and the revocations found in
+    /// `data_dir`.
+    pub fn new(
+        admin_key: &str,
+        statics: &[StaticKey],
+        master: Vec<u8>,
+        data_dir: &Path,
+        cache_ttl: Duration,
+    ) -> Result<Keys, KeyError> {
+        let statics = statics
+            .iter()
+            .map(|s| {
+                let digest: [u8; 32] = Sha256::digest(s.key.as_bytes()).into();
+                let principal = Principal {
+                    role: s.role,
+                    mcp_id: s.mcp_id.as_deref().map(Arc::from),
+                    key_id: key_id(&s.key),
+                    expires_at: s.expires_at.map(|e| e.max(0.0) as u64),
+                };
+                (
+                    digest,
+                    StaticEntry {
+                        principal,
+                        expires_at: s.expires_at,
+                        disabled: s.disabled,
+                    },
+                )
+            })
+            .collect();
+        let revoked_path = data_dir.join(REVOKED_FILE);
+        let revoked = match std::fs::read_to_string(&revoked_path) {
+            Ok(text) => text.lines().filter_map(parse_key_id).collect(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
+            Err(source) => {
+                return Err(KeyError::Io {
+                    path: revoked_path,
+                    source,
+                })
+            }
+        };
+        Ok(Keys {
             admin_digest: Sha256::digest(admin_key.as_bytes()).into(),
-        }
+            statics,
+            master,
+            revoked: RwLock::new(revoked),
+            revoked_path,
+            cache: Mutex::new(HashMap::new()),
+            cache_ttl,
+        })
     }
 
-    /// Checks a presented key. Digests are compared in constant time, so the time taken says
-    /// nothing about how much of a guess was right.
-    pub fn authenticate(&self, presented: &str) -> Option<Principal> {
+    /// Checks a presented key at `now_s` (Unix seconds).
+    pub fn authenticate(&self, presented: &str, now_s: f64) -> Result<Principal, AuthError> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        if self.revoked.read().expect("revocation lock").contains(&id) {
+            return Err(AuthError::Revoked);
+        }
         if constant_time_eq(&digest, &self.admin_digest) {
-            let mut key_id = [0u8; 8];
-            key_id.copy_from_slice(&digest[..8]);
-            return Some(Principal {
+            return Ok(Principal {
                 role: Role::Admin,
-                key_id,
+                mcp_id: None,
+                key_id: id,
+                expires_at: None,
             });
         }
-        None
+        if let Some(entry) = self.statics.get(&digest) {
+            if entry.disabled {
+                return Err(AuthError::Disabled);
+            }
+            if entry.expires_at.is_some_and(|e| e <= now_s) {
+                return Err(AuthError::Expired);
+            }
+            return Ok(entry.principal.clone());
+        }
+        let cached = {
+            let cache = self.cache.lock().expect("cache lock");
+            cache
+                .get(&digest)
+                .filter(|(_, at)| at.elapsed() < self.cache_ttl)
+                .map(|(p, _)| p.clone())
+        };
+        let principal = match cached {
+            Some(principal) => principal,
+            None => {
+                let principal =
+                    verify_signed(&self.master, presented, id).ok_or(AuthError::Unknown)?;
+                let mut cache = self.cache.lock().expect("cache lock");
+                if cache.len() >= CACHE_ENTRIES_MAX {
+                    cache.clear();
+                }
+                cache.insert(digest, (principal.clone(), Instant::now()));
+                principal
+            }
+        };
+        if principal.expires_at.is_some_and(|e| (e as f64) <= now_s) {
+            return Err(AuthError::Expired);
+        }
+        Ok(principal)
     }
+
+    /// Revokes a key id: effective at once, and written (and fsync'd) to `<data>/revoked.keys` so
+    /// it survives a restart.
+    pub fn revoke(&self, id: KeyId) -> Result<(), KeyError> {
+        let mut revoked = self.revoked.write().expect("revocation lock");
+        if revoked.contains(&id) {
+            return Ok(());
+        }
+        let io = |source| KeyError::Io {
+            path: self.revoked_path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.revoked_path)
+            .map_err(io)?;
+        file.write_all(format!("{}\n", hex(&id)).as_bytes())
+            .map_err(io)?;
+        file.sync_all().map_err(io)?;
+        revoked.insert(id);
+        Ok(())
+    }
+}
+
+/// Mints a signed key with a fresh random nonce.
+pub fn mint(master: &[u8], role: Role, mcp_id: &str, expires_at: u64) -> Result<String, KeyError> {
+    let nonce = random_hex(NONCE_BYTES)?;
+    let tag = tag(master, role, expires_at, &nonce, mcp_id);
+    Ok(format!(
+        "{SIGNED_PREFIX}.{}.{expires_at}.{}.{nonce}.{}",
+        role.as_str(),
+        hex(mcp_id.as_bytes()),
+        hex(&tag)
+    ))
+}
+
+/// Random bytes in each signed key.
+const NONCE_BYTES: usize = 8;
+
+fn tag(master: &[u8], role: Role, expires_at: u64, nonce: &str, mcp_id: &str) -> [u8; TAG_BYTES] {
+    let full = mac(master, role, expires_at, nonce, mcp_id)
+        .finalize()
+        .into_bytes();
+    let mut tag = [0u8; TAG_BYTES];
+    tag.copy_from_slice(&full[..TAG_BYTES]);
+    tag
+}
+
+fn mac(master: &[u8], role: Role, expires_at: u64, nonce: &str, mcp_id: &str) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(master).expect("HMAC takes any key length");
+    mac.update(b"mcplog-key\0v1\0");
+    mac.update(role.as_str().as_bytes());
+    mac.update(b"\0");
+    mac.update(expires_at.to_string().as_bytes());
+    mac.update(b"\0");
+    mac.update(nonce.as_bytes());
+    mac.update(b"\0");
+    mac.update(mcp_id.as_bytes());
+    mac
+}
+
+/// Parses and verifies a signed key strictly: any change to any character fails.
+fn verify_signed(master: &[u8], key: &str, id: KeyId) -> Option<Principal> {
+    let mut parts = key.split('.');
+    let (prefix, role, expires) = (parts.next()?, parts.next()?, parts.next()?);
+    let (mcp_hex, nonce, tag_hex) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || prefix != SIGNED_PREFIX {
+        return None;
+    }
+    let role = Role::from_name(role)?;
+    // Canonical decimal only, so that no two spellings of one expiry exist.
+    if expires.is_empty()
+        || (expires.len() > 1 && expires.starts_with('0'))
+        || !expires.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let expires_at: u64 = expires.parse().ok()?;
+    let mcp_id = String::from_utf8(parse_hex(mcp_hex)?).ok()?;
+    let tag = parse_hex(tag_hex)?;
+    if tag.len() != TAG_BYTES || mcp_id.is_empty() || parse_hex(nonce)?.len() != NONCE_BYTES {
+        return None;
+    }
+    // `verify_truncated_left` compares in constant time.
+    mac(master, role, expires_at, nonce, &mcp_id)
+        .verify_truncated_left(&tag)
+        .ok()?;
+    Some(Principal {
+        role,
+        mcp_id: Some(Arc::from(mcp_id)),
+        key_id: id,
+        expires_at: Some(expires_at),
+    })
 }
 
 /// The fingerprint of a key.
@@ -76,55 +399,233 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Lower-case hex only, even length.
+fn parse_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2)
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// Parses a 16-hex-digit key id.
+pub fn parse_key_id(text: &str) -> Option<KeyId> {
+    let bytes = parse_hex(text.trim())?;
+    bytes.try_into().ok()
+}
+
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Reads `<data>/admin.key`, or creates it (mode 0600) with a fresh random key. Returns the key
-/// and, when it was just created, the file's path so the operator can be told where it is.
-pub fn load_or_create_admin_key(data_dir: &Path) -> std::io::Result<(String, Option<PathBuf>)> {
-    let path = data_dir.join(ADMIN_KEY_FILE);
-    match std::fs::read_to_string(&path) {
+/// Reads a secret file, or creates it (mode 0600) with `make()`. Returns the content and, when it
+/// was just created, the path.
+fn load_or_create(
+    path: &Path,
+    make: impl FnOnce() -> Result<String, KeyError>,
+) -> Result<(String, Option<PathBuf>), KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => return Ok((text.trim().to_owned(), None)),
         Ok(_) => {
-            return Err(std::io::Error::other(format!(
-                "{} is empty; delete it to have a new key made",
+            return Err(KeyError::Invalid(format!(
+                "{} is empty; delete it to have a new one made",
                 path.display()
             )))
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err),
+        Err(source) => return Err(io(source)),
     }
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret)
-        .map_err(|e| std::io::Error::other(format!("no randomness for a key: {e}")))?;
-    let key = format!("mcplog_admin_{}", hex(&secret));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let value = make()?;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)?;
-    file.write_all(format!("{key}\n").as_bytes())?;
-    file.sync_all()?;
-    Ok((key, Some(path)))
+        .open(path)
+        .map_err(io)?;
+    file.write_all(format!("{value}\n").as_bytes())
+        .map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok((value, Some(path.to_path_buf())))
+}
+
+fn random_hex(bytes: usize) -> Result<String, KeyError> {
+    let mut secret = vec![0u8; bytes];
+    getrandom::fill(&mut secret)
+        .map_err(|e| KeyError::Invalid(format!("no randomness available: {e}")))?;
+    Ok(hex(&secret))
+}
+
+/// Reads `<data>/admin.key`, or creates it (mode 0600) with a fresh random key.
+pub fn load_or_create_admin_key(data_dir: &Path) -> Result<(String, Option<PathBuf>), KeyError> {
+    load_or_create(&data_dir.join(ADMIN_KEY_FILE), || {
+        Ok(format!("mcplog_admin_{}", random_hex(32)?))
+    })
+}
+
+/// The master secret: the configured one, else `<data>/master.secret`, created (mode 0600) with 32
+/// random bytes on first use.
+pub fn load_or_create_master_secret(
+    configured: Option<&str>,
+    data_dir: &Path,
+) -> Result<Vec<u8>, KeyError> {
+    if let Some(secret) = configured {
+        if secret.len() < 16 {
+            return Err(KeyError::Invalid(
+                "security.master_secret must be at least 16 bytes".into(),
+            ));
+        }
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let (secret, _) = load_or_create(&data_dir.join(MASTER_SECRET_FILE), || random_hex(32))?;
+    Ok(secret.into_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_the_admin_key_authenticates() {
-        let keys = Keys::with_admin("secret-key");
-        let who = keys.authenticate("secret-key").unwrap();
-        assert_eq!(who.role, Role::Admin);
-        assert_eq!(who.key_id, key_id("secret-key"));
-        assert!(keys.authenticate("secret-kez").is_none());
-        assert!(keys.authenticate("").is_none());
+    fn keys(statics: &[StaticKey]) -> (tempfile::TempDir, Keys) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::new(
+            "admin-key",
+            statics,
+            b"0123456789abcdef-secret".to_vec(),
+            dir.path(),
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        (dir, keys)
     }
 
     #[test]
-    fn admin_key_is_created_once_with_mode_0600() {
+    fn admin_static_and_signed_keys_authenticate() {
+        let statics = [
+            StaticKey {
+                key: "static-w".into(),
+                mcp_id: Some("m1".into()),
+                role: Role::Writer,
+                expires_at: None,
+                disabled: false,
+            },
+            StaticKey {
+                key: "static-off".into(),
+                mcp_id: None,
+                role: Role::Auditor,
+                expires_at: None,
+                disabled: true,
+            },
+            StaticKey {
+                key: "static-old".into(),
+                mcp_id: None,
+                role: Role::Auditor,
+                expires_at: Some(100.0),
+                disabled: false,
+            },
+        ];
+        let (_dir, keys) = keys(&statics);
+        assert_eq!(
+            keys.authenticate("admin-key", 1.0).unwrap().role,
+            Role::Admin
+        );
+        let w = keys.authenticate("static-w", 1.0).unwrap();
+        assert_eq!((w.role, w.mcp_id.as_deref()), (Role::Writer, Some("m1")));
+        assert_eq!(
+            keys.authenticate("static-off", 1.0),
+            Err(AuthError::Disabled)
+        );
+        assert_eq!(
+            keys.authenticate("static-old", 1.0).unwrap().role,
+            Role::Auditor
+        );
+        assert_eq!(
+            keys.authenticate("static-old", 100.0),
+            Err(AuthError::Expired)
+        );
+        let signed = mint(b"0123456789abcdef-secret", Role::Writer, "ocr.v2", 5000).unwrap();
+        let p = keys.authenticate(&signed, 10.0).unwrap();
+        assert_eq!(
+            (p.role, p.mcp_id.as_deref(), p.key_id),
+            (Role::Writer, Some("ocr.v2"), key_id(&signed))
+        );
+        assert_eq!(
+            keys.authenticate(&signed, 5000.0),
+            Err(AuthError::Expired),
+            "expiry holds even when cached"
+        );
+        let other = mint(b"another-master-secret", Role::Writer, "ocr.v2", 5000).unwrap();
+        assert_eq!(keys.authenticate(&other, 10.0), Err(AuthError::Unknown));
+        let twin = mint(b"0123456789abcdef-secret", Role::Writer, "ocr.v2", 5000).unwrap();
+        assert_ne!(twin, signed, "every minted key is distinct");
+    }
+
+    #[test]
+    fn every_tampered_character_of_a_signed_key_is_refused() {
+        let (_dir, keys) = keys(&[]);
+        let signed = mint(
+            b"0123456789abcdef-secret",
+            Role::Auditor,
+            "m",
+            9_999_999_999,
+        )
+        .unwrap();
+        assert!(keys.authenticate(&signed, 1.0).is_ok());
+        let bytes = signed.as_bytes();
+        for at in 0..bytes.len() {
+            for replacement in [b'0', b'1', b'a', b'f', b'.', b'W', b'z'] {
+                if bytes[at] == replacement {
+                    continue;
+                }
+                let mut tampered = bytes.to_vec();
+                tampered[at] = replacement;
+                let tampered = String::from_utf8(tampered).unwrap();
+                assert!(
+                    keys.authenticate(&tampered, 1.0).is_err(),
+                    "accepted with byte {at} changed: {tampered}"
+                );
+            }
+        }
+        assert!(keys.authenticate(&signed[..signed.len() - 1], 1.0).is_err());
+        assert!(keys.authenticate(&format!("{signed}0"), 1.0).is_err());
+    }
+
+    #[test]
+    fn revocation_is_immediate_and_persists() {
+        let (dir, keys) = keys(&[]);
+        let signed = mint(b"0123456789abcdef-secret", Role::Writer, "m", 9_999_999_999).unwrap();
+        assert!(keys.authenticate(&signed, 1.0).is_ok(), "now cached");
+        keys.revoke(key_id(&signed)).unwrap();
+        assert_eq!(keys.authenticate(&signed, 1.0), Err(AuthError::Revoked));
+        let again = Keys::new(
+            "admin-key",
+            &[],
+            b"0123456789abcdef-secret".to_vec(),
+            dir.path(),
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        assert_eq!(again.authenticate(&signed, 1.0), Err(AuthError::Revoked));
+        let written = std::fs::read_to_string(dir.path().join(REVOKED_FILE)).unwrap();
+        assert!(
+            !written.contains(&signed),
+            "the revocation file holds fingerprints, not keys"
+        );
+    }
+
+    #[test]
+    fn secrets_are_created_once_with_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let (key, created) = load_or_create_admin_key(dir.path()).unwrap();
@@ -133,8 +634,30 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
-        let (again, created) = load_or_create_admin_key(dir.path()).unwrap();
-        assert_eq!(again, key);
-        assert!(created.is_none());
+        assert_eq!(load_or_create_admin_key(dir.path()).unwrap(), (key, None));
+        let master = load_or_create_master_secret(None, dir.path()).unwrap();
+        assert_eq!(master.len(), 64);
+        assert_eq!(
+            load_or_create_master_secret(None, dir.path()).unwrap(),
+            master
+        );
+        let mode = std::fs::metadata(dir.path().join(MASTER_SECRET_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(load_or_create_master_secret(Some("short"), dir.path()).is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_static_key() {
+        let key = StaticKey {
+            key: "super-secret-value".into(),
+            mcp_id: None,
+            role: Role::Admin,
+            expires_at: None,
+            disabled: false,
+        };
+        assert!(!format!("{key:?}").contains("super-secret-value"));
     }
 }

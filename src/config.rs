@@ -1,11 +1,13 @@
 //! Server configuration: embedded defaults (SPEC §9), overridden by `MCPLOG_*` environment
 //! variables, overridden by command-line flags.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::auth::{Role, StaticKey};
 use std::time::Duration;
 
 /// Everything the server needs to start.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// `[storage] data_dir`: where segments and keys live.
     pub data_dir: PathBuf,
@@ -26,6 +28,15 @@ pub struct Config {
     /// `[projection] stale_after`: an active interaction first seen longer ago than this is
     /// counted as stale.
     pub stale_after: Duration,
+    /// `[security] master_secret`: signs and verifies keys; generated into the data directory when
+    /// not set.
+    pub master_secret: Option<String>,
+    /// `[security] api_key_cache_ttl`: how long a verified signed key is remembered.
+    pub api_key_cache_ttl: Duration,
+    /// `[security] key_lifetime_max`: the longest lifetime `mcplog keygen` grants.
+    pub key_lifetime_max: Duration,
+    /// `[static_api_keys]`.
+    pub static_keys: Vec<StaticKey>,
 }
 
 /// A bad configuration value, naming the key.
@@ -50,6 +61,10 @@ impl Default for Config {
             batch_bytes_max: 16 * 1024 * 1024,
             queue_events_max: 10_000,
             stale_after: Duration::from_secs(3600),
+            master_secret: None,
+            api_key_cache_ttl: Duration::from_secs(300),
+            key_lifetime_max: Duration::from_secs(30 * 86_400),
+            static_keys: Vec::new(),
         }
     }
 }
@@ -85,6 +100,17 @@ impl Config {
         }
         if let Some((k, v)) = get("MCPLOG_STALE_AFTER") {
             self.stale_after =
+                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
+        }
+        if let Some((_, v)) = get("MCPLOG_MASTER_SECRET") {
+            self.master_secret = Some(v);
+        }
+        if let Some((k, v)) = get("MCPLOG_API_KEY_CACHE_TTL") {
+            self.api_key_cache_ttl =
+                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
+        }
+        if let Some((k, v)) = get("MCPLOG_KEY_LIFETIME_MAX") {
+            self.key_lifetime_max =
                 parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
         }
         if let Some((k, v)) = get("MCPLOG_QUEUE_EVENTS_MAX") {
@@ -141,6 +167,238 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Everything but the secrets: the master secret is only said to be set or not.
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("bind", &self.bind)
+            .field("segment_max_bytes", &self.segment_max_bytes)
+            .field("segment_max_age", &self.segment_max_age)
+            .field("event_bytes_max", &self.event_bytes_max)
+            .field("batch_events_max", &self.batch_events_max)
+            .field("batch_bytes_max", &self.batch_bytes_max)
+            .field("queue_events_max", &self.queue_events_max)
+            .field("stale_after", &self.stale_after)
+            .field(
+                "master_secret",
+                &self.master_secret.as_ref().map(|_| "<set>"),
+            )
+            .field("api_key_cache_ttl", &self.api_key_cache_ttl)
+            .field("key_lifetime_max", &self.key_lifetime_max)
+            .field("static_keys", &self.static_keys)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Applies a TOML configuration file. Returns warnings for keys this version does not use.
+    pub fn apply_file(&mut self, path: &Path) -> Result<Vec<String>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            key: "--config".into(),
+            message: format!("{}: {err}", path.display()),
+        })?;
+        self.apply_toml(&text)
+    }
+
+    /// Applies configuration text in TOML. Returns warnings for keys this version does not use.
+    pub fn apply_toml(&mut self, text: &str) -> Result<Vec<String>, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|err: toml::de::Error| ConfigError {
+            key: "--config".into(),
+            message: err.to_string(),
+        })?;
+        let mut warnings = Vec::new();
+        for (section, value) in &table {
+            let Some(entries) = value.as_table() else {
+                warnings.push(format!("top-level key {section} is not a section; ignored"));
+                continue;
+            };
+            for (name, value) in entries {
+                let key = format!("{section}.{name}");
+                match self.apply_entry(section, name, value, &key)? {
+                    Applied::Yes => {}
+                    Applied::NotHere(why) => warnings.push(format!("{key}: {why}; ignored")),
+                }
+            }
+        }
+        self.check()?;
+        Ok(warnings)
+    }
+
+    fn apply_entry(
+        &mut self,
+        section: &str,
+        name: &str,
+        value: &toml::Value,
+        key: &str,
+    ) -> Result<Applied, ConfigError> {
+        let bad = |message: String| ConfigError {
+            key: key.to_owned(),
+            message,
+        };
+        let duration = |v: &toml::Value| -> Result<Duration, ConfigError> {
+            match v {
+                toml::Value::String(s) => parse_duration(s).map_err(bad),
+                toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+                other => Err(bad(format!(
+                    "{other} is not a duration like \"30s\" or a number of seconds"
+                ))),
+            }
+        };
+        let number = |v: &toml::Value| -> Result<u64, ConfigError> {
+            v.as_integer()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| bad(format!("{v} is not a whole number")))
+        };
+        let string = |v: &toml::Value| -> Result<String, ConfigError> {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad(format!("{v} is not a string")))
+        };
+        match (section, name) {
+            ("storage", "data_dir") => self.data_dir = PathBuf::from(string(value)?),
+            ("storage", "segment_max_bytes") => self.segment_max_bytes = number(value)?,
+            ("storage", "segment_max_age") => self.segment_max_age = duration(value)?,
+            ("api", "bind") => self.bind = string(value)?,
+            ("api", "event_bytes_max") => self.event_bytes_max = number(value)? as usize,
+            ("api", "batch_events_max") => self.batch_events_max = number(value)? as usize,
+            ("api", "batch_bytes_max") => self.batch_bytes_max = number(value)? as usize,
+            ("api", "queue_events_max") => self.queue_events_max = number(value)? as usize,
+            ("projection", "stale_after") => self.stale_after = duration(value)?,
+            ("security", "master_secret") => self.master_secret = Some(string(value)?),
+            ("security", "api_key_cache_ttl") => self.api_key_cache_ttl = duration(value)?,
+            ("security", "key_lifetime_max") => self.key_lifetime_max = duration(value)?,
+            ("static_api_keys", key_text) => {
+                let entry = value.as_table().ok_or_else(|| {
+                    bad("must be a table {mcp_id, role, expires_at, disabled}".into())
+                })?;
+                let shown = format!(
+                    "static_api_keys.<key {}>",
+                    crate::auth::hex(&crate::auth::key_id(key_text))
+                );
+                self.static_keys.push(static_key(key_text, entry, &shown)?);
+            }
+            (
+                "storage",
+                "fsync" | "retention" | "cleanup_interval" | "max_records" | "max_bytes",
+            )
+            | ("logging", "level" | "format") => {
+                return Ok(Applied::NotHere("not enforced by this version yet"))
+            }
+            _ => return Ok(Applied::NotHere("not a setting of mcplog")),
+        }
+        Ok(Applied::Yes)
+    }
+}
+
+enum Applied {
+    Yes,
+    NotHere(&'static str),
+}
+
+/// One `[static_api_keys]` entry. `shown` names it by fingerprint: errors never carry the key.
+fn static_key(key: &str, entry: &toml::Table, shown: &str) -> Result<StaticKey, ConfigError> {
+    let bad = |field: &str, message: String| ConfigError {
+        key: format!("{shown}.{field}"),
+        message,
+    };
+    let mut parsed = StaticKey {
+        key: key.to_owned(),
+        mcp_id: None,
+        role: Role::Writer,
+        expires_at: None,
+        disabled: false,
+    };
+    for (field, value) in entry {
+        match field.as_str() {
+            "mcp_id" => {
+                parsed.mcp_id = Some(
+                    value
+                        .as_str()
+                        .ok_or_else(|| bad(field, "must be a string".into()))?
+                        .to_owned(),
+                )
+            }
+            "role" => {
+                let name = value
+                    .as_str()
+                    .ok_or_else(|| bad(field, "must be a string".into()))?;
+                parsed.role = Role::from_name(name).ok_or_else(|| {
+                    bad(field, format!("{name:?} is not writer, auditor or admin"))
+                })?;
+            }
+            "expires_at" => {
+                parsed.expires_at = Some(epoch_seconds(value).ok_or_else(|| {
+                    bad(
+                        field,
+                        format!("{value} is not Unix seconds or an RFC 3339 date-time"),
+                    )
+                })?)
+            }
+            "disabled" => {
+                parsed.disabled = value
+                    .as_bool()
+                    .ok_or_else(|| bad(field, "must be true or false".into()))?
+            }
+            // The reference's per-key fields with no meaning here.
+            "name" | "description" | "permissions" | "created_at" => {}
+            other => {
+                return Err(bad(
+                    other,
+                    "unknown field; expected mcp_id, role, expires_at, disabled".into(),
+                ))
+            }
+        }
+    }
+    if parsed.role == Role::Writer && parsed.mcp_id.is_none() {
+        return Err(bad("mcp_id", "a writer key needs an mcp_id".into()));
+    }
+    Ok(parsed)
+}
+
+/// Unix seconds from a number, an RFC 3339 string, or a TOML offset date-time.
+fn epoch_seconds(value: &toml::Value) -> Option<f64> {
+    let datetime = match value {
+        toml::Value::Integer(n) => return Some(*n as f64),
+        toml::Value::Float(f) => return f.is_finite().then_some(*f),
+        toml::Value::String(s) => s.parse::<toml::value::Datetime>().ok()?,
+        toml::Value::Datetime(d) => *d,
+        _ => return None,
+    };
+    let date = datetime.date?;
+    let time = datetime.time.unwrap_or(toml::value::Time {
+        hour: 0,
+        minute: 0,
+        second: Some(0),
+        nanosecond: Some(0),
+    });
+    let offset_minutes = match datetime.offset {
+        Some(toml::value::Offset::Custom { minutes }) => i64::from(minutes),
+        _ => 0,
+    };
+    let days = days_from_civil(
+        i64::from(date.year),
+        i64::from(date.month),
+        i64::from(date.day),
+    );
+    let seconds = days * 86_400
+        + i64::from(time.hour) * 3600
+        + i64::from(time.minute) * 60
+        + i64::from(time.second.unwrap_or(0))
+        - offset_minutes * 60;
+    Some(seconds as f64 + f64::from(time.nanosecond.unwrap_or(0)) / 1e9)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
     value.trim().parse().map_err(|_| ConfigError {
         key: key.to_owned(),
@@ -189,6 +447,53 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn a_config_file_sets_keys_and_warns_about_the_rest() {
+        let mut config = Config::default();
+        let warnings = config
+            .apply_toml(
+                r#"
+                [storage]
+                segment_max_bytes = 65536
+                retention = "30d"
+                [api]
+                bind = "127.0.0.1:9000"
+                [security]
+                key_lifetime_max = "7d"
+                [extensions]
+                ocr = true
+                [static_api_keys]
+                "k-writer" = { mcp_id = "m1" }
+                "k-audit" = { role = "auditor", expires_at = "2030-01-01T00:00:00Z" }
+                "k-off" = { role = "admin", disabled = true, expires_at = 1900000000 }
+                "#,
+            )
+            .unwrap();
+        assert_eq!(config.segment_max_bytes, 65536);
+        assert_eq!(config.bind, "127.0.0.1:9000");
+        assert_eq!(config.key_lifetime_max, Duration::from_secs(7 * 86_400));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(config.static_keys.len(), 3);
+        let audit = config
+            .static_keys
+            .iter()
+            .find(|k| k.key == "k-audit")
+            .unwrap();
+        assert_eq!(audit.expires_at, Some(1_893_456_000.0));
+        assert_eq!(audit.role, Role::Auditor);
+        let err = Config::default()
+            .apply_toml("[static_api_keys]\n\"secret-k\" = { role = \"writer\" }")
+            .unwrap_err();
+        assert!(
+            err.key.ends_with(".mcp_id") && !err.to_string().contains("secret-k"),
+            "{err}"
+        );
+        let err = Config::default()
+            .apply_toml("[api]\nqueue_events_max = \"lots\"")
+            .unwrap_err();
+        assert_eq!(err.key, "api.queue_events_max");
     }
 
     #[test]

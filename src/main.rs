@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mcplog::auth::{self, Role};
+use mcplog::config::{parse_duration, Config};
 
 /// mcplog: the interaction log of an MCP coordinator.
 #[derive(Parser)]
@@ -17,17 +19,39 @@ struct Cli {
 enum Command {
     /// Run the server.
     ///
-    /// Defaults are embedded (data in ./data, 127.0.0.1:8080). Environment variables override them:
-    /// MCPLOG_DATA_DIR, MCPLOG_BIND, MCPLOG_SEGMENT_MAX_BYTES, MCPLOG_SEGMENT_MAX_AGE,
+    /// Settings come from embedded defaults, then the --config file, then environment variables,
+    /// then flags: MCPLOG_DATA_DIR, MCPLOG_BIND, MCPLOG_SEGMENT_MAX_BYTES, MCPLOG_SEGMENT_MAX_AGE,
     /// MCPLOG_EVENT_BYTES_MAX, MCPLOG_BATCH_EVENTS_MAX, MCPLOG_BATCH_BYTES_MAX,
-    /// MCPLOG_QUEUE_EVENTS_MAX; flags override those.
+    /// MCPLOG_QUEUE_EVENTS_MAX, MCPLOG_STALE_AFTER, MCPLOG_MASTER_SECRET, MCPLOG_API_KEY_CACHE_TTL,
+    /// MCPLOG_KEY_LIFETIME_MAX.
     Serve {
+        /// A TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Data directory (segments, keys).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Address to listen on, HOST:PORT (port 0 picks a free one).
         #[arg(long)]
         bind: Option<String>,
+    },
+    /// Mint a signed API key and print it alone on stdout.
+    Keygen {
+        /// A TOML configuration file (for the master secret and key_lifetime_max).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory holding the generated master secret.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The mcp_id the key is bound to.
+        #[arg(long)]
+        mcp_id: String,
+        /// writer, auditor or admin.
+        #[arg(long, default_value = "writer")]
+        role: String,
+        /// Lifetime, such as 24h or 30d; at most key_lifetime_max, which is also the default.
+        #[arg(long)]
+        expires_in: Option<String>,
     },
 }
 
@@ -37,33 +61,112 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command {
-        Command::Serve { data_dir, bind } => serve(data_dir, bind),
-    }
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            bind,
+        } => load_config(config, data_dir, bind).and_then(|config| serve(&config)),
+        Command::Keygen {
+            config,
+            data_dir,
+            mcp_id,
+            role,
+            expires_in,
+        } => load_config(config, data_dir, None)
+            .and_then(|config| keygen(&config, &mcp_id, &role, expires_in.as_deref())),
+    };
+    result.unwrap_or_else(|(code, message)| {
+        tracing::error!("{message}");
+        ExitCode::from(code)
+    })
 }
 
-fn serve(data_dir: Option<PathBuf>, bind: Option<String>) -> ExitCode {
-    let mut config = mcplog::config::Config::default();
-    if let Err(err) = config.apply_env(|name| std::env::var(name).ok()) {
-        tracing::error!("{err}");
-        return ExitCode::from(2);
+type Failure = (u8, String);
+
+/// Defaults, then the file, then the environment, then flags.
+fn load_config(
+    file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    bind: Option<String>,
+) -> Result<Config, Failure> {
+    let mut config = Config::default();
+    if let Some(path) = file {
+        let warnings = config
+            .apply_file(&path)
+            .map_err(|err| (2, err.to_string()))?;
+        for warning in warnings {
+            tracing::warn!("{}: {warning}", path.display());
+        }
     }
+    config
+        .apply_env(|name| std::env::var(name).ok())
+        .map_err(|err| (2, err.to_string()))?;
     config.data_dir = data_dir.unwrap_or(config.data_dir);
     config.bind = bind.unwrap_or(config.bind);
+    Ok(config)
+}
+
+fn serve(config: &Config) -> Result<ExitCode, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let result = runtime.block_on(mcplog::server::run(
-        &config,
-        mcplog::server::shutdown_signal(),
-        |_| {},
-    ));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err}");
-            ExitCode::FAILURE
-        }
+    runtime
+        .block_on(mcplog::server::run(
+            config,
+            mcplog::server::shutdown_signal(),
+            |_| {},
+        ))
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(|err| (1, err.to_string()))
+}
+
+fn keygen(
+    config: &Config,
+    mcp_id: &str,
+    role: &str,
+    expires_in: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let role = Role::from_name(role).ok_or_else(|| {
+        (
+            2,
+            format!("--role {role:?} is not writer, auditor or admin"),
+        )
+    })?;
+    if mcp_id.is_empty()
+        || mcp_id.len() > mcplog::event::ID_BYTES_MAX
+        || mcp_id.chars().any(char::is_control)
+    {
+        return Err((
+            2,
+            format!(
+                "--mcp-id must be 1 to {} bytes without control characters",
+                mcplog::event::ID_BYTES_MAX
+            ),
+        ));
     }
+    let lifetime = match expires_in {
+        Some(text) => {
+            parse_duration(text).map_err(|message| (2, format!("--expires-in: {message}")))?
+        }
+        None => config.key_lifetime_max,
+    };
+    if lifetime > config.key_lifetime_max || lifetime.is_zero() {
+        return Err((
+            2,
+            format!(
+                "--expires-in {lifetime:?} must be above zero and at most key_lifetime_max ({:?})",
+                config.key_lifetime_max
+            ),
+        ));
+    }
+    let master =
+        auth::load_or_create_master_secret(config.master_secret.as_deref(), &config.data_dir)
+            .map_err(|err| (1, err.to_string()))?;
+    let expires_at =
+        (mcplog::engine::now_us() / 1_000_000).saturating_add(lifetime.as_secs().max(1));
+    let key = auth::mint(&master, role, mcp_id, expires_at).map_err(|err| (1, err.to_string()))?;
+    println!("{key}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -258,6 +258,46 @@ pub fn record_counts(projection: &Projection, now_us: u64, stale_after_us: u64) 
     }
 }
 
+/// Record counts and mean processing time of one mcp_id's records only (what a writer key sees).
+/// Walks that mcp_id's records.
+pub fn record_counts_of(
+    projection: &Projection,
+    mcp_id: &str,
+    now_us: u64,
+    stale_after_us: u64,
+) -> (RecordCounts, Option<f64>) {
+    let mut counts = RecordCounts::default();
+    let (mut sum, mut timed) = (0.0, 0u64);
+    let Some(mcp) = projection.mcp_number(mcp_id) else {
+        return (counts, None);
+    };
+    let cutoff = now_us.saturating_sub(stale_after_us);
+    for ordinal in &projection.indexes().by_mcp[mcp as usize] {
+        let record = projection.record(ordinal);
+        counts.total += 1;
+        counts.conflicts += u64::from(record.conflicts());
+        counts.orphan += u64::from(record.start_time().is_none());
+        match record.status() {
+            Status::Started => counts.started += 1,
+            Status::InProgress => counts.in_progress += 1,
+            Status::Completed => counts.completed += 1,
+            Status::Failed => counts.failed += 1,
+            Status::Cancelled => counts.cancelled += 1,
+        }
+        if record.status().is_active() && record.received_at_us() < cutoff {
+            counts.stale += 1;
+        }
+        if let (Status::Completed | Status::Failed, Some(time)) =
+            (record.status(), record.processing_time())
+        {
+            sum += time;
+            timed += 1;
+        }
+    }
+    counts.active = counts.started + counts.in_progress;
+    (counts, (timed > 0).then(|| sum / timed as f64))
+}
+
 /// Mean processing time of completed and failed records, in seconds.
 pub fn average_processing_time(projection: &Projection) -> Option<f64> {
     let indexes = projection.indexes();

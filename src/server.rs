@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::auth::{load_or_create_admin_key, Keys};
+use crate::auth::{load_or_create_admin_key, load_or_create_master_secret, KeyError, Keys};
 use crate::config::Config;
 use crate::engine::{now_us, Engine, View};
 use crate::http::{router, AppState, HttpTelemetry, Limits};
@@ -20,14 +20,9 @@ pub enum ServerError {
     /// The log could not be opened or recovered.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// The admin key could not be read or created.
-    #[error("admin key in {dir}: {source}")]
-    AdminKey {
-        /// The data directory.
-        dir: String,
-        /// The cause.
-        source: std::io::Error,
-    },
+    /// A key, the master secret or the revocation list could not be read or created.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
     /// The listening socket could not be bound or served.
     #[error("listen on {bind}: {source}")]
     Listen {
@@ -46,22 +41,26 @@ pub async fn run(
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
     let _lock = storage::lock_dir(&config.data_dir)?;
-    let (admin_key, created) =
-        load_or_create_admin_key(&config.data_dir).map_err(|source| ServerError::AdminKey {
-            dir: config.data_dir.display().to_string(),
-            source,
-        })?;
+    let (admin_key, created) = load_or_create_admin_key(&config.data_dir)?;
     if let Some(path) = created {
         tracing::info!(
             "first start: an admin key was written to {} (mode 0600)",
             path.display()
         );
     }
+    let master = load_or_create_master_secret(config.master_secret.as_deref(), &config.data_dir)?;
+    let keys = Keys::new(
+        &admin_key,
+        &config.static_keys,
+        master,
+        &config.data_dir,
+        config.api_key_cache_ttl,
+    )?;
     let engine = Arc::new(recover(config)?);
     let telemetry = Arc::new(HttpTelemetry::default());
     let state = AppState {
         engine: Arc::clone(&engine),
-        keys: Arc::new(Keys::with_admin(&admin_key)),
+        keys: Arc::new(keys),
         limits: Limits {
             event_bytes_max: config.event_bytes_max,
             batch_events_max: config.batch_events_max,

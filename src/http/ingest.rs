@@ -11,7 +11,7 @@ use std::io::Read;
 use serde::Serialize;
 
 use super::{ApiError, AppState, ItemError};
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::engine::NewEvent;
 use crate::event;
 
@@ -49,7 +49,7 @@ pub struct BatchAcceptedJson {
 #[utoipa::path(post, path = "/api/v2/interactions", tag = "ingest",
     request_body(content = Object, description = "one event (SPEC §2)", content_type = "application/json"),
     responses((status = 200, body = AcceptedJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
-        (status = 409, body = super::ErrorJson), (status = 413, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
+        (status = 403, body = super::ErrorJson), (status = 409, body = super::ErrorJson), (status = 413, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
         (status = 503, body = super::ErrorJson), (status = 507, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn one(
@@ -67,6 +67,9 @@ pub(super) async fn one(
     .await?;
     let text = utf8(&bytes)?;
     let valid = event::validate(text).map_err(ApiError::invalid)?;
+    if let Some(refusal) = write_refusal(&principal, &valid.mcp_id) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal).with_field("mcp_id"));
+    }
     let new = NewEvent::from(&valid);
     let interaction_id = new.interaction_id.clone();
     let (acks, position) = state.engine.submit(vec![new], principal.key_id).await?;
@@ -84,7 +87,7 @@ pub(super) async fn one(
 #[utoipa::path(post, path = "/api/v2/interactions/batch", tag = "ingest",
     request_body(content = Vec<Object>, description = "a JSON array of events, or NDJSON", content_type = "application/json"),
     responses((status = 200, body = BatchAcceptedJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
-        (status = 409, body = super::ErrorJson), (status = 413, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
+        (status = 403, body = super::ErrorJson), (status = 409, body = super::ErrorJson), (status = 413, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
         (status = 503, body = super::ErrorJson), (status = 507, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn batch(
@@ -117,6 +120,7 @@ pub(super) async fn batch(
     }
     let mut events = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
+    let mut forbidden = Vec::new();
     for (index, item) in items.iter().enumerate() {
         if item.len() > limits.event_bytes_max {
             errors.push(ItemError {
@@ -132,7 +136,15 @@ pub(super) async fn batch(
             continue;
         }
         match event::validate(item) {
-            Ok(valid) => events.push(NewEvent::from(&valid)),
+            Ok(valid) => match write_refusal(&principal, &valid.mcp_id) {
+                None => events.push(NewEvent::from(&valid)),
+                Some(message) => forbidden.push(ItemError {
+                    index,
+                    code: "forbidden",
+                    message,
+                    field: Some("mcp_id".into()),
+                }),
+            },
             Err(invalid) => errors.push(ItemError {
                 index,
                 code: invalid.code,
@@ -140,6 +152,18 @@ pub(super) async fn batch(
                 field: invalid.field,
             }),
         }
+    }
+    if errors.is_empty() && !forbidden.is_empty() {
+        let message = format!(
+            "{} of {} events are for an mcp_id this key may not write; nothing was stored",
+            forbidden.len(),
+            items.len()
+        );
+        return Err(ApiError {
+            field: Some("mcp_id".into()),
+            errors: forbidden,
+            ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        });
     }
     if !errors.is_empty() {
         let message = format!(
@@ -167,7 +191,7 @@ pub(super) async fn batch(
 /// Reads a whole body, gunzipping it if it says `Content-Encoding: gzip`, and refuses it with 413
 /// once it passes `limit` bytes. The limit applies to the decompressed bytes, so a small gzip bomb
 /// is refused as soon as it expands past the limit, without inflating the rest.
-async fn read_body(
+pub(super) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -230,6 +254,20 @@ async fn read_body(
         return Err(too_large());
     }
     Ok(Bytes::from(inflated))
+}
+
+/// Why `principal` may not post an event for `mcp_id`, if it may not.
+fn write_refusal(principal: &Principal, mcp_id: &str) -> Option<String> {
+    if principal.may_write(mcp_id) {
+        return None;
+    }
+    Some(match principal.role {
+        Role::Auditor => "an auditor key may not write events".to_owned(),
+        _ => format!(
+            "this key may write events of mcp_id {:?} only, not {mcp_id:?}",
+            principal.mcp_id.as_deref().unwrap_or_default()
+        ),
+    })
 }
 
 fn utf8(bytes: &[u8]) -> Result<&str, ApiError> {

@@ -5,6 +5,7 @@
 
 mod error;
 mod ingest;
+mod keys;
 mod observe;
 mod openapi;
 mod query;
@@ -23,7 +24,7 @@ pub use error::{ApiError, ErrorJson, ItemError};
 pub use observe::{HttpTelemetry, ROUTES};
 pub use openapi::ApiDoc;
 
-use crate::auth::{Keys, Principal};
+use crate::auth::{AuthError, Keys, Principal};
 use crate::engine::Engine;
 
 /// Request limits, in the units their names say.
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/interactions/{id}/events", get(records::events))
         .route("/api/v2/performance/metrics", get(query::metrics))
         .route("/api/v2/health", get(health))
+        .route("/api/v2/keys/revoke", post(keys::revoke))
         .route("/api/v2/openapi.json", get(openapi::document))
         .route("/livez", get(observe::livez))
         .route("/readyz", get(observe::readyz))
@@ -104,10 +106,17 @@ impl FromRequestParts<AppState> for Principal {
             })
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
+        let now_s = crate::engine::now_us() as f64 / 1e6;
         state
             .keys
-            .authenticate(key)
-            .ok_or_else(ApiError::unauthorized)
+            .authenticate(key, now_s)
+            .map_err(|err| match err {
+                AuthError::Unknown => ApiError::unauthorized(),
+                other => ApiError {
+                    message: other.to_string(),
+                    ..ApiError::unauthorized()
+                },
+            })
     }
 }
 

@@ -21,7 +21,7 @@ use crate::telemetry::{family, Histogram};
 
 /// Every route template the router serves; request metrics are labelled with one of these or
 /// `unmatched`.
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 12] = [
     "/api/v2/interactions",
     "/api/v2/interactions/batch",
     "/api/v2/interactions/stats",
@@ -30,6 +30,7 @@ pub const ROUTES: [&str; 11] = [
     "/api/v2/performance/metrics",
     "/api/v2/health",
     "/api/v2/openapi.json",
+    "/api/v2/keys/revoke",
     "/livez",
     "/readyz",
     "/metrics",

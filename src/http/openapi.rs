@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, ingest, observe, query, records};
+use super::{error, ingest, keys, observe, query, records};
 
 /// The whole API.
 #[derive(OpenApi)]
@@ -21,6 +21,7 @@ use super::{error, ingest, observe, query, records};
         query::metrics,
         super::health,
         document,
+        keys::revoke,
         observe::livez,
         observe::readyz,
         observe::metrics,

@@ -46,7 +46,7 @@ pub struct HistoryJson {
     security(("bearer" = [])))]
 pub(super) async fn history(
     State(state): State<AppState>,
-    _principal: Principal,
+    principal: Principal,
     Query(params): Params,
 ) -> Result<Json<HistoryJson>, ApiError> {
     let mut query = HistoryQuery {
@@ -82,6 +82,19 @@ pub(super) async fn history(
             }
             other => return Err(bad_param(other, format!("unknown query parameter {other:?}"))),
         }
+    }
+    if let Some(own) = principal.read_scope() {
+        if query.mcp_id.as_deref().is_some_and(|asked| asked != own) {
+            // Another mcp_id's history looks exactly like an unknown mcp_id's: empty.
+            return Ok(Json(HistoryJson {
+                interactions: Vec::new(),
+                count: 0,
+                limit: query.limit,
+                offset: query.offset,
+                next_cursor: None,
+            }));
+        }
+        query.mcp_id = Some(own.to_owned());
     }
     let view = state.engine.view();
     let page = query::history(&view.projection, &query);
@@ -155,12 +168,19 @@ pub struct StatsJson {
 #[utoipa::path(get, path = "/api/v2/interactions/stats", tag = "read",
     responses((status = 200, body = StatsJson), (status = 401, body = super::ErrorJson)),
     security(("bearer" = [])))]
-pub(super) async fn stats(State(state): State<AppState>, _principal: Principal) -> Json<StatsJson> {
+pub(super) async fn stats(State(state): State<AppState>, principal: Principal) -> Json<StatsJson> {
     use std::sync::atomic::Ordering::Relaxed;
     let engine = &state.engine;
     let now = now_us();
     let view = engine.view();
-    let counts = query::record_counts(&view.projection, now, state.stale_after_us);
+    // A writer sees the counts of its own mcp_id only; the queue and storage figures are shared.
+    let (counts, average_processing_time) = match principal.read_scope() {
+        Some(own) => query::record_counts_of(&view.projection, own, now, state.stale_after_us),
+        None => (
+            query::record_counts(&view.projection, now, state.stale_after_us),
+            query::average_processing_time(&view.projection),
+        ),
+    };
     let catalog = &view.catalog;
     let counters = engine.counters();
     let queue_size = engine.queue_size();
@@ -185,7 +205,7 @@ pub(super) async fn stats(State(state): State<AppState>, _principal: Principal) 
             orphan: counts.orphan,
             conflicts: counts.conflicts,
         },
-        average_processing_time: query::average_processing_time(&view.projection),
+        average_processing_time,
         storage: StorageJson {
             segments: catalog.segments().len(),
             bytes: catalog.bytes(),
@@ -244,7 +264,7 @@ pub struct MetricsJson {
     security(("bearer" = [])))]
 pub(super) async fn metrics(
     State(state): State<AppState>,
-    _principal: Principal,
+    principal: Principal,
     Query(params): Params,
 ) -> Result<Json<MetricsJson>, ApiError> {
     let mut time_range = "24h".to_owned();
@@ -270,8 +290,15 @@ pub(super) async fn metrics(
         )
     })?;
     let now_s = now_us() as f64 / 1e6;
+    // A writer's metrics are its own mcp_id's. Asking for another gives what an unknown mcp_id
+    // gives (all zeros): "" is never an mcp_id, since ids are at least one byte.
+    let scope = match (principal.read_scope(), mcp_id.as_deref()) {
+        (None, asked) => asked,
+        (Some(own), None) => Some(own),
+        (Some(own), Some(asked)) => Some(if asked == own { own } else { "" }),
+    };
     let view = state.engine.view();
-    let m = query::metrics(&view.projection, now_s, range_s, mcp_id.as_deref());
+    let m = query::metrics(&view.projection, now_s, range_s, scope);
     drop(view);
     Ok(Json(MetricsJson {
         time_range,

@@ -70,12 +70,12 @@ pub struct EventJson {
     security(("bearer" = [])))]
 pub(super) async fn one(
     State(state): State<AppState>,
-    _principal: Principal,
+    principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RecordJson>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
     let view = state.engine.view();
-    let record = view.projection.get(&id).ok_or_else(|| unknown(&id))?;
+    let record = visible(&view, &principal, &id)?;
     record_json(&view, record).map(Json)
 }
 
@@ -91,12 +91,12 @@ pub struct EventsJson {
     security(("bearer" = [])))]
 pub(super) async fn events(
     State(state): State<AppState>,
-    _principal: Principal,
+    principal: Principal,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<EventsJson>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
     let view = state.engine.view();
-    let record = view.projection.get(&id).ok_or_else(|| unknown(&id))?;
+    let record = visible(&view, &principal, &id)?;
     let mut events = Vec::with_capacity(record.event_count() as usize);
     for seq in view.projection.events_of(record) {
         let event = read(&view, seq, |e| EventJson {
@@ -196,6 +196,15 @@ fn read<R>(
 
 fn raw(json: &str) -> Box<RawValue> {
     RawValue::from_string(json.to_owned()).expect("stored JSON was validated on the way in")
+}
+
+/// The record, if it exists and the caller may read it. Another mcp_id's record is reported exactly
+/// as an unknown one, so a writer cannot learn which ids others use.
+fn visible<'v>(view: &'v View, principal: &Principal, id: &str) -> Result<&'v Record, ApiError> {
+    view.projection
+        .get(id)
+        .filter(|r| principal.may_read(view.projection.mcp_name(r.mcp())))
+        .ok_or_else(|| unknown(id))
 }
 
 fn unknown(id: &str) -> ApiError {

@@ -27,9 +27,20 @@ pub fn spawn(
     data_dir: &Path,
     env: &[(&str, &str)],
 ) -> (Child, mpsc::Receiver<SocketAddr>, Arc<Mutex<String>>) {
+    spawn_with_args(data_dir, env, &[])
+}
+
+/// Like [`spawn`], with extra arguments to `mcplog serve`.
+pub fn spawn_with_args(
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Child, mpsc::Receiver<SocketAddr>, Arc<Mutex<String>>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcplog"));
     command
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
         .arg(data_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -61,7 +72,11 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-        let (mut child, rx, log) = spawn(data_dir, env);
+        Server::start_with_args(data_dir, env, &[])
+    }
+
+    pub fn start_with_args(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let (mut child, rx, log) = spawn_with_args(data_dir, env, args);
         let addr = match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => addr,
             Err(_) => {
@@ -90,6 +105,24 @@ impl Server {
         self.client()
             .await
             .post(path, Some(&self.key), body.into())
+            .await
+            .expect("a response")
+    }
+
+    /// `POST` with another key.
+    pub async fn post_as(&self, key: &str, path: &str, body: impl Into<String>) -> Response {
+        self.client()
+            .await
+            .post(path, Some(key), body.into())
+            .await
+            .expect("a response")
+    }
+
+    /// `GET` with another key.
+    pub async fn get_as(&self, key: &str, path: &str) -> Response {
+        self.client()
+            .await
+            .get(path, Some(key))
             .await
             .expect("a response")
     }

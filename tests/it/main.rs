@@ -5,6 +5,7 @@
 //! - `durability`: SIGKILL under concurrent load, restarted several times.
 //! - `recovery`: a torn tail is truncated, corruption elsewhere stops start-up.
 
+mod access;
 mod common;
 mod durability;
 mod ingest;

@@ -1,0 +1,397 @@
+//! API keys and access control through the real server: roles, signed keys from `mcplog keygen`,
+//! static keys from the config file, tampering, expiry, revocation, and no raw key on disk or in
+//! the server's log.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::common::{error_of, event, Server};
+
+/// Runs `mcplog keygen` and returns the key it printed.
+fn keygen(data_dir: &Path, mcp_id: &str, role: &str, expires_in: Option<&str>) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcplog"));
+    command
+        .args(["keygen", "--data-dir"])
+        .arg(data_dir)
+        .args(["--mcp-id", mcp_id, "--role", role]);
+    if let Some(lifetime) = expires_in {
+        command.args(["--expires-in", lifetime]);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "keygen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "keygen prints the key alone: {stdout:?}"
+    );
+    stdout.trim().to_owned()
+}
+
+const STATIC_CONFIG: &str = r#"
+[static_api_keys]
+"static-writer-key-no-expiry" = { mcp_id = "m1", role = "writer" }
+"static-disabled-key" = { mcp_id = "m1", role = "writer", disabled = true }
+"static-expired-key" = { role = "auditor", expires_at = "2020-01-01T00:00:00Z" }
+"#;
+
+#[tokio::test]
+async fn each_role_is_allowed_and_refused_where_it_should_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcplog.toml");
+    std::fs::write(&config, STATIC_CONFIG).unwrap();
+    let data = dir.path().join("data");
+    // keygen before the first start creates the master secret the server then uses.
+    let w1 = keygen(&data, "m1", "writer", Some("1h"));
+    let w2 = keygen(&data, "m2", "writer", None);
+    let auditor = keygen(&data, "any", "auditor", Some("1d"));
+    let server = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+    let admin = server.key.clone();
+
+    // Writing.
+    assert_eq!(
+        server
+            .post_as(
+                &w1,
+                "/api/v2/interactions",
+                event("interaction_start", "a-1", "m1", 1.0)
+            )
+            .await
+            .status,
+        200
+    );
+    let other = server
+        .post_as(
+            &w1,
+            "/api/v2/interactions",
+            event("interaction_start", "b-1", "m2", 1.0),
+        )
+        .await;
+    assert_eq!(other.status, 403);
+    assert_eq!(error_of(&other)["field"], "mcp_id");
+    let mixed = format!(
+        "[{},{}]",
+        event("interaction_start", "a-2", "m1", 1.0),
+        event("interaction_start", "b-2", "m2", 1.0)
+    );
+    let refused = server
+        .post_as(&w1, "/api/v2/interactions/batch", mixed)
+        .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(error_of(&refused)["errors"][0]["index"], 1);
+    assert_eq!(
+        server.get("/api/v2/interactions/a-2").await.status,
+        404,
+        "nothing of a refused batch is stored"
+    );
+    assert_eq!(
+        server
+            .post_as(
+                &w2,
+                "/api/v2/interactions",
+                event("interaction_start", "b-1", "m2", 1.0)
+            )
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        server
+            .post_as(
+                &auditor,
+                "/api/v2/interactions",
+                event("interaction_start", "c-1", "m1", 1.0)
+            )
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        server
+            .post_as(
+                &admin,
+                "/api/v2/interactions",
+                event("interaction_start", "c-1", "m3", 1.0)
+            )
+            .await
+            .status,
+        200
+    );
+    let static_writer = "static-writer-key-no-expiry";
+    assert_eq!(
+        server
+            .post_as(
+                static_writer,
+                "/api/v2/interactions",
+                event("interaction_progress", "a-1", "m1", 2.0)
+            )
+            .await
+            .status,
+        200
+    );
+
+    // Reading: a writer sees its own mcp_id only, and others' records look unknown.
+    assert_eq!(
+        server.get_as(&w1, "/api/v2/interactions/a-1").await.status,
+        200
+    );
+    assert_eq!(
+        server.get_as(&w1, "/api/v2/interactions/b-1").await.status,
+        404
+    );
+    assert_eq!(
+        server
+            .get_as(&w1, "/api/v2/interactions/b-1/events")
+            .await
+            .status,
+        404
+    );
+    let hidden = error_of(&server.get_as(&w1, "/api/v2/interactions/b-1").await);
+    let unknown = error_of(&server.get_as(&w1, "/api/v2/interactions/zzz").await);
+    assert_eq!(
+        (&hidden["code"], &hidden["field"]),
+        (&unknown["code"], &unknown["field"]),
+        "another mcp_id's record looks unknown"
+    );
+    let history = server.get_as(&w1, "/api/v2/interactions").await.json();
+    let ids: Vec<&str> = history["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["interaction_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a-1"]);
+    assert!(server
+        .get_as(&w1, "/api/v2/interactions?mcp_id=m2")
+        .await
+        .json()["interactions"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        server
+            .get_as(&w1, "/api/v2/interactions/stats")
+            .await
+            .json()["records"]["total"],
+        1
+    );
+    assert_eq!(
+        server
+            .get_as(&auditor, "/api/v2/interactions/stats")
+            .await
+            .json()["records"]["total"],
+        3
+    );
+    let metrics = server
+        .get_as(&w1, "/api/v2/performance/metrics?mcp_id=m2")
+        .await
+        .json();
+    assert_eq!(metrics["total_interactions"], 0);
+    for path in [
+        "/api/v2/interactions/b-1",
+        "/api/v2/interactions/a-1/events",
+        "/api/v2/interactions?mcp_id=m2",
+    ] {
+        assert_eq!(
+            server.get_as(&auditor, path).await.status,
+            200,
+            "auditor reads {path}"
+        );
+    }
+
+    // Static keys: no expiry accepted (above); disabled and expired refused.
+    for key in ["static-disabled-key", "static-expired-key"] {
+        let response = server.get_as(key, "/api/v2/interactions/stats").await;
+        assert_eq!(response.status, 401, "{key}");
+        assert!(!error_of(&response)["message"]
+            .as_str()
+            .unwrap()
+            .contains(key));
+    }
+
+    // Revocation is for admins only.
+    for key in [&w1, &auditor] {
+        let response = server
+            .post_as(key, "/api/v2/keys/revoke", json!({"key": w2}).to_string())
+            .await;
+        assert_eq!(response.status, 403);
+    }
+}
+
+#[tokio::test]
+async fn every_tampered_character_and_an_expired_key_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen(dir.path(), "m1", "writer", Some("1h"));
+    let short = keygen(dir.path(), "m1", "writer", Some("1s"));
+    let server = Server::start(dir.path());
+    assert_eq!(
+        server
+            .get_as(&key, "/api/v2/interactions/stats")
+            .await
+            .status,
+        200
+    );
+    let mut client = server.client().await;
+    let bytes = key.as_bytes();
+    for at in 0..bytes.len() {
+        let mut tampered = bytes.to_vec();
+        tampered[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        let response = client
+            .get("/api/v2/interactions/stats", Some(&tampered))
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status, 401,
+            "accepted with character {at} changed: {tampered}"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let expired = server.get_as(&short, "/api/v2/interactions/stats").await;
+    assert_eq!(expired.status, 401);
+    assert!(error_of(&expired)["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+    // A lifetime above key_lifetime_max is refused by keygen.
+    let output = Command::new(env!("CARGO_BIN_EXE_mcplog"))
+        .args(["keygen", "--data-dir"])
+        .arg(dir.path())
+        .args(["--mcp-id", "m1", "--expires-in", "31d"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}
+
+#[tokio::test]
+async fn revocation_is_immediate_survives_restart_and_no_raw_key_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcplog.toml");
+    std::fs::write(&config, STATIC_CONFIG).unwrap();
+    let data = dir.path().join("data");
+    let by_key = keygen(&data, "m1", "writer", None);
+    let by_id = keygen(&data, "m1", "writer", None);
+    let kept = keygen(&data, "m1", "writer", None);
+    let args = ["--config", config.to_str().unwrap()];
+    let server = Server::start_with_args(&data, &[], &args);
+    for key in [&by_key, &by_id, &kept] {
+        // Also puts each key in the validation cache.
+        assert_eq!(
+            server
+                .post_as(
+                    key,
+                    "/api/v2/interactions",
+                    event(
+                        "interaction_start",
+                        &format!("r-{}", &key[key.len() - 6..]),
+                        "m1",
+                        1.0
+                    )
+                )
+                .await
+                .status,
+            200
+        );
+    }
+    let revoked = server
+        .post("/api/v2/keys/revoke", json!({"key": by_key}).to_string())
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.json());
+    let id = hex_key_id(&by_id);
+    let revoked = server
+        .post("/api/v2/keys/revoke", json!({"key_id": id}).to_string())
+        .await;
+    assert_eq!(revoked.json()["key_id"], id);
+    for key in [&by_key, &by_id] {
+        let response = server.get_as(key, "/api/v2/interactions/stats").await;
+        assert_eq!(response.status, 401, "a revoked key still works (cache)");
+        assert!(error_of(&response)["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"));
+    }
+    assert_eq!(
+        server
+            .get_as(&kept, "/api/v2/interactions/stats")
+            .await
+            .status,
+        200
+    );
+    let bad = server
+        .post("/api/v2/keys/revoke", json!({"key_id": "xyz"}).to_string())
+        .await;
+    assert_eq!(
+        (bad.status.as_u16(), error_of(&bad)["field"].as_str()),
+        (422, Some("key_id"))
+    );
+    let first_log = server.log();
+    server.kill();
+
+    let server = Server::start_with_args(&data, &[], &args);
+    for key in [&by_key, &by_id] {
+        assert_eq!(
+            server
+                .get_as(key, "/api/v2/interactions/stats")
+                .await
+                .status,
+            401,
+            "revocation forgotten on restart"
+        );
+    }
+    assert_eq!(
+        server
+            .get_as(&kept, "/api/v2/interactions/stats")
+            .await
+            .status,
+        200
+    );
+    let log = first_log + &server.log();
+    let admin = server.key.clone();
+    server.kill();
+
+    // No raw key anywhere in the data directory (admin.key is the admin key's own file) or in the
+    // server's log output.
+    let raw_keys = [
+        by_key.as_str(),
+        by_id.as_str(),
+        kept.as_str(),
+        admin.as_str(),
+        "static-writer-key-no-expiry",
+        "static-disabled-key",
+    ];
+    let mut files = vec![data.clone()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if path.file_name().unwrap() == "admin.key" {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        for key in raw_keys {
+            assert!(
+                !contains(&bytes, key.as_bytes()),
+                "{} holds a raw key",
+                path.display()
+            );
+        }
+    }
+    for key in raw_keys {
+        assert!(!log.contains(key), "the server's log shows a raw key");
+    }
+}
+
+fn hex_key_id(key: &str) -> String {
+    mcplog::auth::hex(&mcplog::auth::key_id(key))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
