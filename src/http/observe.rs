@@ -53,8 +53,6 @@ pub struct HttpTelemetry {
     rejected: [AtomicU64; REJECT_REASONS.len()],
     /// False once shutdown has begun: `/readyz` answers 503 so load balancers drain.
     pub ready: AtomicBool,
-    /// Whether `/metrics` is public (it needs no key).
-    pub metrics_public: bool,
 }
 
 impl Default for HttpTelemetry {
@@ -63,7 +61,6 @@ impl Default for HttpTelemetry {
             requests: (0..=ROUTES.len()).map(|_| Default::default()).collect(),
             rejected: Default::default(),
             ready: AtomicBool::new(true),
-            metrics_public: true,
         }
     }
 }
