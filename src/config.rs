@@ -37,6 +37,29 @@ pub struct Config {
     pub key_lifetime_max: Duration,
     /// `[static_api_keys]`.
     pub static_keys: Vec<StaticKey>,
+    /// `[storage] retention`: sealed segments whose newest event was received longer ago are
+    /// deleted.
+    pub retention: Duration,
+    /// `[storage] cleanup_interval`: how often retention runs (it also runs at start).
+    pub cleanup_interval: Duration,
+    /// `[storage] max_records`: drop the oldest sealed segments while more events than this are
+    /// retained.
+    pub max_records: Option<u64>,
+    /// `[storage] max_bytes`: drop the oldest sealed segments while the segments take more bytes.
+    pub max_bytes: Option<u64>,
+    /// `[logging] level`: `trace`, `debug`, `info`, `warn` or `error`.
+    pub log_level: String,
+    /// `[logging] format`: human-readable text, or one JSON object per line.
+    pub log_format: LogFormat,
+}
+
+/// How the server writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A bad configuration value, naming the key.
@@ -65,6 +88,12 @@ impl Default for Config {
             api_key_cache_ttl: Duration::from_secs(300),
             key_lifetime_max: Duration::from_secs(30 * 86_400),
             static_keys: Vec::new(),
+            retention: Duration::from_secs(30 * 86_400),
+            cleanup_interval: Duration::from_secs(3600),
+            max_records: None,
+            max_bytes: None,
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -112,6 +141,35 @@ impl Config {
         if let Some((k, v)) = get("MCPLOG_KEY_LIFETIME_MAX") {
             self.key_lifetime_max =
                 parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
+        }
+        if let Some((k, v)) = get("MCPLOG_RETENTION") {
+            self.retention =
+                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
+        }
+        if let Some((k, v)) = get("MCPLOG_CLEANUP_INTERVAL") {
+            self.cleanup_interval =
+                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
+        }
+        if let Some((k, v)) = get("MCPLOG_MAX_RECORDS") {
+            self.max_records = Some(parse_number(&k, &v)?);
+        }
+        if let Some((k, v)) = get("MCPLOG_MAX_BYTES") {
+            self.max_bytes = Some(parse_number(&k, &v)?);
+        }
+        if let Some((_, v)) = get("MCPLOG_LEVEL") {
+            self.log_level = v.to_ascii_lowercase();
+        }
+        if let Some((k, v)) = get("MCPLOG_FORMAT") {
+            self.log_format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError {
+                        key: k,
+                        message: format!("{v:?} is not text or json"),
+                    })
+                }
+            };
         }
         if let Some((k, v)) = get("MCPLOG_QUEUE_EVENTS_MAX") {
             self.queue_events_max = parse_number(&k, &v)?;
@@ -203,11 +261,17 @@ impl Config {
 
     /// Applies configuration text in TOML. Returns warnings for keys this version does not use.
     pub fn apply_toml(&mut self, text: &str) -> Result<Vec<String>, ConfigError> {
+        // The reference's example file writes `expires_at = null`, which TOML has no word for;
+        // such keys are dropped, as if absent, with a warning.
+        let (text, nulls) = strip_nulls(text);
         let table: toml::Table = text.parse().map_err(|err: toml::de::Error| ConfigError {
             key: "--config".into(),
             message: err.to_string(),
         })?;
-        let mut warnings = Vec::new();
+        let mut warnings: Vec<String> = nulls
+            .into_iter()
+            .map(|key| format!("{key} = null is read as absent"))
+            .collect();
         for (section, value) in &table {
             let Some(entries) = value.as_table() else {
                 warnings.push(format!("top-level key {section} is not a section; ignored"));
@@ -278,13 +342,42 @@ impl Config {
                 );
                 self.static_keys.push(static_key(key_text, entry, &shown)?);
             }
-            (
-                "storage",
-                "fsync" | "retention" | "cleanup_interval" | "max_records" | "max_bytes",
-            )
-            | ("logging", "level" | "format") => {
-                return Ok(Applied::NotHere("not enforced by this version yet"))
+            ("storage", "retention") => self.retention = duration(value)?,
+            ("storage" | "interaction_logging", "cleanup_interval") => self.cleanup_interval = duration(value)?,
+            ("storage" | "interaction_logging", "max_records") => self.max_records = Some(number(value)?),
+            ("storage", "max_bytes") => self.max_bytes = Some(number(value)?),
+            ("storage", "fsync") => {
+                let mode = string(value)?;
+                if mode != "always" {
+                    return Err(bad(format!("{mode:?} is not supported: only \"always\" (acknowledge after fdatasync)")));
+                }
             }
+            ("interaction_logging", "api_key_cache_ttl") => self.api_key_cache_ttl = duration(value)?,
+            ("api", "host") => {
+                let port = self.bind.rsplit_once(':').map_or("8080", |(_, p)| p).to_owned();
+                self.bind = format!("{}:{port}", string(value)?);
+            }
+            ("api", "port") => {
+                let host = self.bind.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h).to_owned();
+                let port = u16::try_from(number(value)?).map_err(|_| bad(format!("{value} is not a port")))?;
+                self.bind = format!("{host}:{port}");
+            }
+            ("logging", "level") => {
+                let level = string(value)?.to_ascii_lowercase();
+                let level = if level == "warning" { "warn".to_owned() } else { level };
+                if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
+                    return Err(bad(format!("{level:?} is not trace, debug, info, warn or error")));
+                }
+                self.log_level = level;
+            }
+            ("logging", "format") => match string(value)?.as_str() {
+                "text" => self.log_format = LogFormat::Text,
+                "json" => self.log_format = LogFormat::Json,
+                _ => return Ok(Applied::NotHere("a format other than \"text\" or \"json\" (the reference's Python format string has no meaning here); text is used")),
+            },
+            ("interaction_logging", "database_path") => return Ok(Applied::NotHere("mcplog keeps its log in storage.data_dir")),
+            ("api", "workers") => return Ok(Applied::NotHere("the server sizes its worker threads to the machine")),
+            ("extensions", _) => return Ok(Applied::NotHere("has no meaning here")),
             _ => return Ok(Applied::NotHere("not a setting of mcplog")),
         }
         Ok(Applied::Yes)
@@ -354,6 +447,71 @@ fn static_key(key: &str, entry: &toml::Table, shown: &str) -> Result<StaticKey, 
         return Err(bad("mcp_id", "a writer key needs an mcp_id".into()));
     }
     Ok(parsed)
+}
+
+/// Removes every `key = null` assignment outside strings (and a comma that went with it), and
+/// names the keys removed.
+fn strip_nulls(text: &str) -> (String, Vec<String>) {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut removed = Vec::new();
+    let mut quote: Option<u8> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) if b == b'\\' && q == b'"' => i += 1,
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None if b == b'"' || b == b'\'' => quote = Some(b),
+            None if b == b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            None if text[i..].starts_with("null")
+                && bytes
+                    .get(i + 4)
+                    .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_')
+                && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) =>
+            {
+                let before = text[copied..i].trim_end();
+                if let Some(assign) = before.strip_suffix('=') {
+                    let key_text = assign.trim_end();
+                    let key_start = key_text
+                        .rfind(|c: char| {
+                            !(c.is_ascii_alphanumeric()
+                                || c == '_'
+                                || c == '-'
+                                || c == '"'
+                                || c == '.')
+                        })
+                        .map_or(0, |p| p + 1);
+                    removed.push(key_text[key_start..].trim_matches('"').to_owned());
+                    let mut kept = key_text[..key_start].to_owned();
+                    let mut end = i + 4;
+                    let rest = &text[end..];
+                    let trimmed = rest.trim_start_matches([' ', '\t']);
+                    if trimmed.starts_with(',') {
+                        end += rest.len() - trimmed.len() + 1;
+                    } else if kept.trim_end().ends_with(',') {
+                        let cut = kept.trim_end().len() - 1;
+                        kept.truncate(cut);
+                    }
+                    out.push_str(&kept);
+                    copied = end;
+                    i = end;
+                    continue;
+                }
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    out.push_str(&text[copied..]);
+    (out, removed)
 }
 
 /// Unix seconds from a number, an RFC 3339 string, or a TOML offset date-time.
@@ -474,7 +632,8 @@ mod tests {
         assert_eq!(config.segment_max_bytes, 65536);
         assert_eq!(config.bind, "127.0.0.1:9000");
         assert_eq!(config.key_lifetime_max, Duration::from_secs(7 * 86_400));
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(warnings, ["extensions.ocr: has no meaning here; ignored"]);
+        assert_eq!(config.retention, Duration::from_secs(30 * 86_400));
         assert_eq!(config.static_keys.len(), 3);
         let audit = config
             .static_keys
@@ -494,6 +653,81 @@ mod tests {
             .apply_toml("[api]\nqueue_events_max = \"lots\"")
             .unwrap_err();
         assert_eq!(err.key, "api.queue_events_max");
+    }
+
+    /// The reference design's example file, verbatim.
+    pub(crate) const REFERENCE_FILE: &str = r#"# coordinator_extensions.toml
+[extensions]
+interaction_logging = true
+
+[interaction_logging]
+database_path = "./data/interactions.db"
+max_records = 1000000
+cleanup_interval = 3600
+api_key_cache_ttl = 300
+
+[security]
+master_secret = "your-very-secure-master-secret-key"
+
+[api]
+host = "0.0.0.0"
+port = 8080
+workers = 4
+
+[logging]
+level = "INFO"
+format = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+[static_api_keys]
+"sk-mcp-ocr-workflow-001" = { mcp_id = "ocr_workflow_mcp_001", expires_at = null, disabled = false }
+"sk-mcp-data-analysis-001" = { mcp_id = "data_analysis_workflow_001", expires_at = null, disabled = false }
+"#;
+
+    #[test]
+    fn the_reference_file_loads_mapping_what_maps() {
+        let mut config = Config::default();
+        let warnings = config.apply_toml(REFERENCE_FILE).unwrap();
+        assert_eq!(config.max_records, Some(1_000_000));
+        assert_eq!(config.cleanup_interval, Duration::from_secs(3600));
+        assert_eq!(config.api_key_cache_ttl, Duration::from_secs(300));
+        assert_eq!(config.bind, "0.0.0.0:8080");
+        assert_eq!(config.log_level, "info");
+        assert_eq!(
+            config.master_secret.as_deref(),
+            Some("your-very-secure-master-secret-key")
+        );
+        assert_eq!(config.static_keys.len(), 2);
+        assert!(config
+            .static_keys
+            .iter()
+            .all(|k| k.expires_at.is_none() && !k.disabled));
+        let text = warnings.join("\n");
+        for expected in [
+            "expires_at = null",
+            "extensions.interaction_logging",
+            "database_path",
+            "workers",
+            "logging.format",
+        ] {
+            assert!(
+                text.contains(expected),
+                "no warning about {expected}: {text}"
+            );
+        }
+        assert!(!text.contains("sk-mcp"), "a warning shows a key: {text}");
+    }
+
+    #[test]
+    fn nulls_are_dropped_only_outside_strings() {
+        let (text, removed) = strip_nulls(
+            "a = null\nb = \"null\"\nc = { x = 1, y = null }\nd = { y = null, x = 2 } # null\n",
+        );
+        assert_eq!(removed, ["a", "y", "y"]);
+        let table: toml::Table = text.parse().unwrap();
+        assert_eq!(table["b"].as_str(), Some("null"));
+        assert_eq!(table["c"]["x"].as_integer(), Some(1));
+        assert_eq!(table["d"]["x"].as_integer(), Some(2));
+        assert!(table.get("a").is_none());
     }
 
     #[test]

@@ -12,15 +12,16 @@
 
 use hashbrown::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::event::{Action, StoredEvent, ValidEvent};
 use crate::projector::Projection;
-use crate::storage::{Catalog, LogWriter};
+use crate::storage::{retention, Catalog, LogWriter};
 use crate::telemetry::Histogram;
 
 /// The most events one group commit carries; a larger backlog is written in several groups so
@@ -133,7 +134,7 @@ struct Submission {
 /// The running engine. Cloning the `Arc` shares it between handlers.
 pub struct Engine {
     view: Arc<RwLock<View>>,
-    tx: Mutex<Option<mpsc::Sender<Submission>>>,
+    tx: Mutex<Option<mpsc::SyncSender<Submission>>>,
     permits: Arc<Semaphore>,
     queue_events_max: usize,
     counters: Counters,
@@ -151,10 +152,17 @@ struct WriterHealth {
 
 impl Engine {
     /// Starts the writer thread over an opened log and its folded view.
-    pub fn start(writer: LogWriter, view: View, queue_events_max: usize) -> Engine {
+    pub fn start(
+        writer: LogWriter,
+        view: View,
+        queue_events_max: usize,
+        maintenance: Maintenance,
+    ) -> Engine {
         assert!(queue_events_max > 0);
         let view = Arc::new(RwLock::new(view));
-        let (tx, rx) = mpsc::channel(queue_events_max);
+        // Never full in practice: the semaphore admits at most queue_events_max events, and every
+        // submission holds at least one.
+        let (tx, rx) = mpsc::sync_channel(queue_events_max);
         let health = Arc::new(WriterHealth::default());
         health.running.store(true, Ordering::SeqCst);
         let thread = {
@@ -163,7 +171,7 @@ impl Engine {
             std::thread::Builder::new()
                 .name("mcplog-writer".into())
                 .spawn(move || {
-                    run_writer(writer, view, rx, &health);
+                    run_writer(writer, view, rx, maintenance, &health);
                     health.running.store(false, Ordering::SeqCst);
                 })
                 .expect("spawning the writer thread")
@@ -222,14 +230,16 @@ impl Engine {
             .clone()
             .ok_or(SubmitError::ShuttingDown)?;
         let (reply, answer) = oneshot::channel();
-        tx.send(Submission {
+        tx.try_send(Submission {
             events,
             key_id,
             reply,
             _permit: permit,
         })
-        .await
-        .map_err(|_| SubmitError::ShuttingDown)?;
+        .map_err(|err| match err {
+            mpsc::TrySendError::Full(_) => full(),
+            mpsc::TrySendError::Disconnected(_) => SubmitError::ShuttingDown,
+        })?;
         let acks = answer.await.map_err(|_| SubmitError::ShuttingDown)??;
         Ok((acks, position))
     }
@@ -280,16 +290,38 @@ impl Engine {
     }
 }
 
+/// Housekeeping the writer thread does between groups: at start, then every `interval`.
+#[derive(Debug, Clone, Copy)]
+pub struct Maintenance {
+    /// How often (`cleanup_interval`).
+    pub interval: Duration,
+    /// What retention keeps.
+    pub policy: retention::Policy,
+}
+
 fn run_writer(
     mut writer: LogWriter,
     view: Arc<RwLock<View>>,
-    mut rx: mpsc::Receiver<Submission>,
+    rx: mpsc::Receiver<Submission>,
+    maintenance: Maintenance,
     health: &WriterHealth,
 ) {
     let mut last_us = 0;
-    while let Some(first) = rx.blocking_recv() {
+    let mut next_maintenance = Instant::now();
+    loop {
+        if Instant::now() >= next_maintenance {
+            last_us = now_us().max(last_us);
+            maintain(&mut writer, &view, &maintenance.policy, last_us);
+            next_maintenance = Instant::now() + maintenance.interval;
+        }
+        let first =
+            match rx.recv_timeout(next_maintenance.saturating_duration_since(Instant::now())) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+        let mut events = first.events.len();
         let mut group = vec![first];
-        let mut events = group[0].events.len();
         while events < GROUP_EVENTS_MAX {
             match rx.try_recv() {
                 Ok(next) => {
@@ -304,6 +336,51 @@ fn run_writer(
         last_us = now_us().max(last_us);
         commit(&mut writer, &view, group, last_us, health);
     }
+}
+
+/// Seals an old idle segment, deletes the segments retention selects, and rebuilds the view from
+/// what remains, so that it equals what a fresh start would fold. Runs on the writer thread, so no
+/// group is planned or written meanwhile.
+fn maintain(writer: &mut LogWriter, view: &RwLock<View>, policy: &retention::Policy, now_us: u64) {
+    match writer.roll_if_old(now_us) {
+        Ok(changes) => {
+            let mut view = view.write().expect("view lock");
+            for change in changes {
+                view.catalog.apply(change);
+            }
+        }
+        Err(err) => tracing::error!(error = %err, "sealing an old segment failed"),
+    }
+    let count = retention::select(&view.read().expect("view lock").catalog, now_us, policy);
+    if count == 0 {
+        return;
+    }
+    let started = Instant::now();
+    let paths = view.write().expect("view lock").catalog.drop_oldest(count);
+    if let Some(dir) = paths[0].parent() {
+        if let Err(err) = retention::delete(&paths, dir) {
+            // The files stay until the next run or start; the view no longer serves them.
+            tracing::error!(error = %err, "deleting expired segments failed");
+        }
+    }
+    let mut projection = Projection::new();
+    let folded = view
+        .read()
+        .expect("view lock")
+        .catalog
+        .for_each_event(|event| projection.apply(event));
+    if let Err(reason) = folded {
+        tracing::error!(%reason, "rebuilding the view after retention failed; keeping the old view");
+        return;
+    }
+    let events = projection.events_total();
+    view.write().expect("view lock").projection = projection;
+    tracing::info!(
+        segments = count,
+        events_kept = events,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "retention deleted expired segments"
+    );
 }
 
 /// What became of one event of a planned group.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mcplog::auth::{self, Role};
-use mcplog::config::{parse_duration, Config};
+use mcplog::config::{parse_duration, Config, LogFormat};
 
 /// mcplog: the interaction log of an MCP coordinator.
 #[derive(Parser)]
@@ -21,9 +21,10 @@ enum Command {
     ///
     /// Settings come from embedded defaults, then the --config file, then environment variables,
     /// then flags: MCPLOG_DATA_DIR, MCPLOG_BIND, MCPLOG_SEGMENT_MAX_BYTES, MCPLOG_SEGMENT_MAX_AGE,
+    /// MCPLOG_RETENTION, MCPLOG_CLEANUP_INTERVAL, MCPLOG_MAX_RECORDS, MCPLOG_MAX_BYTES,
     /// MCPLOG_EVENT_BYTES_MAX, MCPLOG_BATCH_EVENTS_MAX, MCPLOG_BATCH_BYTES_MAX,
     /// MCPLOG_QUEUE_EVENTS_MAX, MCPLOG_STALE_AFTER, MCPLOG_MASTER_SECRET, MCPLOG_API_KEY_CACHE_TTL,
-    /// MCPLOG_KEY_LIFETIME_MAX.
+    /// MCPLOG_KEY_LIFETIME_MAX, MCPLOG_LEVEL, MCPLOG_FORMAT (text or json).
     Serve {
         /// A TOML configuration file.
         #[arg(long)]
@@ -57,24 +58,36 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let result = match cli.command {
+    let (config_file, data_dir, bind) = match &cli.command {
         Command::Serve {
             config,
             data_dir,
             bind,
-        } => load_config(config, data_dir, bind).and_then(|config| serve(&config)),
+        } => (config.clone(), data_dir.clone(), bind.clone()),
         Command::Keygen {
-            config,
-            data_dir,
+            config, data_dir, ..
+        } => (config.clone(), data_dir.clone(), None),
+    };
+    let (config, warnings) = match load_config(config_file.as_deref(), data_dir, bind) {
+        Ok(loaded) => loaded,
+        Err((code, message)) => {
+            // Logging is configured by the file that failed: say it plainly on stderr.
+            eprintln!("mcplog: {message}");
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(&config);
+    for warning in warnings {
+        tracing::warn!("config: {warning}");
+    }
+    let result = match cli.command {
+        Command::Serve { .. } => serve(&config),
+        Command::Keygen {
             mcp_id,
             role,
             expires_in,
-        } => load_config(config, data_dir, None)
-            .and_then(|config| keygen(&config, &mcp_id, &role, expires_in.as_deref())),
+            ..
+        } => keygen(&config, &mcp_id, &role, expires_in.as_deref()),
     };
     result.unwrap_or_else(|(code, message)| {
         tracing::error!("{message}");
@@ -84,27 +97,48 @@ fn main() -> ExitCode {
 
 type Failure = (u8, String);
 
-/// Defaults, then the file, then the environment, then flags.
+fn init_logging(config: &Config) {
+    let level = match config.log_level.as_str() {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "warn" => tracing::Level::WARN,
+        "error" => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// Defaults, then the file, then the environment, then flags. Returns the file's warnings.
 fn load_config(
-    file: Option<PathBuf>,
+    file: Option<&std::path::Path>,
     data_dir: Option<PathBuf>,
     bind: Option<String>,
-) -> Result<Config, Failure> {
+) -> Result<(Config, Vec<String>), Failure> {
     let mut config = Config::default();
+    let mut warnings = Vec::new();
     if let Some(path) = file {
-        let warnings = config
-            .apply_file(&path)
+        warnings = config
+            .apply_file(path)
             .map_err(|err| (2, err.to_string()))?;
-        for warning in warnings {
-            tracing::warn!("{}: {warning}", path.display());
-        }
+        warnings = warnings
+            .into_iter()
+            .map(|w| format!("{}: {w}", path.display()))
+            .collect();
     }
     config
         .apply_env(|name| std::env::var(name).ok())
         .map_err(|err| (2, err.to_string()))?;
     config.data_dir = data_dir.unwrap_or(config.data_dir);
     config.bind = bind.unwrap_or(config.bind);
-    Ok(config)
+    Ok((config, warnings))
 }
 
 fn serve(config: &Config) -> Result<ExitCode, Failure> {

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use crate::auth::{load_or_create_admin_key, load_or_create_master_secret, KeyError, Keys};
 use crate::config::Config;
-use crate::engine::{now_us, Engine, View};
+use crate::engine::{now_us, Engine, Maintenance, View};
 use crate::http::{router, AppState, HttpTelemetry, Limits};
 use crate::projector::Projection;
-use crate::storage::{self, LogConfig, StorageError};
+use crate::storage::{self, retention, LogConfig, StorageError};
 
 /// Why the server could not start or stopped with a failure.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +110,22 @@ pub fn recover(config: &Config) -> Result<Engine, StorageError> {
         projection,
         catalog: opened.catalog,
     };
-    Ok(Engine::start(opened.writer, view, config.queue_events_max))
+    let maintenance = Maintenance {
+        interval: config
+            .cleanup_interval
+            .max(std::time::Duration::from_millis(100)),
+        policy: retention::Policy {
+            retention: config.retention,
+            max_records: config.max_records,
+            max_bytes: config.max_bytes,
+        },
+    };
+    Ok(Engine::start(
+        opened.writer,
+        view,
+        config.queue_events_max,
+        maintenance,
+    ))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -133,6 +133,37 @@ impl Catalog {
         })
     }
 
+    /// Removes the `count` oldest segments from the catalog and returns their paths. The caller
+    /// deletes the files (see `retention::delete`); mappings close when the last reader lets go.
+    pub fn drop_oldest(&mut self, count: usize) -> Vec<PathBuf> {
+        assert!(
+            count < self.segments.len(),
+            "the active segment is never dropped"
+        );
+        self.segments.drain(..count).map(|s| s.path).collect()
+    }
+
+    /// Hands every retained event to `each`, in seq order.
+    pub fn for_each_event(&self, mut each: impl FnMut(&StoredEvent<'_>)) -> Result<(), String> {
+        for segment in &self.segments {
+            let data = &segment.map[..segment.data_len as usize];
+            for (i, &offset) in segment.offsets.iter().enumerate() {
+                match decode_at(data, offset as usize) {
+                    Decoded::Frame { frame, .. } if frame.seq == segment.first_seq + i as u64 => {
+                        each(&frame)
+                    }
+                    other => {
+                        return Err(format!(
+                            "{} offset {offset}: {other:?}",
+                            segment.path.display()
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Mirrors one change made by the writer.
     pub fn apply(&mut self, change: CatalogChange) {
         match change {

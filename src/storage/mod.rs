@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod format;
 pub mod recovery;
+pub mod retention;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -123,6 +123,18 @@ impl LogWriter {
         Ok(changes)
     }
 
+    /// Seals the active segment if it holds events and is older than `segment_max_age`, so that an
+    /// idle log still becomes eligible for retention.
+    pub fn roll_if_old(&mut self, now_us: u64) -> Result<Vec<CatalogChange>, StorageError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(StorageError::Poisoned(reason.clone()));
+        }
+        if self.frames > 0 && self.should_roll(0, now_us) {
+            return self.roll(now_us);
+        }
+        Ok(Vec::new())
+    }
+
     fn should_roll(&self, incoming_bytes: u64, now_us: u64) -> bool {
         if self.frames == 0 {
             return false;
