@@ -36,12 +36,22 @@ pub fn spawn_with_args(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> (Child, mpsc::Receiver<SocketAddr>, Arc<Mutex<String>>) {
+    let mut all = vec!["--bind", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    all.push("--data-dir");
+    all.push(data_dir.to_str().expect("a UTF-8 path"));
+    spawn_serve(&all, env)
+}
+
+/// Spawns `mcplog serve` with exactly these arguments.
+pub fn spawn_serve(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, mpsc::Receiver<SocketAddr>, Arc<Mutex<String>>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcplog"));
     command
-        .args(["serve", "--bind", "127.0.0.1:0"])
+        .arg("serve")
         .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -56,7 +66,12 @@ pub fn spawn_with_args(
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(rest.trim().parse().expect("an address"));
+                // Text or JSON log lines: the address ends at the first character that cannot
+                // be part of one.
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || ".:[]".contains(c)))
+                    .unwrap_or(rest.len());
+                let _ = tx.send(rest[..end].parse().expect("an address"));
             }
             let mut log = sink.lock().unwrap();
             log.push_str(&line);

@@ -10,6 +10,7 @@ mod common;
 mod durability;
 mod ingest;
 mod openapi;
+mod operations;
 mod queries;
 mod recovery;
 mod validation;

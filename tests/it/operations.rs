@@ -1,0 +1,541 @@
+//! Running it as an operator does: retention, configuration precedence, the reference's config
+//! file, bad configuration, JSON logs, and SIGTERM under load.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mcplog::client::Client;
+use serde_json::Value;
+
+use crate::common::{error_of, event, segment_paths, spawn_serve, Server};
+
+/// Everything a reader sees: every record (full) and the record counts.
+async fn whole_view(server: &Server) -> (Value, Value) {
+    let history = server.get("/api/v2/interactions?limit=1000").await.json();
+    let stats = server.get("/api/v2/interactions/stats").await.json();
+    (history["interactions"].clone(), stats["records"].clone())
+}
+
+#[tokio::test]
+async fn retention_drops_old_segments_keeps_new_ones_and_the_view_matches_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("MCPLOG_RETENTION", "3s"),
+        ("MCPLOG_SEGMENT_MAX_BYTES", "4096"),
+        ("MCPLOG_SEGMENT_MAX_AGE", "1s"),
+        ("MCPLOG_CLEANUP_INTERVAL", "200ms"),
+    ];
+    let server = Server::start_with(dir.path(), &env);
+    for i in 0..40 {
+        let old = format!(
+            "[{},{}]",
+            event("interaction_start", &format!("old-{i}"), "m", 1.0),
+            event("interaction_complete", &format!("old-{i}"), "m", 2.0)
+        );
+        assert_eq!(
+            server.post("/api/v2/interactions/batch", old).await.status,
+            200
+        );
+    }
+    // An interaction whose start falls to retention and whose end is kept.
+    server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "span", "m", 10.0),
+        )
+        .await;
+    let segments_before = segment_paths(dir.path()).len();
+    assert!(segments_before >= 3, "{segments_before} segments");
+    // Past retention: the idle active segment is sealed by age and every old segment expires.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_complete", "span", "m", 12.0),
+        )
+        .await;
+    for i in 0..5 {
+        assert_eq!(
+            server
+                .post(
+                    "/api/v2/interactions",
+                    event("interaction_start", &format!("new-{i}"), "m", 20.0)
+                )
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        server.get("/api/v2/interactions/old-0").await.status,
+        404,
+        "expired interactions are gone from the view"
+    );
+    assert_eq!(server.get("/api/v2/interactions/old-39").await.status, 404);
+    assert_eq!(server.get("/api/v2/interactions/new-4").await.status, 200);
+    let span = server.get("/api/v2/interactions/span").await.json();
+    assert_eq!(span["status"], "completed");
+    assert_eq!(
+        span["start_time"],
+        Value::Null,
+        "its start event was dropped with its segment"
+    );
+    let first = segment_paths(dir.path())[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(
+        first, "00000000000000000001.seg",
+        "the oldest segments are deleted"
+    );
+    let stats = server.get("/api/v2/interactions/stats").await.json();
+    assert!(stats["storage"]["first_seq"].as_u64().unwrap() > 81);
+    assert_eq!(stats["records"]["total"], 6);
+    assert!(server.log().contains("retention deleted expired segments"));
+
+    let before = whole_view(&server).await;
+    server.kill();
+    let server = Server::start_with(dir.path(), &env);
+    let after = whole_view(&server).await;
+    assert_eq!(
+        before, after,
+        "the view after retention equals a fresh rebuild from the remaining segments"
+    );
+}
+
+#[tokio::test]
+async fn flags_override_environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_dir, env_dir, flag_dir) = (
+        dir.path().join("from-file"),
+        dir.path().join("from-env"),
+        dir.path().join("from-flag"),
+    );
+    let config = dir.path().join("mcplog.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\ndata_dir = {:?}\n[api]\nevent_bytes_max = 3000\n",
+            file_dir.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    /// Arguments, environment, and the data directory that should win.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a std::path::Path);
+    let cases: [Case<'_>; 3] = [
+        (
+            &[
+                "--config",
+                config,
+                "--bind",
+                "127.0.0.1:0",
+                "--data-dir",
+                flag_dir.to_str().unwrap(),
+            ],
+            &[("MCPLOG_DATA_DIR", env_dir.to_str().unwrap())],
+            &flag_dir,
+        ),
+        (
+            &["--config", config, "--bind", "127.0.0.1:0"],
+            &[("MCPLOG_DATA_DIR", env_dir.to_str().unwrap())],
+            &env_dir,
+        ),
+        (
+            &["--config", config, "--bind", "127.0.0.1:0"],
+            &[],
+            &file_dir,
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let (mut child, rx, log) = spawn_serve(args, env);
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no start: {}", log.lock().unwrap()));
+        assert!(
+            expected.join("admin.key").exists(),
+            "{args:?} {env:?} did not use {}",
+            expected.display()
+        );
+        if expected == file_dir {
+            // event_bytes_max: 3000 from the file; then 5000 from the environment wins.
+            let key = std::fs::read_to_string(expected.join("admin.key"))
+                .unwrap()
+                .trim()
+                .to_owned();
+            let padded = |n: usize| {
+                format!(
+                    r#"{{"action":"interaction_start","interaction_id":"p","mcp_id":"m","timestamp":1,"request_data":{{"pad":"{}"}}}}"#,
+                    "x".repeat(n)
+                )
+            };
+            let mut client = Client::connect(addr).await.unwrap();
+            assert_eq!(
+                client
+                    .post("/api/v2/interactions", Some(&key), padded(4000))
+                    .await
+                    .unwrap()
+                    .status,
+                413
+            );
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let (mut child, rx, _) = spawn_serve(args, &[("MCPLOG_EVENT_BYTES_MAX", "5000")]);
+            let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            let mut client = Client::connect(addr).await.unwrap();
+            assert_eq!(
+                client
+                    .post("/api/v2/interactions", Some(&key), padded(4000))
+                    .await
+                    .unwrap()
+                    .status,
+                200
+            );
+            child.kill().unwrap();
+            child.wait().unwrap();
+            continue;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+/// The reference design's example file, verbatim (its `null`s included).
+const REFERENCE_FILE: &str = r#"# coordinator_extensions.toml
+[extensions]
+interaction_logging = true
+
+[interaction_logging]
+database_path = "./data/interactions.db"
+max_records = 1000000
+cleanup_interval = 3600
+api_key_cache_ttl = 300
+
+[security]
+master_secret = "your-very-secure-master-secret-key"
+
+[api]
+host = "0.0.0.0"
+port = 8080
+workers = 4
+
+[logging]
+level = "INFO"
+format = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+[static_api_keys]
+"sk-mcp-ocr-workflow-001" = { mcp_id = "ocr_workflow_mcp_001", expires_at = null, disabled = false }
+"sk-mcp-data-analysis-001" = { mcp_id = "data_analysis_workflow_001", expires_at = null, disabled = false }
+"#;
+
+#[tokio::test]
+async fn the_reference_config_file_loads_with_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("coordinator_extensions.toml");
+    std::fs::write(&config, REFERENCE_FILE).unwrap();
+    let server = Server::start_with_args(
+        &dir.path().join("data"),
+        &[],
+        &["--config", config.to_str().unwrap()],
+    );
+    let log = server.log();
+    for warned in [
+        "extensions.interaction_logging",
+        "database_path",
+        "workers",
+        "expires_at = null",
+    ] {
+        assert!(log.contains(warned), "no warning about {warned}:\n{log}");
+    }
+    assert!(
+        !log.contains("sk-mcp-ocr-workflow-001"),
+        "a warning shows a key"
+    );
+    let ok = server
+        .post_as(
+            "sk-mcp-ocr-workflow-001",
+            "/api/v2/interactions",
+            event("interaction_start", "r-1", "ocr_workflow_mcp_001", 1.0),
+        )
+        .await;
+    assert_eq!(
+        ok.status, 200,
+        "the reference's static key works as a writer"
+    );
+    let other = server
+        .post_as(
+            "sk-mcp-ocr-workflow-001",
+            "/api/v2/interactions",
+            event(
+                "interaction_start",
+                "r-2",
+                "data_analysis_workflow_001",
+                1.0,
+            ),
+        )
+        .await;
+    assert_eq!(other.status, 403);
+}
+
+#[tokio::test]
+async fn invalid_configuration_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key) in [
+        (
+            "[api]\nqueue_events_max = \"lots\"\n",
+            "api.queue_events_max",
+        ),
+        ("[storage]\nretention = \"forever\"\n", "storage.retention"),
+        ("[logging]\nlevel = \"loud\"\n", "logging.level"),
+        ("[storage]\nfsync = \"never\"\n", "storage.fsync"),
+        ("[api\n", "--config"),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"))
+            .args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                dir.path().join("d").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(key), "{text}: {stderr}");
+    }
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"))
+        .args([
+            "serve",
+            "--data-dir",
+            dir.path().join("d").to_str().unwrap(),
+        ])
+        .env("MCPLOG_SEGMENT_MAX_AGE", "1 week")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("MCPLOG_SEGMENT_MAX_AGE"));
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_FORMAT", "json")]);
+    server.post("/api/v2/interactions", "{").await;
+    let log = server.log();
+    assert!(log.lines().count() >= 3);
+    for line in log.lines() {
+        let parsed: Value =
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+        assert!(
+            parsed["level"].is_string() && parsed["fields"].is_object(),
+            "{line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_zero_with_every_acknowledged_event_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for client_no in 0..16 {
+        let (addr, key, acked) = (server.addr, server.key.clone(), Arc::clone(&acked));
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut client) = Client::connect(addr).await else {
+                return;
+            };
+            for n in 0.. {
+                let id = format!("t-{client_no}-{n}");
+                match client
+                    .post(
+                        "/api/v2/interactions",
+                        Some(&key),
+                        event("interaction_start", &id, "m", 1.0),
+                    )
+                    .await
+                {
+                    Ok(response) if response.status == 200 => acked.lock().unwrap().push(id),
+                    Ok(response) => assert_eq!(response.status, 503, "{}", error_of(&response)),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "only {} acknowledged", acked.len());
+    drop(server);
+    let server = Server::start(dir.path());
+    let total = server.get("/api/v2/interactions/stats").await.json()["records"]["total"]
+        .as_u64()
+        .unwrap();
+    assert!(total >= acked.len() as u64);
+    let mut client = server.client().await;
+    for id in &acked {
+        let response = client
+            .get(&format!("/api/v2/interactions/{id}"), Some(&server.key))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200, "acknowledged {id} lost in shutdown");
+    }
+}
+
+/// A tmpfs of a few MiB, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .ok()?;
+        mounted.status.success().then_some(SmallDisk { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_507_loses_nothing_and_recovers_when_space_returns() {
+    let Some(disk) = SmallDisk::mount("4m") else {
+        eprintln!("SKIPPED a_full_disk_…: this machine cannot mount a tmpfs (mount needs root); the full-disk path is untested here");
+        return;
+    };
+    let data = disk.dir.path().join("data");
+    let server = Server::start(&data);
+    // Leave about 160 KiB free.
+    let filler = disk.dir.path().join("filler");
+    let free = fs_free_bytes(disk.dir.path());
+    std::fs::write(&filler, vec![0u8; (free - 160 * 1024) as usize]).unwrap();
+    let mut acked = Vec::new();
+    let mut full = None;
+    for i in 0..5000 {
+        let id = format!("d-{i}");
+        let body = format!(
+            r#"{{"action":"interaction_start","interaction_id":"{id}","mcp_id":"m","timestamp":1,"request_data":{{"pad":"{}"}}}}"#,
+            "x".repeat(900)
+        );
+        let response = server.post("/api/v2/interactions", body).await;
+        match response.status.as_u16() {
+            200 => acked.push(id),
+            507 => {
+                full = Some(error_of(&response));
+                break;
+            }
+            other => panic!("unexpected {other}: {}", response.json()),
+        }
+    }
+    let full = full.expect("the disk never filled");
+    assert_eq!(full["code"], "insufficient_storage");
+    assert!(
+        full["message"].as_str().unwrap().contains("write"),
+        "{full}"
+    );
+    let health = server
+        .client()
+        .await
+        .get("/api/v2/health", None)
+        .await
+        .unwrap();
+    assert_eq!(health.status, 503);
+    assert!(
+        health.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("No space")
+            || health.json()["reason"].as_str().unwrap().contains("space")
+    );
+    assert!(acked.len() > 20);
+    for id in acked.iter().step_by(7) {
+        assert_eq!(
+            server
+                .get(&format!("/api/v2/interactions/{id}"))
+                .await
+                .status,
+            200
+        );
+    }
+
+    // Space returns: ingest resumes without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let response = server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "after-space", "m", 2.0),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.json());
+    assert_eq!(
+        server
+            .client()
+            .await
+            .get("/api/v2/health", None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    server.kill();
+
+    // And the next start works, with everything acknowledged.
+    let server = Server::start(&data);
+    let mut client = server.client().await;
+    for id in acked.iter().chain(["after-space".to_owned()].iter()) {
+        let response = client
+            .get(&format!("/api/v2/interactions/{id}"), Some(&server.key))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200, "{id} lost");
+    }
+    server.kill();
+}
+
+fn fs_free_bytes(path: &std::path::Path) -> u64 {
+    let output = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
