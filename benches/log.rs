@@ -55,7 +55,8 @@ fn append(c: &mut Criterion) {
         bench.bench_with_input(BenchmarkId::new("group_of", size), &size, |b, _| {
             b.iter(|| {
                 let events = group(opened.writer.next_seq(), &ids);
-                for change in opened.writer.append(&events, 1).unwrap() {
+                opened.writer.append(&events, 1).unwrap();
+                for change in opened.writer.take_changes() {
                     opened.catalog.apply(change);
                 }
             })

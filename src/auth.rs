@@ -219,7 +219,21 @@ impl Keys {
             .collect();
         let revoked_path = data_dir.join(REVOKED_FILE);
         let revoked = match std::fs::read_to_string(&revoked_path) {
-            Ok(text) => text.lines().filter_map(parse_key_id).collect(),
+            Ok(text) => {
+                let mut revoked = HashSet::new();
+                for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    match parse_key_id(line) {
+                        Some(id) => {
+                            revoked.insert(id);
+                        }
+                        // Only a write that failed (and was answered with an error) leaves one.
+                        None => {
+                            tracing::warn!(path = %revoked_path.display(), "skipping an unreadable line of the revocation list")
+                        }
+                    }
+                }
+                revoked
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
             Err(source) => {
                 return Err(KeyError::Io {

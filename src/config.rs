@@ -185,10 +185,13 @@ impl Config {
                 message,
             })
         };
-        if self.segment_max_bytes < 4096 || self.segment_max_bytes > u64::from(u32::MAX) {
+        if self.segment_max_bytes < 4096 || self.segment_max_bytes > 1 << 30 {
             return bad(
                 "segment_max_bytes",
-                format!("{} is outside 4096..=4294967295", self.segment_max_bytes),
+                format!(
+                    "{} is outside 4096..=1073741824 (1 GiB)",
+                    self.segment_max_bytes
+                ),
             );
         }
         if self.event_bytes_max == 0 || self.event_bytes_max > 16 * 1024 * 1024 {
@@ -264,9 +267,16 @@ impl Config {
         // The reference's example file writes `expires_at = null`, which TOML has no word for;
         // such keys are dropped, as if absent, with a warning.
         let (text, nulls) = strip_nulls(text);
-        let table: toml::Table = text.parse().map_err(|err: toml::de::Error| ConfigError {
-            key: "--config".into(),
-            message: err.to_string(),
+        let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
+            // Only the line and the reason: the error's own text quotes the line, which may hold
+            // a static key.
+            let line = err.span().map_or(0, |span| {
+                text[..span.start.min(text.len())].matches('\n').count() + 1
+            });
+            ConfigError {
+                key: "--config".into(),
+                message: format!("line {line}: {}", err.message()),
+            }
         })?;
         let mut warnings: Vec<String> = nulls
             .into_iter()
@@ -296,6 +306,17 @@ impl Config {
         value: &toml::Value,
         key: &str,
     ) -> Result<Applied, ConfigError> {
+        // A static key's name is the key itself: errors name it by its fingerprint instead.
+        let fingerprinted;
+        let key = if section == "static_api_keys" {
+            fingerprinted = format!(
+                "static_api_keys.<key {}>",
+                crate::auth::hex(&crate::auth::key_id(name))
+            );
+            fingerprinted.as_str()
+        } else {
+            key
+        };
         let bad = |message: String| ConfigError {
             key: key.to_owned(),
             message,
@@ -471,7 +492,7 @@ fn strip_nulls(text: &str) -> (String, Vec<String>) {
                 }
                 continue;
             }
-            None if text[i..].starts_with("null")
+            None if bytes[i..].starts_with(b"null")
                 && bytes
                     .get(i + 4)
                     .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_')
@@ -489,7 +510,23 @@ fn strip_nulls(text: &str) -> (String, Vec<String>) {
                                 || c == '.')
                         })
                         .map_or(0, |p| p + 1);
-                    removed.push(key_text[key_start..].trim_matches('"').to_owned());
+                    let name = key_text[key_start..].trim_matches('"');
+                    // Static keys are named by their key: never repeat one in a warning.
+                    let in_static_keys = text[..i]
+                        .rfind("[static_api_keys]")
+                        .is_some_and(|at| !text[at + 1..i].contains("\n["));
+                    removed.push(
+                        if in_static_keys
+                            && !text[..i].rsplit('\n').next().unwrap_or("").contains('{')
+                        {
+                            format!(
+                                "static_api_keys.<key {}>",
+                                crate::auth::hex(&crate::auth::key_id(name))
+                            )
+                        } else {
+                            name.to_owned()
+                        },
+                    );
                     let mut kept = key_text[..key_start].to_owned();
                     let mut end = i + 4;
                     let rest = &text[end..];
@@ -715,6 +752,26 @@ format = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
             );
         }
         assert!(!text.contains("sk-mcp"), "a warning shows a key: {text}");
+    }
+
+    #[test]
+    fn config_errors_never_show_a_static_key() {
+        for text in [
+            "[static_api_keys]\n\"sk-live-abc\" = \"m1\"\n",
+            "[static_api_keys]\n\"sk-live-abc\" = { mcp_id = \"m\", role = \"boss\" }\n",
+            "[static_api_keys]\n\"sk-live-abc\" = { mcp_id = \"m\" \n",
+        ] {
+            let err = Config::default().apply_toml(text).unwrap_err();
+            assert!(!err.to_string().contains("sk-live-abc"), "{err}");
+        }
+        let warnings = Config::default().apply_toml("[static_api_keys]\n\"sk-live-abc\" = null\n\"k2\" = { mcp_id = \"m\", expires_at = null }\n").unwrap();
+        assert!(!warnings.join(" ").contains("sk-live-abc"), "{warnings:?}");
+        // A multi-line string the null scanner reads as partly unquoted, with a multi-byte
+        // character there: it once sliced inside the character and panicked.
+        let warnings = Config::default()
+            .apply_toml("[extensions]\nd = \"\"\"say \"héllo\" \"\"\"\n")
+            .unwrap();
+        assert_eq!(warnings, ["extensions.d: has no meaning here; ignored"]);
     }
 
     #[test]

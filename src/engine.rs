@@ -27,6 +27,10 @@ use crate::telemetry::Histogram;
 /// The most events one group commit carries; a larger backlog is written in several groups so
 /// that one fdatasync never waits on an unbounded write.
 pub const GROUP_EVENTS_MAX: usize = 4096;
+/// The most client bytes one group commit carries (a single larger submission still goes alone).
+/// With `segment_max_bytes` at most 1 GiB and a batch at most 256 MiB, a segment stays far below
+/// the 4 GiB its u32 offsets can address.
+pub const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// The view readers share: the folded records and the catalog to read payloads from.
 #[derive(Debug, Default)]
@@ -131,6 +135,22 @@ struct Submission {
     _permit: OwnedSemaphorePermit,
 }
 
+impl Submission {
+    fn bytes(&self) -> usize {
+        self.events.iter().map(|e| e.body.len()).sum()
+    }
+}
+
+/// Marks the writer as stopped however its thread ends, a panic included, so health and
+/// readiness never report a dead writer as running.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// The running engine. Cloning the `Arc` shares it between handlers.
 pub struct Engine {
     view: Arc<RwLock<View>>,
@@ -171,8 +191,8 @@ impl Engine {
             std::thread::Builder::new()
                 .name("mcplog-writer".into())
                 .spawn(move || {
+                    let _running = Running(&health.running);
                     run_writer(writer, view, rx, maintenance, &health);
-                    health.running.store(false, Ordering::SeqCst);
                 })
                 .expect("spawning the writer thread")
         };
@@ -321,11 +341,18 @@ fn run_writer(
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
         let mut events = first.events.len();
+        let mut bytes = first.bytes();
         let mut group = vec![first];
-        while events < GROUP_EVENTS_MAX {
+        let mut held = None;
+        while events < GROUP_EVENTS_MAX && bytes < GROUP_BYTES_MAX {
             match rx.try_recv() {
+                Ok(next) if bytes + next.bytes() > GROUP_BYTES_MAX => {
+                    held = Some(next);
+                    break;
+                }
                 Ok(next) => {
                     events += next.events.len();
+                    bytes += next.bytes();
                     group.push(next);
                 }
                 Err(_) => break,
@@ -335,6 +362,10 @@ fn run_writer(
         // the wall clock is stepped back.
         last_us = now_us().max(last_us);
         commit(&mut writer, &view, group, last_us, health);
+        if let Some(next) = held {
+            last_us = now_us().max(last_us);
+            commit(&mut writer, &view, vec![next], last_us, health);
+        }
     }
 }
 
@@ -342,14 +373,15 @@ fn run_writer(
 /// what remains, so that it equals what a fresh start would fold. Runs on the writer thread, so no
 /// group is planned or written meanwhile.
 fn maintain(writer: &mut LogWriter, view: &RwLock<View>, policy: &retention::Policy, now_us: u64) {
-    match writer.roll_if_old(now_us) {
-        Ok(changes) => {
-            let mut view = view.write().expect("view lock");
-            for change in changes {
-                view.catalog.apply(change);
-            }
+    if let Err(err) = writer.roll_if_old(now_us) {
+        tracing::error!(error = %err, "sealing an old segment failed");
+    }
+    let changes = writer.take_changes();
+    if !changes.is_empty() {
+        let mut view = view.write().expect("view lock");
+        for change in changes {
+            view.catalog.apply(change);
         }
-        Err(err) => tracing::error!(error = %err, "sealing an old segment failed"),
     }
     let count = retention::select(&view.read().expect("view lock").catalog, now_us, policy);
     if count == 0 {
@@ -446,35 +478,36 @@ fn commit(
         let started = Instant::now();
         let appended = writer.append(&stored, now_us);
         health.fsync_seconds.observe(started.elapsed());
-        match appended {
-            Ok(changes) => {
-                let mut view = view.write().expect("view lock");
-                for change in changes {
-                    view.catalog.apply(change);
-                }
+        {
+            // A roll before a failed write still changed the files: the catalog learns of it
+            // either way.
+            let mut view = view.write().expect("view lock");
+            for change in writer.take_changes() {
+                view.catalog.apply(change);
+            }
+            if appended.is_ok() {
                 for event in &stored {
                     view.projection.apply(event);
                 }
-                drop(view);
-                *health.last_failure.lock().expect("health lock") = None;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, events = stored.len(), "group commit failed; nothing of it is acknowledged");
-                *health.last_failure.lock().expect("health lock") = Some(err.to_string());
-                let failure = SubmitError::Storage {
-                    message: err.to_string(),
-                    no_space: err.is_no_space(),
-                };
-                drop(stored);
-                for (submission, plan) in group.into_iter().zip(plans) {
-                    let answer = plan
-                        .map_err(SubmitError::Conflict)
-                        .and(Err(failure.clone()));
-                    let _ = submission.reply.send(answer);
-                }
-                return;
             }
         }
+        if let Err(err) = appended {
+            tracing::error!(error = %err, events = stored.len(), "group commit failed; nothing of it is acknowledged");
+            *health.last_failure.lock().expect("health lock") = Some(err.to_string());
+            let failure = SubmitError::Storage {
+                message: err.to_string(),
+                no_space: err.is_no_space(),
+            };
+            drop(stored);
+            for (submission, plan) in group.into_iter().zip(plans) {
+                let answer = plan
+                    .map_err(SubmitError::Conflict)
+                    .and(Err(failure.clone()));
+                let _ = submission.reply.send(answer);
+            }
+            return;
+        }
+        *health.last_failure.lock().expect("health lock") = None;
     }
     for (submission, plan) in group.into_iter().zip(plans) {
         let answer = plan.map_err(SubmitError::Conflict).map(|slots| {

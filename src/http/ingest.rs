@@ -241,7 +241,8 @@ pub(super) async fn read_body(
         return Ok(raw);
     }
     let mut inflated = Vec::new();
-    let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+    // Every member of a multi-member gzip stream, not just the first (and nothing is dropped).
+    let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(limit as u64 + 1);
     decoder.read_to_end(&mut inflated).map_err(|err| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

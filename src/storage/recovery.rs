@@ -125,6 +125,7 @@ pub fn open(
                 frames: active.offsets.len() as u64,
                 buf: Vec::new(),
                 poisoned: None,
+                changes: Vec::new(),
             };
             let map = writer.map_active(scan.data_len as usize)?;
             views.last_mut().expect("checked above").map = map;
@@ -158,6 +159,7 @@ pub fn open(
                 frames: 0,
                 buf: Vec::new(),
                 poisoned: None,
+                changes: Vec::new(),
             };
             let map = writer.map_active(HEADER_BYTES)?;
             views.push(SegmentView {
@@ -470,7 +472,8 @@ mod tests {
                 body: r#"{"padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#,
             })
             .collect();
-        for change in writer.append(&events, 1_000 + first).unwrap() {
+        writer.append(&events, 1_000 + first).unwrap();
+        for change in writer.take_changes() {
             opened.catalog.apply(change);
         }
         (first..first + count as u64).collect()

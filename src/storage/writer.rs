@@ -2,8 +2,9 @@
 //!
 //! One [`LogWriter`] owns the active segment. Each call to [`LogWriter::append`] is one group
 //! commit: every frame of the group goes into one `pwrite` and one `fdatasync`, and the group never
-//! straddles two segments (a roll happens before the write, never inside it), so a group is on
-//! disk entirely or, after recovery, not at all.
+//! straddles two segments (a roll happens before the write, never inside it). A group is
+//! acknowledged only once it is entirely on disk; after a crash in the middle of its write,
+//! recovery keeps the valid frames before the damage (storage-format.md, crash case 2).
 //!
 //! A failed write or fdatasync is undone by truncating back to the last durable length; if even
 //! that fails the writer is poisoned and refuses every later append, because what is in the page
@@ -40,6 +41,9 @@ pub struct LogWriter {
     pub(super) frames: u64,
     pub(super) buf: Vec<u8>,
     pub(super) poisoned: Option<String>,
+    /// Changes the catalog has not been told of yet. A roll records its changes here before the
+    /// group's write, so that they reach the catalog even when that write then fails.
+    pub(super) changes: Vec<CatalogChange>,
 }
 
 impl LogWriter {
@@ -57,11 +61,7 @@ impl LogWriter {
     /// if the active one is full or old. Returns what the catalog must mirror.
     ///
     /// `events` must carry seqs `next_seq()..` in order, with `write_index` counting from 0.
-    pub fn append(
-        &mut self,
-        events: &[StoredEvent<'_>],
-        now_us: u64,
-    ) -> Result<Vec<CatalogChange>, StorageError> {
+    pub fn append(&mut self, events: &[StoredEvent<'_>], now_us: u64) -> Result<(), StorageError> {
         if let Some(reason) = &self.poisoned {
             return Err(StorageError::Poisoned(reason.clone()));
         }
@@ -81,11 +81,25 @@ impl LogWriter {
             relative.push(self.buf.len());
             format::encode_frame(event, &mut self.buf);
         }
-        let mut changes = Vec::new();
         if self.should_roll(self.buf.len() as u64, now_us) {
-            changes.extend(self.roll(now_us)?);
+            self.roll(now_us)?;
         }
         let write_at = self.data_len;
+        let end = write_at + self.buf.len() as u64 + FOOTER_BYTES as u64;
+        if end > SEGMENT_BYTES_LIMIT {
+            return Err(StorageError::Poisoned(format!(
+                "a group of {} bytes would take {} past {SEGMENT_BYTES_LIMIT} bytes",
+                self.buf.len(),
+                self.path.display()
+            )));
+        }
+        // Everything that can fail happens before the write or is undone after it: once the
+        // fdatasync returns, the group is durable and this function must succeed.
+        let remapped = if end as usize > self.map_len {
+            Some(self.map_active(end as usize)?)
+        } else {
+            None
+        };
         let written = self
             .file
             .write_all_at(&self.buf, write_at)
@@ -107,32 +121,38 @@ impl LogWriter {
         }
         self.frames += events.len() as u64;
         self.received_max_us = self.received_max_us.max(now_us);
-        if self.data_len as usize + FOOTER_BYTES > self.map_len {
-            let map = self.map_active(self.data_len as usize)?;
-            changes.push(CatalogChange::Remapped(map));
+        if let Some(map) = remapped {
+            self.changes.push(CatalogChange::Remapped(map));
         }
+        // Below SEGMENT_BYTES_LIMIT (checked above), so every offset fits in a u32.
         let offsets = relative
             .into_iter()
-            .map(|r| u32::try_from(write_at + r as u64).expect("segments stay below 4 GiB"))
+            .map(|r| (write_at + r as u64) as u32)
             .collect();
-        changes.push(CatalogChange::Appended {
+        self.changes.push(CatalogChange::Appended {
             offsets,
             data_len: self.data_len,
             received_at_us: now_us,
         });
-        Ok(changes)
+        Ok(())
+    }
+
+    /// The catalog changes made since the last call, in order. Call it after every `append` and
+    /// `roll_if_old`, whether they succeeded or not.
+    pub fn take_changes(&mut self) -> Vec<CatalogChange> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Seals the active segment if it holds events and is older than `segment_max_age`, so that an
     /// idle log still becomes eligible for retention.
-    pub fn roll_if_old(&mut self, now_us: u64) -> Result<Vec<CatalogChange>, StorageError> {
+    pub fn roll_if_old(&mut self, now_us: u64) -> Result<(), StorageError> {
         if let Some(reason) = &self.poisoned {
             return Err(StorageError::Poisoned(reason.clone()));
         }
         if self.frames > 0 && self.should_roll(0, now_us) {
-            return self.roll(now_us);
+            self.roll(now_us)?;
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
     fn should_roll(&self, incoming_bytes: u64, now_us: u64) -> bool {
@@ -145,8 +165,8 @@ impl LogWriter {
         too_big || too_old
     }
 
-    /// Seals the active segment and opens the next one.
-    fn roll(&mut self, now_us: u64) -> Result<Vec<CatalogChange>, StorageError> {
+    /// Seals the active segment and opens the next one, recording both in `changes`.
+    fn roll(&mut self, now_us: u64) -> Result<(), StorageError> {
         let footer = Footer {
             last_seq: self.next_seq - 1,
             data_end: self.data_len,
@@ -167,15 +187,22 @@ impl LogWriter {
             self.undo_to(self.data_len, &err);
             return Err(err);
         }
-        let next = match create_segment(&self.config, self.next_seq, footer.segment_hash, now_us) {
-            Ok(next) => next,
+        let opened = create_segment(&self.config, self.next_seq, footer.segment_hash, now_us)
+            .and_then(|next| {
+                let map = map_segment(&next.0, &next.1, self.capacity(HEADER_BYTES))?;
+                Ok((next, map))
+            });
+        let ((file, path, header, header_bytes), map) = match opened {
+            Ok(opened) => opened,
             Err(err) => {
-                // The footer must go again, or the next append would land after it.
+                // The footer must go again, or the next append would land after it. (A created
+                // file left behind is removed by `create_segment`, or holds only a header.)
+                let _ =
+                    std::fs::remove_file(self.config.dir.join(segment_file_name(self.next_seq)));
                 self.undo_to(self.data_len, &err);
                 return Err(err);
             }
         };
-        let (file, path, header, header_bytes) = next;
         self.file = file;
         self.path = path;
         self.header = header;
@@ -185,7 +212,7 @@ impl LogWriter {
         self.frames = 0;
         self.received_min_us = 0;
         self.received_max_us = 0;
-        let map = self.map_active(HEADER_BYTES)?;
+        self.map_len = map.len();
         let view = SegmentView {
             first_seq: header.first_seq,
             path: self.path.clone(),
@@ -196,22 +223,20 @@ impl LogWriter {
             received_max_us: 0,
             received_min_us: 0,
         };
-        Ok(vec![
-            CatalogChange::Sealed(footer),
-            CatalogChange::Opened(view),
-        ])
+        self.changes.push(CatalogChange::Sealed(footer));
+        self.changes.push(CatalogChange::Opened(view));
+        Ok(())
+    }
+
+    fn capacity(&self, needed: usize) -> usize {
+        (self.config.segment_max_bytes as usize).max(needed) + FOOTER_BYTES
     }
 
     /// Maps the active segment with room to grow, so readers rarely need a new mapping.
     pub(super) fn map_active(&mut self, needed: usize) -> Result<Arc<Mmap>, StorageError> {
-        let len = (self.config.segment_max_bytes as usize).max(needed) + FOOTER_BYTES;
-        // SAFETY: the file is only ever appended to or truncated back to a durable length by this
-        // writer; readers never touch bytes past the durable `data_len`, so no access lands on a
-        // page beyond the end of the file.
-        let map = unsafe { MmapOptions::new().len(len).map(&self.file) }
-            .map_err(StorageError::io("mmap", &self.path))?;
-        self.map_len = len;
-        Ok(Arc::new(map))
+        let map = map_segment(&self.file, &self.path, self.capacity(needed))?;
+        self.map_len = map.len();
+        Ok(map)
     }
 
     /// Truncates the active segment back to `len` after a failed write; poisons the writer if even
@@ -225,6 +250,20 @@ impl LogWriter {
             ));
         }
     }
+}
+
+/// The largest a segment may grow: offsets are u32. Configuration keeps `segment_max_bytes` at
+/// 1 GiB and groups at `GROUP_BYTES_MAX`, far below it.
+pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
+
+/// Maps a segment file read-only with `len` bytes of address space.
+fn map_segment(file: &File, path: &std::path::Path, len: usize) -> Result<Arc<Mmap>, StorageError> {
+    // SAFETY: the file is only ever appended to, or truncated back to a durable length, by the one
+    // writer; readers never touch bytes past the durable `data_len`, so no access lands on a page
+    // beyond the end of the file.
+    let map =
+        unsafe { MmapOptions::new().len(len).map(file) }.map_err(StorageError::io("mmap", path))?;
+    Ok(Arc::new(map))
 }
 
 /// Creates a segment file holding only its header, durably (file and directory entry).

@@ -65,6 +65,12 @@ pub fn spawn_serve(
     let sink = Arc::clone(&log);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Into the log first, so a test that has the address also has every line before it.
+            {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
             if let Some(rest) = line.split("listening on http://").nth(1) {
                 // Text or JSON log lines: the address ends at the first character that cannot
                 // be part of one.
@@ -73,9 +79,6 @@ pub fn spawn_serve(
                     .unwrap_or(rest.len());
                 let _ = tx.send(rest[..end].parse().expect("an address"));
             }
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
         }
     });
     (child, rx, log)
