@@ -182,6 +182,82 @@ pub fn open(
     })
 }
 
+/// One segment as a read-only scan found it.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// The file.
+    pub path: PathBuf,
+    /// Seq of its first frame.
+    pub first_seq: u64,
+    /// Number of valid frames.
+    pub events: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Whether it carries a valid footer.
+    pub sealed: bool,
+    /// Oldest and newest receive time in it, microseconds (0 when empty).
+    pub received_us: (u64, u64),
+    /// The chain hash: the footer's for a sealed segment, the running hash of its bytes so far
+    /// for the active one.
+    pub hash: Hash,
+    /// Bytes at its end that are not (yet) a whole valid frame: a write in progress, or a torn
+    /// tail that the next start truncates. Only ever non-zero for the last segment.
+    pub tail_bytes: u64,
+}
+
+/// Reads a log without changing it: no lock, no truncation, safe while a server writes. Checks
+/// what recovery checks (every CRC, seq continuity, footers and the hash chain) and hands every
+/// event to `each`, in seq order. `progress` is told the bytes of each segment once it is read.
+/// The first fault ends the scan with the file, offset and reason.
+pub fn scan_log(
+    dir: &Path,
+    mut each: impl FnMut(&StoredEvent<'_>),
+    mut progress: impl FnMut(u64),
+) -> Result<Vec<SegmentInfo>, StorageError> {
+    let names = list_segments(dir)?;
+    let mut infos: Vec<SegmentInfo> = Vec::with_capacity(names.len());
+    let count = names.len();
+    for (index, (first_seq, path)) in names.into_iter().enumerate() {
+        let is_last = index + 1 == count;
+        if let Some(prev) = infos.last() {
+            if !prev.sealed {
+                return Err(corrupt(
+                    &prev.path,
+                    prev.bytes,
+                    "segment is not sealed but a later segment exists",
+                ));
+            }
+        }
+        let expected = infos.last().map(|p| p.first_seq + p.events);
+        let prev_hash = infos.last().map(|p| p.hash);
+        let map = map_file(&path)?;
+        let bytes = map.len() as u64;
+        let Some(scan) = scan_segment(
+            &path, &map, first_seq, expected, prev_hash, is_last, &mut each,
+        )?
+        else {
+            // A last segment whose header is still being written holds no event.
+            progress(bytes);
+            continue;
+        };
+        let end = scan.data_len + scan.footer.map_or(0, |_| FOOTER_BYTES as u64);
+        infos.push(SegmentInfo {
+            path,
+            first_seq,
+            events: scan.offsets.len() as u64,
+            bytes,
+            sealed: scan.footer.is_some(),
+            received_us: (scan.received_min_us, scan.received_max_us),
+            hash: scan
+                .footer
+                .map_or_else(|| scan.hasher.clone().finalize().into(), |f| f.segment_hash),
+            tail_bytes: bytes - end,
+        });
+        progress(bytes);
+    }
+    Ok(infos)
+}
+
 /// Takes the exclusive lock of a data directory, creating it if needed. The lock lasts as long as
 /// the returned file is open.
 pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {

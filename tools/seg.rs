@@ -1,0 +1,272 @@
+//! `mcplog-seg`: reads segment files directly, without the server, read-only and safe while a
+//! server writes to them.
+//!
+//! - `ls DIR`: one line per segment: seqs, events, bytes, sealed or active, receive times, chain hash.
+//! - `dump DIR [filters]`: events as NDJSON, in the API's shape (`seq`, `received_at`, `key_id`,
+//!   and the client's `event` byte-exact).
+//! - `verify DIR`: every CRC, seq continuity and the hash chain; exits 1 naming the file and
+//!   offset of the first fault.
+//! - `stats DIR`: events, interactions, and counts per mcp_id and status, as JSON.
+//!
+//! DIR is a data directory or its `segments/` folder. Long scans show a progress bar on a terminal
+//! and stay quiet in a pipe.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mcplog::auth::hex;
+use mcplog::event::StoredEvent;
+use mcplog::projector::{Projection, Status};
+use mcplog::storage::{recovery::list_segments, scan_log, SegmentInfo};
+use serde_json::{json, value::RawValue};
+
+#[derive(Parser)]
+#[command(about = "Read mcplog segment files without the server (read-only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List segments.
+    Ls { dir: PathBuf },
+    /// Print events as NDJSON.
+    Dump {
+        dir: PathBuf,
+        /// Only this interaction.
+        #[arg(long)]
+        interaction: Option<String>,
+        /// Only this mcp_id.
+        #[arg(long)]
+        mcp_id: Option<String>,
+        /// Only seqs at or above.
+        #[arg(long)]
+        from_seq: Option<u64>,
+        /// Only seqs at or below.
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// Only events received at or after (Unix seconds, server clock).
+        #[arg(long)]
+        since: Option<f64>,
+        /// Only events received at or before (Unix seconds, server clock).
+        #[arg(long)]
+        until: Option<f64>,
+    },
+    /// Check every CRC, seq continuity and the hash chain.
+    Verify { dir: PathBuf },
+    /// Counts per mcp_id and status.
+    Stats { dir: PathBuf },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("mcplog-seg: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Ls { dir } => {
+            let dir = segments_dir(&dir);
+            let infos = scan(&dir, |_| {})?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<26} {:>12} {:>12} {:>9} {:>12} {:<7} {:<20} {:<20} chain_hash",
+                "segment",
+                "first_seq",
+                "last_seq",
+                "events",
+                "bytes",
+                "state",
+                "received_from",
+                "received_to"
+            )?;
+            for info in &infos {
+                writeln!(
+                    out,
+                    "{:<26} {:>12} {:>12} {:>9} {:>12} {:<7} {:<20} {:<20} {}",
+                    info.path.file_name().unwrap_or_default().to_string_lossy(),
+                    info.first_seq,
+                    if info.events == 0 {
+                        "-".to_owned()
+                    } else {
+                        (info.first_seq + info.events - 1).to_string()
+                    },
+                    info.events,
+                    info.bytes,
+                    if info.sealed { "sealed" } else { "active" },
+                    seconds(info.received_us.0),
+                    seconds(info.received_us.1),
+                    hex(&info.hash)
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Dump {
+            dir,
+            interaction,
+            mcp_id,
+            from_seq,
+            to_seq,
+            since,
+            until,
+        } => {
+            let dir = segments_dir(&dir);
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut failed = None;
+            scan(&dir, |e: &StoredEvent<'_>| {
+                let received = e.received_at_us as f64 / 1e6;
+                let keep = interaction.as_deref().is_none_or(|i| i == e.interaction_id)
+                    && mcp_id.as_deref().is_none_or(|m| m == e.mcp_id)
+                    && from_seq.is_none_or(|s| e.seq >= s)
+                    && to_seq.is_none_or(|s| e.seq <= s)
+                    && since.is_none_or(|s| received >= s)
+                    && until.is_none_or(|s| received <= s);
+                if keep && failed.is_none() {
+                    let event: &RawValue = match serde_json::from_str(e.body) {
+                        Ok(raw) => raw,
+                        Err(err) => {
+                            failed = Some(anyhow::anyhow!(
+                                "seq {}: stored body is not JSON: {err}",
+                                e.seq
+                            ));
+                            return;
+                        }
+                    };
+                    let line = json!({"seq": e.seq, "received_at": received, "key_id": hex(&e.key_id), "event": event});
+                    if let Err(err) = writeln!(out, "{line}") {
+                        failed = Some(err.into());
+                    }
+                }
+            })?;
+            match failed {
+                // A closed pipe (`| head`) is a normal way to stop reading.
+                Some(err) if is_broken_pipe(&err) => Ok(ExitCode::SUCCESS),
+                Some(err) => Err(err),
+                None => {
+                    out.flush().or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })?;
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        Cmd::Verify { dir } => {
+            let dir = segments_dir(&dir);
+            let mut events = 0u64;
+            match scan(&dir, |_| events += 1) {
+                Ok(infos) => {
+                    let bytes: u64 = infos.iter().map(|i| i.bytes).sum();
+                    if let Some(last) = infos.last().filter(|i| i.tail_bytes > 0) {
+                        eprintln!(
+                            "note: {} ends in {} bytes that are not a whole frame yet (a write in progress, or a torn tail the next start truncates)",
+                            last.path.display(),
+                            last.tail_bytes
+                        );
+                    }
+                    let head = infos
+                        .last()
+                        .map_or_else(|| "-".to_owned(), |i| hex(&i.hash));
+                    println!(
+                        "ok: {} segments, {events} events, {bytes} bytes; chain head {head}",
+                        infos.len()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    println!("FAULT: {err:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Cmd::Stats { dir } => {
+            let dir = segments_dir(&dir);
+            let mut projection = Projection::new();
+            let infos = scan(&dir, |e| projection.apply(e))?;
+            let mut by_mcp = serde_json::Map::new();
+            for record in projection.records() {
+                let entry = by_mcp
+                    .entry(projection.mcp_name(record.mcp()).to_owned())
+                    .or_insert_with(|| {
+                        Status::ALL
+                            .iter()
+                            .map(|s| (s.as_str().to_owned(), json!(0)))
+                            .collect::<serde_json::Map<_, _>>()
+                            .into()
+                    });
+                let count = &mut entry[record.status().as_str()];
+                *count = json!(count.as_u64().unwrap_or(0) + 1);
+            }
+            let stats = json!({
+                "segments": infos.len(),
+                "bytes": infos.iter().map(|i| i.bytes).sum::<u64>(),
+                "events": projection.events_total(),
+                "interactions": projection.records().len(),
+                "conflicts": projection.conflicts_total(),
+                "by_mcp_id": by_mcp,
+            });
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A data directory's `segments/` folder, or the folder itself.
+fn segments_dir(dir: &Path) -> PathBuf {
+    let inner = dir.join("segments");
+    if inner.is_dir() {
+        inner
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Scans with a progress bar on a terminal (hidden in a pipe).
+fn scan(dir: &Path, each: impl FnMut(&StoredEvent<'_>)) -> anyhow::Result<Vec<SegmentInfo>> {
+    let total: u64 = list_segments(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .iter()
+        .filter_map(|(_, p)| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+                .expect("a valid template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let infos = scan_log(dir, each, |bytes| bar.inc(bytes));
+    bar.finish_and_clear();
+    Ok(infos?)
+}
+
+fn seconds(us: u64) -> String {
+    if us == 0 {
+        "-".to_owned()
+    } else {
+        format!("{:.6}", us as f64 / 1e6)
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
