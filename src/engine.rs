@@ -160,6 +160,8 @@ pub struct Engine {
     counters: Counters,
     health: Arc<WriterHealth>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The newest seq that is durable and folded into the view; followers of the replay wait on it.
+    durable: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -185,14 +187,22 @@ impl Engine {
         let (tx, rx) = mpsc::sync_channel(queue_events_max);
         let health = Arc::new(WriterHealth::default());
         health.running.store(true, Ordering::SeqCst);
+        let last = view
+            .read()
+            .expect("view lock")
+            .catalog
+            .last_seq()
+            .unwrap_or(0);
+        let durable = Arc::new(tokio::sync::watch::Sender::new(last));
         let thread = {
             let view = Arc::clone(&view);
             let health = Arc::clone(&health);
+            let durable = Arc::clone(&durable);
             std::thread::Builder::new()
                 .name("mcplog-writer".into())
                 .spawn(move || {
                     let _running = Running(&health.running);
-                    run_writer(writer, view, rx, maintenance, &health);
+                    run_writer(writer, view, rx, maintenance, &health, &durable);
                 })
                 .expect("spawning the writer thread")
         };
@@ -204,6 +214,7 @@ impl Engine {
             counters: Counters::default(),
             health,
             writer_thread: Mutex::new(Some(thread)),
+            durable,
         }
     }
 
@@ -295,6 +306,11 @@ impl Engine {
             .clone()
     }
 
+    /// A receiver of the newest seq that is durable and visible in the view.
+    pub fn subscribe_durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
     /// Latency of group commits (one write and one fdatasync each).
     pub fn fsync_seconds(&self) -> &Histogram {
         &self.health.fsync_seconds
@@ -325,6 +341,7 @@ fn run_writer(
     rx: mpsc::Receiver<Submission>,
     maintenance: Maintenance,
     health: &WriterHealth,
+    durable: &tokio::sync::watch::Sender<u64>,
 ) {
     let mut last_us = 0;
     let mut next_maintenance = Instant::now();
@@ -366,6 +383,11 @@ fn run_writer(
             last_us = now_us().max(last_us);
             commit(&mut writer, &view, vec![next], last_us, health);
         }
+        // Only after the fold: a follower woken by this reads the events from the view.
+        durable.send_if_modified(|last| {
+            let now = writer.next_seq() - 1;
+            (*last != now).then(|| *last = now).is_some()
+        });
     }
 }
 

@@ -109,6 +109,32 @@ pub struct StoredEvent<'a> {
     pub body: &'a str,
 }
 
+/// One stored event as replay and `mcplog-seg dump` print it: what the server knows, and the
+/// client's event verbatim (serialized as raw JSON, so byte for byte what was sent).
+#[derive(Serialize)]
+pub struct EventLine<'a> {
+    /// The event's seq.
+    pub seq: u64,
+    /// Server receive time, seconds.
+    pub received_at: f64,
+    /// Fingerprint of the key that sent it, 16 hex digits.
+    pub key_id: String,
+    /// The client's JSON event, byte-exact.
+    pub event: &'a RawValue,
+}
+
+impl<'a> EventLine<'a> {
+    /// The line for a stored event, or `None` if its body is somehow not JSON.
+    pub fn of(event: &StoredEvent<'a>) -> Option<EventLine<'a>> {
+        Some(EventLine {
+            seq: event.seq,
+            received_at: event.received_at_us as f64 / 1e6,
+            key_id: event.key_id.iter().map(|b| format!("{b:02x}")).collect(),
+            event: serde_json::from_str(event.body).ok()?,
+        })
+    }
+}
+
 /// A client event that passed validation; it borrows the client's bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidEvent<'a> {

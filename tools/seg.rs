@@ -19,10 +19,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mcplog::auth::hex;
-use mcplog::event::StoredEvent;
+use mcplog::event::{EventLine, StoredEvent};
 use mcplog::projector::{Projection, Status};
 use mcplog::storage::{recovery::list_segments, scan_log, SegmentInfo};
-use serde_json::{json, value::RawValue};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(about = "Read mcplog segment files without the server (read-only)")]
@@ -133,19 +133,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     && since.is_none_or(|s| received >= s)
                     && until.is_none_or(|s| received <= s);
                 if keep && failed.is_none() {
-                    let event: &RawValue = match serde_json::from_str(e.body) {
-                        Ok(raw) => raw,
-                        Err(err) => {
-                            failed = Some(anyhow::anyhow!(
-                                "seq {}: stored body is not JSON: {err}",
-                                e.seq
-                            ));
-                            return;
-                        }
+                    let Some(line) = EventLine::of(e) else {
+                        failed = Some(anyhow::anyhow!(
+                            "seq {}: the stored body is not JSON",
+                            e.seq
+                        ));
+                        return;
                     };
-                    let line = json!({"seq": e.seq, "received_at": received, "key_id": hex(&e.key_id), "event": event});
-                    if let Err(err) = writeln!(out, "{line}") {
-                        failed = Some(err.into());
+                    let written = serde_json::to_writer(&mut out, &line)
+                        .map_err(|e| match e.io_error_kind() {
+                            Some(kind) => anyhow::Error::from(std::io::Error::from(kind)),
+                            None => e.into(),
+                        })
+                        .and_then(|()| Ok(writeln!(out)?));
+                    if let Err(err) = written {
+                        failed = Some(err);
                     }
                 }
             })?;

@@ -10,6 +10,7 @@ mod observe;
 mod openapi;
 mod query;
 mod records;
+mod replay;
 
 use std::sync::Arc;
 
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/performance/metrics", get(query::metrics))
         .route("/api/v2/health", get(health))
         .route("/api/v2/keys/revoke", post(keys::revoke))
+        .route("/api/v2/events", get(replay::replay))
         .route("/api/v2/openapi.json", get(openapi::document))
         .route("/livez", get(observe::livez))
         .route("/readyz", get(observe::readyz))

@@ -21,7 +21,7 @@ use crate::telemetry::{family, Histogram};
 
 /// Every route template the router serves; request metrics are labelled with one of these or
 /// `unmatched`.
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 13] = [
     "/api/v2/interactions",
     "/api/v2/interactions/batch",
     "/api/v2/interactions/stats",
@@ -31,6 +31,7 @@ pub const ROUTES: [&str; 12] = [
     "/api/v2/health",
     "/api/v2/openapi.json",
     "/api/v2/keys/revoke",
+    "/api/v2/events",
     "/livez",
     "/readyz",
     "/metrics",

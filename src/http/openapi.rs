@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, ingest, keys, observe, query, records};
+use super::{error, ingest, keys, observe, query, records, replay};
 
 /// The whole API.
 #[derive(OpenApi)]
@@ -22,6 +22,7 @@ use super::{error, ingest, keys, observe, query, records};
         super::health,
         document,
         keys::revoke,
+        replay::replay,
         observe::livez,
         observe::readyz,
         observe::metrics,

@@ -193,6 +193,26 @@ async fn each_role_is_allowed_and_refused_where_it_should_be() {
         .await
         .json();
     assert_eq!(metrics["total_interactions"], 0);
+    // Replay: a writer gets its own mcp_id's events only; an auditor gets all.
+    let replay_ids = |body: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(body)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["mcp_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let own = replay_ids(&server.get_as(&w1, "/api/v2/events").await.body);
+    assert!(!own.is_empty() && own.iter().all(|m| m == "m1"), "{own:?}");
+    assert!(replay_ids(&server.get_as(&w1, "/api/v2/events?mcp_id=m2").await.body).is_empty());
+    let all = replay_ids(&server.get_as(&auditor, "/api/v2/events").await.body);
+    assert!(
+        all.contains(&"m2".to_owned()) && all.contains(&"m3".to_owned()),
+        "{all:?}"
+    );
     for path in [
         "/api/v2/interactions/b-1",
         "/api/v2/interactions/a-1/events",

@@ -6,6 +6,7 @@
 //! - `recovery`: a torn tail is truncated, corruption elsewhere stops start-up.
 
 mod access;
+mod audit;
 mod common;
 mod durability;
 mod ingest;

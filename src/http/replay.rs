@@ -1,0 +1,177 @@
+//! `GET /api/v2/events`: the stored events in seq order as NDJSON, exactly as they arrived, for
+//! auditors. `follow=true` keeps the stream open and sends new events as they become durable.
+//!
+//! The stream is read by seq: a task reads the view in chunks after a cursor and sends them on a
+//! small bounded channel (so a slow reader slows the task, not the server). Once it has caught up
+//! it waits for the writer to announce a newer durable seq. The cursor, not a subscription, decides
+//! what comes next, so the switch from catch-up to live neither misses nor repeats an event.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Bytes;
+use tokio::sync::mpsc;
+
+use super::{ApiError, AppState};
+use crate::auth::Principal;
+use crate::event::EventLine;
+
+/// Events per chunk read under one hold of the view's read lock.
+const CHUNK_EVENTS: u64 = 1000;
+/// Chunks buffered between the reading task and the connection.
+const CHUNKS_BUFFERED: usize = 8;
+
+#[utoipa::path(get, path = "/api/v2/events", tag = "audit",
+    params(
+        ("after_seq" = Option<u64>, Query, description = "start after this seq (default 0: from the oldest retained event)"),
+        ("limit" = Option<u64>, Query, description = "stop after this many events (default: no limit)"),
+        ("mcp_id" = Option<String>, Query, description = "only this mcp_id"),
+        ("follow" = Option<bool>, Query, description = "keep the stream open and send new events as they become durable"),
+    ),
+    responses((status = 200, description = "NDJSON: one {seq, received_at, key_id, event} per line", content_type = "application/x-ndjson", body = String),
+        (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson)),
+    security(("bearer" = [])))]
+pub(super) async fn replay(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let bad = |field: &str, message: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_parameter", message).with_field(field)
+    };
+    let (mut after, mut limit, mut mcp_id, mut follow) = (0u64, None, None, false);
+    for (name, value) in params {
+        match name.as_str() {
+            "after_seq" => {
+                after = value.parse().map_err(|_| {
+                    bad(
+                        "after_seq",
+                        format!("after_seq must be a whole number, got {value:?}"),
+                    )
+                })?
+            }
+            "limit" => {
+                limit = Some(
+                    value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|l| *l > 0)
+                        .ok_or_else(|| {
+                            bad(
+                                "limit",
+                                format!("limit must be a whole number above 0, got {value:?}"),
+                            )
+                        })?,
+                )
+            }
+            "mcp_id" => mcp_id = Some(value),
+            "follow" => {
+                follow = value.parse().map_err(|_| {
+                    bad(
+                        "follow",
+                        format!("follow must be true or false, got {value:?}"),
+                    )
+                })?
+            }
+            other => return Err(bad(other, format!("unknown query parameter {other:?}"))),
+        }
+    }
+    // A writer replays its own mcp_id only; asking for another gives what an unknown one gives.
+    let only = match (principal.read_scope(), mcp_id) {
+        (None, asked) => asked,
+        (Some(own), None) => Some(own.to_owned()),
+        (Some(own), Some(asked)) => Some(if asked == own { asked } else { String::new() }),
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_BUFFERED);
+    tokio::spawn(produce(state, after, limit, only, follow, tx));
+    let body = Body::from_stream(Chunks(rx));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Reads chunks after `cursor` and sends them until the limit, the end (without follow), or the
+/// reader going away.
+async fn produce(
+    state: AppState,
+    mut cursor: u64,
+    limit: Option<u64>,
+    only: Option<String>,
+    follow: bool,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let mut durable = state.engine.subscribe_durable();
+    let mut left = limit.unwrap_or(u64::MAX);
+    loop {
+        let last = *durable.borrow_and_update();
+        while cursor < last && left > 0 {
+            let (chunk, next, sent) = read_chunk(&state, cursor, last, left, only.as_deref());
+            cursor = next;
+            left -= sent;
+            if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
+                return;
+            }
+        }
+        if !follow || left == 0 {
+            return;
+        }
+        tokio::select! {
+            changed = durable.changed() => if changed.is_err() { return },
+            () = tx.closed() => return,
+        }
+    }
+}
+
+/// NDJSON of the events after `cursor` up to `last` (at most `CHUNK_EVENTS` seqs looked at and
+/// `left` sent), the new cursor, and how many were sent.
+fn read_chunk(
+    state: &AppState,
+    cursor: u64,
+    last: u64,
+    left: u64,
+    only: Option<&str>,
+) -> (Vec<u8>, u64, u64) {
+    let view = state.engine.view();
+    // Retention may have dropped what comes after the cursor: continue at the oldest retained.
+    let first = view.catalog.first_seq().unwrap_or(last + 1);
+    let from = (cursor + 1).max(first);
+    let to = last.min(from + CHUNK_EVENTS - 1);
+    let mut out = Vec::new();
+    let mut sent = 0;
+    let mut seq = from;
+    while seq <= to && sent < left {
+        let line = view.catalog.with_event(seq, |e| {
+            if only.is_some_and(|m| m != e.mcp_id) {
+                return None;
+            }
+            EventLine::of(e).and_then(|line| serde_json::to_string(&line).ok())
+        });
+        match line {
+            Some(Ok(Some(line))) => {
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+                sent += 1;
+            }
+            Some(Ok(None)) | None => {}
+            Some(Err(reason)) => {
+                tracing::error!(seq, %reason, "a stored event could not be read for replay")
+            }
+        }
+        seq += 1;
+    }
+    (out, seq - 1, sent)
+}
+
+/// The channel as the body's stream of chunks.
+struct Chunks(mpsc::Receiver<Bytes>);
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(Ok))
+    }
+}

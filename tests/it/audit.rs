@@ -1,0 +1,295 @@
+//! Audit: the replay API (byte-exact, follow mode), and `mcplog-seg` on real files: every
+//! single-bit flip of a sealed segment detected, a forged record caught by the hash chain, and the
+//! tool reading a directory a server is writing to.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mcplog::storage::format::{decode_at, encode_header, Decoded, Header, HEADER_BYTES};
+use serde_json::Value;
+
+use crate::common::{event, Server};
+
+fn seg(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+fn lines(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn replay_equals_what_was_posted_event_for_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_SEGMENT_MAX_BYTES", "4096")]);
+    let mut posted = Vec::new();
+    for i in 0..40 {
+        // Odd spacing and key order: replay must give back exactly these bytes.
+        let body = format!(
+            r#"{{ "timestamp": {i}.5, "mcp_id":"m{}", "interaction_id" : "r-{i}", "action":"interaction_start" }}"#,
+            i % 2
+        );
+        let seq = server
+            .post("/api/v2/interactions", body.clone())
+            .await
+            .json()["seq"]
+            .as_u64()
+            .unwrap();
+        posted.push((seq, body));
+    }
+    let response = server.get("/api/v2/events").await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.headers["content-type"], "application/x-ndjson");
+    let text = String::from_utf8(response.body.to_vec()).unwrap();
+    let replayed: Vec<&str> = text.lines().collect();
+    assert_eq!(replayed.len(), posted.len());
+    for (line, (seq, body)) in replayed.iter().zip(&posted) {
+        assert!(
+            line.contains(&format!("\"event\":{body}")),
+            "not byte-exact: {line} vs {body}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(line).unwrap()["seq"], *seq);
+    }
+    let page = lines(
+        &server
+            .get("/api/v2/events?after_seq=10&limit=5&mcp_id=m1")
+            .await
+            .body,
+    );
+    let seqs: Vec<u64> = page.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [12, 14, 16, 18, 20]);
+    let bad = server.get("/api/v2/events?after_seq=x").await;
+    assert_eq!(bad.status, 400);
+}
+
+/// Reads a chunked NDJSON response from a raw connection until `count` events have arrived.
+fn read_events(stream: &mut std::net::TcpStream, buffer: &mut Vec<u8>, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = lines(buffer);
+        if events.len() >= count {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} events after 20 s",
+            events.len()
+        );
+        let mut chunk = [0u8; 8192];
+        match stream.read(&mut chunk) {
+            Ok(0) => panic!("the stream ended"),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_sends_new_events_without_missing_or_repeating_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    for i in 0..5 {
+        server
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", &format!("f-{i}"), "m", 1.0),
+            )
+            .await;
+    }
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v2/events?follow=true HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        server.key
+    )
+    .unwrap();
+    let mut buffer = Vec::new();
+    let caught_up = read_events(&mut stream, &mut buffer, 5);
+    assert_eq!(caught_up.len(), 5);
+    // Posted after the reader connected, some while it was still catching up on others.
+    for i in 5..25 {
+        let body = if i % 2 == 0 {
+            event("interaction_start", &format!("f-{i}"), "m", 1.0)
+        } else {
+            format!(
+                "[{},{}]",
+                event("interaction_start", &format!("f-{i}a"), "m", 1.0),
+                event("interaction_start", &format!("f-{i}b"), "m", 1.0)
+            )
+        };
+        let path = if i % 2 == 0 {
+            "/api/v2/interactions"
+        } else {
+            "/api/v2/interactions/batch"
+        };
+        assert_eq!(server.post(path, body).await.status, 200);
+    }
+    let all = read_events(&mut stream, &mut buffer, 35);
+    let seqs: Vec<u64> = all.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=35).collect::<Vec<_>>(),
+        "every event once, in seq order"
+    );
+}
+
+/// The committed fixture segment followed by an empty next segment chained to it, so the fixture
+/// is a sealed segment in the middle of a log.
+fn fixture_log(dir: &Path, fixture: &[u8]) {
+    std::fs::write(dir.join("00000000000000000001.seg"), fixture).unwrap();
+    let footer_at = fixture.len() - mcplog::storage::format::FOOTER_BYTES;
+    let Decoded::Footer(footer) = decode_at(fixture, footer_at) else {
+        panic!("the fixture is sealed")
+    };
+    let next = encode_header(&Header {
+        first_seq: footer.last_seq + 1,
+        created_at_us: 1,
+        prev_hash: footer.segment_hash,
+    });
+    std::fs::write(dir.join("00000000000000000003.seg"), next).unwrap();
+}
+
+#[test]
+fn verify_detects_every_single_bit_flip_of_a_sealed_segment() {
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/segment-v1.seg"
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fixture_log(dir.path(), &fixture);
+    let ok = seg(&["verify"], dir.path());
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let path = dir.path().join("00000000000000000001.seg");
+    for bit in 0..fixture.len() * 8 {
+        let mut flipped = fixture.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        std::fs::write(&path, &flipped).unwrap();
+        let result = mcplog::storage::scan_log(dir.path(), |_| {}, |_| {});
+        assert!(
+            result.is_err(),
+            "bit {bit} (byte {}) flipped went unnoticed",
+            bit / 8
+        );
+    }
+    // And through the command: exit 1, naming the file and the offset.
+    let mut flipped = fixture.clone();
+    flipped[HEADER_BYTES + 20] ^= 0x04;
+    std::fs::write(&path, &flipped).unwrap();
+    let out = seg(&["verify"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("00000000000000000001.seg")
+            && report.contains(&format!("offset {HEADER_BYTES}")),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_rewritten_record_with_a_recomputed_crc_is_caught_by_the_chain() {
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/segment-v1.seg"
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let Decoded::Frame { frame, end } = decode_at(&fixture, HEADER_BYTES) else {
+        panic!("a frame")
+    };
+    // Same length, another client timestamp, and a CRC that matches: only the hash can tell.
+    let forged = mcplog::event::StoredEvent {
+        timestamp: 1.0,
+        ..frame
+    };
+    let mut encoded = Vec::new();
+    mcplog::storage::format::encode_frame(&forged, &mut encoded);
+    assert_eq!(encoded.len(), end - HEADER_BYTES);
+    let mut tampered = fixture.clone();
+    tampered[HEADER_BYTES..end].copy_from_slice(&encoded);
+    assert!(
+        matches!(decode_at(&tampered, HEADER_BYTES), Decoded::Frame { .. }),
+        "the forged frame passes its CRC"
+    );
+    fixture_log(dir.path(), &tampered);
+    let out = seg(&["verify"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("segment hash"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tool_reads_a_directory_while_the_server_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_SEGMENT_MAX_BYTES", "8192")]);
+    let (addr, key) = (server.addr, server.key.clone());
+    let writer = tokio::spawn(async move {
+        let mut client = mcplog::client::Client::connect(addr).await.unwrap();
+        for i in 0..600 {
+            let body = format!(
+                "[{},{}]",
+                event("interaction_start", &format!("w-{i}"), "m", 1.0),
+                event("interaction_complete", &format!("w-{i}"), "m", 2.0)
+            );
+            client
+                .post("/api/v2/interactions/batch", Some(&key), body)
+                .await
+                .unwrap();
+        }
+    });
+    let mut rounds = 0;
+    while !writer.is_finished() || rounds < 3 {
+        let verify = seg(&["verify"], dir.path());
+        assert!(
+            verify.status.success(),
+            "verify failed while the server writes: {}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        let dump = seg(&["dump", "--mcp-id", "m"], dir.path());
+        assert!(dump.status.success());
+        let seqs: Vec<u64> = lines(&dump.stdout)
+            .iter()
+            .map(|l| l["seq"].as_u64().unwrap())
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "dump skipped or repeated a seq"
+        );
+        rounds += 1;
+    }
+    writer.await.unwrap();
+    let ls = seg(&["ls"], dir.path());
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        listing.lines().count() > 3 && listing.contains("sealed") && listing.contains("active"),
+        "{listing}"
+    );
+    let stats: Value = serde_json::from_slice(&seg(&["stats"], dir.path()).stdout).unwrap();
+    assert_eq!(stats["events"], 1200);
+    assert_eq!(stats["by_mcp_id"]["m"]["completed"], 600);
+    let dump = seg(&["dump", "--interaction", "w-7"], dir.path());
+    assert_eq!(lines(&dump.stdout).len(), 2);
+}
