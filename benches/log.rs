@@ -83,6 +83,19 @@ fn replay(c: &mut Criterion) {
             opened.writer.append(&events, 1).unwrap();
         }
     }
+    let bytes: u64 = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    // What `mcplog-seg verify` does: every CRC, seq and the hash chain, no fold, read-only.
+    bench.throughput(Throughput::Bytes(bytes));
+    bench.bench_function(BenchmarkId::new("verify_bytes", bytes), |b| {
+        b.iter(|| {
+            let mut events = 0u64;
+            storage::scan_log(&dir.path().join("segments"), |_| events += 1, |_| {}).unwrap();
+            assert_eq!(events, events_total as u64);
+        })
+    });
     bench.throughput(Throughput::Elements(events_total as u64));
     bench.bench_function(BenchmarkId::new("events", events_total), |b| {
         b.iter(|| {

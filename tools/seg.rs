@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mcplog::auth::hex;
 use mcplog::event::{EventLine, StoredEvent};
 use mcplog::projector::{Projection, Status};
-use mcplog::storage::{recovery::list_segments, scan_log, SegmentInfo};
+use mcplog::storage::{recovery::list_segments, scan_log, verify_log, SegmentInfo};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -169,9 +169,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Verify { dir } => {
             let dir = segments_dir(&dir);
-            let mut events = 0u64;
-            match scan(&dir, |_| events += 1) {
+            let bar = progress_bar(&dir)?;
+            let checked = verify_log(&dir, |bytes| bar.inc(bytes));
+            bar.finish_and_clear();
+            match checked {
                 Ok(infos) => {
+                    let events: u64 = infos.iter().map(|i| i.events).sum();
                     let bytes: u64 = infos.iter().map(|i| i.bytes).sum();
                     if let Some(last) = infos.last().filter(|i| i.tail_bytes > 0) {
                         eprintln!(
@@ -239,6 +242,14 @@ fn segments_dir(dir: &Path) -> PathBuf {
 
 /// Scans with a progress bar on a terminal (hidden in a pipe).
 fn scan(dir: &Path, each: impl FnMut(&StoredEvent<'_>)) -> anyhow::Result<Vec<SegmentInfo>> {
+    let bar = progress_bar(dir)?;
+    let infos = scan_log(dir, each, |bytes| bar.inc(bytes));
+    bar.finish_and_clear();
+    Ok(infos?)
+}
+
+/// A bar over the segments' bytes on a terminal; hidden in a pipe.
+fn progress_bar(dir: &Path) -> anyhow::Result<ProgressBar> {
     let total: u64 = list_segments(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .iter()
@@ -255,9 +266,7 @@ fn scan(dir: &Path, each: impl FnMut(&StoredEvent<'_>)) -> anyhow::Result<Vec<Se
     } else {
         ProgressBar::hidden()
     };
-    let infos = scan_log(dir, each, |bytes| bar.inc(bytes));
-    bar.finish_and_clear();
-    Ok(infos?)
+    Ok(bar)
 }
 
 fn seconds(us: u64) -> String {

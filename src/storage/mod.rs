@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use catalog::{Catalog, CatalogChange, SegmentView};
-pub use recovery::{lock_dir, open, scan_log, Opened, SegmentInfo};
+pub use recovery::{lock_dir, open, scan_log, verify_log, Opened, SegmentInfo};
 pub use writer::LogWriter;
 
 /// Where the segment files live, and when to roll to a new one.

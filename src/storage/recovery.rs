@@ -18,7 +18,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
@@ -200,6 +200,8 @@ pub struct SegmentInfo {
     /// The chain hash: the footer's for a sealed segment, the running hash of its bytes so far
     /// for the active one.
     pub hash: Hash,
+    /// The previous segment's hash, as this segment's header names it.
+    pub prev_hash: Hash,
     /// Bytes at its end that are not (yet) a whole valid frame: a write in progress, or a torn
     /// tail that the next start truncates. Only ever non-zero for the last segment.
     pub tail_bytes: u64,
@@ -251,11 +253,105 @@ pub fn scan_log(
             hash: scan
                 .footer
                 .map_or_else(|| scan.hasher.clone().finalize().into(), |f| f.segment_hash),
+            prev_hash: scan.header.prev_hash,
             tail_bytes: bytes - end,
         });
         progress(bytes);
     }
     Ok(infos)
+}
+
+/// What [`scan_log`] checks, without handing out events: segments are checked on every core at
+/// once, then their links (seq continuity, sealing, the hash chain) in order. Reports the first
+/// fault in log order.
+pub fn verify_log(
+    dir: &Path,
+    progress: impl Fn(u64) + Sync,
+) -> Result<Vec<SegmentInfo>, StorageError> {
+    type Checked = Option<Result<Option<SegmentInfo>, StorageError>>;
+    let names = list_segments(dir)?;
+    let count = names.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(count.max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Mutex<Checked>> = (0..count).map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((first_seq, path)) = names.get(index) else {
+                    break;
+                };
+                let checked = check_one(path, *first_seq, index + 1 == count);
+                if let Ok(Some(info)) = &checked {
+                    progress(info.bytes);
+                }
+                *results[index].lock().expect("result lock") = Some(checked);
+            });
+        }
+    });
+    let mut infos: Vec<SegmentInfo> = Vec::with_capacity(count);
+    for result in results {
+        let checked = result
+            .into_inner()
+            .expect("result lock")
+            .expect("every segment was checked");
+        let Some(info) = checked? else { continue };
+        if let Some(prev) = infos.last() {
+            if !prev.sealed {
+                return Err(corrupt(
+                    &prev.path,
+                    prev.bytes,
+                    "segment is not sealed but a later segment exists",
+                ));
+            }
+            if info.first_seq != prev.first_seq + prev.events {
+                let reason = format!(
+                    "seq gap: segment starts at {}, previous ended at {}",
+                    info.first_seq,
+                    prev.first_seq + prev.events - 1
+                );
+                return Err(corrupt(&info.path, 0, reason));
+            }
+            if info.prev_hash != prev.hash {
+                return Err(corrupt(
+                    &info.path,
+                    0,
+                    "hash chain broken: header does not name the previous segment's hash",
+                ));
+            }
+        }
+        infos.push(info);
+    }
+    Ok(infos)
+}
+
+/// Checks one segment on its own (its links to its neighbours are checked by the caller).
+fn check_one(
+    path: &Path,
+    first_seq: u64,
+    is_last: bool,
+) -> Result<Option<SegmentInfo>, StorageError> {
+    let map = map_file(path)?;
+    let bytes = map.len() as u64;
+    let Some(scan) = scan_segment(path, &map, first_seq, None, None, is_last, &mut |_| {})? else {
+        return Ok(None);
+    };
+    let end = scan.data_len + scan.footer.map_or(0, |_| FOOTER_BYTES as u64);
+    Ok(Some(SegmentInfo {
+        path: path.to_path_buf(),
+        first_seq,
+        events: scan.offsets.len() as u64,
+        bytes,
+        sealed: scan.footer.is_some(),
+        received_us: (scan.received_min_us, scan.received_max_us),
+        hash: scan
+            .footer
+            .map_or_else(|| scan.hasher.clone().finalize().into(), |f| f.segment_hash),
+        prev_hash: scan.header.prev_hash,
+        tail_bytes: bytes - end,
+    }))
 }
 
 /// Takes the exclusive lock of a data directory, creating it if needed. The lock lasts as long as

@@ -185,10 +185,16 @@ fn verify_detects_every_single_bit_flip_of_a_sealed_segment() {
         let mut flipped = fixture.clone();
         flipped[bit / 8] ^= 1 << (bit % 8);
         std::fs::write(&path, &flipped).unwrap();
-        let result = mcplog::storage::scan_log(dir.path(), |_| {}, |_| {});
+        let scanned = mcplog::storage::scan_log(dir.path(), |_| {}, |_| {});
         assert!(
-            result.is_err(),
-            "bit {bit} (byte {}) flipped went unnoticed",
+            scanned.is_err(),
+            "bit {bit} (byte {}) flipped went unnoticed by the scan",
+            bit / 8
+        );
+        let verified = mcplog::storage::verify_log(dir.path(), |_| {});
+        assert!(
+            verified.is_err(),
+            "bit {bit} (byte {}) flipped went unnoticed by verify",
             bit / 8
         );
     }
