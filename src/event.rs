@@ -129,10 +129,21 @@ impl<'a> EventLine<'a> {
         Some(EventLine {
             seq: event.seq,
             received_at: event.received_at_us as f64 / 1e6,
-            key_id: event.key_id.iter().map(|b| format!("{b:02x}")).collect(),
+            key_id: hex8(&event.key_id),
             event: serde_json::from_str(event.body).ok()?,
         })
     }
+}
+
+/// Lower-case hex of a key id, without a formatting call per byte (dump and replay print millions).
+fn hex8(bytes: &[u8; 8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// A client event that passed validation; it borrows the client's bytes.
