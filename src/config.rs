@@ -693,32 +693,7 @@ mod tests {
     }
 
     /// The reference design's example file, verbatim.
-    pub(crate) const REFERENCE_FILE: &str = r#"# coordinator_extensions.toml
-[extensions]
-interaction_logging = true
-
-[interaction_logging]
-database_path = "./data/interactions.db"
-max_records = 1000000
-cleanup_interval = 3600
-api_key_cache_ttl = 300
-
-[security]
-master_secret = "your-very-secure-master-secret-key"
-
-[api]
-host = "0.0.0.0"
-port = 8080
-workers = 4
-
-[logging]
-level = "INFO"
-format = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-
-[static_api_keys]
-"sk-mcp-ocr-workflow-001" = { mcp_id = "ocr_workflow_mcp_001", expires_at = null, disabled = false }
-"sk-mcp-data-analysis-001" = { mcp_id = "data_analysis_workflow_001", expires_at = null, disabled = false }
-"#;
+    pub(crate) const REFERENCE_FILE: &str = include_str!("../tests/fixtures/reference-config.toml");
 
     #[test]
     fn the_reference_file_loads_mapping_what_maps() {

@@ -207,6 +207,25 @@ pub struct SegmentInfo {
     pub tail_bytes: u64,
 }
 
+impl SegmentInfo {
+    fn of(path: PathBuf, first_seq: u64, bytes: u64, scan: &Scan) -> SegmentInfo {
+        let end = scan.data_len + scan.footer.map_or(0, |_| FOOTER_BYTES as u64);
+        SegmentInfo {
+            path,
+            first_seq,
+            events: scan.offsets.len() as u64,
+            bytes,
+            sealed: scan.footer.is_some(),
+            received_us: (scan.received_min_us, scan.received_max_us),
+            hash: scan
+                .footer
+                .map_or_else(|| scan.hasher.clone().finalize().into(), |f| f.segment_hash),
+            prev_hash: scan.header.prev_hash,
+            tail_bytes: bytes - end,
+        }
+    }
+}
+
 /// Reads a log without changing it: no lock, no truncation, safe while a server writes. Checks
 /// what recovery checks (every CRC, seq continuity, footers and the hash chain) and hands every
 /// event to `each`, in seq order. `progress` is told the bytes of each segment once it is read.
@@ -242,20 +261,7 @@ pub fn scan_log(
             progress(bytes);
             continue;
         };
-        let end = scan.data_len + scan.footer.map_or(0, |_| FOOTER_BYTES as u64);
-        infos.push(SegmentInfo {
-            path,
-            first_seq,
-            events: scan.offsets.len() as u64,
-            bytes,
-            sealed: scan.footer.is_some(),
-            received_us: (scan.received_min_us, scan.received_max_us),
-            hash: scan
-                .footer
-                .map_or_else(|| scan.hasher.clone().finalize().into(), |f| f.segment_hash),
-            prev_hash: scan.header.prev_hash,
-            tail_bytes: bytes - end,
-        });
+        infos.push(SegmentInfo::of(path, first_seq, bytes, &scan));
         progress(bytes);
     }
     Ok(infos)
@@ -338,20 +344,12 @@ fn check_one(
     let Some(scan) = scan_segment(path, &map, first_seq, None, None, is_last, &mut |_| {})? else {
         return Ok(None);
     };
-    let end = scan.data_len + scan.footer.map_or(0, |_| FOOTER_BYTES as u64);
-    Ok(Some(SegmentInfo {
-        path: path.to_path_buf(),
+    Ok(Some(SegmentInfo::of(
+        path.to_path_buf(),
         first_seq,
-        events: scan.offsets.len() as u64,
         bytes,
-        sealed: scan.footer.is_some(),
-        received_us: (scan.received_min_us, scan.received_max_us),
-        hash: scan
-            .footer
-            .map_or_else(|| scan.hasher.clone().finalize().into(), |f| f.segment_hash),
-        prev_hash: scan.header.prev_hash,
-        tail_bytes: bytes - end,
-    }))
+        &scan,
+    )))
 }
 
 /// Takes the exclusive lock of a data directory, creating it if needed. The lock lasts as long as
