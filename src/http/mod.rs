@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/health", get(health))
         .route("/api/v2/keys/revoke", post(keys::revoke))
         .route("/api/v2/events", get(replay::replay))
+        .route("/dashboard", get(dashboard))
         .route("/api/v2/openapi.json", get(openapi::document))
         .route("/livez", get(observe::livez))
         .route("/readyz", get(observe::readyz))
@@ -120,6 +121,15 @@ impl FromRequestParts<AppState> for Principal {
                 },
             })
     }
+}
+
+/// `GET /dashboard`: one self-contained page (no CDN, fonts or scripts from elsewhere). It is
+/// public; its data calls carry the key the user gives it, which never leaves the browser
+/// otherwise.
+#[utoipa::path(get, path = "/dashboard", tag = "operate",
+    responses((status = 200, description = "the dashboard page", content_type = "text/html", body = String)))]
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }
 
 /// `GET /api/v2/health`.

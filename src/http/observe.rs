@@ -21,7 +21,7 @@ use crate::telemetry::{family, Histogram};
 
 /// Every route template the router serves; request metrics are labelled with one of these or
 /// `unmatched`.
-pub const ROUTES: [&str; 13] = [
+pub const ROUTES: [&str; 14] = [
     "/api/v2/interactions",
     "/api/v2/interactions/batch",
     "/api/v2/interactions/stats",
@@ -32,6 +32,7 @@ pub const ROUTES: [&str; 13] = [
     "/api/v2/openapi.json",
     "/api/v2/keys/revoke",
     "/api/v2/events",
+    "/dashboard",
     "/livez",
     "/readyz",
     "/metrics",

@@ -20,6 +20,7 @@ use super::{error, ingest, keys, observe, query, records, replay};
         records::events,
         query::metrics,
         super::health,
+        super::dashboard,
         document,
         keys::revoke,
         replay::replay,

@@ -8,6 +8,7 @@
 mod access;
 mod audit;
 mod common;
+mod dashboard;
 mod durability;
 mod ingest;
 mod openapi;
