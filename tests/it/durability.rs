@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::common::{event, segment_paths, Server};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 20;
 const CLIENTS: usize = 16;
 
 /// An acknowledged event: its interaction, its seq, and the exact body sent.
