@@ -44,6 +44,19 @@ pub struct LogWriter {
     /// Changes the catalog has not been told of yet. A roll records its changes here before the
     /// group's write, so that they reach the catalog even when that write then fails.
     pub(super) changes: Vec<CatalogChange>,
+    /// A failure to inject into the next group write (tests only).
+    #[cfg(test)]
+    pub(super) fault: Option<Fault>,
+}
+
+/// A failure the tests inject into the next group write.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Fault {
+    /// Write only this many bytes of the group, then fail as a full disk would.
+    Write { bytes: usize },
+    /// Write the whole group, then fail the fdatasync.
+    Sync,
 }
 
 impl LogWriter {
@@ -100,15 +113,7 @@ impl LogWriter {
         } else {
             None
         };
-        let written = self
-            .file
-            .write_all_at(&self.buf, write_at)
-            .map_err(StorageError::io("write", &self.path))
-            .and_then(|()| {
-                self.file
-                    .sync_data()
-                    .map_err(StorageError::io("fdatasync", &self.path))
-            });
+        let written = self.write_group(write_at);
         if let Err(err) = written {
             self.undo_to(write_at, &err);
             return Err(err);
@@ -135,6 +140,45 @@ impl LogWriter {
             received_at_us: now_us,
         });
         Ok(())
+    }
+
+    /// One `pwrite` and one `fdatasync` of the encoded group at `at`.
+    fn write_group(&mut self, at: u64) -> Result<(), StorageError> {
+        #[cfg(test)]
+        if let Some(fault) = self.fault.take() {
+            let injected = |what: &str| std::io::Error::other(format!("injected {what} failure"));
+            return match fault {
+                Fault::Write { bytes } => {
+                    let bytes = bytes.min(self.buf.len());
+                    self.file
+                        .write_all_at(&self.buf[..bytes], at)
+                        .map_err(StorageError::io("write", &self.path))?;
+                    Err(StorageError::Io {
+                        op: "write",
+                        path: self.path.clone(),
+                        source: injected("write"),
+                    })
+                }
+                Fault::Sync => {
+                    self.file
+                        .write_all_at(&self.buf, at)
+                        .map_err(StorageError::io("write", &self.path))?;
+                    Err(StorageError::Io {
+                        op: "fdatasync",
+                        path: self.path.clone(),
+                        source: injected("fdatasync"),
+                    })
+                }
+            };
+        }
+        self.file
+            .write_all_at(&self.buf, at)
+            .map_err(StorageError::io("write", &self.path))
+            .and_then(|()| {
+                self.file
+                    .sync_data()
+                    .map_err(StorageError::io("fdatasync", &self.path))
+            })
     }
 
     /// The catalog changes made since the last call, in order. Call it after every `append` and
