@@ -608,12 +608,32 @@ fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError 
     }
 }
 
+/// One group of test events: seqs from `first`, one per id, all with `body`; the actions cycle
+/// through all five so that frames differ.
+#[cfg(test)]
+fn test_group<'a>(first: u64, ids: &'a [String], body: &'a str) -> Vec<StoredEvent<'a>> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| StoredEvent {
+            seq: first + i as u64,
+            write_index: i as u32,
+            received_at_us: 1_000 + first,
+            key_id: [3; 8],
+            action: crate::event::Action::ALL[i % 5],
+            timestamp: 1.5,
+            interaction_id: id,
+            mcp_id: "m",
+            event_id: None,
+            body,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::event::Action;
 
     fn config(dir: &Path, segment_max_bytes: u64) -> LogConfig {
         LogConfig {
@@ -630,22 +650,11 @@ mod tests {
         let ids: Vec<String> = (0..count)
             .map(|i| format!("i-{}", first + i as u64))
             .collect();
-        let events: Vec<StoredEvent<'_>> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| StoredEvent {
-                seq: first + i as u64,
-                write_index: i as u32,
-                received_at_us: 1_000 + first,
-                key_id: [0; 8],
-                action: Action::Start,
-                timestamp: 1.0,
-                interaction_id: id,
-                mcp_id: "m",
-                event_id: None,
-                body: r#"{"padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#,
-            })
-            .collect();
+        let events = test_group(
+            first,
+            &ids,
+            r#"{"padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#,
+        );
         writer.append(&events, 1_000 + first).unwrap();
         for change in writer.take_changes() {
             opened.catalog.apply(change);
@@ -782,24 +791,9 @@ mod torn_writes {
     use std::time::Duration;
 
     use super::*;
-    use crate::event::Action;
 
     fn group<'a>(first: u64, ids: &'a [String]) -> Vec<StoredEvent<'a>> {
-        ids.iter()
-            .enumerate()
-            .map(|(i, id)| StoredEvent {
-                seq: first + i as u64,
-                write_index: i as u32,
-                received_at_us: 5,
-                key_id: [3; 8],
-                action: Action::ALL[i % 5],
-                timestamp: 1.5,
-                interaction_id: id,
-                mcp_id: "m",
-                event_id: Some("e"),
-                body: r#"{"k":"v"}"#,
-            })
-            .collect()
+        test_group(first, ids, r#"{"k":"v"}"#)
     }
 
     /// Acknowledged groups, then a group whose write stops after `cut` bytes (the process died
@@ -857,28 +851,13 @@ mod failing_writes {
     use std::time::Duration;
 
     use super::*;
-    use crate::event::Action;
     use crate::storage::writer::Fault;
 
     /// About 400 bytes, so a 4 KiB segment holds three groups and every third write rolls first.
     const PAD: &str = r#"{"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
 
     fn events(first: u64, ids: &[String]) -> Vec<StoredEvent<'_>> {
-        ids.iter()
-            .enumerate()
-            .map(|(i, id)| StoredEvent {
-                seq: first + i as u64,
-                write_index: i as u32,
-                received_at_us: 9,
-                key_id: [1; 8],
-                action: Action::Start,
-                timestamp: 2.0,
-                interaction_id: id,
-                mcp_id: "m",
-                event_id: None,
-                body: PAD,
-            })
-            .collect()
+        test_group(first, ids, PAD)
     }
 
     /// For each fault, at each place: the failed group is not acknowledged, the writer goes on,
