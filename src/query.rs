@@ -497,23 +497,27 @@ pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, mcp_id: Option
     };
     let indexes = projection.indexes();
     let in_range = |start: f64| from_s <= start && start <= now_s;
+    // Records that started in [from, to), or [from, to] when `inclusive`.
     let scan = |acc: &mut Accumulator, from: f64, to: f64, inclusive: bool| {
+        use std::ops::Bound::{Excluded, Included};
         if to < from || to <= 0.0 {
             return;
         }
         let low = (start_key(from.max(f64::MIN_POSITIVE)), 0);
-        let high = (start_key(to), if inclusive { u32::MAX } else { 0 });
-        if low >= high {
+        let high = if inclusive {
+            Included((start_key(to), u32::MAX))
+        } else {
+            Excluded((start_key(to), 0))
+        };
+        let empty = match high {
+            Included(h) => h < low,
+            _ => (start_key(to), 0) <= low,
+        };
+        if empty {
             return;
         }
-        for &(_, ordinal) in indexes.by_start.range(low..high) {
+        for &(_, ordinal) in indexes.by_start.range((Included(low), high)) {
             acc.add_record(projection.record(ordinal));
-        }
-        if inclusive {
-            // `range` above stops before (to, MAX); add the entries at exactly `to` with that ordinal.
-            for &(_, ordinal) in indexes.by_start.range(high..=high) {
-                acc.add_record(projection.record(ordinal));
-            }
         }
     };
     match mcp_id {

@@ -57,6 +57,11 @@ impl ApiError {
         self
     }
 
+    /// 400 for a query parameter that is unknown or has a bad value.
+    pub fn bad_parameter(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_parameter", message).with_field(field)
+    }
+
     /// 401 for a missing or unknown key.
     pub fn unauthorized() -> ApiError {
         ApiError::new(

@@ -2,7 +2,6 @@
 //! `/api/v2/performance/metrics`.
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -58,7 +57,7 @@ pub(super) async fn history(
             "mcp_id" => query.mcp_id = Some(value.clone()),
             "status" => {
                 query.status = Some(Status::from_name(value).ok_or_else(|| {
-                    bad_param("status", format!("unknown status {value:?}; expected started, in_progress, completed, failed or cancelled"))
+                    ApiError::bad_parameter("status", format!("unknown status {value:?}; expected started, in_progress, completed, failed or cancelled"))
                 })?)
             }
             "since" => query.since = Some(seconds_param("since", value)?),
@@ -68,19 +67,19 @@ pub(super) async fn history(
                     .parse()
                     .ok()
                     .filter(|l| (1..=HISTORY_LIMIT_MAX).contains(l))
-                    .ok_or_else(|| bad_param("limit", format!("limit must be a whole number from 1 to {HISTORY_LIMIT_MAX}, got {value:?}")))?
+                    .ok_or_else(|| ApiError::bad_parameter("limit", format!("limit must be a whole number from 1 to {HISTORY_LIMIT_MAX}, got {value:?}")))?
             }
             "offset" => {
                 query.offset = value
                     .parse()
                     .ok()
                     .filter(|&o: &usize| o <= 1_000_000)
-                    .ok_or_else(|| bad_param("offset", format!("offset must be a whole number up to 1000000, got {value:?}")))?
+                    .ok_or_else(|| ApiError::bad_parameter("offset", format!("offset must be a whole number up to 1000000, got {value:?}")))?
             }
             "cursor" => {
-                query.after = Some(Position::decode(value).ok_or_else(|| bad_param("cursor", "not a cursor this server gave out"))?)
+                query.after = Some(Position::decode(value).ok_or_else(|| ApiError::bad_parameter("cursor", "not a cursor this server gave out"))?)
             }
-            other => return Err(bad_param(other, format!("unknown query parameter {other:?}"))),
+            other => return Err(ApiError::bad_parameter(other, format!("unknown query parameter {other:?}"))),
         }
     }
     if let Some(own) = principal.read_scope() {
@@ -274,7 +273,7 @@ pub(super) async fn metrics(
             "time_range" => time_range = value,
             "mcp_id" => mcp_id = Some(value),
             other => {
-                return Err(bad_param(
+                return Err(ApiError::bad_parameter(
                     other,
                     format!("unknown query parameter {other:?}"),
                 ))
@@ -282,7 +281,7 @@ pub(super) async fn metrics(
         }
     }
     let range_s = query::parse_time_range(&time_range).ok_or_else(|| {
-        bad_param(
+        ApiError::bad_parameter(
             "time_range",
             format!(
                 "time_range {time_range:?} is not 1h, 24h, 7d, 30d or <n> followed by s, m, h or d"
@@ -332,17 +331,13 @@ pub(super) async fn metrics(
     }))
 }
 
-fn bad_param(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_parameter", message).with_field(field)
-}
-
 fn seconds_param(field: &str, value: &str) -> Result<f64, ApiError> {
     value
         .parse::<f64>()
         .ok()
         .filter(|v| v.is_finite())
         .ok_or_else(|| {
-            bad_param(
+            ApiError::bad_parameter(
                 field,
                 format!("{field} must be a number of seconds since the Unix epoch, got {value:?}"),
             )

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Bytes;
 use tokio::sync::mpsc;
@@ -41,9 +41,7 @@ pub(super) async fn replay(
     principal: Principal,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let bad = |field: &str, message: String| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_parameter", message).with_field(field)
-    };
+    let bad = ApiError::bad_parameter;
     let (mut after, mut limit, mut mcp_id, mut follow) = (0u64, None, None, false);
     for (name, value) in params {
         match name.as_str() {
