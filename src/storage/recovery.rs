@@ -18,7 +18,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
@@ -52,7 +53,41 @@ pub fn open(
 ) -> Result<Opened, StorageError> {
     std::fs::create_dir_all(&config.dir)
         .map_err(StorageError::io("create directory", &config.dir))?;
-    let mut names = list_segments(&config.dir)?;
+    let names = list_segments(&config.dir)?;
+    // SHA-256 is the costliest check: a helper thread hashes the sealed segments, in order, while
+    // this one checks frames and folds.
+    let sealed = &names[..names.len().saturating_sub(1)];
+    let stop = AtomicBool::new(false);
+    let (mut views, last_scan, truncated_bytes) = std::thread::scope(|scope| {
+        let (tx, hashes) = mpsc::channel();
+        scope.spawn(|| {
+            let tx = tx;
+            for (_, path) in sealed {
+                if stop.load(Ordering::Relaxed) || tx.send(sealed_hash(path)).is_err() {
+                    break;
+                }
+            }
+        });
+        let scanned = scan_segments(config, names.clone(), &hashes, &mut each);
+        stop.store(true, Ordering::Relaxed);
+        scanned
+    })?;
+    let writer = open_writer(config, now_us, &mut views, last_scan)?;
+    Ok(Opened {
+        writer,
+        catalog: Catalog::new(views),
+        truncated_bytes,
+    })
+}
+
+/// The segments of a log, checked and folded in order, the scan of the last one, and the bytes
+/// truncated as a torn tail. `hashes` gives the hash of each segment but the last, in order.
+fn scan_segments(
+    config: &LogConfig,
+    mut names: Vec<(u64, PathBuf)>,
+    hashes: &mpsc::Receiver<Result<Hash, StorageError>>,
+    each: &mut impl FnMut(&StoredEvent<'_>),
+) -> Result<(Vec<SegmentView>, Option<Scan>, u64), StorageError> {
     let mut views: Vec<SegmentView> = Vec::with_capacity(names.len());
     let mut truncated_bytes = 0;
     let mut last_scan: Option<Scan> = None;
@@ -71,9 +106,26 @@ pub fn open(
             }
         }
         let map = map_file(&path)?;
+        // Sealed segments are hashed by the helper thread; the last one here, because the writer
+        // continues its running hash.
+        let hashing = if is_last {
+            Hashing::Inline
+        } else {
+            Hashing::Deferred
+        };
         let scan = scan_segment(
-            &path, &map, first_seq, expected, prev_hash, is_last, &mut each,
+            &path, &map, first_seq, expected, prev_hash, is_last, hashing, each,
         )?;
+        if hashing == Hashing::Deferred {
+            let hash = hashes
+                .recv()
+                .expect("the hashing thread sends one hash per segment but the last")?;
+            if let Some(scan) = &scan {
+                if let Some(footer) = &scan.footer {
+                    check_hash(&path, scan.data_len as usize, footer, hash)?;
+                }
+            }
+        }
         let scan = match scan {
             Some(scan) => scan,
             None => {
@@ -104,6 +156,17 @@ pub fn open(
         });
         last_scan = Some(scan);
     }
+    Ok((views, last_scan, truncated_bytes))
+}
+
+/// A writer at the end of the log: continuing its unsealed last segment, or on a new segment
+/// (added to `views`) after a sealed one or in an empty log.
+fn open_writer(
+    config: &LogConfig,
+    now_us: u64,
+    views: &mut Vec<SegmentView>,
+    last_scan: Option<Scan>,
+) -> Result<LogWriter, StorageError> {
     let writer = match (views.last(), last_scan) {
         (Some(active), Some(scan)) if active.footer.is_none() => {
             let file = OpenOptions::new()
@@ -179,11 +242,7 @@ pub fn open(
             writer
         }
     };
-    Ok(Opened {
-        writer,
-        catalog: Catalog::new(views),
-        truncated_bytes,
-    })
+    Ok(writer)
 }
 
 /// One segment as a read-only scan found it.
@@ -258,7 +317,14 @@ pub fn scan_log(
         let map = map_file(&path)?;
         let bytes = map.len() as u64;
         let Some(scan) = scan_segment(
-            &path, &map, first_seq, expected, prev_hash, is_last, &mut each,
+            &path,
+            &map,
+            first_seq,
+            expected,
+            prev_hash,
+            is_last,
+            Hashing::Inline,
+            &mut each,
         )?
         else {
             // A last segment whose header is still being written holds no event.
@@ -345,7 +411,17 @@ fn check_one(
 ) -> Result<Option<SegmentInfo>, StorageError> {
     let map = map_file(path)?;
     let bytes = map.len() as u64;
-    let Some(scan) = scan_segment(path, &map, first_seq, None, None, is_last, &mut |_| {})? else {
+    let Some(scan) = scan_segment(
+        path,
+        &map,
+        first_seq,
+        None,
+        None,
+        is_last,
+        Hashing::Inline,
+        &mut |_| {},
+    )?
+    else {
         return Ok(None);
     };
     Ok(Some(SegmentInfo::of(
@@ -412,6 +488,16 @@ struct Scan {
     received_max_us: u64,
 }
 
+/// Who checks a segment's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hashing {
+    /// The scan hashes the segment and checks the footer's hash.
+    Inline,
+    /// The caller hashes the segment apart (on another thread) and checks the footer's hash; the
+    /// scan's hasher stays empty.
+    Deferred,
+}
+
 /// Checks one segment and folds its events. Returns `None` for a last segment whose header was
 /// torn (it holds no event), and the valid prefix of a last segment whose tail was torn.
 fn scan_segment(
@@ -421,6 +507,7 @@ fn scan_segment(
     expected_first_seq: Option<u64>,
     prev_hash: Option<Hash>,
     is_last: bool,
+    hashing: Hashing,
     each: &mut impl FnMut(&StoredEvent<'_>),
 ) -> Result<Option<Scan>, StorageError> {
     let header = match format::decode_header(bytes) {
@@ -473,7 +560,6 @@ fn scan_segment(
         received_min_us: u64::MAX,
         received_max_us: 0,
     };
-    scan.hasher.update(&bytes[..HEADER_BYTES]);
     let mut offset = HEADER_BYTES;
     let mut seq = first_seq;
     let fault = loop {
@@ -485,7 +571,6 @@ fn scan_segment(
                 each(&frame);
                 scan.offsets
                     .push(u32::try_from(offset).expect("segments stay below 4 GiB"));
-                scan.hasher.update(&bytes[offset..end]);
                 scan.received_min_us = scan.received_min_us.min(frame.received_at_us);
                 scan.received_max_us = scan.received_max_us.max(frame.received_at_us);
                 offset = end;
@@ -502,6 +587,13 @@ fn scan_segment(
         }
     };
     scan.data_len = offset as u64;
+    if hashing == Hashing::Inline {
+        // One update over the whole range: the same hash as frame by frame, and faster.
+        scan.hasher.update(&bytes[..offset]);
+        if let Some(footer) = &scan.footer {
+            check_hash(path, offset, footer, scan.hasher.clone().finalize().into())?;
+        }
+    }
     if scan.offsets.is_empty() {
         scan.received_min_us = 0;
     }
@@ -559,15 +651,27 @@ fn check_footer(
             ),
         ));
     }
-    let hash: Hash = scan.hasher.clone().finalize().into();
+    Ok(())
+}
+
+/// Compares the footer's segment hash with the hash of the bytes before it, at `offset`.
+fn check_hash(path: &Path, offset: usize, footer: &Footer, hash: Hash) -> Result<(), StorageError> {
     if footer.segment_hash != hash {
         return Err(corrupt(
             path,
-            at,
+            offset as u64,
             "segment hash in the footer does not match the frames: the segment was altered",
         ));
     }
     Ok(())
+}
+
+/// SHA-256 of everything before the footer of a sealed segment: what its footer's hash covers.
+/// A file too short for a header and a footer gets the hash of nothing; its scan fails anyway.
+fn sealed_hash(path: &Path) -> Result<Hash, StorageError> {
+    let map = map_file(path)?;
+    let end = map.len().saturating_sub(FOOTER_BYTES);
+    Ok(Sha256::digest(&map[..end]).into())
 }
 
 /// Looks behind damaged bytes at `from` for a frame or footer written by a later write than the
