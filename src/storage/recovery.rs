@@ -114,7 +114,13 @@ fn scan_segments(
             Hashing::Deferred
         };
         let scan = scan_segment(
-            &path, &map, first_seq, expected, prev_hash, is_last, hashing, each,
+            &path,
+            &map,
+            first_seq,
+            (expected, prev_hash),
+            is_last,
+            hashing,
+            each,
         )?;
         if hashing == Hashing::Deferred {
             let hash = hashes
@@ -320,8 +326,7 @@ pub fn scan_log(
             &path,
             &map,
             first_seq,
-            expected,
-            prev_hash,
+            (expected, prev_hash),
             is_last,
             Hashing::Inline,
             &mut each,
@@ -415,8 +420,7 @@ fn check_one(
         path,
         &map,
         first_seq,
-        None,
-        None,
+        (None, None),
         is_last,
         Hashing::Inline,
         &mut |_| {},
@@ -504,8 +508,7 @@ fn scan_segment(
     path: &Path,
     bytes: &[u8],
     first_seq: u64,
-    expected_first_seq: Option<u64>,
-    prev_hash: Option<Hash>,
+    (expected_first_seq, prev_hash): (Option<u64>, Option<Hash>),
     is_last: bool,
     hashing: Hashing,
     each: &mut impl FnMut(&StoredEvent<'_>),
