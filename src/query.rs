@@ -245,7 +245,7 @@ pub fn record_counts(projection: &Projection, now_us: u64, stale_after_us: u64) 
         .filter(|&ordinal| projection.record(ordinal).received_at_us() < cutoff)
         .count() as u64;
     RecordCounts {
-        total: projection.records().len() as u64,
+        total: projection.record_count() as u64,
         active: count(Status::Started) + count(Status::InProgress),
         started: count(Status::Started),
         in_progress: count(Status::InProgress),
@@ -628,7 +628,7 @@ mod tests {
     fn ids(projection: &Projection, page: &HistoryPage) -> Vec<String> {
         page.ordinals
             .iter()
-            .map(|&o| projection.record(o).interaction_id().to_owned())
+            .map(|&o| projection.interaction_id(projection.record(o)).to_owned())
             .collect()
     }
 
@@ -813,7 +813,6 @@ mod tests {
             let m = metrics(&p, now, range, mcp);
             let finished: Vec<&crate::projector::Record> = p
                 .records()
-                .iter()
                 .filter(|r| {
                     r.start_time()
                         .is_some_and(|s| now - range as f64 <= s && s <= now)

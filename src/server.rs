@@ -100,7 +100,7 @@ pub fn recover(config: &Config) -> Result<Engine, StorageError> {
     let opened = storage::open(&log_config, now_us(), |event| projection.apply(event))?;
     tracing::info!(
         events = projection.events_total(),
-        interactions = projection.records().len(),
+        interactions = projection.record_count(),
         segments = opened.catalog.segments().len(),
         truncated_bytes = opened.truncated_bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -220,7 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "segments": infos.len(),
                 "bytes": infos.iter().map(|i| i.bytes).sum::<u64>(),
                 "events": projection.events_total(),
-                "interactions": projection.records().len(),
+                "interactions": projection.record_count(),
                 "conflicts": projection.conflicts_total(),
                 "by_mcp_id": by_mcp,
             });

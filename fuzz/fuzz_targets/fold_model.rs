@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    assert_eq!(projection.records().len(), models.len());
+    assert_eq!(projection.record_count(), models.len());
     let events: usize = models.values().map(|m| m.events.len()).sum();
     assert_eq!(projection.events_total(), events as u64);
     let mut conflicts = 0u64;
@@ -110,7 +110,7 @@ fuzz_target!(|data: &[u8]| {
 
     // The indexes, against the records they index.
     let indexes = projection.indexes();
-    for (ordinal, record) in projection.records().iter().enumerate() {
+    for (ordinal, record) in projection.records().enumerate() {
         let ordinal = ordinal as u32;
         for status in Status::ALL {
             assert_eq!(indexes.by_status[status.index()].contains(ordinal), record.status() == status);

@@ -213,7 +213,7 @@ pub(super) async fn stats(State(state): State<AppState>, principal: Principal) -
             oldest_event_time: catalog
                 .segments()
                 .iter()
-                .find(|s| !s.offsets.is_empty())
+                .find(|s| !s.frames.is_empty())
                 .map(|s| s.received_min_us as f64 / 1e6),
         },
     })

@@ -148,7 +148,7 @@ pub(super) fn record_json(view: &View, record: &Record) -> Result<RecordJson, Ap
         progress_updates.extend(update);
     }
     Ok(RecordJson {
-        interaction_id: record.interaction_id().to_owned(),
+        interaction_id: view.projection.interaction_id(record).to_owned(),
         mcp_id: view.projection.mcp_name(record.mcp()).to_owned(),
         status: record.status().as_str(),
         start_time: record.start_time(),

@@ -1,7 +1,7 @@
 //! The read side of the log: every retained segment, mapped, with the offset of each frame.
 //!
-//! Readers find an event by seq with two lookups (segment by first seq, then the frame offset)
-//! and decode it from the mapping without copying. Only the writer changes the catalog, through
+//! Readers find an event by seq with two lookups (segment by first seq, then the frame offset
+//! in a sparse [`FrameIndex`]) and decode it from the mapping without copying. Only the writer changes the catalog, through
 //! [`CatalogChange`] values it returns after each durable write.
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::format::{decode_at, Decoded, Footer};
+use super::format::{decode_at, frame_end, Decoded, Footer};
 use crate::event::StoredEvent;
 
 /// One retained segment as readers see it.
@@ -22,8 +22,8 @@ pub struct SegmentView {
     /// The file mapped read-only. The active segment is mapped past its end so that it need not be
     /// remapped as it grows; only bytes below `data_len` are ever read.
     pub map: Arc<Mmap>,
-    /// File offset of each frame; index `i` holds seq `first_seq + i`.
-    pub offsets: Vec<u32>,
+    /// Where each frame starts; frame `i` holds seq `first_seq + i`.
+    pub frames: FrameIndex,
     /// Bytes of header and frames (the footer is not counted).
     pub data_len: u64,
     /// The footer, once the segment is sealed.
@@ -37,7 +37,14 @@ pub struct SegmentView {
 impl SegmentView {
     /// Seq of the last frame, if the segment holds any.
     pub fn last_seq(&self) -> Option<u64> {
-        (!self.offsets.is_empty()).then(|| self.first_seq + self.offsets.len() as u64 - 1)
+        (!self.frames.is_empty()).then(|| self.first_seq + self.frames.len() - 1)
+    }
+
+    /// File offset of the frame holding `seq`, if this segment holds it.
+    pub fn offset_of(&self, seq: u64) -> Option<usize> {
+        let index = seq.checked_sub(self.first_seq)?;
+        self.frames
+            .offset_of(index, &self.map[..self.data_len as usize])
     }
 
     /// Size of the file in bytes, footer included.
@@ -48,6 +55,54 @@ impl SegmentView {
             } else {
                 0
             }
+    }
+}
+
+/// Frames per offset a [`FrameIndex`] keeps.
+pub const FRAME_INDEX_STRIDE: u64 = 16;
+
+/// Where the frames of a segment start, kept sparse: the offset of every
+/// [`FRAME_INDEX_STRIDE`]-th frame. A lookup walks the length prefixes of the frames after the
+/// nearest kept offset, at most 15 steps through the mapped file, so the index costs a quarter
+/// of a byte per event instead of four: at millions of events, the difference between meeting
+/// the memory budget per interaction and not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameIndex {
+    sampled: Vec<u32>,
+    frames: u64,
+}
+
+impl FrameIndex {
+    /// Number of frames.
+    pub fn len(&self) -> u64 {
+        self.frames
+    }
+
+    /// Whether the segment holds no frame.
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+
+    /// Records the offset of the next frame.
+    pub fn push(&mut self, offset: u32) {
+        if self.frames.is_multiple_of(FRAME_INDEX_STRIDE) {
+            self.sampled.push(offset);
+        }
+        self.frames += 1;
+    }
+
+    /// File offset of frame `index`, walking from the nearest kept offset through `data`, the
+    /// segment's checked bytes. `None` past the last frame, or if the walk leaves `data`.
+    pub fn offset_of(&self, index: u64, data: &[u8]) -> Option<usize> {
+        if index >= self.frames {
+            return None;
+        }
+        let sampled = usize::try_from(index / FRAME_INDEX_STRIDE).ok()?;
+        let mut offset = *self.sampled.get(sampled)? as usize;
+        for _ in 0..index % FRAME_INDEX_STRIDE {
+            offset = frame_end(data, offset)?;
+        }
+        Some(offset)
     }
 }
 
@@ -92,7 +147,7 @@ impl Catalog {
     pub fn first_seq(&self) -> Option<u64> {
         self.segments
             .iter()
-            .find(|s| !s.offsets.is_empty())
+            .find(|s| !s.frames.is_empty())
             .map(|s| s.first_seq)
     }
 
@@ -120,9 +175,7 @@ impl Catalog {
             .partition_point(|s| s.first_seq <= seq)
             .checked_sub(1)?;
         let segment = &self.segments[index];
-        let offset = *segment
-            .offsets
-            .get(usize::try_from(seq - segment.first_seq).ok()?)? as usize;
+        let offset = segment.offset_of(seq)?;
         let data = &segment.map[..segment.data_len as usize];
         Some(match decode_at(data, offset) {
             Decoded::Frame { frame, .. } if frame.seq == seq => Ok(f(&frame)),
@@ -147,10 +200,14 @@ impl Catalog {
     pub fn for_each_event(&self, mut each: impl FnMut(&StoredEvent<'_>)) -> Result<(), String> {
         for segment in &self.segments {
             let data = &segment.map[..segment.data_len as usize];
-            for (i, &offset) in segment.offsets.iter().enumerate() {
-                match decode_at(data, offset as usize) {
-                    Decoded::Frame { frame, .. } if frame.seq == segment.first_seq + i as u64 => {
-                        each(&frame)
+            let Some(mut offset) = segment.offset_of(segment.first_seq) else {
+                continue;
+            };
+            for seq in segment.first_seq..segment.first_seq + segment.frames.len() {
+                match decode_at(data, offset) {
+                    Decoded::Frame { frame, end } if frame.seq == seq => {
+                        each(&frame);
+                        offset = end;
                     }
                     other => {
                         return Err(format!(
@@ -174,11 +231,13 @@ impl Catalog {
                 received_at_us,
             } => {
                 let active = self.active_mut();
-                if active.offsets.is_empty() {
+                if active.frames.is_empty() {
                     active.received_min_us = received_at_us;
                 }
                 active.received_max_us = active.received_max_us.max(received_at_us);
-                active.offsets.extend(offsets);
+                for offset in offsets {
+                    active.frames.push(offset);
+                }
                 active.data_len = data_len;
             }
             CatalogChange::Remapped(map) => self.active_mut().map = map,
@@ -190,5 +249,46 @@ impl Catalog {
         self.segments
             .last_mut()
             .expect("the log always has an active segment")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Action;
+    use crate::storage::format::encode_frame;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The sparse index finds every frame where a dense list of offsets says it is.
+        #[test]
+        fn sparse_offsets_match_dense_ones(sizes in proptest::collection::vec(0usize..300, 0..100)) {
+            let mut bytes = vec![0u8; 68];
+            let mut dense = Vec::new();
+            let mut index = FrameIndex::default();
+            for (i, &size) in sizes.iter().enumerate() {
+                let body = "x".repeat(size);
+                dense.push(bytes.len());
+                index.push(bytes.len() as u32);
+                let frame = StoredEvent {
+                    seq: i as u64 + 1,
+                    write_index: 0,
+                    received_at_us: 0,
+                    key_id: [0; 8],
+                    action: Action::Progress,
+                    timestamp: 1.0,
+                    interaction_id: "i",
+                    mcp_id: "m",
+                    event_id: None,
+                    body: &body,
+                };
+                encode_frame(&frame, &mut bytes);
+            }
+            prop_assert_eq!(index.len(), sizes.len() as u64);
+            for (i, &offset) in dense.iter().enumerate() {
+                prop_assert_eq!(index.offset_of(i as u64, &bytes), Some(offset));
+            }
+            prop_assert_eq!(index.offset_of(sizes.len() as u64, &bytes), None);
+        }
     }
 }

@@ -214,6 +214,13 @@ pub fn encode_frame(frame: &StoredEvent<'_>, out: &mut Vec<u8>) {
     *out = encoded;
 }
 
+/// Where the frame at `offset` ends, from its length prefix alone (no CRC check): for walking
+/// frames already checked. `None` if the prefix is not there or is not a frame length.
+pub fn frame_end(bytes: &[u8], offset: usize) -> Option<usize> {
+    let len = read_u32(bytes.get(offset..offset + 4)?, 0);
+    (len != 0 && len <= FRAME_PAYLOAD_BYTES_MAX).then(|| offset + FRAME_HEADER_BYTES + len as usize)
+}
+
 /// Decodes whatever starts at `offset` of a segment: a frame, a footer, or the reason it is not one.
 pub fn decode_at(bytes: &[u8], offset: usize) -> Decoded<'_> {
     let Some(rest) = bytes.get(offset..) else {

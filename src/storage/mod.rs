@@ -14,7 +14,7 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use catalog::{Catalog, CatalogChange, SegmentView};
+pub use catalog::{Catalog, CatalogChange, FrameIndex, SegmentView};
 pub use recovery::{lock_dir, open, scan_log, verify_log, Opened, SegmentInfo};
 pub use writer::LogWriter;
 

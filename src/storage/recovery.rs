@@ -24,7 +24,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use memmap2::Mmap;
 use sha2::{Digest, Sha256};
 
-use super::catalog::{Catalog, SegmentView};
+use super::catalog::{Catalog, FrameIndex, SegmentView};
 use super::format::{self, Decoded, Footer, Hash, Header, FOOTER_BYTES, HEADER_BYTES};
 use super::writer::{create_segment, LogWriter};
 use super::{parse_segment_file_name, sync_dir, LogConfig, StorageError};
@@ -154,7 +154,7 @@ fn scan_segments(
             first_seq,
             path,
             map: Arc::new(map),
-            offsets: scan.offsets.clone(),
+            frames: scan.frames.clone(),
             data_len: scan.data_len,
             footer: scan.footer,
             received_max_us: scan.received_max_us,
@@ -185,13 +185,13 @@ fn open_writer(
                 file,
                 path: active.path.clone(),
                 header: scan.header,
-                next_seq: active.first_seq + active.offsets.len() as u64,
+                next_seq: active.first_seq + active.frames.len(),
                 data_len: scan.data_len,
                 map_len: 0,
                 hasher: scan.hasher,
                 received_min_us: scan.received_min_us,
                 received_max_us: scan.received_max_us,
-                frames: active.offsets.len() as u64,
+                frames: active.frames.len(),
                 buf: Vec::new(),
                 poisoned: None,
                 changes: Vec::new(),
@@ -239,7 +239,7 @@ fn open_writer(
                 first_seq,
                 path,
                 map,
-                offsets: Vec::new(),
+                frames: FrameIndex::default(),
                 data_len: HEADER_BYTES as u64,
                 footer: None,
                 received_max_us: 0,
@@ -282,7 +282,7 @@ impl SegmentInfo {
         SegmentInfo {
             path,
             first_seq,
-            events: scan.offsets.len() as u64,
+            events: scan.frames.len(),
             bytes,
             sealed: scan.footer.is_some(),
             received_us: (scan.received_min_us, scan.received_max_us),
@@ -484,7 +484,7 @@ pub fn map_file(path: &Path) -> Result<Mmap, StorageError> {
 /// What one segment holds, as found by a scan.
 struct Scan {
     header: Header,
-    offsets: Vec<u32>,
+    frames: FrameIndex,
     data_len: u64,
     footer: Option<Footer>,
     hasher: Sha256,
@@ -556,7 +556,7 @@ fn scan_segment(
     }
     let mut scan = Scan {
         header,
-        offsets: Vec::new(),
+        frames: FrameIndex::default(),
         data_len: HEADER_BYTES as u64,
         footer: None,
         hasher: Sha256::new(),
@@ -572,7 +572,7 @@ fn scan_segment(
                     break format!("frame holds seq {} where {seq} was expected", frame.seq);
                 }
                 each(&frame);
-                scan.offsets
+                scan.frames
                     .push(u32::try_from(offset).expect("segments stay below 4 GiB"));
                 scan.received_min_us = scan.received_min_us.min(frame.received_at_us);
                 scan.received_max_us = scan.received_max_us.max(frame.received_at_us);
@@ -597,7 +597,7 @@ fn scan_segment(
             check_hash(path, offset, footer, scan.hasher.clone().finalize().into())?;
         }
     }
-    if scan.offsets.is_empty() {
+    if scan.frames.is_empty() {
         scan.received_min_us = 0;
     }
     let end_of_data = offset + scan.footer.map_or(0, |_| FOOTER_BYTES);
@@ -630,7 +630,7 @@ fn check_footer(
     next_seq: u64,
 ) -> Result<(), StorageError> {
     let at = offset as u64;
-    if scan.offsets.is_empty() {
+    if scan.frames.is_empty() {
         return Err(corrupt(path, at, "footer on a segment without frames"));
     }
     if footer.last_seq + 1 != next_seq {
@@ -815,12 +815,15 @@ mod tests {
         let (mut opened, _) = reopen(&config).unwrap();
         append_group(&mut opened, 4); // seqs 1..=4, acknowledged
         append_group(&mut opened, 6); // seqs 5..=10, "torn": a page of it never landed
-        let offsets = opened.catalog.segments()[0].offsets.clone();
+        let segment = &opened.catalog.segments()[0];
+        let offsets: Vec<usize> = (segment.first_seq..=segment.last_seq().unwrap())
+            .map(|seq| segment.offset_of(seq).unwrap())
+            .collect();
         drop(opened);
         let path = config.dir.join(crate::storage::segment_file_name(1));
         let mut bytes = std::fs::read(&path).unwrap();
         // Zero frame 6 (seq 6), leaving frames 7..=10 of the same write intact behind it.
-        let (start, end) = (offsets[5] as usize, offsets[6] as usize);
+        let (start, end) = (offsets[5], offsets[6]);
         bytes[start..end].fill(0);
         std::fs::write(&path, &bytes).unwrap();
         let (opened, seqs) = reopen(&config).unwrap();
@@ -836,17 +839,20 @@ mod tests {
         let (mut opened, _) = reopen(&config).unwrap();
         append_group(&mut opened, 4);
         append_group(&mut opened, 4);
-        let offsets = opened.catalog.segments()[0].offsets.clone();
+        let segment = &opened.catalog.segments()[0];
+        let offsets: Vec<usize> = (segment.first_seq..=segment.last_seq().unwrap())
+            .map(|seq| segment.offset_of(seq).unwrap())
+            .collect();
         drop(opened);
         let path = config.dir.join(crate::storage::segment_file_name(1));
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[offsets[2] as usize + 10] ^= 0x40; // seq 3, of the first write
+        bytes[offsets[2] + 10] ^= 0x40; // seq 3, of the first write
         std::fs::write(&path, &bytes).unwrap();
         let err = reopen(&config)
             .err()
             .expect("corruption must stop the open");
         assert!(
-            matches!(err, StorageError::Corrupt { offset, .. } if offset == u64::from(offsets[2])),
+            matches!(err, StorageError::Corrupt { offset, .. } if offset == offsets[2] as u64),
             "{err}"
         );
     }
@@ -860,7 +866,10 @@ mod tests {
             append_group(&mut opened, 2);
         }
         let first = &opened.catalog.segments()[0];
-        let (offset, path) = (first.offsets[0] as usize, first.path.clone());
+        let (offset, path) = (
+            first.offset_of(first.first_seq).unwrap(),
+            first.path.clone(),
+        );
         drop(opened);
         let mut bytes = std::fs::read(&path).unwrap();
         let Decoded::Frame { frame, end } = format::decode_at(&bytes, offset) else {

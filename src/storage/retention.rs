@@ -34,16 +34,13 @@ pub fn select(catalog: &Catalog, now_us: u64, policy: &Policy) -> usize {
         .iter()
         .take_while(|s| s.footer.is_some() && s.received_max_us < cutoff)
         .count();
-    let mut events: u64 = segments[drop..]
-        .iter()
-        .map(|s| s.offsets.len() as u64)
-        .sum();
+    let mut events: u64 = segments[drop..].iter().map(|s| s.frames.len()).sum();
     let mut bytes: u64 = segments[drop..].iter().map(|s| s.file_bytes()).sum();
     while drop < sealed
         && (policy.max_records.is_some_and(|m| events > m)
             || policy.max_bytes.is_some_and(|m| bytes > m))
     {
-        events -= segments[drop].offsets.len() as u64;
+        events -= segments[drop].frames.len();
         bytes -= segments[drop].file_bytes();
         drop += 1;
     }
@@ -67,7 +64,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::storage::catalog::SegmentView;
+    use crate::storage::catalog::{FrameIndex, SegmentView};
     use crate::storage::format::Footer;
 
     fn catalog(segments: &[(u64, usize, bool)]) -> Catalog {
@@ -86,7 +83,11 @@ mod tests {
                     first_seq: first,
                     path: PathBuf::from(format!("{first}.seg")),
                     map: Arc::clone(&map),
-                    offsets: vec![0; events],
+                    frames: {
+                        let mut frames = FrameIndex::default();
+                        (0..events).for_each(|_| frames.push(0));
+                        frames
+                    },
                     data_len: 100 * events as u64,
                     footer: sealed.then_some(Footer {
                         last_seq: first + events as u64 - 1,

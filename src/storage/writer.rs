@@ -18,7 +18,7 @@ use std::sync::Arc;
 use memmap2::{Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
 
-use super::catalog::{CatalogChange, SegmentView};
+use super::catalog::{CatalogChange, FrameIndex, SegmentView};
 use super::format::{self, Footer, Hash, Header, FOOTER_BYTES, HEADER_BYTES};
 use super::{segment_file_name, sync_dir, LogConfig, StorageError};
 use crate::event::StoredEvent;
@@ -261,7 +261,7 @@ impl LogWriter {
             first_seq: header.first_seq,
             path: self.path.clone(),
             map,
-            offsets: Vec::new(),
+            frames: FrameIndex::default(),
             data_len: self.data_len,
             footer: None,
             received_max_us: 0,

@@ -19,6 +19,10 @@ use roaring::RoaringBitmap;
 use crate::event::{Action, StoredEvent};
 use crate::latency::Rollup;
 
+mod store;
+
+use store::{Chunked, IdRef, Ids};
+
 /// The status of an interaction, derived by the fold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -87,7 +91,7 @@ impl Status {
 /// held here: `start_seq`, `terminal_seq` and `events` say where to read them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    interaction_id: Box<str>,
+    interaction_id: IdRef,
     first_seq: u64,
     last_seq: u64,
     start_time: f64,
@@ -105,11 +109,6 @@ pub struct Record {
 const NO_SEQ: u64 = 0;
 
 impl Record {
-    /// The client's interaction id.
-    pub fn interaction_id(&self) -> &str {
-        &self.interaction_id
-    }
-
     /// The interned mcp_id; [`Projection::mcp_name`] gives its text.
     pub fn mcp(&self) -> u32 {
         self.mcp
@@ -175,9 +174,9 @@ impl Record {
         self.last_seq
     }
 
-    fn new(event: &StoredEvent<'_>, mcp: u32, key: u32) -> Record {
+    fn new(event: &StoredEvent<'_>, interaction_id: IdRef, mcp: u32, key: u32) -> Record {
         Record {
-            interaction_id: event.interaction_id.into(),
+            interaction_id,
             first_seq: event.seq,
             last_seq: NO_SEQ,
             start_time: f64::NAN,
@@ -225,6 +224,30 @@ impl Record {
     }
 }
 
+/// An entry of the id index: a record's ordinal and 32 bits of its id's hash. Keeping the hash
+/// lets the table grow without reading a million records and ids again to rehash them, which
+/// was a fifth of start-up time; it costs four bytes per entry.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    ordinal: u32,
+    hash: u32,
+}
+
+impl Slot {
+    /// The table's hash of an id: 32 bits of the seeded hasher's output, repeated in both halves
+    /// because the table takes its bucket from the low bits and its tag from the high ones.
+    fn hash_of(hasher: &hashbrown::DefaultHashBuilder, id: &str) -> u64 {
+        let full = hasher.hash_one(id);
+        let bits = (full ^ (full >> 32)) & 0xFFFF_FFFF;
+        bits << 32 | bits
+    }
+
+    fn hash(&self) -> u64 {
+        let bits = u64::from(self.hash);
+        bits << 32 | bits
+    }
+}
+
 /// `(mcp, event_id)`, owned, as stored in the idempotency index.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct EventIdKey {
@@ -253,8 +276,9 @@ impl hashbrown::Equivalent<EventIdKey> for EventIdRef<'_> {
 /// The hasher is seeded per process, so clients cannot choose ids that collide.
 #[derive(Default)]
 pub struct Projection {
-    records: Vec<Record>,
-    by_id: hashbrown::HashTable<u32>,
+    records: Chunked<Record>,
+    ids: Ids,
+    by_id: hashbrown::HashTable<Slot>,
     hasher: hashbrown::DefaultHashBuilder,
     mcp_names: Vec<Box<str>>,
     mcp_index: hashbrown::HashMap<Box<str>, u32>,
@@ -275,7 +299,7 @@ pub struct Projection {
 struct Links {
     /// Seq of `next[0]`.
     base: u64,
-    next: Vec<u32>,
+    next: Chunked<u32>,
     /// Links too long for a u32 delta (marked `u32::MAX` in `next`).
     far: hashbrown::HashMap<u64, u64>,
 }
@@ -292,7 +316,9 @@ impl Links {
             "seq {seq} folded twice or out of order"
         );
         // Seqs are gap-free in a log; a gap (only possible in hand-made tests) leaves zeros.
-        self.next.resize(index + 1, 0);
+        while self.next.len() <= index {
+            self.next.push(0);
+        }
     }
 
     fn link(&mut self, from: u64, to: u64) {
@@ -363,25 +389,20 @@ impl Projection {
 
     /// Folds one event in. Events must arrive in ascending seq order.
     pub fn apply(&mut self, event: &StoredEvent<'_>) {
-        let hash = self.hasher.hash_one(event.interaction_id);
-        let records = &self.records;
-        let found = self
-            .by_id
-            .find(hash, |&i| {
-                &*records[i as usize].interaction_id == event.interaction_id
-            })
-            .copied();
-        let ordinal = match found {
+        let hash = Slot::hash_of(&self.hasher, event.interaction_id);
+        let ordinal = match self.find(hash, event.interaction_id) {
             Some(ordinal) => ordinal,
             None => {
                 let ordinal = u32::try_from(self.records.len()).expect("fewer than 2^32 records");
                 let mcp = self.intern_mcp(event.mcp_id);
                 let key = self.intern_key(event.key_id);
-                self.records.push(Record::new(event, mcp, key));
-                let (records, hasher) = (&self.records, &self.hasher);
-                self.by_id.insert_unique(hash, ordinal, |&i| {
-                    hasher.hash_one(&*records[i as usize].interaction_id)
-                });
+                let id = self.ids.push(event.interaction_id);
+                self.records.push(Record::new(event, id, mcp, key));
+                let slot = Slot {
+                    ordinal,
+                    hash: hash as u32,
+                };
+                self.by_id.insert_unique(hash, slot, Slot::hash);
                 ordinal
             }
         };
@@ -408,13 +429,19 @@ impl Projection {
 
     /// The record of one interaction.
     pub fn get(&self, interaction_id: &str) -> Option<&Record> {
-        let hash = self.hasher.hash_one(interaction_id);
-        let records = &self.records;
+        let hash = Slot::hash_of(&self.hasher, interaction_id);
+        let ordinal = self.find(hash, interaction_id)?;
+        Some(&self.records[ordinal as usize])
+    }
+
+    fn find(&self, hash: u64, interaction_id: &str) -> Option<u32> {
+        let (records, ids) = (&self.records, &self.ids);
         self.by_id
-            .find(hash, |&i| {
-                &*records[i as usize].interaction_id == interaction_id
+            .find(hash, |slot| {
+                slot.hash == hash as u32
+                    && ids.get(records[slot.ordinal as usize].interaction_id) == interaction_id
             })
-            .map(|&i| &records[i as usize])
+            .map(|slot| slot.ordinal)
     }
 
     /// The mcp_id an interaction belongs to, if it is known.
@@ -434,8 +461,18 @@ impl Projection {
     }
 
     /// Every record, in order of first appearance.
-    pub fn records(&self) -> &[Record] {
-        &self.records
+    pub fn records(&self) -> impl DoubleEndedIterator<Item = &Record> + '_ {
+        self.records.iter()
+    }
+
+    /// Number of records.
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The client's interaction id of a record.
+    pub fn interaction_id(&self, record: &Record) -> &str {
+        self.ids.get(record.interaction_id)
     }
 
     /// The record at an ordinal (its position in [`Projection::records`]).
@@ -681,7 +718,7 @@ mod tests {
             }
             let indexes = projection.indexes();
             let mut processing = (0.0, 0u64);
-            for (ordinal, record) in projection.records().iter().enumerate() {
+            for (ordinal, record) in projection.records().enumerate() {
                 let ordinal = ordinal as u32;
                 for status in Status::ALL {
                     prop_assert_eq!(indexes.by_status[status.index()].contains(ordinal), record.status() == status);
@@ -695,10 +732,10 @@ mod tests {
                     processing = (processing.0 + t, processing.1 + 1);
                 }
             }
-            let started = projection.records().iter().filter(|r| r.start_time().is_some()).count();
+            let started = projection.records().filter(|r| r.start_time().is_some()).count();
             prop_assert_eq!(indexes.by_start.len(), started);
             let in_status: u64 = indexes.by_status.iter().map(|b| b.len()).sum();
-            prop_assert_eq!(in_status, projection.records().len() as u64);
+            prop_assert_eq!(in_status, projection.record_count() as u64);
             prop_assert_eq!(indexes.processing_count, processing.1);
             prop_assert!((indexes.processing_sum_s - processing.0).abs() < 1e-6);
         }
