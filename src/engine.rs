@@ -131,11 +131,26 @@ pub struct Counters {
 struct Submission {
     events: Vec<NewEvent>,
     key_id: [u8; 8],
-    reply: oneshot::Sender<Result<Vec<Ack>, SubmitError>>,
+    reply: oneshot::Sender<Answer>,
     _permit: OwnedSemaphorePermit,
 }
 
+/// The writer's answer to a submission. It hands the events back so that the handler, not the
+/// writer thread, frees them: freeing thousands of strings is work the serial writer need not do.
+struct Answer {
+    result: Result<Vec<Ack>, SubmitError>,
+    _events: Vec<NewEvent>,
+}
+
 impl Submission {
+    /// Answers the submission, giving its events back to be freed by the receiver.
+    fn answer(self, result: Result<Vec<Ack>, SubmitError>) {
+        let _ = self.reply.send(Answer {
+            result,
+            _events: self.events,
+        });
+    }
+
     fn bytes(&self) -> usize {
         self.events.iter().map(|e| e.body.len()).sum()
     }
@@ -271,7 +286,10 @@ impl Engine {
             mpsc::TrySendError::Full(_) => full(),
             mpsc::TrySendError::Disconnected(_) => SubmitError::ShuttingDown,
         })?;
-        let acks = answer.await.map_err(|_| SubmitError::ShuttingDown)??;
+        let acks = answer
+            .await
+            .map_err(|_| SubmitError::ShuttingDown)?
+            .result?;
         Ok((acks, position))
     }
 
@@ -525,7 +543,7 @@ fn commit(
                 let answer = plan
                     .map_err(SubmitError::Conflict)
                     .and(Err(failure.clone()));
-                let _ = submission.reply.send(answer);
+                submission.answer(answer);
             }
             return;
         }
@@ -551,7 +569,7 @@ fn commit(
                 })
                 .collect()
         });
-        let _ = submission.reply.send(answer);
+        submission.answer(answer);
     }
 }
 
