@@ -15,6 +15,9 @@ use mcplog::event::{Action, StoredEvent};
 use mcplog::projector::{Projection, Status};
 use mcplog::query::{self, HistoryQuery};
 
+#[path = "common/mod.rs"]
+mod common;
+
 const INTERACTIONS: u64 = 100_000;
 const MCPS: u64 = 20;
 const NOW_S: f64 = 1_763_900_000.0;
@@ -27,17 +30,8 @@ fn events() -> Vec<(String, String, Action, f64)> {
         let id = format!("7f3a2c1e-{i:08x}-4b6d-9e21-0c5f8a7b3d10");
         let mcp = format!("mcp_server_{:03}", i % MCPS);
         let start = NOW_S - SPAN_S + (i as f64 / INTERACTIONS as f64) * SPAN_S;
-        let last = if i % 7 == 0 {
-            Action::Error
-        } else {
-            Action::Complete
-        };
-        for (action, t) in [
-            (Action::Start, start),
-            (Action::Progress, start + 0.01),
-            (Action::Progress, start + 0.02),
-            (last, start + 0.05 + (i % 1000) as f64 / 100.0),
-        ] {
+        let duration = 0.05 + (i % 1000) as f64 / 100.0;
+        for (action, t) in common::lifecycle(start, duration, i % 7 == 0) {
             out.push((id.clone(), mcp.clone(), action, t));
         }
     }

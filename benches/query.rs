@@ -12,9 +12,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mcplog::event::{Action, StoredEvent};
+use mcplog::event::StoredEvent;
 use mcplog::projector::{Projection, Status};
 use mcplog::query::{self, HistoryQuery};
+
+#[path = "common/mod.rs"]
+mod common;
 
 struct Counting;
 
@@ -58,17 +61,7 @@ fn build() -> Projection {
         let start = NOW_S - SPAN_S + (i as f64 / INTERACTIONS as f64) * SPAN_S;
         let mcp = &mcp_names[(i % MCPS) as usize];
         let duration = 0.05 + (i * 2_654_435_761 % 10_000) as f64 / 1000.0;
-        let last = if (i / MCPS).is_multiple_of(10) {
-            Action::Error
-        } else {
-            Action::Complete
-        };
-        for (action, t) in [
-            (Action::Start, start),
-            (Action::Progress, start + 0.01),
-            (Action::Progress, start + 0.02),
-            (last, start + duration),
-        ] {
+        for (action, t) in common::lifecycle(start, duration, (i / MCPS).is_multiple_of(10)) {
             seq += 1;
             projection.apply(&StoredEvent {
                 seq,

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use mcplog::event::{Action, StoredEvent};
 use mcplog::storage::{self, LogConfig};
 
+#[path = "common/mod.rs"]
+mod common;
+
 const RUNS: usize = 3;
 const GROUP_EVENTS: usize = 4096;
 
@@ -130,17 +133,7 @@ fn write_log(data_dir: &Path, interactions: u64) -> u64 {
         let id = format!("7f3a2c1e-{i:08x}-4b6d-9e21-0c5f8a7b3d10");
         let mcp = (i % 50) as usize;
         let start = now_s - 86_400.0 + i as f64 * 0.05;
-        let last = if i % 10 == 0 {
-            Action::Error
-        } else {
-            Action::Complete
-        };
-        for (action, t) in [
-            (Action::Start, start),
-            (Action::Progress, start + 0.01),
-            (Action::Progress, start + 0.02),
-            (last, start + 0.5),
-        ] {
+        for (action, t) in common::lifecycle(start, 0.5, i % 10 == 0) {
             let body = format!(
                 r#"{{"action":"{}","interaction_id":"{id}","mcp_id":"{}","timestamp":{t},"{}":{{"file":"invoice-{i}.pdf","pages":3,"lang":"en"}}}}"#,
                 action.wire_name(),
