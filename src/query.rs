@@ -6,7 +6,7 @@
 use roaring::RoaringBitmap;
 
 use crate::latency::{Histogram, Rollup};
-use crate::projector::{start_key, Projection, Status, ROLLUP_SECONDS};
+use crate::projector::{start_key, Projection, Status, TimeKey, ROLLUP_SECONDS};
 
 /// Most records one history page may hold.
 pub const HISTORY_LIMIT_MAX: usize = 1000;
@@ -129,11 +129,11 @@ pub fn history(projection: &Projection, query: &HistoryQuery) -> HistoryPage {
             let matches = |ordinal: u32| filter.as_ref().is_none_or(|b| b.contains(ordinal));
             let started = started_range(indexes, low, high, query.after)
                 .rev()
-                .filter(|&&(_, ordinal)| matches(ordinal))
-                .map(|&(key, ordinal)| Position {
+                .filter(|entry| matches(entry.ordinal()))
+                .map(|entry| Position {
                     started: 1,
-                    key,
-                    ordinal,
+                    key: entry.key(),
+                    ordinal: entry.ordinal(),
                 });
             let orphans = indexes
                 .orphans
@@ -164,14 +164,14 @@ fn started_range(
     low: u64,
     high: u64,
     after: Option<Position>,
-) -> std::collections::btree_set::Range<'_, (u64, u32)> {
+) -> std::collections::btree_set::Range<'_, TimeKey> {
     use std::ops::Bound::{Excluded, Included};
-    let lower = (low, 0);
-    let mut upper = Included((high, u32::MAX));
+    let lower = TimeKey::new(low, 0);
+    let mut upper = Included(TimeKey::new(high, u32::MAX));
     match after {
         Some(after) if after.started == 0 => upper = Excluded(lower), // all started ones came before
         Some(after) if (after.key, after.ordinal) <= (high, u32::MAX) => {
-            upper = Excluded((after.key, after.ordinal))
+            upper = Excluded(TimeKey::new(after.key, after.ordinal))
         }
         _ => {}
     }
@@ -503,21 +503,21 @@ pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, mcp_id: Option
         if to < from || to <= 0.0 {
             return;
         }
-        let low = (start_key(from.max(f64::MIN_POSITIVE)), 0);
+        let low = TimeKey::new(start_key(from.max(f64::MIN_POSITIVE)), 0);
         let high = if inclusive {
-            Included((start_key(to), u32::MAX))
+            Included(TimeKey::new(start_key(to), u32::MAX))
         } else {
-            Excluded((start_key(to), 0))
+            Excluded(TimeKey::new(start_key(to), 0))
         };
         let empty = match high {
             Included(h) => h < low,
-            _ => (start_key(to), 0) <= low,
+            _ => TimeKey::new(start_key(to), 0) <= low,
         };
         if empty {
             return;
         }
-        for &(_, ordinal) in indexes.by_start.range((Included(low), high)) {
-            acc.add_record(projection.record(ordinal));
+        for entry in indexes.by_start.range((Included(low), high)) {
+            acc.add_record(projection.record(entry.ordinal()));
         }
     };
     match mcp_id {
@@ -532,10 +532,10 @@ pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, mcp_id: Option
                         }
                     }
                 } else {
-                    let low = (start_key(from_s.max(f64::MIN_POSITIVE)), 0);
-                    let high = (start_key(now_s.max(f64::MIN_POSITIVE)), u32::MAX);
-                    for &(_, ordinal) in indexes.by_start.range(low..=high) {
-                        let record = projection.record(ordinal);
+                    let low = TimeKey::new(start_key(from_s.max(f64::MIN_POSITIVE)), 0);
+                    let high = TimeKey::new(start_key(now_s.max(f64::MIN_POSITIVE)), u32::MAX);
+                    for entry in indexes.by_start.range(low..=high) {
+                        let record = projection.record(entry.ordinal());
                         if record.mcp() == mcp {
                             acc.add_record(record);
                         }

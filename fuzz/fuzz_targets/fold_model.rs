@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use mcplog::event::{Action, StoredEvent};
-use mcplog::projector::{start_key, Projection, Status};
+use mcplog::projector::{start_key, Projection, Status, TimeKey};
 
 const IDS: [&str; 6] = ["i0", "i1", "i2", "i3", "i4", "i5"];
 const MCPS: [&str; 3] = ["m0", "m1", "m2"];
@@ -120,8 +120,8 @@ fuzz_target!(|data: &[u8]| {
         }
         assert_eq!(indexes.orphans.contains(ordinal), record.start_time().is_none());
         match record.start_time() {
-            Some(start) => assert!(indexes.by_start.contains(&(start_key(start), ordinal))),
-            None => assert!(!indexes.by_start.iter().any(|&(_, o)| o == ordinal)),
+            Some(start) => assert!(indexes.by_start.contains(&TimeKey::new(start_key(start), ordinal))),
+            None => assert!(!indexes.by_start.iter().any(|entry| entry.ordinal() == ordinal)),
         }
     }
     let started = models.values().filter(|m| m.first(|a| a == Action::Start).is_some()).count();
