@@ -808,6 +808,13 @@ mod tests {
         assert_eq!(opened.truncated_bytes, 0);
     }
 
+    /// The file offset of every frame of a segment, by index.
+    fn frame_offsets(segment: &SegmentView) -> Vec<usize> {
+        (segment.first_seq..=segment.last_seq().unwrap())
+            .map(|seq| segment.offset_of(seq).unwrap())
+            .collect()
+    }
+
     #[test]
     fn a_hole_inside_the_last_write_is_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
@@ -815,10 +822,7 @@ mod tests {
         let (mut opened, _) = reopen(&config).unwrap();
         append_group(&mut opened, 4); // seqs 1..=4, acknowledged
         append_group(&mut opened, 6); // seqs 5..=10, "torn": a page of it never landed
-        let segment = &opened.catalog.segments()[0];
-        let offsets: Vec<usize> = (segment.first_seq..=segment.last_seq().unwrap())
-            .map(|seq| segment.offset_of(seq).unwrap())
-            .collect();
+        let offsets = frame_offsets(&opened.catalog.segments()[0]);
         drop(opened);
         let path = config.dir.join(crate::storage::segment_file_name(1));
         let mut bytes = std::fs::read(&path).unwrap();
@@ -839,10 +843,7 @@ mod tests {
         let (mut opened, _) = reopen(&config).unwrap();
         append_group(&mut opened, 4);
         append_group(&mut opened, 4);
-        let segment = &opened.catalog.segments()[0];
-        let offsets: Vec<usize> = (segment.first_seq..=segment.last_seq().unwrap())
-            .map(|seq| segment.offset_of(seq).unwrap())
-            .collect();
+        let offsets = frame_offsets(&opened.catalog.segments()[0]);
         drop(opened);
         let path = config.dir.join(crate::storage::segment_file_name(1));
         let mut bytes = std::fs::read(&path).unwrap();
