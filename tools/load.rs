@@ -102,6 +102,11 @@ fn main() -> anyhow::Result<()> {
 #[derive(Debug, Clone)]
 struct LoadResult {
     events: u64,
+    /// Events acknowledged over the whole round, warm-up included: what the server's CPU time
+    /// of the round is divided by.
+    events_all: u64,
+    /// CPU time the server process spent in the round, if it was measured.
+    server_cpu: Option<Duration>,
     requests: u64,
     errors: u64,
     elapsed: Duration,
@@ -123,9 +128,18 @@ impl LoadResult {
         f64::from(sorted[index]) / 1000.0
     }
 
+    /// Server CPU time per acknowledged event, in microseconds.
+    fn cpu_us_per_event(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.events_all > 0).then(|| cpu.as_secs_f64() * 1e6 / self.events_all as f64)
+    }
+
     fn describe(&self) -> String {
+        let cpu = self
+            .cpu_us_per_event()
+            .map_or(String::new(), |us| format!("  server CPU {us:.2} µs/event"));
         format!(
-            "{:>10.0} events/s  {:>8} requests  {} errors  p50 {:.2} ms  p99 {:.2} ms",
+            "{:>10.0} events/s  {:>8} requests  {} errors  p50 {:.2} ms  p99 {:.2} ms{cpu}",
             self.events_per_s(),
             self.requests,
             self.errors,
@@ -160,10 +174,10 @@ async fn compare(load: LoadArgs, rounds: usize, server_bin: Option<PathBuf>) -> 
     let mut base_results = Vec::new();
     let mut offset = 0;
     for round in 0..rounds {
-        let b = run_load(base_addr, &key, load, offset).await?;
+        let b = measured_round(&base, base_addr, &key, load, offset).await?;
         offset += b.requests + 1;
         println!("round {round} parse-only: {}", b.describe());
-        let r = run_load(real_addr, &key, load, offset).await?;
+        let r = measured_round(&real, real_addr, &key, load, offset).await?;
         offset += r.requests + 1;
         println!("round {round} mcplog:     {}", r.describe());
         base_results.push(b);
@@ -186,7 +200,39 @@ async fn compare(load: LoadArgs, rounds: usize, server_bin: Option<PathBuf>) -> 
         "ratio mcplog / parse-only: {:.2}",
         r.events_per_s() / b.events_per_s()
     );
+    // CPU per event is steadier than throughput on a shared machine: it does not depend on how
+    // much CPU the load generator and the neighbours left to the server.
+    if let (Some(b), Some(r)) = (b.cpu_us_per_event(), r.cpu_us_per_event()) {
+        println!("server CPU per event, parse-only / mcplog: {:.2}", b / r);
+    }
     Ok(())
+}
+
+/// One round of load against a server process, with the CPU time that process spent in it.
+async fn measured_round(
+    server: &Child,
+    addr: SocketAddr,
+    key: &str,
+    load: LoadArgs,
+    id_offset: u64,
+) -> anyhow::Result<LoadResult> {
+    let before = process_cpu(server.id());
+    let mut result = run_load(addr, key, load, id_offset).await?;
+    let after = process_cpu(server.id());
+    result.server_cpu = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+    Ok(result)
+}
+
+/// User plus system CPU time of a process so far, from /proc (Linux only; `None` elsewhere).
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Clock ticks are 100 a second on every Linux this runs on (USER_HZ).
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Starts a server process and waits for its "listening on http://ADDR" line on stderr.
@@ -235,6 +281,8 @@ async fn run_load(
             let mut client = Client::connect(addr).await?;
             let mut result = LoadResult {
                 events: 0,
+                events_all: 0,
+                server_cpu: None,
                 requests: 0,
                 errors: 0,
                 elapsed: measured,
@@ -250,6 +298,9 @@ async fn run_load(
                 let sent = Instant::now();
                 let response = client.post(path, Some(&key), body).await?;
                 let done = Instant::now();
+                if response.status == StatusCode::OK {
+                    result.events_all += load.batch as u64;
+                }
                 if sent < measure_from || done > measure_until {
                     continue;
                 }
@@ -268,6 +319,8 @@ async fn run_load(
     }
     let mut total = LoadResult {
         events: 0,
+        events_all: 0,
+        server_cpu: None,
         requests: 0,
         errors: 0,
         elapsed: measured,
@@ -276,6 +329,7 @@ async fn run_load(
     for task in tasks {
         let result = task.await??;
         total.events += result.events;
+        total.events_all += result.events_all;
         total.requests += result.requests;
         total.errors += result.errors;
         total.latencies_us.extend(result.latencies_us);

@@ -71,7 +71,7 @@ pub(super) async fn one(
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal).with_field("mcp_id"));
     }
     let new = NewEvent::from(&valid);
-    let interaction_id = new.interaction_id.clone();
+    let interaction_id = new.interaction_id().to_owned();
     let (acks, position) = state.engine.submit(vec![new], principal.key_id).await?;
     let ack = acks[0];
     Ok(Json(AcceptedJson {
