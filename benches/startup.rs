@@ -1,7 +1,7 @@
 //! Start-up time and resident memory of the real server over 1M interactions (4M events).
 //!
 //! `cargo bench --bench startup` writes a log of 1M interactions (start, two progress, a terminal
-//! event; ~200-byte bodies) through the storage writer, then starts the `mcplog` binary on it
+//! event; ~210-byte bodies) through the storage writer, then starts the `mcplog` binary on it
 //! several times and reports:
 //! - the time from spawning `mcplog serve` to its "listening" line (every CRC, seq and hash
 //!   checked, every event folded), as events per second, beside the time to merely read the

@@ -8,7 +8,10 @@ seconds="${1:-60}"
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
 mkdir -p logs
-for target in $(cargo fuzz list); do
+# An assignment, not a `for` word list, so that a failing `cargo fuzz list` stops the script.
+targets=$(cargo fuzz list)
+[ -n "$targets" ] || { echo "no fuzz targets found" >&2; exit 1; }
+for target in $targets; do
   mkdir -p "corpus/$target"
   echo "-- $target for $seconds s"
   log="logs/$target.log"

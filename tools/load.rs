@@ -229,7 +229,8 @@ fn process_cpu(pid: u32) -> Option<Duration> {
     // The fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state.
+    // utime and stime are fields 14 and 15 of the line: indexes 11 and 12 counted from the state
+    // (field 3), the first one after the name.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // Clock ticks are 100 a second on every Linux this runs on (USER_HZ).
     Some(Duration::from_millis(ticks * 10))

@@ -87,8 +87,9 @@ impl Status {
 }
 
 /// The state of one interaction, kept compact: absent times are NaN and absent seqs are 0 (seqs
-/// start at 1), so a record is about 100 bytes plus its id and its list of seqs. Payloads are not
-/// held here: `start_seq`, `terminal_seq` and `events` say where to read them.
+/// start at 1), so a record is 80 bytes; its id lives in the projection's `Ids` and its events
+/// are chained through `Links`. Payloads are not held here: `start_seq`, `terminal_seq` and
+/// [`Projection::events_of`] say where to read them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     interaction_id: IdRef,
@@ -271,8 +272,9 @@ impl hashbrown::Equivalent<EventIdKey> for EventIdRef<'_> {
 
 /// Every interaction record, folded from the log, with the lookups the writer needs.
 ///
-/// Records live in one `Vec` in order of first appearance; the id index is a table of positions
-/// into it, so each interaction id is stored once. mcp_ids are interned: there are few of them.
+/// Records live in fixed-size chunks in order of first appearance, their ids packed in `Ids`; the
+/// id index is a table of positions (with hash bits) into them, so each interaction id is stored
+/// once. mcp_ids are interned: there are few of them.
 /// The hasher is seeded per process, so clients cannot choose ids that collide.
 #[derive(Default)]
 pub struct Projection {
@@ -715,7 +717,7 @@ mod tests {
     #[test]
     fn a_record_stays_compact() {
         assert!(
-            std::mem::size_of::<Record>() <= 104,
+            std::mem::size_of::<Record>() <= 80,
             "{}",
             std::mem::size_of::<Record>()
         );

@@ -107,7 +107,10 @@ impl Ids {
     /// Stores an id. Panics past [`ID_BYTES_MAX`]: validation bounds ids far below it.
     pub fn push(&mut self, id: &str) -> IdRef {
         assert!(id.len() <= ID_BYTES_MAX, "id of {} bytes", id.len());
-        let fits = |chunk: &String| chunk.len() + id.len() <= ID_CHUNK_BYTES;
+        // The id must start inside the chunk (its offset has 20 bits) and end within it.
+        let fits = |chunk: &String| {
+            chunk.len() < ID_CHUNK_BYTES && chunk.len() + id.len() <= ID_CHUNK_BYTES
+        };
         if !self.chunks.last().is_some_and(fits) {
             self.chunks.push(String::with_capacity(ID_CHUNK_BYTES));
         }

@@ -1,4 +1,4 @@
-//! The read side of the log: every retained segment, mapped, with the offset of each frame.
+//! The read side of the log: every retained segment, mapped, with where its frames start.
 //!
 //! Readers find an event by seq with two lookups (segment by first seq, then the frame offset
 //! in a sparse [`FrameIndex`]) and decode it from the mapping without copying. Only the writer changes the catalog, through
@@ -40,8 +40,9 @@ impl SegmentView {
         (!self.frames.is_empty()).then(|| self.first_seq + self.frames.len() - 1)
     }
 
-    /// File offset of the frame holding `seq`, if this segment holds it.
-    pub fn offset_of(&self, seq: u64) -> Option<usize> {
+    /// File offset of the frame holding `seq`: `None` if this segment does not hold it,
+    /// `Some(Err(offset))` if the walk to it met an unreadable length prefix at `offset`.
+    pub fn offset_of(&self, seq: u64) -> Option<Result<usize, usize>> {
         let index = seq.checked_sub(self.first_seq)?;
         self.frames
             .offset_of(index, &self.map[..self.data_len as usize])
@@ -92,17 +93,21 @@ impl FrameIndex {
     }
 
     /// File offset of frame `index`, walking from the nearest kept offset through `data`, the
-    /// segment's checked bytes. `None` past the last frame, or if the walk leaves `data`.
-    pub fn offset_of(&self, index: u64, data: &[u8]) -> Option<usize> {
+    /// segment's checked bytes. `None` past the last frame; `Some(Err(offset))` if the walk meets
+    /// a length prefix at `offset` that is not a frame's (the bytes changed after they were
+    /// checked), so that readers report damage rather than a missing event.
+    pub fn offset_of(&self, index: u64, data: &[u8]) -> Option<Result<usize, usize>> {
         if index >= self.frames {
             return None;
         }
-        let sampled = usize::try_from(index / FRAME_INDEX_STRIDE).ok()?;
-        let mut offset = *self.sampled.get(sampled)? as usize;
+        let mut offset = self.sampled[(index / FRAME_INDEX_STRIDE) as usize] as usize;
         for _ in 0..index % FRAME_INDEX_STRIDE {
-            offset = frame_end(data, offset)?;
+            match frame_end(data, offset) {
+                Some(end) => offset = end,
+                None => return Some(Err(offset)),
+            }
         }
-        Some(offset)
+        Some(Ok(offset))
     }
 }
 
@@ -175,7 +180,15 @@ impl Catalog {
             .partition_point(|s| s.first_seq <= seq)
             .checked_sub(1)?;
         let segment = &self.segments[index];
-        let offset = segment.offset_of(seq)?;
+        let offset = match segment.offset_of(seq)? {
+            Ok(offset) => offset,
+            Err(at) => {
+                return Some(Err(format!(
+                    "{} offset {at}: no frame length where the frames before seq {seq} should be",
+                    segment.path.display()
+                )))
+            }
+        };
         let data = &segment.map[..segment.data_len as usize];
         Some(match decode_at(data, offset) {
             Decoded::Frame { frame, .. } if frame.seq == seq => Ok(f(&frame)),
@@ -200,7 +213,8 @@ impl Catalog {
     pub fn for_each_event(&self, mut each: impl FnMut(&StoredEvent<'_>)) -> Result<(), String> {
         for segment in &self.segments {
             let data = &segment.map[..segment.data_len as usize];
-            let Some(mut offset) = segment.offset_of(segment.first_seq) else {
+            // The first frame's offset is always kept, so no walk can fail here.
+            let Some(Ok(mut offset)) = segment.offset_of(segment.first_seq) else {
                 continue;
             };
             for seq in segment.first_seq..segment.first_seq + segment.frames.len() {
@@ -259,36 +273,61 @@ mod tests {
     use crate::storage::format::encode_frame;
     use proptest::prelude::*;
 
+    /// A header's worth of zeros and then one frame per size: the bytes, each frame's offset, and
+    /// the sparse index of them.
+    fn frames_of(sizes: &[usize]) -> (Vec<u8>, Vec<usize>, FrameIndex) {
+        let mut bytes = vec![0u8; 68];
+        let mut dense = Vec::new();
+        let mut index = FrameIndex::default();
+        for (i, &size) in sizes.iter().enumerate() {
+            let body = "x".repeat(size);
+            dense.push(bytes.len());
+            index.push(bytes.len() as u32);
+            let frame = StoredEvent {
+                seq: i as u64 + 1,
+                write_index: 0,
+                received_at_us: 0,
+                key_id: [0; 8],
+                action: Action::Progress,
+                timestamp: 1.0,
+                interaction_id: "i",
+                mcp_id: "m",
+                event_id: None,
+                body: &body,
+            };
+            encode_frame(&frame, &mut bytes);
+        }
+        (bytes, dense, index)
+    }
+
     proptest! {
         /// The sparse index finds every frame where a dense list of offsets says it is.
         #[test]
         fn sparse_offsets_match_dense_ones(sizes in proptest::collection::vec(0usize..300, 0..100)) {
-            let mut bytes = vec![0u8; 68];
-            let mut dense = Vec::new();
-            let mut index = FrameIndex::default();
-            for (i, &size) in sizes.iter().enumerate() {
-                let body = "x".repeat(size);
-                dense.push(bytes.len());
-                index.push(bytes.len() as u32);
-                let frame = StoredEvent {
-                    seq: i as u64 + 1,
-                    write_index: 0,
-                    received_at_us: 0,
-                    key_id: [0; 8],
-                    action: Action::Progress,
-                    timestamp: 1.0,
-                    interaction_id: "i",
-                    mcp_id: "m",
-                    event_id: None,
-                    body: &body,
-                };
-                encode_frame(&frame, &mut bytes);
-            }
+            let (bytes, dense, index) = frames_of(&sizes);
             prop_assert_eq!(index.len(), sizes.len() as u64);
             for (i, &offset) in dense.iter().enumerate() {
-                prop_assert_eq!(index.offset_of(i as u64, &bytes), Some(offset));
+                prop_assert_eq!(index.offset_of(i as u64, &bytes), Some(Ok(offset)));
             }
             prop_assert_eq!(index.offset_of(sizes.len() as u64, &bytes), None);
         }
+    }
+
+    #[test]
+    fn a_damaged_length_on_the_walk_is_reported_where_it_is() {
+        let (mut bytes, dense, index) = frames_of(&[10; 20]);
+        // Frame 17 is walked through on the way to 18 (16 is the kept offset before it).
+        bytes[dense[17]..dense[17] + 4].fill(0);
+        assert_eq!(index.offset_of(18, &bytes), Some(Err(dense[17])));
+        assert_eq!(
+            index.offset_of(16, &bytes),
+            Some(Ok(dense[16])),
+            "kept offsets need no walk"
+        );
+        assert_eq!(
+            index.offset_of(17, &bytes),
+            Some(Ok(dense[17])),
+            "the walk stops before it"
+        );
     }
 }

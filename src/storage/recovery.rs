@@ -811,7 +811,7 @@ mod tests {
     /// The file offset of every frame of a segment, by index.
     fn frame_offsets(segment: &SegmentView) -> Vec<usize> {
         (segment.first_seq..=segment.last_seq().unwrap())
-            .map(|seq| segment.offset_of(seq).unwrap())
+            .map(|seq| segment.offset_of(seq).unwrap().unwrap())
             .collect()
     }
 
@@ -868,7 +868,7 @@ mod tests {
         }
         let first = &opened.catalog.segments()[0];
         let (offset, path) = (
-            first.offset_of(first.first_seq).unwrap(),
+            first.offset_of(first.first_seq).unwrap().unwrap(),
             first.path.clone(),
         );
         drop(opened);
