@@ -35,7 +35,7 @@
 //! Decoding never panics on any input: it returns a [`Decoded`] value that says whether the bytes
 //! hold a frame, a footer, too few bytes (`Incomplete`) or bytes that cannot be right (`Corrupt`).
 
-use crate::event::StoredEvent;
+use crate::event::{StoredEvent, EVENT_ID_BYTES_MAX, ID_BYTES_MAX};
 
 /// The 8 magic bytes that open every segment. The high first byte catches 7-bit transfers and the
 /// trailing newline catches newline translation, as PNG's signature does.
@@ -248,12 +248,23 @@ pub fn decode_at(bytes: &[u8], offset: usize) -> Decoded<'_> {
         return Decoded::Corrupt(CorruptKind::CrcMismatch);
     }
     match postcard::from_bytes::<StoredEvent<'_>>(&raw[FRAME_HEADER_BYTES..]) {
-        Ok(frame) => Decoded::Frame {
+        Ok(frame) if ids_in_range(&frame) => Decoded::Frame {
             frame,
             end: offset + total,
         },
-        Err(_) => Decoded::Corrupt(CorruptKind::BadPayload),
+        _ => Decoded::Corrupt(CorruptKind::BadPayload),
     }
+}
+
+/// Whether a frame's ids have the lengths the format allows (the API's limits): a frame outside
+/// them was not written by mcplog, and readers (the fold included) may rely on the limits.
+fn ids_in_range(frame: &StoredEvent<'_>) -> bool {
+    let id_ok = |id: &str| (1..=ID_BYTES_MAX).contains(&id.len());
+    id_ok(frame.interaction_id)
+        && id_ok(frame.mcp_id)
+        && frame
+            .event_id
+            .is_none_or(|e| (1..=EVENT_ID_BYTES_MAX).contains(&e.len()))
 }
 
 /// Encodes the footer that seals a segment.
@@ -307,6 +318,52 @@ mod tests {
     use super::*;
     use crate::event::Action;
     use proptest::prelude::*;
+
+    #[test]
+    fn ids_outside_the_formats_lengths_do_not_decode() {
+        let long = "i".repeat(ID_BYTES_MAX + 1);
+        let long_event_id = "e".repeat(EVENT_ID_BYTES_MAX + 1);
+        let at_limit = "i".repeat(ID_BYTES_MAX);
+        let cases = [
+            (frame(1, "{}", &long), false),
+            (frame(1, "{}", ""), false),
+            (frame(1, "{}", &at_limit), true),
+            (
+                StoredEvent {
+                    mcp_id: "",
+                    ..frame(1, "{}", "i")
+                },
+                false,
+            ),
+            (
+                StoredEvent {
+                    event_id: Some(""),
+                    ..frame(1, "{}", "i")
+                },
+                false,
+            ),
+            (
+                StoredEvent {
+                    event_id: Some(&long_event_id),
+                    ..frame(1, "{}", "i")
+                },
+                false,
+            ),
+        ];
+        for (event, valid) in cases {
+            let mut bytes = Vec::new();
+            encode_frame(&event, &mut bytes);
+            let decoded = decode_at(&bytes, 0);
+            assert_eq!(
+                matches!(decoded, Decoded::Frame { .. }),
+                valid,
+                "{decoded:?}"
+            );
+            if !valid {
+                assert_eq!(decoded, Decoded::Corrupt(CorruptKind::BadPayload));
+            }
+        }
+    }
 
     fn frame<'a>(seq: u64, body: &'a str, id: &'a str) -> StoredEvent<'a> {
         StoredEvent {
