@@ -114,6 +114,19 @@ struct LoadResult {
 }
 
 impl LoadResult {
+    /// Nothing yet, for a round measured over `elapsed`.
+    fn empty(elapsed: Duration) -> LoadResult {
+        LoadResult {
+            events: 0,
+            events_all: 0,
+            server_cpu: None,
+            requests: 0,
+            errors: 0,
+            elapsed,
+            latencies_us: Vec::new(),
+        }
+    }
+
     fn events_per_s(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64()
     }
@@ -280,15 +293,7 @@ async fn run_load(
         let next_id = Arc::clone(&next_id);
         tasks.push(tokio::spawn(async move {
             let mut client = Client::connect(addr).await?;
-            let mut result = LoadResult {
-                events: 0,
-                events_all: 0,
-                server_cpu: None,
-                requests: 0,
-                errors: 0,
-                elapsed: measured,
-                latencies_us: Vec::new(),
-            };
+            let mut result = LoadResult::empty(measured);
             loop {
                 let now = Instant::now();
                 if now >= measure_until {
@@ -318,15 +323,7 @@ async fn run_load(
             anyhow::Ok(result)
         }));
     }
-    let mut total = LoadResult {
-        events: 0,
-        events_all: 0,
-        server_cpu: None,
-        requests: 0,
-        errors: 0,
-        elapsed: measured,
-        latencies_us: Vec::new(),
-    };
+    let mut total = LoadResult::empty(measured);
     for task in tasks {
         let result = task.await??;
         total.events += result.events;

@@ -13,27 +13,26 @@ pub const CHUNK_ELEMENTS: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct Chunked<T> {
     chunks: Vec<Vec<T>>,
-    len: usize,
 }
 
 impl<T> Default for Chunked<T> {
     fn default() -> Chunked<T> {
-        Chunked {
-            chunks: Vec::new(),
-            len: 0,
-        }
+        Chunked { chunks: Vec::new() }
     }
 }
 
 impl<T> Chunked<T> {
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.len
+        // Every chunk but the last is full.
+        self.chunks.last().map_or(0, |last| {
+            (self.chunks.len() - 1) * CHUNK_ELEMENTS + last.len()
+        })
     }
 
     /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.chunks.is_empty()
     }
 
     /// Appends an element and returns its index.
@@ -46,8 +45,7 @@ impl<T> Chunked<T> {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
-        self.len - 1
+        self.len() - 1
     }
 
     /// The element at `index`, if there is one.
@@ -74,7 +72,7 @@ impl<T> std::ops::Index<usize> for Chunked<T> {
     type Output = T;
 
     fn index(&self, index: usize) -> &T {
-        let len = self.len;
+        let len = self.len();
         self.get(index)
             .unwrap_or_else(|| panic!("index {index} out of range for {len} elements"))
     }
@@ -82,7 +80,7 @@ impl<T> std::ops::Index<usize> for Chunked<T> {
 
 impl<T> std::ops::IndexMut<usize> for Chunked<T> {
     fn index_mut(&mut self, index: usize) -> &mut T {
-        let len = self.len;
+        let len = self.len();
         self.get_mut(index)
             .unwrap_or_else(|| panic!("index {index} out of range for {len} elements"))
     }

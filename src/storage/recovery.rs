@@ -18,7 +18,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use memmap2::Mmap;
@@ -57,20 +56,17 @@ pub fn open(
     // SHA-256 is the costliest check: a helper thread hashes the sealed segments, in order, while
     // this one checks frames and folds.
     let sealed = &names[..names.len().saturating_sub(1)];
-    let stop = AtomicBool::new(false);
     let (mut views, last_scan, truncated_bytes) = std::thread::scope(|scope| {
         let (tx, hashes) = mpsc::channel();
-        scope.spawn(|| {
-            let tx = tx;
+        scope.spawn(move || {
+            // Ends early once the scan fails: `hashes` is dropped then, and the send fails.
             for (_, path) in sealed {
-                if stop.load(Ordering::Relaxed) || tx.send(sealed_hash(path)).is_err() {
+                if tx.send(sealed_hash(path)).is_err() {
                     break;
                 }
             }
         });
-        let scanned = scan_segments(config, names.clone(), &hashes, &mut each);
-        stop.store(true, Ordering::Relaxed);
-        scanned
+        scan_segments(config, names.clone(), &hashes, &mut each)
     })?;
     let writer = open_writer(config, now_us, &mut views, last_scan)?;
     Ok(Opened {
