@@ -200,7 +200,7 @@ impl Keys {
         let statics = statics
             .iter()
             .map(|s| {
-                let digest: [u8; 32] = Sha256::digest(s.key.as_bytes()).into();
+                let digest: [u8; 32] = Sha256::digest(normalize_key(&s.key).as_bytes()).into();
                 let principal = Principal {
                     role: s.role,
                     mcp_id: s.mcp_id.as_deref().map(Arc::from),
@@ -255,6 +255,7 @@ impl Keys {
 
     /// Checks a presented key at `now_s` (Unix seconds).
     pub fn authenticate(&self, presented: &str, now_s: f64) -> Result<Principal, AuthError> {
+        let presented = normalize_key(presented);
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest[..8]);
@@ -400,8 +401,15 @@ fn verify_signed(master: &[u8], key: &str, id: KeyId) -> Option<Principal> {
     })
 }
 
-/// The fingerprint of a key.
+/// A key as it is compared and fingerprinted: without surrounding white space, so a key copied
+/// from a file with its trailing newline is the same key in a header, a revocation and `keygen`.
+pub fn normalize_key(key: &str) -> &str {
+    key.trim()
+}
+
+/// The fingerprint of a key (of its normalized form).
 pub fn key_id(key: &str) -> KeyId {
+    let key = normalize_key(key);
     let digest = Sha256::digest(key.as_bytes());
     let mut id = [0u8; 8];
     id.copy_from_slice(&digest[..8]);

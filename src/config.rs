@@ -51,7 +51,33 @@ pub struct Config {
     pub log_level: String,
     /// `[logging] format`: human-readable text, or one JSON object per line.
     pub log_format: LogFormat,
+    /// `[api] max_connections`: most open client connections; further ones wait in the kernel's
+    /// accept queue.
+    pub max_connections: usize,
+    /// `[api] header_read_timeout`: how long a connection may take to send a request's headers,
+    /// and how long a kept-alive connection may sit idle before its next request.
+    pub header_read_timeout: Duration,
+    /// `[api] body_read_timeout`: how long an ingest request may take to send its body.
+    pub body_read_timeout: Duration,
+    /// `[api] request_timeout`: how long a request on any route but the replay stream may take
+    /// in all.
+    pub request_timeout: Duration,
+    /// `[api] shutdown_grace`: how long, after SIGTERM or SIGINT, requests in flight may take to
+    /// finish before their connections are closed.
+    pub shutdown_grace: Duration,
+    /// `[api] replay_heartbeat`: how often a quiet `follow=true` replay stream sends a heartbeat
+    /// line.
+    pub replay_heartbeat: Duration,
+    /// `[api] clock_skew_max`: how far in the future of the server's clock an event's
+    /// `timestamp` may be.
+    pub clock_skew_max: Duration,
+    /// `[storage] retention_override`: accept a `retention` below `RETENTION_FLOOR`.
+    pub retention_override: bool,
 }
+
+/// The shortest `retention` accepted without `retention_override`: a shorter one deletes nearly
+/// everything at each start, which is almost always a typo (`"0s"`, `"30"` meant as days).
+pub const RETENTION_FLOOR: Duration = Duration::from_secs(3600);
 
 /// How the server writes its log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +120,14 @@ impl Default for Config {
             max_bytes: None,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            replay_heartbeat: Duration::from_secs(15),
+            clock_skew_max: Duration::from_secs(3600),
+            retention_override: false,
         }
     }
 }
@@ -174,6 +208,34 @@ impl Config {
         if let Some((k, v)) = get("MCPLOG_QUEUE_EVENTS_MAX") {
             self.queue_events_max = parse_number(&k, &v)?;
         }
+        if let Some((k, v)) = get("MCPLOG_MAX_CONNECTIONS") {
+            self.max_connections = parse_number(&k, &v)?;
+        }
+        let durations: [(&str, &mut Duration); 6] = [
+            ("MCPLOG_HEADER_READ_TIMEOUT", &mut self.header_read_timeout),
+            ("MCPLOG_BODY_READ_TIMEOUT", &mut self.body_read_timeout),
+            ("MCPLOG_REQUEST_TIMEOUT", &mut self.request_timeout),
+            ("MCPLOG_SHUTDOWN_GRACE", &mut self.shutdown_grace),
+            ("MCPLOG_REPLAY_HEARTBEAT", &mut self.replay_heartbeat),
+            ("MCPLOG_CLOCK_SKEW_MAX", &mut self.clock_skew_max),
+        ];
+        for (name, field) in durations {
+            if let Some((k, v)) = get(name) {
+                *field = parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
+            }
+        }
+        if let Some((k, v)) = get("MCPLOG_RETENTION_OVERRIDE") {
+            self.retention_override = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError {
+                        key: k,
+                        message: format!("{v:?} is not true or false"),
+                    })
+                }
+            };
+        }
         self.check()
     }
 
@@ -224,6 +286,33 @@ impl Config {
                 format!("{} is outside 1..=1000000", self.queue_events_max),
             );
         }
+        if self.max_connections == 0 || self.max_connections > 1_000_000 {
+            return bad(
+                "max_connections",
+                format!("{} is outside 1..=1000000", self.max_connections),
+            );
+        }
+        let timeouts = [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("request_timeout", self.request_timeout),
+            ("replay_heartbeat", self.replay_heartbeat),
+        ];
+        for (key, value) in timeouts {
+            if value < Duration::from_millis(10) {
+                return bad(key, format!("{value:?} is below the 10ms floor"));
+            }
+        }
+        if self.retention < RETENTION_FLOOR && !self.retention_override {
+            return bad(
+                "retention",
+                format!(
+                    "{:?} is below {:?}: every start would delete nearly all sealed segments; \
+                     set storage.retention_override = true (MCPLOG_RETENTION_OVERRIDE=true) if that is meant",
+                    self.retention, RETENTION_FLOOR
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -248,6 +337,20 @@ impl std::fmt::Debug for Config {
             .field("api_key_cache_ttl", &self.api_key_cache_ttl)
             .field("key_lifetime_max", &self.key_lifetime_max)
             .field("static_keys", &self.static_keys)
+            .field("retention", &self.retention)
+            .field("retention_override", &self.retention_override)
+            .field("cleanup_interval", &self.cleanup_interval)
+            .field("max_records", &self.max_records)
+            .field("max_bytes", &self.max_bytes)
+            .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("replay_heartbeat", &self.replay_heartbeat)
+            .field("clock_skew_max", &self.clock_skew_max)
             .finish()
     }
 }
@@ -349,6 +452,16 @@ impl Config {
             ("api", "batch_events_max") => self.batch_events_max = number(value)? as usize,
             ("api", "batch_bytes_max") => self.batch_bytes_max = number(value)? as usize,
             ("api", "queue_events_max") => self.queue_events_max = number(value)? as usize,
+            ("api", "max_connections") => self.max_connections = number(value)? as usize,
+            ("api", "header_read_timeout") => self.header_read_timeout = duration(value)?,
+            ("api", "body_read_timeout") => self.body_read_timeout = duration(value)?,
+            ("api", "request_timeout") => self.request_timeout = duration(value)?,
+            ("api", "shutdown_grace") => self.shutdown_grace = duration(value)?,
+            ("api", "replay_heartbeat") => self.replay_heartbeat = duration(value)?,
+            ("api", "clock_skew_max") => self.clock_skew_max = duration(value)?,
+            ("storage", "retention_override") => {
+                self.retention_override = value.as_bool().ok_or_else(|| bad(format!("{value} is not true or false")))?
+            }
             ("projection", "stale_after") => self.stale_after = duration(value)?,
             ("security", "master_secret") => self.master_secret = Some(string(value)?),
             ("security", "api_key_cache_ttl") => self.api_key_cache_ttl = duration(value)?,

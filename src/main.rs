@@ -146,12 +146,14 @@ fn serve(config: &Config) -> Result<ExitCode, Failure> {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    runtime
-        .block_on(mcplog::server::run(
-            config,
-            mcplog::server::shutdown_signal(),
-            |_| {},
-        ))
+    let result = runtime.block_on(mcplog::server::run(
+        config,
+        mcplog::server::shutdown_signal(),
+        |_| {},
+    ));
+    // Connections the drain closed may leave tasks behind: they are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
         .map(|()| ExitCode::SUCCESS)
         .map_err(|err| (1, err.to_string()))
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::auth::{load_or_create_admin_key, load_or_create_master_secret, KeyError, Keys};
 use crate::config::Config;
 use crate::engine::{now_us, Engine, Maintenance, View};
-use crate::http::{router, AppState, HttpTelemetry, Limits};
+use crate::http::{router, AppState, ConnLimits, HttpTelemetry, Limits};
 use crate::projector::Projection;
 use crate::storage::{self, retention, LogConfig, StorageError};
 
@@ -65,10 +65,16 @@ pub async fn run(
             event_bytes_max: config.event_bytes_max,
             batch_events_max: config.batch_events_max,
             batch_bytes_max: config.batch_bytes_max,
+            body_read_timeout: config.body_read_timeout,
+            request_timeout: config.request_timeout,
+            replay_heartbeat: config.replay_heartbeat,
+            clock_skew_max: config.clock_skew_max,
         },
         stale_after_us: u64::try_from(config.stale_after.as_micros()).unwrap_or(u64::MAX),
         telemetry: Arc::clone(&telemetry),
+        draining: Arc::new(tokio::sync::watch::channel(false).0),
     };
+    let draining = Arc::clone(&state.draining);
     let listen_error = |source| ServerError::Listen {
         bind: config.bind.clone(),
         source,
@@ -79,13 +85,21 @@ pub async fn run(
     let addr = listener.local_addr().map_err(listen_error)?;
     tracing::info!("listening on http://{addr}");
     on_listen(addr);
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = ConnLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        shutdown_grace: config.shutdown_grace,
+    };
+    crate::http::serve(listener, router(state), limits, shutdown, move || {
+        // Load balancers see 503 at once; follow streams end.
+        draining.send_replace(true);
+    })
+    .await;
     tracing::info!("shutting down: writing and syncing queued events");
     let drained = Arc::clone(&engine);
     let _ = tokio::task::spawn_blocking(move || drained.shutdown()).await;
-    served.map_err(listen_error)
+    tracing::info!("shut down");
+    Ok(())
 }
 
 /// Opens the log in the configured data directory and folds it into a fresh view.

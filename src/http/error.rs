@@ -77,6 +77,22 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
     }
 
+    /// 503 for a request that took longer than `request_timeout` in all. An event it carried may
+    /// still be stored, so the client is told to retry with the same `event_id`.
+    pub fn timed_out(limit: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after_s: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_timeout",
+                format!(
+                    "the request took longer than request_timeout ({limit:?}); an event it \
+                     carried may still be stored, so retry with the same event_id"
+                ),
+            )
+        }
+    }
+
     /// 422 for an event that failed validation.
     pub fn invalid(invalid: Invalid) -> ApiError {
         // Bytes that are not JSON at all are a bad request; JSON that breaks a rule is not

@@ -63,6 +63,7 @@ pub(super) async fn one(
         body,
         state.limits.event_bytes_max,
         "event_bytes_max",
+        state.limits.body_read_timeout,
     )
     .await?;
     let text = utf8(&bytes)?;
@@ -97,7 +98,14 @@ pub(super) async fn batch(
     body: Body,
 ) -> Result<Json<BatchAcceptedJson>, ApiError> {
     let limits = state.limits;
-    let bytes = read_body(&headers, body, limits.batch_bytes_max, "batch_bytes_max").await?;
+    let bytes = read_body(
+        &headers,
+        body,
+        limits.batch_bytes_max,
+        "batch_bytes_max",
+        limits.body_read_timeout,
+    )
+    .await?;
     let text = utf8(&bytes)?;
     let items = event::split_batch(text).map_err(ApiError::invalid)?;
     if items.is_empty() {
@@ -196,6 +204,7 @@ pub(super) async fn read_body(
     body: Body,
     limit: usize,
     limit_name: &str,
+    timeout: std::time::Duration,
 ) -> Result<Bytes, ApiError> {
     let gzip = match headers.get(header::CONTENT_ENCODING) {
         None => false,
@@ -226,7 +235,17 @@ pub(super) async fn read_body(
     } else {
         limit
     };
-    let raw = match Limited::new(body, wire_limit).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, wire_limit).collect())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the request body did not arrive within body_read_timeout ({timeout:?})"),
+            )
+            .with_field("body")
+        })?;
+    let raw = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
         Err(err) => {

@@ -45,6 +45,7 @@ pub(super) async fn revoke(
         body,
         REVOKE_BYTES_MAX,
         "the revocation request limit",
+        state.limits.body_read_timeout,
     )
     .await?;
     let invalid = |field: &str, message: &str| {

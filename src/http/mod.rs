@@ -6,6 +6,7 @@
 mod error;
 mod ingest;
 mod keys;
+mod listen;
 mod observe;
 mod openapi;
 mod query;
@@ -13,6 +14,9 @@ mod records;
 mod replay;
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -22,6 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub use error::{ApiError, ErrorJson, ItemError};
+pub use listen::{serve, ConnLimits};
 pub use observe::{HttpTelemetry, ROUTES};
 pub use openapi::ApiDoc;
 
@@ -37,6 +42,14 @@ pub struct Limits {
     pub batch_events_max: usize,
     /// Largest batch body in bytes.
     pub batch_bytes_max: usize,
+    /// How long an ingest request may take to send its body.
+    pub body_read_timeout: Duration,
+    /// How long a request on any route but the replay stream may take in all.
+    pub request_timeout: Duration,
+    /// How often a quiet follow stream sends a heartbeat line.
+    pub replay_heartbeat: Duration,
+    /// How far past the server's clock an event's timestamp may be.
+    pub clock_skew_max: Duration,
 }
 
 /// What every handler shares.
@@ -50,13 +63,17 @@ pub struct AppState {
     pub limits: Limits,
     /// `stale_after` in microseconds.
     pub stale_after_us: u64,
-    /// Request metrics and the readiness flag.
+    /// Request metrics.
     pub telemetry: Arc<HttpTelemetry>,
+    /// True once shutdown has begun: `/readyz` answers 503 and follow streams end.
+    pub draining: Arc<watch::Sender<bool>>,
 }
 
-/// Every route of the service.
+/// Every route of the service. Every route but the replay stream is bounded by
+/// `request_timeout`; the stream is bounded by its reader and by shutdown instead.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let timeout = state.limits.request_timeout;
+    let bounded = Router::new()
         .route(
             "/api/v2/interactions",
             post(ingest::one).get(query::history),
@@ -68,12 +85,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v2/performance/metrics", get(query::metrics))
         .route("/api/v2/health", get(health))
         .route("/api/v2/keys/revoke", post(keys::revoke))
-        .route("/api/v2/events", get(replay::replay))
         .route("/dashboard", get(dashboard))
         .route("/api/v2/openapi.json", get(openapi::document))
         .route("/livez", get(observe::livez))
         .route("/readyz", get(observe::readyz))
         .route("/metrics", get(observe::metrics))
+        .route_layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    move |_: axum::BoxError| async move { ApiError::timed_out(timeout) },
+                ))
+                .layer(tower::timeout::TimeoutLayer::new(timeout)),
+        );
+    Router::new()
+        .route("/api/v2/events", get(replay::replay))
+        .merge(bounded)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -103,11 +129,7 @@ impl FromRequestParts<AppState> for Principal {
         let key = value
             .to_str()
             .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
+            .and_then(bearer_token)
             .ok_or_else(ApiError::unauthorized)?;
         let now_s = crate::engine::now_us() as f64 / 1e6;
         state
@@ -121,6 +143,15 @@ impl FromRequestParts<AppState> for Principal {
                 },
             })
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive
+/// (RFC 9110 §11.1) and the token is trimmed as keys are everywhere (see `auth::normalize_key`).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| crate::auth::normalize_key(token))
 }
 
 /// `GET /dashboard`: one self-contained page (no CDN, fonts or scripts from elsewhere). It is

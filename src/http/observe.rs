@@ -4,7 +4,7 @@
 //! Labels only ever take values from fixed lists (route templates, methods, reasons, statuses), so
 //! the number of series is bounded whatever clients send.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -53,8 +53,6 @@ const REJECT_REASONS: [(&str, &[u16]); 5] = [
 pub struct HttpTelemetry {
     requests: Vec<[Histogram; 3]>,
     rejected: [AtomicU64; REJECT_REASONS.len()],
-    /// False once shutdown has begun: `/readyz` answers 503 so load balancers drain.
-    pub ready: AtomicBool,
 }
 
 impl Default for HttpTelemetry {
@@ -62,7 +60,6 @@ impl Default for HttpTelemetry {
         HttpTelemetry {
             requests: (0..=ROUTES.len()).map(|_| Default::default()).collect(),
             rejected: Default::default(),
-            ready: AtomicBool::new(true),
         }
     }
 }
@@ -106,7 +103,7 @@ pub(super) async fn livez() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "operate",
     responses((status = 200, description = "ready", body = String), (status = 503, description = "draining or storage failing", body = String)))]
 pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if !state.telemetry.ready.load(Ordering::SeqCst) {
+    if *state.draining.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
     if !state.engine.writer_running() || state.engine.storage_failure().is_some() {

@@ -6,7 +6,6 @@
 //! it waits for the writer to announce a newer durable seq. The cursor, not a subscription, decides
 //! what comes next, so the switch from catch-up to live neither misses nor repeats an event.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -21,10 +20,14 @@ use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::event::EventLine;
 
-/// Events per chunk read under one hold of the view's read lock.
+/// Most events looked at under one hold of the view's read lock.
 const CHUNK_EVENTS: u64 = 1000;
-/// Chunks buffered between the reading task and the connection.
-const CHUNKS_BUFFERED: usize = 8;
+/// A chunk is closed once it holds this many bytes, so one chunk is at most this plus one event.
+const CHUNK_BYTES_TARGET: usize = 64 * 1024;
+/// Chunks buffered between the reading task and the connection. With the chunk being built, a
+/// reader that stops reading holds at most `(CHUNKS_BUFFERED + 1) × (CHUNK_BYTES_TARGET + one
+/// event)` bytes of this server's memory (hyper's write buffer and the socket's aside).
+const CHUNKS_BUFFERED: usize = 2;
 
 #[utoipa::path(get, path = "/api/v2/events", tag = "audit",
     params(
@@ -85,31 +88,48 @@ pub(super) async fn replay(
         (Some(own), None) => Some(own.to_owned()),
         (Some(own), Some(asked)) => Some(if asked == own { asked } else { String::new() }),
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS_BUFFERED);
+    let (tx, rx) = mpsc::channel::<Piece>(CHUNKS_BUFFERED);
     tokio::spawn(produce(state, after, limit, only, follow, tx));
     let body = Body::from_stream(Chunks(rx));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-/// Reads chunks after `cursor` and sends them until the limit, the end (without follow), or the
-/// reader going away.
+/// What the reading task hands the connection: lines to send, or a fault that aborts the stream.
+enum Piece {
+    Lines(Bytes),
+    /// The stream is cut here (no closing chunk), so a client cannot mistake it for a whole one.
+    Abort,
+}
+
+/// Reads chunks after `cursor` and sends them until the limit, the end (without follow), an
+/// unreadable event, shutdown, or the reader going away. A quiet follow stream sends a heartbeat
+/// line every `replay_heartbeat`.
 async fn produce(
     state: AppState,
     mut cursor: u64,
     limit: Option<u64>,
     only: Option<String>,
     follow: bool,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Piece>,
 ) {
     let mut durable = state.engine.subscribe_durable();
+    let mut draining = state.draining.subscribe();
+    let heartbeat = state.limits.replay_heartbeat;
     let mut left = limit.unwrap_or(u64::MAX);
     loop {
         let last = *durable.borrow_and_update();
         while cursor < last && left > 0 {
-            let (chunk, next, sent) = read_chunk(&state, cursor, last, left, only.as_deref());
-            cursor = next;
-            left -= sent;
-            if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
+            let chunk = read_chunk(&state, cursor, last, left, only.as_deref());
+            cursor = chunk.cursor;
+            left -= chunk.sent;
+            if !chunk.lines.is_empty() && tx.send(Piece::Lines(Bytes::from(chunk.lines))).await.is_err() {
+                return;
+            }
+            if chunk.unreadable {
+                let _ = tx.send(Piece::Abort).await;
+                return;
+            }
+            if *draining.borrow() {
                 return;
             }
         }
@@ -119,57 +139,90 @@ async fn produce(
         tokio::select! {
             changed = durable.changed() => if changed.is_err() { return },
             () = tx.closed() => return,
+            // Shutdown ends the stream cleanly; the reader resumes with after_seq elsewhere.
+            () = async { let _ = draining.wait_for(|draining| *draining).await; } => return,
+            () = tokio::time::sleep(heartbeat) => {
+                let line = format!(
+                    "{{\"heartbeat\":{},\"durable_seq\":{last}}}\n",
+                    crate::engine::now_us() as f64 / 1e6
+                );
+                if tx.send(Piece::Lines(Bytes::from(line))).await.is_err() {
+                    return;
+                }
+            }
         }
     }
 }
 
-/// NDJSON of the events after `cursor` up to `last` (at most `CHUNK_EVENTS` seqs looked at and
-/// `left` sent), the new cursor, and how many were sent.
-fn read_chunk(
-    state: &AppState,
+/// One chunk of NDJSON and where the reading stopped.
+struct Chunk {
+    lines: Vec<u8>,
+    /// The last seq looked at.
     cursor: u64,
-    last: u64,
-    left: u64,
-    only: Option<&str>,
-) -> (Vec<u8>, u64, u64) {
+    /// Event lines in `lines`.
+    sent: u64,
+    /// The chunk ends with an error line for an event that could not be read.
+    unreadable: bool,
+}
+
+/// NDJSON of the events after `cursor` up to `last`: at most `CHUNK_EVENTS` seqs looked at,
+/// `left` sent, and about `CHUNK_BYTES_TARGET` bytes.
+fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Option<&str>) -> Chunk {
     let view = state.engine.view();
     // Retention may have dropped what comes after the cursor: continue at the oldest retained.
     let first = view.catalog.first_seq().unwrap_or(last + 1);
     let from = (cursor + 1).max(first);
     let to = last.min(from + CHUNK_EVENTS - 1);
-    let mut out = Vec::new();
-    let mut sent = 0;
+    let mut chunk = Chunk {
+        lines: Vec::new(),
+        cursor,
+        sent: 0,
+        unreadable: false,
+    };
     let mut seq = from;
-    while seq <= to && sent < left {
+    while seq <= to && chunk.sent < left && chunk.lines.len() < CHUNK_BYTES_TARGET {
         let line = view.catalog.with_event(seq, |e| {
             if only.is_some_and(|m| m != e.mcp_id) {
                 return None;
             }
             EventLine::of(e).and_then(|line| serde_json::to_string(&line).ok())
         });
+        chunk.cursor = seq;
         match line {
             Some(Ok(Some(line))) => {
-                out.extend_from_slice(line.as_bytes());
-                out.push(b'\n');
-                sent += 1;
+                chunk.lines.extend_from_slice(line.as_bytes());
+                chunk.lines.push(b'\n');
+                chunk.sent += 1;
             }
             Some(Ok(None)) | None => {}
             Some(Err(reason)) => {
-                tracing::error!(seq, %reason, "a stored event could not be read for replay")
+                tracing::error!(seq, %reason, "a stored event could not be read for replay");
+                let line = serde_json::json!({"error": {
+                    "code": "unreadable_event",
+                    "seq": seq,
+                    "message": "this stored event failed its checksum and cannot be replayed; the stream stops here (mcplog-seg verify names the damage)",
+                }});
+                chunk.lines.extend_from_slice(line.to_string().as_bytes());
+                chunk.lines.push(b'\n');
+                chunk.unreadable = true;
+                break;
             }
         }
         seq += 1;
     }
-    (out, seq - 1, sent)
+    chunk
 }
 
 /// The channel as the body's stream of chunks.
-struct Chunks(mpsc::Receiver<Bytes>);
+struct Chunks(mpsc::Receiver<Piece>);
 
 impl futures_core::Stream for Chunks {
-    type Item = Result<Bytes, Infallible>;
+    type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(Ok))
+        self.0.poll_recv(cx).map(|piece| match piece? {
+            Piece::Lines(lines) => Some(Ok(lines)),
+            Piece::Abort => Some(Err(std::io::Error::other("an unreadable stored event"))),
+        })
     }
 }

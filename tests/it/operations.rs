@@ -21,6 +21,7 @@ async fn retention_drops_old_segments_keeps_new_ones_and_the_view_matches_a_rest
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("MCPLOG_RETENTION", "3s"),
+        ("MCPLOG_RETENTION_OVERRIDE", "true"),
         ("MCPLOG_SEGMENT_MAX_BYTES", "4096"),
         ("MCPLOG_SEGMENT_MAX_AGE", "1s"),
         ("MCPLOG_CLEANUP_INTERVAL", "200ms"),
