@@ -90,7 +90,10 @@ pub(super) async fn replay(
     };
     let (tx, rx) = mpsc::channel::<Piece>(CHUNKS_BUFFERED);
     tokio::spawn(produce(state, after, limit, only, follow, tx));
-    let body = Body::from_stream(Chunks(rx));
+    let body = Body::from_stream(Chunks {
+        rx,
+        aborting: false,
+    });
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
@@ -214,15 +217,32 @@ fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Option<
 }
 
 /// The channel as the body's stream of chunks.
-struct Chunks(mpsc::Receiver<Piece>);
+struct Chunks {
+    rx: mpsc::Receiver<Piece>,
+    /// An abort was received: the next poll fails the body. Until then hyper flushes the lines
+    /// before it (it writes out what it holds when the body is not ready, and drops it when the
+    /// body fails).
+    aborting: bool,
+}
 
 impl futures_core::Stream for Chunks {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|piece| match piece? {
-            Piece::Lines(lines) => Some(Ok(lines)),
-            Piece::Abort => Some(Err(std::io::Error::other("an unreadable stored event"))),
-        })
+        if self.aborting {
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "an unreadable stored event",
+            ))));
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Piece::Lines(lines))) => Poll::Ready(Some(Ok(lines))),
+            Poll::Ready(Some(Piece::Abort)) => {
+                self.aborting = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }

@@ -11,6 +11,7 @@ mod common;
 mod dashboard;
 mod durability;
 mod ingest;
+mod lifecycle;
 mod openapi;
 mod operations;
 mod queries;

@@ -1,0 +1,478 @@
+//! Connections and shutdown as a hostile or slow client meets them: SIGTERM with a live follower
+//! and a half-sent request, header/body/request timeouts, the connection cap, follow heartbeats,
+//! stalled replay readers bounded in bytes, and an unreadable event cutting a replay short.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{event, segment_paths, Server};
+
+/// A raw HTTP/1.1 connection, for requests sent in pieces.
+struct Raw(TcpStream);
+
+impl Raw {
+    fn open(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Raw(stream)
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.0.write_all(bytes).unwrap();
+    }
+
+    /// Everything until the server closes the connection (or the read fails).
+    fn read_to_close(&mut self) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let clean = self.0.read_to_end(&mut out).is_ok();
+        (out, clean)
+    }
+
+    /// Reads until `needle` has arrived.
+    fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !out.windows(needle.len()).any(|w| w == needle) {
+            let n = self.0.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before {:?}", String::from_utf8_lossy(needle));
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// True once the server has closed the connection (a read returns 0 or fails) within `limit`.
+    fn closed_within(&mut self, limit: Duration) -> bool {
+        self.0.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.0.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(err) => {
+                    return !matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
+            }
+        }
+    }
+}
+
+fn headers(method: &str, path: &str, key: &str, length: Option<usize>) -> Vec<u8> {
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n");
+    if let Some(length) = length {
+        text.push_str(&format!("Content-Length: {length}\r\n"));
+    }
+    text.push_str("\r\n");
+    text.into_bytes()
+}
+
+fn status_of(response: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(response);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+fn body_json(response: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(response);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn sigterm(server: &Server) {
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits for the process to exit; returns its exit code and how long it took.
+fn wait_exit(server: &mut Server, limit: Duration) -> (Option<i32>, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return (status.code(), started.elapsed());
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no exit within {limit:?}; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_follower_and_a_half_sent_request_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(
+        dir.path(),
+        &[
+            ("MCPLOG_SHUTDOWN_GRACE", "8s"),
+            ("MCPLOG_BODY_READ_TIMEOUT", "60s"),
+            ("MCPLOG_REQUEST_TIMEOUT", "60s"),
+        ],
+    );
+    let t = now();
+    for i in 0..3 {
+        let r = server
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", &format!("before-{i}"), "m", t),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // A live follower that has caught up.
+    let mut follower = Raw::open(server.addr);
+    follower.send(&headers(
+        "GET",
+        "/api/v2/events?follow=true",
+        &server.key,
+        None,
+    ));
+    let seen = follower.read_until(b"\"seq\":3");
+    // A request whose headers arrived and whose body is half-sent.
+    let body = event("interaction_start", "in-flight", "m", t);
+    let mut half = Raw::open(server.addr);
+    half.send(&headers(
+        "POST",
+        "/api/v2/interactions",
+        &server.key,
+        Some(body.len()),
+    ));
+    half.send(&body.as_bytes()[..body.len() / 2]);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let signalled = Instant::now();
+    sigterm(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    // Not ready at once, while the half-sent request keeps the drain open.
+    let mut probe = Raw::open(server.addr);
+    probe.send(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (answer, _) = probe.read_to_close();
+    assert_eq!(status_of(&answer), 503, "{}", String::from_utf8_lossy(&answer));
+    // The follower's stream has ended cleanly: the closing chunk, after every event it had.
+    let (rest, clean) = follower.read_to_close();
+    let stream = [seen, rest].concat();
+    assert!(clean);
+    assert!(
+        stream.ends_with(b"0\r\n\r\n"),
+        "the follow stream did not end with its closing chunk: {:?}",
+        String::from_utf8_lossy(&stream)
+    );
+    // The in-flight request finishes within the grace period and is stored.
+    half.send(&body.as_bytes()[body.len() / 2..]);
+    let (answer, _) = half.read_to_close();
+    assert_eq!(status_of(&answer), 200, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(body_json(&answer)["seq"], 4);
+    let (code, _) = wait_exit(&mut server, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "log:\n{}", server.log());
+    assert!(signalled.elapsed() < Duration::from_secs(8 + 5));
+    drop(server);
+
+    let server = Server::start(dir.path());
+    let r = server.get("/api/v2/interactions/in-flight").await;
+    assert_eq!(r.status, 200, "the drained event is on disk after a restart");
+    assert_eq!(r.json()["metadata"]["first_seq"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_finishes_delays_exit_by_the_grace_period_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(
+        dir.path(),
+        &[
+            ("MCPLOG_SHUTDOWN_GRACE", "1s"),
+            ("MCPLOG_BODY_READ_TIMEOUT", "120s"),
+            ("MCPLOG_REQUEST_TIMEOUT", "120s"),
+        ],
+    );
+    let mut stalled = Raw::open(server.addr);
+    stalled.send(&headers(
+        "POST",
+        "/api/v2/interactions/batch",
+        &server.key,
+        Some(10_000),
+    ));
+    stalled.send(b"[{\"action\":");
+    // And a follower that never reads.
+    let mut follower = Raw::open(server.addr);
+    follower.send(&headers(
+        "GET",
+        "/api/v2/events?follow=true",
+        &server.key,
+        None,
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&server);
+    let (code, took) = wait_exit(&mut server, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "log:\n{}", server.log());
+    // One second of grace, plus the drain and the process's own exit.
+    assert!(took < Duration::from_secs(6), "exit took {took:?}");
+    assert!(server.log().contains("grace period over"), "{}", server.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_slow_bodies_idle_connections_and_long_requests_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("MCPLOG_HEADER_READ_TIMEOUT", "400ms"),
+            ("MCPLOG_BODY_READ_TIMEOUT", "400ms"),
+            ("MCPLOG_REQUEST_TIMEOUT", "30s"),
+        ],
+    );
+    // Headers that never finish: the connection is closed.
+    let mut slow_headers = Raw::open(server.addr);
+    slow_headers.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n");
+    assert!(slow_headers.closed_within(Duration::from_secs(5)));
+    // Not even a first byte: closed too.
+    let mut silent = Raw::open(server.addr);
+    assert!(silent.closed_within(Duration::from_secs(5)));
+    // A kept-alive connection that goes quiet after a request: closed.
+    let mut idle = Raw::open(server.addr);
+    idle.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
+    idle.read_until(b"ok\n");
+    assert!(idle.closed_within(Duration::from_secs(5)));
+    // A body that never finishes: 408 naming the body, nothing stored.
+    let body = event("interaction_start", "slow-body", "m", now());
+    let mut slow_body = Raw::open(server.addr);
+    slow_body.send(&headers(
+        "POST",
+        "/api/v2/interactions",
+        &server.key,
+        Some(body.len()),
+    ));
+    slow_body.send(&body.as_bytes()[..5]);
+    let (answer, _) = slow_body.read_to_close();
+    assert_eq!(status_of(&answer), 408, "{}", String::from_utf8_lossy(&answer));
+    let error = &body_json(&answer)["error"];
+    assert_eq!(error["code"], "body_timeout");
+    assert_eq!(error["field"], "body");
+    assert_eq!(
+        server.get("/api/v2/interactions/slow-body").await.status,
+        404
+    );
+    drop(server);
+
+    // The whole-request bound, when it is the shorter one.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("MCPLOG_BODY_READ_TIMEOUT", "30s"),
+            ("MCPLOG_REQUEST_TIMEOUT", "400ms"),
+        ],
+    );
+    let mut slow = Raw::open(server.addr);
+    slow.send(&headers(
+        "POST",
+        "/api/v2/interactions",
+        &server.key,
+        Some(body.len()),
+    ));
+    slow.send(&body.as_bytes()[..5]);
+    let (answer, _) = slow.read_to_close();
+    assert_eq!(status_of(&answer), 503, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer)
+        .to_ascii_lowercase()
+        .contains("retry-after: 1"));
+    assert_eq!(body_json(&answer)["error"]["code"], "request_timeout");
+    // The replay stream is not bound by request_timeout.
+    let mut follower = Raw::open(server.addr);
+    follower.send(&headers(
+        "GET",
+        "/api/v2/events?follow=true",
+        &server.key,
+        None,
+    ));
+    follower.read_until(b"200 OK");
+    std::thread::sleep(Duration::from_millis(1000));
+    let r = server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "after", "m", now()),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    follower.read_until(b"\"interaction_id\":\"after\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("MCPLOG_MAX_CONNECTIONS", "4"),
+            ("MCPLOG_HEADER_READ_TIMEOUT", "60s"),
+        ],
+    );
+    let mut held: Vec<Raw> = (0..4)
+        .map(|_| {
+            let mut raw = Raw::open(server.addr);
+            raw.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
+            raw.read_until(b"ok\n");
+            raw
+        })
+        .collect();
+    let mut fifth = Raw::open(server.addr);
+    fifth.send(b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    fifth.0.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        fifth.0.read(&mut buf).is_err(),
+        "a fifth connection was served while four were open"
+    );
+    drop(held.pop());
+    fifth.0.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (answer, _) = fifth.read_to_close();
+    assert_eq!(status_of(&answer), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_follow_stream_sends_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_REPLAY_HEARTBEAT", "200ms")]);
+    let r = server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "a", "m", now()),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let mut follower = Raw::open(server.addr);
+    follower.send(&headers(
+        "GET",
+        "/api/v2/events?follow=true",
+        &server.key,
+        None,
+    ));
+    let started = Instant::now();
+    let text = String::from_utf8(follower.read_until(b"\"heartbeat\"")).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let line = text
+        .lines()
+        .find(|l| l.contains("heartbeat"))
+        .unwrap()
+        .to_owned();
+    let heartbeat: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(heartbeat["durable_seq"], 1);
+    assert!(heartbeat["heartbeat"].as_f64().unwrap() > now() - 60.0);
+    assert!(heartbeat.get("seq").is_none(), "a heartbeat is not an event");
+}
+
+/// Anonymous resident memory of a process, in bytes.
+fn rss_anon(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_replay_readers_hold_a_bounded_number_of_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    // 48 MB of events of ~100 KB each.
+    let payload = "x".repeat(100_000);
+    for b in 0..12 {
+        let batch: Vec<String> = (0..40)
+            .map(|i| {
+                serde_json::json!({"action": "interaction_start",
+                    "interaction_id": format!("big-{b}-{i}"), "mcp_id": "m",
+                    "timestamp": now(), "request_data": {"blob": payload}})
+                .to_string()
+            })
+            .collect();
+        let r = server
+            .post(
+                "/api/v2/interactions/batch",
+                format!("[{}]", batch.join(",")),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let pid = server.child.id();
+    let before = rss_anon(pid);
+    // Twenty readers that ask for everything and never read a byte.
+    let stalled: Vec<Raw> = (0..20)
+        .map(|_| {
+            let mut raw = Raw::open(server.addr);
+            raw.send(&headers("GET", "/api/v2/events", &server.key, None));
+            raw
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = rss_anon(pid).saturating_sub(before);
+    // Event-bounded buffers (8 chunks of 1000 events) held the whole 48 MB per reader: ~1 GB.
+    assert!(
+        grown < 120 * 1024 * 1024,
+        "20 stalled readers grew the server by {} MB",
+        grown / (1024 * 1024)
+    );
+    // The server still answers the others.
+    assert_eq!(server.get("/api/v2/interactions/big-0-0").await.status, 200);
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_event_cuts_the_replay_stream_with_an_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    for (i, marker) in ["first", "POISONMARKER", "third"].iter().enumerate() {
+        let body = serde_json::json!({"action": "interaction_start",
+            "interaction_id": format!("r{i}"), "mcp_id": "m", "timestamp": now(),
+            "request_data": {"note": marker}});
+        let r = server
+            .post("/api/v2/interactions", body.to_string())
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // Rot one byte of the second event on disk, under the running server's mapping.
+    let path = segment_paths(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(12)
+        .position(|w| w == b"POISONMARKER")
+        .unwrap();
+    bytes[at] ^= 0x20;
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &bytes[at..at + 1], at as u64).unwrap();
+    drop(file);
+
+    let mut reader = Raw::open(server.addr);
+    reader.send(&headers("GET", "/api/v2/events", &server.key, None));
+    let (stream, _) = reader.read_to_close();
+    let text = String::from_utf8_lossy(&stream);
+    assert!(text.contains("\"interaction_id\":\"r0\""), "{text}");
+    assert!(text.contains("\"code\":\"unreadable_event\""), "{text}");
+    assert!(text.contains("\"seq\":2"), "{text}");
+    assert!(!text.contains("\"interaction_id\":\"r2\""), "no event after the gap: {text}");
+    assert!(
+        !stream.ends_with(b"0\r\n\r\n"),
+        "the stream must be cut, not closed as if whole: {text}"
+    );
+}
