@@ -418,12 +418,21 @@ fn run_writer(
             maintain(&mut writer, &view, &maintenance.policy, last_us);
             next_maintenance = Instant::now() + maintenance.interval;
         }
-        let first =
-            match rx.recv_timeout(next_maintenance.saturating_duration_since(Instant::now())) {
-                Ok(first) => first,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            };
+        let failed = health.last_failure.lock().expect("health lock").is_some();
+        let mut wait = next_maintenance.saturating_duration_since(Instant::now());
+        if failed {
+            wait = wait.min(STORAGE_PROBE_INTERVAL);
+        }
+        let first = match rx.recv_timeout(wait) {
+            Ok(first) => first,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if failed && writer.poisoned().is_none() {
+                    probe_storage(&writer, health);
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut events = first.events.len();
         let mut bytes = first.bytes();
         let mut group = vec![first];
@@ -455,6 +464,20 @@ fn run_writer(
             let now = writer.next_seq() - 1;
             (*last != now).then(|| *last = now).is_some()
         });
+    }
+}
+
+/// How often a writer whose last write failed checks whether it could write again.
+const STORAGE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Clears the failure once a probe write succeeds, so health and readiness return by themselves.
+fn probe_storage(writer: &LogWriter, health: &WriterHealth) {
+    match writer.probe() {
+        Ok(()) => {
+            tracing::info!("storage is writable again");
+            *health.last_failure.lock().expect("health lock") = None;
+        }
+        Err(err) => tracing::debug!(error = %err, "storage still not writable"),
     }
 }
 
@@ -582,9 +605,9 @@ fn commit(
         }
         if let Err(err) = appended {
             tracing::error!(error = %err, events = stored.len(), "group commit failed; nothing of it is acknowledged");
-            *health.last_failure.lock().expect("health lock") = Some(err.to_string());
+            *health.last_failure.lock().expect("health lock") = Some(err.public_message());
             let failure = SubmitError::Storage {
-                message: err.to_string(),
+                message: err.public_message(),
                 no_space: err.is_no_space(),
             };
             drop(stored);

@@ -71,6 +71,26 @@ impl StorageError {
         move |source| StorageError::Io { op, path, source }
     }
 
+    /// The error as a client may see it: file names without the directories they sit in.
+    pub fn public_message(&self) -> String {
+        let name = |path: &Path| {
+            path.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        };
+        match self {
+            StorageError::Io { op, path, source } => format!("{op} {}: {source}", name(path)),
+            StorageError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => format!("corrupt segment {} at offset {offset}: {reason}", name(path)),
+            StorageError::Locked { .. } => "the data directory is in use".to_owned(),
+            StorageError::Poisoned(_) => {
+                "the log writer stopped after an earlier failure; restart the server".to_owned()
+            }
+        }
+    }
+
     /// Whether the failure is a full disk or quota, which operators fix by freeing space.
     pub fn is_no_space(&self) -> bool {
         match self {

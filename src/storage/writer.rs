@@ -59,7 +59,33 @@ pub(super) enum Fault {
     Sync,
 }
 
+/// Bytes the writability probe writes and syncs: room for a small group.
+const PROBE_BYTES: usize = 64 * 1024;
+/// The probe's file in the segment directory; never a segment name, removed after each probe.
+const PROBE_FILE: &str = "probe.tmp";
+
 impl LogWriter {
+    /// Writes, syncs and removes a small file beside the segments: whether a group could be
+    /// written now. After a failed write (a full disk, say) nothing else tells that space is back
+    /// while no event arrives, and a load balancer that drains on `/readyz` sends none.
+    pub fn probe(&self) -> Result<(), StorageError> {
+        let path = self.config.dir.join(PROBE_FILE);
+        let io = |op| StorageError::io(op, &path);
+        let written = (|| {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(io("create"))?;
+            file.write_all_at(&[0u8; PROBE_BYTES], 0)
+                .map_err(io("write"))?;
+            file.sync_data().map_err(io("fdatasync"))
+        })();
+        let _ = std::fs::remove_file(&path);
+        written
+    }
+
     /// The seq the next appended event must carry.
     pub fn next_seq(&self) -> u64 {
         self.next_seq

@@ -456,6 +456,10 @@ async fn a_full_disk_answers_507_loses_nothing_and_recovers_when_space_returns()
             .contains("No space")
             || health.json()["reason"].as_str().unwrap().contains("space")
     );
+    // No absolute path reaches a client: not in the 507, not in the public health answer.
+    let root = disk.dir.path().to_str().unwrap();
+    assert!(!full.to_string().contains(root), "{full}");
+    assert!(!health.json().to_string().contains(root), "{}", health.json());
     assert!(acked.len() > 20);
     for id in acked.iter().step_by(7) {
         assert_eq!(
@@ -467,8 +471,22 @@ async fn a_full_disk_answers_507_loses_nothing_and_recovers_when_space_returns()
         );
     }
 
-    // Space returns: ingest resumes without a restart.
+    // Space returns: readiness comes back by itself, with no write to prove it (a load balancer
+    // that drains on /readyz sends none), and ingest resumes without a restart.
     std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ready = server.client().await.get("/readyz", None).await.unwrap();
+        if ready.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz stayed {} after space returned",
+            ready.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let response = server
         .post(
             "/api/v2/interactions",
