@@ -98,7 +98,7 @@ fn write_log(data_dir: &Path, interactions: u64) -> u64 {
         segment_max_bytes: 256 * 1024 * 1024,
         segment_max_age: Duration::from_secs(86_400),
     };
-    let now_us = mcplog::engine::now_us();
+    let now_us = mcplog::clock::now_us();
     let now_s = now_us as f64 / 1e6;
     let mut opened = storage::open(&config, now_us, |_| {}).expect("a new log");
     let mcps: Vec<String> = (0..50).map(|m| format!("mcp_server_{m:03}")).collect();

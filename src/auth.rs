@@ -185,7 +185,16 @@ pub struct Keys {
     revoked_path: PathBuf,
     cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
     cache_ttl: Duration,
+    /// The admin key's id and every enabled static admin key's: the admins revocation may not
+    /// leave without one.
+    admin_ids: Vec<KeyId>,
+    /// Ids of keys this server issued (admin, static) or has accepted since start, so that a
+    /// revocation of an id it never met can say so. At most `SEEN_KEYS_MAX`.
+    seen: Mutex<HashSet<KeyId>>,
 }
+
+/// Most key ids remembered as seen; past it, revoking an unseen id needs `force`.
+const SEEN_KEYS_MAX: usize = 100_000;
 
 impl Keys {
     /// Keys from the admin key, the static keys, the master secret, and the revocations found in
@@ -197,7 +206,7 @@ impl Keys {
         data_dir: &Path,
         cache_ttl: Duration,
     ) -> Result<Keys, KeyError> {
-        let statics = statics
+        let statics: HashMap<[u8; 32], StaticEntry> = statics
             .iter()
             .map(|s| {
                 let digest: [u8; 32] = Sha256::digest(normalize_key(&s.key).as_bytes()).into();
@@ -242,8 +251,23 @@ impl Keys {
                 })
             }
         };
+        let admin_ids: Vec<KeyId> = std::iter::once(key_id(admin_key))
+            .chain(
+                statics
+                    .values()
+                    .filter(|e: &&StaticEntry| e.principal.role == Role::Admin && !e.disabled)
+                    .map(|e| e.principal.key_id),
+            )
+            .collect();
+        let seen = admin_ids
+            .iter()
+            .copied()
+            .chain(statics.values().map(|e| e.principal.key_id))
+            .collect();
         Ok(Keys {
-            admin_digest: Sha256::digest(admin_key.as_bytes()).into(),
+            admin_ids,
+            seen: Mutex::new(seen),
+            admin_digest: Sha256::digest(normalize_key(admin_key).as_bytes()).into(),
             statics,
             master,
             revoked: RwLock::new(revoked),
@@ -302,7 +326,32 @@ impl Keys {
         if principal.expires_at.is_some_and(|e| (e as f64) <= now_s) {
             return Err(AuthError::Expired);
         }
+        let mut seen = self.seen.lock().expect("seen lock");
+        if seen.len() < SEEN_KEYS_MAX {
+            seen.insert(id);
+        }
         Ok(principal)
+    }
+
+    /// Whether this server issued the key with this id (admin or static) or has accepted it.
+    pub fn knows(&self, id: &KeyId) -> bool {
+        self.seen.lock().expect("seen lock").contains(id)
+    }
+
+    /// Whether the key is revoked already.
+    pub fn is_revoked(&self, id: &KeyId) -> bool {
+        self.revoked.read().expect("revocation lock").contains(id)
+    }
+
+    /// Whether revoking `id` would leave no admin key this server issued (the admin key file or
+    /// an enabled static admin key) unrevoked.
+    pub fn is_last_admin(&self, id: &KeyId) -> bool {
+        let revoked = self.revoked.read().expect("revocation lock");
+        self.admin_ids.contains(id)
+            && !self
+                .admin_ids
+                .iter()
+                .any(|other| other != id && !revoked.contains(other))
     }
 
     /// Revokes a key id: effective at once, and written (and fsync'd) to `<data>/revoked.keys` so
@@ -386,7 +435,11 @@ fn verify_signed(master: &[u8], key: &str, id: KeyId) -> Option<Principal> {
     let expires_at: u64 = expires.parse().ok()?;
     let mcp_id = String::from_utf8(parse_hex(mcp_hex)?).ok()?;
     let tag = parse_hex(tag_hex)?;
-    if tag.len() != TAG_BYTES || mcp_id.is_empty() || parse_hex(nonce)?.len() != NONCE_BYTES {
+    // A writer is bound to one mcp_id; auditor and admin keys may carry none.
+    if tag.len() != TAG_BYTES
+        || (mcp_id.is_empty() && role == Role::Writer)
+        || parse_hex(nonce)?.len() != NONCE_BYTES
+    {
         return None;
     }
     // `verify_truncated_left` compares in constant time.
@@ -395,7 +448,7 @@ fn verify_signed(master: &[u8], key: &str, id: KeyId) -> Option<Principal> {
         .ok()?;
     Some(Principal {
         role,
-        mcp_id: Some(Arc::from(mcp_id)),
+        mcp_id: (!mcp_id.is_empty()).then(|| Arc::from(mcp_id)),
         key_id: id,
         expires_at: Some(expires_at),
     })
@@ -513,6 +566,29 @@ pub fn load_or_create_master_secret(
     }
     let (secret, _) = load_or_create(&data_dir.join(MASTER_SECRET_FILE), || random_hex(32))?;
     Ok(secret.into_bytes())
+}
+
+/// The master secret the server uses, for `keygen`: the configured one, else the data
+/// directory's file. Never creates one: a fresh secret would sign keys the server refuses.
+pub fn find_master_secret(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, KeyError> {
+    if configured.is_some() {
+        return load_or_create_master_secret(configured, data_dir);
+    }
+    let path = data_dir.join(MASTER_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().as_bytes().to_vec()),
+        Ok(_) => Err(KeyError::Invalid(format!(
+            "{MASTER_SECRET_FILE} in the data directory is empty"
+        ))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(KeyError::Invalid(format!(
+            "no master secret: the server's comes from security.master_secret or \
+             MCPLOG_MASTER_SECRET (give keygen the same --config or variable), or from \
+             {MASTER_SECRET_FILE} in its data directory once it has started (give keygen the \
+             same --data-dir; {} has none)",
+            data_dir.display()
+        ))),
+        Err(source) => Err(KeyError::Io { path, source }),
+    }
 }
 
 #[cfg(test)]

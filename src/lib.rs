@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod event;

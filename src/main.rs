@@ -44,15 +44,18 @@ enum Command {
         /// Data directory holding the generated master secret.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// The mcp_id the key is bound to.
+        /// The mcp_id the key is bound to (required for writer keys).
         #[arg(long)]
-        mcp_id: String,
+        mcp_id: Option<String>,
         /// writer, auditor or admin.
         #[arg(long, default_value = "writer")]
         role: String,
         /// Lifetime, such as 24h or 30d; at most key_lifetime_max, which is also the default.
         #[arg(long)]
         expires_in: Option<String>,
+        /// Print {"key", "key_id", "role", "mcp_id", "expires_at"} as JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -86,8 +89,9 @@ fn main() -> ExitCode {
             mcp_id,
             role,
             expires_in,
+            json,
             ..
-        } => keygen(&config, &mcp_id, &role, expires_in.as_deref()),
+        } => keygen(&config, mcp_id.as_deref(), &role, expires_in.as_deref(), json),
     };
     result.unwrap_or_else(|(code, message)| {
         tracing::error!("{message}");
@@ -160,9 +164,10 @@ fn serve(config: &Config) -> Result<ExitCode, Failure> {
 
 fn keygen(
     config: &Config,
-    mcp_id: &str,
+    mcp_id: Option<&str>,
     role: &str,
     expires_in: Option<&str>,
+    json: bool,
 ) -> Result<ExitCode, Failure> {
     let role = Role::from_name(role).ok_or_else(|| {
         (
@@ -170,7 +175,12 @@ fn keygen(
             format!("--role {role:?} is not writer, auditor or admin"),
         )
     })?;
-    if mcp_id.is_empty()
+    let mcp_id = match (mcp_id, role) {
+        (None, Role::Writer) => return Err((2, "a writer key needs --mcp-id".to_owned())),
+        (None, _) => "",
+        (Some(id), _) => id,
+    };
+    if (role == Role::Writer && mcp_id.is_empty())
         || mcp_id.len() > mcplog::event::ID_BYTES_MAX
         || mcp_id.chars().any(char::is_control)
     {
@@ -197,12 +207,24 @@ fn keygen(
             ),
         ));
     }
-    let master =
-        auth::load_or_create_master_secret(config.master_secret.as_deref(), &config.data_dir)
-            .map_err(|err| (1, err.to_string()))?;
+    let master = auth::find_master_secret(config.master_secret.as_deref(), &config.data_dir)
+        .map_err(|err| (2, err.to_string()))?;
     let expires_at =
-        (mcplog::engine::now_us() / 1_000_000).saturating_add(lifetime.as_secs().max(1));
+        (mcplog::clock::now_us() / 1_000_000).saturating_add(lifetime.as_secs().max(1));
     let key = auth::mint(&master, role, mcp_id, expires_at).map_err(|err| (1, err.to_string()))?;
-    println!("{key}");
+    let key_id = auth::hex(&auth::key_id(&key));
+    if json {
+        let out = serde_json::json!({
+            "key": key, "key_id": key_id, "role": role.as_str(),
+            "mcp_id": (!mcp_id.is_empty()).then_some(mcp_id), "expires_at": expires_at,
+        });
+        println!("{out}");
+    } else {
+        println!("{key}");
+        eprintln!(
+            "key_id {key_id}, role {}, expires_at {expires_at} (Unix seconds)",
+            role.as_str()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

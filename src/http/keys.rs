@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::{ApiError, AppState};
-use crate::auth::{hex, key_id, parse_key_id, Principal, Role};
+use crate::auth::{hex, key_id, normalize_key, parse_key_id, AuthError, Principal, Role};
 
 /// Bytes a revocation request may take.
 const REVOKE_BYTES_MAX: usize = 4096;
@@ -15,16 +15,19 @@ const REVOKE_BYTES_MAX: usize = 4096;
 /// The answer to a revocation.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RevokedJson {
-    /// Always `revoked`.
+    /// `revoked`, or `already_revoked` when it was.
     status: &'static str,
     /// The fingerprint now refused.
     key_id: String,
 }
 
 #[utoipa::path(post, path = "/api/v2/keys/revoke", tag = "keys",
-    request_body(content = Object, description = "{\"key\": \"...\"} or {\"key_id\": \"<16 hex digits>\"}", content_type = "application/json"),
-    responses((status = 200, body = RevokedJson), (status = 401, body = super::ErrorJson), (status = 403, body = super::ErrorJson),
-        (status = 422, body = super::ErrorJson)),
+    request_body(content = Object, description = "{\"key\": \"...\"} or {\"key_id\": \"<16 hex digits>\"}, with \"force\": true to revoke a key this server never met", content_type = "application/json"),
+    responses((status = 200, body = RevokedJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
+        (status = 403, body = super::ErrorJson), (status = 404, description = "a key or key_id this server never issued or met", body = super::ErrorJson),
+        (status = 408, body = super::ErrorJson), (status = 409, description = "the last admin key", body = super::ErrorJson),
+        (status = 413, body = super::ErrorJson), (status = 415, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
+        (status = 503, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn revoke(
     State(state): State<AppState>,
@@ -51,29 +54,90 @@ pub(super) async fn revoke(
     let invalid = |field: &str, message: &str| {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).with_field(field)
     };
+    // serde's message quotes the value it choked on, which may be a key: only say where.
     let request: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
         .map_err(|err| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "malformed_json",
-                format!("the request is not a JSON object: {err}"),
+                format!(
+                    "the request is not a JSON object {{\"key\": ...}} or {{\"key_id\": ...}} (line {}, column {})",
+                    err.line(),
+                    err.column()
+                ),
             )
         })?;
-    if let Some(other) = request.keys().find(|k| *k != "key" && *k != "key_id") {
-        return Err(invalid(other, "unknown field; send key or key_id"));
+    // The unknown name is not echoed: a key pasted as a name would be.
+    if request
+        .keys()
+        .any(|k| !["key", "key_id", "force"].contains(&k.as_str()))
+    {
+        return Err(invalid(
+            "body",
+            "the request has a field other than key, key_id and force",
+        ));
     }
-    let id = match (request.get("key"), request.get("key_id")) {
-        (Some(key), None) => key_id(
-            key.as_str()
+    let force = match request.get("force") {
+        None => false,
+        Some(value) => value
+            .as_bool()
+            .ok_or_else(|| invalid("force", "force must be true or false"))?,
+    };
+    let now_s = crate::clock::now_us() as f64 / 1e6;
+    let (id, field) = match (request.get("key"), request.get("key_id")) {
+        (Some(key), None) => {
+            let key = key
+                .as_str()
+                .map(normalize_key)
                 .filter(|k| !k.is_empty())
-                .ok_or_else(|| invalid("key", "key must be a non-empty string"))?,
-        ),
-        (None, Some(id)) => id
-            .as_str()
-            .and_then(parse_key_id)
-            .ok_or_else(|| invalid("key_id", "key_id must be 16 lower-case hex digits"))?,
+                .ok_or_else(|| invalid("key", "key must be a non-empty string"))?;
+            // A key this server would not accept anyway (not even as expired or revoked) is
+            // not one it can revoke: say so rather than store a fingerprint of a typo.
+            if !force && matches!(state.keys.authenticate(key, now_s), Err(AuthError::Unknown)) {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_key",
+                    "this server does not accept that key; nothing was revoked (send \"force\": true to record it anyway)",
+                )
+                .with_field("key"));
+            }
+            (key_id(key), "key")
+        }
+        (None, Some(id)) => {
+            let id = id
+                .as_str()
+                .and_then(parse_key_id)
+                .ok_or_else(|| invalid("key_id", "key_id must be 16 lower-case hex digits"))?;
+            let seen_in_log = state.engine.view().projection.knows_key(&id);
+            if !force && !state.keys.knows(&id) && !seen_in_log {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_key",
+                    format!(
+                        "no key with key_id {} was issued by this server's configuration, accepted since it started, or wrote an event; nothing was revoked (a signed key minted but never used: revoke it by the key, or send \"force\": true)",
+                        hex(&id)
+                    ),
+                )
+                .with_field("key_id"));
+            }
+            (id, "key_id")
+        }
         _ => return Err(invalid("key", "send exactly one of key and key_id")),
     };
+    if state.keys.is_last_admin(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last_admin_key",
+            "this is the last admin key this server issued; mint another first (mcplog keygen --role admin) or add a static admin key",
+        )
+        .with_field(field));
+    }
+    if state.keys.is_revoked(&id) {
+        return Ok(Json(RevokedJson {
+            status: "already_revoked",
+            key_id: hex(&id),
+        }));
+    }
     state.keys.revoke(id).map_err(|err| {
         tracing::error!(error = %err, "a revocation could not be saved");
         ApiError::new(

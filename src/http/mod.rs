@@ -131,7 +131,7 @@ impl FromRequestParts<AppState> for Principal {
             .ok()
             .and_then(bearer_token)
             .ok_or_else(ApiError::unauthorized)?;
-        let now_s = crate::engine::now_us() as f64 / 1e6;
+        let now_s = crate::clock::now_us() as f64 / 1e6;
         state
             .keys
             .authenticate(key, now_s)
@@ -187,7 +187,7 @@ async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> 
     let healthy = running && failure.is_none();
     let body = HealthJson {
         status: if healthy { "healthy" } else { "unhealthy" },
-        timestamp: crate::engine::now_us() as f64 / 1e6,
+        timestamp: crate::clock::now_us() as f64 / 1e6,
         queue_size: engine.queue_size(),
         processor_running: running,
         storage_writable: failure.is_none(),

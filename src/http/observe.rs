@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use std::fmt::Write as _;
 
 use super::AppState;
-use crate::engine::now_us;
+use crate::clock::now_us;
 use crate::projector::Status;
 use crate::query;
 use crate::telemetry::{family, Histogram};

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::records::{record_json, RecordJson};
 use super::{ApiError, AppState};
 use crate::auth::Principal;
-use crate::engine::now_us;
+use crate::clock::now_us;
 use crate::projector::Status;
 use crate::query::{self, HistoryQuery, Position, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
 

@@ -147,7 +147,7 @@ async fn produce(
             () = tokio::time::sleep(heartbeat) => {
                 let line = format!(
                     "{{\"heartbeat\":{},\"durable_seq\":{last}}}\n",
-                    crate::engine::now_us() as f64 / 1e6
+                    crate::clock::now_us() as f64 / 1e6
                 );
                 if tx.send(Piece::Lines(Bytes::from(line))).await.is_err() {
                     return;

@@ -545,6 +545,11 @@ impl Projection {
         self.key_ids[record.key as usize]
     }
 
+    /// Whether an event of this key started a record (so the key is known to the log).
+    pub fn knows_key(&self, key_id: &[u8; 8]) -> bool {
+        self.key_index.contains_key(key_id)
+    }
+
     fn intern_key(&mut self, key_id: [u8; 8]) -> u32 {
         if let Some(&key) = self.key_index.get(&key_id) {
             return key;

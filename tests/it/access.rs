@@ -31,7 +31,24 @@ fn keygen(data_dir: &Path, mcp_id: &str, role: &str, expires_in: Option<&str>) -
         1,
         "keygen prints the key alone: {stdout:?}"
     );
-    stdout.trim().to_owned()
+    let key = stdout.trim().to_owned();
+    // Its key_id and expiry go to stderr, so `KEY=$(mcplog keygen ...)` takes the key alone.
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("key_id {}", hex_key_id(&key))),
+        "{stderr}"
+    );
+    key
+}
+
+/// Runs `mcplog keygen` with these arguments.
+fn keygen_raw(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcplog"));
+    command.arg("keygen").args(args).env_remove("MCPLOG_MASTER_SECRET");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
 }
 
 const STATIC_CONFIG: &str = r#"
@@ -47,11 +64,11 @@ async fn each_role_is_allowed_and_refused_where_it_should_be() {
     let config = dir.path().join("mcplog.toml");
     std::fs::write(&config, STATIC_CONFIG).unwrap();
     let data = dir.path().join("data");
-    // keygen before the first start creates the master secret the server then uses.
+    // keygen uses the master secret the server made on its first start.
+    let server = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
     let w1 = keygen(&data, "m1", "writer", Some("1h"));
     let w2 = keygen(&data, "m2", "writer", None);
     let auditor = keygen(&data, "any", "auditor", Some("1d"));
-    let server = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
     let admin = server.key.clone();
 
     // Writing.
@@ -247,9 +264,9 @@ async fn each_role_is_allowed_and_refused_where_it_should_be() {
 #[tokio::test]
 async fn every_tampered_character_and_an_expired_key_are_refused() {
     let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
     let key = keygen(dir.path(), "m1", "writer", Some("1h"));
     let short = keygen(dir.path(), "m1", "writer", Some("1s"));
-    let server = Server::start(dir.path());
     assert_eq!(
         server
             .get_as(&key, "/api/v2/interactions/stats")
@@ -295,11 +312,11 @@ async fn revocation_is_immediate_survives_restart_and_no_raw_key_is_written() {
     let config = dir.path().join("mcplog.toml");
     std::fs::write(&config, STATIC_CONFIG).unwrap();
     let data = dir.path().join("data");
+    let args = ["--config", config.to_str().unwrap()];
+    let server = Server::start_with_args(&data, &[], &args);
     let by_key = keygen(&data, "m1", "writer", None);
     let by_id = keygen(&data, "m1", "writer", None);
     let kept = keygen(&data, "m1", "writer", None);
-    let args = ["--config", config.to_str().unwrap()];
-    let server = Server::start_with_args(&data, &[], &args);
     for key in [&by_key, &by_id, &kept] {
         // Also puts each key in the validation cache.
         assert_eq!(
@@ -414,4 +431,176 @@ fn hex_key_id(key: &str) -> String {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn keygen_finds_the_servers_secret_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    // No server has run and no secret is configured: a clear refusal, and no secret made.
+    let output = keygen_raw(&["--data-dir", data_arg, "--mcp-id", "m1"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no master secret"), "{stderr}");
+    assert!(stderr.contains("MCPLOG_MASTER_SECRET"), "{stderr}");
+    assert!(!data.join("master.secret").exists());
+
+    // The server's secret from the environment: keygen given the same variable signs keys the
+    // server accepts, and neither drops a master.secret into the data directory.
+    let secret = ("MCPLOG_MASTER_SECRET", "an-environment-secret-of-32-bytes");
+    let server = Server::start_with(&data, &[secret]);
+    let output = keygen_raw(
+        &["--data-dir", data_arg, "--role", "auditor", "--json"],
+        &[secret],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let key = printed["key"].as_str().unwrap();
+    assert_eq!(printed["key_id"], hex_key_id(key));
+    assert_eq!(printed["role"], "auditor");
+    assert!(printed["mcp_id"].is_null(), "an auditor key needs no --mcp-id");
+    assert!(printed["expires_at"].as_u64().unwrap() > 1_700_000_000);
+    assert!(!data.join("master.secret").exists());
+    let stats = server.get_as(key, "/api/v2/interactions/stats").await;
+    assert_eq!(stats.status, 200, "{}", stats.json());
+    // An auditor reads everything and writes nothing.
+    let write = server
+        .post_as(key, "/api/v2/interactions", event("interaction_start", "a", "m1", 1.0))
+        .await;
+    assert_eq!(write.status, 403);
+    // Without the variable, keygen has no secret to find and says so.
+    let output = keygen_raw(&["--data-dir", data_arg, "--mcp-id", "m1"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    // A writer key still needs an mcp_id.
+    let output = keygen_raw(&["--data-dir", data_arg], &[secret]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--mcp-id"));
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_keys_are_trimmed_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let header = format!("{scheme} {}", server.key);
+        let response = client
+            .send(
+                hyper::Method::GET,
+                "/api/v2/interactions/stats",
+                None,
+                &[("authorization", &header)],
+                "",
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200, "scheme {scheme}");
+    }
+    let header = format!("Basic {}", server.key);
+    let response = client
+        .send(
+            hyper::Method::GET,
+            "/api/v2/interactions/stats",
+            None,
+            &[("authorization", &header)],
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 401);
+}
+
+#[tokio::test]
+async fn revocation_normalizes_keys_refuses_unknown_ones_and_keeps_the_last_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let writer = keygen(dir.path(), "m1", "writer", None);
+    assert_eq!(
+        server.get_as(&writer, "/api/v2/interactions/stats").await.status,
+        200
+    );
+    // The key as read from a file, trailing newline and all, is the key.
+    let key_file = dir.path().join("writer.key");
+    std::fs::write(&key_file, format!("{writer}\n")).unwrap();
+    let from_file = std::fs::read_to_string(&key_file).unwrap();
+    let revoked = server
+        .post("/api/v2/keys/revoke", json!({"key": from_file}).to_string())
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.json());
+    assert_eq!(revoked.json()["status"], "revoked");
+    assert_eq!(revoked.json()["key_id"], hex_key_id(&writer));
+    assert_eq!(
+        server.get_as(&writer, "/api/v2/interactions/stats").await.status,
+        401,
+        "the key keeps working after its revocation answered revoked"
+    );
+    let again = server
+        .post("/api/v2/keys/revoke", json!({"key": writer}).to_string())
+        .await;
+    assert_eq!(again.json()["status"], "already_revoked");
+
+    // An id this server never issued or met: said so, nothing stored, unless forced.
+    let unknown = server
+        .post(
+            "/api/v2/keys/revoke",
+            json!({"key_id": "0123456789abcdef"}).to_string(),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(error_of(&unknown)["code"], "unknown_key");
+    let revoked_file = std::fs::read_to_string(dir.path().join("revoked.keys")).unwrap();
+    assert!(!revoked_file.contains("0123456789abcdef"));
+    let forced = server
+        .post(
+            "/api/v2/keys/revoke",
+            json!({"key_id": "0123456789abcdef", "force": true}).to_string(),
+        )
+        .await;
+    assert_eq!(forced.status, 200);
+    // A key this server would never accept: 404, and the message does not echo it.
+    let typo = "mcplog1.writer.9999999999.6d31.0011223344556677.00112233445566778899aabbccddeeff";
+    let unknown = server
+        .post("/api/v2/keys/revoke", json!({"key": typo}).to_string())
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert!(!unknown.json().to_string().contains(typo));
+    // A signed key minted but never used is revoked by the key itself.
+    let unused = keygen(dir.path(), "m1", "writer", None);
+    let by_key = server
+        .post("/api/v2/keys/revoke", json!({"key": unused}).to_string())
+        .await;
+    assert_eq!(by_key.status, 200);
+    assert_eq!(
+        server.get_as(&unused, "/api/v2/interactions/stats").await.status,
+        401
+    );
+
+    // The only admin key cannot be revoked, by key or by id.
+    for body in [
+        json!({"key": server.key}),
+        json!({"key_id": hex_key_id(&server.key)}),
+    ] {
+        let refused = server.post("/api/v2/keys/revoke", body.to_string()).await;
+        assert_eq!(refused.status, 409, "{}", refused.json());
+        assert_eq!(error_of(&refused)["code"], "last_admin_key");
+    }
+    assert_eq!(server.get("/api/v2/interactions/stats").await.status, 200);
+
+    // Malformed requests never echo a raw key, whatever its shape.
+    for body in [
+        format!("\"{}\"", server.key),
+        format!("[\"{}\"]", server.key),
+        format!("{{\"key\": \"{}\"", server.key),
+        format!("{{\"key\": [\"{}\"]}}", server.key),
+        format!("{{\"{}\": 1}}", server.key),
+    ] {
+        let response = server.post("/api/v2/keys/revoke", body.clone()).await;
+        assert!(response.status.is_client_error(), "{body}");
+        assert!(
+            !String::from_utf8_lossy(&response.body).contains(&server.key),
+            "{body} -> {}",
+            String::from_utf8_lossy(&response.body)
+        );
+    }
 }
