@@ -690,11 +690,25 @@ fn plan<'a>(
                 continue;
             }
             let key = (mcp_id, event_id);
-            if let Some(&(n, body)) = own
-                .event_ids
-                .get(&key)
-                .or_else(|| group.event_ids.get(&key))
-            {
+            // Earlier in this submission: the other event is named by its index, since neither
+            // has a seq (nothing of a refused submission is stored).
+            if let Some(&(n, body)) = own.event_ids.get(&key) {
+                if body == event.body() {
+                    slots.push(Slot::SameAs(n));
+                } else {
+                    let earlier = own.appended[n - base].1;
+                    conflicts.push(Conflict {
+                        index,
+                        field: "event_id",
+                        message: format!(
+                            "event_id {event_id:?} is used by event {earlier} of this batch with a different body"
+                        ),
+                    });
+                }
+                continue;
+            }
+            // In another request of the same group commit: stored just before this one.
+            if let Some(&(n, body)) = group.event_ids.get(&key) {
                 if body == event.body() {
                     slots.push(Slot::SameAs(n));
                 } else {

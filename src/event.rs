@@ -15,6 +15,13 @@ use serde_json::value::RawValue;
 pub const ID_BYTES_MAX: usize = 256;
 /// Longest client `event_id`, in bytes of UTF-8.
 pub const EVENT_ID_BYTES_MAX: usize = 128;
+/// Deepest nesting of objects and arrays in a payload, the payload object itself being level 1.
+/// Deeper documents are refused: common JSON parsers give up near 128 levels (Python's and
+/// serde_json's recursion limits), and a stored event every reader fails on poisons history.
+pub const PAYLOAD_DEPTH_MAX: usize = 128;
+/// Interaction ids that would be read as another route under `/api/v2/interactions/`, or that
+/// URL normalisation rewrites, so no record with them could be fetched.
+pub const RESERVED_INTERACTION_IDS: [&str; 4] = ["stats", "batch", ".", ".."];
 /// Client timestamps above this many seconds look like milliseconds (year 5138 in seconds).
 pub const TIMESTAMP_SECONDS_MAX: f64 = 1e11;
 
@@ -259,10 +266,28 @@ pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
                 format!("{field} must be a JSON object"),
             ));
         }
+        if nesting_depth(value.get()) > PAYLOAD_DEPTH_MAX {
+            return Err(Invalid::field(
+                field,
+                "too_deep",
+                format!("{field} nests objects and arrays deeper than {PAYLOAD_DEPTH_MAX} levels"),
+            ));
+        }
+    }
+    let interaction_id = interaction_id.ok_or_else(|| missing("interaction_id"))?;
+    if RESERVED_INTERACTION_IDS.contains(&interaction_id.as_ref()) {
+        return Err(Invalid::field(
+            "interaction_id",
+            "reserved_id",
+            format!(
+                "interaction_id {interaction_id:?} is reserved (it names a route: {})",
+                RESERVED_INTERACTION_IDS.join(", ")
+            ),
+        ));
     }
     Ok(ValidEvent {
         action,
-        interaction_id: interaction_id.ok_or_else(|| missing("interaction_id"))?,
+        interaction_id,
         mcp_id: mcp_id.ok_or_else(|| missing("mcp_id"))?,
         timestamp: timestamp.ok_or_else(|| missing("timestamp"))?,
         event_id,
@@ -314,7 +339,79 @@ fn bounded_text<'a>(field: &str, value: &'a RawValue, max: usize) -> Result<Cow<
             format!("{field} contains a control character"),
         ));
     }
+    if let Some(c) = s.chars().find(|&c| is_invisible(c)) {
+        return Err(Invalid::field(
+            field,
+            "invisible_character",
+            format!(
+                "{field} contains U+{:04X}, an invisible or direction-changing character that would display as another id",
+                u32::from(c)
+            ),
+        ));
+    }
+    if s.chars().all(char::is_whitespace) {
+        return Err(Invalid::field(
+            field,
+            "blank_id",
+            format!("{field} is only white space"),
+        ));
+    }
     Ok(s)
+}
+
+/// Characters that draw nothing or reorder what follows: Unicode's format characters (bidi
+/// embeddings, overrides and isolates, zero-width spaces and joiners, the byte-order mark, tag
+/// characters), line and paragraph separators, and the blank fillers that render as nothing.
+fn is_invisible(c: char) -> bool {
+    matches!(u32::from(c),
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFFB | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF)
+}
+
+/// How deeply objects and arrays nest in a JSON text (0 for a scalar). Brackets inside strings
+/// do not count.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Refuses a timestamp further than `skew_max_s` ahead of the server's clock `now_s`: such an
+/// event would sort above every real one in history for as long as it is kept.
+pub fn check_clock(timestamp: f64, now_s: f64, skew_max_s: f64) -> Result<(), Invalid> {
+    if timestamp > now_s + skew_max_s {
+        return Err(Invalid::field(
+            "timestamp",
+            "timestamp_in_future",
+            format!(
+                "timestamp {timestamp} is {:.0} s ahead of the server's clock; at most clock_skew_max ({skew_max_s} s) is accepted",
+                timestamp - now_s
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn id_field<'a>(field: &str, value: &'a RawValue) -> Result<Cow<'a, str>, Invalid> {

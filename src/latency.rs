@@ -1,14 +1,17 @@
 //! Processing-time histograms with logarithmic buckets: each bucket's upper bound is 5% above the
-//! one before, from 1 ms up, so a percentile read from one is within one bucket (5%) of the truth.
+//! one before, from 1 µs up to past the longest time a valid event can give (timestamps are below
+//! 1e11 s), so a percentile read from one is within one bucket (5%) of the truth at every
+//! magnitude (or within 1 µs of it below 1 µs).
 //!
 //! [`Histogram`] is dense (one count per bucket) for answering a query; [`Rollup`] keeps the same
 //! information sparsely, per hour of start time, inside the projection.
 
 /// Ratio between consecutive bucket bounds.
 pub const RATIO: f64 = 1.05;
-const FIRST_S: f64 = 0.001;
-/// Number of buckets: 0.001 s × 1.05^519 ≈ 10^8 s.
-pub const BUCKETS: usize = 520;
+const FIRST_S: f64 = 1e-6;
+/// Number of buckets: 1e-6 s × 1.05^803 ≈ 1.03 × 10^11 s, above `TIMESTAMP_SECONDS_MAX`.
+pub const BUCKETS: usize = 804;
+const _: () = assert!(crate::event::TIMESTAMP_SECONDS_MAX <= 1.03e11);
 
 /// The bucket of a processing time in seconds (negative times, from skewed client clocks, count as
 /// zero).
@@ -159,6 +162,26 @@ mod tests {
             }
             assert_eq!(hist.total, 1000);
             assert_eq!((hist.min, hist.max), (0.01, 10.0));
+        }
+    }
+
+    #[test]
+    fn percentiles_are_within_one_bucket_at_every_magnitude() {
+        // From 2 µs to the longest time two valid timestamps can be apart.
+        let mut scale = 2e-6;
+        while scale < 1e11 {
+            let mut h = Histogram::default();
+            for i in 1..=100 {
+                h.add(scale * (1.0 + i as f64 / 100.0));
+            }
+            for (p, exact) in [(0.5, scale * 1.5), (0.99, scale * 1.99), (1.0, scale * 2.0)] {
+                let got = h.percentile(p).unwrap();
+                assert!(
+                    got >= exact * (1.0 - 1e-9) && got <= exact * RATIO,
+                    "scale {scale:e}: p{p} {got:e} vs {exact:e}"
+                );
+            }
+            scale *= 7.3;
         }
     }
 }

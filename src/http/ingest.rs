@@ -67,7 +67,7 @@ pub(super) async fn one(
     )
     .await?;
     let text = utf8(&bytes)?;
-    let valid = event::validate(text).map_err(ApiError::invalid)?;
+    let valid = validate(text, &state.limits)?;
     if let Some(refusal) = write_refusal(&principal, &valid.mcp_id) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal).with_field("mcp_id"));
     }
@@ -143,7 +143,7 @@ pub(super) async fn batch(
             });
             continue;
         }
-        match event::validate(item) {
+        match validate(item, &limits) {
             Ok(valid) => match write_refusal(&principal, &valid.mcp_id) {
                 None => events.push(NewEvent::from(&valid)),
                 Some(message) => forbidden.push(ItemError {
@@ -194,6 +194,15 @@ pub(super) async fn batch(
         duplicates,
         queue_position: position,
     }))
+}
+
+/// Validates an event and checks its timestamp against the server's clock.
+fn validate<'a>(text: &'a str, limits: &super::Limits) -> Result<event::ValidEvent<'a>, ApiError> {
+    let valid = event::validate(text).map_err(ApiError::invalid)?;
+    let now_s = crate::clock::now_us() as f64 / 1e6;
+    event::check_clock(valid.timestamp, now_s, limits.clock_skew_max.as_secs_f64())
+        .map_err(ApiError::invalid)?;
+    Ok(valid)
 }
 
 /// Reads a whole body, gunzipping it if it says `Content-Encoding: gzip`, and refuses it with 413

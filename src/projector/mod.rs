@@ -160,9 +160,10 @@ impl Record {
         self.event_count
     }
 
-    /// `end_time - start_time` when both are known.
+    /// `end_time - start_time` when both are known; zero when the client's clock put the end
+    /// before the start (a negative duration has no meaning, and would drag averages down).
     pub fn processing_time(&self) -> Option<f64> {
-        Some(self.end_time()? - self.start_time()?)
+        Some((self.end_time()? - self.start_time()?).max(0.0))
     }
 
     /// Seq of the first event.

@@ -353,3 +353,36 @@ async fn gzip_bodies_are_accepted_and_limits_apply_after_decompression() {
     assert_eq!(error_of(&response)["code"], "bad_gzip");
     assert_eq!(segment_bytes(dir.path()), bytes);
 }
+
+#[tokio::test]
+async fn one_batch_with_an_event_id_twice_names_the_batch_index_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let with_id = |id: &str, n: u32| {
+        serde_json::json!({"action": "interaction_progress", "interaction_id": "dup", "mcp_id": "m",
+            "timestamp": 1763900000.0, "event_id": id, "progress_data": {"n": n}})
+        .to_string()
+    };
+    let batch = format!(
+        "[{},{},{}]",
+        with_id("e-1", 1),
+        with_id("e-2", 2),
+        with_id("e-1", 3)
+    );
+    let response = server.post("/api/v2/interactions/batch", batch).await;
+    assert_eq!(response.status, 409, "{}", response.json());
+    let error = error_of(&response);
+    let errors = error["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{error}");
+    assert_eq!(errors[0]["index"], 2);
+    assert_eq!(errors[0]["field"], "event_id");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(message.contains("event 0 of this batch"), "{message}");
+    assert!(!message.contains("seq"), "no seq was stored to name: {message}");
+    assert_eq!(server.get("/api/v2/interactions/dup").await.status, 404);
+    // The same event twice with the same body is stored once.
+    let batch = format!("[{},{}]", with_id("e-1", 1), with_id("e-1", 1));
+    let response = server.post("/api/v2/interactions/batch", batch).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["seqs"], serde_json::json!([1, 1]));
+}

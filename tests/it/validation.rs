@@ -199,3 +199,173 @@ async fn an_invalid_batch_lists_every_bad_index_and_stores_nothing() {
     assert_eq!(segment_bytes(dir.path()), before);
     assert_eq!(server.get("/api/v2/interactions/ok-1").await.status, 404);
 }
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[tokio::test]
+async fn ids_that_mislead_or_collide_with_routes_and_deep_payloads_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let base = json!({"action": "interaction_start", "interaction_id": "ok-1", "mcp_id": "m",
+        "timestamp": now_s(), "request_data": {}});
+    let with = |key: &str, value: serde_json::Value| {
+        let mut body = base.clone();
+        body[key] = value;
+        body.to_string()
+    };
+    let mut cases = vec![
+        (with("interaction_id", json!("stats")), "interaction_id", "reserved_id"),
+        (with("interaction_id", json!("batch")), "interaction_id", "reserved_id"),
+        (with("interaction_id", json!("..")), "interaction_id", "reserved_id"),
+        (with("interaction_id", json!("   ")), "interaction_id", "blank_id"),
+        (with("mcp_id", json!(" \u{3000} ")), "mcp_id", "blank_id"),
+        (with("event_id", json!("\t x")), "event_id", "control_character"),
+    ];
+    for (name, c) in [
+        ("right-to-left override", '\u{202E}'),
+        ("left-to-right isolate", '\u{2066}'),
+        ("zero-width space", '\u{200B}'),
+        ("zero-width joiner", '\u{200D}'),
+        ("byte-order mark", '\u{FEFF}'),
+        ("word joiner", '\u{2060}'),
+        ("soft hyphen", '\u{00AD}'),
+        ("line separator", '\u{2028}'),
+        ("tag character", '\u{E0041}'),
+        ("hangul filler", '\u{3164}'),
+    ] {
+        for field in ["interaction_id", "mcp_id", "event_id"] {
+            let id = format!("abc{c}def");
+            let body = with(field, json!(id));
+            cases.push((body, field, "invisible_character"));
+            let _ = name;
+        }
+    }
+    let nested = |levels: usize| {
+        format!(
+            r#"{{"action":"interaction_start","interaction_id":"deep","mcp_id":"m","timestamp":{},"request_data":{}{}}}"#,
+            now_s(),
+            "{\"a\":[".repeat(levels / 2) + &"1".to_owned() + &"]}".repeat(levels / 2),
+            ""
+        )
+    };
+    cases.push((nested(100_000), "request_data", "too_deep"));
+    cases.push((nested(130), "request_data", "too_deep"));
+    for (body, field, code) in &cases {
+        refused(&server, body, 422, Some(field), code).await;
+    }
+    // The same rules hold inside a batch, each bad event named by its index.
+    let batch = format!("[{},{}]", with("interaction_id", json!("fine")), nested(100_000));
+    let response = server.post("/api/v2/interactions/batch", batch).await;
+    assert_eq!(response.status, 422);
+    let errors = &error_of(&response)["errors"];
+    assert_eq!(errors.as_array().unwrap().len(), 1, "{errors}");
+    assert_eq!(errors[0]["index"], 1);
+    assert_eq!(errors[0]["code"], "too_deep");
+    // Exactly at the limit is fine, and text that only looks like brackets does not count.
+    let ok = server.post("/api/v2/interactions", nested(128)).await;
+    assert_eq!(ok.status, 200, "{}", ok.json());
+    let brackets = with("request_data", json!({"text": "[[[[{{{{".repeat(100)}));
+    assert_eq!(server.post("/api/v2/interactions", brackets).await.status, 200);
+    // Ids with visible Unicode are fine, and fetchable.
+    let visible = with("interaction_id", json!("façade-日本-🙂"));
+    assert_eq!(server.post("/api/v2/interactions", visible).await.status, 200);
+    let r = server
+        .get("/api/v2/interactions/fa%C3%A7ade-%E6%97%A5%E6%9C%AC-%F0%9F%99%82")
+        .await;
+    assert_eq!(r.status, 200);
+    // An id with a slash is fetchable percent-encoded.
+    let slash = with("interaction_id", json!("a/b"));
+    assert_eq!(server.post("/api/v2/interactions", slash).await.status, 200);
+    assert_eq!(server.get("/api/v2/interactions/a%2Fb").await.status, 200);
+}
+
+#[tokio::test]
+async fn timestamps_ahead_of_the_clock_are_refused_and_times_never_go_negative() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_CLOCK_SKEW_MAX", "10m")]);
+    let now = now_s();
+    // Year 5138, and an hour ahead: both past a 10-minute skew.
+    for ahead in [99_999_999_999.0, now + 3600.0] {
+        let body = event("interaction_start", "future", "m", ahead);
+        refused(&server, &body, 422, Some("timestamp"), "timestamp_in_future").await;
+    }
+    // Within the skew, accepted.
+    let body = event("interaction_start", "soon", "m", now + 60.0);
+    assert_eq!(server.post("/api/v2/interactions", body).await.status, 200);
+    // An end timestamped before its start: zero processing time, never negative.
+    let start = event("interaction_start", "backwards", "m", now - 100.0);
+    let end = event("interaction_complete", "backwards", "m", now - 160.0);
+    assert_eq!(server.post("/api/v2/interactions", start).await.status, 200);
+    assert_eq!(server.post("/api/v2/interactions", end).await.status, 200);
+    let record = server.get("/api/v2/interactions/backwards").await.json();
+    assert_eq!(record["processing_time"], 0.0, "{record}");
+    let metrics = server
+        .get("/api/v2/performance/metrics?time_range=1h")
+        .await
+        .json();
+    assert_eq!(metrics["min_processing_time"], 0.0, "{metrics}");
+    assert!(metrics["avg_processing_time"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
+async fn percentiles_are_within_five_percent_of_the_truth_at_every_magnitude() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let now = now_s();
+    // Processing times of 1.5, 2 and 2.8 × 10^8 s (years), and of milliseconds, in one range.
+    let times = [1.5e8, 2.0e8, 2.8e8];
+    for (i, t) in times.iter().enumerate() {
+        let id = format!("long-{i}");
+        let start = event("interaction_start", &id, "long", now - t - 10.0);
+        let end = event("interaction_complete", &id, "long", now - 10.0);
+        assert_eq!(server.post("/api/v2/interactions", start).await.status, 200);
+        assert_eq!(server.post("/api/v2/interactions", end).await.status, 200);
+    }
+    for (i, t) in [0.0004, 0.0005, 0.0009].iter().enumerate() {
+        let id = format!("short-{i}");
+        let start = event("interaction_start", &id, "short", now - 10.0);
+        let end = event("interaction_complete", &id, "short", now - 10.0 + t);
+        assert_eq!(server.post("/api/v2/interactions", start).await.status, 200);
+        assert_eq!(server.post("/api/v2/interactions", end).await.status, 200);
+    }
+    let check = |metrics: &serde_json::Value, exact: [(&str, f64); 3]| {
+        for (name, want) in exact {
+            let got = metrics[name].as_f64().unwrap();
+            // Timestamps are f64 seconds near 1.8e9: the times carry ~1e-6 s of rounding.
+            let slack = 2e-6;
+            assert!(
+                got >= want * 0.95 - slack && got <= want * 1.05 + slack,
+                "{name}: {got} vs {want}: {metrics}"
+            );
+        }
+    };
+    let long = server
+        .get("/api/v2/performance/metrics?time_range=3650d&mcp_id=long")
+        .await
+        .json();
+    check(
+        &long,
+        [
+            ("p50_processing_time", 2.0e8),
+            ("p99_processing_time", 2.8e8),
+            ("max_processing_time", 2.8e8),
+        ],
+    );
+    let short = server
+        .get("/api/v2/performance/metrics?time_range=1h&mcp_id=short")
+        .await
+        .json();
+    check(
+        &short,
+        [
+            ("p50_processing_time", 0.0005),
+            ("p95_processing_time", 0.0009),
+            ("min_processing_time", 0.0004),
+        ],
+    );
+}
