@@ -105,13 +105,24 @@ pub async fn serve(
                 let mut builder = builder.clone();
                 // A connection accepted while draining answers one request and closes.
                 builder.keep_alive(!draining);
-                let mut closing = closing_rx.clone();
+                // One accepted before shutdown is told to close once its request in flight is
+                // answered; one accepted after it is not told (it would close before reading
+                // its one request).
+                let mut closing = (!draining).then(|| closing_rx.clone());
                 connections.spawn(async move {
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::pin!(conn);
+                    let closed = async {
+                        match closing.as_mut() {
+                            Some(closing) => {
+                                let _ = closing.wait_for(|closing| *closing).await;
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
                     let finished = tokio::select! {
                         result = conn.as_mut() => Some(result),
-                        () = async { let _ = closing.wait_for(|closing| *closing).await; } => None,
+                        () = closed => None,
                     };
                     if finished.is_none() {
                         conn.as_mut().graceful_shutdown();
