@@ -541,8 +541,6 @@ enum Slot {
 /// What the accepted submissions of a group claim, borrowed from the group itself.
 #[derive(Default)]
 struct Claims<'a> {
-    /// interaction_id → mcp_id, for interactions the view does not know yet.
-    mcp_of: HashMap<&'a str, &'a str>,
     /// (mcp_id, event_id) → (append number, body).
     event_ids: HashMap<(&'a str, &'a str), (usize, &'a str)>,
     /// (submission, event) of every event to append, in append order.
@@ -659,21 +657,7 @@ fn plan<'a>(
     let mut own = Claims::default();
     let base = group.appended.len();
     for (index, event) in submission.events.iter().enumerate() {
-        let (interaction_id, mcp_id) = (event.interaction_id(), event.mcp_id());
-        let known_mcp = view.projection.mcp_of(interaction_id);
-        let claimed_mcp = known_mcp
-            .or_else(|| own.mcp_of.get(interaction_id).copied())
-            .or_else(|| group.mcp_of.get(interaction_id).copied());
-        if let Some(stored) = claimed_mcp.filter(|&m| m != mcp_id) {
-            conflicts.push(Conflict {
-                index,
-                field: "mcp_id",
-                message: format!(
-                    "interaction {interaction_id:?} belongs to mcp_id {stored:?}, not {mcp_id:?}"
-                ),
-            });
-            continue;
-        }
+        let mcp_id = event.mcp_id();
         if let Some(event_id) = event.event_id() {
             let reused = |seq: u64| Conflict {
                 index,
@@ -719,16 +703,12 @@ fn plan<'a>(
             own.event_ids
                 .insert(key, (base + own.appended.len(), event.body()));
         }
-        if claimed_mcp.is_none() {
-            own.mcp_of.insert(interaction_id, mcp_id);
-        }
         slots.push(Slot::Append(base + own.appended.len()));
         own.appended.push((submission_index, index));
     }
     if !conflicts.is_empty() {
         return Err(conflicts);
     }
-    group.mcp_of.extend(own.mcp_of);
     group.event_ids.extend(own.event_ids);
     group.appended.extend(own.appended);
     Ok(slots)

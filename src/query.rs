@@ -226,12 +226,21 @@ pub struct RecordCounts {
     pub failed: u64,
     /// Status `cancelled`.
     pub cancelled: u64,
-    /// Active records whose first event was received longer than `stale_after` ago.
+    /// Active records that started (or, with no start event, were first received) longer than
+    /// `stale_after` ago.
     pub stale: u64,
     /// Records with no start event yet.
     pub orphan: u64,
     /// Events kept but not applied (second starts and second terminal events).
     pub conflicts: u64,
+}
+
+/// When an active interaction began, for `stale`: its start time, or without a start event its
+/// first receive time. A backfilled start two hours old is stale at once, whenever it arrived.
+fn active_since_us(record: &crate::projector::Record) -> u64 {
+    record
+        .start_time()
+        .map_or(record.received_at_us(), |start| (start * 1e6) as u64)
 }
 
 /// Counts records by status; `stale_after_us` and `now_us` are server-clock microseconds.
@@ -242,7 +251,7 @@ pub fn record_counts(projection: &Projection, now_us: u64, stale_after_us: u64) 
     let stale = [Status::Started, Status::InProgress]
         .iter()
         .flat_map(|&s| indexes.by_status[s.index()].iter())
-        .filter(|&ordinal| projection.record(ordinal).received_at_us() < cutoff)
+        .filter(|&ordinal| active_since_us(projection.record(ordinal)) < cutoff)
         .count() as u64;
     RecordCounts {
         total: projection.record_count() as u64,
@@ -284,7 +293,7 @@ pub fn record_counts_of(
             Status::Failed => counts.failed += 1,
             Status::Cancelled => counts.cancelled += 1,
         }
-        if record.status().is_active() && record.received_at_us() < cutoff {
+        if record.status().is_active() && active_since_us(record) < cutoff {
             counts.stale += 1;
         }
         if let (Status::Completed | Status::Failed, Some(time)) =
@@ -745,11 +754,13 @@ mod tests {
         );
         assert_eq!(counts.active, 2); // d in progress (orphan), e started
         assert_eq!(counts.orphan, 1);
-        assert_eq!(counts.stale, 2);
+        // d (no start) was received at 6 s; e started at 400 s by its own timestamp.
+        assert_eq!(counts.stale, 1, "at 100 s only d is older than 1 s");
+        assert_eq!(record_counts(&p, 12_000_000, 5_500_000).stale, 1);
         assert_eq!(
-            record_counts(&p, 12_000_000, 5_500_000).stale,
-            1,
-            "d was received at 6 s, e at 7 s"
+            record_counts(&p, 500_000_000, 50_000_000).stale,
+            2,
+            "at 500 s e's start (400 s) is older than 50 s, whenever it arrived"
         );
         assert_eq!(average_processing_time(&p), Some((1.5 + 4.0) / 2.0));
     }

@@ -45,14 +45,14 @@ impl Model {
 
 fuzz_target!(|data: &[u8]| {
     let mut projection = Projection::new();
-    let mut models: BTreeMap<usize, Model> = BTreeMap::new();
+    // An interaction is (interaction id, mcp_id).
+    let mut models: BTreeMap<(usize, usize), Model> = BTreeMap::new();
     let mut first_event_ids: BTreeMap<(usize, usize), u64> = BTreeMap::new();
     // Each event takes four bytes: interaction, mcp and event id, action, timestamp.
     for (index, chunk) in data.chunks_exact(4).enumerate() {
         let seq = index as u64 + 1;
         let id = chunk[0] as usize % IDS.len();
-        // The writer refuses a second mcp_id for an interaction, so the fold never sees one.
-        let mcp = models.get(&id).map_or(chunk[1] as usize % MCPS.len(), |m| m.mcp);
+        let mcp = chunk[1] as usize % MCPS.len();
         let event_id = (chunk[1] & 0x80 != 0).then(|| (chunk[1] >> 4) as usize % EVENT_IDS.len());
         let action = Action::ALL[chunk[2] as usize % Action::ALL.len()];
         let timestamp = f64::from(chunk[3]) * 1.5 + 1.0;
@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
             event_id: event_id.map(|e| EVENT_IDS[e]),
             body: "{}",
         });
-        let model = models.entry(id).or_insert_with(|| Model { mcp, events: Vec::new() });
+        let model = models.entry((id, mcp)).or_insert_with(|| Model { mcp, events: Vec::new() });
         model.events.push((seq, action, timestamp));
         if let Some(e) = event_id {
             first_event_ids.entry((mcp, e)).or_insert(seq);
@@ -79,8 +79,8 @@ fuzz_target!(|data: &[u8]| {
     let events: usize = models.values().map(|m| m.events.len()).sum();
     assert_eq!(projection.events_total(), events as u64);
     let mut conflicts = 0u64;
-    for (&id, model) in &models {
-        let record = projection.get(IDS[id]).expect("a record for every interaction seen");
+    for (&(id, mcp), model) in &models {
+        let record = projection.get(MCPS[mcp], IDS[id]).expect("a record for every interaction seen");
         let start = model.first(|a| a == Action::Start);
         let terminal = model.first(Action::is_terminal);
         assert_eq!(projection.mcp_name(record.mcp()), MCPS[model.mcp]);

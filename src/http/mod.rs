@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
                 "this endpoint does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn(no_params))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::track,
@@ -143,6 +144,67 @@ impl FromRequestParts<AppState> for Principal {
                 },
             })
     }
+}
+
+/// Query parameters, refused with a 400 naming the parameter when one is not in `allowed` or
+/// appears twice (which value was meant cannot be known).
+pub(crate) fn checked_params(
+    params: Vec<(String, String)>,
+    allowed: &[&str],
+) -> Result<Vec<(String, String)>, ApiError> {
+    for (i, (name, _)) in params.iter().enumerate() {
+        if !allowed.contains(&name.as_str()) {
+            let expected = if allowed.is_empty() {
+                "this endpoint takes none".to_owned()
+            } else {
+                format!("expected {}", allowed.join(", "))
+            };
+            return Err(ApiError::bad_parameter(
+                name,
+                format!("unknown query parameter {name:?}; {expected}"),
+            ));
+        }
+        if params[..i].iter().any(|(earlier, _)| earlier == name) {
+            return Err(ApiError::bad_parameter(
+                name,
+                format!("query parameter {name:?} is given twice"),
+            ));
+        }
+    }
+    Ok(params)
+}
+
+/// Routes whose handlers read query parameters (and refuse unknown or repeated ones
+/// themselves); every other route takes none.
+const ROUTES_WITH_PARAMS: [(&str, Method); 5] = [
+    ("/api/v2/interactions", Method::GET),
+    ("/api/v2/interactions/{id}", Method::GET),
+    ("/api/v2/interactions/{id}/events", Method::GET),
+    ("/api/v2/performance/metrics", Method::GET),
+    ("/api/v2/events", Method::GET),
+];
+
+/// Refuses any query parameter on a route that takes none.
+async fn no_params(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let takes_params = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|matched| {
+            ROUTES_WITH_PARAMS
+                .iter()
+                .any(|(route, method)| *route == matched.as_str() && method == request.method())
+        });
+    if let Some(query) = request.uri().query().filter(|_| !takes_params) {
+        let params: Vec<(String, String)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| (p.split('=').next().unwrap_or("").to_owned(), String::new()))
+            .collect();
+        if let Err(err) = checked_params(params, &[]) {
+            return err.into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// The token of an `Authorization: Bearer <token>` header; the scheme is case-insensitive

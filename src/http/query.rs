@@ -48,6 +48,10 @@ pub(super) async fn history(
     principal: Principal,
     Query(params): Params,
 ) -> Result<Json<HistoryJson>, ApiError> {
+    let params = super::checked_params(
+        params,
+        &["mcp_id", "status", "since", "until", "limit", "offset", "cursor"],
+    )?;
     let mut query = HistoryQuery {
         limit: HISTORY_LIMIT_DEFAULT,
         ..HistoryQuery::default()
@@ -133,7 +137,8 @@ pub struct RecordCountsJson {
     completed: u64,
     failed: u64,
     cancelled: u64,
-    /// Active interactions first seen longer than `stale_after` ago.
+    /// Active interactions that started (or, with no start event yet, were first received)
+    /// longer than `stale_after` ago.
     stale: u64,
     /// Interactions with no start event yet.
     orphan: u64,
@@ -152,27 +157,35 @@ pub struct StorageJson {
     oldest_event_time: Option<f64>,
 }
 
-/// `GET /api/v2/interactions/stats`.
+/// `GET /api/v2/interactions/stats`. A writer key sees its own mcp_id's records only, and none
+/// of the server-wide figures (request counters, queue, storage), which would tell it how much
+/// the other mcp_ids write.
 #[derive(Serialize, ToSchema)]
 pub struct StatsJson {
-    stats: ApiCounters,
+    /// Server-wide request counters; absent for a writer key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<ApiCounters>,
     timestamp: f64,
-    queue_size: usize,
+    /// Events accepted and not yet durable, server-wide; absent for a writer key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_size: Option<usize>,
     records: RecordCountsJson,
     /// Mean processing time of completed and failed interactions, seconds.
     average_processing_time: Option<f64>,
-    storage: StorageJson,
+    /// What the log holds, server-wide; absent for a writer key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<StorageJson>,
 }
 
 #[utoipa::path(get, path = "/api/v2/interactions/stats", tag = "read",
-    responses((status = 200, body = StatsJson), (status = 401, body = super::ErrorJson)),
+    responses((status = 200, body = StatsJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
+        (status = 503, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn stats(State(state): State<AppState>, principal: Principal) -> Json<StatsJson> {
     use std::sync::atomic::Ordering::Relaxed;
     let engine = &state.engine;
     let now = now_us();
     let view = engine.view();
-    // A writer sees the counts of its own mcp_id only; the queue and storage figures are shared.
     let (counts, average_processing_time) = match principal.read_scope() {
         Some(own) => query::record_counts_of(&view.projection, own, now, state.stale_after_us),
         None => (
@@ -180,18 +193,19 @@ pub(super) async fn stats(State(state): State<AppState>, principal: Principal) -
             query::average_processing_time(&view.projection),
         ),
     };
+    let server_wide = principal.read_scope().is_none();
     let catalog = &view.catalog;
     let counters = engine.counters();
     let queue_size = engine.queue_size();
     Json(StatsJson {
-        stats: ApiCounters {
+        stats: server_wide.then(|| ApiCounters {
             requests_received: counters.requests_received.load(Relaxed),
             requests_processed: counters.requests_processed.load(Relaxed),
             requests_failed: counters.requests_failed.load(Relaxed),
             queue_size,
-        },
+        }),
         timestamp: now as f64 / 1e6,
-        queue_size,
+        queue_size: server_wide.then_some(queue_size),
         records: RecordCountsJson {
             total: counts.total,
             active: counts.active,
@@ -205,7 +219,7 @@ pub(super) async fn stats(State(state): State<AppState>, principal: Principal) -
             conflicts: counts.conflicts,
         },
         average_processing_time,
-        storage: StorageJson {
+        storage: server_wide.then(|| StorageJson {
             segments: catalog.segments().len(),
             bytes: catalog.bytes(),
             first_seq: catalog.first_seq(),
@@ -215,7 +229,7 @@ pub(super) async fn stats(State(state): State<AppState>, principal: Principal) -
                 .iter()
                 .find(|s| !s.frames.is_empty())
                 .map(|s| s.received_min_us as f64 / 1e6),
-        },
+        }),
     })
 }
 
@@ -266,6 +280,7 @@ pub(super) async fn metrics(
     principal: Principal,
     Query(params): Params,
 ) -> Result<Json<MetricsJson>, ApiError> {
+    let params = super::checked_params(params, &["time_range", "mcp_id"])?;
     let mut time_range = "24h".to_owned();
     let mut mcp_id = None;
     for (name, value) in params {

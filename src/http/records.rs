@@ -3,7 +3,7 @@
 //! Records come from the projection; their payloads are read from the mapped segments.
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
@@ -65,17 +65,21 @@ pub struct EventJson {
 }
 
 #[utoipa::path(get, path = "/api/v2/interactions/{id}", tag = "read",
-    params(("id" = String, Path, description = "interaction_id")),
-    responses((status = 200, body = RecordJson), (status = 401, body = super::ErrorJson), (status = 404, body = super::ErrorJson)),
+    params(("id" = String, Path, description = "interaction_id"),
+        ("mcp_id" = Option<String>, Query, description = "the interaction's mcp_id: needed by an auditor or admin when several mcp_ids use the id")),
+    responses((status = 200, body = RecordJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson), (status = 404, body = super::ErrorJson),
+        (status = 409, description = "several mcp_ids use this id: name one with ?mcp_id=", body = super::ErrorJson), (status = 503, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn one(
     State(state): State<AppState>,
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<RecordJson>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
+    let asked = mcp_param(params)?;
     let view = state.engine.view();
-    let record = visible(&view, &principal, &id)?;
+    let record = visible(&view, &principal, &id, asked.as_deref())?;
     record_json(&view, record).map(Json)
 }
 
@@ -86,17 +90,21 @@ pub struct EventsJson {
 }
 
 #[utoipa::path(get, path = "/api/v2/interactions/{id}/events", tag = "read",
-    params(("id" = String, Path, description = "interaction_id")),
-    responses((status = 200, body = EventsJson), (status = 401, body = super::ErrorJson), (status = 404, body = super::ErrorJson)),
+    params(("id" = String, Path, description = "interaction_id"),
+        ("mcp_id" = Option<String>, Query, description = "the interaction's mcp_id: needed by an auditor or admin when several mcp_ids use the id")),
+    responses((status = 200, body = EventsJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson), (status = 404, body = super::ErrorJson),
+        (status = 409, description = "several mcp_ids use this id: name one with ?mcp_id=", body = super::ErrorJson), (status = 410, body = super::ErrorJson), (status = 503, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn events(
     State(state): State<AppState>,
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<EventsJson>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
+    let asked = mcp_param(params)?;
     let view = state.engine.view();
-    let record = visible(&view, &principal, &id)?;
+    let record = visible(&view, &principal, &id, asked.as_deref())?;
     let mut events = Vec::with_capacity(record.event_count() as usize);
     for seq in view.projection.events_of(record) {
         let event = read(&view, seq, |e| EventJson {
@@ -198,13 +206,58 @@ fn raw(json: &str) -> Box<RawValue> {
     RawValue::from_string(json.to_owned()).expect("stored JSON was validated on the way in")
 }
 
-/// The record, if it exists and the caller may read it. Another mcp_id's record is reported exactly
-/// as an unknown one, so a writer cannot learn which ids others use.
-fn visible<'v>(view: &'v View, principal: &Principal, id: &str) -> Result<&'v Record, ApiError> {
-    view.projection
-        .get(id)
-        .filter(|r| principal.may_read(view.projection.mcp_name(r.mcp())))
-        .ok_or_else(|| unknown(id))
+/// The record of `id` the caller may read. An interaction is (mcp_id, interaction_id):
+/// - a writer reads its own mcp_id's; another mcp_id's record is reported exactly as an unknown
+///   one, so a writer cannot learn which ids others use;
+/// - an auditor or admin names the mcp_id with `?mcp_id=`, or leaves it out when only one mcp_id
+///   uses the id; when several do, the answer is 409 listing them.
+fn visible<'v>(
+    view: &'v View,
+    principal: &Principal,
+    id: &str,
+    asked: Option<&str>,
+) -> Result<&'v Record, ApiError> {
+    let projection = &view.projection;
+    match (principal.read_scope(), asked) {
+        (Some(own), None) => projection.get(own, id),
+        (Some(own), Some(asked)) => projection.get(own, id).filter(|_| asked == own),
+        (None, Some(mcp_id)) => projection.get(mcp_id, id),
+        (None, None) => {
+            let mut found = projection.get_any(id);
+            let first = found.next();
+            let rest: Vec<&Record> = found.collect();
+            if let (Some(first), false) = (first, rest.is_empty()) {
+                let mut owners: Vec<&str> = std::iter::once(first)
+                    .chain(rest)
+                    .map(|r| projection.mcp_name(r.mcp()))
+                    .collect();
+                owners.sort_unstable();
+                let shown = owners.len().min(AMBIGUOUS_MCP_IDS_SHOWN);
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "ambiguous_id",
+                    format!(
+                        "interaction id {id:?} is used by {} mcp_ids ({}{}); name one with ?mcp_id=",
+                        owners.len(),
+                        owners[..shown].join(", "),
+                        if shown < owners.len() { ", ..." } else { "" }
+                    ),
+                )
+                .with_field("mcp_id"));
+            }
+            first
+        }
+    }
+    .ok_or_else(|| unknown(id))
+}
+
+/// Most mcp_ids named in an ambiguous-id answer.
+const AMBIGUOUS_MCP_IDS_SHOWN: usize = 20;
+
+/// The `mcp_id` parameter of a record read, the only one it takes.
+fn mcp_param(params: Vec<(String, String)>) -> Result<Option<String>, ApiError> {
+    let mut params = super::checked_params(params, &["mcp_id"])?;
+    Ok(params.pop().map(|(_, value)| value))
 }
 
 fn unknown(id: &str) -> ApiError {

@@ -44,6 +44,7 @@ pub(super) async fn replay(
     principal: Principal,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
+    let params = super::checked_params(params, &["after_seq", "limit", "mcp_id", "follow"])?;
     let bad = ApiError::bad_parameter;
     let (mut after, mut limit, mut mcp_id, mut follow) = (0u64, None, None, false);
     for (name, value) in params {

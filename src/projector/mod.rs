@@ -238,8 +238,8 @@ struct Slot {
 impl Slot {
     /// The table's hash of an id: 32 bits of the seeded hasher's output, repeated in both halves
     /// because the table takes its bucket from the low bits and its tag from the high ones.
-    fn hash_of(hasher: &hashbrown::DefaultHashBuilder, id: &str) -> u64 {
-        let full = hasher.hash_one(id);
+    fn hash_of(hasher: &hashbrown::DefaultHashBuilder, mcp: u32, id: &str) -> u64 {
+        let full = hasher.hash_one((mcp, id));
         let bits = (full ^ (full >> 32)) & 0xFFFF_FFFF;
         bits << 32 | bits
     }
@@ -424,12 +424,14 @@ impl Projection {
 
     /// Folds one event in. Events must arrive in ascending seq order.
     pub fn apply(&mut self, event: &StoredEvent<'_>) {
-        let hash = Slot::hash_of(&self.hasher, event.interaction_id);
-        let ordinal = match self.find(hash, event.interaction_id) {
+        // An interaction is (mcp_id, interaction_id): two mcp_ids may use one id unaware of
+        // each other.
+        let mcp = self.intern_mcp(event.mcp_id);
+        let hash = Slot::hash_of(&self.hasher, mcp, event.interaction_id);
+        let ordinal = match self.find(hash, mcp, event.interaction_id) {
             Some(ordinal) => ordinal,
             None => {
                 let ordinal = u32::try_from(self.records.len()).expect("fewer than 2^32 records");
-                let mcp = self.intern_mcp(event.mcp_id);
                 let key = self.intern_key(event.key_id);
                 let id = self.ids.push(event.interaction_id);
                 self.records.push(Record::new(event, id, mcp, key));
@@ -462,26 +464,37 @@ impl Projection {
         }
     }
 
-    /// The record of one interaction.
-    pub fn get(&self, interaction_id: &str) -> Option<&Record> {
-        let hash = Slot::hash_of(&self.hasher, interaction_id);
-        let ordinal = self.find(hash, interaction_id)?;
+    /// The record of one interaction of one mcp_id.
+    pub fn get(&self, mcp_id: &str, interaction_id: &str) -> Option<&Record> {
+        let mcp = self.mcp_number(mcp_id)?;
+        let hash = Slot::hash_of(&self.hasher, mcp, interaction_id);
+        let ordinal = self.find(hash, mcp, interaction_id)?;
         Some(&self.records[ordinal as usize])
     }
 
-    fn find(&self, hash: u64, interaction_id: &str) -> Option<u32> {
+    /// The records of every mcp_id that uses this interaction id: one lookup per mcp_id (there
+    /// are few).
+    pub fn get_any<'a, 'i>(
+        &'a self,
+        interaction_id: &'i str,
+    ) -> impl Iterator<Item = &'a Record> + use<'a, 'i> {
+        (0..self.mcp_names.len() as u32).filter_map(move |mcp| {
+            let hash = Slot::hash_of(&self.hasher, mcp, interaction_id);
+            let ordinal = self.find(hash, mcp, interaction_id)?;
+            Some(&self.records[ordinal as usize])
+        })
+    }
+
+    fn find(&self, hash: u64, mcp: u32, interaction_id: &str) -> Option<u32> {
         let (records, ids) = (&self.records, &self.ids);
         self.by_id
             .find(hash, |slot| {
+                let record = &records[slot.ordinal as usize];
                 slot.hash == hash as u32
-                    && ids.get(records[slot.ordinal as usize].interaction_id) == interaction_id
+                    && record.mcp == mcp
+                    && ids.get(record.interaction_id) == interaction_id
             })
             .map(|slot| slot.ordinal)
-    }
-
-    /// The mcp_id an interaction belongs to, if it is known.
-    pub fn mcp_of(&self, interaction_id: &str) -> Option<&str> {
-        self.get(interaction_id).map(|r| self.mcp_name(r.mcp))
     }
 
     /// The seq at which `(mcp_id, event_id)` was stored, if it was.
@@ -671,7 +684,7 @@ mod tests {
             event(2, Action::Progress, 11.0),
             event(3, Action::Complete, 12.5),
         ]);
-        let r = p.get("i").unwrap();
+        let r = p.get("m", "i").unwrap();
         assert_eq!(r.status(), Status::Completed);
         assert_eq!(r.processing_time(), Some(2.5));
         assert_eq!(p.events_of(r).collect::<Vec<_>>(), [1, 2, 3]);
@@ -685,7 +698,7 @@ mod tests {
             event(1, Action::Progress, 11.0),
             event(2, Action::Start, 10.0),
         ]);
-        let r = p.get("i").unwrap();
+        let r = p.get("m", "i").unwrap();
         assert_eq!(r.status(), Status::InProgress);
         assert_eq!(r.start_time(), Some(10.0));
         assert_eq!(r.event_count(), 2);
@@ -699,7 +712,7 @@ mod tests {
             event(3, Action::Complete, 12.0),
             event(4, Action::Progress, 13.0),
         ]);
-        let r = p.get("i").unwrap();
+        let r = p.get("m", "i").unwrap();
         assert_eq!(r.status(), Status::Failed);
         assert_eq!(r.end_time(), Some(11.0));
         assert_eq!(r.terminal_seq(), Some(2));
@@ -713,11 +726,28 @@ mod tests {
         let mut first = event(1, Action::Start, 10.0);
         first.event_id = Some("e1");
         let p = fold(&[first]);
-        assert_eq!(p.mcp_of("i"), Some("m"));
-        assert_eq!(p.mcp_of("j"), None);
+        assert!(p.get("m", "i").is_some());
+        assert!(p.get("m", "j").is_none());
+        assert!(p.get("m2", "i").is_none());
         assert_eq!(p.event_seq("m", "e1"), Some(1));
         assert_eq!(p.event_seq("m", "e2"), None);
         assert_eq!(p.event_seq("m2", "e1"), None, "event ids are per mcp");
+    }
+
+    #[test]
+    fn two_mcp_ids_may_use_one_interaction_id_without_meeting() {
+        let mut other = event(2, Action::Complete, 20.0);
+        other.mcp_id = "m2";
+        let p = fold(&[event(1, Action::Start, 10.0), other]);
+        assert_eq!(p.record_count(), 2);
+        let mine = p.get("m", "i").unwrap();
+        let theirs = p.get("m2", "i").unwrap();
+        assert_eq!((mine.status(), theirs.status()), (Status::Started, Status::Completed));
+        assert_eq!(p.events_of(mine).collect::<Vec<_>>(), [1]);
+        assert_eq!(p.events_of(theirs).collect::<Vec<_>>(), [2]);
+        let both: Vec<&str> = p.get_any("i").map(|r| p.mcp_name(r.mcp())).collect();
+        assert_eq!(both, ["m", "m2"]);
+        assert_eq!(p.get_any("j").count(), 0);
     }
 
     #[test]
@@ -737,10 +767,7 @@ mod tests {
         ) {
             let ids: Vec<String> = (0..12).map(|i| format!("i{i}")).collect();
             let mut projection = Projection::new();
-            let mut mcp_of: std::collections::HashMap<u8, u8> = Default::default();
             for (seq, &(id, mcp, action, timestamp)) in events.iter().enumerate() {
-                // The writer never lets an interaction change mcp_id; neither does this model.
-                let mcp = *mcp_of.entry(id).or_insert(mcp);
                 let mcp_id = ["m0", "m1", "m2"][mcp as usize];
                 projection.apply(&StoredEvent {
                     seq: seq as u64 + 1, write_index: 0, received_at_us: 0, key_id: [0; 8],
@@ -748,14 +775,17 @@ mod tests {
                     interaction_id: &ids[id as usize], mcp_id, event_id: None, body: "{}",
                 });
             }
+            // An interaction is (mcp_id, interaction_id).
             for (id, name) in ids.iter().enumerate() {
-                let expected: Vec<u64> = events.iter().enumerate()
-                    .filter(|(_, e)| e.0 as usize == id)
-                    .map(|(seq, _)| seq as u64 + 1)
-                    .collect();
-                match projection.get(name) {
-                    Some(record) => prop_assert_eq!(projection.events_of(record).collect::<Vec<_>>(), expected),
-                    None => prop_assert!(expected.is_empty()),
+                for (mcp, mcp_id) in ["m0", "m1", "m2"].iter().enumerate() {
+                    let expected: Vec<u64> = events.iter().enumerate()
+                        .filter(|(_, e)| e.0 as usize == id && e.1 as usize == mcp)
+                        .map(|(seq, _)| seq as u64 + 1)
+                        .collect();
+                    match projection.get(mcp_id, name) {
+                        Some(record) => prop_assert_eq!(projection.events_of(record).collect::<Vec<_>>(), expected),
+                        None => prop_assert!(expected.is_empty()),
+                    }
                 }
             }
             let indexes = projection.indexes();
@@ -807,7 +837,7 @@ mod tests {
             };
             let a = fold(&as_events(&actions));
             let b = fold(&as_events(&permuted));
-            let (ra, rb) = (a.get("i").unwrap(), b.get("i").unwrap());
+            let (ra, rb) = (a.get("m", "i").unwrap(), b.get("m", "i").unwrap());
             prop_assert_eq!(ra.event_count(), rb.event_count());
             prop_assert_eq!(ra.conflicts(), rb.conflicts());
             let starts = actions.iter().filter(|(a, _)| *a == Action::Start).count();

@@ -165,35 +165,30 @@ async fn event_ids_make_retries_idempotent_across_restarts() {
 }
 
 #[tokio::test]
-async fn a_changed_mcp_id_is_a_conflict_and_a_batch_is_all_or_nothing() {
+async fn a_batch_with_a_conflict_is_all_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    assert_eq!(
-        server
-            .post(
-                "/api/v2/interactions",
-                event("interaction_start", "c-1", "m-a", 1.0)
-            )
-            .await
-            .status,
-        200
-    );
-    let bytes = segment_bytes(dir.path());
-    let clash = server
+    let with_id = |action: &str, id: &str, event_id: &str, n: u32| {
+        let mut body: Value = serde_json::from_str(&event(action, id, "m-a", 1.0)).unwrap();
+        body["event_id"] = Value::from(event_id);
+        body["timestamp"] = Value::from(f64::from(n));
+        body.to_string()
+    };
+    let first = server
         .post(
             "/api/v2/interactions",
-            event("interaction_complete", "c-1", "m-b", 2.0),
+            with_id("interaction_start", "c-1", "e-1", 1),
         )
         .await;
-    assert_eq!(clash.status, 409);
-    assert_eq!(error_of(&clash)["field"], "mcp_id");
-    // A batch with one conflicting event (index 1) and one self-contradicting pair stores nothing.
+    assert_eq!(first.status, 200);
+    let bytes = segment_bytes(dir.path());
+    // Index 1 reuses a stored event_id with another body; index 3 one from index 2.
     let batch = format!(
         "[{},{},{},{}]",
         event("interaction_start", "c-2", "m-a", 1.0),
-        event("interaction_progress", "c-1", "m-b", 2.0),
-        event("interaction_start", "c-3", "m-a", 1.0),
-        event("interaction_progress", "c-3", "m-c", 2.0)
+        with_id("interaction_progress", "c-1", "e-1", 2),
+        with_id("interaction_start", "c-3", "e-3", 1),
+        with_id("interaction_progress", "c-3", "e-3", 2)
     );
     let response = server.post("/api/v2/interactions/batch", batch).await;
     assert_eq!(response.status, 409);
@@ -208,6 +203,155 @@ async fn a_changed_mcp_id_is_a_conflict_and_a_batch_is_all_or_nothing() {
     assert_eq!(server.get("/api/v2/interactions/c-2").await.status, 404);
     let record = server.get("/api/v2/interactions/c-1").await.json();
     assert_eq!(record["metadata"]["event_count"], 1);
+}
+
+/// Runs `mcplog keygen` for a writer of `mcp_id` against the server's data directory.
+fn writer_key(server: &Server, mcp_id: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"))
+        .args(["keygen", "--data-dir"])
+        .arg(&server.data_dir)
+        .args(["--mcp-id", mcp_id])
+        .env_remove("MCPLOG_MASTER_SECRET")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn two_tenants_use_one_interaction_id_without_seeing_or_blocking_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (a, b) = (writer_key(&server, "tenant-a"), writer_key(&server, "tenant-b"));
+    let started = server
+        .post_as(
+            &a,
+            "/api/v2/interactions",
+            event("interaction_start", "job-1", "tenant-a", 100.0),
+        )
+        .await;
+    assert_eq!(started.status, 200);
+    // B uses the same id: no 409, nothing about A in the answer; its own interaction.
+    for (action, t) in [("interaction_start", 200.0), ("interaction_error", 205.0)] {
+        let response = server
+            .post_as(
+                &b,
+                "/api/v2/interactions",
+                event(action, "job-1", "tenant-b", t),
+            )
+            .await;
+        assert_eq!(response.status, 200, "{}", response.json());
+        assert!(!String::from_utf8_lossy(&response.body).contains("tenant-a"));
+    }
+    let done = server
+        .post_as(
+            &a,
+            "/api/v2/interactions",
+            event("interaction_complete", "job-1", "tenant-a", 103.0),
+        )
+        .await;
+    assert_eq!(done.status, 200);
+    // Each writer reads its own, by id alone.
+    let mine = server.get_as(&a, "/api/v2/interactions/job-1").await.json();
+    assert_eq!((mine["mcp_id"].as_str(), mine["status"].as_str()), (Some("tenant-a"), Some("completed")));
+    assert_eq!(mine["metadata"]["event_count"], 2);
+    let theirs = server.get_as(&b, "/api/v2/interactions/job-1").await.json();
+    assert_eq!((theirs["mcp_id"].as_str(), theirs["status"].as_str()), (Some("tenant-b"), Some("failed")));
+    let events = server.get_as(&b, "/api/v2/interactions/job-1/events").await.json();
+    assert_eq!(events["events"].as_array().unwrap().len(), 2);
+    // Asking for the other's mcp_id looks like an unknown interaction.
+    let peek = server
+        .get_as(&a, "/api/v2/interactions/job-1?mcp_id=tenant-b")
+        .await;
+    assert_eq!(peek.status, 404);
+    // An admin names the mcp_id, or is told the id is ambiguous.
+    let ambiguous = server.get("/api/v2/interactions/job-1").await;
+    assert_eq!(ambiguous.status, 409);
+    let error = error_of(&ambiguous);
+    assert_eq!((error["code"].as_str(), error["field"].as_str()), (Some("ambiguous_id"), Some("mcp_id")));
+    assert!(error["message"].as_str().unwrap().contains("tenant-a, tenant-b"));
+    let named = server.get("/api/v2/interactions/job-1?mcp_id=tenant-b").await;
+    assert_eq!(named.json()["status"], "failed");
+    let named = server
+        .get("/api/v2/interactions/job-1/events?mcp_id=tenant-a")
+        .await;
+    assert_eq!(named.json()["events"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        server.get("/api/v2/interactions/job-1?mcp_id=tenant-c").await.status,
+        404
+    );
+    // An id one tenant alone uses needs no mcp_id.
+    let solo = server
+        .post_as(
+            &a,
+            "/api/v2/interactions",
+            event("interaction_start", "job-2", "tenant-a", 100.0),
+        )
+        .await;
+    assert_eq!(solo.status, 200);
+    assert_eq!(server.get("/api/v2/interactions/job-2").await.status, 200);
+    // History and stats are per record: two interactions with one id.
+    let all = server.get("/api/v2/interactions?limit=10").await.json();
+    assert_eq!(all["count"], 3);
+    // A writer's stats are its own mcp_id's counts, with no server-wide figures.
+    let stats = server.get_as(&b, "/api/v2/interactions/stats").await.json();
+    assert_eq!(stats["records"]["total"], 1, "{stats}");
+    assert_eq!(stats["records"]["failed"], 1);
+    for global in ["stats", "storage", "queue_size"] {
+        assert!(stats.get(global).is_none(), "a writer sees {global}: {stats}");
+    }
+    let stats = server.get("/api/v2/interactions/stats").await.json();
+    assert_eq!(stats["records"]["total"], 3);
+    assert!(stats["storage"]["last_seq"].as_u64().unwrap() >= 5);
+    // Restarting folds the same two interactions back.
+    let data = server.data_dir.clone();
+    server.kill();
+    let server = Server::start(&data);
+    let named = server.get("/api/v2/interactions/job-1?mcp_id=tenant-a").await;
+    assert_eq!(named.json()["status"], "completed");
+}
+
+#[tokio::test]
+async fn unknown_or_repeated_query_parameters_are_a_400_on_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let r = server
+        .post("/api/v2/interactions", event("interaction_start", "q", "m", 1.0))
+        .await;
+    assert_eq!(r.status, 200);
+    let gets = [
+        "/api/v2/interactions?limit=5&limit=6",
+        "/api/v2/interactions?colour=red",
+        "/api/v2/interactions/q?verbose=1",
+        "/api/v2/interactions/q?mcp_id=m&mcp_id=m",
+        "/api/v2/interactions/q/events?x=1",
+        "/api/v2/interactions/stats?mcp_id=m",
+        "/api/v2/performance/metrics?time_range=1h&time_range=24h",
+        "/api/v2/performance/metrics?range=1h",
+        "/api/v2/events?after_seq=0&after_seq=1",
+        "/api/v2/events?since=0",
+        "/api/v2/health?x",
+        "/api/v2/openapi.json?format=yaml",
+        "/readyz?x=1",
+        "/livez?x=1",
+        "/metrics?name=x",
+        "/dashboard?x=1",
+    ];
+    for path in gets {
+        let response = server.get(path).await;
+        assert_eq!(response.status, 400, "{path}: {}", String::from_utf8_lossy(&response.body));
+        let error = error_of(&response);
+        assert_eq!(error["code"], "bad_parameter", "{path}");
+        assert!(error["field"].is_string(), "{path}: {error}");
+    }
+    for path in ["/api/v2/interactions?x=1", "/api/v2/interactions/batch?x=1", "/api/v2/keys/revoke?x=1"] {
+        let response = server.post(path, "{}").await;
+        assert_eq!(response.status, 400, "{path}");
+        assert_eq!(error_of(&response)["field"], "x");
+    }
+    // And nothing was stored by the refused POSTs.
+    let stats = server.get("/api/v2/interactions/stats").await.json();
+    assert_eq!(stats["storage"]["last_seq"], 1);
 }
 
 #[tokio::test]
@@ -385,4 +529,25 @@ async fn one_batch_with_an_event_id_twice_names_the_batch_index_and_stores_nothi
     let response = server.post("/api/v2/interactions/batch", batch).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()["seqs"], serde_json::json!([1, 1]));
+}
+
+#[tokio::test]
+async fn a_backfilled_start_older_than_stale_after_is_stale_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for body in [
+        event("interaction_start", "old", "m", now - 7200.0),
+        event("interaction_start", "fresh", "m", now - 60.0),
+        // No start: counted from its first receive time, which is now.
+        event("interaction_progress", "orphan", "m", now - 7200.0),
+    ] {
+        assert_eq!(server.post("/api/v2/interactions", body).await.status, 200);
+    }
+    let stats = server.get("/api/v2/interactions/stats").await.json();
+    assert_eq!(stats["records"]["active"], 3);
+    assert_eq!(stats["records"]["stale"], 1, "{stats}");
 }
