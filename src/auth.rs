@@ -521,7 +521,7 @@ fn load_or_create(
         Err(source) => return Err(io(source)),
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::storage::create_private_dir(dir).map_err(io)?;
     }
     let value = make()?;
     let mut file = OpenOptions::new()

@@ -25,7 +25,7 @@ use mcplog::storage::{recovery::list_segments, scan_log, verify_log, SegmentInfo
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(about = "Read mcplog segment files without the server (read-only)")]
+#[command(name = "mcplog-seg", version, about = "Read mcplog segment files without the server (read-only)")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -105,6 +105,19 @@ impl StorageError {
     }
 }
 
+/// Creates a directory and its missing parents readable by the owner only (0700): segments hold
+/// every payload, and keys sit beside them. An existing directory keeps its mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Mode of every file the storage layer creates: the owner's alone.
+pub(crate) const FILE_MODE: u32 = 0o600;
+
 /// The file name of the segment whose first seq is `first_seq`: 20 zero-padded digits, so that
 /// names sort as numbers do.
 pub fn segment_file_name(first_seq: u64) -> String {

@@ -16,6 +16,7 @@
 //! index in its write; a valid frame or footer from a *later* write behind the bad bytes proves the
 //! bad bytes had been synced, and that is corruption.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -50,7 +51,7 @@ pub fn open(
     now_us: u64,
     mut each: impl FnMut(&StoredEvent<'_>),
 ) -> Result<Opened, StorageError> {
-    std::fs::create_dir_all(&config.dir)
+    super::create_private_dir(&config.dir)
         .map_err(StorageError::io("create directory", &config.dir))?;
     let names = list_segments(&config.dir)?;
     // SHA-256 is the costliest check: a helper thread hashes the sealed segments, in order, while
@@ -435,9 +436,10 @@ fn check_one(
 /// Takes the exclusive lock of a data directory, creating it if needed. The lock lasts as long as
 /// the returned file is open.
 pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
-    std::fs::create_dir_all(dir).map_err(StorageError::io("create directory", dir))?;
+    super::create_private_dir(dir).map_err(StorageError::io("create directory", dir))?;
     let path = dir.join(LOCK_FILE_NAME);
     let file = OpenOptions::new()
+        .mode(super::FILE_MODE)
         .create(true)
         .truncate(false)
         .write(true)

@@ -11,7 +11,7 @@
 //! cache can no longer be trusted to match the disk (the "fsyncgate" lesson).
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -73,6 +73,7 @@ impl LogWriter {
         let io = |op| StorageError::io(op, &path);
         let written = (|| {
             let file = OpenOptions::new()
+                .mode(super::FILE_MODE)
                 .write(true)
                 .create(true)
                 .truncate(true)
@@ -351,6 +352,7 @@ pub(super) fn create_segment(
     };
     let bytes = format::encode_header(&header);
     let file = OpenOptions::new()
+        .mode(super::FILE_MODE)
         .read(true)
         .write(true)
         .create_new(true)

@@ -533,3 +533,83 @@ fn fs_free_bytes(path: &std::path::Path) -> u64 {
         .parse()
         .unwrap()
 }
+
+#[tokio::test]
+async fn the_data_directory_and_every_file_in_it_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let r = server
+        .post("/api/v2/interactions", event("interaction_start", "p", "m", 1.0))
+        .await;
+    assert_eq!(r.status, 200);
+    // A revocation file, too.
+    let r = server
+        .post(
+            "/api/v2/keys/revoke",
+            serde_json::json!({"key_id": "0123456789abcdef", "force": true}).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let mut seen = 0;
+    let mut paths = vec![data.clone()];
+    while let Some(path) = paths.pop() {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{} is {mode:o}", path.display());
+            paths.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+        }
+        seen += 1;
+    }
+    // data/, segments/, a segment, the lock, admin.key, master.secret, revoked.keys.
+    assert!(seen >= 7, "only {seen} paths");
+    // The offline tool says its version.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("mcplog-seg "));
+}
+
+#[tokio::test]
+async fn a_retention_below_the_floor_is_refused_unless_overridden() {
+    let dir = tempfile::tempdir().unwrap();
+    for (env, refused) in [
+        (vec![("MCPLOG_RETENTION", "0s")], true),
+        (vec![("MCPLOG_RETENTION", "30")], true),
+        (vec![("MCPLOG_RETENTION", "59m")], true),
+        (vec![("MCPLOG_RETENTION", "0s"), ("MCPLOG_RETENTION_OVERRIDE", "maybe")], true),
+        (vec![("MCPLOG_RETENTION", "2h")], false),
+    ] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"));
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("d"))
+            .stderr(std::process::Stdio::piped());
+        for (name, value) in &env {
+            command.env(name, value);
+        }
+        if refused {
+            let output = command.output().unwrap();
+            assert_eq!(output.status.code(), Some(2), "{env:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains("RETENTION"), "{env:?}: {stderr}");
+        } else {
+            let server = Server::start_with(&dir.path().join("d"), &env);
+            assert_eq!(server.get("/api/v2/interactions/stats").await.status, 200);
+        }
+    }
+    // The file's key, with the override, starts.
+    let config = dir.path().join("short.toml");
+    std::fs::write(&config, "[storage]\nretention = \"10m\"\nretention_override = true\n").unwrap();
+    let server = Server::start_with_args(
+        &dir.path().join("d"),
+        &[],
+        &["--config", config.to_str().unwrap()],
+    );
+    assert_eq!(server.get("/api/v2/interactions/stats").await.status, 200);
+}
