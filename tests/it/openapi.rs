@@ -78,7 +78,11 @@ async fn every_response_conforms_to_the_document() {
             "post",
             "/api/v2/interactions",
             "/api/v2/interactions".into(),
-            Some(event("interaction_complete", "c-1", "other", 2.0)),
+            Some({
+                let mut reused = with_id.clone();
+                reused["timestamp"] = json!(2.0);
+                reused.to_string()
+            }),
             409,
         ),
         (
@@ -171,6 +175,20 @@ async fn every_response_conforms_to_the_document() {
         ),
         ("get", "/api/v2/health", "/api/v2/health".into(), None, 200),
     ];
+    // Every operation's 400 for a parameter it does not take is documented and shaped so.
+    let mut cases = cases;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path.replace("{id}", "c-1");
+            cases.push((
+                method.as_str(),
+                path.as_str(),
+                format!("{concrete}?no_such_parameter=1"),
+                (method == "post").then(|| "{}".to_owned()),
+                400,
+            ));
+        }
+    }
     for (method, template, path, body, status) in cases {
         let mut client = server.client().await;
         let response = match body {
@@ -314,4 +332,75 @@ async fn the_validator_catches_drift() {
         conforms(&doc, schema, &missing, "$").is_err(),
         "a missing required field passed"
     );
+}
+
+#[tokio::test]
+async fn a_generator_working_from_the_event_schema_makes_valid_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let doc = server
+        .client()
+        .await
+        .get("/api/v2/openapi.json", None)
+        .await
+        .unwrap()
+        .json();
+    let body_schema = &doc["paths"]["/api/v2/interactions"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    let event_schema = &doc["components"]["schemas"]["Event"];
+    assert_eq!(body_schema["$ref"], "#/components/schemas/Event");
+    let variants = event_schema["oneOf"].as_array().unwrap();
+    assert_eq!(variants.len(), 5, "one shape per action");
+    for (n, variant) in variants.iter().enumerate() {
+        // What a naive generator does: every property, each at its simplest valid value.
+        let mut instance = serde_json::Map::new();
+        for (name, property) in variant["properties"].as_object().unwrap() {
+            let value = match property["type"].as_str().unwrap() {
+                "string" => match property["enum"].as_array() {
+                    Some(allowed) => allowed[0].clone(),
+                    None => json!(format!("g{n}").repeat(property["minLength"].as_u64().unwrap() as usize)),
+                },
+                "number" => json!(property["exclusiveMinimum"].as_f64().unwrap() + 1.0),
+                "object" => json!({}),
+                other => panic!("unexpected type {other}"),
+            };
+            instance.insert(name.clone(), value);
+        }
+        let instance = Value::Object(instance);
+        conforms(&doc, event_schema, &instance, "$").unwrap();
+        let response = server.post("/api/v2/interactions", instance.to_string()).await;
+        assert_eq!(response.status, 200, "{instance} -> {}", response.json());
+        // The schema and the server agree on what is refused: an unknown field, and another
+        // action's payload field.
+        let mut extra = instance.clone();
+        extra["colour"] = json!("red");
+        assert!(conforms(&doc, variant, &extra, "$").is_err());
+        assert_eq!(server.post("/api/v2/interactions", extra.to_string()).await.status, 422);
+        for field in required_of(variant) {
+            let mut missing = instance.clone();
+            missing.as_object_mut().unwrap().remove(&field);
+            assert_eq!(
+                server.post("/api/v2/interactions", missing.to_string()).await.status,
+                422,
+                "without {field}"
+            );
+        }
+    }
+    // The stated bounds are the enforced ones.
+    let start = &variants[0]["properties"];
+    let too_long = "x".repeat(start["interaction_id"]["maxLength"].as_u64().unwrap() as usize + 1);
+    let body = json!({"action": "interaction_start", "interaction_id": too_long, "mcp_id": "m", "timestamp": 1.0});
+    assert_eq!(server.post("/api/v2/interactions", body.to_string()).await.status, 422);
+    let at_max = start["timestamp"]["maximum"].as_f64().unwrap();
+    let body = json!({"action": "interaction_start", "interaction_id": "t", "mcp_id": "m", "timestamp": at_max * 1.01});
+    assert_eq!(server.post("/api/v2/interactions", body.to_string()).await.status, 422);
+}
+
+fn required_of(schema: &Value) -> Vec<String> {
+    schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect()
 }
