@@ -7,6 +7,11 @@
 //! - `verify DIR`: every CRC, seq continuity and the hash chain; exits 1 naming the file and
 //!   offset of the first fault.
 //! - `stats DIR`: events, interactions, and counts per mcp_id and status, as JSON.
+//! - `repair DATA`: the one command that writes: with the server stopped, moves damaged segment
+//!   bytes into `DATA/quarantine/` (never deleting them), keeps what precedes the damage, and
+//!   records the chain break it makes, which `verify` then reports.
+//! - `backup DATA DEST`: a consistent copy of a live log into a new directory, checked, with its
+//!   chain head printed.
 //!
 //! DIR is a data directory or its `segments/` folder. Long scans show a progress bar on a terminal
 //! and stay quiet in a pipe.
@@ -21,11 +26,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mcplog::auth::hex;
 use mcplog::event::{EventLine, StoredEvent};
 use mcplog::projector::{Projection, Status};
-use mcplog::storage::{recovery::list_segments, scan_log, verify_log, SegmentInfo};
+use mcplog::storage::{recovery::list_segments, scan_log, verify_log, Breaks, SegmentInfo};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "mcplog-seg", version, about = "Read mcplog segment files without the server (read-only)")]
+#[command(name = "mcplog-seg", version, about = "Read, verify, back up and repair mcplog segment files without the server")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -61,6 +66,18 @@ enum Cmd {
     Verify { dir: PathBuf },
     /// Counts per mcp_id and status.
     Stats { dir: PathBuf },
+    /// With the server stopped: quarantine damaged segment bytes so the log starts again.
+    Repair {
+        /// The data directory (holding segments/).
+        data: PathBuf,
+    },
+    /// Copy a log, even while a server writes it, and check the copy.
+    Backup {
+        /// The data directory to copy.
+        data: PathBuf,
+        /// A new or empty directory: the copy, a data directory a server can start from.
+        dest: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -183,6 +200,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             last.tail_bytes
                         );
                     }
+                    // Breaks a repair made are accepted, and always said.
+                    for record in Breaks::load(&dir)?.all() {
+                        println!(
+                            "chain break before seq {} (after seq {}), made by repair at {}: {}; damaged bytes in {}",
+                            record.first_seq,
+                            record.after_seq,
+                            seconds(record.repaired_at_us),
+                            record.reason,
+                            if record.quarantine.is_empty() { "(none moved)" } else { &record.quarantine }
+                        );
+                    }
                     let head = infos
                         .last()
                         .map_or_else(|| "-".to_owned(), |i| hex(&i.hash));
@@ -197,6 +225,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Cmd::Repair { data } => {
+            let now_us = mcplog::clock::now_us();
+            let steps = mcplog::storage::repair(&data, now_us)
+                .with_context(|| format!("repairing {}", data.display()))?;
+            if steps.is_empty() {
+                println!("ok: nothing to repair");
+            }
+            for step in &steps {
+                let moved = if step.quarantine.is_empty() {
+                    "nothing moved (a broken link between intact segments)".to_owned()
+                } else {
+                    format!("a copy of the whole segment is in {}", step.quarantine)
+                };
+                println!(
+                    "repaired {}: {}; kept {} frames before the damage; {moved}",
+                    step.segment, step.reason, step.frames_kept
+                );
+                if let Some(record) = &step.broke {
+                    println!(
+                        "recorded chain break before seq {} (after seq {}) in segments/{}",
+                        record.first_seq,
+                        record.after_seq,
+                        mcplog::storage::repair::REPAIRS_FILE
+                    );
+                }
+            }
+            let infos = verify_log(&data.join("segments"), |_| {})
+                .context("the repaired log does not check out")?;
+            let head = infos.last().map_or_else(|| "-".to_owned(), |i| hex(&i.hash));
+            println!("ok: the log checks out; chain head {head}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Backup { data, dest } => {
+            let copy = mcplog::storage::backup(&data, &dest)
+                .with_context(|| format!("backing up {} to {}", data.display(), dest.display()))?;
+            println!(
+                "ok: {} segments, {} events, {} bytes copied and checked; chain head {}",
+                copy.segments,
+                copy.events,
+                copy.bytes,
+                hex(&copy.chain_head)
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Stats { dir } => {
             let dir = segments_dir(&dir);

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod format;
 pub mod recovery;
+pub mod repair;
 pub mod retention;
 pub mod writer;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use catalog::{Catalog, CatalogChange, FrameIndex, SegmentView};
 pub use recovery::{lock_dir, open, scan_log, verify_log, Opened, SegmentInfo};
+pub use repair::{backup, repair, Backup, Break, Breaks, Repaired};
 pub use writer::LogWriter;
 
 /// Where the segment files live, and when to roll to a new one.

@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::{Catalog, FrameIndex, SegmentView};
 use super::format::{self, Decoded, Footer, Hash, Header, FOOTER_BYTES, HEADER_BYTES};
+use super::repair::Breaks;
 use super::writer::{create_segment, LogWriter};
 use super::{parse_segment_file_name, sync_dir, LogConfig, StorageError};
 use crate::event::StoredEvent;
@@ -54,6 +55,15 @@ pub fn open(
     super::create_private_dir(&config.dir)
         .map_err(StorageError::io("create directory", &config.dir))?;
     let names = list_segments(&config.dir)?;
+    let breaks = Breaks::load(&config.dir)?;
+    for record in breaks.all() {
+        tracing::warn!(
+            first_seq = record.first_seq,
+            after_seq = record.after_seq,
+            quarantine = %record.quarantine,
+            "the log has a chain break recorded by mcplog-seg repair"
+        );
+    }
     // SHA-256 is the costliest check: a helper thread hashes the sealed segments, in order, while
     // this one checks frames and folds.
     let sealed = &names[..names.len().saturating_sub(1)];
@@ -67,7 +77,7 @@ pub fn open(
                 }
             }
         });
-        scan_segments(config, names.clone(), &hashes, &mut each)
+        scan_segments(config, &breaks, names.clone(), &hashes, &mut each)
     })?;
     let writer = open_writer(config, now_us, &mut views, last_scan)?;
     Ok(Opened {
@@ -81,6 +91,7 @@ pub fn open(
 /// truncated as a torn tail. `hashes` gives the hash of each segment but the last, in order.
 fn scan_segments(
     config: &LogConfig,
+    breaks: &Breaks,
     mut names: Vec<(u64, PathBuf)>,
     hashes: &mpsc::Receiver<Result<Hash, StorageError>>,
     each: &mut impl FnMut(&StoredEvent<'_>),
@@ -115,6 +126,7 @@ fn scan_segments(
             &map,
             first_seq,
             (expected, prev_hash),
+            breaks,
             is_last,
             hashing,
             each,
@@ -302,6 +314,7 @@ pub fn scan_log(
     mut progress: impl FnMut(u64),
 ) -> Result<Vec<SegmentInfo>, StorageError> {
     let names = list_segments(dir)?;
+    let breaks = Breaks::load(dir)?;
     let mut infos: Vec<SegmentInfo> = Vec::with_capacity(names.len());
     let count = names.len();
     for (index, (first_seq, path)) in names.into_iter().enumerate() {
@@ -324,6 +337,7 @@ pub fn scan_log(
             &map,
             first_seq,
             (expected, prev_hash),
+            &breaks,
             is_last,
             Hashing::Inline,
             &mut each,
@@ -348,6 +362,7 @@ pub fn verify_log(
 ) -> Result<Vec<SegmentInfo>, StorageError> {
     type Checked = Option<Result<Option<SegmentInfo>, StorageError>>;
     let names = list_segments(dir)?;
+    let breaks = Breaks::load(dir)?;
     let count = names.len();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -375,14 +390,26 @@ pub fn verify_log(
             .into_inner()
             .expect("result lock")
             .expect("every segment was checked");
+        // Any later file, even one without a whole header, proves the one before it should
+        // have been sealed: start-up refuses the same directory.
+        if let Some(prev) = infos.last().filter(|p| !p.sealed) {
+            return Err(corrupt(
+                &prev.path,
+                prev.bytes,
+                "segment is not sealed but a later segment exists",
+            ));
+        }
         let Some(info) = checked? else { continue };
         if let Some(prev) = infos.last() {
-            if !prev.sealed {
-                return Err(corrupt(
-                    &prev.path,
-                    prev.bytes,
-                    "segment is not sealed but a later segment exists",
-                ));
+            let repaired = breaks.permits(
+                info.first_seq,
+                prev.first_seq + prev.events - 1,
+                &info.prev_hash,
+                &prev.hash,
+            );
+            if repaired {
+                infos.push(info);
+                continue;
             }
             if info.first_seq != prev.first_seq + prev.events {
                 let reason = format!(
@@ -418,6 +445,7 @@ fn check_one(
         &map,
         first_seq,
         (None, None),
+        &Breaks::default(),
         is_last,
         Hashing::Inline,
         &mut |_| {},
@@ -507,6 +535,7 @@ fn scan_segment(
     bytes: &[u8],
     first_seq: u64,
     (expected_first_seq, prev_hash): (Option<u64>, Option<Hash>),
+    breaks: &Breaks,
     is_last: bool,
     hashing: Hashing,
     each: &mut impl FnMut(&StoredEvent<'_>),
@@ -531,7 +560,14 @@ fn scan_segment(
             ),
         ));
     }
-    if let Some(expected) = expected_first_seq {
+    // A link a recorded repair broke is accepted exactly as recorded (and reported by verify).
+    let repaired = match (expected_first_seq, prev_hash) {
+        (Some(expected), Some(prev)) => {
+            breaks.permits(first_seq, expected - 1, &header.prev_hash, &prev)
+        }
+        _ => false,
+    };
+    if let Some(expected) = expected_first_seq.filter(|_| !repaired) {
         if first_seq != expected {
             return Err(corrupt(
                 path,
@@ -543,7 +579,7 @@ fn scan_segment(
             ));
         }
     }
-    if let Some(prev) = prev_hash {
+    if let Some(prev) = prev_hash.filter(|_| !repaired) {
         if header.prev_hash != prev {
             return Err(corrupt(
                 path,

@@ -15,5 +15,7 @@ mod lifecycle;
 mod openapi;
 mod operations;
 mod queries;
+mod readme;
 mod recovery;
+mod repair;
 mod validation;

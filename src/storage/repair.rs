@@ -1,0 +1,511 @@
+//! Repair and backup: the operator's ways forward from damage, and a consistent copy of a live
+//! log.
+//!
+//! Recovery truncates a torn tail by itself but stops at damage anywhere else, because those
+//! bytes were once acknowledged. [`repair`] is the explicit step past it: it copies each damaged
+//! segment whole into `<data>/quarantine/` (nothing is ever deleted), keeps the frames before the
+//! damage (re-sealing the segment over them), and records the link it breaks, between the
+//! repaired segment and the next, in `segments/repairs.jsonl`. Start-up and `verify` accept a
+//! broken link only when a record names it exactly, and `verify` reports every record: the break
+//! is visible, never hidden.
+
+use std::io::Write as _;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::format::{self, Decoded, Footer, Hash, FOOTER_BYTES, HEADER_BYTES};
+use super::recovery::{list_segments, lock_dir, scan_log};
+use super::{create_private_dir, segment_file_name, sync_dir, StorageError, FILE_MODE};
+
+/// The record of repairs, in the segment directory: one JSON object per line.
+pub const REPAIRS_FILE: &str = "repairs.jsonl";
+/// Where repair moves damaged bytes, in the data directory.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// Most repair steps one run takes: each removes one fault, so a log with more damaged places
+/// than this is repaired over several runs.
+const REPAIR_STEPS_MAX: usize = 1000;
+
+/// A link between two segments that a repair broke, and what was moved aside.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Break {
+    /// When the repair was made, microseconds since the Unix epoch.
+    pub repaired_at_us: u64,
+    /// First seq of the segment whose link to the one before it is broken.
+    pub first_seq: u64,
+    /// Last seq of the segment now before it (0 when none).
+    pub after_seq: u64,
+    /// The previous segment's hash as that segment's header names it, in hex.
+    pub prev_hash: String,
+    /// The hash of the segment now before it, in hex.
+    pub kept_hash: String,
+    /// The quarantined copy of the damaged segment, relative to the data directory.
+    pub quarantine: String,
+    /// The damage found.
+    pub reason: String,
+}
+
+/// The links the repairs record allows to be broken.
+#[derive(Debug, Clone, Default)]
+pub struct Breaks(Vec<Break>);
+
+impl Breaks {
+    /// The record of a segment directory (none when it has no record file).
+    pub fn load(segments: &Path) -> Result<Breaks, StorageError> {
+        let path = segments.join(REPAIRS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Breaks::default()),
+            Err(source) => {
+                return Err(StorageError::Io {
+                    op: "read",
+                    path,
+                    source,
+                })
+            }
+        };
+        let mut breaks = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let record = serde_json::from_str(line).map_err(|err| StorageError::Corrupt {
+                path: path.clone(),
+                offset: n as u64 + 1,
+                reason: format!("line {} is not a repair record: {err}", n + 1),
+            })?;
+            breaks.push(record);
+        }
+        Ok(Breaks(breaks))
+    }
+
+    /// Whether a recorded repair broke exactly this link: the segment starting at `first_seq`,
+    /// naming `prev_hash`, after a segment ending at `after_seq` whose hash is `kept_hash`.
+    pub fn permits(&self, first_seq: u64, after_seq: u64, prev_hash: &Hash, kept_hash: &Hash) -> bool {
+        self.0.iter().any(|b| {
+            b.first_seq == first_seq
+                && b.after_seq == after_seq
+                && b.prev_hash == hex(prev_hash)
+                && b.kept_hash == hex(kept_hash)
+        })
+    }
+
+    /// Every record, oldest first.
+    pub fn all(&self) -> &[Break] {
+        &self.0
+    }
+}
+
+/// What one repair step did.
+#[derive(Debug, Clone)]
+pub struct Repaired {
+    /// The damaged segment's file name.
+    pub segment: String,
+    /// The damage, as the check reported it.
+    pub reason: String,
+    /// Frames kept before the damage.
+    pub frames_kept: u64,
+    /// The quarantined copy, relative to the data directory.
+    pub quarantine: String,
+    /// The link recorded as broken, if the repair broke one.
+    pub broke: Option<Break>,
+}
+
+/// Repairs the log in `data_dir` until the check that start-up runs passes. Takes the data
+/// directory's lock, so it refuses while a server runs. Returns each step, in order.
+pub fn repair(data_dir: &Path, now_us: u64) -> Result<Vec<Repaired>, StorageError> {
+    let _lock = lock_dir(data_dir)?;
+    let segments = data_dir.join("segments");
+    let mut steps = Vec::new();
+    for _ in 0..REPAIR_STEPS_MAX {
+        match scan_log(&segments, |_| {}, |_| {}) {
+            Ok(_) => return Ok(steps),
+            Err(StorageError::Corrupt {
+                path,
+                offset,
+                reason,
+            }) if path.parent() == Some(segments.as_path()) => {
+                let step = repair_one(data_dir, &path, offset, reason, now_us + steps.len() as u64)?;
+                steps.push(step);
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Err(StorageError::Corrupt {
+        path: segments,
+        offset: 0,
+        reason: format!("still damaged after {REPAIR_STEPS_MAX} repair steps; run repair again"),
+    })
+}
+
+/// One segment as repair sees it: where it stands and what it holds.
+struct Held {
+    first_seq: u64,
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+/// Removes one fault: quarantines the damaged segment, keeps (and re-seals) its frames before
+/// `offset`, and records the link this breaks.
+fn repair_one(
+    data_dir: &Path,
+    path: &Path,
+    offset: u64,
+    reason: String,
+    now_us: u64,
+) -> Result<Repaired, StorageError> {
+    let segments = path.parent().expect("a segment is in a directory").to_path_buf();
+    let names = list_segments(&segments)?;
+    let index = names
+        .iter()
+        .position(|(_, p)| p == path)
+        .expect("the check named a listed segment");
+    let read = |(first_seq, path): &(u64, PathBuf)| -> Result<Held, StorageError> {
+        let bytes = std::fs::read(path).map_err(StorageError::io("read", path))?;
+        Ok(Held {
+            first_seq: *first_seq,
+            path: path.clone(),
+            bytes,
+        })
+    };
+    let damaged = read(&names[index])?;
+    let name = segment_file_name(damaged.first_seq);
+
+    // A segment that checks out on its own, faulted at its start, has a broken link, not broken
+    // bytes: the link is recorded and nothing is moved.
+    let link_only = offset == 0 && own_check(&damaged).is_some();
+
+    // The quarantined copy first: nothing below changes the log before it is safe.
+    let quarantine = format!("{QUARANTINE_DIR}/{now_us}-{name}");
+    if !link_only {
+        let target = data_dir.join(&quarantine);
+        create_private_dir(target.parent().expect("in the quarantine directory"))
+            .map_err(StorageError::io("create directory", &target))?;
+        write_new(&target, &damaged.bytes)?;
+    }
+
+    let kept = if link_only {
+        own_check(&damaged).map(|(frames, _)| frames).unwrap_or(0)
+    } else {
+        // A fault at offset 0 is in the header: nothing of the segment can be trusted.
+        let limit = if offset == 0 { 0 } else { offset as usize };
+        let prefix = valid_prefix(&damaged.bytes, limit);
+        if prefix.frames == 0 {
+            std::fs::remove_file(&damaged.path).map_err(StorageError::io("remove", &damaged.path))?;
+        } else {
+            reseal(&damaged, &prefix)?;
+        }
+        prefix.frames
+    };
+    sync_dir(&segments)?;
+
+    // The link that now breaks: from the segment before the damage (or the repaired one) to the
+    // one after it; or, when the damaged one was last, to a new segment past every seq it held.
+    let names = list_segments(&segments)?;
+    let before = if link_only {
+        index.checked_sub(1).map(|i| read(&names[i])).transpose()?
+    } else {
+        names
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= damaged.first_seq)
+            .map(read)
+            .transpose()?
+    };
+    let after_position = if link_only { index } else { index + usize::from(kept > 0) };
+    let after = match names.get(after_position) {
+        Some(next) => Some(read(next)?),
+        None if link_only => None,
+        None => {
+            // The damaged segment was the last: continue in a new one, starting past any seq the
+            // quarantined bytes held, so that no seq is ever given to two events.
+            let held_max = max_seq_in(&damaged.bytes);
+            let kept_last = before.as_ref().and_then(|b| last_seq_of(b)).unwrap_or(0);
+            let first_seq = held_max.unwrap_or(0).max(kept_last).max(damaged.first_seq - 1) + 1;
+            let prev_hash = before.as_ref().map_or([0; 32], chain_hash);
+            let created = create_empty_segment(&segments, first_seq, prev_hash, now_us)?;
+            Some(read(&(first_seq, created))?)
+        }
+    };
+    let broke = match (before, after) {
+        (Some(before), Some(after)) => {
+            let header = format::decode_header(&after.bytes).map_err(|_| StorageError::Corrupt {
+                path: after.path.clone(),
+                offset: 0,
+                reason: "header unreadable".into(),
+            })?;
+            let after_seq = last_seq_of(&before).unwrap_or(before.first_seq - 1);
+            let kept_hash = chain_hash(&before);
+            let intact = header.first_seq == after_seq + 1 && header.prev_hash == kept_hash;
+            (!intact).then(|| Break {
+                repaired_at_us: now_us,
+                first_seq: after.first_seq,
+                after_seq,
+                prev_hash: hex(&header.prev_hash),
+                kept_hash: hex(&kept_hash),
+                quarantine: if link_only { String::new() } else { quarantine.clone() },
+                reason: reason.clone(),
+            })
+        }
+        _ => None,
+    };
+    if let Some(record) = &broke {
+        append_record(&segments, record)?;
+    }
+    Ok(Repaired {
+        segment: name,
+        reason,
+        frames_kept: kept,
+        quarantine: if link_only { String::new() } else { quarantine },
+        broke,
+    })
+}
+
+/// The frames of a segment that check out on their own, with its footer if sealed and its hash
+/// matches: `(frames, sealed)`, or `None` if the segment does not check out.
+fn own_check(held: &Held) -> Option<(u64, bool)> {
+    let header = format::decode_header(&held.bytes).ok()?;
+    if header.first_seq != held.first_seq {
+        return None;
+    }
+    let prefix = valid_prefix(&held.bytes, held.bytes.len());
+    match format::decode_at(&held.bytes, prefix.end) {
+        Decoded::Footer(footer)
+            if footer.data_end == prefix.end as u64
+                && prefix.end + FOOTER_BYTES == held.bytes.len()
+                && footer.segment_hash == <Hash>::from(Sha256::digest(&held.bytes[..prefix.end])) =>
+        {
+            Some((prefix.frames, true))
+        }
+        Decoded::Incomplete if prefix.end == held.bytes.len() => Some((prefix.frames, false)),
+        _ => None,
+    }
+}
+
+/// The whole valid frames of a segment that end at or before `limit`.
+struct Prefix {
+    /// Where the last of them ends (the header's end when none).
+    end: usize,
+    frames: u64,
+    last_seq: u64,
+    received_min_us: u64,
+    received_max_us: u64,
+}
+
+fn valid_prefix(bytes: &[u8], limit: usize) -> Prefix {
+    let mut prefix = Prefix {
+        end: HEADER_BYTES,
+        frames: 0,
+        last_seq: 0,
+        received_min_us: u64::MAX,
+        received_max_us: 0,
+    };
+    let Ok(header) = format::decode_header(bytes) else {
+        prefix.end = 0;
+        return prefix;
+    };
+    let mut seq = header.first_seq;
+    while let Decoded::Frame { frame, end } = format::decode_at(bytes, prefix.end) {
+        if end > limit || frame.seq != seq {
+            break;
+        }
+        prefix.end = end;
+        prefix.frames += 1;
+        prefix.last_seq = frame.seq;
+        prefix.received_min_us = prefix.received_min_us.min(frame.received_at_us);
+        prefix.received_max_us = prefix.received_max_us.max(frame.received_at_us);
+        seq += 1;
+    }
+    prefix
+}
+
+/// Cuts a segment to its valid prefix and seals it over that prefix.
+fn reseal(held: &Held, prefix: &Prefix) -> Result<(), StorageError> {
+    let footer = Footer {
+        last_seq: prefix.last_seq,
+        data_end: prefix.end as u64,
+        received_min_us: prefix.received_min_us,
+        received_max_us: prefix.received_max_us,
+        segment_hash: Sha256::digest(&held.bytes[..prefix.end]).into(),
+    };
+    let path = &held.path;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(StorageError::io("open", path))?;
+    file.set_len(prefix.end as u64)
+        .map_err(StorageError::io("truncate", path))?;
+    file.write_all_at(&format::encode_footer(&footer), prefix.end as u64)
+        .map_err(StorageError::io("write footer", path))?;
+    file.sync_all().map_err(StorageError::io("fsync", path))
+}
+
+/// The chain hash of a segment as repair leaves it: its footer's, or the hash of its bytes.
+fn chain_hash(held: &Held) -> Hash {
+    let prefix = valid_prefix(&held.bytes, held.bytes.len());
+    match format::decode_at(&held.bytes, prefix.end) {
+        Decoded::Footer(footer) => footer.segment_hash,
+        _ => Sha256::digest(&held.bytes[..prefix.end]).into(),
+    }
+}
+
+fn last_seq_of(held: &Held) -> Option<u64> {
+    let prefix = valid_prefix(&held.bytes, held.bytes.len());
+    (prefix.frames > 0).then_some(prefix.last_seq)
+}
+
+/// The highest seq of any valid frame anywhere in damaged bytes (a byte-by-byte search: repair
+/// is offline and rare).
+fn max_seq_in(bytes: &[u8]) -> Option<u64> {
+    (HEADER_BYTES..bytes.len())
+        .filter_map(|at| match format::decode_at(bytes, at) {
+            Decoded::Frame { frame, .. } => Some(frame.seq),
+            Decoded::Footer(footer) => Some(footer.last_seq),
+            _ => None,
+        })
+        .max()
+}
+
+fn create_empty_segment(
+    segments: &Path,
+    first_seq: u64,
+    prev_hash: Hash,
+    now_us: u64,
+) -> Result<PathBuf, StorageError> {
+    let path = segments.join(segment_file_name(first_seq));
+    let header = format::Header {
+        first_seq,
+        created_at_us: now_us,
+        prev_hash,
+    };
+    write_new(&path, &format::encode_header(&header))?;
+    sync_dir(segments)?;
+    Ok(path)
+}
+
+/// Writes a new file (0600) and syncs it.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let mut file = std::fs::OpenOptions::new()
+        .mode(FILE_MODE)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(StorageError::io("create", path))?;
+    file.write_all(bytes)
+        .map_err(StorageError::io("write", path))?;
+    file.sync_all().map_err(StorageError::io("fsync", path))
+}
+
+fn append_record(segments: &Path, record: &Break) -> Result<(), StorageError> {
+    let path = segments.join(REPAIRS_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .mode(FILE_MODE)
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(StorageError::io("open", &path))?;
+    let line = serde_json::to_string(record).expect("a record serializes") + "\n";
+    file.write_all(line.as_bytes())
+        .map_err(StorageError::io("write", &path))?;
+    file.sync_all().map_err(StorageError::io("fsync", &path))?;
+    sync_dir(segments)
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a backup copied.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    /// Segment files copied.
+    pub segments: usize,
+    /// Events in the copy.
+    pub events: u64,
+    /// Bytes of segment data copied.
+    pub bytes: u64,
+    /// The copy's chain head: its newest segment's hash.
+    pub chain_head: Hash,
+}
+
+/// Files beside the segments that a restored server needs: its keys and revocations.
+const KEY_FILES: [&str; 3] = ["admin.key", "master.secret", "revoked.keys"];
+
+/// Copies the log in `data_dir` to `dest` (a new or empty directory) while a server may be
+/// writing it: sealed segments as they are, the active one up to its last whole valid frame,
+/// the repairs record and the key files. Then checks the copy as start-up would.
+pub fn backup(data_dir: &Path, dest: &Path) -> Result<Backup, StorageError> {
+    let source = data_dir.join("segments");
+    let target = dest.join("segments");
+    if std::fs::read_dir(dest).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(StorageError::Io {
+            op: "back up into",
+            path: dest.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the destination is not empty",
+            ),
+        });
+    }
+    create_private_dir(&target).map_err(StorageError::io("create directory", &target))?;
+    let names = list_segments(&source)?;
+    let mut copied = 0;
+    for (position, (first_seq, path)) in names.iter().enumerate() {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            // Retention deletes the oldest sealed segments: one gone before it was read is
+            // simply not in the backup.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && copied == 0 => continue,
+            Err(source) => {
+                return Err(StorageError::Io {
+                    op: "read",
+                    path: path.clone(),
+                    source,
+                })
+            }
+        };
+        let last = position + 1 == names.len();
+        let len = if last {
+            // The active segment: only whole frames; a write in progress is left out.
+            let prefix = valid_prefix(&bytes, bytes.len());
+            match format::decode_at(&bytes, prefix.end) {
+                Decoded::Footer(_) => bytes.len(),
+                _ => prefix.end,
+            }
+        } else {
+            bytes.len()
+        };
+        if len < HEADER_BYTES {
+            continue;
+        }
+        write_new(&target.join(segment_file_name(*first_seq)), &bytes[..len])?;
+        copied += 1;
+    }
+    for name in [REPAIRS_FILE] {
+        copy_if_present(&source.join(name), &target.join(name))?;
+    }
+    for name in KEY_FILES {
+        copy_if_present(&data_dir.join(name), &dest.join(name))?;
+    }
+    sync_dir(&target)?;
+    sync_dir(dest)?;
+    let mut events = 0;
+    let infos = scan_log(&target, |_| events += 1, |_| {})?;
+    Ok(Backup {
+        segments: infos.len(),
+        events,
+        bytes: infos.iter().map(|i| i.bytes).sum(),
+        chain_head: infos.last().map_or([0; 32], |i| i.hash),
+    })
+}
+
+fn copy_if_present(from: &Path, to: &Path) -> Result<(), StorageError> {
+    match std::fs::read(from) {
+        Ok(bytes) => write_new(to, &bytes),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StorageError::Io {
+            op: "read",
+            path: from.to_path_buf(),
+            source,
+        }),
+    }
+}

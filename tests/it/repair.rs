@@ -1,0 +1,346 @@
+//! The operator's ways forward, on real files with the real binaries: `mcplog-seg repair` after
+//! damage start-up refuses, `mcplog-seg backup` of a live log, and `verify` agreeing with
+//! start-up on every directory.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::common::{event, segment_paths, start_expecting_failure, Server};
+
+fn seg(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A stopped server's data directory holding `count` events in several small segments; returns
+/// the interaction ids in seq order.
+async fn small_segments(data: &Path, count: usize) -> Vec<String> {
+    let server = Server::start_with(data, &[("MCPLOG_SEGMENT_MAX_BYTES", "4096")]);
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let id = format!("r-{i:04}");
+        let body = serde_json::json!({"action": "interaction_start", "interaction_id": id,
+            "mcp_id": "m", "timestamp": 1.0e9, "request_data": {"pad": "p".repeat(200), "marker": format!("MARK{i:04}")}});
+        let r = server.post("/api/v2/interactions", body.to_string()).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["seq"], i as u64 + 1);
+        ids.push(id);
+    }
+    server.kill();
+    ids
+}
+
+/// Flips one byte of the marker of event `i`, wherever it is stored.
+fn rot_event(data: &Path, i: usize) -> std::path::PathBuf {
+    let marker = format!("MARK{i:04}");
+    for path in segment_paths(data) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(8).position(|w| w == marker.as_bytes()) {
+            bytes[at + 4] ^= 0x01;
+            std::fs::write(&path, bytes).unwrap();
+            return path;
+        }
+    }
+    panic!("no {marker}");
+}
+
+async fn present(server: &Server, id: &str) -> bool {
+    match server.get(&format!("/api/v2/interactions/{id}")).await.status.as_u16() {
+        200 => true,
+        404 => false,
+        other => panic!("{id}: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn repair_quarantines_damage_records_the_break_and_the_server_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ids = small_segments(&data, 60).await;
+    let segments_before = segment_paths(&data);
+    assert!(segments_before.len() >= 4, "{}", segments_before.len());
+    // Damage in the middle of a sealed segment that is neither first nor last.
+    let damaged = rot_event(&data, 20);
+    assert!(damaged != segments_before[0] && damaged != *segments_before.last().unwrap());
+    let damaged_bytes = std::fs::read(&damaged).unwrap();
+
+    let (status, log) = start_expecting_failure(&data);
+    assert_eq!(status.code(), Some(1), "{log}");
+    let verify = seg(&["verify"], &data);
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+
+    let repaired = seg(&["repair"], &data);
+    assert!(repaired.status.success(), "{}", text(&repaired));
+    let said = text(&repaired);
+    assert!(said.contains("recorded chain break"), "{said}");
+    // The damaged segment, whole and unchanged, is in the quarantine.
+    let quarantine: Vec<_> = std::fs::read_dir(data.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    assert_eq!(std::fs::read(&quarantine[0]).unwrap(), damaged_bytes);
+    assert!(data.join("segments/repairs.jsonl").exists());
+
+    // verify accepts the log and reports the break; start-up agrees.
+    let verify = seg(&["verify"], &data);
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(text(&verify).contains("chain break before seq"), "{}", text(&verify));
+    let server = Server::start(&data);
+    assert!(server.log().contains("chain break recorded by mcplog-seg repair"));
+    // Every event outside the damaged segment, and those before the damage in it, are there;
+    // the damaged event is not.
+    assert!(!present(&server, &ids[20]).await);
+    let mut kept = 0;
+    for id in &ids {
+        if present(&server, id).await {
+            kept += 1;
+        }
+    }
+    assert!(present(&server, &ids[0]).await && present(&server, &ids[59]).await);
+    assert!(kept >= 60 - 12, "kept {kept} of 60");
+    // Writing goes on after the last stored seq.
+    let r = server
+        .post("/api/v2/interactions", event("interaction_start", "after", "m", 1.0e9))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["seq"], 61);
+    // A repair while the server runs is refused by the data directory's lock.
+    let refused = seg(&["repair"], &data);
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("in use"), "{}", text(&refused));
+    server.kill();
+    // Once repaired, there is nothing more to do; restarts keep working.
+    let again = seg(&["repair"], &data);
+    assert!(text(&again).contains("nothing to repair"), "{}", text(&again));
+    let server = Server::start(&data);
+    assert!(present(&server, "after").await);
+}
+
+#[tokio::test]
+async fn repair_of_the_active_segment_never_gives_a_seq_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    for i in 0..10 {
+        let body = serde_json::json!({"action": "interaction_start", "interaction_id": format!("a-{i}"),
+            "mcp_id": "m", "timestamp": 1.0e9, "request_data": {"marker": format!("MARK{i:04}")}});
+        assert_eq!(server.post("/api/v2/interactions", body.to_string()).await.status, 200);
+    }
+    server.kill();
+    // Damage before later writes: not a torn tail.
+    rot_event(&data, 3);
+    let (status, log) = start_expecting_failure(&data);
+    assert_eq!(status.code(), Some(1), "{log}");
+    let repaired = seg(&["repair"], &data);
+    assert!(repaired.status.success(), "{}", text(&repaired));
+    assert!(seg(&["verify"], &data).status.success());
+    let server = Server::start(&data);
+    for i in 0..3 {
+        assert!(present(&server, &format!("a-{i}")).await);
+    }
+    for i in 3..10 {
+        assert!(!present(&server, &format!("a-{i}")).await, "a-{i}");
+    }
+    // Seqs 4 to 10 went to quarantined events: a new event gets 11.
+    let r = server
+        .post("/api/v2/interactions", event("interaction_start", "new", "m", 1.0e9))
+        .await;
+    assert_eq!(r.json()["seq"], 11, "{}", r.json());
+    let replay = server.get("/api/v2/events").await;
+    let seqs: Vec<u64> = String::from_utf8_lossy(&replay.body)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 11]);
+}
+
+/// Ways a data directory can be found; the mutation and whether start-up should accept it.
+type Mutation = (&'static str, fn(&Path), bool);
+
+#[tokio::test]
+async fn verify_and_start_up_agree_on_every_directory() {
+    fn segs(data: &Path) -> Vec<std::path::PathBuf> {
+        segment_paths(data)
+    }
+    fn unseal(path: &Path) {
+        let len = std::fs::metadata(path).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.set_len(len - 72).unwrap();
+    }
+    let mutations: Vec<Mutation> = vec![
+        ("untouched", |_| {}, true),
+        (
+            "a torn tail on the last segment",
+            |d| {
+                let last = segs(d).pop().unwrap();
+                let mut f = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+                std::io::Write::write_all(&mut f, &[7u8; 13]).unwrap();
+            },
+            true,
+        ),
+        (
+            // The writer seals a segment before it creates the next, so this is damage.
+            "an empty file after the active segment",
+            |d| {
+                let last = segs(d).pop().unwrap();
+                let name = last.file_name().unwrap().to_str().unwrap();
+                let next: u64 = name.trim_end_matches(".seg").parse::<u64>().unwrap() + 1000;
+                std::fs::write(d.join(format!("segments/{next:020}.seg")), b"").unwrap();
+            },
+            false,
+        ),
+        (
+            "an unsealed segment, then one without a whole header",
+            |d| {
+                let all = segs(d);
+                // Drop the active segment; unseal the one before; a header-less file after it.
+                std::fs::remove_file(all.last().unwrap()).unwrap();
+                unseal(&all[all.len() - 2]);
+                std::fs::write(all.last().unwrap(), b"\x89MCPLOG").unwrap();
+            },
+            false,
+        ),
+        (
+            "an unsealed segment that is not the last",
+            |d| unseal(&segs(d)[1]),
+            false,
+        ),
+        (
+            "a flipped bit in a sealed segment",
+            |d| {
+                let path = &segs(d)[1];
+                let mut bytes = std::fs::read(path).unwrap();
+                let at = bytes.len() / 2;
+                bytes[at] ^= 0x10;
+                std::fs::write(path, bytes).unwrap();
+            },
+            false,
+        ),
+        (
+            "a missing middle segment",
+            |d| std::fs::remove_file(&segs(d)[1]).unwrap(),
+            false,
+        ),
+        (
+            "a header-less file in the middle",
+            |d| {
+                let all = segs(d);
+                let name = all[1].file_name().unwrap().to_str().unwrap();
+                let between: u64 = name.trim_end_matches(".seg").parse::<u64>().unwrap() + 1;
+                std::fs::write(d.join(format!("segments/{between:020}.seg")), b"\x89MC").unwrap();
+            },
+            false,
+        ),
+    ];
+    let template = tempfile::tempdir().unwrap();
+    small_segments(&template.path().join("data"), 40).await;
+    for (name, mutate, starts) in mutations {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        copy_dir(&template.path().join("data"), &data);
+        mutate(&data);
+        let verified = seg(&["verify"], &data).status.success();
+        let started = if starts {
+            let server = Server::start(&data);
+            server.kill();
+            true
+        } else {
+            let (status, _) = start_expecting_failure(&data);
+            assert_eq!(status.code(), Some(1), "{name}");
+            false
+        };
+        assert_eq!(
+            (verified, started),
+            (starts, starts),
+            "{name}: verify and start-up disagree"
+        );
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_of_a_live_log_is_checked_and_a_server_starts_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &[("MCPLOG_SEGMENT_MAX_BYTES", "8192")]);
+    let mut acked = Vec::new();
+    for i in 0..80 {
+        let id = format!("b-{i}");
+        let r = server
+            .post("/api/v2/interactions", event("interaction_start", &id, "m", 1.0e9))
+            .await;
+        assert_eq!(r.status, 200);
+        acked.push(id);
+    }
+    // Keep writing while the backup runs.
+    let addr = server.addr;
+    let key = server.key.clone();
+    let writer = tokio::spawn(async move {
+        let mut client = mcplog::client::Client::connect(addr).await.unwrap();
+        for i in 0..200 {
+            let body = event("interaction_start", &format!("during-{i}"), "m", 1.0e9);
+            client.post("/api/v2/interactions", Some(&key), body).await.unwrap();
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let dest = dir.path().join("copy");
+    let data_arg = data.to_str().unwrap().to_owned();
+    let output = tokio::task::spawn_blocking({
+        let dest = dest.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+                .args(["backup", &data_arg])
+                .arg(&dest)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    writer.await.unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let said = text(&output);
+    assert!(said.contains("chain head"), "{said}");
+    assert!(seg(&["verify"], &dest).status.success());
+    // Into a directory that is not empty: refused.
+    let again = seg(&["backup", data.to_str().unwrap()], &dest);
+    assert!(!again.status.success());
+    server.kill();
+
+    // A server starts from the copy with every event acknowledged before the backup began, and
+    // with the same keys.
+    let restored = Server::start(&dest);
+    assert_eq!(restored.key, std::fs::read_to_string(data.join("admin.key")).unwrap().trim());
+    for id in &acked {
+        assert!(present(&restored, id).await, "{id} missing from the backup");
+    }
+    let stats = restored.get("/api/v2/interactions/stats").await.json();
+    let last_seq = stats["storage"]["last_seq"].as_u64().unwrap();
+    assert!(last_seq >= 80);
+    assert_eq!(stats["records"]["total"].as_u64().unwrap(), last_seq);
+}
