@@ -91,7 +91,13 @@ fn main() -> ExitCode {
             expires_in,
             json,
             ..
-        } => keygen(&config, mcp_id.as_deref(), &role, expires_in.as_deref(), json),
+        } => keygen(
+            &config,
+            mcp_id.as_deref(),
+            &role,
+            expires_in.as_deref(),
+            json,
+        ),
     };
     result.unwrap_or_else(|(code, message)| {
         tracing::error!("{message}");

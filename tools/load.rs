@@ -27,7 +27,11 @@ use mcplog::client::Client;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
-#[command(name = "mcplog-load", version, about = "Load generator for mcplog, with a parse-only baseline")]
+#[command(
+    name = "mcplog-load",
+    version,
+    about = "Load generator for mcplog, with a parse-only baseline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

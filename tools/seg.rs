@@ -30,7 +30,11 @@ use mcplog::storage::{recovery::list_segments, scan_log, verify_log, Breaks, Seg
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "mcplog-seg", version, about = "Read, verify, back up and repair mcplog segment files without the server")]
+#[command(
+    name = "mcplog-seg",
+    version,
+    about = "Read, verify, back up and repair mcplog segment files without the server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -254,7 +258,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let infos = verify_log(&data.join("segments"), |_| {})
                 .context("the repaired log does not check out")?;
-            let head = infos.last().map_or_else(|| "-".to_owned(), |i| hex(&i.hash));
+            let head = infos
+                .last()
+                .map_or_else(|| "-".to_owned(), |i| hex(&i.hash));
             println!("ok: the log checks out; chain head {head}");
             Ok(ExitCode::SUCCESS)
         }

@@ -87,15 +87,24 @@ pub fn full_document() -> Value {
                     .entry(status.to_owned())
                     .or_insert_with(|| error(description));
             };
-            add("400", "an unknown or repeated query parameter, or a bad value");
+            add(
+                "400",
+                "an unknown or repeated query parameter, or a bad value",
+            );
             if path != "/api/v2/events" {
-                add("503", "request_timeout: the request took longer than request_timeout");
+                add(
+                    "503",
+                    "request_timeout: the request took longer than request_timeout",
+                );
             }
             if secured {
                 add("401", "no, unknown, expired, disabled or revoked key");
             }
             if has_body {
-                add("408", "body_timeout: the body did not arrive within body_read_timeout");
+                add(
+                    "408",
+                    "body_timeout: the body did not arrive within body_read_timeout",
+                );
                 add("413", "the body is over its limit");
                 add("415", "a Content-Encoding other than gzip or identity");
             }

@@ -50,7 +50,9 @@ pub(super) async fn history(
 ) -> Result<Json<HistoryJson>, ApiError> {
     let params = super::checked_params(
         params,
-        &["mcp_id", "status", "since", "until", "limit", "offset", "cursor"],
+        &[
+            "mcp_id", "status", "since", "until", "limit", "offset", "cursor",
+        ],
     )?;
     let mut query = HistoryQuery {
         limit: HISTORY_LIMIT_DEFAULT,

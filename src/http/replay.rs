@@ -126,7 +126,12 @@ async fn produce(
             let chunk = read_chunk(&state, cursor, last, left, only.as_deref());
             cursor = chunk.cursor;
             left -= chunk.sent;
-            if !chunk.lines.is_empty() && tx.send(Piece::Lines(Bytes::from(chunk.lines))).await.is_err() {
+            if !chunk.lines.is_empty()
+                && tx
+                    .send(Piece::Lines(Bytes::from(chunk.lines)))
+                    .await
+                    .is_err()
+            {
                 return;
             }
             if chunk.unreadable {

@@ -742,7 +742,10 @@ mod tests {
         assert_eq!(p.record_count(), 2);
         let mine = p.get("m", "i").unwrap();
         let theirs = p.get("m2", "i").unwrap();
-        assert_eq!((mine.status(), theirs.status()), (Status::Started, Status::Completed));
+        assert_eq!(
+            (mine.status(), theirs.status()),
+            (Status::Started, Status::Completed)
+        );
         assert_eq!(p.events_of(mine).collect::<Vec<_>>(), [1]);
         assert_eq!(p.events_of(theirs).collect::<Vec<_>>(), [2]);
         let both: Vec<&str> = p.get_any("i").map(|r| p.mcp_name(r.mcp())).collect();

@@ -85,7 +85,10 @@ impl StorageError {
                 path,
                 offset,
                 reason,
-            } => format!("corrupt segment {} at offset {offset}: {reason}", name(path)),
+            } => format!(
+                "corrupt segment {} at offset {offset}: {reason}",
+                name(path)
+            ),
             StorageError::Locked { .. } => "the data directory is in use".to_owned(),
             StorageError::Poisoned(_) => {
                 "the log writer stopped after an earlier failure; restart the server".to_owned()

@@ -16,8 +16,8 @@
 //! index in its write; a valid frame or footer from a *later* write behind the bad bytes proves the
 //! bad bytes had been synced, and that is corruption.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -125,8 +125,11 @@ fn scan_segments(
             &path,
             &map,
             first_seq,
-            (expected, prev_hash),
-            breaks,
+            Link {
+                expected_first_seq: expected,
+                prev_hash,
+                breaks,
+            },
             is_last,
             hashing,
             each,
@@ -336,8 +339,11 @@ pub fn scan_log(
             &path,
             &map,
             first_seq,
-            (expected, prev_hash),
-            &breaks,
+            Link {
+                expected_first_seq: expected,
+                prev_hash,
+                breaks: &breaks,
+            },
             is_last,
             Hashing::Inline,
             &mut each,
@@ -444,8 +450,11 @@ fn check_one(
         path,
         &map,
         first_seq,
-        (None, None),
-        &Breaks::default(),
+        Link {
+            expected_first_seq: None,
+            prev_hash: None,
+            breaks: &Breaks::default(),
+        },
         is_last,
         Hashing::Inline,
         &mut |_| {},
@@ -507,6 +516,14 @@ pub fn map_file(path: &Path) -> Result<Mmap, StorageError> {
     unsafe { Mmap::map(&file) }.map_err(StorageError::io("mmap", path))
 }
 
+/// What a segment's header must say to continue the one before it: the seq after its last, and
+/// its hash; unless a recorded repair broke that link.
+struct Link<'a> {
+    expected_first_seq: Option<u64>,
+    prev_hash: Option<Hash>,
+    breaks: &'a Breaks,
+}
+
 /// What one segment holds, as found by a scan.
 struct Scan {
     header: Header,
@@ -534,8 +551,7 @@ fn scan_segment(
     path: &Path,
     bytes: &[u8],
     first_seq: u64,
-    (expected_first_seq, prev_hash): (Option<u64>, Option<Hash>),
-    breaks: &Breaks,
+    link: Link<'_>,
     is_last: bool,
     hashing: Hashing,
     each: &mut impl FnMut(&StoredEvent<'_>),
@@ -560,6 +576,11 @@ fn scan_segment(
             ),
         ));
     }
+    let Link {
+        expected_first_seq,
+        prev_hash,
+        breaks,
+    } = link;
     // A link a recorded repair broke is accepted exactly as recorded (and reported by verify).
     let repaired = match (expected_first_seq, prev_hash) {
         (Some(expected), Some(prev)) => {

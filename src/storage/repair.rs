@@ -66,7 +66,11 @@ impl Breaks {
             }
         };
         let mut breaks = Vec::new();
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let record = serde_json::from_str(line).map_err(|err| StorageError::Corrupt {
                 path: path.clone(),
                 offset: n as u64 + 1,
@@ -79,7 +83,13 @@ impl Breaks {
 
     /// Whether a recorded repair broke exactly this link: the segment starting at `first_seq`,
     /// naming `prev_hash`, after a segment ending at `after_seq` whose hash is `kept_hash`.
-    pub fn permits(&self, first_seq: u64, after_seq: u64, prev_hash: &Hash, kept_hash: &Hash) -> bool {
+    pub fn permits(
+        &self,
+        first_seq: u64,
+        after_seq: u64,
+        prev_hash: &Hash,
+        kept_hash: &Hash,
+    ) -> bool {
         self.0.iter().any(|b| {
             b.first_seq == first_seq
                 && b.after_seq == after_seq
@@ -123,7 +133,8 @@ pub fn repair(data_dir: &Path, now_us: u64) -> Result<Vec<Repaired>, StorageErro
                 offset,
                 reason,
             }) if path.parent() == Some(segments.as_path()) => {
-                let step = repair_one(data_dir, &path, offset, reason, now_us + steps.len() as u64)?;
+                let step =
+                    repair_one(data_dir, &path, offset, reason, now_us + steps.len() as u64)?;
                 steps.push(step);
             }
             Err(other) => return Err(other),
@@ -152,7 +163,10 @@ fn repair_one(
     reason: String,
     now_us: u64,
 ) -> Result<Repaired, StorageError> {
-    let segments = path.parent().expect("a segment is in a directory").to_path_buf();
+    let segments = path
+        .parent()
+        .expect("a segment is in a directory")
+        .to_path_buf();
     let names = list_segments(&segments)?;
     let index = names
         .iter()
@@ -189,7 +203,8 @@ fn repair_one(
         let limit = if offset == 0 { 0 } else { offset as usize };
         let prefix = valid_prefix(&damaged.bytes, limit);
         if prefix.frames == 0 {
-            std::fs::remove_file(&damaged.path).map_err(StorageError::io("remove", &damaged.path))?;
+            std::fs::remove_file(&damaged.path)
+                .map_err(StorageError::io("remove", &damaged.path))?;
         } else {
             reseal(&damaged, &prefix)?;
         }
@@ -210,7 +225,11 @@ fn repair_one(
             .map(read)
             .transpose()?
     };
-    let after_position = if link_only { index } else { index + usize::from(kept > 0) };
+    let after_position = if link_only {
+        index
+    } else {
+        index + usize::from(kept > 0)
+    };
     let after = match names.get(after_position) {
         Some(next) => Some(read(next)?),
         None if link_only => None,
@@ -218,8 +237,12 @@ fn repair_one(
             // The damaged segment was the last: continue in a new one, starting past any seq the
             // quarantined bytes held, so that no seq is ever given to two events.
             let held_max = max_seq_in(&damaged.bytes);
-            let kept_last = before.as_ref().and_then(|b| last_seq_of(b)).unwrap_or(0);
-            let first_seq = held_max.unwrap_or(0).max(kept_last).max(damaged.first_seq - 1) + 1;
+            let kept_last = before.as_ref().and_then(last_seq_of).unwrap_or(0);
+            let first_seq = held_max
+                .unwrap_or(0)
+                .max(kept_last)
+                .max(damaged.first_seq - 1)
+                + 1;
             let prev_hash = before.as_ref().map_or([0; 32], chain_hash);
             let created = create_empty_segment(&segments, first_seq, prev_hash, now_us)?;
             Some(read(&(first_seq, created))?)
@@ -227,11 +250,12 @@ fn repair_one(
     };
     let broke = match (before, after) {
         (Some(before), Some(after)) => {
-            let header = format::decode_header(&after.bytes).map_err(|_| StorageError::Corrupt {
-                path: after.path.clone(),
-                offset: 0,
-                reason: "header unreadable".into(),
-            })?;
+            let header =
+                format::decode_header(&after.bytes).map_err(|_| StorageError::Corrupt {
+                    path: after.path.clone(),
+                    offset: 0,
+                    reason: "header unreadable".into(),
+                })?;
             let after_seq = last_seq_of(&before).unwrap_or(before.first_seq - 1);
             let kept_hash = chain_hash(&before);
             let intact = header.first_seq == after_seq + 1 && header.prev_hash == kept_hash;
@@ -241,7 +265,11 @@ fn repair_one(
                 after_seq,
                 prev_hash: hex(&header.prev_hash),
                 kept_hash: hex(&kept_hash),
-                quarantine: if link_only { String::new() } else { quarantine.clone() },
+                quarantine: if link_only {
+                    String::new()
+                } else {
+                    quarantine.clone()
+                },
                 reason: reason.clone(),
             })
         }
@@ -271,7 +299,8 @@ fn own_check(held: &Held) -> Option<(u64, bool)> {
         Decoded::Footer(footer)
             if footer.data_end == prefix.end as u64
                 && prefix.end + FOOTER_BYTES == held.bytes.len()
-                && footer.segment_hash == <Hash>::from(Sha256::digest(&held.bytes[..prefix.end])) =>
+                && footer.segment_hash
+                    == <Hash>::from(Sha256::digest(&held.bytes[..prefix.end])) =>
         {
             Some((prefix.frames, true))
         }
@@ -480,9 +509,7 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<Backup, StorageError> {
         write_new(&target.join(segment_file_name(*first_seq)), &bytes[..len])?;
         copied += 1;
     }
-    for name in [REPAIRS_FILE] {
-        copy_if_present(&source.join(name), &target.join(name))?;
-    }
+    copy_if_present(&source.join(REPAIRS_FILE), &target.join(REPAIRS_FILE))?;
     for name in KEY_FILES {
         copy_if_present(&data_dir.join(name), &dest.join(name))?;
     }

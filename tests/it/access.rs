@@ -44,7 +44,10 @@ fn keygen(data_dir: &Path, mcp_id: &str, role: &str, expires_in: Option<&str>) -
 /// Runs `mcplog keygen` with these arguments.
 fn keygen_raw(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mcplog"));
-    command.arg("keygen").args(args).env_remove("MCPLOG_MASTER_SECRET");
+    command
+        .arg("keygen")
+        .args(args)
+        .env_remove("MCPLOG_MASTER_SECRET");
     for (name, value) in env {
         command.env(name, value);
     }
@@ -454,19 +457,30 @@ async fn keygen_finds_the_servers_secret_or_says_why_not() {
         &["--data-dir", data_arg, "--role", "auditor", "--json"],
         &[secret],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let key = printed["key"].as_str().unwrap();
     assert_eq!(printed["key_id"], hex_key_id(key));
     assert_eq!(printed["role"], "auditor");
-    assert!(printed["mcp_id"].is_null(), "an auditor key needs no --mcp-id");
+    assert!(
+        printed["mcp_id"].is_null(),
+        "an auditor key needs no --mcp-id"
+    );
     assert!(printed["expires_at"].as_u64().unwrap() > 1_700_000_000);
     assert!(!data.join("master.secret").exists());
     let stats = server.get_as(key, "/api/v2/interactions/stats").await;
     assert_eq!(stats.status, 200, "{}", stats.json());
     // An auditor reads everything and writes nothing.
     let write = server
-        .post_as(key, "/api/v2/interactions", event("interaction_start", "a", "m1", 1.0))
+        .post_as(
+            key,
+            "/api/v2/interactions",
+            event("interaction_start", "a", "m1", 1.0),
+        )
         .await;
     assert_eq!(write.status, 403);
     // Without the variable, keygen has no secret to find and says so.
@@ -517,7 +531,10 @@ async fn revocation_normalizes_keys_refuses_unknown_ones_and_keeps_the_last_admi
     let server = Server::start(dir.path());
     let writer = keygen(dir.path(), "m1", "writer", None);
     assert_eq!(
-        server.get_as(&writer, "/api/v2/interactions/stats").await.status,
+        server
+            .get_as(&writer, "/api/v2/interactions/stats")
+            .await
+            .status,
         200
     );
     // The key as read from a file, trailing newline and all, is the key.
@@ -531,7 +548,10 @@ async fn revocation_normalizes_keys_refuses_unknown_ones_and_keeps_the_last_admi
     assert_eq!(revoked.json()["status"], "revoked");
     assert_eq!(revoked.json()["key_id"], hex_key_id(&writer));
     assert_eq!(
-        server.get_as(&writer, "/api/v2/interactions/stats").await.status,
+        server
+            .get_as(&writer, "/api/v2/interactions/stats")
+            .await
+            .status,
         401,
         "the key keeps working after its revocation answered revoked"
     );
@@ -572,7 +592,10 @@ async fn revocation_normalizes_keys_refuses_unknown_ones_and_keeps_the_last_admi
         .await;
     assert_eq!(by_key.status, 200);
     assert_eq!(
-        server.get_as(&unused, "/api/v2/interactions/stats").await.status,
+        server
+            .get_as(&unused, "/api/v2/interactions/stats")
+            .await
+            .status,
         401
     );
 

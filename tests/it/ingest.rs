@@ -222,7 +222,10 @@ fn writer_key(server: &Server, mcp_id: &str) -> String {
 async fn two_tenants_use_one_interaction_id_without_seeing_or_blocking_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let (a, b) = (writer_key(&server, "tenant-a"), writer_key(&server, "tenant-b"));
+    let (a, b) = (
+        writer_key(&server, "tenant-a"),
+        writer_key(&server, "tenant-b"),
+    );
     let started = server
         .post_as(
             &a,
@@ -253,11 +256,20 @@ async fn two_tenants_use_one_interaction_id_without_seeing_or_blocking_each_othe
     assert_eq!(done.status, 200);
     // Each writer reads its own, by id alone.
     let mine = server.get_as(&a, "/api/v2/interactions/job-1").await.json();
-    assert_eq!((mine["mcp_id"].as_str(), mine["status"].as_str()), (Some("tenant-a"), Some("completed")));
+    assert_eq!(
+        (mine["mcp_id"].as_str(), mine["status"].as_str()),
+        (Some("tenant-a"), Some("completed"))
+    );
     assert_eq!(mine["metadata"]["event_count"], 2);
     let theirs = server.get_as(&b, "/api/v2/interactions/job-1").await.json();
-    assert_eq!((theirs["mcp_id"].as_str(), theirs["status"].as_str()), (Some("tenant-b"), Some("failed")));
-    let events = server.get_as(&b, "/api/v2/interactions/job-1/events").await.json();
+    assert_eq!(
+        (theirs["mcp_id"].as_str(), theirs["status"].as_str()),
+        (Some("tenant-b"), Some("failed"))
+    );
+    let events = server
+        .get_as(&b, "/api/v2/interactions/job-1/events")
+        .await
+        .json();
     assert_eq!(events["events"].as_array().unwrap().len(), 2);
     // Asking for the other's mcp_id looks like an unknown interaction.
     let peek = server
@@ -268,16 +280,27 @@ async fn two_tenants_use_one_interaction_id_without_seeing_or_blocking_each_othe
     let ambiguous = server.get("/api/v2/interactions/job-1").await;
     assert_eq!(ambiguous.status, 409);
     let error = error_of(&ambiguous);
-    assert_eq!((error["code"].as_str(), error["field"].as_str()), (Some("ambiguous_id"), Some("mcp_id")));
-    assert!(error["message"].as_str().unwrap().contains("tenant-a, tenant-b"));
-    let named = server.get("/api/v2/interactions/job-1?mcp_id=tenant-b").await;
+    assert_eq!(
+        (error["code"].as_str(), error["field"].as_str()),
+        (Some("ambiguous_id"), Some("mcp_id"))
+    );
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("tenant-a, tenant-b"));
+    let named = server
+        .get("/api/v2/interactions/job-1?mcp_id=tenant-b")
+        .await;
     assert_eq!(named.json()["status"], "failed");
     let named = server
         .get("/api/v2/interactions/job-1/events?mcp_id=tenant-a")
         .await;
     assert_eq!(named.json()["events"].as_array().unwrap().len(), 2);
     assert_eq!(
-        server.get("/api/v2/interactions/job-1?mcp_id=tenant-c").await.status,
+        server
+            .get("/api/v2/interactions/job-1?mcp_id=tenant-c")
+            .await
+            .status,
         404
     );
     // An id one tenant alone uses needs no mcp_id.
@@ -298,7 +321,10 @@ async fn two_tenants_use_one_interaction_id_without_seeing_or_blocking_each_othe
     assert_eq!(stats["records"]["total"], 1, "{stats}");
     assert_eq!(stats["records"]["failed"], 1);
     for global in ["stats", "storage", "queue_size"] {
-        assert!(stats.get(global).is_none(), "a writer sees {global}: {stats}");
+        assert!(
+            stats.get(global).is_none(),
+            "a writer sees {global}: {stats}"
+        );
     }
     let stats = server.get("/api/v2/interactions/stats").await.json();
     assert_eq!(stats["records"]["total"], 3);
@@ -307,7 +333,9 @@ async fn two_tenants_use_one_interaction_id_without_seeing_or_blocking_each_othe
     let data = server.data_dir.clone();
     server.kill();
     let server = Server::start(&data);
-    let named = server.get("/api/v2/interactions/job-1?mcp_id=tenant-a").await;
+    let named = server
+        .get("/api/v2/interactions/job-1?mcp_id=tenant-a")
+        .await;
     assert_eq!(named.json()["status"], "completed");
 }
 
@@ -316,7 +344,10 @@ async fn unknown_or_repeated_query_parameters_are_a_400_on_every_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let r = server
-        .post("/api/v2/interactions", event("interaction_start", "q", "m", 1.0))
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "q", "m", 1.0),
+        )
         .await;
     assert_eq!(r.status, 200);
     let gets = [
@@ -339,12 +370,21 @@ async fn unknown_or_repeated_query_parameters_are_a_400_on_every_endpoint() {
     ];
     for path in gets {
         let response = server.get(path).await;
-        assert_eq!(response.status, 400, "{path}: {}", String::from_utf8_lossy(&response.body));
+        assert_eq!(
+            response.status,
+            400,
+            "{path}: {}",
+            String::from_utf8_lossy(&response.body)
+        );
         let error = error_of(&response);
         assert_eq!(error["code"], "bad_parameter", "{path}");
         assert!(error["field"].is_string(), "{path}: {error}");
     }
-    for path in ["/api/v2/interactions?x=1", "/api/v2/interactions/batch?x=1", "/api/v2/keys/revoke?x=1"] {
+    for path in [
+        "/api/v2/interactions?x=1",
+        "/api/v2/interactions/batch?x=1",
+        "/api/v2/keys/revoke?x=1",
+    ] {
         let response = server.post(path, "{}").await;
         assert_eq!(response.status, 400, "{path}");
         assert_eq!(error_of(&response)["field"], "x");
@@ -522,7 +562,10 @@ async fn one_batch_with_an_event_id_twice_names_the_batch_index_and_stores_nothi
     assert_eq!(errors[0]["field"], "event_id");
     let message = errors[0]["message"].as_str().unwrap();
     assert!(message.contains("event 0 of this batch"), "{message}");
-    assert!(!message.contains("seq"), "no seq was stored to name: {message}");
+    assert!(
+        !message.contains("seq"),
+        "no seq was stored to name: {message}"
+    );
     assert_eq!(server.get("/api/v2/interactions/dup").await.status, 404);
     // The same event twice with the same body is stored once.
     let batch = format!("[{},{}]", with_id("e-1", 1), with_id("e-1", 1));

@@ -65,7 +65,8 @@ impl Raw {
 }
 
 fn headers(method: &str, path: &str, key: &str, length: Option<usize>) -> Vec<u8> {
-    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n");
+    let mut text =
+        format!("{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n");
     if let Some(length) = length {
         text.push_str(&format!("Content-Length: {length}\r\n"));
     }
@@ -75,7 +76,10 @@ fn headers(method: &str, path: &str, key: &str, length: Option<usize>) -> Vec<u8
 
 fn status_of(response: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(response);
-    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn body_json(response: &[u8]) -> Value {
@@ -164,7 +168,12 @@ async fn sigterm_with_a_follower_and_a_half_sent_request_drains_and_exits_zero()
     let mut probe = Raw::open(server.addr);
     probe.send(b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n");
     let (answer, _) = probe.read_to_close();
-    assert_eq!(status_of(&answer), 503, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        status_of(&answer),
+        503,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     // The follower's stream has ended cleanly: the closing chunk, after every event it had.
     let (rest, clean) = follower.read_to_close();
     let stream = [seen, rest].concat();
@@ -177,7 +186,12 @@ async fn sigterm_with_a_follower_and_a_half_sent_request_drains_and_exits_zero()
     // The in-flight request finishes within the grace period and is stored.
     half.send(&body.as_bytes()[body.len() / 2..]);
     let (answer, _) = half.read_to_close();
-    assert_eq!(status_of(&answer), 200, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        status_of(&answer),
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert_eq!(body_json(&answer)["seq"], 4);
     let (code, _) = wait_exit(&mut server, Duration::from_secs(20));
     assert_eq!(code, Some(0), "log:\n{}", server.log());
@@ -186,7 +200,10 @@ async fn sigterm_with_a_follower_and_a_half_sent_request_drains_and_exits_zero()
 
     let server = Server::start(dir.path());
     let r = server.get("/api/v2/interactions/in-flight").await;
-    assert_eq!(r.status, 200, "the drained event is on disk after a restart");
+    assert_eq!(
+        r.status, 200,
+        "the drained event is on disk after a restart"
+    );
     assert_eq!(r.json()["metadata"]["first_seq"], 4);
 }
 
@@ -223,7 +240,11 @@ async fn a_request_that_never_finishes_delays_exit_by_the_grace_period_only() {
     assert_eq!(code, Some(0), "log:\n{}", server.log());
     // One second of grace, plus the drain and the process's own exit.
     assert!(took < Duration::from_secs(6), "exit took {took:?}");
-    assert!(server.log().contains("grace period over"), "{}", server.log());
+    assert!(
+        server.log().contains("grace period over"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +281,12 @@ async fn slow_headers_slow_bodies_idle_connections_and_long_requests_are_cut_off
     ));
     slow_body.send(&body.as_bytes()[..5]);
     let (answer, _) = slow_body.read_to_close();
-    assert_eq!(status_of(&answer), 408, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        status_of(&answer),
+        408,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     let error = &body_json(&answer)["error"];
     assert_eq!(error["code"], "body_timeout");
     assert_eq!(error["field"], "body");
@@ -288,7 +314,12 @@ async fn slow_headers_slow_bodies_idle_connections_and_long_requests_are_cut_off
     ));
     slow.send(&body.as_bytes()[..5]);
     let (answer, _) = slow.read_to_close();
-    assert_eq!(status_of(&answer), 503, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        status_of(&answer),
+        503,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(String::from_utf8_lossy(&answer)
         .to_ascii_lowercase()
         .contains("retry-after: 1"));
@@ -333,14 +364,20 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
         .collect();
     let mut fifth = Raw::open(server.addr);
     fifth.send(b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    fifth.0.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+    fifth
+        .0
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
     let mut buf = [0u8; 64];
     assert!(
         fifth.0.read(&mut buf).is_err(),
         "a fifth connection was served while four were open"
     );
     drop(held.pop());
-    fifth.0.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    fifth
+        .0
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let (answer, _) = fifth.read_to_close();
     assert_eq!(status_of(&answer), 200);
 }
@@ -374,7 +411,10 @@ async fn a_quiet_follow_stream_sends_heartbeats() {
     let heartbeat: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(heartbeat["durable_seq"], 1);
     assert!(heartbeat["heartbeat"].as_f64().unwrap() > now() - 60.0);
-    assert!(heartbeat.get("seq").is_none(), "a heartbeat is not an event");
+    assert!(
+        heartbeat.get("seq").is_none(),
+        "a heartbeat is not an event"
+    );
 }
 
 /// Anonymous resident memory of a process, in bytes.
@@ -446,9 +486,7 @@ async fn an_unreadable_event_cuts_the_replay_stream_with_an_error_line() {
         let body = serde_json::json!({"action": "interaction_start",
             "interaction_id": format!("r{i}"), "mcp_id": "m", "timestamp": now(),
             "request_data": {"note": marker}});
-        let r = server
-            .post("/api/v2/interactions", body.to_string())
-            .await;
+        let r = server.post("/api/v2/interactions", body.to_string()).await;
         assert_eq!(r.status, 200);
     }
     // Rot one byte of the second event on disk, under the running server's mapping.
@@ -470,7 +508,10 @@ async fn an_unreadable_event_cuts_the_replay_stream_with_an_error_line() {
     assert!(text.contains("\"interaction_id\":\"r0\""), "{text}");
     assert!(text.contains("\"code\":\"unreadable_event\""), "{text}");
     assert!(text.contains("\"seq\":2"), "{text}");
-    assert!(!text.contains("\"interaction_id\":\"r2\""), "no event after the gap: {text}");
+    assert!(
+        !text.contains("\"interaction_id\":\"r2\""),
+        "no event after the gap: {text}"
+    );
     assert!(
         !stream.ends_with(b"0\r\n\r\n"),
         "the stream must be cut, not closed as if whole: {text}"

@@ -355,32 +355,45 @@ async fn a_generator_working_from_the_event_schema_makes_valid_events() {
         // What a naive generator does: every property, each at its simplest valid value.
         let mut instance = serde_json::Map::new();
         for (name, property) in variant["properties"].as_object().unwrap() {
-            let value = match property["type"].as_str().unwrap() {
-                "string" => match property["enum"].as_array() {
-                    Some(allowed) => allowed[0].clone(),
-                    None => json!(format!("g{n}").repeat(property["minLength"].as_u64().unwrap() as usize)),
-                },
-                "number" => json!(property["exclusiveMinimum"].as_f64().unwrap() + 1.0),
-                "object" => json!({}),
-                other => panic!("unexpected type {other}"),
-            };
+            let value =
+                match property["type"].as_str().unwrap() {
+                    "string" => match property["enum"].as_array() {
+                        Some(allowed) => allowed[0].clone(),
+                        None => json!(format!("g{n}")
+                            .repeat(property["minLength"].as_u64().unwrap() as usize)),
+                    },
+                    "number" => json!(property["exclusiveMinimum"].as_f64().unwrap() + 1.0),
+                    "object" => json!({}),
+                    other => panic!("unexpected type {other}"),
+                };
             instance.insert(name.clone(), value);
         }
         let instance = Value::Object(instance);
         conforms(&doc, event_schema, &instance, "$").unwrap();
-        let response = server.post("/api/v2/interactions", instance.to_string()).await;
+        let response = server
+            .post("/api/v2/interactions", instance.to_string())
+            .await;
         assert_eq!(response.status, 200, "{instance} -> {}", response.json());
         // The schema and the server agree on what is refused: an unknown field, and another
         // action's payload field.
         let mut extra = instance.clone();
         extra["colour"] = json!("red");
         assert!(conforms(&doc, variant, &extra, "$").is_err());
-        assert_eq!(server.post("/api/v2/interactions", extra.to_string()).await.status, 422);
+        assert_eq!(
+            server
+                .post("/api/v2/interactions", extra.to_string())
+                .await
+                .status,
+            422
+        );
         for field in required_of(variant) {
             let mut missing = instance.clone();
             missing.as_object_mut().unwrap().remove(&field);
             assert_eq!(
-                server.post("/api/v2/interactions", missing.to_string()).await.status,
+                server
+                    .post("/api/v2/interactions", missing.to_string())
+                    .await
+                    .status,
                 422,
                 "without {field}"
             );
@@ -390,10 +403,22 @@ async fn a_generator_working_from_the_event_schema_makes_valid_events() {
     let start = &variants[0]["properties"];
     let too_long = "x".repeat(start["interaction_id"]["maxLength"].as_u64().unwrap() as usize + 1);
     let body = json!({"action": "interaction_start", "interaction_id": too_long, "mcp_id": "m", "timestamp": 1.0});
-    assert_eq!(server.post("/api/v2/interactions", body.to_string()).await.status, 422);
+    assert_eq!(
+        server
+            .post("/api/v2/interactions", body.to_string())
+            .await
+            .status,
+        422
+    );
     let at_max = start["timestamp"]["maximum"].as_f64().unwrap();
     let body = json!({"action": "interaction_start", "interaction_id": "t", "mcp_id": "m", "timestamp": at_max * 1.01});
-    assert_eq!(server.post("/api/v2/interactions", body.to_string()).await.status, 422);
+    assert_eq!(
+        server
+            .post("/api/v2/interactions", body.to_string())
+            .await
+            .status,
+        422
+    );
 }
 
 fn required_of(schema: &Value) -> Vec<String> {

@@ -459,7 +459,11 @@ async fn a_full_disk_answers_507_loses_nothing_and_recovers_when_space_returns()
     // No absolute path reaches a client: not in the 507, not in the public health answer.
     let root = disk.dir.path().to_str().unwrap();
     assert!(!full.to_string().contains(root), "{full}");
-    assert!(!health.json().to_string().contains(root), "{}", health.json());
+    assert!(
+        !health.json().to_string().contains(root),
+        "{}",
+        health.json()
+    );
     assert!(acked.len() > 20);
     for id in acked.iter().step_by(7) {
         assert_eq!(
@@ -541,7 +545,10 @@ async fn the_data_directory_and_every_file_in_it_are_the_owners_alone() {
     let data = dir.path().join("data");
     let server = Server::start(&data);
     let r = server
-        .post("/api/v2/interactions", event("interaction_start", "p", "m", 1.0))
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "p", "m", 1.0),
+        )
         .await;
     assert_eq!(r.status, 200);
     // A revocation file, too.
@@ -582,7 +589,13 @@ async fn a_retention_below_the_floor_is_refused_unless_overridden() {
         (vec![("MCPLOG_RETENTION", "0s")], true),
         (vec![("MCPLOG_RETENTION", "30")], true),
         (vec![("MCPLOG_RETENTION", "59m")], true),
-        (vec![("MCPLOG_RETENTION", "0s"), ("MCPLOG_RETENTION_OVERRIDE", "maybe")], true),
+        (
+            vec![
+                ("MCPLOG_RETENTION", "0s"),
+                ("MCPLOG_RETENTION_OVERRIDE", "maybe"),
+            ],
+            true,
+        ),
         (vec![("MCPLOG_RETENTION", "2h")], false),
     ] {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"));
@@ -605,7 +618,11 @@ async fn a_retention_below_the_floor_is_refused_unless_overridden() {
     }
     // The file's key, with the override, starts.
     let config = dir.path().join("short.toml");
-    std::fs::write(&config, "[storage]\nretention = \"10m\"\nretention_override = true\n").unwrap();
+    std::fs::write(
+        &config,
+        "[storage]\nretention = \"10m\"\nretention_override = true\n",
+    )
+    .unwrap();
     let server = Server::start_with_args(
         &dir.path().join("d"),
         &[],

@@ -57,7 +57,12 @@ fn rot_event(data: &Path, i: usize) -> std::path::PathBuf {
 }
 
 async fn present(server: &Server, id: &str) -> bool {
-    match server.get(&format!("/api/v2/interactions/{id}")).await.status.as_u16() {
+    match server
+        .get(&format!("/api/v2/interactions/{id}"))
+        .await
+        .status
+        .as_u16()
+    {
         200 => true,
         404 => false,
         other => panic!("{id}: {other}"),
@@ -97,9 +102,15 @@ async fn repair_quarantines_damage_records_the_break_and_the_server_starts_again
     // verify accepts the log and reports the break; start-up agrees.
     let verify = seg(&["verify"], &data);
     assert!(verify.status.success(), "{}", text(&verify));
-    assert!(text(&verify).contains("chain break before seq"), "{}", text(&verify));
+    assert!(
+        text(&verify).contains("chain break before seq"),
+        "{}",
+        text(&verify)
+    );
     let server = Server::start(&data);
-    assert!(server.log().contains("chain break recorded by mcplog-seg repair"));
+    assert!(server
+        .log()
+        .contains("chain break recorded by mcplog-seg repair"));
     // Every event outside the damaged segment, and those before the damage in it, are there;
     // the damaged event is not.
     assert!(!present(&server, &ids[20]).await);
@@ -113,7 +124,10 @@ async fn repair_quarantines_damage_records_the_break_and_the_server_starts_again
     assert!(kept >= 60 - 12, "kept {kept} of 60");
     // Writing goes on after the last stored seq.
     let r = server
-        .post("/api/v2/interactions", event("interaction_start", "after", "m", 1.0e9))
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "after", "m", 1.0e9),
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["seq"], 61);
@@ -124,7 +138,11 @@ async fn repair_quarantines_damage_records_the_break_and_the_server_starts_again
     server.kill();
     // Once repaired, there is nothing more to do; restarts keep working.
     let again = seg(&["repair"], &data);
-    assert!(text(&again).contains("nothing to repair"), "{}", text(&again));
+    assert!(
+        text(&again).contains("nothing to repair"),
+        "{}",
+        text(&again)
+    );
     let server = Server::start(&data);
     assert!(present(&server, "after").await);
 }
@@ -137,7 +155,13 @@ async fn repair_of_the_active_segment_never_gives_a_seq_twice() {
     for i in 0..10 {
         let body = serde_json::json!({"action": "interaction_start", "interaction_id": format!("a-{i}"),
             "mcp_id": "m", "timestamp": 1.0e9, "request_data": {"marker": format!("MARK{i:04}")}});
-        assert_eq!(server.post("/api/v2/interactions", body.to_string()).await.status, 200);
+        assert_eq!(
+            server
+                .post("/api/v2/interactions", body.to_string())
+                .await
+                .status,
+            200
+        );
     }
     server.kill();
     // Damage before later writes: not a torn tail.
@@ -156,13 +180,20 @@ async fn repair_of_the_active_segment_never_gives_a_seq_twice() {
     }
     // Seqs 4 to 10 went to quarantined events: a new event gets 11.
     let r = server
-        .post("/api/v2/interactions", event("interaction_start", "new", "m", 1.0e9))
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "new", "m", 1.0e9),
+        )
         .await;
     assert_eq!(r.json()["seq"], 11, "{}", r.json());
     let replay = server.get("/api/v2/events").await;
     let seqs: Vec<u64> = String::from_utf8_lossy(&replay.body)
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(seqs, [1, 2, 3, 11]);
 }
@@ -292,7 +323,10 @@ async fn backup_of_a_live_log_is_checked_and_a_server_starts_from_it() {
     for i in 0..80 {
         let id = format!("b-{i}");
         let r = server
-            .post("/api/v2/interactions", event("interaction_start", &id, "m", 1.0e9))
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", &id, "m", 1.0e9),
+            )
             .await;
         assert_eq!(r.status, 200);
         acked.push(id);
@@ -304,7 +338,10 @@ async fn backup_of_a_live_log_is_checked_and_a_server_starts_from_it() {
         let mut client = mcplog::client::Client::connect(addr).await.unwrap();
         for i in 0..200 {
             let body = event("interaction_start", &format!("during-{i}"), "m", 1.0e9);
-            client.post("/api/v2/interactions", Some(&key), body).await.unwrap();
+            client
+                .post("/api/v2/interactions", Some(&key), body)
+                .await
+                .unwrap();
         }
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -335,7 +372,12 @@ async fn backup_of_a_live_log_is_checked_and_a_server_starts_from_it() {
     // A server starts from the copy with every event acknowledged before the backup began, and
     // with the same keys.
     let restored = Server::start(&dest);
-    assert_eq!(restored.key, std::fs::read_to_string(data.join("admin.key")).unwrap().trim());
+    assert_eq!(
+        restored.key,
+        std::fs::read_to_string(data.join("admin.key"))
+            .unwrap()
+            .trim()
+    );
     for id in &acked {
         assert!(present(&restored, id).await, "{id} missing from the backup");
     }

@@ -219,12 +219,32 @@ async fn ids_that_mislead_or_collide_with_routes_and_deep_payloads_are_refused()
         body.to_string()
     };
     let mut cases = vec![
-        (with("interaction_id", json!("stats")), "interaction_id", "reserved_id"),
-        (with("interaction_id", json!("batch")), "interaction_id", "reserved_id"),
-        (with("interaction_id", json!("..")), "interaction_id", "reserved_id"),
-        (with("interaction_id", json!("   ")), "interaction_id", "blank_id"),
+        (
+            with("interaction_id", json!("stats")),
+            "interaction_id",
+            "reserved_id",
+        ),
+        (
+            with("interaction_id", json!("batch")),
+            "interaction_id",
+            "reserved_id",
+        ),
+        (
+            with("interaction_id", json!("..")),
+            "interaction_id",
+            "reserved_id",
+        ),
+        (
+            with("interaction_id", json!("   ")),
+            "interaction_id",
+            "blank_id",
+        ),
         (with("mcp_id", json!(" \u{3000} ")), "mcp_id", "blank_id"),
-        (with("event_id", json!("\t x")), "event_id", "control_character"),
+        (
+            with("event_id", json!("\t x")),
+            "event_id",
+            "control_character",
+        ),
     ];
     for (name, c) in [
         ("right-to-left override", '\u{202E}'),
@@ -247,10 +267,9 @@ async fn ids_that_mislead_or_collide_with_routes_and_deep_payloads_are_refused()
     }
     let nested = |levels: usize| {
         format!(
-            r#"{{"action":"interaction_start","interaction_id":"deep","mcp_id":"m","timestamp":{},"request_data":{}{}}}"#,
+            r#"{{"action":"interaction_start","interaction_id":"deep","mcp_id":"m","timestamp":{},"request_data":{}}}"#,
             now_s(),
-            "{\"a\":[".repeat(levels / 2) + &"1".to_owned() + &"]}".repeat(levels / 2),
-            ""
+            "{\"a\":[".repeat(levels / 2) + "1" + &"]}".repeat(levels / 2),
         )
     };
     cases.push((nested(100_000), "request_data", "too_deep"));
@@ -259,7 +278,11 @@ async fn ids_that_mislead_or_collide_with_routes_and_deep_payloads_are_refused()
         refused(&server, body, 422, Some(field), code).await;
     }
     // The same rules hold inside a batch, each bad event named by its index.
-    let batch = format!("[{},{}]", with("interaction_id", json!("fine")), nested(100_000));
+    let batch = format!(
+        "[{},{}]",
+        with("interaction_id", json!("fine")),
+        nested(100_000)
+    );
     let response = server.post("/api/v2/interactions/batch", batch).await;
     assert_eq!(response.status, 422);
     let errors = &error_of(&response)["errors"];
@@ -270,10 +293,16 @@ async fn ids_that_mislead_or_collide_with_routes_and_deep_payloads_are_refused()
     let ok = server.post("/api/v2/interactions", nested(128)).await;
     assert_eq!(ok.status, 200, "{}", ok.json());
     let brackets = with("request_data", json!({"text": "[[[[{{{{".repeat(100)}));
-    assert_eq!(server.post("/api/v2/interactions", brackets).await.status, 200);
+    assert_eq!(
+        server.post("/api/v2/interactions", brackets).await.status,
+        200
+    );
     // Ids with visible Unicode are fine, and fetchable.
     let visible = with("interaction_id", json!("façade-日本-🙂"));
-    assert_eq!(server.post("/api/v2/interactions", visible).await.status, 200);
+    assert_eq!(
+        server.post("/api/v2/interactions", visible).await.status,
+        200
+    );
     let r = server
         .get("/api/v2/interactions/fa%C3%A7ade-%E6%97%A5%E6%9C%AC-%F0%9F%99%82")
         .await;
@@ -292,7 +321,14 @@ async fn timestamps_ahead_of_the_clock_are_refused_and_times_never_go_negative()
     // Year 5138, and an hour ahead: both past a 10-minute skew.
     for ahead in [99_999_999_999.0, now + 3600.0] {
         let body = event("interaction_start", "future", "m", ahead);
-        refused(&server, &body, 422, Some("timestamp"), "timestamp_in_future").await;
+        refused(
+            &server,
+            &body,
+            422,
+            Some("timestamp"),
+            "timestamp_in_future",
+        )
+        .await;
     }
     // Within the skew, accepted.
     let body = event("interaction_start", "soon", "m", now + 60.0);
