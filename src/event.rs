@@ -116,8 +116,11 @@ pub struct StoredEvent<'a> {
     pub body: &'a str,
 }
 
-/// One stored event as replay and `mcplog-seg dump` print it: what the server knows, and the
-/// client's event verbatim (serialized as raw JSON, so byte for byte what was sent).
+/// One stored event as replay and `mcplog-seg dump` print it, one per line: what the server
+/// knows, and the client's event as raw JSON, byte for byte what was sent, except that line
+/// breaks become spaces. A line break can only be white space between JSON tokens (inside a
+/// string it must be escaped), so the event means the same, and the stream stays one event per
+/// line. `GET /api/v2/interactions/{id}/events` gives the exact bytes.
 #[derive(Serialize)]
 pub struct EventLine<'a> {
     /// The event's seq.
@@ -126,18 +129,24 @@ pub struct EventLine<'a> {
     pub received_at: f64,
     /// Fingerprint of the key that sent it, 16 hex digits.
     pub key_id: String,
-    /// The client's JSON event, byte-exact.
-    pub event: &'a RawValue,
+    /// The client's JSON event, byte-exact but for line breaks.
+    pub event: std::borrow::Cow<'a, RawValue>,
 }
 
 impl<'a> EventLine<'a> {
     /// The line for a stored event, or `None` if its body is somehow not JSON.
     pub fn of(event: &StoredEvent<'a>) -> Option<EventLine<'a>> {
+        let body = if event.body.contains(['\n', '\r']) {
+            let one_line = event.body.replace(['\n', '\r'], " ");
+            std::borrow::Cow::Owned(RawValue::from_string(one_line).ok()?)
+        } else {
+            std::borrow::Cow::Borrowed(serde_json::from_str(event.body).ok()?)
+        };
         Some(EventLine {
             seq: event.seq,
             received_at: event.received_at_us as f64 / 1e6,
             key_id: hex8(&event.key_id),
-            event: serde_json::from_str(event.body).ok()?,
+            event: body,
         })
     }
 }

@@ -56,7 +56,7 @@ pub enum StorageError {
         reason: String,
     },
     /// Another process holds the data directory.
-    #[error("data directory {path} is in use by another mcplog process")]
+    #[error("the data directory is in use by another mcplog process (it holds the lock on {path})")]
     Locked {
         /// The lock file.
         path: PathBuf,

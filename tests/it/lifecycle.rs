@@ -517,3 +517,33 @@ async fn an_unreadable_event_cuts_the_replay_stream_with_an_error_line() {
         "the stream must be cut, not closed as if whole: {text}"
     );
 }
+
+#[tokio::test]
+async fn replay_is_one_event_per_line_even_for_pretty_printed_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let pretty = "{\n  \"action\": \"interaction_start\",\r\n  \"interaction_id\": \"pretty\",\n  \"mcp_id\": \"m\",\n  \"timestamp\": 1763900000,\n  \"request_data\": {\"text\": \"a\\nb\"}\n}";
+    assert_eq!(server.post("/api/v2/interactions", pretty).await.status, 200);
+    let flat = event("interaction_progress", "pretty", "m", 1763900001.0);
+    assert_eq!(server.post("/api/v2/interactions", flat.clone()).await.status, 200);
+    let replay = server.get("/api/v2/events").await;
+    let text = String::from_utf8(replay.body.to_vec()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let first: Value = serde_json::from_str(lines[0]).unwrap();
+    let as_sent: Value = serde_json::from_str(pretty).unwrap();
+    assert_eq!(first["event"], as_sent, "the same JSON");
+    assert_eq!(first["event"]["request_data"]["text"], "a\nb", "escaped newlines are kept");
+    assert!(lines[0].contains(&pretty.replace(['\n', '\r'], " ")), "{}", lines[0]);
+    assert!(lines[1].contains(&flat), "byte-exact otherwise");
+    // The events endpoint keeps the exact bytes.
+    let exact = server.get("/api/v2/interactions/pretty/events").await;
+    assert!(String::from_utf8_lossy(&exact.body).contains(pretty));
+    // So does the offline tool's dump: one line each.
+    let dump = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .arg("dump")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&dump.stdout).lines().count(), 2);
+}

@@ -89,7 +89,10 @@ async fn stats_and_metrics_match_the_fixture() {
     assert_eq!(records["in_progress"], 2);
     assert_eq!(records["orphan"], 1);
     assert_eq!(records["conflicts"], 1);
-    assert_eq!(records["stale"], 0, "nothing is a second old yet");
+    assert_eq!(
+        records["stale"], 2,
+        "run-0 and run-1 started minutes ago; the orphan was first received just now"
+    );
     let expected_avg = (1.0 + 2.0 + 3.0 + 4.0 + 5.0 + 6.0 + 10.0 + 20.0 + 30.0 + 100.0) / 10.0;
     assert!((stats["average_processing_time"].as_f64().unwrap() - expected_avg).abs() < 1e-9);
     assert_eq!(stats["stats"]["requests_processed"], 27);

@@ -30,6 +30,18 @@ fn readme_examples_run_against_a_fresh_server_and_answer_as_shown() {
     let data = dir.path().join("data");
     // A heartbeat well inside the script's follow window, so the follow example shows one.
     let mut server = Server::start_with(&data, &[("MCPLOG_REPLAY_HEARTBEAT", "1s")]);
+    // The first-start lines the README shows.
+    let log = server.log();
+    for line in [
+        &format!(
+            "INFO mcplog::server: first start: an admin key was written to {} (mode 0600)",
+            data.join("admin.key").display()
+        ),
+        "INFO mcplog::server: log recovered events=0 interactions=0 segments=1 truncated_bytes=0",
+        &format!("INFO mcplog::server: listening on http://{}", server.addr),
+    ] {
+        assert!(log.contains(line), "the log has no line {line:?}:\n{log}");
+    }
     let output = Command::new("bash")
         .arg(repo_file("tests/readme/examples.sh"))
         .env("MCPLOG_URL", format!("http://{}", server.addr))
@@ -54,7 +66,12 @@ fn readme_examples_run_against_a_fresh_server_and_answer_as_shown() {
         .unwrap();
     assert!(status.success());
     let exit = server.child.wait().unwrap();
-    assert_eq!(exit.code(), Some(0), "after SIGTERM; log:\n{}", server.log());
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "after SIGTERM; log:\n{}",
+        server.log()
+    );
 }
 
 /// Every command of the README's ```sh blocks (backslash-continued and quoted lines joined,
