@@ -10,7 +10,9 @@ use crate::common::Server;
 
 /// README commands in ```sh blocks that the script does not run, by prefix: they build, test,
 /// benchmark or start a server of their own.
-const NOT_RUN: [&str; 5] = [
+const NOT_RUN: [&str; 6] = [
+    // Needs the server stopped; tests/it/repair.rs runs it on damaged logs.
+    "cargo run --release --bin mcplog-seg -- repair",
     "cargo run --release -- serve",
     "cargo test",
     "cargo bench",

@@ -194,6 +194,10 @@ expect 200 "$RECORD_CHECK
 check_record(b)
 assert '\"request_data\":{\"file\": \"a.pdf\"}' in raw, 'the payload is not the client bytes'"
 
+curl -s "localhost:8080/api/v2/interactions/abc-123?mcp_id=ocr_workflow_mcp_001" -H "Authorization: Bearer $KEY"
+expect 200 "$RECORD_CHECK
+check_record(b)"
+
 step "GET /api/v2/interactions/{id}/events"
 curl -s localhost:8080/api/v2/interactions/abc-123/events -H "Authorization: Bearer $KEY"
 expect 200 "order(b, ['interaction_id', 'events']); assert b['interaction_id'] == 'abc-123'
@@ -315,5 +319,8 @@ assert j["by_mcp_id"] == {"ocr_workflow_mcp_001": {"cancelled": 0, "completed": 
 '
 cargo run --release --bin mcplog-seg -- --version        # mcplog-seg 0.1.0
 check_tool 'assert re.fullmatch(r"mcplog-seg \d+\.\d+\.\d+\n", out), out'
+cargo run --release --bin mcplog-seg -- backup ./data ./backup        # a checked copy, even while the server writes
+check_tool 'assert re.fullmatch(r"ok: 1 segments, 3 events, 717 bytes copied and checked; chain head [0-9a-f]{64}\n", out), out'
+[[ -f backup/segments/00000000000000000001.seg && -f backup/admin.key ]] || fail "the backup holds no segment or key"
 
 printf '\nevery README example ran and answered as shown\n' >&2
