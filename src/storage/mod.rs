@@ -56,7 +56,9 @@ pub enum StorageError {
         reason: String,
     },
     /// Another process holds the data directory.
-    #[error("the data directory is in use by another mcplog process (it holds the lock on {path})")]
+    #[error(
+        "the data directory is in use by another mcplog process (it holds the lock on {path})"
+    )]
     Locked {
         /// The lock file.
         path: PathBuf,

@@ -523,9 +523,18 @@ async fn replay_is_one_event_per_line_even_for_pretty_printed_events() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let pretty = "{\n  \"action\": \"interaction_start\",\r\n  \"interaction_id\": \"pretty\",\n  \"mcp_id\": \"m\",\n  \"timestamp\": 1763900000,\n  \"request_data\": {\"text\": \"a\\nb\"}\n}";
-    assert_eq!(server.post("/api/v2/interactions", pretty).await.status, 200);
+    assert_eq!(
+        server.post("/api/v2/interactions", pretty).await.status,
+        200
+    );
     let flat = event("interaction_progress", "pretty", "m", 1763900001.0);
-    assert_eq!(server.post("/api/v2/interactions", flat.clone()).await.status, 200);
+    assert_eq!(
+        server
+            .post("/api/v2/interactions", flat.clone())
+            .await
+            .status,
+        200
+    );
     let replay = server.get("/api/v2/events").await;
     let text = String::from_utf8(replay.body.to_vec()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -533,8 +542,15 @@ async fn replay_is_one_event_per_line_even_for_pretty_printed_events() {
     let first: Value = serde_json::from_str(lines[0]).unwrap();
     let as_sent: Value = serde_json::from_str(pretty).unwrap();
     assert_eq!(first["event"], as_sent, "the same JSON");
-    assert_eq!(first["event"]["request_data"]["text"], "a\nb", "escaped newlines are kept");
-    assert!(lines[0].contains(&pretty.replace(['\n', '\r'], " ")), "{}", lines[0]);
+    assert_eq!(
+        first["event"]["request_data"]["text"], "a\nb",
+        "escaped newlines are kept"
+    );
+    assert!(
+        lines[0].contains(&pretty.replace(['\n', '\r'], " ")),
+        "{}",
+        lines[0]
+    );
     assert!(lines[1].contains(&flat), "byte-exact otherwise");
     // The events endpoint keeps the exact bytes.
     let exact = server.get("/api/v2/interactions/pretty/events").await;

@@ -135,8 +135,7 @@ fn commands(text: &str) -> Vec<String> {
     let mut current = String::new();
     let mut quote = Quote::None;
     let mut heredoc: Option<String> = None;
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         if let Some(end) = &heredoc {
             if line.trim() == end {
                 heredoc = None;
