@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use crate::auth::{load_or_create_admin_key, load_or_create_master_secret, KeyError, Keys};
 use crate::config::Config;
-use crate::engine::{now_us, Engine, Maintenance, View};
+use crate::clock::now_us;
+use crate::engine::{Engine, Maintenance, View};
 use crate::http::{router, AppState, ConnLimits, HttpTelemetry, Limits};
 use crate::projector::Projection;
 use crate::storage::{self, retention, LogConfig, StorageError};

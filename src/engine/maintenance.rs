@@ -1,0 +1,65 @@
+//! Housekeeping between groups, on the writer thread: seal an idle old segment, apply retention,
+//! rebuild the view from what remains.
+
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use super::View;
+use crate::projector::Projection;
+use crate::storage::{retention, LogWriter};
+
+/// Housekeeping the writer thread does between groups: at start, then every `interval`.
+#[derive(Debug, Clone, Copy)]
+pub struct Maintenance {
+    /// How often (`cleanup_interval`).
+    pub interval: Duration,
+    /// What retention keeps.
+    pub policy: retention::Policy,
+}
+
+/// Seals an old idle segment, deletes the segments retention selects, and rebuilds the view from
+/// what remains, so that it equals what a fresh start would fold. Runs on the writer thread, so no
+/// group is planned or written meanwhile.
+pub(super) fn maintain(writer: &mut LogWriter, view: &RwLock<View>, policy: &retention::Policy, now_us: u64) {
+    if let Err(err) = writer.roll_if_old(now_us) {
+        tracing::error!(error = %err, "sealing an old segment failed");
+    }
+    let changes = writer.take_changes();
+    if !changes.is_empty() {
+        let mut view = view.write().expect("view lock");
+        for change in changes {
+            view.catalog.apply(change);
+        }
+    }
+    let count = retention::select(&view.read().expect("view lock").catalog, now_us, policy);
+    if count == 0 {
+        return;
+    }
+    let started = Instant::now();
+    let paths = view.write().expect("view lock").catalog.drop_oldest(count);
+    if let Some(dir) = paths[0].parent() {
+        if let Err(err) = retention::delete(&paths, dir) {
+            // The files stay until the next run or start; the view no longer serves them.
+            tracing::error!(error = %err, "deleting expired segments failed");
+        }
+    }
+    let mut projection = Projection::new();
+    let folded = view
+        .read()
+        .expect("view lock")
+        .catalog
+        .for_each_event(|event| projection.apply(event));
+    if let Err(reason) = folded {
+        tracing::error!(%reason, "rebuilding the view after retention failed; keeping the old view");
+        return;
+    }
+    let events = projection.events_total();
+    view.write().expect("view lock").projection = projection;
+    tracing::info!(
+        segments = count,
+        events_kept = events,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "retention deleted expired segments"
+    );
+}
+

@@ -1,0 +1,317 @@
+//! The ingest engine: a bounded queue in front of one writer thread that group-commits.
+//!
+//! Handlers [`Engine::submit`] validated events and wait. The writer thread takes everything that
+//! is waiting, plans it against the view (`plan`: a repeated `event_id` is answered with its
+//! first seq, one reused with another body is a conflict), writes the group with one write and
+//! one fdatasync (`writer_loop`),
+//! folds it into the projection, and only then answers. So an acknowledged event is durable and
+//! already visible to readers.
+//!
+//! The queue is bounded in events (`queue_events_max`) by a semaphore whose permits travel with a
+//! submission until it is answered; when none are left, `submit` fails at once with
+//! [`SubmitError::QueueFull`] rather than letting memory grow.
+
+mod maintenance;
+mod plan;
+mod writer_loop;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+pub use crate::event::NewEvent;
+pub use maintenance::Maintenance;
+pub use plan::{StoredId, StoredIds};
+pub use writer_loop::{GROUP_BYTES_MAX, GROUP_EVENTS_MAX};
+
+use crate::projector::Projection;
+use crate::storage::{Catalog, LogWriter};
+use crate::telemetry::Histogram;
+use writer_loop::run_writer;
+
+/// The view readers share: the folded records and the catalog to read payloads from.
+#[derive(Debug, Default)]
+pub struct View {
+    /// Interaction records.
+    pub projection: Projection,
+    /// Segments and frame offsets.
+    pub catalog: Catalog,
+}
+
+/// The answer for one stored event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The event's seq.
+    pub seq: u64,
+    /// True when the event's `event_id` was already stored and nothing new was appended.
+    pub duplicate: bool,
+}
+
+/// Why an event of a submission clashes with what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// Index of the event within its submission.
+    pub index: usize,
+    /// The field at fault: `mcp_id` or `event_id`.
+    pub field: &'static str,
+    /// What clashes, with the values that matter.
+    pub message: String,
+}
+
+/// Why a submission was not stored. Nothing of a refused submission is stored.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The queue holds `queue_events_max` events already.
+    #[error("the ingest queue is full ({capacity} events); retry shortly")]
+    QueueFull {
+        /// The queue's capacity in events.
+        capacity: usize,
+    },
+    /// One or more events clash with stored ones.
+    #[error("{} event(s) conflict with stored events", .0.len())]
+    Conflict(Vec<Conflict>),
+    /// The write or fdatasync failed; the events are not stored.
+    #[error("storage failure: {message}")]
+    Storage {
+        /// The storage error, naming file and operation.
+        message: String,
+        /// Whether it was a full disk.
+        no_space: bool,
+    },
+    /// The engine is shutting down and takes no more events.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Counters in the reference's `stats` shape.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Events handed to `submit`.
+    pub requests_received: AtomicU64,
+    /// Events acknowledged as stored.
+    pub requests_processed: AtomicU64,
+    /// Events refused after validation (queue full, conflict, storage failure).
+    pub requests_failed: AtomicU64,
+}
+
+struct Submission {
+    events: Vec<NewEvent>,
+    key_id: [u8; 8],
+    reply: oneshot::Sender<Answer>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The writer's answer to a submission. It hands the events back so that the handler, not the
+/// writer thread, frees them: freeing thousands of strings is work the serial writer need not do.
+struct Answer {
+    result: Result<Vec<Ack>, SubmitError>,
+    _events: Vec<NewEvent>,
+}
+
+impl Submission {
+    /// Answers the submission, giving its events back to be freed by the receiver.
+    fn answer(self, result: Result<Vec<Ack>, SubmitError>) {
+        let _ = self.reply.send(Answer {
+            result,
+            _events: self.events,
+        });
+    }
+
+    fn bytes(&self) -> usize {
+        self.events.iter().map(|e| e.body().len()).sum()
+    }
+}
+
+/// Marks the writer as stopped however its thread ends, a panic included, so health and
+/// readiness never report a dead writer as running.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The running engine. Cloning the `Arc` shares it between handlers.
+pub struct Engine {
+    view: Arc<RwLock<View>>,
+    tx: Mutex<Option<mpsc::SyncSender<Submission>>>,
+    permits: Arc<Semaphore>,
+    queue_events_max: usize,
+    counters: Counters,
+    health: Arc<WriterHealth>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The newest seq that is durable and folded into the view; followers of the replay wait on it.
+    durable: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct WriterHealth {
+    running: AtomicBool,
+    last_failure: Mutex<Option<String>>,
+    /// Time of each group's write and fdatasync.
+    fsync_seconds: Histogram,
+}
+
+impl Engine {
+    /// Starts the writer thread over an opened log and its folded view.
+    pub fn start(
+        writer: LogWriter,
+        view: View,
+        queue_events_max: usize,
+        maintenance: Maintenance,
+    ) -> Engine {
+        assert!(queue_events_max > 0);
+        let view = Arc::new(RwLock::new(view));
+        // Never full in practice: the semaphore admits at most queue_events_max events, and every
+        // submission holds at least one.
+        let (tx, rx) = mpsc::sync_channel(queue_events_max);
+        let health = Arc::new(WriterHealth::default());
+        health.running.store(true, Ordering::SeqCst);
+        let last = view
+            .read()
+            .expect("view lock")
+            .catalog
+            .last_seq()
+            .unwrap_or(0);
+        let durable = Arc::new(tokio::sync::watch::Sender::new(last));
+        let thread = {
+            let view = Arc::clone(&view);
+            let health = Arc::clone(&health);
+            let durable = Arc::clone(&durable);
+            std::thread::Builder::new()
+                .name("mcplog-writer".into())
+                .spawn(move || {
+                    let _running = Running(&health.running);
+                    run_writer(writer, view, rx, maintenance, &health, &durable);
+                })
+                .expect("spawning the writer thread")
+        };
+        Engine {
+            view,
+            tx: Mutex::new(Some(tx)),
+            permits: Arc::new(Semaphore::new(queue_events_max)),
+            queue_events_max,
+            counters: Counters::default(),
+            health,
+            writer_thread: Mutex::new(Some(thread)),
+            durable,
+        }
+    }
+
+    /// Queues events and waits until they are durable (or refused). All or nothing.
+    ///
+    /// Returns the acks, and the queue depth in events seen on entry (the reference's
+    /// `queue_position`).
+    pub async fn submit(
+        &self,
+        events: Vec<NewEvent>,
+        key_id: [u8; 8],
+    ) -> Result<(Vec<Ack>, usize), SubmitError> {
+        let count = events.len() as u64;
+        self.counters
+            .requests_received
+            .fetch_add(count, Ordering::Relaxed);
+        let result = self.submit_inner(events, key_id).await;
+        let counter = if result.is_ok() {
+            &self.counters.requests_processed
+        } else {
+            &self.counters.requests_failed
+        };
+        counter.fetch_add(count, Ordering::Relaxed);
+        result
+    }
+
+    async fn submit_inner(
+        &self,
+        events: Vec<NewEvent>,
+        key_id: [u8; 8],
+    ) -> Result<(Vec<Ack>, usize), SubmitError> {
+        let needed = u32::try_from(events.len()).expect("batches are bounded");
+        let full = || SubmitError::QueueFull {
+            capacity: self.queue_events_max,
+        };
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_many_owned(needed)
+            .map_err(|_| full())?;
+        let position = self.queue_size();
+        let tx = self
+            .tx
+            .lock()
+            .expect("sender lock")
+            .clone()
+            .ok_or(SubmitError::ShuttingDown)?;
+        let (reply, answer) = oneshot::channel();
+        tx.try_send(Submission {
+            events,
+            key_id,
+            reply,
+            _permit: permit,
+        })
+        .map_err(|err| match err {
+            mpsc::TrySendError::Full(_) => full(),
+            mpsc::TrySendError::Disconnected(_) => SubmitError::ShuttingDown,
+        })?;
+        let acks = answer
+            .await
+            .map_err(|_| SubmitError::ShuttingDown)?
+            .result?;
+        Ok((acks, position))
+    }
+
+    /// Events accepted but not yet answered.
+    pub fn queue_size(&self) -> usize {
+        self.queue_events_max - self.permits.available_permits()
+    }
+
+    /// The shared view, for readers.
+    pub fn view(&self) -> RwLockReadGuard<'_, View> {
+        self.view
+            .read()
+            .expect("the view lock is never poisoned: the writer does not panic while holding it")
+    }
+
+    /// The reference's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Whether the writer thread runs.
+    pub fn writer_running(&self) -> bool {
+        self.health.running.load(Ordering::SeqCst)
+    }
+
+    /// The last storage failure, cleared by the next successful write.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.health
+            .last_failure
+            .lock()
+            .expect("health lock")
+            .clone()
+    }
+
+    /// A receiver of the newest seq that is durable and visible in the view.
+    pub fn subscribe_durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    /// Latency of group commits (one write and one fdatasync each).
+    pub fn fsync_seconds(&self) -> &Histogram {
+        &self.health.fsync_seconds
+    }
+
+    /// Stops taking events, lets the writer finish everything queued, and waits for it.
+    pub fn shutdown(&self) {
+        self.tx.lock().expect("sender lock").take();
+        let thread = self.writer_thread.lock().expect("thread lock").take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+

@@ -1,0 +1,340 @@
+//! Planning a group commit: for each event of each submission, append it, answer it as a
+//! duplicate, or refuse its submission with a conflict. Pure: what is stored is asked of a
+//! [`StoredIds`] (the projection in the server, a table in the tests), and the log is never read.
+//!
+//! The rules, each with a test below:
+//! - an `event_id` is scoped by its `mcp_id`;
+//! - an `event_id` stored with the same body is a duplicate: answered with the stored seq, not
+//!   appended again; with another body it is a conflict naming that seq;
+//! - within one submission, the second use of an `event_id` with the same body is a duplicate of
+//!   the first (one append, the same seq twice); with another body it is a conflict naming the
+//!   first event's index, since neither has a seq;
+//! - across submissions of one group, a later one reusing an earlier one's `event_id` is a
+//!   duplicate (same body) or a conflict naming the seq the earlier one is being given;
+//! - a submission is all or nothing: one conflict refuses all of it, lists every conflict, and
+//!   claims nothing, so later submissions of the group plan as if it had never come.
+
+use hashbrown::HashMap;
+
+use super::Conflict;
+use crate::event::NewEvent;
+use crate::projector::BodyDigest;
+
+/// What is stored under one `(mcp_id, event_id)`: the first event that used it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredId {
+    /// Its seq.
+    pub seq: u64,
+    /// The digest of its body.
+    pub digest: BodyDigest,
+}
+
+/// What planning needs to know of the stored log.
+pub trait StoredIds {
+    /// The first stored event with this `(mcp_id, event_id)`, if any.
+    fn stored_id(&self, mcp_id: &str, event_id: &str) -> Option<StoredId>;
+    /// The digest of a body, as [`StoredId::digest`] holds it.
+    fn digest(&self, body: &str) -> BodyDigest;
+}
+
+/// What became of one event of a planned group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// Appended as the n-th event of the group.
+    Append(usize),
+    /// Already stored at this seq.
+    Stored(u64),
+    /// The same event as the n-th appended event of this group.
+    SameAs(usize),
+}
+
+impl StoredIds for crate::projector::Projection {
+    fn stored_id(&self, mcp_id: &str, event_id: &str) -> Option<StoredId> {
+        self.event_id_entry(mcp_id, event_id)
+            .map(|(seq, digest)| StoredId { seq, digest })
+    }
+
+    fn digest(&self, body: &str) -> BodyDigest {
+        self.body_digest(body)
+    }
+}
+
+/// What the accepted submissions of a group claim, borrowed from the group itself.
+#[derive(Default)]
+pub(super) struct Claims<'a> {
+    /// (mcp_id, event_id) → (append number, body).
+    event_ids: HashMap<(&'a str, &'a str), (usize, &'a str)>,
+    /// (submission, event) of every event to append, in append order.
+    pub(super) appended: Vec<(usize, usize)>,
+}
+
+/// Decides each event of submission `submission_index` against what is stored and what the
+/// submissions before it in the group claim, or lists every conflict in it. Claims are added to
+/// `group` only when the submission is accepted. `next_seq` is the seq the group's first append
+/// will get.
+pub(super) fn plan<'a>(
+    stored: &impl StoredIds,
+    submission_index: usize,
+    events: &'a [NewEvent],
+    group: &mut Claims<'a>,
+    next_seq: u64,
+) -> Result<Vec<Slot>, Vec<Conflict>> {
+    let mut slots = Vec::with_capacity(events.len());
+    let mut conflicts = Vec::new();
+    let mut own = Claims::default();
+    let base = group.appended.len();
+    for (index, event) in events.iter().enumerate() {
+        if let Some(event_id) = event.event_id() {
+            let mcp_id = event.mcp_id();
+            let reused = |seq: u64| Conflict {
+                index,
+                field: "event_id",
+                message: format!(
+                    "event_id {event_id:?} was already stored as seq {seq} with a different body"
+                ),
+            };
+            if let Some(first) = stored.stored_id(mcp_id, event_id) {
+                if first.digest == stored.digest(event.body()) {
+                    slots.push(Slot::Stored(first.seq));
+                } else {
+                    conflicts.push(reused(first.seq));
+                }
+                continue;
+            }
+            let key = (mcp_id, event_id);
+            // Earlier in this submission: the other event is named by its index, since neither
+            // has a seq (nothing of a refused submission is stored).
+            if let Some(&(n, body)) = own.event_ids.get(&key) {
+                if body == event.body() {
+                    slots.push(Slot::SameAs(n));
+                } else {
+                    let earlier = own.appended[n - base].1;
+                    conflicts.push(Conflict {
+                        index,
+                        field: "event_id",
+                        message: format!(
+                            "event_id {event_id:?} is used by event {earlier} of this batch with a different body"
+                        ),
+                    });
+                }
+                continue;
+            }
+            // In another request of the same group commit: stored just before this one.
+            if let Some(&(n, body)) = group.event_ids.get(&key) {
+                if body == event.body() {
+                    slots.push(Slot::SameAs(n));
+                } else {
+                    conflicts.push(reused(next_seq + n as u64));
+                }
+                continue;
+            }
+            own.event_ids
+                .insert(key, (base + own.appended.len(), event.body()));
+        }
+        slots.push(Slot::Append(base + own.appended.len()));
+        own.appended.push((submission_index, index));
+    }
+    if !conflicts.is_empty() {
+        return Err(conflicts);
+    }
+    group.event_ids.extend(own.event_ids);
+    group.appended.extend(own.appended);
+    Ok(slots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Action;
+
+    /// A stored log as a table: (mcp_id, event_id) → (seq, body). The digest is the body itself,
+    /// so a test can see what is compared.
+    #[derive(Default)]
+    struct Table(Vec<(&'static str, &'static str, u64, &'static str)>);
+
+    impl StoredIds for Table {
+        fn stored_id(&self, mcp_id: &str, event_id: &str) -> Option<StoredId> {
+            self.0
+                .iter()
+                .find(|(m, e, _, _)| *m == mcp_id && *e == event_id)
+                .map(|&(_, _, seq, body)| StoredId {
+                    seq,
+                    digest: self.digest(body),
+                })
+        }
+
+        fn digest(&self, body: &str) -> BodyDigest {
+            let mut digest = [0u64; 2];
+            for (i, b) in body.bytes().enumerate() {
+                digest[i % 2] = digest[i % 2].wrapping_mul(257).wrapping_add(u64::from(b));
+            }
+            digest
+        }
+    }
+
+    fn event(mcp: &str, event_id: Option<&str>, body: &str) -> NewEvent {
+        NewEvent::new(Action::Progress, 1.0, "i", mcp, event_id, body)
+    }
+
+    /// What one submission is expected to give.
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Slots(Vec<Slot>),
+        /// The indexes of the conflicting events, and a phrase each message holds.
+        Conflicts(Vec<(usize, &'static str)>),
+    }
+
+    struct Case {
+        rule: &'static str,
+        stored: Table,
+        /// Each submission of the group: (mcp_id, event_id, body) per event.
+        group: Vec<Vec<(&'static str, Option<&'static str>, &'static str)>>,
+        expected: Vec<Outcome>,
+    }
+
+    fn run(case: Case) {
+        let submissions: Vec<Vec<NewEvent>> = case
+            .group
+            .iter()
+            .map(|events| events.iter().map(|&(m, e, b)| event(m, e, b)).collect())
+            .collect();
+        let mut claims = Claims::default();
+        for (index, (events, expected)) in submissions.iter().zip(&case.expected).enumerate() {
+            let got = match plan(&case.stored, index, events, &mut claims, 100) {
+                Ok(slots) => Outcome::Slots(slots),
+                Err(conflicts) => {
+                    for (conflict, (_, phrase)) in conflicts.iter().zip(match expected {
+                        Outcome::Conflicts(list) => list.as_slice(),
+                        Outcome::Slots(_) => &[],
+                    }) {
+                        assert!(
+                            conflict.message.contains(phrase),
+                            "{}: {:?} lacks {phrase:?}",
+                            case.rule,
+                            conflict.message
+                        );
+                        assert_eq!(conflict.field, "event_id");
+                    }
+                    let list = match expected {
+                        Outcome::Conflicts(list) => list,
+                        Outcome::Slots(_) => panic!("{}: refused: {conflicts:?}", case.rule),
+                    };
+                    Outcome::Conflicts(
+                        conflicts
+                            .iter()
+                            .zip(list)
+                            .map(|(c, (_, phrase))| (c.index, *phrase))
+                            .collect(),
+                    )
+                }
+            };
+            assert_eq!(&got, expected, "{}: submission {index}", case.rule);
+        }
+    }
+
+    #[test]
+    fn every_idempotency_and_conflict_rule() {
+        use Outcome::{Conflicts, Slots};
+        use Slot::{Append, SameAs, Stored};
+        let cases = vec![
+            Case {
+                rule: "events without event_id are always appended",
+                stored: Table::default(),
+                group: vec![vec![("m", None, "a"), ("m", None, "a")]],
+                expected: vec![Slots(vec![Append(0), Append(1)])],
+            },
+            Case {
+                rule: "a stored event_id with the same body is a duplicate at the stored seq",
+                stored: Table(vec![("m", "e1", 7, "a")]),
+                group: vec![vec![("m", Some("e1"), "a"), ("m", None, "b")]],
+                expected: vec![Slots(vec![Stored(7), Append(0)])],
+            },
+            Case {
+                rule: "a stored event_id with another body is a conflict naming the stored seq",
+                stored: Table(vec![("m", "e1", 7, "a")]),
+                group: vec![vec![("m", None, "x"), ("m", Some("e1"), "b")]],
+                expected: vec![Conflicts(vec![(1, "seq 7")])],
+            },
+            Case {
+                rule: "event_ids are scoped by mcp_id",
+                stored: Table(vec![("m", "e1", 7, "a")]),
+                group: vec![vec![("other", Some("e1"), "b")]],
+                expected: vec![Slots(vec![Append(0)])],
+            },
+            Case {
+                rule: "twice in one batch with the same body: one append, the same seq twice",
+                stored: Table::default(),
+                group: vec![vec![("m", Some("e1"), "a"), ("m", Some("e1"), "a")]],
+                expected: vec![Slots(vec![Append(0), SameAs(0)])],
+            },
+            Case {
+                rule: "twice in one batch with another body: a conflict naming the first index",
+                stored: Table::default(),
+                group: vec![vec![
+                    ("m", Some("e1"), "a"),
+                    ("m", Some("e2"), "b"),
+                    ("m", Some("e1"), "c"),
+                ]],
+                expected: vec![Conflicts(vec![(2, "event 0 of this batch")])],
+            },
+            Case {
+                rule: "the first index is the batch's own, whatever came before it in the group",
+                stored: Table::default(),
+                group: vec![
+                    vec![("m", None, "x"), ("m", None, "y")],
+                    vec![("m", None, "z"), ("m", Some("e1"), "a"), ("m", Some("e1"), "c")],
+                ],
+                expected: vec![
+                    Slots(vec![Append(0), Append(1)]),
+                    Conflicts(vec![(2, "event 1 of this batch")]),
+                ],
+            },
+            Case {
+                rule: "a batch is all or nothing and lists every conflict",
+                stored: Table(vec![("m", "e1", 7, "a"), ("m", "e2", 8, "b")]),
+                group: vec![vec![
+                    ("m", Some("e1"), "changed"),
+                    ("m", None, "fine"),
+                    ("m", Some("e2"), "changed"),
+                ]],
+                expected: vec![Conflicts(vec![(0, "seq 7"), (2, "seq 8")])],
+            },
+            Case {
+                rule: "a later submission of the group reusing an event_id with the same body",
+                stored: Table::default(),
+                group: vec![
+                    vec![("m", None, "x"), ("m", Some("e1"), "a")],
+                    vec![("m", Some("e1"), "a")],
+                ],
+                expected: vec![Slots(vec![Append(0), Append(1)]), Slots(vec![SameAs(1)])],
+            },
+            Case {
+                rule: "a later submission reusing an event_id with another body names its seq",
+                stored: Table::default(),
+                group: vec![
+                    vec![("m", None, "x"), ("m", Some("e1"), "a")],
+                    vec![("m", Some("e1"), "b")],
+                ],
+                expected: vec![
+                    Slots(vec![Append(0), Append(1)]),
+                    Conflicts(vec![(0, "seq 101")]),
+                ],
+            },
+            Case {
+                rule: "a refused submission claims nothing",
+                stored: Table(vec![("m", "e9", 7, "a")]),
+                group: vec![
+                    vec![("m", Some("e1"), "a"), ("m", Some("e9"), "changed")],
+                    vec![("m", Some("e1"), "other body"), ("m", None, "y")],
+                ],
+                expected: vec![
+                    Conflicts(vec![(1, "seq 7")]),
+                    Slots(vec![Append(0), Append(1)]),
+                ],
+            },
+        ];
+        for case in cases {
+            run(case);
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The writer thread: takes what is queued, group-commits it, folds it into the view and answers;
+//! between groups, maintenance; while the last write failed, a probe each second.
+
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use super::maintenance::{maintain, Maintenance};
+use super::plan::{plan, Claims, Slot};
+use super::{Ack, Submission, SubmitError, View, WriterHealth};
+use crate::clock::now_us;
+use crate::event::StoredEvent;
+use crate::storage::LogWriter;
+
+/// The most events one group commit carries; a larger backlog is written in several groups so
+/// that one fdatasync never waits on an unbounded write.
+pub const GROUP_EVENTS_MAX: usize = 4096;
+/// The most client bytes one group commit carries (a single larger submission still goes alone).
+/// With `segment_max_bytes` at most 1 GiB and a batch at most 256 MiB, a segment stays far below
+/// the 4 GiB its u32 offsets can address.
+pub const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Runs until every sender is gone, then returns once the queue is written.
+pub(super) fn run_writer(
+    mut writer: LogWriter,
+    view: Arc<RwLock<View>>,
+    rx: mpsc::Receiver<Submission>,
+    maintenance: Maintenance,
+    health: &WriterHealth,
+    durable: &tokio::sync::watch::Sender<u64>,
+) {
+    let mut last_us = 0;
+    let mut next_maintenance = Instant::now();
+    loop {
+        if Instant::now() >= next_maintenance {
+            last_us = now_us().max(last_us);
+            maintain(&mut writer, &view, &maintenance.policy, last_us);
+            next_maintenance = Instant::now() + maintenance.interval;
+        }
+        let failed = health.last_failure.lock().expect("health lock").is_some();
+        let mut wait = next_maintenance.saturating_duration_since(Instant::now());
+        if failed {
+            wait = wait.min(STORAGE_PROBE_INTERVAL);
+        }
+        let first = match rx.recv_timeout(wait) {
+            Ok(first) => first,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if failed && writer.poisoned().is_none() {
+                    probe_storage(&writer, health);
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut events = first.events.len();
+        let mut bytes = first.bytes();
+        let mut group = vec![first];
+        let mut held = None;
+        while events < GROUP_EVENTS_MAX && bytes < GROUP_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(next) if bytes + next.bytes() > GROUP_BYTES_MAX => {
+                    held = Some(next);
+                    break;
+                }
+                Ok(next) => {
+                    events += next.events.len();
+                    bytes += next.bytes();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        // Receive times never go backwards, so retention by receive time stays monotone even if
+        // the wall clock is stepped back.
+        last_us = now_us().max(last_us);
+        commit(&mut writer, &view, group, last_us, health);
+        if let Some(next) = held {
+            last_us = now_us().max(last_us);
+            commit(&mut writer, &view, vec![next], last_us, health);
+        }
+        // Only after the fold: a follower woken by this reads the events from the view.
+        durable.send_if_modified(|last| {
+            let now = writer.next_seq() - 1;
+            (*last != now).then(|| *last = now).is_some()
+        });
+    }
+}
+
+/// How often a writer whose last write failed checks whether it could write again.
+const STORAGE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Clears the failure once a probe write succeeds, so health and readiness return by themselves.
+fn probe_storage(writer: &LogWriter, health: &WriterHealth) {
+    match writer.probe() {
+        Ok(()) => {
+            tracing::info!("storage is writable again");
+            *health.last_failure.lock().expect("health lock") = None;
+        }
+        Err(err) => tracing::debug!(error = %err, "storage still not writable"),
+    }
+}
+
+/// Plans a group, writes what it appends with one write and one fdatasync, folds it into the
+/// view, and answers every submission.
+fn commit(
+    writer: &mut LogWriter,
+    view: &RwLock<View>,
+    group: Vec<Submission>,
+    now_us: u64,
+    health: &WriterHealth,
+) {
+    let next_seq = writer.next_seq();
+    let (plans, appended) = {
+        let view = view.read().expect("view lock");
+        let mut claims = Claims::default();
+        let plans: Vec<_> = group
+            .iter()
+            .enumerate()
+            .map(|(index, submission)| {
+                plan(&view.projection, index, &submission.events, &mut claims, next_seq)
+            })
+            .collect();
+        (plans, claims.appended)
+    };
+    if !appended.is_empty() {
+        let stored: Vec<StoredEvent<'_>> = appended
+            .iter()
+            .enumerate()
+            .map(|(n, &(s, i))| {
+                let event = &group[s].events[i];
+                StoredEvent {
+                    seq: next_seq + n as u64,
+                    write_index: n as u32,
+                    received_at_us: now_us,
+                    key_id: group[s].key_id,
+                    action: event.action,
+                    timestamp: event.timestamp,
+                    interaction_id: event.interaction_id(),
+                    mcp_id: event.mcp_id(),
+                    event_id: event.event_id(),
+                    body: event.body(),
+                }
+            })
+            .collect();
+        let started = Instant::now();
+        let appended = writer.append(&stored, now_us);
+        health.fsync_seconds.observe(started.elapsed());
+        {
+            // A roll before a failed write still changed the files: the catalog learns of it
+            // either way.
+            let mut view = view.write().expect("view lock");
+            for change in writer.take_changes() {
+                view.catalog.apply(change);
+            }
+            if appended.is_ok() {
+                for event in &stored {
+                    view.projection.apply(event);
+                }
+            }
+        }
+        if let Err(err) = appended {
+            tracing::error!(error = %err, events = stored.len(), "group commit failed; nothing of it is acknowledged");
+            *health.last_failure.lock().expect("health lock") = Some(err.public_message());
+            let failure = SubmitError::Storage {
+                message: err.public_message(),
+                no_space: err.is_no_space(),
+            };
+            drop(stored);
+            for (submission, plan) in group.into_iter().zip(plans) {
+                let answer = plan
+                    .map_err(SubmitError::Conflict)
+                    .and(Err(failure.clone()));
+                submission.answer(answer);
+            }
+            return;
+        }
+        *health.last_failure.lock().expect("health lock") = None;
+    }
+    for (submission, plan) in group.into_iter().zip(plans) {
+        let answer = plan.map_err(SubmitError::Conflict).map(|slots| {
+            slots
+                .iter()
+                .map(|slot| match *slot {
+                    Slot::Append(n) => Ack {
+                        seq: next_seq + n as u64,
+                        duplicate: false,
+                    },
+                    Slot::SameAs(n) => Ack {
+                        seq: next_seq + n as u64,
+                        duplicate: true,
+                    },
+                    Slot::Stored(seq) => Ack {
+                        seq,
+                        duplicate: true,
+                    },
+                })
+                .collect()
+        });
+        submission.answer(answer);
+    }
+}
+
