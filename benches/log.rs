@@ -55,8 +55,9 @@ fn append(c: &mut Criterion) {
         bench.bench_with_input(BenchmarkId::new("group_of", size), &size, |b, _| {
             b.iter(|| {
                 let events = group(opened.writer.next_seq(), &ids);
-                opened.writer.append(&events, 1).unwrap();
-                for change in opened.writer.take_changes() {
+                let written = opened.writer.append(&events, 1);
+                written.result.unwrap();
+                for change in written.changes {
                     opened.catalog.apply(change);
                 }
             })
@@ -80,7 +81,7 @@ fn replay(c: &mut Criterion) {
                 .map(|i| format!("i-{}", (chunk * 1000 + i) / 3))
                 .collect();
             let events = group(opened.writer.next_seq(), &ids);
-            opened.writer.append(&events, 1).unwrap();
+            opened.writer.append(&events, 1).result.unwrap();
         }
     }
     let bytes: u64 = std::fs::read_dir(dir.path().join("segments"))

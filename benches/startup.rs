@@ -124,7 +124,7 @@ fn write_log(data_dir: &Path, interactions: u64) -> u64 {
                 body,
             })
             .collect();
-        writer.append(&events, now_us).expect("appending");
+        writer.append(&events, now_us).result.expect("appending");
         *seq += events.len() as u64;
         pending.clear();
     };

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::auth::{load_or_create_admin_key, load_or_create_master_secret, KeyError, Keys};
-use crate::config::Config;
 use crate::clock::now_us;
+use crate::config::Config;
 use crate::engine::{Engine, Maintenance, View};
 use crate::http::{router, AppState, ConnLimits, HttpTelemetry, Limits};
 use crate::projector::Projection;

@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mcplog::auth::hex;
 use mcplog::event::{EventLine, StoredEvent};
 use mcplog::projector::{Projection, Status};
-use mcplog::storage::{recovery::list_segments, scan_log, verify_log, Breaks, SegmentInfo};
+use mcplog::storage::{list_segments, scan_log, verify_log, Breaks, SegmentInfo};
 use serde_json::json;
 
 #[derive(Parser)]

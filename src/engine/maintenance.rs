@@ -20,11 +20,17 @@ pub struct Maintenance {
 /// Seals an old idle segment, deletes the segments retention selects, and rebuilds the view from
 /// what remains, so that it equals what a fresh start would fold. Runs on the writer thread, so no
 /// group is planned or written meanwhile.
-pub(super) fn maintain(writer: &mut LogWriter, view: &RwLock<View>, policy: &retention::Policy, now_us: u64) {
-    if let Err(err) = writer.roll_if_old(now_us) {
+pub(super) fn maintain(
+    writer: &mut LogWriter,
+    view: &RwLock<View>,
+    policy: &retention::Policy,
+    now_us: u64,
+) {
+    let written = writer.roll_if_old(now_us);
+    if let Err(err) = written.result {
         tracing::error!(error = %err, "sealing an old segment failed");
     }
-    let changes = writer.take_changes();
+    let changes = written.changes;
     if !changes.is_empty() {
         let mut view = view.write().expect("view lock");
         for change in changes {
@@ -62,4 +68,3 @@ pub(super) fn maintain(writer: &mut LogWriter, view: &RwLock<View>, policy: &ret
         "retention deleted expired segments"
     );
 }
-

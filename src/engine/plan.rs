@@ -282,7 +282,11 @@ mod tests {
                 stored: Table::default(),
                 group: vec![
                     vec![("m", None, "x"), ("m", None, "y")],
-                    vec![("m", None, "z"), ("m", Some("e1"), "a"), ("m", Some("e1"), "c")],
+                    vec![
+                        ("m", None, "z"),
+                        ("m", Some("e1"), "a"),
+                        ("m", Some("e1"), "c"),
+                    ],
                 ],
                 expected: vec![
                     Slots(vec![Append(0), Append(1)]),

@@ -117,7 +117,13 @@ fn commit(
             .iter()
             .enumerate()
             .map(|(index, submission)| {
-                plan(&view.projection, index, &submission.events, &mut claims, next_seq)
+                plan(
+                    &view.projection,
+                    index,
+                    &submission.events,
+                    &mut claims,
+                    next_seq,
+                )
             })
             .collect();
         (plans, claims.appended)
@@ -143,13 +149,14 @@ fn commit(
             })
             .collect();
         let started = Instant::now();
-        let appended = writer.append(&stored, now_us);
+        let written = writer.append(&stored, now_us);
         health.fsync_seconds.observe(started.elapsed());
+        let appended = written.result;
         {
             // A roll before a failed write still changed the files: the catalog learns of it
             // either way.
             let mut view = view.write().expect("view lock");
-            for change in writer.take_changes() {
+            for change in written.changes {
                 view.catalog.apply(change);
             }
             if appended.is_ok() {
@@ -199,4 +206,3 @@ fn commit(
         submission.answer(answer);
     }
 }
-

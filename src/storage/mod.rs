@@ -2,23 +2,34 @@
 //!
 //! - [`format`]: byte layout, pure encode/decode.
 //! - [`catalog`]: the read side, every segment mapped with the offset of each frame.
-//! - [`recovery`]: opening a data directory, checking every frame, truncating a torn tail.
+//! - `scan`: the one check of one segment; `link`: the checks between two segments.
+//! - `open`: opening a data directory: every segment checked and folded, a torn tail cut.
+//! - `inspect`: the read-only scans the offline tool uses (`scan_log`, `verify_log`).
+//! - [`repair`]: quarantining damage, recorded chain breaks, backups.
+//! - `dir`: the lock, the segment listing, mappings, private directories.
 //! - [`writer`]: the single appender; one write and one fdatasync per group of events.
 
 pub mod catalog;
+mod dir;
 pub mod format;
-pub mod recovery;
+mod inspect;
+mod link;
+mod open;
 pub mod repair;
 pub mod retention;
+mod scan;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use catalog::{Catalog, CatalogChange, FrameIndex, SegmentView};
-pub use recovery::{lock_dir, open, scan_log, verify_log, Opened, SegmentInfo};
+pub(crate) use dir::sync_dir;
+pub use dir::{create_private_dir, list_segments, lock_dir, map_file, LOCK_FILE_NAME};
+pub use inspect::{scan_log, verify_log, SegmentInfo};
+pub use open::{open, Opened};
 pub use repair::{backup, repair, Backup, Break, Breaks, Repaired};
-pub use writer::LogWriter;
+pub use writer::{LogWriter, Written};
 
 /// Where the segment files live, and when to roll to a new one.
 #[derive(Debug, Clone)]
@@ -112,19 +123,6 @@ impl StorageError {
     }
 }
 
-/// Creates a directory and its missing parents readable by the owner only (0700): segments hold
-/// every payload, and keys sit beside them. An existing directory keeps its mode.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Mode of every file the storage layer creates: the owner's alone.
-pub(crate) const FILE_MODE: u32 = 0o600;
-
 /// The file name of the segment whose first seq is `first_seq`: 20 zero-padded digits, so that
 /// names sort as numbers do.
 pub fn segment_file_name(first_seq: u64) -> String {
@@ -138,13 +136,6 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-/// Flushes a directory entry change (a created, renamed or removed file) to disk.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StorageError::io("fsync directory", dir))
 }
 
 #[cfg(test)]
@@ -218,10 +209,18 @@ mod fixture {
                 r#"{"action":"interaction_complete","interaction_id":"abc","mcp_id":"ocr","timestamp":1763900002.5}"#,
             ),
         ];
-        opened.writer.append(&first, T0_US + 500_000).unwrap();
+        opened
+            .writer
+            .append(&first, T0_US + 500_000)
+            .result
+            .unwrap();
         // A write past segment_max_age seals the first segment before it lands in the second.
         let later = [event(3, 0, Action::Progress, 1763900001.0, "{}")];
-        opened.writer.append(&later, T0_US + 120_000_000).unwrap();
+        opened
+            .writer
+            .append(&later, T0_US + 120_000_000)
+            .result
+            .unwrap();
         std::fs::read(dir.path().join(segment_file_name(1))).unwrap()
     }
 

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::dir::{create_private_dir, list_segments, lock_dir, sync_dir, FILE_MODE};
 use super::format::{self, Decoded, Footer, Hash, FOOTER_BYTES, HEADER_BYTES};
-use super::recovery::{list_segments, lock_dir, scan_log};
-use super::{create_private_dir, segment_file_name, sync_dir, StorageError, FILE_MODE};
+use super::inspect::scan_log;
+use super::{segment_file_name, StorageError};
 
 /// The record of repairs, in the segment directory: one JSON object per line.
 pub const REPAIRS_FILE: &str = "repairs.jsonl";

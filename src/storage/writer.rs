@@ -19,31 +19,32 @@ use memmap2::{Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
 
 use super::catalog::{CatalogChange, FrameIndex, SegmentView};
+use super::dir::{sync_dir, FILE_MODE};
 use super::format::{self, Footer, Hash, Header, FOOTER_BYTES, HEADER_BYTES};
-use super::{segment_file_name, sync_dir, LogConfig, StorageError};
+use super::{segment_file_name, LogConfig, StorageError};
 use crate::event::StoredEvent;
 
 /// The state of the active segment, and the means to append to it.
 pub struct LogWriter {
-    pub(super) config: LogConfig,
-    pub(super) file: File,
-    pub(super) path: PathBuf,
-    pub(super) header: Header,
-    pub(super) next_seq: u64,
+    config: LogConfig,
+    file: File,
+    path: PathBuf,
+    header: Header,
+    next_seq: u64,
     /// Bytes of header and frames known to be on disk.
-    pub(super) data_len: u64,
+    data_len: u64,
     /// Length of the current read mapping of the active segment.
-    pub(super) map_len: usize,
+    map_len: usize,
     /// SHA-256 over the header and every durable frame: the segment's chain hash once sealed.
-    pub(super) hasher: Sha256,
-    pub(super) received_min_us: u64,
-    pub(super) received_max_us: u64,
-    pub(super) frames: u64,
-    pub(super) buf: Vec<u8>,
-    pub(super) poisoned: Option<String>,
+    hasher: Sha256,
+    received_min_us: u64,
+    received_max_us: u64,
+    frames: u64,
+    buf: Vec<u8>,
+    poisoned: Option<String>,
     /// Changes the catalog has not been told of yet. A roll records its changes here before the
     /// group's write, so that they reach the catalog even when that write then fails.
-    pub(super) changes: Vec<CatalogChange>,
+    changes: Vec<CatalogChange>,
     /// A failure to inject into the next group write (tests only).
     #[cfg(test)]
     pub(super) fault: Option<Fault>,
@@ -59,12 +60,120 @@ pub(super) enum Fault {
     Sync,
 }
 
+/// What a write did to the files, which the catalog must mirror whatever its outcome: a roll
+/// before a failed write still sealed one segment and created the next.
+#[must_use = "the catalog must mirror every change a write made, whether it succeeded or not"]
+#[derive(Debug)]
+pub struct Written {
+    /// Whether the write (and its fdatasync) succeeded.
+    pub result: Result<(), StorageError>,
+    /// The changes, in order, for [`super::Catalog::apply`].
+    pub changes: Vec<CatalogChange>,
+}
+
+/// Where an unsealed segment's writer goes on, as the scan of its bytes found it.
+pub(super) struct Resume {
+    pub header: Header,
+    /// End of its last valid frame.
+    pub data_len: u64,
+    /// SHA-256 of its header and frames.
+    pub hasher: Sha256,
+    pub frames: u64,
+    pub received_min_us: u64,
+    pub received_max_us: u64,
+}
+
+/// A segment file just created, holding only its header.
+pub(super) struct NewSegment {
+    file: File,
+    path: PathBuf,
+    header: Header,
+    header_bytes: [u8; HEADER_BYTES],
+}
+
 /// Bytes the writability probe writes and syncs: room for a small group.
 const PROBE_BYTES: usize = 64 * 1024;
 /// The probe's file in the segment directory; never a segment name, removed after each probe.
 const PROBE_FILE: &str = "probe.tmp";
 
 impl LogWriter {
+    /// The writer of an unsealed segment, going on after its last valid frame.
+    pub(super) fn resume(
+        config: &LogConfig,
+        path: PathBuf,
+        at: Resume,
+    ) -> Result<LogWriter, StorageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(StorageError::io("open", &path))?;
+        Ok(LogWriter {
+            config: config.clone(),
+            file,
+            path,
+            header: at.header,
+            next_seq: at.header.first_seq + at.frames,
+            data_len: at.data_len,
+            map_len: 0,
+            hasher: at.hasher,
+            received_min_us: at.received_min_us,
+            received_max_us: at.received_max_us,
+            frames: at.frames,
+            buf: Vec::new(),
+            poisoned: None,
+            changes: Vec::new(),
+            #[cfg(test)]
+            fault: None,
+        })
+    }
+
+    /// The writer of a new, empty segment starting at `first_seq`, after a segment whose chain
+    /// hash is `prev_hash` (zeros for the first of a log).
+    pub(super) fn create(
+        config: &LogConfig,
+        first_seq: u64,
+        prev_hash: Hash,
+        now_us: u64,
+    ) -> Result<LogWriter, StorageError> {
+        let segment = create_segment(config, first_seq, prev_hash, now_us)?;
+        let mut hasher = Sha256::new();
+        hasher.update(segment.header_bytes);
+        Ok(LogWriter {
+            config: config.clone(),
+            file: segment.file,
+            path: segment.path,
+            header: segment.header,
+            next_seq: first_seq,
+            data_len: HEADER_BYTES as u64,
+            map_len: 0,
+            hasher,
+            received_min_us: 0,
+            received_max_us: 0,
+            frames: 0,
+            buf: Vec::new(),
+            poisoned: None,
+            changes: Vec::new(),
+            #[cfg(test)]
+            fault: None,
+        })
+    }
+
+    /// The catalog's view of the active segment while it holds no frame, mapped.
+    pub(super) fn empty_view(&mut self) -> Result<SegmentView, StorageError> {
+        let map = self.map_active(HEADER_BYTES)?;
+        Ok(SegmentView {
+            first_seq: self.header.first_seq,
+            path: self.path.clone(),
+            map,
+            frames: FrameIndex::default(),
+            data_len: self.data_len,
+            footer: None,
+            received_max_us: 0,
+            received_min_us: 0,
+        })
+    }
+
     /// Writes, syncs and removes a small file beside the segments: whether a group could be
     /// written now. After a failed write (a full disk, say) nothing else tells that space is back
     /// while no event arrives, and a load balancer that drains on `/readyz` sends none.
@@ -73,7 +182,7 @@ impl LogWriter {
         let io = |op| StorageError::io(op, &path);
         let written = (|| {
             let file = OpenOptions::new()
-                .mode(super::FILE_MODE)
+                .mode(FILE_MODE)
                 .write(true)
                 .create(true)
                 .truncate(true)
@@ -101,7 +210,19 @@ impl LogWriter {
     /// if the active one is full or old. Returns what the catalog must mirror.
     ///
     /// `events` must carry seqs `next_seq()..` in order, with `write_index` counting from 0.
-    pub fn append(&mut self, events: &[StoredEvent<'_>], now_us: u64) -> Result<(), StorageError> {
+    pub fn append(&mut self, events: &[StoredEvent<'_>], now_us: u64) -> Written {
+        let result = self.append_group(events, now_us);
+        Written {
+            result,
+            changes: std::mem::take(&mut self.changes),
+        }
+    }
+
+    fn append_group(
+        &mut self,
+        events: &[StoredEvent<'_>],
+        now_us: u64,
+    ) -> Result<(), StorageError> {
         if let Some(reason) = &self.poisoned {
             return Err(StorageError::Poisoned(reason.clone()));
         }
@@ -208,22 +329,18 @@ impl LogWriter {
             })
     }
 
-    /// The catalog changes made since the last call, in order. Call it after every `append` and
-    /// `roll_if_old`, whether they succeeded or not.
-    pub fn take_changes(&mut self) -> Vec<CatalogChange> {
-        std::mem::take(&mut self.changes)
-    }
-
     /// Seals the active segment if it holds events and is older than `segment_max_age`, so that an
     /// idle log still becomes eligible for retention.
-    pub fn roll_if_old(&mut self, now_us: u64) -> Result<(), StorageError> {
-        if let Some(reason) = &self.poisoned {
-            return Err(StorageError::Poisoned(reason.clone()));
+    pub fn roll_if_old(&mut self, now_us: u64) -> Written {
+        let result = match &self.poisoned {
+            Some(reason) => Err(StorageError::Poisoned(reason.clone())),
+            None if self.frames > 0 && self.should_roll(0, now_us) => self.roll(now_us),
+            None => Ok(()),
+        };
+        Written {
+            result,
+            changes: std::mem::take(&mut self.changes),
         }
-        if self.frames > 0 && self.should_roll(0, now_us) {
-            self.roll(now_us)?;
-        }
-        Ok(())
     }
 
     fn should_roll(&self, incoming_bytes: u64, now_us: u64) -> bool {
@@ -260,10 +377,18 @@ impl LogWriter {
         }
         let opened = create_segment(&self.config, self.next_seq, footer.segment_hash, now_us)
             .and_then(|next| {
-                let map = map_segment(&next.0, &next.1, self.capacity(HEADER_BYTES))?;
+                let map = map_segment(&next.file, &next.path, self.capacity(HEADER_BYTES))?;
                 Ok((next, map))
             });
-        let ((file, path, header, header_bytes), map) = match opened {
+        let (
+            NewSegment {
+                file,
+                path,
+                header,
+                header_bytes,
+            },
+            map,
+        ) = match opened {
             Ok(opened) => opened,
             Err(err) => {
                 // The footer must go again, or the next append would land after it. (A created
@@ -338,12 +463,12 @@ fn map_segment(file: &File, path: &std::path::Path, len: usize) -> Result<Arc<Mm
 }
 
 /// Creates a segment file holding only its header, durably (file and directory entry).
-pub(super) fn create_segment(
+fn create_segment(
     config: &LogConfig,
     first_seq: u64,
     prev_hash: Hash,
     now_us: u64,
-) -> Result<(File, PathBuf, Header, [u8; HEADER_BYTES]), StorageError> {
+) -> Result<NewSegment, StorageError> {
     let path = config.dir.join(segment_file_name(first_seq));
     let header = Header {
         first_seq,
@@ -352,7 +477,7 @@ pub(super) fn create_segment(
     };
     let bytes = format::encode_header(&header);
     let file = OpenOptions::new()
-        .mode(super::FILE_MODE)
+        .mode(FILE_MODE)
         .read(true)
         .write(true)
         .create_new(true)
@@ -367,7 +492,12 @@ pub(super) fn create_segment(
         })
         .and_then(|()| sync_dir(&config.dir));
     match written {
-        Ok(()) => Ok((file, path, header, bytes)),
+        Ok(()) => Ok(NewSegment {
+            file,
+            path,
+            header,
+            header_bytes: bytes,
+        }),
         Err(err) => {
             // The half-made segment is ours and holds no event; leaving it would only make the
             // next roll fail on `create_new`.
