@@ -116,6 +116,8 @@ impl Scan {
 }
 
 /// What a scan of one segment found.
+// One short-lived value per segment scanned: boxing the scan would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Scanned {
     /// A newest segment whose header never reached the disk: it holds no event.
     HeaderTorn,
