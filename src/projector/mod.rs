@@ -4,87 +4,28 @@
 //! the same log always gives the same view. Payloads stay in the log; a record keeps the seqs of
 //! its events so a reader can fetch them from the mapped segments.
 //!
-//! Fold rules (SPEC §3), applied in seq order:
+//! Fold rules , applied in seq order (`Record::apply`, just below):
 //! - the first event of any kind creates the record, whatever its action;
 //! - the first `start` sets `start_time`; a later `start` is kept and counted as a conflict;
 //! - `progress` moves `started` to `in_progress`;
 //! - the first terminal event (`complete`, `error`, `cancelled`) sets `end_time` and the final
 //!   status; later terminal events are kept and counted as conflicts, never applied.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::hash::BuildHasher;
-
-use roaring::RoaringBitmap;
-
 use crate::event::{Action, StoredEvent};
-use crate::latency::Rollup;
 
+mod ids;
+mod indexes;
+mod links;
+mod status;
 mod store;
 
+pub use ids::BodyDigest;
+pub use indexes::{start_key, Indexes, TimeKey, ROLLUP_SECONDS};
+pub use status::Status;
+
+use ids::{digest, EventIdKey, EventIdRef, IdTable, Interned};
+use links::Links;
 use store::{Chunked, IdRef, Ids};
-
-/// The status of an interaction, derived by the fold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    /// A start event arrived and nothing after it yet.
-    Started,
-    /// Progress arrived and no terminal event yet.
-    InProgress,
-    /// The first terminal event was `interaction_complete`.
-    Completed,
-    /// The first terminal event was `interaction_error`.
-    Failed,
-    /// The first terminal event was `interaction_cancelled`.
-    Cancelled,
-}
-
-impl Status {
-    /// Number of statuses.
-    pub const COUNT: usize = 5;
-    /// Every status, in index order.
-    pub const ALL: [Status; Status::COUNT] = [
-        Status::Started,
-        Status::InProgress,
-        Status::Completed,
-        Status::Failed,
-        Status::Cancelled,
-    ];
-
-    /// Position in [`Status::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The status with this API name.
-    pub fn from_name(name: &str) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    /// The name used in the API (the reference's names, plus `cancelled`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Started => "started",
-            Status::InProgress => "in_progress",
-            Status::Completed => "completed",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-        }
-    }
-
-    /// Whether the interaction is still running.
-    pub fn is_active(self) -> bool {
-        matches!(self, Status::Started | Status::InProgress)
-    }
-
-    fn terminal(action: Action) -> Option<Status> {
-        match action {
-            Action::Complete => Some(Status::Completed),
-            Action::Error => Some(Status::Failed),
-            Action::Cancelled => Some(Status::Cancelled),
-            Action::Start | Action::Progress => None,
-        }
-    }
-}
 
 /// The state of one interaction, kept compact: absent times are NaN and absent seqs are 0 (seqs
 /// start at 1), so a record is 80 bytes; its id lives in the projection's `Ids` and its events
@@ -105,6 +46,40 @@ pub struct Record {
     event_count: u32,
     conflicts: u16,
     status: Status,
+}
+
+/// The fold rules: how one event changes its record.
+impl Record {
+    fn apply(&mut self, event: &StoredEvent<'_>) {
+        debug_assert!(event.seq != NO_SEQ);
+        debug_assert!(self.last_seq < event.seq);
+        self.last_seq = event.seq;
+        self.event_count += 1;
+        match event.action {
+            Action::Start => {
+                if self.start_seq != NO_SEQ {
+                    self.conflicts = self.conflicts.saturating_add(1);
+                } else {
+                    self.start_seq = event.seq;
+                    self.start_time = event.timestamp;
+                }
+            }
+            Action::Progress => {
+                if self.status == Status::Started {
+                    self.status = Status::InProgress;
+                }
+            }
+            Action::Complete | Action::Error | Action::Cancelled => {
+                if self.terminal_seq != NO_SEQ {
+                    self.conflicts = self.conflicts.saturating_add(1);
+                } else {
+                    self.terminal_seq = event.seq;
+                    self.end_time = event.timestamp;
+                    self.status = Status::terminal(event.action).expect("a terminal action");
+                }
+            }
+        }
+    }
 }
 
 const NO_SEQ: u64 = 0;
@@ -193,90 +168,6 @@ impl Record {
             status: Status::Started,
         }
     }
-
-    fn apply(&mut self, event: &StoredEvent<'_>) {
-        debug_assert!(event.seq != NO_SEQ);
-        debug_assert!(self.last_seq < event.seq);
-        self.last_seq = event.seq;
-        self.event_count += 1;
-        match event.action {
-            Action::Start => {
-                if self.start_seq != NO_SEQ {
-                    self.conflicts = self.conflicts.saturating_add(1);
-                } else {
-                    self.start_seq = event.seq;
-                    self.start_time = event.timestamp;
-                }
-            }
-            Action::Progress => {
-                if self.status == Status::Started {
-                    self.status = Status::InProgress;
-                }
-            }
-            Action::Complete | Action::Error | Action::Cancelled => {
-                if self.terminal_seq != NO_SEQ {
-                    self.conflicts = self.conflicts.saturating_add(1);
-                } else {
-                    self.terminal_seq = event.seq;
-                    self.end_time = event.timestamp;
-                    self.status = Status::terminal(event.action).expect("a terminal action");
-                }
-            }
-        }
-    }
-}
-
-/// 128 bits of a body's hash: two 64-bit hashes under independent random seeds.
-pub type BodyDigest = [u64; 2];
-
-fn digest(digesters: &[hashbrown::DefaultHashBuilder; 2], body: &str) -> BodyDigest {
-    use std::hash::BuildHasher;
-    [digesters[0].hash_one(body), digesters[1].hash_one(body)]
-}
-
-/// An entry of the id index: a record's ordinal and 32 bits of its id's hash. Keeping the hash
-/// lets the table grow without reading a million records and ids again to rehash them, which
-/// was a fifth of start-up time; it costs four bytes per entry.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    ordinal: u32,
-    hash: u32,
-}
-
-impl Slot {
-    /// The table's hash of an id: 32 bits of the seeded hasher's output, repeated in both halves
-    /// because the table takes its bucket from the low bits and its tag from the high ones.
-    fn hash_of(hasher: &hashbrown::DefaultHashBuilder, mcp: u32, id: &str) -> u64 {
-        let full = hasher.hash_one((mcp, id));
-        let bits = (full ^ (full >> 32)) & 0xFFFF_FFFF;
-        bits << 32 | bits
-    }
-
-    fn hash(&self) -> u64 {
-        let bits = u64::from(self.hash);
-        bits << 32 | bits
-    }
-}
-
-/// `(mcp, event_id)`, owned, as stored in the idempotency index.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct EventIdKey {
-    mcp: u32,
-    event_id: Box<str>,
-}
-
-/// `(mcp, event_id)`, borrowed, for lookups without allocating. Hashes exactly as
-/// [`EventIdKey`] does (derived: the u32, then the str).
-#[derive(Hash)]
-struct EventIdRef<'a> {
-    mcp: u32,
-    event_id: &'a str,
-}
-
-impl hashbrown::Equivalent<EventIdKey> for EventIdRef<'_> {
-    fn equivalent(&self, key: &EventIdKey) -> bool {
-        self.mcp == key.mcp && self.event_id == &*key.event_id
-    }
 }
 
 /// Every interaction record, folded from the log, with the lookups the writer needs.
@@ -289,133 +180,19 @@ impl hashbrown::Equivalent<EventIdKey> for EventIdRef<'_> {
 pub struct Projection {
     records: Chunked<Record>,
     ids: Ids,
-    by_id: hashbrown::HashTable<Slot>,
-    hasher: hashbrown::DefaultHashBuilder,
-    mcp_names: Vec<Box<str>>,
-    mcp_index: hashbrown::HashMap<Box<str>, u32>,
+    by_id: IdTable,
+    mcp_ids: Interned<Box<str>>,
     /// `(mcp, event_id)` → the seq and body digest of the first event with it. Scoped by mcp_id
     /// so that two MCPs choosing the same `event_id` never collide, and one cannot probe the
     /// other's ids. The digest lets the writer tell a retry from a reuse without reading the log.
     event_ids: hashbrown::HashMap<EventIdKey, (u64, BodyDigest)>,
     /// Two independently seeded hashers, for 128-bit body digests.
     digesters: [hashbrown::DefaultHashBuilder; 2],
-    key_ids: Vec<[u8; 8]>,
-    key_index: hashbrown::HashMap<[u8; 8], u32>,
+    key_ids: Interned<[u8; 8]>,
     links: Links,
     indexes: Indexes,
     events_total: u64,
     conflicts_total: u64,
-}
-
-/// The events of each interaction, chained: for every seq, the distance to the next seq of the
-/// same interaction (0 for its latest). Four bytes per event instead of a list per record.
-#[derive(Debug, Default)]
-struct Links {
-    /// Seq of `next[0]`.
-    base: u64,
-    next: Chunked<u32>,
-    /// Links too long for a u32 delta (marked `u32::MAX` in `next`).
-    far: hashbrown::HashMap<u64, u64>,
-}
-
-impl Links {
-    /// Makes room for `seq`, the newest event.
-    fn push(&mut self, seq: u64) {
-        if self.next.is_empty() {
-            self.base = seq;
-        }
-        let index = usize::try_from(seq - self.base).expect("seqs arrive in order");
-        assert!(
-            index >= self.next.len(),
-            "seq {seq} folded twice or out of order"
-        );
-        // Seqs are gap-free in a log; a gap (only possible in hand-made tests) leaves zeros.
-        while self.next.len() <= index {
-            self.next.push(0);
-        }
-    }
-
-    fn link(&mut self, from: u64, to: u64) {
-        let index = (from - self.base) as usize;
-        match u32::try_from(to - from) {
-            Ok(delta) if delta < u32::MAX => self.next[index] = delta,
-            _ => {
-                self.next[index] = u32::MAX;
-                self.far.insert(from, to);
-            }
-        }
-    }
-
-    fn next_of(&self, seq: u64) -> Option<u64> {
-        let index = usize::try_from(seq.checked_sub(self.base)?).ok()?;
-        match *self.next.get(index)? {
-            0 => None,
-            u32::MAX => self.far.get(&seq).copied(),
-            delta => Some(seq + u64::from(delta)),
-        }
-    }
-}
-
-/// The secondary indexes the queries use, all of record ordinals.
-#[derive(Debug, Default)]
-pub struct Indexes {
-    /// Records per interned mcp_id.
-    pub by_mcp: Vec<RoaringBitmap>,
-    /// Records per status, indexed by [`Status::index`].
-    pub by_status: [RoaringBitmap; Status::COUNT],
-    /// Records with no start event yet: reported as orphans, listed after all started ones.
-    pub orphans: RoaringBitmap,
-    /// Started records ordered by `(start_time, ordinal)`; the key is the bits of the positive
-    /// `f64` start time, which order as the numbers do.
-    pub by_start: BTreeSet<TimeKey>,
-    /// Sum and count of processing times of completed and failed records with both times.
-    pub processing_sum_s: f64,
-    /// See `processing_sum_s`.
-    pub processing_count: u64,
-    /// Finished interactions by hour of start time (`floor(start / 3600)`), so metrics over long
-    /// ranges add up hours instead of visiting every record.
-    pub hourly: BTreeMap<i64, Rollup>,
-}
-
-/// Seconds in one roll-up.
-pub const ROLLUP_SECONDS: u64 = 3600;
-
-/// An entry of the time index: a start key and a record ordinal, ordered by key, then ordinal.
-/// Three `u32`s rather than a `(u64, u32)`, which pads to 16 bytes: the index holds one per
-/// started interaction, and four bytes each is about seven per interaction in B-tree nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TimeKey {
-    // Field order is the ordering: the key's high half, its low half, then the ordinal.
-    key_high: u32,
-    key_low: u32,
-    ordinal: u32,
-}
-
-impl TimeKey {
-    /// The entry for a start key (see [`start_key`]) and an ordinal.
-    pub fn new(key: u64, ordinal: u32) -> TimeKey {
-        TimeKey {
-            key_high: (key >> 32) as u32,
-            key_low: key as u32,
-            ordinal,
-        }
-    }
-
-    /// The start key.
-    pub fn key(self) -> u64 {
-        u64::from(self.key_high) << 32 | u64::from(self.key_low)
-    }
-
-    /// The record's ordinal.
-    pub fn ordinal(self) -> u32 {
-        self.ordinal
-    }
-}
-
-/// The start-time key of the time index.
-pub fn start_key(start_time: f64) -> u64 {
-    debug_assert!(start_time > 0.0, "validation keeps timestamps positive");
-    start_time.to_bits()
 }
 
 impl std::fmt::Debug for Projection {
@@ -437,20 +214,19 @@ impl Projection {
     pub fn apply(&mut self, event: &StoredEvent<'_>) {
         // An interaction is (mcp_id, interaction_id): two mcp_ids may use one id unaware of
         // each other.
-        let mcp = self.intern_mcp(event.mcp_id);
-        let hash = Slot::hash_of(&self.hasher, mcp, event.interaction_id);
-        let ordinal = match self.find(hash, mcp, event.interaction_id) {
+        let mcp = self.mcp_ids.intern(event.mcp_id, |m| Box::from(m));
+        let hash = self.by_id.hash(mcp, event.interaction_id);
+        let found = self
+            .by_id
+            .find(&self.records, &self.ids, hash, mcp, event.interaction_id);
+        let ordinal = match found {
             Some(ordinal) => ordinal,
             None => {
                 let ordinal = u32::try_from(self.records.len()).expect("fewer than 2^32 records");
-                let key = self.intern_key(event.key_id);
+                let key = self.key_ids.intern(&event.key_id, |k| *k);
                 let id = self.ids.push(event.interaction_id);
                 self.records.push(Record::new(event, id, mcp, key));
-                let slot = Slot {
-                    ordinal,
-                    hash: hash as u32,
-                };
-                self.by_id.insert_unique(hash, slot, Slot::hash);
+                self.by_id.insert(hash, ordinal);
                 ordinal
             }
         };
@@ -459,7 +235,7 @@ impl Projection {
         if record.event_count > 0 {
             self.links.link(record.last_seq, event.seq);
         }
-        debug_assert_eq!(&*self.mcp_names[record.mcp as usize], event.mcp_id);
+        debug_assert_eq!(&**self.mcp_ids.get(record.mcp), event.mcp_id);
         let before = (record.event_count > 0).then(|| (record.status, record.start_time()));
         let conflicts_before = record.conflicts;
         record.apply(event);
@@ -481,9 +257,7 @@ impl Projection {
     /// The record of one interaction of one mcp_id.
     pub fn get(&self, mcp_id: &str, interaction_id: &str) -> Option<&Record> {
         let mcp = self.mcp_number(mcp_id)?;
-        let hash = Slot::hash_of(&self.hasher, mcp, interaction_id);
-        let ordinal = self.find(hash, mcp, interaction_id)?;
-        Some(&self.records[ordinal as usize])
+        self.find(mcp, interaction_id)
     }
 
     /// The records of every mcp_id that uses this interaction id: one lookup per mcp_id (there
@@ -492,23 +266,15 @@ impl Projection {
         &'a self,
         interaction_id: &'i str,
     ) -> impl Iterator<Item = &'a Record> + use<'a, 'i> {
-        (0..self.mcp_names.len() as u32).filter_map(move |mcp| {
-            let hash = Slot::hash_of(&self.hasher, mcp, interaction_id);
-            let ordinal = self.find(hash, mcp, interaction_id)?;
-            Some(&self.records[ordinal as usize])
-        })
+        (0..self.mcp_ids.len() as u32).filter_map(move |mcp| self.find(mcp, interaction_id))
     }
 
-    fn find(&self, hash: u64, mcp: u32, interaction_id: &str) -> Option<u32> {
-        let (records, ids) = (&self.records, &self.ids);
-        self.by_id
-            .find(hash, |slot| {
-                let record = &records[slot.ordinal as usize];
-                slot.hash == hash as u32
-                    && record.mcp == mcp
-                    && ids.get(record.interaction_id) == interaction_id
-            })
-            .map(|slot| slot.ordinal)
+    fn find(&self, mcp: u32, interaction_id: &str) -> Option<&Record> {
+        let hash = self.by_id.hash(mcp, interaction_id);
+        let ordinal = self
+            .by_id
+            .find(&self.records, &self.ids, hash, mcp, interaction_id)?;
+        Some(&self.records[ordinal as usize])
     }
 
     /// The seq at which `(mcp_id, event_id)` was stored, if it was.
@@ -518,7 +284,7 @@ impl Projection {
 
     /// The seq and body digest of the first event stored with `(mcp_id, event_id)`.
     pub fn event_id_entry(&self, mcp_id: &str, event_id: &str) -> Option<(u64, BodyDigest)> {
-        let mcp = *self.mcp_index.get(mcp_id)?;
+        let mcp = self.mcp_number(mcp_id)?;
         self.event_ids.get(&EventIdRef { mcp, event_id }).copied()
     }
 
@@ -530,7 +296,7 @@ impl Projection {
 
     /// The text of an interned mcp_id.
     pub fn mcp_name(&self, mcp: u32) -> &str {
-        &self.mcp_names[mcp as usize]
+        self.mcp_ids.get(mcp)
     }
 
     /// Every record, in order of first appearance.
@@ -555,7 +321,7 @@ impl Projection {
 
     /// The interned number of an mcp_id, if any record carries it.
     pub fn mcp_number(&self, mcp_id: &str) -> Option<u32> {
-        self.mcp_index.get(mcp_id).copied()
+        self.mcp_ids.number(mcp_id)
     }
 
     /// The secondary indexes.
@@ -581,96 +347,12 @@ impl Projection {
 
     /// The key fingerprint bytes of a record's first event.
     pub fn key_id(&self, record: &Record) -> [u8; 8] {
-        self.key_ids[record.key as usize]
+        *self.key_ids.get(record.key)
     }
 
     /// Whether an event of this key started a record (so the key is known to the log).
     pub fn knows_key(&self, key_id: &[u8; 8]) -> bool {
-        self.key_index.contains_key(key_id)
-    }
-
-    fn intern_key(&mut self, key_id: [u8; 8]) -> u32 {
-        if let Some(&key) = self.key_index.get(&key_id) {
-            return key;
-        }
-        let key = u32::try_from(self.key_ids.len()).expect("fewer than 2^32 keys");
-        self.key_ids.push(key_id);
-        self.key_index.insert(key_id, key);
-        key
-    }
-
-    fn intern_mcp(&mut self, mcp_id: &str) -> u32 {
-        if let Some(&mcp) = self.mcp_index.get(mcp_id) {
-            return mcp;
-        }
-        let mcp = u32::try_from(self.mcp_names.len()).expect("fewer than 2^32 mcp_ids");
-        self.mcp_names.push(mcp_id.into());
-        self.mcp_index.insert(mcp_id.into(), mcp);
-        mcp
-    }
-}
-
-impl Indexes {
-    /// Mirrors one record's change. `before` is `None` for a record the event created, else its
-    /// status and start time before the event.
-    fn update(&mut self, ordinal: u32, record: &Record, before: Option<(Status, Option<f64>)>) {
-        match before {
-            None => {
-                let mcp = record.mcp as usize;
-                if self.by_mcp.len() <= mcp {
-                    self.by_mcp.resize_with(mcp + 1, RoaringBitmap::new);
-                }
-                self.by_mcp[mcp].insert(ordinal);
-                self.by_status[record.status.index()].insert(ordinal);
-                match record.start_time() {
-                    Some(start) => {
-                        self.by_start
-                            .insert(TimeKey::new(start_key(start), ordinal));
-                    }
-                    None => {
-                        self.orphans.insert(ordinal);
-                    }
-                }
-            }
-            Some((old_status, old_start)) => {
-                if old_status != record.status {
-                    self.by_status[old_status.index()].remove(ordinal);
-                    self.by_status[record.status.index()].insert(ordinal);
-                }
-                if old_start.is_none() {
-                    if let Some(start) = record.start_time() {
-                        self.orphans.remove(ordinal);
-                        self.by_start
-                            .insert(TimeKey::new(start_key(start), ordinal));
-                    }
-                }
-            }
-        }
-        let finished = |status: Status, start: Option<f64>| !status.is_active() && start.is_some();
-        let was_finished = before.is_some_and(|(status, start)| finished(status, start));
-        if !was_finished && finished(record.status, record.start_time()) {
-            // Both the start and the first terminal event are final, so this happens once.
-            self.count_finished(record);
-        }
-    }
-
-    fn count_finished(&mut self, record: &Record) {
-        let start = record.start_time().expect("finished records have started");
-        let hour = (start / ROLLUP_SECONDS as f64).floor() as i64;
-        let rollup = self.hourly.entry(hour).or_default();
-        match record.status {
-            Status::Completed => rollup.completed += 1,
-            Status::Failed => rollup.failed += 1,
-            _ => {
-                rollup.cancelled += 1;
-                return;
-            }
-        }
-        if let Some(time) = record.processing_time() {
-            rollup.add_time(time);
-            self.processing_sum_s += time;
-            self.processing_count += 1;
-        }
+        self.key_ids.number(key_id).is_some()
     }
 }
 
