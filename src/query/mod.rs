@@ -17,7 +17,6 @@ pub use metrics::{bucket_seconds, metrics, parse_time_range, Latency, Metrics, S
 mod tests {
     use super::*;
     use crate::event::{Action, StoredEvent};
-    use crate::latency::Histogram;
     use crate::projector::{Projection, Status};
 
     /// Folds `(interaction, mcp, action, timestamp)` events with seqs in order.
