@@ -1,0 +1,319 @@
+//! Validation: client bytes to a [`ValidEvent`] or an [`Invalid`] naming the field, and batch
+//! splitting. Pure functions; the one rule that needs the server's clock takes it as a value.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{
+    Action, Invalid, ValidEvent, EVENT_ID_BYTES_MAX, ID_BYTES_MAX, PAYLOAD_DEPTH_MAX,
+    RESERVED_INTERACTION_IDS, TIMESTAMP_SECONDS_MAX,
+};
+
+/// Validates one client event given as the raw JSON text of an object.
+pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
+    let fields: Fields<'_> = serde_json::from_str(body).map_err(|err| {
+        let code = if err.is_data() {
+            "not_an_object"
+        } else {
+            "malformed_json"
+        };
+        Invalid {
+            field: None,
+            code,
+            message: format!("the event is not a JSON object: {err}"),
+        }
+    })?;
+    if let Some(name) = fields.duplicate {
+        return Err(Invalid::field(
+            &name,
+            "duplicate_field",
+            format!("field {name:?} appears twice"),
+        ));
+    }
+    let mut action = None;
+    let mut interaction_id = None;
+    let mut mcp_id = None;
+    let mut timestamp = None;
+    let mut event_id = None;
+    let mut payloads: Vec<(&str, &RawValue)> = Vec::new();
+    for (name, value) in &fields.entries {
+        match name.as_ref() {
+            "action" => action = Some(value),
+            "interaction_id" => interaction_id = Some(id_field("interaction_id", value)?),
+            "mcp_id" => mcp_id = Some(id_field("mcp_id", value)?),
+            "timestamp" => timestamp = Some(timestamp_field(value)?),
+            "event_id" => event_id = Some(event_id_field(value)?),
+            other => match Action::ALL.into_iter().find(|a| a.payload_field() == other) {
+                Some(a) => payloads.push((a.payload_field(), value)),
+                None => {
+                    return Err(Invalid::field(
+                        other,
+                        "unknown_field",
+                        format!("unknown field {other:?}; allowed: action, interaction_id, mcp_id, timestamp, event_id and the action's payload field"),
+                    ))
+                }
+            },
+        }
+    }
+    let action = action_field(action.ok_or_else(|| missing("action"))?)?;
+    for (field, value) in payloads {
+        if field != action.payload_field() {
+            return Err(Invalid::field(
+                field,
+                "payload_mismatch",
+                format!(
+                    "{field} does not go with action {}; its payload field is {}",
+                    action.wire_name(),
+                    action.payload_field()
+                ),
+            ));
+        }
+        if !value.get().trim_start().starts_with('{') {
+            return Err(Invalid::field(
+                field,
+                "not_an_object",
+                format!("{field} must be a JSON object"),
+            ));
+        }
+        if nesting_depth(value.get()) > PAYLOAD_DEPTH_MAX {
+            return Err(Invalid::field(
+                field,
+                "too_deep",
+                format!("{field} nests objects and arrays deeper than {PAYLOAD_DEPTH_MAX} levels"),
+            ));
+        }
+    }
+    let interaction_id = interaction_id.ok_or_else(|| missing("interaction_id"))?;
+    if RESERVED_INTERACTION_IDS.contains(&interaction_id.as_ref()) {
+        return Err(Invalid::field(
+            "interaction_id",
+            "reserved_id",
+            format!(
+                "interaction_id {interaction_id:?} is reserved (it names a route: {})",
+                RESERVED_INTERACTION_IDS.join(", ")
+            ),
+        ));
+    }
+    Ok(ValidEvent {
+        action,
+        interaction_id,
+        mcp_id: mcp_id.ok_or_else(|| missing("mcp_id"))?,
+        timestamp: timestamp.ok_or_else(|| missing("timestamp"))?,
+        event_id,
+        body,
+    })
+}
+
+fn missing(field: &str) -> Invalid {
+    Invalid::field(field, "missing_field", format!("{field} is required"))
+}
+
+fn string_field<'a>(field: &str, value: &'a RawValue) -> Result<Cow<'a, str>, Invalid> {
+    let s: Cow<'a, str> = serde_json::from_str(value.get())
+        .map_err(|_| Invalid::field(field, "not_a_string", format!("{field} must be a string")))?;
+    Ok(s)
+}
+
+fn action_field(value: &RawValue) -> Result<Action, Invalid> {
+    let name = string_field("action", value)?;
+    Action::from_wire(&name).ok_or_else(|| {
+        let allowed: Vec<_> = Action::ALL.iter().map(|a| a.wire_name()).collect();
+        Invalid::field(
+            "action",
+            "unknown_action",
+            format!(
+                "unknown action {name:?}; expected one of {}",
+                allowed.join(", ")
+            ),
+        )
+    })
+}
+
+fn bounded_text<'a>(field: &str, value: &'a RawValue, max: usize) -> Result<Cow<'a, str>, Invalid> {
+    let s = string_field(field, value)?;
+    if s.is_empty() || s.len() > max {
+        return Err(Invalid::field(
+            field,
+            "bad_length",
+            format!(
+                "{field} must be 1 to {max} bytes of UTF-8, got {} bytes",
+                s.len()
+            ),
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(Invalid::field(
+            field,
+            "control_character",
+            format!("{field} contains a control character"),
+        ));
+    }
+    if let Some(c) = s.chars().find(|&c| is_invisible(c)) {
+        return Err(Invalid::field(
+            field,
+            "invisible_character",
+            format!(
+                "{field} contains U+{:04X}, an invisible or direction-changing character that would display as another id",
+                u32::from(c)
+            ),
+        ));
+    }
+    if s.chars().all(char::is_whitespace) {
+        return Err(Invalid::field(
+            field,
+            "blank_id",
+            format!("{field} is only white space"),
+        ));
+    }
+    Ok(s)
+}
+
+/// Characters that draw nothing or reorder what follows: Unicode's format characters (bidi
+/// embeddings, overrides and isolates, zero-width spaces and joiners, the byte-order mark, tag
+/// characters), line and paragraph separators, and the blank fillers that render as nothing.
+fn is_invisible(c: char) -> bool {
+    matches!(u32::from(c),
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFFB | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF)
+}
+
+/// How deeply objects and arrays nest in a JSON text (0 for a scalar). Brackets inside strings
+/// do not count.
+fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Refuses a timestamp further than `skew_max_s` ahead of the server's clock `now_s`: such an
+/// event would sort above every real one in history for as long as it is kept.
+pub fn check_clock(timestamp: f64, now_s: f64, skew_max_s: f64) -> Result<(), Invalid> {
+    if timestamp > now_s + skew_max_s {
+        return Err(Invalid::field(
+            "timestamp",
+            "timestamp_in_future",
+            format!(
+                "timestamp {timestamp} is {:.0} s ahead of the server's clock; at most clock_skew_max ({skew_max_s} s) is accepted",
+                timestamp - now_s
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn id_field<'a>(field: &str, value: &'a RawValue) -> Result<Cow<'a, str>, Invalid> {
+    bounded_text(field, value, ID_BYTES_MAX)
+}
+
+fn event_id_field(value: &RawValue) -> Result<Cow<'_, str>, Invalid> {
+    bounded_text("event_id", value, EVENT_ID_BYTES_MAX)
+}
+
+fn timestamp_field(value: &RawValue) -> Result<f64, Invalid> {
+    let not_a_number = || {
+        Invalid::field(
+            "timestamp",
+            "not_a_number",
+            "timestamp must be a number of seconds since the Unix epoch",
+        )
+    };
+    let text = value.get();
+    if !text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Err(not_a_number());
+    }
+    let seconds: f64 = serde_json::from_str(text).map_err(|_| not_a_number())?;
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(Invalid::field(
+            "timestamp",
+            "out_of_range",
+            format!("timestamp must be finite and > 0, got {text}"),
+        ));
+    }
+    if seconds > TIMESTAMP_SECONDS_MAX {
+        return Err(Invalid::field(
+            "timestamp",
+            "looks_like_milliseconds",
+            format!("timestamp {text} is above {TIMESTAMP_SECONDS_MAX:e}: it looks like milliseconds; send seconds since the Unix epoch"),
+        ));
+    }
+    Ok(seconds)
+}
+
+/// The top-level members of a JSON object in order, kept raw, noting the first duplicate name.
+pub(super) struct Fields<'a> {
+    pub(super) entries: Vec<(Cow<'a, str>, &'a RawValue)>,
+    duplicate: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Fields {
+                    entries: Vec::new(),
+                    duplicate: None,
+                };
+                while let Some((name, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                    if fields.duplicate.is_none() && fields.entries.iter().any(|(n, _)| *n == name)
+                    {
+                        fields.duplicate = Some(name.to_string());
+                    }
+                    fields.entries.push((name, value));
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// Splits a batch body into the raw text of each event: a JSON array, or NDJSON (one event per
+/// non-blank line). Which one is decided by the first non-blank byte.
+pub fn split_batch(body: &str) -> Result<Vec<&str>, Invalid> {
+    let trimmed = body.trim_start();
+    if trimmed.starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|err| Invalid {
+            field: None,
+            code: "malformed_json",
+            message: format!("the batch is not a JSON array of events: {err}"),
+        })?;
+        Ok(items.into_iter().map(RawValue::get).collect())
+    } else {
+        Ok(body
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect())
+    }
+}
