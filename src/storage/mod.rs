@@ -9,6 +9,7 @@
 //! - `dir`: the lock, the segment listing, mappings, private directories.
 //! - [`writer`]: the single appender; one write and one fdatasync per group of events.
 
+mod backup;
 pub mod catalog;
 mod dir;
 pub mod format;
@@ -23,12 +24,13 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use backup::{backup, Backup};
 pub use catalog::{Catalog, CatalogChange, FrameIndex, SegmentView};
 pub(crate) use dir::sync_dir;
 pub use dir::{create_private_dir, list_segments, lock_dir, map_file, LOCK_FILE_NAME};
 pub use inspect::{scan_log, verify_log, SegmentInfo};
 pub use open::{open, Opened};
-pub use repair::{backup, repair, Backup, Break, Breaks, Repaired};
+pub use repair::{repair, Break, Breaks, Repaired};
 pub use writer::{LogWriter, Written};
 
 /// Where the segment files live, and when to roll to a new one.

@@ -1,5 +1,4 @@
-//! Repair and backup: the operator's ways forward from damage, and a consistent copy of a live
-//! log.
+//! Repair: the operator's way forward from damage past a torn tail.
 //!
 //! Recovery truncates a torn tail by itself but stops at damage anywhere else, because those
 //! bytes were once acknowledged. [`repair`] is the explicit step past it: it copies each damaged
@@ -311,16 +310,16 @@ fn own_check(held: &Held) -> Option<(u64, bool)> {
 }
 
 /// The whole valid frames of a segment that end at or before `limit`.
-struct Prefix {
+pub(super) struct Prefix {
     /// Where the last of them ends (the header's end when none).
-    end: usize,
-    frames: u64,
+    pub(super) end: usize,
+    pub(super) frames: u64,
     last_seq: u64,
     received_min_us: u64,
     received_max_us: u64,
 }
 
-fn valid_prefix(bytes: &[u8], limit: usize) -> Prefix {
+pub(super) fn valid_prefix(bytes: &[u8], limit: usize) -> Prefix {
     let mut prefix = Prefix {
         end: HEADER_BYTES,
         frames: 0,
@@ -412,7 +411,7 @@ fn create_empty_segment(
 }
 
 /// Writes a new file (0600) and syncs it.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+pub(super) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let mut file = std::fs::OpenOptions::new()
         .mode(FILE_MODE)
         .write(true)
@@ -442,98 +441,4 @@ fn append_record(segments: &Path, record: &Break) -> Result<(), StorageError> {
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// What a backup copied.
-#[derive(Debug, Clone)]
-pub struct Backup {
-    /// Segment files copied.
-    pub segments: usize,
-    /// Events in the copy.
-    pub events: u64,
-    /// Bytes of segment data copied.
-    pub bytes: u64,
-    /// The copy's chain head: its newest segment's hash.
-    pub chain_head: Hash,
-}
-
-/// Files beside the segments that a restored server needs: its keys and revocations.
-const KEY_FILES: [&str; 3] = ["admin.key", "master.secret", "revoked.keys"];
-
-/// Copies the log in `data_dir` to `dest` (a new or empty directory) while a server may be
-/// writing it: sealed segments as they are, the active one up to its last whole valid frame,
-/// the repairs record and the key files. Then checks the copy as start-up would.
-pub fn backup(data_dir: &Path, dest: &Path) -> Result<Backup, StorageError> {
-    let source = data_dir.join("segments");
-    let target = dest.join("segments");
-    if std::fs::read_dir(dest).is_ok_and(|mut entries| entries.next().is_some()) {
-        return Err(StorageError::Io {
-            op: "back up into",
-            path: dest.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "the destination is not empty",
-            ),
-        });
-    }
-    create_private_dir(&target).map_err(StorageError::io("create directory", &target))?;
-    let names = list_segments(&source)?;
-    let mut copied = 0;
-    for (position, (first_seq, path)) in names.iter().enumerate() {
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            // Retention deletes the oldest sealed segments: one gone before it was read is
-            // simply not in the backup.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound && copied == 0 => continue,
-            Err(source) => {
-                return Err(StorageError::Io {
-                    op: "read",
-                    path: path.clone(),
-                    source,
-                })
-            }
-        };
-        let last = position + 1 == names.len();
-        let len = if last {
-            // The active segment: only whole frames; a write in progress is left out.
-            let prefix = valid_prefix(&bytes, bytes.len());
-            match format::decode_at(&bytes, prefix.end) {
-                Decoded::Footer(_) => bytes.len(),
-                _ => prefix.end,
-            }
-        } else {
-            bytes.len()
-        };
-        if len < HEADER_BYTES {
-            continue;
-        }
-        write_new(&target.join(segment_file_name(*first_seq)), &bytes[..len])?;
-        copied += 1;
-    }
-    copy_if_present(&source.join(REPAIRS_FILE), &target.join(REPAIRS_FILE))?;
-    for name in KEY_FILES {
-        copy_if_present(&data_dir.join(name), &dest.join(name))?;
-    }
-    sync_dir(&target)?;
-    sync_dir(dest)?;
-    let mut events = 0;
-    let infos = scan_log(&target, |_| events += 1, |_| {})?;
-    Ok(Backup {
-        segments: infos.len(),
-        events,
-        bytes: infos.iter().map(|i| i.bytes).sum(),
-        chain_head: infos.last().map_or([0; 32], |i| i.hash),
-    })
-}
-
-fn copy_if_present(from: &Path, to: &Path) -> Result<(), StorageError> {
-    match std::fs::read(from) {
-        Ok(bytes) => write_new(to, &bytes),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(StorageError::Io {
-            op: "read",
-            path: from.to_path_buf(),
-            source,
-        }),
-    }
 }
