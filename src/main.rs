@@ -20,14 +20,8 @@ enum Command {
     /// Run the server.
     ///
     /// Settings come from embedded defaults, then the --config file, then environment variables,
-    /// then flags: MCPLOG_DATA_DIR, MCPLOG_BIND, MCPLOG_SEGMENT_MAX_BYTES, MCPLOG_SEGMENT_MAX_AGE,
-    /// MCPLOG_RETENTION, MCPLOG_CLEANUP_INTERVAL, MCPLOG_MAX_RECORDS, MCPLOG_MAX_BYTES,
-    /// MCPLOG_EVENT_BYTES_MAX, MCPLOG_BATCH_EVENTS_MAX, MCPLOG_BATCH_BYTES_MAX,
-    /// MCPLOG_QUEUE_EVENTS_MAX, MCPLOG_STALE_AFTER, MCPLOG_MASTER_SECRET, MCPLOG_API_KEY_CACHE_TTL,
-    /// MCPLOG_KEY_LIFETIME_MAX, MCPLOG_LEVEL, MCPLOG_FORMAT (text or json), MCPLOG_MAX_CONNECTIONS,
-    /// MCPLOG_HEADER_READ_TIMEOUT, MCPLOG_BODY_READ_TIMEOUT, MCPLOG_REQUEST_TIMEOUT,
-    /// MCPLOG_SHUTDOWN_GRACE, MCPLOG_REPLAY_HEARTBEAT, MCPLOG_CLOCK_SKEW_MAX,
-    /// MCPLOG_RETENTION_OVERRIDE.
+    /// then flags.
+    #[command(after_long_help = mcplog::config::help())]
     Serve {
         /// A TOML configuration file.
         #[arg(long)]

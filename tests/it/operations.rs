@@ -630,3 +630,32 @@ async fn a_retention_below_the_floor_is_refused_unless_overridden() {
     );
     assert_eq!(server.get("/api/v2/interactions/stats").await.status, 200);
 }
+
+#[test]
+fn serve_help_and_the_readme_list_every_setting() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    for setting in mcplog::config::SETTINGS {
+        assert!(
+            help.contains(setting.env),
+            "serve --help lacks {}",
+            setting.env
+        );
+        assert!(
+            readme.contains(setting.env),
+            "README.md lacks {}",
+            setting.env
+        );
+        assert!(
+            readme.contains(&format!("`{}`", setting.name)),
+            "README.md does not name the key {}",
+            setting.key()
+        );
+    }
+}

@@ -1,10 +1,16 @@
-//! Server configuration: embedded defaults (SPEC §9), overridden by `MCPLOG_*` environment
-//! variables, overridden by command-line flags.
+//! Server configuration: embedded defaults, overridden by the `--config` TOML file, overridden by
+//! `MCPLOG_*` environment variables, overridden by command-line flags. Every setting is one row
+//! of [`SETTINGS`]; the reference design's file loads through `reference.rs`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::auth::{Role, StaticKey};
-use std::time::Duration;
+
+mod reference;
+mod settings;
+
+pub use settings::{help, Setting, SETTINGS};
 
 /// Everything the server needs to start.
 #[derive(Clone, PartialEq)]
@@ -97,38 +103,52 @@ pub struct ConfigError {
     /// What is wrong with its value.
     pub message: String,
 }
+/// The setting at `section.name`.
+fn setting(section: &str, name: &str) -> Option<&'static Setting> {
+    SETTINGS
+        .iter()
+        .find(|s| s.section == section && s.name == name)
+}
 
 impl Default for Config {
+    /// Every setting's default, from the table.
     fn default() -> Config {
-        Config {
-            data_dir: PathBuf::from("./data"),
-            segment_max_bytes: 64 * 1024 * 1024,
-            segment_max_age: Duration::from_secs(24 * 3600),
-            bind: "127.0.0.1:8080".to_owned(),
-            event_bytes_max: 1024 * 1024,
-            batch_events_max: 1000,
-            batch_bytes_max: 16 * 1024 * 1024,
-            queue_events_max: 10_000,
-            stale_after: Duration::from_secs(3600),
+        let mut config = Config {
+            data_dir: PathBuf::new(),
+            segment_max_bytes: 0,
+            segment_max_age: Duration::ZERO,
+            bind: String::new(),
+            event_bytes_max: 0,
+            batch_events_max: 0,
+            batch_bytes_max: 0,
+            queue_events_max: 0,
+            stale_after: Duration::ZERO,
             master_secret: None,
-            api_key_cache_ttl: Duration::from_secs(300),
-            key_lifetime_max: Duration::from_secs(30 * 86_400),
+            api_key_cache_ttl: Duration::ZERO,
+            key_lifetime_max: Duration::ZERO,
             static_keys: Vec::new(),
-            retention: Duration::from_secs(30 * 86_400),
-            cleanup_interval: Duration::from_secs(3600),
+            retention: Duration::ZERO,
+            cleanup_interval: Duration::ZERO,
             max_records: None,
             max_bytes: None,
-            log_level: "info".to_owned(),
+            log_level: String::new(),
             log_format: LogFormat::Text,
-            max_connections: 1024,
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(10),
-            replay_heartbeat: Duration::from_secs(15),
-            clock_skew_max: Duration::from_secs(3600),
+            max_connections: 0,
+            header_read_timeout: Duration::ZERO,
+            body_read_timeout: Duration::ZERO,
+            request_timeout: Duration::ZERO,
+            shutdown_grace: Duration::ZERO,
+            replay_heartbeat: Duration::ZERO,
+            clock_skew_max: Duration::ZERO,
             retention_override: false,
+        };
+        for s in SETTINGS {
+            if let Some(default) = s.default {
+                s.set(&mut config, default)
+                    .unwrap_or_else(|err| panic!("the default of {}: {err}", s.key()));
+            }
         }
+        config
     }
 }
 
@@ -138,103 +158,17 @@ impl Config {
         &mut self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| (name.to_owned(), v));
-        if let Some((_, v)) = get("MCPLOG_DATA_DIR") {
-            self.data_dir = PathBuf::from(v);
-        }
-        if let Some((_, v)) = get("MCPLOG_BIND") {
-            self.bind = v;
-        }
-        if let Some((k, v)) = get("MCPLOG_SEGMENT_MAX_BYTES") {
-            self.segment_max_bytes = parse_number(&k, &v)?;
-        }
-        if let Some((k, v)) = get("MCPLOG_SEGMENT_MAX_AGE") {
-            self.segment_max_age =
-                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
-        }
-        if let Some((k, v)) = get("MCPLOG_EVENT_BYTES_MAX") {
-            self.event_bytes_max = parse_number(&k, &v)?;
-        }
-        if let Some((k, v)) = get("MCPLOG_BATCH_EVENTS_MAX") {
-            self.batch_events_max = parse_number(&k, &v)?;
-        }
-        if let Some((k, v)) = get("MCPLOG_BATCH_BYTES_MAX") {
-            self.batch_bytes_max = parse_number(&k, &v)?;
-        }
-        if let Some((k, v)) = get("MCPLOG_STALE_AFTER") {
-            self.stale_after =
-                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
-        }
-        if let Some((_, v)) = get("MCPLOG_MASTER_SECRET") {
-            self.master_secret = Some(v);
-        }
-        if let Some((k, v)) = get("MCPLOG_API_KEY_CACHE_TTL") {
-            self.api_key_cache_ttl =
-                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
-        }
-        if let Some((k, v)) = get("MCPLOG_KEY_LIFETIME_MAX") {
-            self.key_lifetime_max =
-                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
-        }
-        if let Some((k, v)) = get("MCPLOG_RETENTION") {
-            self.retention =
-                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
-        }
-        if let Some((k, v)) = get("MCPLOG_CLEANUP_INTERVAL") {
-            self.cleanup_interval =
-                parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
-        }
-        if let Some((k, v)) = get("MCPLOG_MAX_RECORDS") {
-            self.max_records = Some(parse_number(&k, &v)?);
-        }
-        if let Some((k, v)) = get("MCPLOG_MAX_BYTES") {
-            self.max_bytes = Some(parse_number(&k, &v)?);
-        }
-        if let Some((_, v)) = get("MCPLOG_LEVEL") {
-            self.log_level = v.to_ascii_lowercase();
-        }
-        if let Some((k, v)) = get("MCPLOG_FORMAT") {
-            self.log_format = match v.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => {
-                    return Err(ConfigError {
-                        key: k,
-                        message: format!("{v:?} is not text or json"),
-                    })
-                }
-            };
-        }
-        if let Some((k, v)) = get("MCPLOG_QUEUE_EVENTS_MAX") {
-            self.queue_events_max = parse_number(&k, &v)?;
-        }
-        if let Some((k, v)) = get("MCPLOG_MAX_CONNECTIONS") {
-            self.max_connections = parse_number(&k, &v)?;
-        }
-        let durations: [(&str, &mut Duration); 6] = [
-            ("MCPLOG_HEADER_READ_TIMEOUT", &mut self.header_read_timeout),
-            ("MCPLOG_BODY_READ_TIMEOUT", &mut self.body_read_timeout),
-            ("MCPLOG_REQUEST_TIMEOUT", &mut self.request_timeout),
-            ("MCPLOG_SHUTDOWN_GRACE", &mut self.shutdown_grace),
-            ("MCPLOG_REPLAY_HEARTBEAT", &mut self.replay_heartbeat),
-            ("MCPLOG_CLOCK_SKEW_MAX", &mut self.clock_skew_max),
-        ];
-        for (name, field) in durations {
-            if let Some((k, v)) = get(name) {
-                *field = parse_duration(&v).map_err(|message| ConfigError { key: k, message })?;
+        for s in SETTINGS {
+            if let Some(value) = lookup(s.env) {
+                s.set(self, &value).map_err(|message| ConfigError {
+                    key: s.env.to_owned(),
+                    message: if matches!(s.field, settings::Field::Secret(_)) {
+                        "is not a valid value".to_owned()
+                    } else {
+                        message
+                    },
+                })?;
             }
-        }
-        if let Some((k, v)) = get("MCPLOG_RETENTION_OVERRIDE") {
-            self.retention_override = match v.as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => {
-                    return Err(ConfigError {
-                        key: k,
-                        message: format!("{v:?} is not true or false"),
-                    })
-                }
-            };
         }
         self.check()
     }
@@ -318,40 +252,13 @@ impl Config {
 }
 
 impl std::fmt::Debug for Config {
+    /// Every setting (a secret only as set or not) and the static keys by fingerprint.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Everything but the secrets: the master secret is only said to be set or not.
-        f.debug_struct("Config")
-            .field("data_dir", &self.data_dir)
-            .field("bind", &self.bind)
-            .field("segment_max_bytes", &self.segment_max_bytes)
-            .field("segment_max_age", &self.segment_max_age)
-            .field("event_bytes_max", &self.event_bytes_max)
-            .field("batch_events_max", &self.batch_events_max)
-            .field("batch_bytes_max", &self.batch_bytes_max)
-            .field("queue_events_max", &self.queue_events_max)
-            .field("stale_after", &self.stale_after)
-            .field(
-                "master_secret",
-                &self.master_secret.as_ref().map(|_| "<set>"),
-            )
-            .field("api_key_cache_ttl", &self.api_key_cache_ttl)
-            .field("key_lifetime_max", &self.key_lifetime_max)
-            .field("static_keys", &self.static_keys)
-            .field("retention", &self.retention)
-            .field("retention_override", &self.retention_override)
-            .field("cleanup_interval", &self.cleanup_interval)
-            .field("max_records", &self.max_records)
-            .field("max_bytes", &self.max_bytes)
-            .field("log_level", &self.log_level)
-            .field("log_format", &self.log_format)
-            .field("max_connections", &self.max_connections)
-            .field("header_read_timeout", &self.header_read_timeout)
-            .field("body_read_timeout", &self.body_read_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("shutdown_grace", &self.shutdown_grace)
-            .field("replay_heartbeat", &self.replay_heartbeat)
-            .field("clock_skew_max", &self.clock_skew_max)
-            .finish()
+        let mut out = f.debug_struct("Config");
+        for s in SETTINGS {
+            out.field(s.name, &format_args!("{}", s.shown(self)));
+        }
+        out.field("static_keys", &self.static_keys).finish()
     }
 }
 
@@ -367,9 +274,7 @@ impl Config {
 
     /// Applies configuration text in TOML. Returns warnings for keys this version does not use.
     pub fn apply_toml(&mut self, text: &str) -> Result<Vec<String>, ConfigError> {
-        // The reference's example file writes `expires_at = null`, which TOML has no word for;
-        // such keys are dropped, as if absent, with a warning.
-        let (text, nulls) = strip_nulls(text);
+        let (text, nulls) = reference::strip_nulls(text);
         let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
             // Only the line and the reason: the error's own text quotes the line, which may hold
             // a static key.
@@ -391,10 +296,11 @@ impl Config {
                 continue;
             };
             for (name, value) in entries {
-                let key = format!("{section}.{name}");
-                match self.apply_entry(section, name, value, &key)? {
+                match self.apply_entry(section, name, value)? {
                     Applied::Yes => {}
-                    Applied::NotHere(why) => warnings.push(format!("{key}: {why}; ignored")),
+                    Applied::NotHere(why) => {
+                        warnings.push(format!("{section}.{name}: {why}; ignored"))
+                    }
                 }
             }
         }
@@ -407,117 +313,35 @@ impl Config {
         section: &str,
         name: &str,
         value: &toml::Value,
-        key: &str,
     ) -> Result<Applied, ConfigError> {
-        // A static key's name is the key itself: errors name it by its fingerprint instead.
-        let fingerprinted;
-        let key = if section == "static_api_keys" {
-            fingerprinted = format!(
+        if section == "static_api_keys" {
+            // A static key's name is the key itself: errors name it by its fingerprint.
+            let shown = format!(
                 "static_api_keys.<key {}>",
                 crate::auth::hex(&crate::auth::key_id(name))
             );
-            fingerprinted.as_str()
-        } else {
-            key
-        };
-        let bad = |message: String| ConfigError {
-            key: key.to_owned(),
-            message,
-        };
-        let duration = |v: &toml::Value| -> Result<Duration, ConfigError> {
-            match v {
-                toml::Value::String(s) => parse_duration(s).map_err(bad),
-                toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
-                other => Err(bad(format!(
-                    "{other} is not a duration like \"30s\" or a number of seconds"
-                ))),
-            }
-        };
-        let number = |v: &toml::Value| -> Result<u64, ConfigError> {
-            v.as_integer()
-                .and_then(|n| u64::try_from(n).ok())
-                .ok_or_else(|| bad(format!("{v} is not a whole number")))
-        };
-        let string = |v: &toml::Value| -> Result<String, ConfigError> {
-            v.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| bad(format!("{v} is not a string")))
-        };
-        match (section, name) {
-            ("storage", "data_dir") => self.data_dir = PathBuf::from(string(value)?),
-            ("storage", "segment_max_bytes") => self.segment_max_bytes = number(value)?,
-            ("storage", "segment_max_age") => self.segment_max_age = duration(value)?,
-            ("api", "bind") => self.bind = string(value)?,
-            ("api", "event_bytes_max") => self.event_bytes_max = number(value)? as usize,
-            ("api", "batch_events_max") => self.batch_events_max = number(value)? as usize,
-            ("api", "batch_bytes_max") => self.batch_bytes_max = number(value)? as usize,
-            ("api", "queue_events_max") => self.queue_events_max = number(value)? as usize,
-            ("api", "max_connections") => self.max_connections = number(value)? as usize,
-            ("api", "header_read_timeout") => self.header_read_timeout = duration(value)?,
-            ("api", "body_read_timeout") => self.body_read_timeout = duration(value)?,
-            ("api", "request_timeout") => self.request_timeout = duration(value)?,
-            ("api", "shutdown_grace") => self.shutdown_grace = duration(value)?,
-            ("api", "replay_heartbeat") => self.replay_heartbeat = duration(value)?,
-            ("api", "clock_skew_max") => self.clock_skew_max = duration(value)?,
-            ("storage", "retention_override") => {
-                self.retention_override = value.as_bool().ok_or_else(|| bad(format!("{value} is not true or false")))?
-            }
-            ("projection", "stale_after") => self.stale_after = duration(value)?,
-            ("security", "master_secret") => self.master_secret = Some(string(value)?),
-            ("security", "api_key_cache_ttl") => self.api_key_cache_ttl = duration(value)?,
-            ("security", "key_lifetime_max") => self.key_lifetime_max = duration(value)?,
-            ("static_api_keys", key_text) => {
-                let entry = value.as_table().ok_or_else(|| {
-                    bad("must be a table {mcp_id, role, expires_at, disabled}".into())
-                })?;
-                let shown = format!(
-                    "static_api_keys.<key {}>",
-                    crate::auth::hex(&crate::auth::key_id(key_text))
-                );
-                self.static_keys.push(static_key(key_text, entry, &shown)?);
-            }
-            ("storage", "retention") => self.retention = duration(value)?,
-            ("storage" | "interaction_logging", "cleanup_interval") => self.cleanup_interval = duration(value)?,
-            ("storage" | "interaction_logging", "max_records") => self.max_records = Some(number(value)?),
-            ("storage", "max_bytes") => self.max_bytes = Some(number(value)?),
-            ("storage", "fsync") => {
-                let mode = string(value)?;
-                if mode != "always" {
-                    return Err(bad(format!("{mode:?} is not supported: only \"always\" (acknowledge after fdatasync)")));
-                }
-            }
-            ("interaction_logging", "api_key_cache_ttl") => self.api_key_cache_ttl = duration(value)?,
-            ("api", "host") => {
-                let port = self.bind.rsplit_once(':').map_or("8080", |(_, p)| p).to_owned();
-                self.bind = format!("{}:{port}", string(value)?);
-            }
-            ("api", "port") => {
-                let host = self.bind.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h).to_owned();
-                let port = u16::try_from(number(value)?).map_err(|_| bad(format!("{value} is not a port")))?;
-                self.bind = format!("{host}:{port}");
-            }
-            ("logging", "level") => {
-                let level = string(value)?.to_ascii_lowercase();
-                let level = if level == "warning" { "warn".to_owned() } else { level };
-                if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
-                    return Err(bad(format!("{level:?} is not trace, debug, info, warn or error")));
-                }
-                self.log_level = level;
-            }
-            ("logging", "format") => match string(value)?.as_str() {
-                "text" => self.log_format = LogFormat::Text,
-                "json" => self.log_format = LogFormat::Json,
-                _ => return Ok(Applied::NotHere("a format other than \"text\" or \"json\" (the reference's Python format string has no meaning here); text is used")),
-            },
-            ("interaction_logging", "database_path") => return Ok(Applied::NotHere("mcplog keeps its log in storage.data_dir")),
-            ("api", "workers") => return Ok(Applied::NotHere("the server sizes its worker threads to the machine")),
-            ("extensions", _) => return Ok(Applied::NotHere("has no meaning here")),
-            _ => return Ok(Applied::NotHere("not a setting of mcplog")),
+            let entry = value.as_table().ok_or_else(|| ConfigError {
+                key: shown.clone(),
+                message: "must be a table {mcp_id, role, expires_at, disabled}".into(),
+            })?;
+            self.static_keys.push(static_key(name, entry, &shown)?);
+            return Ok(Applied::Yes);
         }
-        Ok(Applied::Yes)
+        let key = format!("{section}.{name}");
+        if let Some(applied) = reference::apply(self, section, name, value, &key) {
+            return applied;
+        }
+        let Some(setting) = setting(section, name) else {
+            return Ok(Applied::NotHere("not a setting of mcplog"));
+        };
+        setting
+            .set_toml(self, value)
+            .map(|()| Applied::Yes)
+            .map_err(|message| ConfigError { key, message })
     }
 }
 
+/// Whether a file's key was used.
 enum Applied {
     Yes,
     NotHere(&'static str),
@@ -568,7 +392,7 @@ fn static_key(key: &str, entry: &toml::Table, shown: &str) -> Result<StaticKey, 
                     .ok_or_else(|| bad(field, "must be true or false".into()))?
             }
             // The reference's per-key fields with no meaning here.
-            "name" | "description" | "permissions" | "created_at" => {}
+            name if reference::IGNORED_KEY_FIELDS.contains(&name) => {}
             other => {
                 return Err(bad(
                     other,
@@ -581,87 +405,6 @@ fn static_key(key: &str, entry: &toml::Table, shown: &str) -> Result<StaticKey, 
         return Err(bad("mcp_id", "a writer key needs an mcp_id".into()));
     }
     Ok(parsed)
-}
-
-/// Removes every `key = null` assignment outside strings (and a comma that went with it), and
-/// names the keys removed.
-fn strip_nulls(text: &str) -> (String, Vec<String>) {
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut removed = Vec::new();
-    let mut quote: Option<u8> = None;
-    let mut copied = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) if b == b'\\' && q == b'"' => i += 1,
-            Some(q) if b == q => quote = None,
-            Some(_) => {}
-            None if b == b'"' || b == b'\'' => quote = Some(b),
-            None if b == b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            None if bytes[i..].starts_with(b"null")
-                && bytes
-                    .get(i + 4)
-                    .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_')
-                && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) =>
-            {
-                let before = text[copied..i].trim_end();
-                if let Some(assign) = before.strip_suffix('=') {
-                    let key_text = assign.trim_end();
-                    let key_start = key_text
-                        .rfind(|c: char| {
-                            !(c.is_ascii_alphanumeric()
-                                || c == '_'
-                                || c == '-'
-                                || c == '"'
-                                || c == '.')
-                        })
-                        .map_or(0, |p| p + 1);
-                    let name = key_text[key_start..].trim_matches('"');
-                    // Static keys are named by their key: never repeat one in a warning.
-                    let in_static_keys = text[..i]
-                        .rfind("[static_api_keys]")
-                        .is_some_and(|at| !text[at + 1..i].contains("\n["));
-                    removed.push(
-                        if in_static_keys
-                            && !text[..i].rsplit('\n').next().unwrap_or("").contains('{')
-                        {
-                            format!(
-                                "static_api_keys.<key {}>",
-                                crate::auth::hex(&crate::auth::key_id(name))
-                            )
-                        } else {
-                            name.to_owned()
-                        },
-                    );
-                    let mut kept = key_text[..key_start].to_owned();
-                    let mut end = i + 4;
-                    let rest = &text[end..];
-                    let trimmed = rest.trim_start_matches([' ', '\t']);
-                    if trimmed.starts_with(',') {
-                        end += rest.len() - trimmed.len() + 1;
-                    } else if kept.trim_end().ends_with(',') {
-                        let cut = kept.trim_end().len() - 1;
-                        kept.truncate(cut);
-                    }
-                    out.push_str(&kept);
-                    copied = end;
-                    i = end;
-                    continue;
-                }
-            }
-            None => {}
-        }
-        i += 1;
-    }
-    out.push_str(&text[copied..]);
-    (out, removed)
 }
 
 /// Unix seconds from a number, an RFC 3339 string, or a TOML offset date-time.
@@ -705,13 +448,6 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
-}
-
-fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError> {
-    value.trim().parse().map_err(|_| ConfigError {
-        key: key.to_owned(),
-        message: format!("{value:?} is not a whole number"),
-    })
 }
 
 /// Parses `500ms`, `30s`, `15m`, `1h`, `30d`, or a plain number of seconds (the reference's form).
@@ -806,7 +542,8 @@ mod tests {
     }
 
     /// The reference design's example file, verbatim.
-    pub(crate) const REFERENCE_FILE: &str = include_str!("../tests/fixtures/reference-config.toml");
+    pub(crate) const REFERENCE_FILE: &str =
+        include_str!("../../tests/fixtures/reference-config.toml");
 
     #[test]
     fn the_reference_file_loads_mapping_what_maps() {
@@ -864,7 +601,7 @@ mod tests {
 
     #[test]
     fn nulls_are_dropped_only_outside_strings() {
-        let (text, removed) = strip_nulls(
+        let (text, removed) = reference::strip_nulls(
             "a = null\nb = \"null\"\nc = { x = 1, y = null }\nd = { y = null, x = 2 } # null\n",
         );
         assert_eq!(removed, ["a", "y", "y"]);
@@ -886,5 +623,35 @@ mod tests {
             .apply_env(|k| (k == "MCPLOG_QUEUE_EVENTS_MAX").then(|| "lots".to_owned()))
             .unwrap_err();
         assert_eq!(err.key, "MCPLOG_QUEUE_EVENTS_MAX");
+    }
+
+    #[test]
+    fn every_setting_has_a_working_default_a_variable_and_a_place_in_debug() {
+        let config = Config::default();
+        let shown = format!("{config:?}");
+        let help = help();
+        for s in SETTINGS {
+            assert!(s.env.starts_with("MCPLOG_"), "{}", s.key());
+            assert!(help.contains(s.env), "--help lacks {}", s.env);
+            assert!(
+                shown.contains(&format!("{}: ", s.name)),
+                "Debug lacks {}",
+                s.name
+            );
+            // The file and the environment reach the same field.
+            if let Some(default) = s.default {
+                let mut from_env = Config::default();
+                s.set(&mut from_env, default).unwrap();
+                assert_eq!(from_env, config, "{}", s.key());
+            }
+        }
+        let names: std::collections::HashSet<_> = SETTINGS.iter().map(|s| s.key()).collect();
+        assert_eq!(names.len(), SETTINGS.len(), "a key twice");
+        let mut with_secret = Config::default();
+        with_secret
+            .apply_env(|k| (k == "MCPLOG_MASTER_SECRET").then(|| "a-secret-of-some-length".into()))
+            .unwrap();
+        assert!(!format!("{with_secret:?}").contains("a-secret-of-some-length"));
+        assert!(format!("{with_secret:?}").contains("master_secret: <set>"));
     }
 }
