@@ -70,10 +70,12 @@ pub async fn run(
             request_timeout: config.request_timeout,
             replay_heartbeat: config.replay_heartbeat,
             clock_skew_max: config.clock_skew_max,
+            replay_streams_per_key_max: config.replay_streams_per_key_max,
         },
         stale_after_us: u64::try_from(config.stale_after.as_micros()).unwrap_or(u64::MAX),
         telemetry: Arc::clone(&telemetry),
         draining: Arc::new(tokio::sync::watch::channel(false).0),
+        replay_streams: Arc::default(),
     };
     let draining = Arc::clone(&state.draining);
     let listen_error = |source| ServerError::Listen {
@@ -90,6 +92,7 @@ pub async fn run(
         max_connections: config.max_connections,
         header_read_timeout: config.header_read_timeout,
         shutdown_grace: config.shutdown_grace,
+        write_timeout: config.write_timeout,
     };
     crate::http::serve(listener, router(state), limits, shutdown, move || {
         // Load balancers see 503 at once; follow streams end.

@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::signed::random_hex;
-use super::{KeyError, ADMIN_KEY_FILE, MASTER_SECRET_FILE};
+use super::{KeyError, ADMIN_KEY_FILE, ADMIN_KEY_PREFIX, MASTER_SECRET_FILE};
 
 /// Reads a secret file, or creates it (mode 0600) with `make()`. Returns the content and, when it
 /// was just created, the path.
@@ -49,7 +49,7 @@ fn load_or_create(
 /// Reads `<data>/admin.key`, or creates it (mode 0600) with a fresh random key.
 pub fn load_or_create_admin_key(data_dir: &Path) -> Result<(String, Option<PathBuf>), KeyError> {
     load_or_create(&data_dir.join(ADMIN_KEY_FILE), || {
-        Ok(format!("mcplog_admin_{}", random_hex(32)?))
+        Ok(format!("{ADMIN_KEY_PREFIX}{}", random_hex(32)?))
     })
 }
 

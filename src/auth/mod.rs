@@ -42,6 +42,8 @@ pub const MASTER_SECRET_FILE: &str = "master.secret";
 pub const REVOKED_FILE: &str = "revoked.keys";
 /// Prefix of signed keys, naming their format version.
 pub const SIGNED_PREFIX: &str = "mcplog1";
+/// How the generated admin key begins.
+pub const ADMIN_KEY_PREFIX: &str = "mcplog_admin_";
 /// Bytes of the HMAC tag kept in a signed key.
 pub const TAG_BYTES: usize = 16;
 const _: () = assert!(TAG_BYTES * 8 >= 128);
@@ -338,6 +340,44 @@ impl Keys {
             seen.insert(id);
         }
         Ok(principal)
+    }
+
+    /// `text` with every raw key in it replaced by `<a key>`: the admin key and static keys
+    /// (recognised by their digests) and anything shaped like a signed or admin key, valid or
+    /// not. Text is split at white space, quotes, backslashes and JSON and URL punctuation, which
+    /// keys do not contain.
+    pub fn redact(&self, text: &str) -> Option<String> {
+        let is_key = |token: &str| {
+            if token.starts_with(SIGNED_PREFIX) && token.len() > SIGNED_PREFIX.len() + 8 {
+                return true;
+            }
+            if token.starts_with(ADMIN_KEY_PREFIX) {
+                return true;
+            }
+            let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+            constant_time_eq(&digest, &self.admin_digest) || self.statics.contains_key(&digest)
+        };
+        let separators = |c: char| {
+            c.is_whitespace() || "\"'\\,{}[]<>()=&?/;|`".contains(c)
+        };
+        let mut found = false;
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while !rest.is_empty() {
+            let start = rest.find(|c: char| !separators(c)).unwrap_or(rest.len());
+            out.push_str(&rest[..start]);
+            rest = &rest[start..];
+            let end = rest.find(separators).unwrap_or(rest.len());
+            let token = &rest[..end];
+            if !token.is_empty() && is_key(token) {
+                out.push_str("<a key>");
+                found = true;
+            } else {
+                out.push_str(token);
+            }
+            rest = &rest[end..];
+        }
+        found.then_some(out)
     }
 
     /// Whether this server issued the key with this id (admin or static) or has accepted it.

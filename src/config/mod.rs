@@ -71,6 +71,11 @@ pub struct Config {
     /// `[api] shutdown_grace`: how long, after SIGTERM or SIGINT, requests in flight may take to
     /// finish before their connections are closed.
     pub shutdown_grace: Duration,
+    /// `[api] write_timeout`: how long a write to a client may make no progress before the
+    /// connection is cut.
+    pub write_timeout: Duration,
+    /// `[api] replay_streams_per_key_max`: most replay streams one key may have open at once.
+    pub replay_streams_per_key_max: usize,
     /// `[api] replay_heartbeat`: how often a quiet `follow=true` replay stream sends a heartbeat
     /// line.
     pub replay_heartbeat: Duration,
@@ -139,6 +144,8 @@ impl Default for Config {
             request_timeout: Duration::ZERO,
             shutdown_grace: Duration::ZERO,
             replay_heartbeat: Duration::ZERO,
+            write_timeout: Duration::ZERO,
+            replay_streams_per_key_max: 0,
             clock_skew_max: Duration::ZERO,
             retention_override: false,
         };
@@ -220,6 +227,22 @@ impl Config {
                 format!("{} is outside 1..=1000000", self.queue_events_max),
             );
         }
+        if self.replay_streams_per_key_max == 0 {
+            return bad(
+                "replay_streams_per_key_max",
+                "0 would refuse every replay".to_owned(),
+            );
+        }
+        for (key, cap) in [("max_records", self.max_records), ("max_bytes", self.max_bytes)] {
+            if cap == Some(0) && !self.retention_override {
+                return bad(
+                    key,
+                    "0 would delete every sealed segment at each start; leave it unset for no \
+                     cap, or set storage.retention_override = true if that is meant"
+                        .to_owned(),
+                );
+            }
+        }
         if self.max_connections == 0 || self.max_connections > 1_000_000 {
             return bad(
                 "max_connections",
@@ -231,6 +254,7 @@ impl Config {
             ("body_read_timeout", self.body_read_timeout),
             ("request_timeout", self.request_timeout),
             ("replay_heartbeat", self.replay_heartbeat),
+            ("write_timeout", self.write_timeout),
         ];
         for (key, value) in timeouts {
             if value < Duration::from_millis(10) {

@@ -217,6 +217,22 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
+        write_timeout,
+        "MCPLOG_WRITE_TIMEOUT",
+        Some("30s"),
+        Duration,
+        "how long a write to a client may make no progress before the connection is cut"
+    ),
+    setting!(
+        "api",
+        replay_streams_per_key_max,
+        "MCPLOG_REPLAY_STREAMS_PER_KEY_MAX",
+        Some("8"),
+        Size,
+        "most replay streams one key may have open at once (429 beyond)"
+    ),
+    setting!(
+        "api",
         replay_heartbeat,
         "MCPLOG_REPLAY_HEARTBEAT",
         Some("15s"),
@@ -310,7 +326,7 @@ impl Setting {
             Field::Limit(f) => *f(config) = Some(number(text)?),
             Field::Duration(f) => *f(config) = parse_duration(text)?,
             Field::Flag(f) => {
-                *f(config) = match text.trim() {
+                *f(config) = match text.trim().to_ascii_lowercase().as_str() {
                     "true" | "1" => true,
                     "false" | "0" => false,
                     _ => return Err(format!("{text:?} is not true or false")),

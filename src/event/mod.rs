@@ -212,15 +212,21 @@ impl fmt::Display for Invalid {
     }
 }
 
-/// The payload object of a stored event (its action's payload field), if the client sent one.
-pub fn payload_of(body: &str, action: Action) -> Option<&RawValue> {
-    let fields: validate::Fields<'_> = serde_json::from_str(body).ok()?;
-    fields
+/// The payload object of a stored event (its action's payload field), `Ok(None)` if the client
+/// sent none, and `Err` if the stored body is not a JSON object (it was altered after its
+/// checksum was made, since ingest stores only valid events).
+pub fn payload_of(body: &str, action: Action) -> Result<Option<&RawValue>, NotJson> {
+    let fields: validate::Fields<'_> = serde_json::from_str(body).map_err(|_| NotJson)?;
+    Ok(fields
         .entries
         .into_iter()
         .find(|(name, _)| name == action.payload_field())
-        .map(|(_, value)| value)
+        .map(|(_, value)| value))
 }
+
+/// A stored body that is not a JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotJson;
 
 /// An event the writer owns until it is on disk. Its strings share one allocation: a batch of a
 /// thousand events would otherwise make four thousand, and free them again.

@@ -30,6 +30,8 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     /// How long requests in flight at shutdown may take to finish.
     pub shutdown_grace: Duration,
+    /// How long a write to a client may make no progress before the connection is cut.
+    pub write_timeout: Duration,
 }
 
 /// After a failed `accept` (out of file descriptors, say), wait this long before the next.
@@ -110,7 +112,8 @@ pub async fn serve(
                 // its one request).
                 let mut closing = (!draining).then(|| closing_rx.clone());
                 connections.spawn(async move {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
+                    let conn = builder.serve_connection(io, service);
                     tokio::pin!(conn);
                     let closed = async {
                         match closing.as_mut() {
@@ -135,4 +138,104 @@ pub async fn serve(
     }
     // Dropping the set aborts whatever is still open; the listener closes with this function.
     connections.shutdown().await;
+}
+
+/// A connection whose writes may not stall for longer than `limit`: a client that stops reading
+/// (its receive window full) is cut off, rather than holding its connection, its buffered
+/// response and its slot under `max_connections` for ever. Reads are bounded by hyper's
+/// header-read timeout and the body and request timeouts.
+pub(super) struct WriteTimeout<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed when a write could not proceed; cleared by any progress.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    pub(super) fn new(inner: S, limit: Duration) -> WriteTimeout<S> {
+        WriteTimeout {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After a write or flush returned `Pending`: pending still, or timed out.
+    fn pending<T>(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading: write_timeout passed",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.pending(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            std::task::Poll::Pending => self.pending(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Pending => self.pending(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

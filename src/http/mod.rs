@@ -50,6 +50,8 @@ pub struct Limits {
     pub replay_heartbeat: Duration,
     /// How far past the server's clock an event's timestamp may be.
     pub clock_skew_max: Duration,
+    /// Most replay streams one key may have open at once.
+    pub replay_streams_per_key_max: usize,
 }
 
 /// What every handler shares.
@@ -67,6 +69,8 @@ pub struct AppState {
     pub telemetry: Arc<HttpTelemetry>,
     /// True once shutdown has begun: `/readyz` answers 503 and follow streams end.
     pub draining: Arc<watch::Sender<bool>>,
+    /// Replay streams open per key.
+    pub replay_streams: Arc<replay::OpenStreams>,
 }
 
 /// Every route of the service. Every route but the replay stream is bounded by
@@ -109,6 +113,10 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(no_params))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            redact_keys,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::track,
@@ -172,6 +180,36 @@ pub(crate) fn checked_params(
         }
     }
     Ok(params)
+}
+
+/// Most bytes of an error body the key check reads; error bodies are far smaller.
+const ERROR_BODY_BYTES_MAX: usize = 1 << 20;
+
+/// No raw key leaves in an error body, whichever value the client put it in (a parameter, a
+/// path, a header, a field name): messages quote what was sent, so every error body is checked
+/// here, in one place, and keys are replaced by `<a key>`.
+async fn redact_keys(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    if response.status().as_u16() < 400 {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, ERROR_BODY_BYTES_MAX).await else {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an error body was too large")
+            .into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    match state.keys.redact(&text) {
+        Some(redacted) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(redacted))
+        }
+        None => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
 }
 
 /// Routes whose handlers read query parameters (and refuse unknown or repeated ones

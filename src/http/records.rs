@@ -107,11 +107,13 @@ pub(super) async fn events(
     let record = visible(&view, &principal, &id, asked.as_deref())?;
     let mut events = Vec::with_capacity(record.event_count() as usize);
     for seq in view.projection.events_of(record) {
-        let event = read(&view, seq, |e| EventJson {
-            seq: e.seq,
-            received_at: e.received_at_us as f64 / 1e6,
-            key_id: hex(&e.key_id),
-            event: raw(e.body),
+        let event = read(&view, seq, |e| {
+            Some(EventJson {
+                seq: e.seq,
+                received_at: e.received_at_us as f64 / 1e6,
+                key_id: hex(&e.key_id),
+                event: raw(e.body)?,
+            })
         })?;
         events.push(event);
     }
@@ -122,16 +124,17 @@ pub(super) async fn events(
 }
 
 pub(super) fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
-    let empty = || raw("{}");
+    let empty = || raw("{}").expect("{} is JSON");
+    // The payload field of a stored body, or `{}` when the client sent none; `None` when the body
+    // is not JSON.
+    let data = |body: &str, action: Action| match payload_of(body, action) {
+        Ok(Some(payload)) => raw(payload.get()),
+        Ok(None) => Some(empty()),
+        Err(_) => None,
+    };
     let payload = |seq: Option<u64>| -> Result<Option<(Action, Box<RawValue>)>, ApiError> {
         let Some(seq) = seq else { return Ok(None) };
-        read(view, seq, |e| {
-            (
-                e.action,
-                payload_of(e.body, e.action).map_or_else(empty, |p| raw(p.get())),
-            )
-        })
-        .map(Some)
+        read(view, seq, |e| Some((e.action, data(e.body, e.action)?))).map(Some)
     };
     let request_data = payload(record.start_seq())?.map_or_else(empty, |(_, p)| p);
     let (mut result_data, mut error_data, mut cancel_data) = (empty(), empty(), empty());
@@ -148,10 +151,13 @@ pub(super) fn record_json(view: &View, record: &Record) -> Result<RecordJson, Ap
     let mut progress_updates = Vec::new();
     for seq in view.projection.events_of(record) {
         let update = read(view, seq, |e| {
-            (e.action == Action::Progress).then(|| Progress {
+            if e.action != Action::Progress {
+                return Some(None);
+            }
+            Some(Some(Progress {
                 timestamp: e.timestamp,
-                data: payload_of(e.body, e.action).map_or_else(empty, |p| raw(p.get())),
-            })
+                data: data(e.body, e.action)?,
+            }))
         })?;
         progress_updates.extend(update);
     }
@@ -179,12 +185,18 @@ pub(super) fn record_json(view: &View, record: &Record) -> Result<RecordJson, Ap
 }
 
 /// Reads one event from the log; a frame that no longer decodes is a server fault.
+/// Reads stored event `seq` through `f`, which answers `None` when the event's body is not JSON
+/// (altered after its checksum was made): reported as unreadable, never served as if empty.
 fn read<R>(
     view: &View,
     seq: u64,
-    f: impl FnOnce(&crate::event::StoredEvent<'_>) -> R,
+    f: impl FnOnce(&crate::event::StoredEvent<'_>) -> Option<R>,
 ) -> Result<R, ApiError> {
-    match view.catalog.with_event(seq, f) {
+    let read = view
+        .catalog
+        .with_event(seq, f)
+        .map(|read| read.and_then(|value| value.ok_or_else(|| "the stored body is not JSON".into())));
+    match read {
         Some(Ok(value)) => Ok(value),
         Some(Err(reason)) => {
             tracing::error!(seq, %reason, "a stored event could not be read back");
@@ -202,8 +214,9 @@ fn read<R>(
     }
 }
 
-fn raw(json: &str) -> Box<RawValue> {
-    RawValue::from_string(json.to_owned()).expect("stored JSON was validated on the way in")
+/// Stored JSON as a raw value, or `None` if it is not JSON.
+fn raw(json: &str) -> Option<Box<RawValue>> {
+    RawValue::from_string(json.to_owned()).ok()
 }
 
 /// The record of `id` the caller may read. An interaction is (mcp_id, interaction_id):

@@ -11,13 +11,13 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Bytes;
 use tokio::sync::mpsc;
 
 use super::{ApiError, AppState};
-use crate::auth::Principal;
+use crate::auth::{KeyId, Principal};
 use crate::event::EventLine;
 
 /// Most events looked at under one hold of the view's read lock.
@@ -37,7 +37,8 @@ const CHUNKS_BUFFERED: usize = 2;
         ("follow" = Option<bool>, Query, description = "keep the stream open and send new events as they become durable"),
     ),
     responses((status = 200, description = "NDJSON: one {seq, received_at, key_id, event} per line", content_type = "application/x-ndjson", body = String),
-        (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson)),
+        (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
+        (status = 429, description = "too many replay streams open for this key", body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn replay(
     State(state): State<AppState>,
@@ -89,13 +90,70 @@ pub(super) async fn replay(
         (Some(own), None) => Some(own.to_owned()),
         (Some(own), Some(asked)) => Some(if asked == own { asked } else { String::new() }),
     };
+    let slot = state
+        .replay_streams
+        .open(principal.key_id, state.limits.replay_streams_per_key_max)
+        .ok_or_else(|| {
+            ApiError {
+                retry_after_s: Some(5),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    format!(
+                        "this key has replay_streams_per_key_max ({}) replay streams open already",
+                        state.limits.replay_streams_per_key_max
+                    ),
+                )
+            }
+        })?;
     let (tx, rx) = mpsc::channel::<Piece>(CHUNKS_BUFFERED);
-    tokio::spawn(produce(state, after, limit, only, follow, tx));
+    tokio::spawn(async move {
+        produce(state, after, limit, only, follow, tx).await;
+        drop(slot);
+    });
     let body = Body::from_stream(Chunks {
         rx,
         aborting: false,
     });
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Replay streams open per key, each held by a [`StreamSlot`].
+#[derive(Debug, Default)]
+pub struct OpenStreams(std::sync::Mutex<std::collections::HashMap<KeyId, usize>>);
+
+impl OpenStreams {
+    /// A slot for one more stream of `key`, unless it has `max` open.
+    fn open(self: &std::sync::Arc<Self>, key: KeyId, max: usize) -> Option<StreamSlot> {
+        let mut open = self.0.lock().expect("stream count lock");
+        let count = open.entry(key).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(StreamSlot {
+            streams: std::sync::Arc::clone(self),
+            key,
+        })
+    }
+}
+
+/// One open replay stream; closing it (dropping) frees the key's slot.
+struct StreamSlot {
+    streams: std::sync::Arc<OpenStreams>,
+    key: KeyId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.0.lock().expect("stream count lock");
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// What the reading task hands the connection: lines to send, or a fault that aborts the stream.
@@ -139,6 +197,17 @@ async fn produce(
                 return;
             }
             if *draining.borrow() {
+                // A follow stream ends cleanly at shutdown (the reader resumes with after_seq);
+                // a bounded replay that has not reached its end must not look whole.
+                if !follow {
+                    let line = serde_json::json!({"error": {
+                        "code": "shutting_down",
+                        "message": "the server is shutting down; resume with after_seq",
+                        "after_seq": cursor,
+                    }});
+                    let _ = tx.send(Piece::Lines(Bytes::from(format!("{line}\n")))).await;
+                    let _ = tx.send(Piece::Abort).await;
+                }
                 return;
             }
         }
@@ -192,12 +261,16 @@ fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Option<
     while seq <= to && chunk.sent < left && chunk.lines.len() < CHUNK_BYTES_TARGET {
         let line = view.catalog.with_event(seq, |e| {
             if only.is_some_and(|m| m != e.mcp_id) {
-                return None;
+                return Ok(None);
             }
-            EventLine::of(e).and_then(|line| serde_json::to_string(&line).ok())
+            // A frame whose CRC holds but whose body is not JSON was altered: not a line to skip.
+            EventLine::of(e)
+                .and_then(|line| serde_json::to_string(&line).ok())
+                .map(Some)
+                .ok_or_else(|| "the stored body is not JSON".to_owned())
         });
         chunk.cursor = seq;
-        match line {
+        match line.map(|read| read.and_then(|line| line)) {
             Some(Ok(Some(line))) => {
                 chunk.lines.extend_from_slice(line.as_bytes());
                 chunk.lines.push(b'\n');

@@ -627,3 +627,73 @@ async fn revocation_normalizes_keys_refuses_unknown_ones_and_keeps_the_last_admi
         );
     }
 }
+
+#[tokio::test]
+async fn no_error_answer_echoes_a_raw_key_wherever_it_was_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcplog.toml");
+    std::fs::write(&config, STATIC_CONFIG).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+    let writer = keygen(&data, "m1", "writer", None);
+    let static_key = "static-writer-key-no-expiry";
+    let mut client = server.client().await;
+    for key in [writer.as_str(), server.key.as_str(), static_key] {
+        let encoded: String = key
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let gets = [
+            format!("/api/v2/interactions?status={encoded}"),
+            format!("/api/v2/interactions?since={encoded}"),
+            format!("/api/v2/interactions?limit={encoded}"),
+            format!("/api/v2/interactions?{encoded}=1"),
+            format!("/api/v2/interactions/{encoded}"),
+            format!("/api/v2/interactions/{encoded}/events"),
+            format!("/api/v2/performance/metrics?time_range={encoded}"),
+            format!("/api/v2/events?after_seq={encoded}"),
+            format!("/livez?{encoded}=1"),
+            format!("/{encoded}"),
+        ];
+        for path in &gets {
+            let response = client.get(path, Some(&server.key)).await.unwrap();
+            assert!(response.status.as_u16() >= 400, "{path}");
+            let body = String::from_utf8_lossy(&response.body);
+            assert!(!body.contains(key), "{path} echoed a key: {body}");
+        }
+        let bodies = [
+            format!("\"{key}\""),
+            format!("[\"{key}\"]"),
+            json!({"action": key, "interaction_id": "a", "mcp_id": "m1", "timestamp": 1.0}).to_string(),
+            format!("{{\"{key}\": 1, \"action\": \"interaction_start\"}}"),
+            json!({"action": "interaction_start", "interaction_id": "a", "mcp_id": key, "timestamp": 1.0}).to_string(),
+        ];
+        for body in &bodies {
+            for path in ["/api/v2/interactions", "/api/v2/interactions/batch"] {
+                // As the writer: a foreign mcp_id is refused naming both ids.
+                let response = client.post(path, Some(&writer), body.clone()).await.unwrap();
+                assert!(response.status.as_u16() >= 400, "{path} {body}");
+                let text = String::from_utf8_lossy(&response.body);
+                assert!(!text.contains(key), "{path} {body} echoed a key: {text}");
+            }
+        }
+        let response = client
+            .send(
+                hyper::Method::POST,
+                "/api/v2/interactions",
+                Some(&server.key),
+                &[("content-encoding", key)],
+                "{}",
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status, 415);
+        assert!(!String::from_utf8_lossy(&response.body).contains(key));
+    }
+}
