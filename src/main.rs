@@ -183,17 +183,10 @@ fn keygen(
         (None, _) => "",
         (Some(id), _) => id,
     };
-    if (role == Role::Writer && mcp_id.is_empty())
-        || mcp_id.len() > mcplog::event::ID_BYTES_MAX
-        || mcp_id.chars().any(char::is_control)
-    {
-        return Err((
-            2,
-            format!(
-                "--mcp-id must be 1 to {} bytes without control characters",
-                mcplog::event::ID_BYTES_MAX
-            ),
-        ));
+    if !mcp_id.is_empty() || role == Role::Writer {
+        // A key for an mcp_id no event could carry would never write.
+        mcplog::event::check_id("--mcp-id", mcp_id, mcplog::event::ID_BYTES_MAX)
+            .map_err(|invalid| (2, invalid.message))?;
     }
     let lifetime = match expires_in {
         Some(text) => {

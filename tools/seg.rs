@@ -97,7 +97,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Ls { dir } => {
-            let dir = segments_dir(&dir);
+            let dir = segments_dir(&dir)?;
             let infos = scan(&dir, |_| {})?;
             let mut out = std::io::stdout().lock();
             writeln!(
@@ -142,7 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             since,
             until,
         } => {
-            let dir = segments_dir(&dir);
+            let dir = segments_dir(&dir)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut failed = None;
             scan(&dir, |e: &StoredEvent<'_>| {
@@ -189,7 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Verify { dir } => {
-            let dir = segments_dir(&dir);
+            let dir = segments_dir(&dir)?;
             let bar = progress_bar(&dir)?;
             let checked = verify_log(&dir, |bytes| bar.inc(bytes));
             bar.finish_and_clear();
@@ -277,7 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Stats { dir } => {
-            let dir = segments_dir(&dir);
+            let dir = segments_dir(&dir)?;
             let mut projection = Projection::new();
             let infos = scan(&dir, |e| projection.apply(e))?;
             let mut by_mcp = serde_json::Map::new();
@@ -308,14 +308,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A data directory's `segments/` folder, or the folder itself.
-fn segments_dir(dir: &Path) -> PathBuf {
+/// A data directory's `segments/` folder, or the folder itself if it holds segments (or is
+/// named `segments`). Anything else is refused: "0 segments, ok" for a mistyped path would pass
+/// an audit that checked nothing.
+fn segments_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     let inner = dir.join("segments");
     if inner.is_dir() {
-        inner
-    } else {
-        dir.to_path_buf()
+        return Ok(inner);
     }
+    let holds_segments = dir.is_dir()
+        && (dir.file_name().is_some_and(|n| n == "segments")
+            || !list_segments(dir).map(|l| l.is_empty()).unwrap_or(true));
+    anyhow::ensure!(
+        holds_segments,
+        "{} is not a data directory (no segments/ in it) nor a segments directory",
+        dir.display()
+    );
+    Ok(dir.to_path_buf())
 }
 
 /// Scans with a progress bar on a terminal (hidden in a pipe).

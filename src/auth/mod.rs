@@ -196,7 +196,7 @@ pub struct Keys {
     cache_ttl: Duration,
     /// The admin key's id and every enabled static admin key's: the admins revocation may not
     /// leave without one.
-    admin_ids: Vec<KeyId>,
+    admin_ids: Vec<(KeyId, Option<f64>)>,
     /// Ids of keys this server issued (admin, static) or has accepted since start, so that a
     /// revocation of an id it never met can say so. At most `SEEN_KEYS_MAX`.
     seen: Mutex<HashSet<KeyId>>,
@@ -260,17 +260,17 @@ impl Keys {
                 })
             }
         };
-        let admin_ids: Vec<KeyId> = std::iter::once(key_id(admin_key))
+        let admin_ids: Vec<(KeyId, Option<f64>)> = std::iter::once((key_id(admin_key), None))
             .chain(
                 statics
                     .values()
                     .filter(|e: &&StaticEntry| e.principal.role == Role::Admin && !e.disabled)
-                    .map(|e| e.principal.key_id),
+                    .map(|e| (e.principal.key_id, e.expires_at)),
             )
             .collect();
         let seen = admin_ids
             .iter()
-            .copied()
+            .map(|(id, _)| *id)
             .chain(statics.values().map(|e| e.principal.key_id))
             .collect();
         Ok(Keys {
@@ -357,9 +357,7 @@ impl Keys {
             let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
             constant_time_eq(&digest, &self.admin_digest) || self.statics.contains_key(&digest)
         };
-        let separators = |c: char| {
-            c.is_whitespace() || "\"'\\,{}[]<>()=&?/;|`".contains(c)
-        };
+        let separators = |c: char| c.is_whitespace() || "\"'\\,{}[]<>()=&?/;|`".contains(c);
         let mut found = false;
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
@@ -390,15 +388,16 @@ impl Keys {
         self.revoked.read().expect("revocation lock").contains(id)
     }
 
-    /// Whether revoking `id` would leave no admin key this server issued (the admin key file or
-    /// an enabled static admin key) unrevoked.
-    pub fn is_last_admin(&self, id: &KeyId) -> bool {
+    /// Whether revoking `id` would leave no working admin key: none of the admin key file, the
+    /// enabled and unexpired static admin keys, and the calling admin key itself (which has just
+    /// proved that it works) would remain unrevoked.
+    pub fn would_lock_out(&self, id: &KeyId, caller: &Principal, now_s: f64) -> bool {
         let revoked = self.revoked.read().expect("revocation lock");
-        self.admin_ids.contains(id)
-            && !self
-                .admin_ids
-                .iter()
-                .any(|other| other != id && !revoked.contains(other))
+        let caller_remains = caller.role == Role::Admin && caller.key_id != *id;
+        let issued_remains = self.admin_ids.iter().any(|(other, expires_at)| {
+            other != id && !revoked.contains(other) && expires_at.is_none_or(|e| e > now_s)
+        });
+        !caller_remains && !issued_remains
     }
 
     /// Revokes a key id: effective at once, and written (and fsync'd) to `<data>/revoked.keys` so

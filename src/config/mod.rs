@@ -233,7 +233,10 @@ impl Config {
                 "0 would refuse every replay".to_owned(),
             );
         }
-        for (key, cap) in [("max_records", self.max_records), ("max_bytes", self.max_bytes)] {
+        for (key, cap) in [
+            ("max_records", self.max_records),
+            ("max_bytes", self.max_bytes),
+        ] {
             if cap == Some(0) && !self.retention_override {
                 return bad(
                     key,
@@ -427,6 +430,10 @@ fn static_key(key: &str, entry: &toml::Table, shown: &str) -> Result<StaticKey, 
     }
     if parsed.role == Role::Writer && parsed.mcp_id.is_none() {
         return Err(bad("mcp_id", "a writer key needs an mcp_id".into()));
+    }
+    if let Some(mcp_id) = &parsed.mcp_id {
+        crate::event::check_id("mcp_id", mcp_id, crate::event::ID_BYTES_MAX)
+            .map_err(|invalid| bad("mcp_id", invalid.message))?;
     }
     Ok(parsed)
 }

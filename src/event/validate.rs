@@ -135,6 +135,14 @@ fn action_field(value: &RawValue) -> Result<Action, Invalid> {
 
 fn bounded_text<'a>(field: &str, value: &'a RawValue, max: usize) -> Result<Cow<'a, str>, Invalid> {
     let s = string_field(field, value)?;
+    check_id(field, &s, max)?;
+    Ok(s)
+}
+
+/// The rules every id (`interaction_id`, `mcp_id`, `event_id`, and a key's mcp_id) follows, so
+/// that two ids that look alike are alike: 1 to `max` bytes; no control, invisible or
+/// direction-changing character; not only white space, and no white space at either end.
+pub fn check_id(field: &str, s: &str, max: usize) -> Result<(), Invalid> {
     if s.is_empty() || s.len() > max {
         return Err(Invalid::field(
             field,
@@ -169,18 +177,30 @@ fn bounded_text<'a>(field: &str, value: &'a RawValue, max: usize) -> Result<Cow<
             format!("{field} is only white space"),
         ));
     }
-    Ok(s)
+    if s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return Err(Invalid::field(
+            field,
+            "surrounding_whitespace",
+            format!("{field} begins or ends with white space, which would display as another id"),
+        ));
+    }
+    Ok(())
 }
 
 /// Characters that draw nothing or reorder what follows: Unicode's format characters (bidi
-/// embeddings, overrides and isolates, zero-width spaces and joiners, the byte-order mark, tag
-/// characters), line and paragraph separators, and the blank fillers that render as nothing.
+/// embeddings, overrides and isolates, zero-width spaces and joiners, the byte-order mark,
+/// prepended number signs, tag characters), line and paragraph separators, the blank fillers
+/// that render as nothing (Hangul and Khitan fillers, the blank Braille pattern), and
+/// noncharacters.
 fn is_invisible(c: char) -> bool {
-    matches!(u32::from(c),
-        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
-        | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
-        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFFB | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
-        | 0xE0000..=0xE0FFF)
+    let code = u32::from(c);
+    matches!(code,
+        0x00AD | 0x034F | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890 | 0x0891 | 0x08E2
+        | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F | 0x200B..=0x200F
+        | 0x2028..=0x202E | 0x2060..=0x206F | 0x2800 | 0x3164 | 0xFDD0..=0xFDEF | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x16FE4 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
+        || code & 0xFFFE == 0xFFFE
 }
 
 /// How deeply objects and arrays nest in a JSON text (0 for a scalar). Brackets inside strings

@@ -215,6 +215,14 @@ pub(super) async fn read_body(
     limit_name: &str,
     timeout: std::time::Duration,
 ) -> Result<Bytes, ApiError> {
+    if headers.get_all(header::CONTENT_ENCODING).iter().count() > 1 {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            "Content-Encoding is given more than once; send one: identity or gzip",
+        )
+        .with_field("content-encoding"));
+    }
     let gzip = match headers.get(header::CONTENT_ENCODING) {
         None => false,
         Some(value) => match value.to_str().map(str::trim) {
@@ -268,10 +276,23 @@ pub(super) async fn read_body(
     if !gzip {
         return Ok(raw);
     }
-    let mut inflated = Vec::new();
-    // Every member of a multi-member gzip stream, not just the first (and nothing is dropped).
-    let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(limit as u64 + 1);
-    decoder.read_to_end(&mut inflated).map_err(|err| {
+    // Inflating is CPU work of up to `limit` bytes: on the blocking pool, so that the async
+    // workers go on answering other requests meanwhile.
+    let inflated = tokio::task::spawn_blocking(move || {
+        let mut inflated = Vec::new();
+        // Every member of a multi-member gzip stream, not just the first (and nothing is dropped).
+        let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(limit as u64 + 1);
+        decoder.read_to_end(&mut inflated).map(|_| inflated)
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "inflating failed",
+        )
+    })?
+    .map_err(|err| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_gzip",

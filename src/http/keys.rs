@@ -124,11 +124,11 @@ pub(super) async fn revoke(
         }
         _ => return Err(invalid("key", "send exactly one of key and key_id")),
     };
-    if state.keys.is_last_admin(&id) {
+    if state.keys.would_lock_out(&id, &principal, now_s) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "last_admin_key",
-            "this is the last admin key this server issued; mint another first (mcplog keygen --role admin) or add a static admin key",
+            "revoking this key would leave no working admin key; mint another (mcplog keygen --role admin) and revoke this one with it, or add a static admin key",
         )
         .with_field(field));
     }

@@ -161,7 +161,10 @@ impl<S> WriteTimeout<S> {
     }
 
     /// After a write or flush returned `Pending`: pending still, or timed out.
-    fn pending<T>(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<T>> {
+    fn pending<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<T>> {
         let limit = self.limit;
         let sleep = self
             .stalled

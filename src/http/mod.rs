@@ -131,10 +131,15 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Principal, ApiError> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(ApiError::unauthorized)?;
+        // Two keys would leave which one acts to chance.
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let value = values.next().ok_or_else(ApiError::unauthorized)?;
+        if values.next().is_some() {
+            return Err(ApiError {
+                message: "send one Authorization header".into(),
+                ..ApiError::unauthorized()
+            });
+        }
         let key = value
             .to_str()
             .ok()
@@ -199,8 +204,12 @@ async fn redact_keys(
     }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, ERROR_BODY_BYTES_MAX).await else {
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an error body was too large")
-            .into_response();
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an error body was too large",
+        )
+        .into_response();
     };
     let text = String::from_utf8_lossy(&bytes);
     match state.keys.redact(&text) {

@@ -192,10 +192,9 @@ fn read<R>(
     seq: u64,
     f: impl FnOnce(&crate::event::StoredEvent<'_>) -> Option<R>,
 ) -> Result<R, ApiError> {
-    let read = view
-        .catalog
-        .with_event(seq, f)
-        .map(|read| read.and_then(|value| value.ok_or_else(|| "the stored body is not JSON".into())));
+    let read = view.catalog.with_event(seq, f).map(|read| {
+        read.and_then(|value| value.ok_or_else(|| "the stored body is not JSON".into()))
+    });
     match read {
         Some(Ok(value)) => Ok(value),
         Some(Err(reason)) => {

@@ -93,18 +93,16 @@ pub(super) async fn replay(
     let slot = state
         .replay_streams
         .open(principal.key_id, state.limits.replay_streams_per_key_max)
-        .ok_or_else(|| {
-            ApiError {
-                retry_after_s: Some(5),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_streams",
-                    format!(
-                        "this key has replay_streams_per_key_max ({}) replay streams open already",
-                        state.limits.replay_streams_per_key_max
-                    ),
-                )
-            }
+        .ok_or_else(|| ApiError {
+            retry_after_s: Some(5),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "this key has replay_streams_per_key_max ({}) replay streams open already",
+                    state.limits.replay_streams_per_key_max
+                ),
+            )
         })?;
     let (tx, rx) = mpsc::channel::<Piece>(CHUNKS_BUFFERED);
     tokio::spawn(async move {
@@ -205,7 +203,9 @@ async fn produce(
                         "message": "the server is shutting down; resume with after_seq",
                         "after_seq": cursor,
                     }});
-                    let _ = tx.send(Piece::Lines(Bytes::from(format!("{line}\n")))).await;
+                    let _ = tx
+                        .send(Piece::Lines(Bytes::from(format!("{line}\n"))))
+                        .await;
                     let _ = tx.send(Piece::Abort).await;
                 }
                 return;

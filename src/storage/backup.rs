@@ -30,6 +30,16 @@ const KEY_FILES: [&str; 3] = ["admin.key", "master.secret", "revoked.keys"];
 pub fn backup(data_dir: &Path, dest: &Path) -> Result<Backup, StorageError> {
     let source = data_dir.join("segments");
     let target = dest.join("segments");
+    if !source.is_dir() {
+        return Err(StorageError::Io {
+            op: "back up",
+            path: source,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not a data directory: it has no segments/ directory",
+            ),
+        });
+    }
     if std::fs::read_dir(dest).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(StorageError::Io {
             op: "back up into",

@@ -46,6 +46,18 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
         let entry = entry.map_err(StorageError::io("read directory", dir))?;
         let name = entry.file_name();
         if let Some(first_seq) = name.to_str().and_then(parse_segment_file_name) {
+            // A link, a pipe or a device named like a segment was not made by mcplog, and
+            // reading it could hang or never end.
+            let kind = entry
+                .file_type()
+                .map_err(StorageError::io("stat", &entry.path()))?;
+            if !kind.is_file() {
+                return Err(StorageError::Corrupt {
+                    path: entry.path(),
+                    offset: 0,
+                    reason: "named like a segment but not a regular file".into(),
+                });
+            }
             found.push((first_seq, entry.path()));
         }
     }

@@ -486,10 +486,15 @@ async fn keygen_finds_the_servers_secret_or_says_why_not() {
     // Without the variable, keygen has no secret to find and says so.
     let output = keygen_raw(&["--data-dir", data_arg, "--mcp-id", "m1"], &[]);
     assert_eq!(output.status.code(), Some(2));
-    // A writer key still needs an mcp_id.
+    // A writer key still needs an mcp_id, one an event could carry.
     let output = keygen_raw(&["--data-dir", data_arg], &[secret]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--mcp-id"));
+    for bad in ["   ", "a\u{200B}b", "m "] {
+        let output = keygen_raw(&["--data-dir", data_arg, "--mcp-id", bad], &[secret]);
+        assert_eq!(output.status.code(), Some(2), "{bad:?}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--mcp-id"));
+    }
 }
 
 #[tokio::test]
@@ -677,7 +682,10 @@ async fn no_error_answer_echoes_a_raw_key_wherever_it_was_put() {
         for body in &bodies {
             for path in ["/api/v2/interactions", "/api/v2/interactions/batch"] {
                 // As the writer: a foreign mcp_id is refused naming both ids.
-                let response = client.post(path, Some(&writer), body.clone()).await.unwrap();
+                let response = client
+                    .post(path, Some(&writer), body.clone())
+                    .await
+                    .unwrap();
                 assert!(response.status.as_u16() >= 400, "{path} {body}");
                 let text = String::from_utf8_lossy(&response.body);
                 assert!(!text.contains(key), "{path} {body} echoed a key: {text}");
@@ -696,4 +704,53 @@ async fn no_error_answer_echoes_a_raw_key_wherever_it_was_put() {
         assert_eq!(response.status, 415);
         assert!(!String::from_utf8_lossy(&response.body).contains(key));
     }
+}
+
+#[tokio::test]
+async fn the_last_working_admin_key_cannot_be_revoked_but_a_second_admin_may_retire_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcplog.toml");
+    // An expired static admin key does not count as a way back in.
+    std::fs::write(
+        &config,
+        "[static_api_keys]\n\"static-admin-expired-0123456789\" = { role = \"admin\", expires_at = \"2020-01-01T00:00:00Z\" }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+    let refused = server
+        .post(
+            "/api/v2/keys/revoke",
+            json!({"key": server.key}).to_string(),
+        )
+        .await;
+    assert_eq!(refused.status, 409, "{}", refused.json());
+    assert_eq!(error_of(&refused)["code"], "last_admin_key");
+    // A second admin key (signed) retires the first, and keeps working.
+    let second = keygen(&data, "ops", "admin", None);
+    let retired = server
+        .post_as(
+            &second,
+            "/api/v2/keys/revoke",
+            json!({"key": server.key}).to_string(),
+        )
+        .await;
+    assert_eq!(retired.status, 200, "{}", retired.json());
+    assert_eq!(server.get("/api/v2/interactions/stats").await.status, 401);
+    assert_eq!(
+        server
+            .get_as(&second, "/api/v2/interactions/stats")
+            .await
+            .status,
+        200
+    );
+    // It cannot revoke itself now: nothing would be left.
+    let itself = server
+        .post_as(
+            &second,
+            "/api/v2/keys/revoke",
+            json!({"key": second}).to_string(),
+        )
+        .await;
+    assert_eq!(itself.status, 409);
 }

@@ -563,3 +563,196 @@ async fn replay_is_one_event_per_line_even_for_pretty_printed_events() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&dump.stdout).lines().count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_connection_after_write_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("MCPLOG_MAX_CONNECTIONS", "2"),
+            ("MCPLOG_WRITE_TIMEOUT", "1s"),
+            ("MCPLOG_HEADER_READ_TIMEOUT", "60s"),
+        ],
+    );
+    // Two connections that pipeline thousands of requests and never read the answers: the
+    // kernel's buffers fill and the server's writes stall.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        let stream = socket.connect(server.addr).await.unwrap();
+        let mut stream = stream.into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let request = b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n".repeat(20_000);
+        let _ = stream.write_all(&request);
+        stalled.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Within a few write timeouts, a new client is served again.
+    let started = Instant::now();
+    loop {
+        let mut probe = Raw::open(server.addr);
+        probe
+            .0
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        probe.send(b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let mut answer = Vec::new();
+        let _ = probe.0.read_to_end(&mut answer);
+        if status_of(&answer) == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "stalled readers still hold every connection"
+        );
+    }
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn one_key_may_hold_only_so_many_replay_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_REPLAY_STREAMS_PER_KEY_MAX", "2")]);
+    let held: Vec<Raw> = (0..2)
+        .map(|_| {
+            let mut raw = Raw::open(server.addr);
+            raw.send(&headers(
+                "GET",
+                "/api/v2/events?follow=true",
+                &server.key,
+                None,
+            ));
+            raw.read_until(b"200 OK");
+            raw
+        })
+        .collect();
+    let third = server.get("/api/v2/events?follow=true").await;
+    assert_eq!(third.status, 429);
+    assert_eq!(crate::common::error_of(&third)["code"], "too_many_streams");
+    assert!(third.headers.get("retry-after").is_some());
+    drop(held);
+    // Closed streams give their slots back.
+    let started = Instant::now();
+    while server.get("/api/v2/events").await.status != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_replay_cut_by_shutdown_does_not_look_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with(dir.path(), &[("MCPLOG_SHUTDOWN_GRACE", "5s")]);
+    let payload = "x".repeat(2000);
+    for b in 0..20 {
+        let batch: Vec<String> = (0..500)
+            .map(|i| {
+                serde_json::json!({"action": "interaction_start",
+                    "interaction_id": format!("s-{b}-{i}"), "mcp_id": "m",
+                    "timestamp": now(), "request_data": {"pad": payload}})
+                .to_string()
+            })
+            .collect();
+        let r = server
+            .post(
+                "/api/v2/interactions/batch",
+                format!("[{}]", batch.join(",")),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // A reader that takes its time over 10 000 events of 2 KB.
+    let mut reader = Raw::open(server.addr);
+    reader.send(&headers("GET", "/api/v2/events", &server.key, None));
+    reader.read_until(b"\"seq\":1,");
+    sigterm(&server);
+    let (rest, _) = reader.read_to_close();
+    let text = String::from_utf8_lossy(&rest);
+    let (code, _) = wait_exit(&mut server, Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+    if text.contains("\"seq\":10000,") {
+        return; // It finished before the signal took effect: nothing to prove this time.
+    }
+    assert!(
+        text.contains("\"code\":\"shutting_down\""),
+        "{}",
+        &text[text.len().saturating_sub(300)..]
+    );
+    assert!(
+        !rest.ends_with(b"0\r\n\r\n"),
+        "a cut replay ended as if whole"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_body_altered_under_a_fixed_crc_is_reported_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    for i in 0..3 {
+        let body = serde_json::json!({"action": "interaction_start",
+            "interaction_id": format!("t{i}"), "mcp_id": "m", "timestamp": now(),
+            "request_data": {"note": format!("NOTE{i}")}});
+        assert_eq!(
+            server
+                .post("/api/v2/interactions", body.to_string())
+                .await
+                .status,
+            200
+        );
+    }
+    // Rewrite the second event's body so it is no longer JSON, and fix its frame's CRC, as a
+    // forger would: the frame still checks, the body does not parse.
+    let path = segment_paths(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"NOTE1").unwrap();
+    let open = bytes[..at].iter().rposition(|&b| b == b'{').unwrap();
+    let open = bytes[..open].iter().rposition(|&b| b == b'{').unwrap();
+    bytes[open] = b'X';
+    let frame = frame_holding(&bytes, open);
+    let len = u32::from_le_bytes(bytes[frame..frame + 4].try_into().unwrap()) as usize;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&bytes[frame..frame + 4]);
+    crc.update(&bytes[frame + 8..frame + 8 + len]);
+    bytes[frame + 4..frame + 8].copy_from_slice(&crc.finalize().to_le_bytes());
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &bytes, 0).unwrap();
+    drop(file);
+
+    // Replay stops at it with an error line, cut.
+    let mut reader = Raw::open(server.addr);
+    reader.send(&headers("GET", "/api/v2/events", &server.key, None));
+    let (stream, _) = reader.read_to_close();
+    let text = String::from_utf8_lossy(&stream);
+    assert!(text.contains("\"code\":\"unreadable_event\""), "{text}");
+    assert!(!text.contains("\"interaction_id\":\"t2\""), "{text}");
+    assert!(!stream.ends_with(b"0\r\n\r\n"));
+    // The record and its events answer 500, never a payload of {} or a dropped connection.
+    for path in ["/api/v2/interactions/t1", "/api/v2/interactions/t1/events"] {
+        let response = server.get(path).await;
+        assert_eq!(response.status, 500, "{path}");
+        assert_eq!(
+            crate::common::error_of(&response)["code"],
+            "unreadable_event"
+        );
+    }
+    assert_eq!(server.get("/api/v2/interactions/t0").await.status, 200);
+}
+
+/// The offset of the frame that holds byte `at` of a segment (walking frame lengths from the
+/// header's end, as storage-format.md lays them out).
+fn frame_holding(bytes: &[u8], at: usize) -> usize {
+    let mut offset = mcplog::storage::format::HEADER_BYTES;
+    loop {
+        let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+        let end = offset + 8 + len;
+        if at < end {
+            return offset;
+        }
+        offset = end;
+    }
+}

@@ -596,6 +596,8 @@ async fn a_retention_below_the_floor_is_refused_unless_overridden() {
             ],
             true,
         ),
+        (vec![("MCPLOG_MAX_RECORDS", "0")], true),
+        (vec![("MCPLOG_MAX_BYTES", "0")], true),
         (vec![("MCPLOG_RETENTION", "2h")], false),
     ] {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"));
@@ -610,7 +612,12 @@ async fn a_retention_below_the_floor_is_refused_unless_overridden() {
             let output = command.output().unwrap();
             assert_eq!(output.status.code(), Some(2), "{env:?}");
             let stderr = String::from_utf8_lossy(&output.stderr);
-            assert!(stderr.contains("RETENTION"), "{env:?}: {stderr}");
+            // Named as the variable, or as the file's key.
+            let named = env.iter().any(|(var, _)| {
+                stderr.contains(var)
+                    || stderr.contains(&var.trim_start_matches("MCPLOG_").to_ascii_lowercase())
+            });
+            assert!(named, "{env:?}: {stderr}");
         } else {
             let server = Server::start_with(&dir.path().join("d"), &env);
             assert_eq!(server.get("/api/v2/interactions/stats").await.status, 200);

@@ -386,3 +386,46 @@ async fn backup_of_a_live_log_is_checked_and_a_server_starts_from_it() {
     assert!(last_seq >= 80);
     assert_eq!(stats["records"]["total"].as_u64().unwrap(), last_seq);
 }
+
+#[tokio::test]
+async fn the_offline_tool_refuses_what_is_not_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a data directory: an error, never "ok: 0 segments".
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for target in [empty.clone(), dir.path().join("missing")] {
+        let verify = seg(&["verify"], &target);
+        assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+        assert!(
+            text(&verify).contains("not a data directory"),
+            "{}",
+            text(&verify)
+        );
+    }
+    // A backup of something that is not a log creates nothing.
+    let dest = dir.path().join("dest");
+    let backup = seg(&["backup", empty.to_str().unwrap()], &dest);
+    assert!(!backup.status.success());
+    assert!(!dest.exists());
+    // Something named like a segment that is not a regular file is refused by the tool and by
+    // start-up alike, rather than read for ever.
+    let data = dir.path().join("data");
+    small_segments(&data, 3).await;
+    let link = data.join("segments/00000000000000009999.seg");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    let verify = seg(&["verify"], &data);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(
+        text(&verify).contains("not a regular file"),
+        "{}",
+        text(&verify)
+    );
+    let backup = seg(
+        &["backup", data.to_str().unwrap()],
+        &dir.path().join("copy"),
+    );
+    assert!(!backup.status.success());
+    let (status, log) = start_expecting_failure(&data);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("not a regular file"), "{log}");
+}

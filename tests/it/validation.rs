@@ -245,6 +245,16 @@ async fn ids_that_mislead_or_collide_with_routes_and_deep_payloads_are_refused()
             "event_id",
             "control_character",
         ),
+        (
+            with("interaction_id", json!("a ")),
+            "interaction_id",
+            "surrounding_whitespace",
+        ),
+        (
+            with("mcp_id", json!("\u{00A0}m")),
+            "mcp_id",
+            "surrounding_whitespace",
+        ),
     ];
     for (name, c) in [
         ("right-to-left override", '\u{202E}'),
@@ -257,6 +267,11 @@ async fn ids_that_mislead_or_collide_with_routes_and_deep_payloads_are_refused()
         ("line separator", '\u{2028}'),
         ("tag character", '\u{E0041}'),
         ("hangul filler", '\u{3164}'),
+        ("blank braille pattern", '\u{2800}'),
+        ("arabic number sign", '\u{0600}'),
+        ("khitan filler", '\u{16FE4}'),
+        ("egyptian format control", '\u{13430}'),
+        ("noncharacter", '\u{FFFF}'),
     ] {
         for field in ["interaction_id", "mcp_id", "event_id"] {
             let id = format!("abc{c}def");
