@@ -1,4 +1,4 @@
-//! The projector's fold agrees with a model written straight from SPEC §3: for any sequence of
+//! The projector's fold agrees with a model written straight from the fold rules (src/projector/mod.rs): for any sequence of
 //! events over a few interactions, every record, every index and the idempotency lookups equal
 //! what the model computes from the list of events alone.
 #![no_main]

@@ -1,4 +1,4 @@
-//! API keys: who is calling, and what they may do (SPEC §5).
+//! API keys: who is calling, and what they may do (README.md, "Keys and roles").
 //!
 //! Three kinds of key are accepted:
 //! - the **admin key** generated on first start into `<data>/admin.key` (mode 0600);

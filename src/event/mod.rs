@@ -1,4 +1,4 @@
-//! Client events: the wire contract of SPEC §2 and its validation.
+//! Client events: the wire contract (README.md, "Endpoints") and its validation.
 //!
 //! Validation is a pure function from the client's bytes to a [`ValidEvent`] that borrows from
 //! them, so the exact bytes can be stored while the server works with the parsed fields. Every

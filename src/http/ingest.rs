@@ -47,7 +47,7 @@ pub struct BatchAcceptedJson {
 
 /// One event; answered once it is durable.
 #[utoipa::path(post, path = "/api/v2/interactions", tag = "ingest",
-    request_body(content = Object, description = "one event (SPEC §2)", content_type = "application/json"),
+    request_body(content = Object, description = "one event (see the Event schema)", content_type = "application/json"),
     responses((status = 200, body = AcceptedJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
         (status = 403, body = super::ErrorJson), (status = 409, body = super::ErrorJson), (status = 413, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
         (status = 503, body = super::ErrorJson), (status = 507, body = super::ErrorJson)),

@@ -15,7 +15,7 @@ use crate::engine::View;
 use crate::event::{payload_of, Action};
 use crate::projector::Record;
 
-/// The record view of one interaction (SPEC §3).
+/// The record view of one interaction: the fold of its events (`projector`).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RecordJson {
     interaction_id: String,

@@ -1,9 +1,22 @@
-//! Integration tests: every test drives a real `mcplog serve` process over HTTP, on real files.
+//! Integration tests: every test drives a real `mcplog serve` process (or `mcplog keygen`,
+//! `mcplog-seg`) over HTTP, on real files.
 //!
-//! - `validation`: every rule of SPEC §2 refused with a 4xx JSON error, nothing stored.
-//! - `ingest`: single and batch ingest, idempotency, conflicts, reading records and events back.
+//! - `access`: roles, keygen and the master secret, tampering, expiry, revocation, no raw key on
+//!   disk, in the log or in any error answer.
+//! - `audit`: replay, follow, bit flips, forged records, the offline tool beside a live server.
+//! - `common`: the helpers: a server on a free port over a temporary data directory.
+//! - `dashboard`: headless Chromium against known data.
 //! - `durability`: SIGKILL under concurrent load, restarted several times.
+//! - `ingest`: single and batch ingest, idempotency, tenants sharing an id, query parameters.
+//! - `lifecycle`: shutdown, timeouts, the connection cap, slow and stalled readers, heartbeats,
+//!   unreadable or altered events in a replay.
+//! - `openapi`: every route documented, every response conforming, the event schema.
+//! - `operations`: retention, configuration, JSON logs, SIGTERM under load, a full disk, modes.
+//! - `queries`: stats and metrics over known fixtures, cursors, time ranges, Prometheus.
+//! - `readme`: every README example run against a fresh server.
 //! - `recovery`: a torn tail is truncated, corruption elsewhere stops start-up.
+//! - `repair`: repair, backup, verify agreeing with start-up, paths that are not a log.
+//! - `validation`: every validation rule refused with a 4xx JSON error, nothing stored.
 
 mod access;
 mod audit;

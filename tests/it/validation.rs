@@ -1,4 +1,4 @@
-//! Every validation rule of SPEC §2, refused with a 4xx JSON error naming the field, storing
+//! Every validation rule of the event contract, refused with a 4xx JSON error naming the field, storing
 //! nothing.
 
 use serde_json::json;
