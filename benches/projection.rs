@@ -86,10 +86,17 @@ fn benches(c: &mut Criterion) {
         })
     });
     group.bench_function("metrics_30d", |b| {
-        b.iter(|| query::metrics(&projection, NOW_S, 30 * 86_400, None))
+        b.iter(|| query::metrics(&projection, NOW_S, 30 * 86_400, mcplog::scope::Scope::All))
     });
     group.bench_function("metrics_30d_one_mcp", |b| {
-        b.iter(|| query::metrics(&projection, NOW_S, 30 * 86_400, Some("mcp_server_007")))
+        b.iter(|| {
+            query::metrics(
+                &projection,
+                NOW_S,
+                30 * 86_400,
+                mcplog::scope::Scope::Only("mcp_server_007"),
+            )
+        })
     });
     group.finish();
 }

@@ -58,25 +58,7 @@ pub async fn run(
         config.api_key_cache_ttl,
     )?;
     let engine = Arc::new(recover(config)?);
-    let telemetry = Arc::new(HttpTelemetry::default());
-    let state = AppState {
-        engine: Arc::clone(&engine),
-        keys: Arc::new(keys),
-        limits: Limits {
-            event_bytes_max: config.event_bytes_max,
-            batch_events_max: config.batch_events_max,
-            batch_bytes_max: config.batch_bytes_max,
-            body_read_timeout: config.body_read_timeout,
-            request_timeout: config.request_timeout,
-            replay_heartbeat: config.replay_heartbeat,
-            clock_skew_max: config.clock_skew_max,
-            replay_streams_per_key_max: config.replay_streams_per_key_max,
-        },
-        stale_after_us: u64::try_from(config.stale_after.as_micros()).unwrap_or(u64::MAX),
-        telemetry: Arc::clone(&telemetry),
-        draining: Arc::new(tokio::sync::watch::channel(false).0),
-        replay_streams: Arc::default(),
-    };
+    let state = app_state(config, Arc::clone(&engine), keys);
     let draining = Arc::clone(&state.draining);
     let listen_error = |source| ServerError::Listen {
         bind: config.bind.clone(),
@@ -104,6 +86,28 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || drained.shutdown()).await;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// What every handler shares, from the configuration, a started engine and the keys.
+pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
+    AppState {
+        engine,
+        keys: Arc::new(keys),
+        limits: Limits {
+            event_bytes_max: config.event_bytes_max,
+            batch_events_max: config.batch_events_max,
+            batch_bytes_max: config.batch_bytes_max,
+            body_read_timeout: config.body_read_timeout,
+            request_timeout: config.request_timeout,
+            replay_heartbeat: config.replay_heartbeat,
+            clock_skew_max: config.clock_skew_max,
+            replay_streams_per_key_max: config.replay_streams_per_key_max,
+        },
+        stale_after_us: u64::try_from(config.stale_after.as_micros()).unwrap_or(u64::MAX),
+        telemetry: Arc::new(HttpTelemetry::default()),
+        draining: Arc::new(tokio::sync::watch::channel(false).0),
+        replay_streams: Arc::default(),
+    }
 }
 
 /// Opens the log in the configured data directory and folds it into a fresh view.

@@ -14,13 +14,13 @@ pub const BUCKET_BOUNDS_S: [f64; 14] = [
 
 /// A latency histogram with fixed buckets.
 #[derive(Debug, Default)]
-pub struct Histogram {
+pub struct TimingHistogram {
     /// Non-cumulative counts per bucket; the last slot is +Inf.
     counts: [AtomicU64; BUCKET_BOUNDS_S.len() + 1],
     sum_ns: AtomicU64,
 }
 
-impl Histogram {
+impl TimingHistogram {
     /// Records one observation.
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn buckets_are_cumulative_and_end_in_the_count() {
-        let h = Histogram::default();
+        let h = TimingHistogram::default();
         h.observe(Duration::from_micros(50));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(9));

@@ -25,7 +25,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mcplog::auth::hex;
 use mcplog::event::{EventLine, StoredEvent};
-use mcplog::projector::{Projection, Status};
+use mcplog::projector::Projection;
+use mcplog::query;
 use mcplog::storage::{list_segments, scan_log, verify_log, Breaks, SegmentInfo};
 use serde_json::json;
 
@@ -280,26 +281,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let dir = segments_dir(&dir)?;
             let mut projection = Projection::new();
             let infos = scan(&dir, |e| projection.apply(e))?;
-            let mut by_mcp = serde_json::Map::new();
-            for record in projection.records() {
-                let entry = by_mcp
-                    .entry(projection.mcp_name(record.mcp()).to_owned())
-                    .or_insert_with(|| {
-                        Status::ALL
-                            .iter()
-                            .map(|s| (s.as_str().to_owned(), json!(0)))
-                            .collect::<serde_json::Map<_, _>>()
-                            .into()
-                    });
-                let count = &mut entry[record.status().as_str()];
-                *count = json!(count.as_u64().unwrap_or(0) + 1);
-            }
+            // The same counts, in the same shape, as the server's stats (stale after its default
+            // stale_after, one hour, from now).
+            let (now_us, stale_after_us) = (mcplog::clock::now_us(), 3_600_000_000);
+            let mut mcp_ids: Vec<&str> = projection
+                .records()
+                .map(|r| projection.mcp_name(r.mcp()))
+                .collect();
+            mcp_ids.sort_unstable();
+            mcp_ids.dedup();
+            let by_mcp: serde_json::Map<String, serde_json::Value> = mcp_ids
+                .into_iter()
+                .map(|mcp_id| {
+                    let (counts, _) =
+                        query::record_counts_of(&projection, mcp_id, now_us, stale_after_us);
+                    (mcp_id.to_owned(), json!(counts))
+                })
+                .collect();
             let stats = json!({
                 "segments": infos.len(),
                 "bytes": infos.iter().map(|i| i.bytes).sum::<u64>(),
                 "events": projection.events_total(),
                 "interactions": projection.record_count(),
                 "conflicts": projection.conflicts_total(),
+                "records": query::record_counts(&projection, now_us, stale_after_us),
                 "by_mcp_id": by_mcp,
             });
             println!("{}", serde_json::to_string_pretty(&stats)?);

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::scope::Scope;
+
 mod files;
 mod signed;
 
@@ -102,17 +104,14 @@ impl Principal {
         }
     }
 
-    /// The only mcp_id this caller may read, or `None` if it may read everything.
-    pub fn read_scope(&self) -> Option<&str> {
-        match self.role {
-            Role::Admin | Role::Auditor => None,
-            Role::Writer => Some(self.mcp_id.as_deref().unwrap_or("")),
+    /// The mcp_ids this caller may read: all, or a writer's own.
+    pub fn scope(&self) -> Scope<'_> {
+        match (self.role, self.mcp_id.as_deref()) {
+            (Role::Admin | Role::Auditor, _) => Scope::All,
+            (Role::Writer, Some(own)) => Scope::Only(own),
+            // Keys are checked to carry one; a writer without one would read nothing.
+            (Role::Writer, None) => Scope::Nothing,
         }
-    }
-
-    /// Whether this caller may read records of `mcp_id`.
-    pub fn may_read(&self, mcp_id: &str) -> bool {
-        self.read_scope().is_none_or(|own| own == mcp_id)
     }
 }
 

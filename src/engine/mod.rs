@@ -29,7 +29,7 @@ pub use writer_loop::{GROUP_BYTES_MAX, GROUP_EVENTS_MAX};
 
 use crate::projector::Projection;
 use crate::storage::{Catalog, LogWriter};
-use crate::telemetry::Histogram;
+use crate::telemetry::TimingHistogram;
 use writer_loop::run_writer;
 
 /// The view readers share: the folded records and the catalog to read payloads from.
@@ -154,7 +154,7 @@ struct WriterHealth {
     running: AtomicBool,
     last_failure: Mutex<Option<String>>,
     /// Time of each group's write and fdatasync.
-    fsync_seconds: Histogram,
+    fsync_seconds: TimingHistogram,
 }
 
 impl Engine {
@@ -300,7 +300,7 @@ impl Engine {
     }
 
     /// Latency of group commits (one write and one fdatasync each).
-    pub fn fsync_seconds(&self) -> &Histogram {
+    pub fn fsync_seconds(&self) -> &TimingHistogram {
         &self.health.fsync_seconds
     }
 

@@ -12,6 +12,9 @@ mod openapi;
 mod query;
 mod records;
 mod replay;
+mod route;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,15 +23,15 @@ use tokio::sync::watch;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub use error::{ApiError, ErrorJson, ItemError};
 pub use listen::{serve, ConnLimits};
-pub use observe::{HttpTelemetry, ROUTES};
+pub use observe::HttpTelemetry;
 pub use openapi::ApiDoc;
+pub use route::Route;
 
 use crate::auth::{AuthError, Keys, Principal};
 use crate::engine::Engine;
@@ -77,32 +80,22 @@ pub struct AppState {
 /// `request_timeout`; the stream is bounded by its reader and by shutdown instead.
 pub fn router(state: AppState) -> Router {
     let timeout = state.limits.request_timeout;
-    let bounded = Router::new()
-        .route(
-            "/api/v2/interactions",
-            post(ingest::one).get(query::history),
-        )
-        .route("/api/v2/interactions/batch", post(ingest::batch))
-        .route("/api/v2/interactions/stats", get(query::stats))
-        .route("/api/v2/interactions/{id}", get(records::one))
-        .route("/api/v2/interactions/{id}/events", get(records::events))
-        .route("/api/v2/performance/metrics", get(query::metrics))
-        .route("/api/v2/health", get(health))
-        .route("/api/v2/keys/revoke", post(keys::revoke))
-        .route("/dashboard", get(dashboard))
-        .route("/api/v2/openapi.json", get(openapi::document))
-        .route("/livez", get(observe::livez))
-        .route("/readyz", get(observe::readyz))
-        .route("/metrics", get(observe::metrics))
-        .route_layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    move |_: axum::BoxError| async move { ApiError::timed_out(timeout) },
-                ))
-                .layer(tower::timeout::TimeoutLayer::new(timeout)),
-        );
-    Router::new()
-        .route("/api/v2/events", get(replay::replay))
+    let (mut streaming, mut bounded) = (Router::new(), Router::new());
+    for route in Route::ALL {
+        if route.streams() {
+            streaming = streaming.route(route.path(), route.handlers());
+        } else {
+            bounded = bounded.route(route.path(), route.handlers());
+        }
+    }
+    let bounded = bounded.route_layer(
+        tower::ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                move |_: axum::BoxError| async move { ApiError::timed_out(timeout) },
+            ))
+            .layer(tower::timeout::TimeoutLayer::new(timeout)),
+    );
+    streaming
         .merge(bounded)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -221,26 +214,13 @@ async fn redact_keys(
     }
 }
 
-/// Routes whose handlers read query parameters (and refuse unknown or repeated ones
-/// themselves); every other route takes none.
-const ROUTES_WITH_PARAMS: [(&str, Method); 5] = [
-    ("/api/v2/interactions", Method::GET),
-    ("/api/v2/interactions/{id}", Method::GET),
-    ("/api/v2/interactions/{id}/events", Method::GET),
-    ("/api/v2/performance/metrics", Method::GET),
-    ("/api/v2/events", Method::GET),
-];
-
 /// Refuses any query parameter on a route that takes none.
 async fn no_params(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let takes_params = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .is_some_and(|matched| {
-            ROUTES_WITH_PARAMS
-                .iter()
-                .any(|(route, method)| *route == matched.as_str() && method == request.method())
-        });
+        .and_then(|matched| Route::of_path(matched.as_str()))
+        .is_some_and(|route| route.takes_params(request.method()));
     if let Some(query) = request.uri().query().filter(|_| !takes_params) {
         let params: Vec<(String, String)> = query
             .split('&')

@@ -13,31 +13,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write as _;
 
-use super::AppState;
+use super::{AppState, Route};
 use crate::clock::now_us;
 use crate::projector::Status;
 use crate::query;
-use crate::telemetry::{family, Histogram};
+use crate::telemetry::{family, TimingHistogram};
 
-/// Every route template the router serves; request metrics are labelled with one of these or
-/// `unmatched`.
-pub const ROUTES: [&str; 14] = [
-    "/api/v2/interactions",
-    "/api/v2/interactions/batch",
-    "/api/v2/interactions/stats",
-    "/api/v2/interactions/{id}",
-    "/api/v2/interactions/{id}/events",
-    "/api/v2/performance/metrics",
-    "/api/v2/health",
-    "/api/v2/openapi.json",
-    "/api/v2/keys/revoke",
-    "/api/v2/events",
-    "/dashboard",
-    "/livez",
-    "/readyz",
-    "/metrics",
-];
-const UNMATCHED: usize = ROUTES.len();
+/// The label index of a request no route matched.
+const UNMATCHED: usize = Route::ALL.len();
 const METHODS: [&str; 3] = ["GET", "POST", "other"];
 /// Why an ingest request was refused, by HTTP status.
 const REJECT_REASONS: [(&str, &[u16]); 5] = [
@@ -51,14 +34,14 @@ const REJECT_REASONS: [(&str, &[u16]); 5] = [
 /// Request metrics of the HTTP layer.
 #[derive(Debug)]
 pub struct HttpTelemetry {
-    requests: Vec<[Histogram; 3]>,
+    requests: Vec<[TimingHistogram; 3]>,
     rejected: [AtomicU64; REJECT_REASONS.len()],
 }
 
 impl Default for HttpTelemetry {
     fn default() -> HttpTelemetry {
         HttpTelemetry {
-            requests: (0..=ROUTES.len()).map(|_| Default::default()).collect(),
+            requests: (0..=Route::ALL.len()).map(|_| Default::default()).collect(),
             rejected: Default::default(),
         }
     }
@@ -69,8 +52,9 @@ pub(super) async fn track(State(state): State<AppState>, request: Request, next:
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .and_then(|m| ROUTES.iter().position(|r| *r == m.as_str()))
-        .unwrap_or(UNMATCHED);
+        .and_then(|m| Route::of_path(m.as_str()));
+    let ingest = route.is_some_and(|r| r.ingests(request.method()));
+    let route = route.map_or(UNMATCHED, Route::index);
     let method = match *request.method() {
         Method::GET => 0,
         Method::POST => 1,
@@ -80,7 +64,6 @@ pub(super) async fn track(State(state): State<AppState>, request: Request, next:
     let response = next.run(request).await;
     let telemetry = &state.telemetry;
     telemetry.requests[route][method].observe(started.elapsed());
-    let ingest = method == 1 && (route == 0 || route == 1);
     if ingest {
         let status = response.status().as_u16();
         if let Some(reason) = REJECT_REASONS
@@ -159,7 +142,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         "HTTP request latency by route template and method.",
     );
     for (route, histograms) in state.telemetry.requests.iter().enumerate() {
-        let name = ROUTES.get(route).copied().unwrap_or("unmatched");
+        let name = Route::ALL.get(route).map_or("unmatched", |r| r.path());
         for (method, histogram) in histograms.iter().enumerate() {
             if histogram.count() > 0 {
                 let labels = format!("route=\"{name}\",method=\"{}\"", METHODS[method]);

@@ -12,6 +12,7 @@ use crate::auth::Principal;
 use crate::clock::now_us;
 use crate::projector::Status;
 use crate::query::{self, HistoryQuery, Position, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
+use crate::scope::Scope;
 
 /// Raw query parameters, in order.
 type Params = Query<Vec<(String, String)>>;
@@ -88,18 +89,19 @@ pub(super) async fn history(
             other => return Err(ApiError::bad_parameter(other, format!("unknown query parameter {other:?}"))),
         }
     }
-    if let Some(own) = principal.read_scope() {
-        if query.mcp_id.as_deref().is_some_and(|asked| asked != own) {
-            // Another mcp_id's history looks exactly like an unknown mcp_id's: empty.
+    match principal.scope().narrow(query.mcp_id.as_deref()) {
+        Scope::All => {}
+        Scope::Only(mcp_id) => query.mcp_id = Some(mcp_id.to_owned()),
+        // Another mcp_id's history looks exactly like an unknown mcp_id's: empty.
+        Scope::Nothing => {
             return Ok(Json(HistoryJson {
                 interactions: Vec::new(),
                 count: 0,
                 limit: query.limit,
                 offset: query.offset,
                 next_cursor: None,
-            }));
+            }))
         }
-        query.mcp_id = Some(own.to_owned());
     }
     let view = state.engine.view();
     let page = query::history(&view.projection, &query);
@@ -188,14 +190,18 @@ pub(super) async fn stats(State(state): State<AppState>, principal: Principal) -
     let engine = &state.engine;
     let now = now_us();
     let view = engine.view();
-    let (counts, average_processing_time) = match principal.read_scope() {
-        Some(own) => query::record_counts_of(&view.projection, own, now, state.stale_after_us),
-        None => (
+    let scope = principal.scope();
+    let (counts, average_processing_time) = match scope {
+        Scope::All => (
             query::record_counts(&view.projection, now, state.stale_after_us),
             query::average_processing_time(&view.projection),
         ),
+        Scope::Only(own) => {
+            query::record_counts_of(&view.projection, own, now, state.stale_after_us)
+        }
+        Scope::Nothing => (query::RecordCounts::default(), None),
     };
-    let server_wide = principal.read_scope().is_none();
+    let server_wide = scope == Scope::All;
     let catalog = &view.catalog;
     let counters = engine.counters();
     let queue_size = engine.queue_size();
@@ -306,13 +312,9 @@ pub(super) async fn metrics(
         )
     })?;
     let now_s = now_us() as f64 / 1e6;
-    // A writer's metrics are its own mcp_id's. Asking for another gives what an unknown mcp_id
-    // gives (all zeros): "" is never an mcp_id, since ids are at least one byte.
-    let scope = match (principal.read_scope(), mcp_id.as_deref()) {
-        (None, asked) => asked,
-        (Some(own), None) => Some(own),
-        (Some(own), Some(asked)) => Some(if asked == own { own } else { "" }),
-    };
+    // A writer's metrics are its own mcp_id's; asking for another gives what an unknown mcp_id
+    // gives (all zeros).
+    let scope = principal.scope().narrow(mcp_id.as_deref());
     let view = state.engine.view();
     let m = query::metrics(&view.projection, now_s, range_s, scope);
     drop(view);

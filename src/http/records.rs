@@ -14,6 +14,7 @@ use crate::auth::{hex, Principal};
 use crate::engine::View;
 use crate::event::{payload_of, Action};
 use crate::projector::Record;
+use crate::scope::Scope;
 
 /// The record view of one interaction: the fold of its events (`projector`).
 #[derive(Serialize, utoipa::ToSchema)]
@@ -132,34 +133,35 @@ pub(super) fn record_json(view: &View, record: &Record) -> Result<RecordJson, Ap
         Ok(None) => Some(empty()),
         Err(_) => None,
     };
-    let payload = |seq: Option<u64>| -> Result<Option<(Action, Box<RawValue>)>, ApiError> {
-        let Some(seq) = seq else { return Ok(None) };
-        read(view, seq, |e| Some((e.action, data(e.body, e.action)?))).map(Some)
-    };
-    let request_data = payload(record.start_seq())?.map_or_else(empty, |(_, p)| p);
+    // One pass over the record's events, each frame decoded and each body parsed once: the
+    // start and first terminal events give their payloads, progress events their updates.
+    let (start_seq, terminal_seq) = (record.start_seq(), record.terminal_seq());
+    let mut request_data = empty();
     let (mut result_data, mut error_data, mut cancel_data) = (empty(), empty(), empty());
-    if let Some((action, data)) = payload(record.terminal_seq())? {
-        match action {
-            Action::Complete => result_data = data,
-            Action::Error => error_data = data,
-            Action::Cancelled => cancel_data = data,
-            Action::Start | Action::Progress => {
-                unreachable!("a terminal seq holds a terminal event")
-            }
-        }
-    }
     let mut progress_updates = Vec::new();
     for seq in view.projection.events_of(record) {
-        let update = read(view, seq, |e| {
-            if e.action != Action::Progress {
+        let wanted = Some(seq) == start_seq || Some(seq) == terminal_seq;
+        let read = read(view, seq, |e| {
+            if !wanted && e.action != Action::Progress {
                 return Some(None);
             }
-            Some(Some(Progress {
-                timestamp: e.timestamp,
-                data: data(e.body, e.action)?,
-            }))
+            Some(Some((e.action, e.timestamp, data(e.body, e.action)?)))
         })?;
-        progress_updates.extend(update);
+        let Some((action, timestamp, payload)) = read else {
+            continue;
+        };
+        match action {
+            Action::Start if Some(seq) == start_seq => request_data = payload,
+            Action::Progress => progress_updates.push(Progress {
+                timestamp,
+                data: payload,
+            }),
+            Action::Complete if Some(seq) == terminal_seq => result_data = payload,
+            Action::Error if Some(seq) == terminal_seq => error_data = payload,
+            Action::Cancelled if Some(seq) == terminal_seq => cancel_data = payload,
+            // A second start or terminal event: kept in the log, not applied.
+            _ => {}
+        }
     }
     Ok(RecordJson {
         interaction_id: view.projection.interaction_id(record).to_owned(),
@@ -230,11 +232,10 @@ fn visible<'v>(
     asked: Option<&str>,
 ) -> Result<&'v Record, ApiError> {
     let projection = &view.projection;
-    match (principal.read_scope(), asked) {
-        (Some(own), None) => projection.get(own, id),
-        (Some(own), Some(asked)) => projection.get(own, id).filter(|_| asked == own),
-        (None, Some(mcp_id)) => projection.get(mcp_id, id),
-        (None, None) => {
+    match principal.scope().narrow(asked) {
+        Scope::Only(mcp_id) => projection.get(mcp_id, id),
+        Scope::Nothing => None,
+        Scope::All => {
             let mut found = projection.get_any(id);
             let first = found.next();
             let rest: Vec<&Record> = found.collect();

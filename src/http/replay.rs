@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use super::{ApiError, AppState};
 use crate::auth::{KeyId, Principal};
 use crate::event::EventLine;
+use crate::scope::Scope;
 
 /// Most events looked at under one hold of the view's read lock.
 const CHUNK_EVENTS: u64 = 1000;
@@ -85,10 +86,10 @@ pub(super) async fn replay(
         }
     }
     // A writer replays its own mcp_id only; asking for another gives what an unknown one gives.
-    let only = match (principal.read_scope(), mcp_id) {
-        (None, asked) => asked,
-        (Some(own), None) => Some(own.to_owned()),
-        (Some(own), Some(asked)) => Some(if asked == own { asked } else { String::new() }),
+    let only = match principal.scope().narrow(mcp_id.as_deref()) {
+        Scope::All => OwnedScope::All,
+        Scope::Only(mcp_id) => OwnedScope::Only(mcp_id.to_owned()),
+        Scope::Nothing => OwnedScope::Nothing,
     };
     let slot = state
         .replay_streams
@@ -154,6 +155,23 @@ impl Drop for StreamSlot {
     }
 }
 
+/// A [`Scope`] the reading task owns.
+enum OwnedScope {
+    All,
+    Only(String),
+    Nothing,
+}
+
+impl OwnedScope {
+    fn scope(&self) -> Scope<'_> {
+        match self {
+            OwnedScope::All => Scope::All,
+            OwnedScope::Only(mcp_id) => Scope::Only(mcp_id),
+            OwnedScope::Nothing => Scope::Nothing,
+        }
+    }
+}
+
 /// What the reading task hands the connection: lines to send, or a fault that aborts the stream.
 enum Piece {
     Lines(Bytes),
@@ -168,7 +186,7 @@ async fn produce(
     state: AppState,
     mut cursor: u64,
     limit: Option<u64>,
-    only: Option<String>,
+    only: OwnedScope,
     follow: bool,
     tx: mpsc::Sender<Piece>,
 ) {
@@ -179,7 +197,7 @@ async fn produce(
     loop {
         let last = *durable.borrow_and_update();
         while cursor < last && left > 0 {
-            let chunk = read_chunk(&state, cursor, last, left, only.as_deref());
+            let chunk = read_chunk(&state, cursor, last, left, only.scope());
             cursor = chunk.cursor;
             left -= chunk.sent;
             if !chunk.lines.is_empty()
@@ -245,7 +263,7 @@ struct Chunk {
 
 /// NDJSON of the events after `cursor` up to `last`: at most `CHUNK_EVENTS` seqs looked at,
 /// `left` sent, and about `CHUNK_BYTES_TARGET` bytes.
-fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Option<&str>) -> Chunk {
+fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Scope<'_>) -> Chunk {
     let view = state.engine.view();
     // Retention may have dropped what comes after the cursor: continue at the oldest retained.
     let first = view.catalog.first_seq().unwrap_or(last + 1);
@@ -260,7 +278,7 @@ fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Option<
     let mut seq = from;
     while seq <= to && chunk.sent < left && chunk.lines.len() < CHUNK_BYTES_TARGET {
         let line = view.catalog.with_event(seq, |e| {
-            if only.is_some_and(|m| m != e.mcp_id) {
+            if !only.admits(e.mcp_id) {
                 return Ok(None);
             }
             // A frame whose CRC holds but whose body is not JSON was altered: not a line to skip.

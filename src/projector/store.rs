@@ -89,7 +89,9 @@ impl<T> std::ops::IndexMut<usize> for Chunked<T> {
 /// Bytes per string chunk of [`Ids`].
 pub const ID_CHUNK_BYTES: usize = 1024 * 1024;
 /// Longest id [`Ids`] holds, in bytes (the length field has 12 bits).
-pub const ID_BYTES_MAX: usize = 4095;
+pub const IDS_ENTRY_BYTES_MAX: usize = 4095;
+// Every id the API accepts fits an entry.
+const _: () = assert!(crate::event::ID_BYTES_MAX <= IDS_ENTRY_BYTES_MAX);
 
 /// Where an id lives in [`Ids`]: chunk (32 bits), offset in it (20 bits), length (12 bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,9 +104,9 @@ pub struct Ids {
 }
 
 impl Ids {
-    /// Stores an id. Panics past [`ID_BYTES_MAX`]: validation bounds ids far below it.
+    /// Stores an id. Panics past [`IDS_ENTRY_BYTES_MAX`]: validation bounds ids far below it.
     pub fn push(&mut self, id: &str) -> IdRef {
-        assert!(id.len() <= ID_BYTES_MAX, "id of {} bytes", id.len());
+        assert!(id.len() <= IDS_ENTRY_BYTES_MAX, "id of {} bytes", id.len());
         // The id must start inside the chunk (its offset has 20 bits) and end within it.
         let fits = |chunk: &String| {
             chunk.len() < ID_CHUNK_BYTES && chunk.len() + id.len() <= ID_CHUNK_BYTES

@@ -2,8 +2,9 @@
 
 use crate::projector::{Projection, Status};
 
-/// Record counts for the stats endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Record counts: the `records` of `/api/v2/interactions/stats`, `mcplog_records` in `/metrics`,
+/// and `mcplog-seg stats`, all from here and all in this shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct RecordCounts {
     /// Every record.
     pub total: u64,

@@ -3,6 +3,7 @@
 
 use crate::latency::{Histogram, Rollup};
 use crate::projector::{start_key, Projection, Status, TimeKey, ROLLUP_SECONDS};
+use crate::scope::Scope;
 
 /// Parses a metrics time range: `1h`, `24h`, `7d`, `30d`, or `<n>` followed by `s`, `m`, `h` or
 /// `d`, with n ≥ 1. Returns seconds.
@@ -182,7 +183,7 @@ impl Accumulator {
 /// Without an mcp_id and with buckets of whole hours, whole hours come from the projection's
 /// hourly roll-ups and only the two partial hours at the ends are read record by record. For one
 /// mcp_id, its bitmap is walked while it is small; otherwise the time index is scanned.
-pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, mcp_id: Option<&str>) -> Metrics {
+pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, scope: Scope<'_>) -> Metrics {
     let width_s = bucket_seconds(range_s);
     let from_s = now_s - range_s as f64;
     let first_bucket = (from_s / width_s as f64).floor() as i64;
@@ -219,8 +220,9 @@ pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, mcp_id: Option
             acc.add_record(projection.record(entry.ordinal()));
         }
     };
-    match mcp_id {
-        Some(name) => {
+    match scope {
+        Scope::Nothing => {}
+        Scope::Only(name) => {
             if let Some(mcp) = projection.mcp_number(name) {
                 let members = &indexes.by_mcp[mcp as usize];
                 if members.len() <= MCP_WALK_MAX {
@@ -242,7 +244,7 @@ pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, mcp_id: Option
                 }
             }
         }
-        None if width_s.is_multiple_of(ROLLUP_SECONDS) => {
+        Scope::All if width_s.is_multiple_of(ROLLUP_SECONDS) => {
             let hour_s = ROLLUP_SECONDS as f64;
             let first_whole = (from_s / hour_s).ceil() as i64;
             let end_whole = (now_s / hour_s).floor() as i64;
@@ -256,7 +258,7 @@ pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, mcp_id: Option
                 scan(&mut acc, from_s, now_s, true);
             }
         }
-        None => scan(&mut acc, from_s, now_s, true),
+        Scope::All => scan(&mut acc, from_s, now_s, true),
     }
     summarize(acc)
 }

@@ -18,6 +18,7 @@ mod tests {
     use super::*;
     use crate::event::{Action, StoredEvent};
     use crate::projector::{Projection, Status};
+    use crate::scope::Scope;
 
     /// Folds `(interaction, mcp, action, timestamp)` events with seqs in order.
     fn projection(events: &[(&str, &str, Action, f64)]) -> Projection {
@@ -173,7 +174,7 @@ mod tests {
     #[test]
     fn metrics_over_a_range() {
         let p = fixture();
-        let m = metrics(&p, 500.0, 500, None);
+        let m = metrics(&p, 500.0, 500, Scope::All);
         assert_eq!(m.total_interactions, 3);
         assert_eq!((m.completed, m.failed, m.cancelled), (1, 1, 1));
         assert!((m.success_rate - 1.0 / 3.0).abs() < 1e-12);
@@ -188,9 +189,9 @@ mod tests {
                 .sum::<u64>(),
             3
         );
-        let only_m2 = metrics(&p, 500.0, 500, Some("m2"));
+        let only_m2 = metrics(&p, 500.0, 500, Scope::Only("m2"));
         assert_eq!((only_m2.total_interactions, only_m2.failed), (1, 1));
-        let recent = metrics(&p, 500.0, 250, None);
+        let recent = metrics(&p, 500.0, 250, Scope::All);
         assert_eq!(recent.total_interactions, 1, "only b started after 250");
     }
 
@@ -226,7 +227,8 @@ mod tests {
             (30 * 86_400, Some("m1")),
             (5 * 3600, Some("m2")),
         ] {
-            let m = metrics(&p, now, range, mcp);
+            let scope = mcp.map_or(Scope::All, Scope::Only);
+            let m = metrics(&p, now, range, scope);
             let finished: Vec<&crate::projector::Record> = p
                 .records()
                 .filter(|r| {

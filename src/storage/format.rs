@@ -36,6 +36,7 @@
 //! hold a frame, a footer, too few bytes (`Incomplete`) or bytes that cannot be right (`Corrupt`).
 
 use crate::event::{StoredEvent, EVENT_ID_BYTES_MAX, ID_BYTES_MAX};
+use std::ops::Range;
 
 /// The 8 magic bytes that open every segment. The high first byte catches 7-bit transfers and the
 /// trailing newline catches newline translation, as PNG's signature does.
@@ -43,16 +44,16 @@ pub const MAGIC: [u8; 8] = *b"\x89MCPLOG\n";
 /// The only format version this build reads and writes.
 pub const VERSION: u16 = 1;
 
-const HEADER_MAGIC_END: usize = 8;
-const HEADER_VERSION_END: usize = HEADER_MAGIC_END + 2;
-const HEADER_FLAGS_END: usize = HEADER_VERSION_END + 2;
-const HEADER_RESERVED_END: usize = HEADER_FLAGS_END + 4;
-const HEADER_FIRST_SEQ_END: usize = HEADER_RESERVED_END + 8;
-const HEADER_CREATED_END: usize = HEADER_FIRST_SEQ_END + 8;
-const HEADER_PREV_HASH_END: usize = HEADER_CREATED_END + 32;
-const HEADER_CRC_END: usize = HEADER_PREV_HASH_END + 4;
+// Where each header field sits, as storage-format.md's table gives it. (Flags, 10..12, and the
+// reserved bytes, 12..16, are zero.)
+const HEADER_MAGIC: Range<usize> = 0..8;
+const HEADER_VERSION: Range<usize> = 8..10;
+const HEADER_FIRST_SEQ: Range<usize> = 16..24;
+const HEADER_CREATED: Range<usize> = 24..32;
+const HEADER_PREV_HASH: Range<usize> = 32..64;
+const HEADER_CRC: Range<usize> = 64..68;
 /// Size of the segment header in bytes.
-pub const HEADER_BYTES: usize = HEADER_CRC_END;
+pub const HEADER_BYTES: usize = HEADER_CRC.end;
 const _: () = assert!(HEADER_BYTES == 68);
 
 /// Bytes before a frame's payload: the length and the CRC.
@@ -64,16 +65,17 @@ pub const FRAME_PAYLOAD_BYTES_MAX: u32 = 64 * 1024 * 1024;
 /// The length value that marks a footer instead of a frame.
 pub const FOOTER_MARKER: u32 = u32::MAX;
 const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX < FOOTER_MARKER);
-const FOOTER_MARKER_END: usize = 4;
-const FOOTER_CRC_END: usize = FOOTER_MARKER_END + 4;
-const FOOTER_LAST_SEQ_END: usize = FOOTER_CRC_END + 8;
-const FOOTER_DATA_END_END: usize = FOOTER_LAST_SEQ_END + 8;
-const FOOTER_RECV_MIN_END: usize = FOOTER_DATA_END_END + 8;
-const FOOTER_RECV_MAX_END: usize = FOOTER_RECV_MIN_END + 8;
-const FOOTER_RESERVED_END: usize = FOOTER_RECV_MAX_END + 8;
-const FOOTER_HASH_END: usize = FOOTER_RESERVED_END + 32;
+// Where each footer field sits, as storage-format.md's table gives it. (Bytes 40..48 are
+// reserved, zero.)
+const FOOTER_MARK: Range<usize> = 0..4;
+const FOOTER_CRC: Range<usize> = 4..8;
+const FOOTER_LAST_SEQ: Range<usize> = 8..16;
+const FOOTER_DATA_END: Range<usize> = 16..24;
+const FOOTER_RECV_MIN: Range<usize> = 24..32;
+const FOOTER_RECV_MAX: Range<usize> = 32..40;
+const FOOTER_HASH: Range<usize> = 48..80;
 /// Size of the footer of a sealed segment in bytes.
-pub const FOOTER_BYTES: usize = FOOTER_HASH_END;
+pub const FOOTER_BYTES: usize = FOOTER_HASH.end;
 const _: () = assert!(FOOTER_BYTES == 80);
 
 /// A SHA-256 digest.
@@ -154,14 +156,13 @@ pub enum Decoded<'a> {
 /// Encodes a segment header.
 pub fn encode_header(header: &Header) -> [u8; HEADER_BYTES] {
     let mut out = [0u8; HEADER_BYTES];
-    out[..HEADER_MAGIC_END].copy_from_slice(&MAGIC);
-    out[HEADER_MAGIC_END..HEADER_VERSION_END].copy_from_slice(&VERSION.to_le_bytes());
-    out[HEADER_RESERVED_END..HEADER_FIRST_SEQ_END].copy_from_slice(&header.first_seq.to_le_bytes());
-    out[HEADER_FIRST_SEQ_END..HEADER_CREATED_END]
-        .copy_from_slice(&header.created_at_us.to_le_bytes());
-    out[HEADER_CREATED_END..HEADER_PREV_HASH_END].copy_from_slice(&header.prev_hash);
-    let crc = crc32fast::hash(&out[..HEADER_PREV_HASH_END]);
-    out[HEADER_PREV_HASH_END..HEADER_CRC_END].copy_from_slice(&crc.to_le_bytes());
+    out[HEADER_MAGIC].copy_from_slice(&MAGIC);
+    out[HEADER_VERSION].copy_from_slice(&VERSION.to_le_bytes());
+    out[HEADER_FIRST_SEQ].copy_from_slice(&header.first_seq.to_le_bytes());
+    out[HEADER_CREATED].copy_from_slice(&header.created_at_us.to_le_bytes());
+    out[HEADER_PREV_HASH].copy_from_slice(&header.prev_hash);
+    let crc = crc32fast::hash(&out[..HEADER_CRC.start]);
+    out[HEADER_CRC].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
@@ -170,22 +171,22 @@ pub fn decode_header(bytes: &[u8]) -> Result<Header, Option<CorruptKind>> {
     let Some(raw) = bytes.get(..HEADER_BYTES) else {
         return Err(None);
     };
-    if raw[..HEADER_MAGIC_END] != MAGIC {
+    if raw[HEADER_MAGIC] != MAGIC {
         return Err(Some(CorruptKind::BadMagic));
     }
-    let stored_crc = read_u32(raw, HEADER_PREV_HASH_END);
-    if crc32fast::hash(&raw[..HEADER_PREV_HASH_END]) != stored_crc {
+    let stored_crc = read_u32(raw, HEADER_CRC.start);
+    if crc32fast::hash(&raw[..HEADER_CRC.start]) != stored_crc {
         return Err(Some(CorruptKind::CrcMismatch));
     }
-    let version = u16::from_le_bytes([raw[HEADER_MAGIC_END], raw[HEADER_MAGIC_END + 1]]);
+    let version = u16::from_le_bytes([raw[HEADER_VERSION.start], raw[HEADER_VERSION.start + 1]]);
     if version != VERSION {
         return Err(Some(CorruptKind::UnsupportedVersion(version)));
     }
     let mut prev_hash = [0u8; 32];
-    prev_hash.copy_from_slice(&raw[HEADER_CREATED_END..HEADER_PREV_HASH_END]);
+    prev_hash.copy_from_slice(&raw[HEADER_PREV_HASH]);
     Ok(Header {
-        first_seq: read_u64(raw, HEADER_RESERVED_END),
-        created_at_us: read_u64(raw, HEADER_FIRST_SEQ_END),
+        first_seq: read_u64(raw, HEADER_FIRST_SEQ.start),
+        created_at_us: read_u64(raw, HEADER_CREATED.start),
         prev_hash,
     })
 }
@@ -270,16 +271,15 @@ fn ids_in_range(frame: &StoredEvent<'_>) -> bool {
 /// Encodes the footer that seals a segment.
 pub fn encode_footer(footer: &Footer) -> [u8; FOOTER_BYTES] {
     let mut out = [0u8; FOOTER_BYTES];
-    out[..FOOTER_MARKER_END].copy_from_slice(&FOOTER_MARKER.to_le_bytes());
-    out[FOOTER_CRC_END..FOOTER_LAST_SEQ_END].copy_from_slice(&footer.last_seq.to_le_bytes());
-    out[FOOTER_LAST_SEQ_END..FOOTER_DATA_END_END].copy_from_slice(&footer.data_end.to_le_bytes());
-    out[FOOTER_DATA_END_END..FOOTER_RECV_MIN_END]
-        .copy_from_slice(&footer.received_min_us.to_le_bytes());
-    out[FOOTER_RECV_MIN_END..FOOTER_RECV_MAX_END]
-        .copy_from_slice(&footer.received_max_us.to_le_bytes());
-    out[FOOTER_RESERVED_END..FOOTER_HASH_END].copy_from_slice(&footer.segment_hash);
-    let crc = crc32fast::hash(&out[FOOTER_CRC_END..]);
-    out[FOOTER_MARKER_END..FOOTER_CRC_END].copy_from_slice(&crc.to_le_bytes());
+    out[FOOTER_MARK].copy_from_slice(&FOOTER_MARKER.to_le_bytes());
+    out[FOOTER_LAST_SEQ].copy_from_slice(&footer.last_seq.to_le_bytes());
+    out[FOOTER_DATA_END].copy_from_slice(&footer.data_end.to_le_bytes());
+    out[FOOTER_RECV_MIN].copy_from_slice(&footer.received_min_us.to_le_bytes());
+    out[FOOTER_RECV_MAX].copy_from_slice(&footer.received_max_us.to_le_bytes());
+    out[FOOTER_HASH].copy_from_slice(&footer.segment_hash);
+    // The CRC covers everything after it.
+    let crc = crc32fast::hash(&out[FOOTER_CRC.end..]);
+    out[FOOTER_CRC].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
@@ -287,16 +287,16 @@ fn decode_footer(rest: &[u8]) -> Decoded<'_> {
     let Some(raw) = rest.get(..FOOTER_BYTES) else {
         return Decoded::Incomplete;
     };
-    if crc32fast::hash(&raw[FOOTER_CRC_END..]) != read_u32(raw, FOOTER_MARKER_END) {
+    if crc32fast::hash(&raw[FOOTER_CRC.end..]) != read_u32(raw, FOOTER_CRC.start) {
         return Decoded::Corrupt(CorruptKind::CrcMismatch);
     }
     let mut segment_hash = [0u8; 32];
-    segment_hash.copy_from_slice(&raw[FOOTER_RESERVED_END..FOOTER_HASH_END]);
+    segment_hash.copy_from_slice(&raw[FOOTER_HASH]);
     Decoded::Footer(Footer {
-        last_seq: read_u64(raw, FOOTER_CRC_END),
-        data_end: read_u64(raw, FOOTER_LAST_SEQ_END),
-        received_min_us: read_u64(raw, FOOTER_DATA_END_END),
-        received_max_us: read_u64(raw, FOOTER_RECV_MIN_END),
+        last_seq: read_u64(raw, FOOTER_LAST_SEQ.start),
+        data_end: read_u64(raw, FOOTER_DATA_END.start),
+        received_min_us: read_u64(raw, FOOTER_RECV_MIN.start),
+        received_max_us: read_u64(raw, FOOTER_RECV_MAX.start),
         segment_hash,
     })
 }

@@ -453,6 +453,8 @@ impl LogWriter {
 pub const SEGMENT_BYTES_LIMIT: u64 = u32::MAX as u64;
 
 /// Maps a segment file read-only with `len` bytes of address space.
+// One of the two mappings in the crate, each with its SAFETY argument; unsafe_code is denied elsewhere.
+#[allow(unsafe_code)]
 fn map_segment(file: &File, path: &std::path::Path, len: usize) -> Result<Arc<Mmap>, StorageError> {
     // SAFETY: the file is only ever appended to, or truncated back to a durable length, by the one
     // writer; readers never touch bytes past the durable `data_len`, so no access lands on a page

@@ -296,6 +296,13 @@ async fn the_tool_reads_a_directory_while_the_server_writes() {
     let stats: Value = serde_json::from_slice(&seg(&["stats"], dir.path()).stdout).unwrap();
     assert_eq!(stats["events"], 1200);
     assert_eq!(stats["by_mcp_id"]["m"]["completed"], 600);
+    // The tool counts as the server does, in the same shape (stale aside: it depends on the
+    // server's stale_after).
+    let mut served = server.get("/api/v2/interactions/stats").await.json()["records"].clone();
+    let mut counted = stats["records"].clone();
+    served.as_object_mut().unwrap().remove("stale");
+    counted.as_object_mut().unwrap().remove("stale");
+    assert_eq!(counted, served);
     let dump = seg(&["dump", "--interaction", "w-7"], dir.path());
     assert_eq!(lines(&dump.stdout).len(), 2);
 }

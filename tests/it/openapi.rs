@@ -25,7 +25,7 @@ async fn the_document_lists_every_route() {
         .keys()
         .map(String::as_str)
         .collect();
-    let routed: BTreeSet<&str> = mcplog::http::ROUTES.iter().copied().collect();
+    let routed: BTreeSet<&str> = mcplog::http::Route::ALL.iter().map(|r| r.path()).collect();
     assert_eq!(documented, routed);
     assert_eq!(
         doc["paths"]["/api/v2/interactions"]

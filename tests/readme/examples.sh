@@ -311,11 +311,12 @@ lines = [json.loads(line) for line in out.splitlines()]
 assert [l["seq"] for l in lines] == [2, 3], lines
 assert [list(l) for l in lines] == [["seq", "received_at", "key_id", "event"]] * 2
 '
-cargo run --release --bin mcplog-seg -- stats ./data     # events, interactions, counts per mcp_id and status (JSON)
+cargo run --release --bin mcplog-seg -- stats ./data     # events, interactions, and record counts in the stats endpoint's shape, per mcp_id too (JSON)
 check_tool '
 j = json.loads(out)
 assert (j["events"], j["interactions"], j["segments"], j["conflicts"]) == (3, 1, 1, 0), j
-assert j["by_mcp_id"] == {"ocr_workflow_mcp_001": {"cancelled": 0, "completed": 1, "failed": 0, "in_progress": 0, "started": 0}}, j
+counts = {"total": 1, "active": 0, "started": 0, "in_progress": 0, "completed": 1, "failed": 0, "cancelled": 0, "stale": 0, "orphan": 0, "conflicts": 0}
+assert j["records"] == counts and j["by_mcp_id"] == {"ocr_workflow_mcp_001": counts}, j
 '
 cargo run --release --bin mcplog-seg -- --version        # mcplog-seg 0.1.0
 check_tool 'assert re.fullmatch(r"mcplog-seg \d+\.\d+\.\d+\n", out), out'
