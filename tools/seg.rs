@@ -97,43 +97,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Cmd::Ls { dir } => {
-            let dir = segments_dir(&dir)?;
-            let infos = scan(&dir, |_| {})?;
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{:<26} {:>12} {:>12} {:>9} {:>12} {:<7} {:<20} {:<20} chain_hash",
-                "segment",
-                "first_seq",
-                "last_seq",
-                "events",
-                "bytes",
-                "state",
-                "received_from",
-                "received_to"
-            )?;
-            for info in &infos {
-                writeln!(
-                    out,
-                    "{:<26} {:>12} {:>12} {:>9} {:>12} {:<7} {:<20} {:<20} {}",
-                    info.path.file_name().unwrap_or_default().to_string_lossy(),
-                    info.first_seq,
-                    if info.events == 0 {
-                        "-".to_owned()
-                    } else {
-                        (info.first_seq + info.events - 1).to_string()
-                    },
-                    info.events,
-                    info.bytes,
-                    if info.sealed { "sealed" } else { "active" },
-                    seconds(info.received_us.0),
-                    seconds(info.received_us.1),
-                    hex(&info.hash)
-                )?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Ls { dir } => ls(dir),
         Cmd::Dump {
             dir,
             interaction,
@@ -142,175 +106,256 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to_seq,
             since,
             until,
-        } => {
-            let dir = segments_dir(&dir)?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut failed = None;
-            scan(&dir, |e: &StoredEvent<'_>| {
-                let received = e.received_at_us as f64 / 1e6;
-                let keep = interaction.as_deref().is_none_or(|i| i == e.interaction_id)
-                    && mcp_id.as_deref().is_none_or(|m| m == e.mcp_id)
-                    && from_seq.is_none_or(|s| e.seq >= s)
-                    && to_seq.is_none_or(|s| e.seq <= s)
-                    && since.is_none_or(|s| received >= s)
-                    && until.is_none_or(|s| received <= s);
-                if keep && failed.is_none() {
-                    let Some(line) = EventLine::of(e) else {
-                        failed = Some(anyhow::anyhow!(
-                            "seq {}: the stored body is not JSON",
-                            e.seq
-                        ));
-                        return;
-                    };
-                    let written = serde_json::to_writer(&mut out, &line)
-                        .map_err(|e| match e.io_error_kind() {
-                            Some(kind) => anyhow::Error::from(std::io::Error::from(kind)),
-                            None => e.into(),
-                        })
-                        .and_then(|()| Ok(writeln!(out)?));
-                    if let Err(err) = written {
-                        failed = Some(err);
-                    }
+        } => dump(
+            dir,
+            Filters {
+                interaction,
+                mcp_id,
+                from_seq,
+                to_seq,
+                since,
+                until,
+            },
+        ),
+        Cmd::Verify { dir } => verify(dir),
+        Cmd::Repair { data } => repair(data),
+        Cmd::Backup { data, dest } => backup(data, dest),
+        Cmd::Stats { dir } => stats(dir),
+    }
+}
+
+/// `dump`'s filters.
+struct Filters {
+    interaction: Option<String>,
+    mcp_id: Option<String>,
+    from_seq: Option<u64>,
+    to_seq: Option<u64>,
+    since: Option<f64>,
+    until: Option<f64>,
+}
+
+/// One line per segment.
+fn ls(dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let dir = segments_dir(&dir)?;
+    let infos = scan(&dir, |_| {})?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<26} {:>12} {:>12} {:>9} {:>12} {:<7} {:<20} {:<20} chain_hash",
+        "segment",
+        "first_seq",
+        "last_seq",
+        "events",
+        "bytes",
+        "state",
+        "received_from",
+        "received_to"
+    )?;
+    for info in &infos {
+        writeln!(
+            out,
+            "{:<26} {:>12} {:>12} {:>9} {:>12} {:<7} {:<20} {:<20} {}",
+            info.path.file_name().unwrap_or_default().to_string_lossy(),
+            info.first_seq,
+            if info.events == 0 {
+                "-".to_owned()
+            } else {
+                (info.first_seq + info.events - 1).to_string()
+            },
+            info.events,
+            info.bytes,
+            if info.sealed { "sealed" } else { "active" },
+            seconds(info.received_us.0),
+            seconds(info.received_us.1),
+            hex(&info.hash)
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Events as NDJSON, filtered.
+fn dump(dir: PathBuf, filters: Filters) -> anyhow::Result<ExitCode> {
+    let Filters {
+        interaction,
+        mcp_id,
+        from_seq,
+        to_seq,
+        since,
+        until,
+    } = filters;
+    let dir = segments_dir(&dir)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut failed = None;
+    scan(&dir, |e: &StoredEvent<'_>| {
+        let received = e.received_at_us as f64 / 1e6;
+        let keep = interaction.as_deref().is_none_or(|i| i == e.interaction_id)
+            && mcp_id.as_deref().is_none_or(|m| m == e.mcp_id)
+            && from_seq.is_none_or(|s| e.seq >= s)
+            && to_seq.is_none_or(|s| e.seq <= s)
+            && since.is_none_or(|s| received >= s)
+            && until.is_none_or(|s| received <= s);
+        if keep && failed.is_none() {
+            let Some(line) = EventLine::of(e) else {
+                failed = Some(anyhow::anyhow!(
+                    "seq {}: the stored body is not JSON",
+                    e.seq
+                ));
+                return;
+            };
+            let written = serde_json::to_writer(&mut out, &line)
+                .map_err(|e| match e.io_error_kind() {
+                    Some(kind) => anyhow::Error::from(std::io::Error::from(kind)),
+                    None => e.into(),
+                })
+                .and_then(|()| Ok(writeln!(out)?));
+            if let Err(err) = written {
+                failed = Some(err);
+            }
+        }
+    })?;
+    match failed {
+        // A closed pipe (`| head`) is a normal way to stop reading.
+        Some(err) if is_broken_pipe(&err) => Ok(ExitCode::SUCCESS),
+        Some(err) => Err(err),
+        None => {
+            out.flush().or_else(|e| {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    Ok(())
+                } else {
+                    Err(e)
                 }
             })?;
-            match failed {
-                // A closed pipe (`| head`) is a normal way to stop reading.
-                Some(err) if is_broken_pipe(&err) => Ok(ExitCode::SUCCESS),
-                Some(err) => Err(err),
-                None => {
-                    out.flush().or_else(|e| {
-                        if e.kind() == std::io::ErrorKind::BrokenPipe {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })?;
-                    Ok(ExitCode::SUCCESS)
-                }
-            }
-        }
-        Cmd::Verify { dir } => {
-            let dir = segments_dir(&dir)?;
-            let bar = progress_bar(&dir)?;
-            let checked = verify_log(&dir, |bytes| bar.inc(bytes));
-            bar.finish_and_clear();
-            match checked {
-                Ok(infos) => {
-                    let events: u64 = infos.iter().map(|i| i.events).sum();
-                    let bytes: u64 = infos.iter().map(|i| i.bytes).sum();
-                    if let Some(last) = infos.last().filter(|i| i.tail_bytes > 0) {
-                        eprintln!(
-                            "note: {} ends in {} bytes that are not a whole frame yet (a write in progress, or a torn tail the next start truncates)",
-                            last.path.display(),
-                            last.tail_bytes
-                        );
-                    }
-                    // Breaks a repair made are accepted, and always said.
-                    for record in Breaks::load(&dir)?.all() {
-                        println!(
-                            "chain break before seq {} (after seq {}), made by repair at {}: {}; damaged bytes in {}",
-                            record.first_seq,
-                            record.after_seq,
-                            seconds(record.repaired_at_us),
-                            record.reason,
-                            if record.quarantine.is_empty() { "(none moved)" } else { &record.quarantine }
-                        );
-                    }
-                    let head = infos
-                        .last()
-                        .map_or_else(|| "-".to_owned(), |i| hex(&i.hash));
-                    println!(
-                        "ok: {} segments, {events} events, {bytes} bytes; chain head {head}",
-                        infos.len()
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(err) => {
-                    println!("FAULT: {err:#}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
-        Cmd::Repair { data } => {
-            let now_us = mcplog::clock::now_us();
-            let steps = mcplog::storage::repair(&data, now_us)
-                .with_context(|| format!("repairing {}", data.display()))?;
-            if steps.is_empty() {
-                println!("ok: nothing to repair");
-            }
-            for step in &steps {
-                let moved = if step.quarantine.is_empty() {
-                    "nothing moved (a broken link between intact segments)".to_owned()
-                } else {
-                    format!("a copy of the whole segment is in {}", step.quarantine)
-                };
-                println!(
-                    "repaired {}: {}; kept {} frames before the damage; {moved}",
-                    step.segment, step.reason, step.frames_kept
-                );
-                if let Some(record) = &step.broke {
-                    println!(
-                        "recorded chain break before seq {} (after seq {}) in segments/{}",
-                        record.first_seq,
-                        record.after_seq,
-                        mcplog::storage::repair::REPAIRS_FILE
-                    );
-                }
-            }
-            let infos = verify_log(&data.join("segments"), |_| {})
-                .context("the repaired log does not check out")?;
-            let head = infos
-                .last()
-                .map_or_else(|| "-".to_owned(), |i| hex(&i.hash));
-            println!("ok: the log checks out; chain head {head}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Backup { data, dest } => {
-            let copy = mcplog::storage::backup(&data, &dest)
-                .with_context(|| format!("backing up {} to {}", data.display(), dest.display()))?;
-            println!(
-                "ok: {} segments, {} events, {} bytes copied and checked; chain head {}",
-                copy.segments,
-                copy.events,
-                copy.bytes,
-                hex(&copy.chain_head)
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Stats { dir } => {
-            let dir = segments_dir(&dir)?;
-            let mut projection = Projection::new();
-            let infos = scan(&dir, |e| projection.apply(e))?;
-            // The same counts, in the same shape, as the server's stats (stale after its default
-            // stale_after, one hour, from now).
-            let (now_us, stale_after_us) = (mcplog::clock::now_us(), 3_600_000_000);
-            let mut mcp_ids: Vec<&str> = projection
-                .records()
-                .map(|r| projection.mcp_name(r.mcp()))
-                .collect();
-            mcp_ids.sort_unstable();
-            mcp_ids.dedup();
-            let by_mcp: serde_json::Map<String, serde_json::Value> = mcp_ids
-                .into_iter()
-                .map(|mcp_id| {
-                    let (counts, _) =
-                        query::record_counts_of(&projection, mcp_id, now_us, stale_after_us);
-                    (mcp_id.to_owned(), json!(counts))
-                })
-                .collect();
-            let stats = json!({
-                "segments": infos.len(),
-                "bytes": infos.iter().map(|i| i.bytes).sum::<u64>(),
-                "events": projection.events_total(),
-                "interactions": projection.record_count(),
-                "conflicts": projection.conflicts_total(),
-                "records": query::record_counts(&projection, now_us, stale_after_us),
-                "by_mcp_id": by_mcp,
-            });
-            println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Every check start-up makes, and the recorded repairs.
+fn verify(dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let dir = segments_dir(&dir)?;
+    let bar = progress_bar(&dir)?;
+    let checked = verify_log(&dir, |bytes| bar.inc(bytes));
+    bar.finish_and_clear();
+    match checked {
+        Ok(infos) => {
+            let events: u64 = infos.iter().map(|i| i.events).sum();
+            let bytes: u64 = infos.iter().map(|i| i.bytes).sum();
+            if let Some(last) = infos.last().filter(|i| i.tail_bytes > 0) {
+                eprintln!(
+                        "note: {} ends in {} bytes that are not a whole frame yet (a write in progress, or a torn tail the next start truncates)",
+                        last.path.display(),
+                        last.tail_bytes
+                    );
+            }
+            // Breaks a repair made are accepted, and always said.
+            for record in Breaks::load(&dir)?.all() {
+                println!(
+                        "chain break before seq {} (after seq {}), made by repair at {}: {}; damaged bytes in {}",
+                        record.first_seq,
+                        record.after_seq,
+                        seconds(record.repaired_at_us),
+                        record.reason,
+                        if record.quarantine.is_empty() { "(none moved)" } else { &record.quarantine }
+                    );
+            }
+            let head = infos
+                .last()
+                .map_or_else(|| "-".to_owned(), |i| hex(&i.hash));
+            println!(
+                "ok: {} segments, {events} events, {bytes} bytes; chain head {head}",
+                infos.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            println!("FAULT: {err:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Quarantines damage until the log checks out (the server stopped).
+fn repair(data: PathBuf) -> anyhow::Result<ExitCode> {
+    let now_us = mcplog::clock::now_us();
+    let steps = mcplog::storage::repair(&data, now_us)
+        .with_context(|| format!("repairing {}", data.display()))?;
+    if steps.is_empty() {
+        println!("ok: nothing to repair");
+    }
+    for step in &steps {
+        let moved = if step.quarantine.is_empty() {
+            "nothing moved (a broken link between intact segments)".to_owned()
+        } else {
+            format!("a copy of the whole segment is in {}", step.quarantine)
+        };
+        println!(
+            "repaired {}: {}; kept {} frames before the damage; {moved}",
+            step.segment, step.reason, step.frames_kept
+        );
+        if let Some(record) = &step.broke {
+            println!(
+                "recorded chain break before seq {} (after seq {}) in segments/{}",
+                record.first_seq,
+                record.after_seq,
+                mcplog::storage::repair::REPAIRS_FILE
+            );
+        }
+    }
+    let infos = verify_log(&data.join("segments"), |_| {})
+        .context("the repaired log does not check out")?;
+    let head = infos
+        .last()
+        .map_or_else(|| "-".to_owned(), |i| hex(&i.hash));
+    println!("ok: the log checks out; chain head {head}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A checked copy of a live log.
+fn backup(data: PathBuf, dest: PathBuf) -> anyhow::Result<ExitCode> {
+    let copy = mcplog::storage::backup(&data, &dest)
+        .with_context(|| format!("backing up {} to {}", data.display(), dest.display()))?;
+    println!(
+        "ok: {} segments, {} events, {} bytes copied and checked; chain head {}",
+        copy.segments,
+        copy.events,
+        copy.bytes,
+        hex(&copy.chain_head)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Counts in the stats endpoint's shape.
+fn stats(dir: PathBuf) -> anyhow::Result<ExitCode> {
+    let dir = segments_dir(&dir)?;
+    let mut projection = Projection::new();
+    let infos = scan(&dir, |e| projection.apply(e))?;
+    // The same counts, in the same shape, as the server's stats (stale after its default
+    // stale_after, one hour, from now).
+    let (now_us, stale_after_us) = (mcplog::clock::now_us(), 3_600_000_000);
+    let mut mcp_ids: Vec<&str> = projection
+        .records()
+        .map(|r| projection.mcp_name(r.mcp()))
+        .collect();
+    mcp_ids.sort_unstable();
+    mcp_ids.dedup();
+    let by_mcp: serde_json::Map<String, serde_json::Value> = mcp_ids
+        .into_iter()
+        .map(|mcp_id| {
+            let (counts, _) = query::record_counts_of(&projection, mcp_id, now_us, stale_after_us);
+            (mcp_id.to_owned(), json!(counts))
+        })
+        .collect();
+    let stats = json!({
+        "segments": infos.len(),
+        "bytes": infos.iter().map(|i| i.bytes).sum::<u64>(),
+        "events": projection.events_total(),
+        "interactions": projection.record_count(),
+        "conflicts": projection.conflicts_total(),
+        "records": query::record_counts(&projection, now_us, stale_after_us),
+        "by_mcp_id": by_mcp,
+    });
+    println!("{}", serde_json::to_string_pretty(&stats)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A data directory's `segments/` folder, or the folder itself if it holds segments (or is

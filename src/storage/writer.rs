@@ -375,20 +375,10 @@ impl LogWriter {
             self.undo_to(self.data_len, &err);
             return Err(err);
         }
-        let opened = create_segment(&self.config, self.next_seq, footer.segment_hash, now_us)
-            .and_then(|next| {
-                let map = map_segment(&next.file, &next.path, self.capacity(HEADER_BYTES))?;
-                Ok((next, map))
-            });
-        let (
-            NewSegment {
-                file,
-                path,
-                header,
-                header_bytes,
-            },
-            map,
-        ) = match opened {
+        // The next segment's writer, built as at start-up; it takes over this one's buffers.
+        let opened = LogWriter::create(&self.config, self.next_seq, footer.segment_hash, now_us)
+            .and_then(|mut next| Ok((next.empty_view()?, next)));
+        let (view, mut next) = match opened {
             Ok(opened) => opened,
             Err(err) => {
                 // The footer must go again, or the next append would land after it. (A created
@@ -399,26 +389,13 @@ impl LogWriter {
                 return Err(err);
             }
         };
-        self.file = file;
-        self.path = path;
-        self.header = header;
-        self.data_len = HEADER_BYTES as u64;
-        self.hasher = Sha256::new();
-        self.hasher.update(header_bytes);
-        self.frames = 0;
-        self.received_min_us = 0;
-        self.received_max_us = 0;
-        self.map_len = map.len();
-        let view = SegmentView {
-            first_seq: header.first_seq,
-            path: self.path.clone(),
-            map,
-            frames: FrameIndex::default(),
-            data_len: self.data_len,
-            footer: None,
-            received_max_us: 0,
-            received_min_us: 0,
-        };
+        next.buf = std::mem::take(&mut self.buf);
+        next.changes = std::mem::take(&mut self.changes);
+        #[cfg(test)]
+        {
+            next.fault = self.fault.take();
+        }
+        *self = next;
         self.changes.push(CatalogChange::Sealed(footer));
         self.changes.push(CatalogChange::Opened(view));
         Ok(())
