@@ -6,7 +6,11 @@ use crate::auth::{Role, StaticKey};
 use super::{reference, ConfigError};
 
 /// One `[static_api_keys]` entry. `shown` names it by fingerprint: errors never carry the key.
-pub(super) fn static_key(key: &str, entry: &toml::Table, shown: &str) -> Result<StaticKey, ConfigError> {
+pub(super) fn static_key(
+    key: &str,
+    entry: &toml::Table,
+    shown: &str,
+) -> Result<StaticKey, ConfigError> {
     let bad = |field: &str, message: String| ConfigError {
         key: format!("{shown}.{field}"),
         message,
@@ -111,4 +115,3 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
-

@@ -51,11 +51,52 @@ pub(super) async fn revoke(
         state.limits.body_read_timeout,
     )
     .await?;
-    let invalid = |field: &str, message: &str| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).with_field(field)
-    };
+    let request = parse(&bytes)?;
+    let now_s = crate::clock::now_us() as f64 / 1e6;
+    let (id, field) = resolve(&state, request, now_s)?;
+    if state.keys.would_lock_out(&id, &principal, now_s) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "last_admin_key",
+            "revoking this key would leave no working admin key; mint another (mcplog keygen --role admin) and revoke this one with it, or add a static admin key",
+        )
+        .with_field(field));
+    }
+    if state.keys.is_revoked(&id) {
+        return Ok(Json(RevokedJson {
+            status: "already_revoked",
+            key_id: hex(&id),
+        }));
+    }
+    state.keys.revoke(id).map_err(|err| {
+        tracing::error!(error = %err, "a revocation could not be saved");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the revocation could not be saved",
+        )
+    })?;
+    tracing::info!(key_id = %hex(&id), "key revoked");
+    Ok(Json(RevokedJson {
+        status: "revoked",
+        key_id: hex(&id),
+    }))
+}
+
+/// What a revocation names, and whether to record it even if this server never met the key.
+struct Request {
+    fields: serde_json::Map<String, serde_json::Value>,
+    force: bool,
+}
+
+fn invalid(field: &str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).with_field(field)
+}
+
+/// The request's JSON, with no field but `key`, `key_id` and `force`.
+fn parse(bytes: &[u8]) -> Result<Request, ApiError> {
     // serde's message quotes the value it choked on, which may be a key: only say where.
-    let request: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes)
+    let request: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes)
         .map_err(|err| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -83,8 +124,23 @@ pub(super) async fn revoke(
             .as_bool()
             .ok_or_else(|| invalid("force", "force must be true or false"))?,
     };
-    let now_s = crate::clock::now_us() as f64 / 1e6;
-    let (id, field) = match (request.get("key"), request.get("key_id")) {
+    Ok(Request {
+        fields: request,
+        force,
+    })
+}
+
+/// The key id a request names, and the field that named it: refused when this server never
+/// issued, accepted or stored the key, unless forced.
+fn resolve(
+    state: &AppState,
+    Request {
+        fields: request,
+        force,
+    }: Request,
+    now_s: f64,
+) -> Result<(crate::auth::KeyId, &'static str), ApiError> {
+    Ok(match (request.get("key"), request.get("key_id")) {
         (Some(key), None) => {
             let key = key
                 .as_str()
@@ -123,32 +179,5 @@ pub(super) async fn revoke(
             (id, "key_id")
         }
         _ => return Err(invalid("key", "send exactly one of key and key_id")),
-    };
-    if state.keys.would_lock_out(&id, &principal, now_s) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "last_admin_key",
-            "revoking this key would leave no working admin key; mint another (mcplog keygen --role admin) and revoke this one with it, or add a static admin key",
-        )
-        .with_field(field));
-    }
-    if state.keys.is_revoked(&id) {
-        return Ok(Json(RevokedJson {
-            status: "already_revoked",
-            key_id: hex(&id),
-        }));
-    }
-    state.keys.revoke(id).map_err(|err| {
-        tracing::error!(error = %err, "a revocation could not be saved");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            "the revocation could not be saved",
-        )
-    })?;
-    tracing::info!(key_id = %hex(&id), "key revoked");
-    Ok(Json(RevokedJson {
-        status: "revoked",
-        key_id: hex(&id),
-    }))
+    })
 }
