@@ -128,81 +128,110 @@ fn commit(
             .collect();
         (plans, claims.appended)
     };
-    if !appended.is_empty() {
-        let stored: Vec<StoredEvent<'_>> = appended
-            .iter()
-            .enumerate()
-            .map(|(n, &(s, i))| {
-                let event = &group[s].events[i];
-                StoredEvent {
-                    seq: next_seq + n as u64,
-                    write_index: n as u32,
-                    received_at_us: now_us,
-                    key_id: group[s].key_id,
-                    action: event.action,
-                    timestamp: event.timestamp,
-                    interaction_id: event.interaction_id(),
-                    mcp_id: event.mcp_id(),
-                    event_id: event.event_id(),
-                    body: event.body(),
-                }
-            })
-            .collect();
-        let started = Instant::now();
-        let written = writer.append(&stored, now_us);
-        health.fsync_seconds.observe(started.elapsed());
-        let appended = written.result;
-        {
-            // A roll before a failed write still changed the files: the catalog learns of it
-            // either way.
-            let mut view = view.write().expect("view lock");
-            for change in written.changes {
-                view.catalog.apply(change);
+    let failure = if appended.is_empty() {
+        None
+    } else {
+        let stored = stored_events(&group, &appended, next_seq, now_us);
+        write_and_fold(writer, view, &stored, now_us, health).err()
+    };
+    for (submission, plan) in group.into_iter().zip(plans) {
+        let answer = match &failure {
+            // Nothing of a failed group is stored: a submission is refused for its own
+            // conflicts, or else for the failure.
+            Some(failure) => plan
+                .map_err(SubmitError::Conflict)
+                .and(Err(failure.clone())),
+            None => plan
+                .map_err(SubmitError::Conflict)
+                .map(|slots| slots.iter().map(|&slot| ack(slot, next_seq)).collect()),
+        };
+        submission.answer(answer);
+    }
+}
+
+/// The group's events as they will be stored: seqs from `next_seq`, in append order.
+fn stored_events<'a>(
+    group: &'a [Submission],
+    appended: &[(usize, usize)],
+    next_seq: u64,
+    now_us: u64,
+) -> Vec<StoredEvent<'a>> {
+    appended
+        .iter()
+        .enumerate()
+        .map(|(n, &(s, i))| {
+            let event = &group[s].events[i];
+            StoredEvent {
+                seq: next_seq + n as u64,
+                write_index: n as u32,
+                received_at_us: now_us,
+                key_id: group[s].key_id,
+                action: event.action,
+                timestamp: event.timestamp,
+                interaction_id: event.interaction_id(),
+                mcp_id: event.mcp_id(),
+                event_id: event.event_id(),
+                body: event.body(),
             }
-            if appended.is_ok() {
-                for event in &stored {
-                    view.projection.apply(event);
-                }
+        })
+        .collect()
+}
+
+/// One write and one fdatasync of `stored`, then, under the view's write lock, the catalog's
+/// changes (whatever the outcome: a roll before a failed write still changed the files) and,
+/// if it was written, the fold.
+fn write_and_fold(
+    writer: &mut LogWriter,
+    view: &RwLock<View>,
+    stored: &[StoredEvent<'_>],
+    now_us: u64,
+    health: &WriterHealth,
+) -> Result<(), SubmitError> {
+    let started = Instant::now();
+    let written = writer.append(stored, now_us);
+    health.fsync_seconds.observe(started.elapsed());
+    {
+        let mut view = view.write().expect("view lock");
+        for change in written.changes {
+            view.catalog.apply(change);
+        }
+        if written.result.is_ok() {
+            for event in stored {
+                view.projection.apply(event);
             }
         }
-        if let Err(err) = appended {
+    }
+    let mut last_failure = health.last_failure.lock().expect("health lock");
+    match written.result {
+        Ok(()) => {
+            *last_failure = None;
+            Ok(())
+        }
+        Err(err) => {
             tracing::error!(error = %err, events = stored.len(), "group commit failed; nothing of it is acknowledged");
-            *health.last_failure.lock().expect("health lock") = Some(err.public_message());
-            let failure = SubmitError::Storage {
+            *last_failure = Some(err.public_message());
+            Err(SubmitError::Storage {
                 message: err.public_message(),
                 no_space: err.is_no_space(),
-            };
-            drop(stored);
-            for (submission, plan) in group.into_iter().zip(plans) {
-                let answer = plan
-                    .map_err(SubmitError::Conflict)
-                    .and(Err(failure.clone()));
-                submission.answer(answer);
-            }
-            return;
+            })
         }
-        *health.last_failure.lock().expect("health lock") = None;
     }
-    for (submission, plan) in group.into_iter().zip(plans) {
-        let answer = plan.map_err(SubmitError::Conflict).map(|slots| {
-            slots
-                .iter()
-                .map(|slot| match *slot {
-                    Slot::Append(n) => Ack {
-                        seq: next_seq + n as u64,
-                        duplicate: false,
-                    },
-                    Slot::SameAs(n) => Ack {
-                        seq: next_seq + n as u64,
-                        duplicate: true,
-                    },
-                    Slot::Stored(seq) => Ack {
-                        seq,
-                        duplicate: true,
-                    },
-                })
-                .collect()
-        });
-        submission.answer(answer);
+}
+
+/// The answer for one planned event of a written group.
+fn ack(slot: Slot, next_seq: u64) -> Ack {
+    match slot {
+        Slot::Append(n) => Ack {
+            seq: next_seq + n as u64,
+            duplicate: false,
+        },
+        Slot::SameAs(n) => Ack {
+            seq: next_seq + n as u64,
+            duplicate: true,
+        },
+        Slot::Stored(seq) => Ack {
+            seq,
+            duplicate: true,
+        },
     }
 }
