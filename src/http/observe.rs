@@ -101,17 +101,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'stat
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::with_capacity(16 * 1024);
     let engine = &state.engine;
-    let counters = engine.counters();
-    family(
+    let ingested = engine.counters().requests_processed.load(Ordering::Relaxed);
+    single(
         &mut out,
         "mcplog_events_ingested_total",
         "counter",
         "Events acknowledged as durable since start.",
-    );
-    let _ = writeln!(
-        out,
-        "mcplog_events_ingested_total {}",
-        counters.requests_processed.load(Ordering::Relaxed)
+        ingested,
     );
     family(
         &mut out,
@@ -135,51 +131,37 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     engine
         .fsync_seconds()
         .render(&mut out, "mcplog_fsync_seconds", "");
-    family(
-        &mut out,
-        "mcplog_http_request_duration_seconds",
-        "histogram",
-        "HTTP request latency by route template and method.",
-    );
-    for (route, histograms) in state.telemetry.requests.iter().enumerate() {
-        let name = Route::ALL.get(route).map_or("unmatched", |r| r.path());
-        for (method, histogram) in histograms.iter().enumerate() {
-            if histogram.count() > 0 {
-                let labels = format!("route=\"{name}\",method=\"{}\"", METHODS[method]);
-                histogram.render(&mut out, "mcplog_http_request_duration_seconds", &labels);
-            }
-        }
-    }
-    family(
+    request_durations(&mut out, &state.telemetry);
+    single(
         &mut out,
         "mcplog_queue_events",
         "gauge",
         "Events accepted and not yet durable.",
+        engine.queue_size() as u64,
     );
-    let _ = writeln!(out, "mcplog_queue_events {}", engine.queue_size());
     let view = engine.view();
     let catalog = &view.catalog;
-    family(
+    single(
         &mut out,
         "mcplog_segments",
         "gauge",
         "Segment files retained.",
+        catalog.segments().len() as u64,
     );
-    let _ = writeln!(out, "mcplog_segments {}", catalog.segments().len());
-    family(
+    single(
         &mut out,
         "mcplog_storage_bytes",
         "gauge",
         "Bytes of segment files retained.",
+        catalog.bytes(),
     );
-    let _ = writeln!(out, "mcplog_storage_bytes {}", catalog.bytes());
-    family(
+    single(
         &mut out,
         "mcplog_last_seq",
         "gauge",
         "Seq of the newest durable event.",
+        catalog.last_seq().unwrap_or(0),
     );
-    let _ = writeln!(out, "mcplog_last_seq {}", catalog.last_seq().unwrap_or(0));
     let counts = query::record_counts(&view.projection, now_us(), state.stale_after_us);
     drop(view);
     family(
@@ -188,35 +170,58 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         "gauge",
         "Interaction records by status.",
     );
-    for (status, n) in Status::ALL.iter().zip([
+    let by_status = [
         counts.started,
         counts.in_progress,
         counts.completed,
         counts.failed,
         counts.cancelled,
-    ]) {
+    ];
+    for (status, n) in Status::ALL.iter().zip(by_status) {
         let _ = writeln!(out, "mcplog_records{{status=\"{}\"}} {n}", status.as_str());
     }
-    family(
+    single(
         &mut out,
         "mcplog_records_stale",
         "gauge",
-        "Active records first seen longer than stale_after ago.",
+        "Active records that started longer than stale_after ago.",
+        counts.stale,
     );
-    let _ = writeln!(out, "mcplog_records_stale {}", counts.stale);
-    family(
+    single(
         &mut out,
         "mcplog_records_orphan",
         "gauge",
         "Records with no start event yet.",
+        counts.orphan,
     );
-    let _ = writeln!(out, "mcplog_records_orphan {}", counts.orphan);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+    let content_type = [(
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )];
+    (content_type, out).into_response()
+}
+
+/// One family with a single unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// `mcplog_http_request_duration_seconds`, by route template and method.
+fn request_durations(out: &mut String, telemetry: &HttpTelemetry) {
+    family(
         out,
-    )
-        .into_response()
+        "mcplog_http_request_duration_seconds",
+        "histogram",
+        "HTTP request latency by route template and method.",
+    );
+    for (route, histograms) in telemetry.requests.iter().enumerate() {
+        let name = Route::ALL.get(route).map_or("unmatched", |r| r.path());
+        for (method, histogram) in histograms.iter().enumerate() {
+            if histogram.count() > 0 {
+                let labels = format!("route=\"{name}\",method=\"{}\"", METHODS[method]);
+                histogram.render(out, "mcplog_http_request_duration_seconds", &labels);
+            }
+        }
+    }
 }
