@@ -199,16 +199,7 @@ fn repair_one(
     let kept = if link_only {
         own_check(&damaged).map(|(frames, _)| frames).unwrap_or(0)
     } else {
-        // A fault at offset 0 is in the header: nothing of the segment can be trusted.
-        let limit = if offset == 0 { 0 } else { offset as usize };
-        let prefix = valid_prefix(&damaged.bytes, limit);
-        if prefix.frames == 0 {
-            std::fs::remove_file(&damaged.path)
-                .map_err(StorageError::io("remove", &damaged.path))?;
-        } else {
-            reseal(&damaged, &prefix)?;
-        }
-        prefix.frames
+        cut_damage(&damaged, offset)?
     };
     sync_dir(&segments)?;
 
@@ -248,33 +239,12 @@ fn repair_one(
             Some(read(&(first_seq, created))?)
         }
     };
-    let broke = match (before, after) {
-        (Some(before), Some(after)) => {
-            let header =
-                format::decode_header(&after.bytes).map_err(|_| StorageError::Corrupt {
-                    path: after.path.clone(),
-                    offset: 0,
-                    reason: "header unreadable".into(),
-                })?;
-            let after_seq = last_seq_of(&before).unwrap_or(before.first_seq - 1);
-            let kept_hash = chain_hash(&before);
-            let intact = header.first_seq == after_seq + 1 && header.prev_hash == kept_hash;
-            (!intact).then(|| Break {
-                repaired_at_us: now_us,
-                first_seq: after.first_seq,
-                after_seq,
-                prev_hash: hex(&header.prev_hash),
-                kept_hash: hex(&kept_hash),
-                quarantine: if link_only {
-                    String::new()
-                } else {
-                    quarantine.clone()
-                },
-                reason: reason.clone(),
-            })
-        }
-        _ => None,
+    let moved = if link_only {
+        String::new()
+    } else {
+        quarantine.clone()
     };
+    let broke = broken_link(before, after, now_us, moved, &reason)?;
     if let Some(record) = &broke {
         append_record(&segments, record)?;
     }
@@ -285,6 +255,50 @@ fn repair_one(
         quarantine: if link_only { String::new() } else { quarantine },
         broke,
     })
+}
+
+/// Keeps a damaged segment's whole frames before `offset` and seals it over them, or removes it
+/// when none are kept (a fault at offset 0 is in the header: nothing of it can be trusted).
+/// Returns the frames kept.
+fn cut_damage(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
+    let limit = if offset == 0 { 0 } else { offset as usize };
+    let prefix = valid_prefix(&damaged.bytes, limit);
+    if prefix.frames == 0 {
+        std::fs::remove_file(&damaged.path).map_err(StorageError::io("remove", &damaged.path))?;
+    } else {
+        reseal(damaged, &prefix)?;
+    }
+    Ok(prefix.frames)
+}
+
+/// The record of the link between `before` and `after`, if a repair broke it.
+fn broken_link(
+    before: Option<Held>,
+    after: Option<Held>,
+    now_us: u64,
+    quarantine: String,
+    reason: &str,
+) -> Result<Option<Break>, StorageError> {
+    let (Some(before), Some(after)) = (before, after) else {
+        return Ok(None);
+    };
+    let header = format::decode_header(&after.bytes).map_err(|_| StorageError::Corrupt {
+        path: after.path.clone(),
+        offset: 0,
+        reason: "header unreadable".into(),
+    })?;
+    let after_seq = last_seq_of(&before).unwrap_or(before.first_seq - 1);
+    let kept_hash = chain_hash(&before);
+    let intact = header.first_seq == after_seq + 1 && header.prev_hash == kept_hash;
+    Ok((!intact).then(|| Break {
+        repaired_at_us: now_us,
+        first_seq: after.first_seq,
+        after_seq,
+        prev_hash: hex(&header.prev_hash),
+        kept_hash: hex(&kept_hash),
+        quarantine,
+        reason: reason.to_owned(),
+    }))
 }
 
 /// The frames of a segment that check out on their own, with its footer if sealed and its hash
