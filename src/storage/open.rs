@@ -256,6 +256,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use sha2::Digest;
+
     use crate::storage::format::{self, Decoded};
     use crate::storage::lock_dir;
 
@@ -406,6 +408,72 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let err = reopen(&config).err().expect("tampering must stop the open");
         assert!(err.to_string().contains("segment hash"), "{err}");
+    }
+
+    /// Rewrites one frame of a sealed segment and reseals it as a forger would: frame CRC, footer
+    /// hash and footer CRC all recomputed, so the segment checks out on its own. Returns the
+    /// segment's path.
+    fn forge_and_reseal(opened: Opened, index: usize) -> std::path::PathBuf {
+        let segment = &opened.catalog.segments()[index];
+        let (offset, path) = (
+            segment.offset_of(segment.first_seq).unwrap().unwrap(),
+            segment.path.clone(),
+        );
+        drop(opened);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let Decoded::Frame { frame, end } = format::decode_at(&bytes, offset) else {
+            panic!("a frame")
+        };
+        let forged = StoredEvent {
+            timestamp: 2.0,
+            ..frame
+        };
+        let mut encoded = Vec::new();
+        format::encode_frame(&forged, &mut encoded);
+        bytes[offset..end].copy_from_slice(&encoded);
+        let footer_at = bytes.len() - format::FOOTER_BYTES;
+        let Decoded::Footer(footer) = format::decode_at(&bytes, footer_at) else {
+            panic!("a sealed segment")
+        };
+        let resealed = format::Footer {
+            segment_hash: sha2::Sha256::digest(&bytes[..footer_at]).into(),
+            ..footer
+        };
+        bytes[footer_at..].copy_from_slice(&format::encode_footer(&resealed));
+        std::fs::write(&path, &bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_forged_and_resealed_segment_breaks_the_link_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 2048);
+        let (mut opened, _) = reopen(&config).unwrap();
+        for _ in 0..40 {
+            append_group(&mut opened, 2);
+        }
+        assert!(opened.catalog.segments().len() >= 3);
+        let next = opened.catalog.segments()[2].path.clone();
+        forge_and_reseal(opened, 1);
+        // The forged segment checks out on its own; only the chain can tell, and it names the
+        // segment whose link broke.
+        let err = reopen(&config)
+            .err()
+            .expect("a forged history must stop the open");
+        let StorageError::Corrupt {
+            path,
+            offset,
+            reason,
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!((path, *offset), (&next, 0), "{err}");
+        assert!(reason.contains("hash chain broken"), "{err}");
+        let scanned = crate::storage::scan_log(&config.dir, |_| {}, |_| {});
+        assert!(scanned.is_err_and(|e| e.to_string().contains("hash chain broken")));
+        let verified = crate::storage::verify_log(&config.dir, |_| {});
+        assert!(verified.is_err_and(|e| e.to_string().contains("hash chain broken")));
     }
 
     #[test]

@@ -594,3 +594,54 @@ async fn a_backfilled_start_older_than_stale_after_is_stale_at_once() {
     assert_eq!(stats["records"]["active"], 3);
     assert_eq!(stats["records"]["stale"], 1, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_posts_with_one_event_id_store_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    // Sixteen clients race with one event_id: eight send the same body, eight a body of their own.
+    let body = |variant: usize| {
+        json!({"action": "interaction_progress", "interaction_id": "race", "mcp_id": "m",
+            "timestamp": 1763900000.0, "event_id": "e-race", "progress_data": {"v": variant}})
+        .to_string()
+    };
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (addr, key) = (server.addr, server.key.clone());
+            let sent = body(if i < 8 { 0 } else { i });
+            tokio::spawn(async move {
+                let mut client = mcplog::client::Client::connect(addr).await.unwrap();
+                let response = client
+                    .post("/api/v2/interactions", Some(&key), sent.clone())
+                    .await
+                    .unwrap();
+                (sent, response.status.as_u16(), response.json())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    // Exactly one event is stored.
+    let events = server.get("/api/v2/interactions/race/events").await.json();
+    let stored = events["events"].as_array().unwrap();
+    assert_eq!(stored.len(), 1, "{events}");
+    let seq = stored[0]["seq"].as_u64().unwrap();
+    let stored_body = stored[0]["event"].to_string();
+    // Every other answer is a duplicate of it if its body is the stored one, else a 409.
+    for (sent, status, answer) in answers {
+        let same: Value = serde_json::from_str(&sent).unwrap();
+        if same.to_string() == stored_body {
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["seq"], seq);
+        } else {
+            assert_eq!(status, 409, "{sent}: {answer}");
+            assert_eq!(error_of_json(&answer)["field"], "event_id");
+        }
+    }
+}
+
+fn error_of_json(body: &Value) -> Value {
+    body["error"].clone()
+}

@@ -666,3 +666,70 @@ fn serve_help_and_the_readme_list_every_setting() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_caps_far_below_the_log_keep_the_active_segment_while_writing_and_reading() {
+    for cap in [("MCPLOG_MAX_RECORDS", "60"), ("MCPLOG_MAX_BYTES", "20000")] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start_with(
+            dir.path(),
+            &[
+                ("MCPLOG_SEGMENT_MAX_BYTES", "4096"),
+                ("MCPLOG_CLEANUP_INTERVAL", "200ms"),
+                cap,
+            ],
+        );
+        let mut last = 0;
+        for round in 0..30 {
+            let batch: Vec<String> = (0..10)
+                .map(|i| event("interaction_start", &format!("r{round}-{i}"), "m", 1.0e9))
+                .collect();
+            let r = server
+                .post(
+                    "/api/v2/interactions/batch",
+                    format!("[{}]", batch.join(",")),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{cap:?}");
+            last = r.json()["seqs"][9].as_u64().unwrap();
+            // Reads go on meanwhile: the newest events are always there.
+            let newest = server
+                .get(&format!("/api/v2/interactions/r{round}-9"))
+                .await;
+            assert_eq!(newest.status, 200, "{cap:?}: the newest event was deleted");
+            let replay = server
+                .get(&format!("/api/v2/events?after_seq={}", last - 1))
+                .await;
+            assert!(String::from_utf8_lossy(&replay.body).contains(&format!("\"seq\":{last}")));
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+        // Let retention run past the last writes.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        let stats = server.get("/api/v2/interactions/stats").await.json();
+        let storage = &stats["storage"];
+        assert_eq!(storage["last_seq"], last, "{cap:?}: {stats}");
+        let first = storage["first_seq"].as_u64().unwrap();
+        assert!(first > 1, "{cap:?}: nothing was deleted: {stats}");
+        // Within the cap, give or take the active segment, which is never selected.
+        let kept = last - first + 1;
+        match cap.0 {
+            "MCPLOG_MAX_RECORDS" => assert!(kept <= 60 + 40, "{cap:?}: kept {kept}"),
+            _ => assert!(
+                storage["bytes"].as_u64().unwrap() <= 20_000 + 4096 + 200,
+                "{cap:?}: {storage}"
+            ),
+        }
+        assert_eq!(stats["records"]["total"].as_u64().unwrap(), kept);
+        server.kill();
+        let verify = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+            .arg("verify")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+    }
+}

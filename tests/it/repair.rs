@@ -429,3 +429,61 @@ async fn the_offline_tool_refuses_what_is_not_a_log() {
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("not a regular file"), "{log}");
 }
+
+#[tokio::test]
+async fn a_forged_and_resealed_segment_is_refused_by_start_up_and_verify_naming_the_link() {
+    use mcplog::storage::format::{self, Decoded};
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_segments(&data, 40).await;
+    let segments = segment_paths(&data);
+    assert!(segments.len() >= 4);
+    // Rewrite one event of a middle segment and reseal it as a forger would: frame CRC, footer
+    // hash and footer CRC recomputed. The segment checks out alone; the next one's header still
+    // names the old hash.
+    let forged = &segments[1];
+    let mut bytes = std::fs::read(forged).unwrap();
+    let at = format::HEADER_BYTES;
+    let Decoded::Frame { frame, end } = format::decode_at(&bytes, at) else {
+        panic!("a frame")
+    };
+    let changed = mcplog::event::StoredEvent {
+        timestamp: frame.timestamp + 1.0,
+        ..frame
+    };
+    let mut encoded = Vec::new();
+    format::encode_frame(&changed, &mut encoded);
+    assert_eq!(encoded.len(), end - at);
+    bytes[at..end].copy_from_slice(&encoded);
+    let footer_at = bytes.len() - format::FOOTER_BYTES;
+    let Decoded::Footer(footer) = format::decode_at(&bytes, footer_at) else {
+        panic!("a sealed segment")
+    };
+    let resealed = format::Footer {
+        segment_hash: sha2::Sha256::digest(&bytes[..footer_at]).into(),
+        ..footer
+    };
+    bytes[footer_at..].copy_from_slice(&format::encode_footer(&resealed));
+    std::fs::write(forged, &bytes).unwrap();
+
+    let next = segments[2]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, log) = start_expecting_failure(&data);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("hash chain broken") && log.contains(&next),
+        "{log}"
+    );
+    let verify = seg(&["verify"], &data);
+    assert_eq!(verify.status.code(), Some(1));
+    let said = text(&verify);
+    assert!(
+        said.contains("hash chain broken") && said.contains(&next),
+        "{said}"
+    );
+}
