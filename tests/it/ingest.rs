@@ -628,11 +628,11 @@ async fn concurrent_posts_with_one_event_id_store_it_once() {
     let stored = events["events"].as_array().unwrap();
     assert_eq!(stored.len(), 1, "{events}");
     let seq = stored[0]["seq"].as_u64().unwrap();
-    let stored_body = stored[0]["event"].to_string();
+    let stored_body = stored[0]["event"].clone();
     // Every other answer is a duplicate of it if its body is the stored one, else a 409.
     for (sent, status, answer) in answers {
-        let same: Value = serde_json::from_str(&sent).unwrap();
-        if same.to_string() == stored_body {
+        let sent_json: Value = serde_json::from_str(&sent).unwrap();
+        if sent_json == stored_body {
             assert_eq!(status, 200, "{answer}");
             assert_eq!(answer["seq"], seq);
         } else {
