@@ -21,6 +21,7 @@ fn config(dir: &std::path::Path) -> LogConfig {
         dir: dir.join("segments"),
         segment_max_bytes: 64 * 1024 * 1024,
         segment_max_age: Duration::from_secs(86_400),
+        disk: mcplog::storage::Disk::real(),
     }
 }
 

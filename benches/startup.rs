@@ -97,6 +97,7 @@ fn write_log(data_dir: &Path, interactions: u64) -> u64 {
         dir: data_dir.join("segments"),
         segment_max_bytes: 256 * 1024 * 1024,
         segment_max_age: Duration::from_secs(86_400),
+        disk: mcplog::storage::Disk::real(),
     };
     let now_us = mcplog::clock::now_us();
     let now_s = now_us as f64 / 1e6;

@@ -117,6 +117,7 @@ pub fn recover(config: &Config) -> Result<Engine, StorageError> {
         dir: config.data_dir.join("segments"),
         segment_max_bytes: config.segment_max_bytes,
         segment_max_age: config.segment_max_age,
+        disk: crate::storage::Disk::real(),
     };
     let mut projection = Projection::new();
     let opened = storage::open(&log_config, now_us(), |event| projection.apply(event))?;

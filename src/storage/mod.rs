@@ -12,10 +12,13 @@
 mod backup;
 pub mod catalog;
 mod dir;
+mod disk;
 pub mod format;
 mod inspect;
 mod link;
 mod open;
+#[cfg(test)]
+mod power_cut;
 pub mod repair;
 pub mod retention;
 mod scan;
@@ -28,6 +31,7 @@ pub use backup::{backup, Backup};
 pub use catalog::{Catalog, CatalogChange, FrameIndex, SegmentView};
 pub(crate) use dir::sync_dir;
 pub use dir::{create_private_dir, list_segments, lock_dir, map_file, LOCK_FILE_NAME};
+pub use disk::Disk;
 pub use inspect::{scan_log, verify_log, SegmentInfo};
 pub use open::{open, Opened};
 pub use repair::{repair, Break, Breaks, Repaired};
@@ -42,6 +46,8 @@ pub struct LogConfig {
     pub segment_max_bytes: u64,
     /// Roll to a new segment once the active one is this old and holds at least one event.
     pub segment_max_age: Duration,
+    /// Where the writer writes: the file system (`Disk::real()`), or in tests a simulated disk.
+    pub disk: Disk,
 }
 
 /// Errors of the storage layer. Messages name the file and offset that matter.
@@ -181,6 +187,7 @@ mod fixture {
             dir: dir.path().to_path_buf(),
             segment_max_bytes: 1 << 20,
             segment_max_age: Duration::from_secs(60),
+            disk: Disk::real(),
         };
         let mut opened = open(&config, T0_US, |_| {}).unwrap();
         let event = |seq: u64, write_index: u32, action, timestamp, body| StoredEvent {

@@ -266,6 +266,7 @@ mod tests {
             dir: dir.join("segments"),
             segment_max_bytes,
             segment_max_age: Duration::from_secs(3600),
+            disk: crate::storage::Disk::real(),
         }
     }
 
@@ -512,6 +513,7 @@ mod torn_writes {
             dir: dir.join("segments"),
             segment_max_bytes: 1 << 20,
             segment_max_age: Duration::from_secs(3600),
+            disk: crate::storage::Disk::real(),
         };
         let acked = {
             let mut opened = open(&config(template.path()), 1, |_| {}).unwrap();
@@ -593,6 +595,7 @@ mod failing_writes {
                 dir: dir.path().join("segments"),
                 segment_max_bytes: 4096,
                 segment_max_age: Duration::from_secs(3600),
+                disk: crate::storage::Disk::real(),
             };
             let mut opened = open(&config, 1, |_| {}).unwrap();
             let mut acked = 0u64;

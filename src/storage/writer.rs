@@ -19,7 +19,7 @@ use memmap2::{Mmap, MmapOptions};
 use sha2::{Digest, Sha256};
 
 use super::catalog::{CatalogChange, FrameIndex, SegmentView};
-use super::dir::{sync_dir, FILE_MODE};
+use super::dir::FILE_MODE;
 use super::format::{self, Footer, Hash, Header, FOOTER_BYTES, HEADER_BYTES};
 use super::{segment_file_name, LogConfig, StorageError};
 use crate::event::StoredEvent;
@@ -48,6 +48,10 @@ pub struct LogWriter {
     /// A failure to inject into the next group write (tests only).
     #[cfg(test)]
     pub(super) fault: Option<Fault>,
+    /// Acknowledge groups without their fdatasync: the bug the power-cut test must catch (tests
+    /// only).
+    #[cfg(test)]
+    pub(super) skip_sync: bool,
 }
 
 /// A failure the tests inject into the next group write.
@@ -125,6 +129,8 @@ impl LogWriter {
             changes: Vec::new(),
             #[cfg(test)]
             fault: None,
+            #[cfg(test)]
+            skip_sync: false,
         })
     }
 
@@ -156,6 +162,8 @@ impl LogWriter {
             changes: Vec::new(),
             #[cfg(test)]
             fault: None,
+            #[cfg(test)]
+            skip_sync: false,
         })
     }
 
@@ -298,8 +306,9 @@ impl LogWriter {
             return match fault {
                 Fault::Write { bytes } => {
                     let bytes = bytes.min(self.buf.len());
-                    self.file
-                        .write_all_at(&self.buf[..bytes], at)
+                    self.config
+                        .disk
+                        .write_at(&self.file, &self.path, &self.buf[..bytes], at)
                         .map_err(StorageError::io("write", &self.path))?;
                     Err(StorageError::Io {
                         op: "write",
@@ -308,8 +317,9 @@ impl LogWriter {
                     })
                 }
                 Fault::Sync => {
-                    self.file
-                        .write_all_at(&self.buf, at)
+                    self.config
+                        .disk
+                        .write_at(&self.file, &self.path, &self.buf, at)
                         .map_err(StorageError::io("write", &self.path))?;
                     Err(StorageError::Io {
                         op: "fdatasync",
@@ -319,14 +329,15 @@ impl LogWriter {
                 }
             };
         }
-        self.file
-            .write_all_at(&self.buf, at)
-            .map_err(StorageError::io("write", &self.path))
-            .and_then(|()| {
-                self.file
-                    .sync_data()
-                    .map_err(StorageError::io("fdatasync", &self.path))
-            })
+        let disk = &self.config.disk;
+        disk.write_at(&self.file, &self.path, &self.buf, at)
+            .map_err(StorageError::io("write", &self.path))?;
+        #[cfg(test)]
+        if self.skip_sync {
+            return Ok(());
+        }
+        disk.sync_data(&self.file, &self.path)
+            .map_err(StorageError::io("fdatasync", &self.path))
     }
 
     /// Seals the active segment if it holds events and is older than `segment_max_age`, so that an
@@ -362,13 +373,12 @@ impl LogWriter {
             received_max_us: self.received_max_us,
             segment_hash: self.hasher.clone().finalize().into(),
         };
-        let sealed = self
-            .file
-            .write_all_at(&format::encode_footer(&footer), self.data_len)
+        let disk = &self.config.disk;
+        let sealed = disk
+            .write_at(&self.file, &self.path, &format::encode_footer(&footer), self.data_len)
             .map_err(StorageError::io("write footer", &self.path))
             .and_then(|()| {
-                self.file
-                    .sync_data()
+                disk.sync_data(&self.file, &self.path)
                     .map_err(StorageError::io("fdatasync", &self.path))
             });
         if let Err(err) = sealed {
@@ -383,8 +393,10 @@ impl LogWriter {
             Err(err) => {
                 // The footer must go again, or the next append would land after it. (A created
                 // file left behind is removed by `create_segment`, or holds only a header.)
-                let _ =
-                    std::fs::remove_file(self.config.dir.join(segment_file_name(self.next_seq)));
+                let _ = self
+                    .config
+                    .disk
+                    .remove(&self.config.dir.join(segment_file_name(self.next_seq)));
                 self.undo_to(self.data_len, &err);
                 return Err(err);
             }
@@ -394,6 +406,7 @@ impl LogWriter {
         #[cfg(test)]
         {
             next.fault = self.fault.take();
+            next.skip_sync = self.skip_sync;
         }
         *self = next;
         self.changes.push(CatalogChange::Sealed(footer));
@@ -415,7 +428,10 @@ impl LogWriter {
     /// Truncates the active segment back to `len` after a failed write; poisons the writer if even
     /// that fails.
     fn undo_to(&mut self, len: u64, cause: &StorageError) {
-        let undone = self.file.set_len(len).and_then(|()| self.file.sync_data());
+        let disk = &self.config.disk;
+        let undone = disk
+            .set_len(&self.file, &self.path, len)
+            .and_then(|()| disk.sync_data(&self.file, &self.path));
         if let Err(undo) = undone {
             self.poisoned = Some(format!(
                 "{cause}; truncating {} back to {len} bytes also failed: {undo}",
@@ -455,21 +471,21 @@ fn create_segment(
         prev_hash,
     };
     let bytes = format::encode_header(&header);
-    let file = OpenOptions::new()
-        .mode(FILE_MODE)
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
+    let disk = &config.disk;
+    let file = disk
+        .create_new(&path)
         .map_err(StorageError::io("create", &path))?;
-    let written = file
-        .write_all_at(&bytes, 0)
+    let written = disk
+        .write_at(&file, &path, &bytes, 0)
         .map_err(StorageError::io("write header", &path))
         .and_then(|()| {
-            file.sync_data()
+            disk.sync_data(&file, &path)
                 .map_err(StorageError::io("fdatasync", &path))
         })
-        .and_then(|()| sync_dir(&config.dir));
+        .and_then(|()| {
+            disk.sync_dir(&config.dir)
+                .map_err(StorageError::io("fsync directory", &config.dir))
+        });
     match written {
         Ok(()) => Ok(NewSegment {
             file,
@@ -480,7 +496,7 @@ fn create_segment(
         Err(err) => {
             // The half-made segment is ours and holds no event; leaving it would only make the
             // next roll fail on `create_new`.
-            let _ = std::fs::remove_file(&path);
+            let _ = disk.remove(&path);
             Err(err)
         }
     }
