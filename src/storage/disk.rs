@@ -10,7 +10,6 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-
 #[cfg(test)]
 use std::sync::Arc;
 
@@ -49,7 +48,13 @@ impl Disk {
     }
 
     /// Writes all of `bytes` at `offset`.
-    pub(super) fn write_at(&self, file: &File, path: &Path, bytes: &[u8], offset: u64) -> io::Result<()> {
+    pub(super) fn write_at(
+        &self,
+        file: &File,
+        path: &Path,
+        bytes: &[u8],
+        offset: u64,
+    ) -> io::Result<()> {
         self.before(|p| p.write(path, offset, bytes))?;
         file.write_all_at(bytes, offset)
     }
@@ -227,10 +232,14 @@ pub(crate) mod sim {
 
         pub(super) fn write(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
             self.with(|s| {
-                s.files.entry(path.to_path_buf()).or_default().pending.push(Pending::Write {
-                    offset,
-                    bytes: bytes.to_vec(),
-                })
+                s.files
+                    .entry(path.to_path_buf())
+                    .or_default()
+                    .pending
+                    .push(Pending::Write {
+                        offset,
+                        bytes: bytes.to_vec(),
+                    })
             })
         }
 
@@ -300,7 +309,7 @@ pub(crate) mod sim {
         let rng = &mut state.rng;
         for (path, file) in &state.files {
             let exists = match file.entry_pending {
-                Some(pending) if next(rng) % 2 == 0 => pending,
+                Some(pending) if next(rng).is_multiple_of(2) => pending,
                 _ => file.entry_durable,
             };
             if !exists {
@@ -323,7 +332,7 @@ pub(crate) mod sim {
                             while (at as usize) < bytes.len() {
                                 let sector_end = ((offset + at) / SECTOR_BYTES + 1) * SECTOR_BYTES;
                                 let len = (sector_end - offset - at).min(bytes.len() as u64 - at);
-                                if next(rng) % 2 == 0 {
+                                if next(rng).is_multiple_of(2) {
                                     let part = Pending::Write {
                                         offset: offset + at,
                                         bytes: bytes[at as usize..(at + len) as usize].to_vec(),

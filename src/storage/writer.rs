@@ -375,7 +375,12 @@ impl LogWriter {
         };
         let disk = &self.config.disk;
         let sealed = disk
-            .write_at(&self.file, &self.path, &format::encode_footer(&footer), self.data_len)
+            .write_at(
+                &self.file,
+                &self.path,
+                &format::encode_footer(&footer),
+                self.data_len,
+            )
             .map_err(StorageError::io("write footer", &self.path))
             .and_then(|()| {
                 disk.sync_data(&self.file, &self.path)
