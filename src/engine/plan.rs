@@ -232,6 +232,37 @@ mod tests {
         }
     }
 
+    /// The rules over the projection itself, as the writer asks it: the same body is a
+    /// duplicate at the stored seq, another body a conflict.
+    #[test]
+    fn the_projection_answers_for_what_is_stored() {
+        let mut projection = crate::projector::Projection::new();
+        projection.apply(&crate::event::StoredEvent {
+            seq: 7,
+            write_index: 0,
+            received_at_us: 1,
+            key_id: [0; 8],
+            action: Action::Progress,
+            timestamp: 1.0,
+            interaction_id: "i",
+            mcp_id: "m",
+            event_id: Some("e1"),
+            body: "a",
+        });
+        let planned =
+            |events: &[NewEvent]| plan(&projection, 0, events, &mut Claims::default(), 100);
+        assert_eq!(
+            planned(&[event("m", Some("e1"), "a")]),
+            Ok(vec![Slot::Stored(7)])
+        );
+        let conflicts = planned(&[event("m", Some("e1"), "b")]).unwrap_err();
+        assert!(conflicts[0].message.contains("seq 7"), "{conflicts:?}");
+        assert_eq!(
+            planned(&[event("n", Some("e1"), "b")]),
+            Ok(vec![Slot::Append(0)])
+        );
+    }
+
     #[test]
     fn every_idempotency_and_conflict_rule() {
         use Outcome::{Conflicts, Slots};

@@ -478,6 +478,36 @@ mod tests {
     }
 
     #[test]
+    fn an_unsealed_segment_with_a_later_one_is_refused_by_open_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 2048);
+        let (mut opened, _) = reopen(&config).unwrap();
+        for _ in 0..40 {
+            append_group(&mut opened, 2);
+        }
+        let first = opened.catalog.segments()[0].path.clone();
+        drop(opened);
+        // Take its footer off: the segment reads as if never sealed.
+        let len = std::fs::metadata(&first).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&first)
+            .unwrap()
+            .set_len(len - format::FOOTER_BYTES as u64)
+            .unwrap();
+        let err = reopen(&config).err().expect("refused");
+        assert!(
+            err.to_string()
+                .contains("not sealed but a later segment exists"),
+            "{err}"
+        );
+        let verified = crate::storage::verify_log(&config.dir, |_| {});
+        assert!(verified.is_err_and(|e| e.to_string().contains("not sealed")));
+        let scanned = crate::storage::scan_log(&config.dir, |_| {}, |_| {});
+        assert!(scanned.is_err_and(|e| e.to_string().contains("not sealed")));
+    }
+
+    #[test]
     fn a_second_server_cannot_take_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let _held = lock_dir(dir.path()).unwrap();
