@@ -259,7 +259,7 @@ mod tests {
     use sha2::Digest;
 
     use crate::storage::format::{self, Decoded};
-    use crate::storage::lock_dir;
+    use crate::storage::{lock_dir, CatalogChange};
 
     fn config(dir: &Path, segment_max_bytes: u64) -> LogConfig {
         LogConfig {
@@ -505,6 +505,84 @@ mod tests {
         assert!(verified.is_err_and(|e| e.to_string().contains("not sealed")));
         let scanned = crate::storage::scan_log(&config.dir, |_| {}, |_| {});
         assert!(scanned.is_err_and(|e| e.to_string().contains("not sealed")));
+    }
+
+    /// A failed group's bytes are taken back: a smaller group written after it must not leave
+    /// the failed group's later frames behind, where a restart would read them as stored.
+    #[test]
+    fn a_failed_group_leaves_nothing_for_a_smaller_one_to_uncover() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 1 << 20);
+        let (mut opened, _) = reopen(&config).unwrap();
+        append_group(&mut opened, 2);
+        let first = opened.writer.next_seq();
+        let ids: Vec<String> = (0..5).map(|i| format!("failed-{i}")).collect();
+        opened.writer.fault = Some(crate::storage::writer::Fault::Sync);
+        let failed = opened.writer.append(&test_group(first, &ids, "{}"), 9);
+        assert!(failed.result.is_err());
+        // The retry of its first event alone: the same frame, byte for byte, so the failed
+        // group's second to fifth frames would follow it intact if they were still there.
+        let retried = opened.writer.append(&test_group(first, &ids[..1], "{}"), 9);
+        retried.result.unwrap();
+        drop(opened);
+        let (_, seqs) = reopen(&config).unwrap();
+        assert_eq!(seqs, (1..=first).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_idle_segment_is_sealed_once_old_and_an_empty_one_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_max_age: Duration::from_secs(10),
+            ..config(dir.path(), 1 << 20)
+        };
+        let (mut opened, _) = reopen(&config).unwrap();
+        // Empty: never sealed, however old.
+        let written = opened.writer.roll_if_old(1_000_000_000);
+        assert!(written.result.is_ok() && written.changes.is_empty());
+        append_group(&mut opened, 2);
+        let created = 5_000;
+        // Young: kept.
+        let written = opened.writer.roll_if_old(created + 1_000_000);
+        assert!(written.result.is_ok() && written.changes.is_empty());
+        // Old: sealed, and the next segment opened.
+        let written = opened.writer.roll_if_old(created + 11_000_000);
+        written.result.unwrap();
+        assert!(matches!(written.changes[0], CatalogChange::Sealed(_)));
+        assert!(matches!(written.changes[1], CatalogChange::Opened(_)));
+    }
+
+    #[test]
+    fn segments_hold_at_most_segment_max_bytes_unless_one_group_is_larger() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 4096);
+        let (mut opened, _) = reopen(&config).unwrap();
+        for _ in 0..30 {
+            append_group(&mut opened, 3);
+        }
+        // One group larger than a segment goes alone into one (the mapping grows to hold it).
+        let big = append_group(&mut opened, 60);
+        append_group(&mut opened, 1);
+        let segments = opened.catalog.segments();
+        for (i, segment) in segments[..segments.len() - 1].iter().enumerate() {
+            let holds_big = segment.first_seq <= big[0] && big[0] <= segment.last_seq().unwrap();
+            let next_holds_big = segments[i + 1].first_seq == big[0];
+            assert!(
+                segment.data_len <= 4096 || holds_big,
+                "a segment of {} bytes",
+                segment.data_len
+            );
+            // Rolled only when the next group would not fit (groups here are ~250 bytes).
+            assert!(
+                segment.data_len > 3500 || holds_big || next_holds_big,
+                "rolled early: {}",
+                segment.data_len
+            );
+        }
+        for seq in big {
+            let read = opened.catalog.with_event(seq, |e| e.seq).unwrap().unwrap();
+            assert_eq!(read, seq);
+        }
     }
 
     #[test]
