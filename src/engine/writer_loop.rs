@@ -73,16 +73,11 @@ pub(super) fn run_writer(
         // Receive times never go backwards, so retention by receive time stays monotone even if
         // the wall clock is stepped back.
         last_us = now_us().max(last_us);
-        commit(&mut writer, &view, group, last_us, health);
+        commit(&mut writer, &view, group, last_us, health, durable);
         if let Some(next) = held {
             last_us = now_us().max(last_us);
-            commit(&mut writer, &view, vec![next], last_us, health);
+            commit(&mut writer, &view, vec![next], last_us, health, durable);
         }
-        // Only after the fold: a follower woken by this reads the events from the view.
-        durable.send_if_modified(|last| {
-            let now = writer.next_seq() - 1;
-            (*last != now).then(|| *last = now).is_some()
-        });
     }
 }
 
@@ -108,6 +103,7 @@ fn commit(
     group: Vec<Submission>,
     now_us: u64,
     health: &WriterHealth,
+    durable: &tokio::sync::watch::Sender<u64>,
 ) {
     let next_seq = writer.next_seq();
     let (plans, appended) = {
@@ -134,6 +130,10 @@ fn commit(
         let stored = stored_events(&group, &appended, next_seq, now_us);
         write_and_fold(writer, view, &stored, now_us, health).err()
     };
+    // After the fold and before any answer: a reader who has an answer (a replay, a follower
+    // woken by this) finds the events in the view.
+    let written = writer.next_seq() - 1;
+    durable.send_if_modified(|last| (*last != written).then(|| *last = written).is_some());
     for (submission, plan) in group.into_iter().zip(plans) {
         let answer = match &failure {
             // Nothing of a failed group is stored: a submission is refused for its own
