@@ -387,17 +387,28 @@ mod tests {
         for _ in 0..20 {
             append_group(&mut opened, 2);
         }
-        let first = &opened.catalog.segments()[0];
-        let (offset, path) = (
-            first.offset_of(first.first_seq).unwrap().unwrap(),
-            first.path.clone(),
-        );
+        let path = opened.catalog.segments()[0].path.clone();
+        let offset = first_frame(&opened, 0);
         drop(opened);
         let mut bytes = std::fs::read(&path).unwrap();
-        let Decoded::Frame { frame, end } = format::decode_at(&bytes, offset) else {
+        rewrite_frame(&mut bytes, offset);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = reopen(&config).err().expect("tampering must stop the open");
+        assert!(err.to_string().contains("segment hash"), "{err}");
+    }
+
+    /// The offset of the first frame of segment `index`.
+    fn first_frame(opened: &Opened, index: usize) -> usize {
+        let segment = &opened.catalog.segments()[index];
+        segment.offset_of(segment.first_seq).unwrap().unwrap()
+    }
+
+    /// Gives the frame at `offset` another timestamp, with a CRC that matches: same length,
+    /// other content, and only a hash can tell.
+    fn rewrite_frame(bytes: &mut [u8], offset: usize) {
+        let Decoded::Frame { frame, end } = format::decode_at(bytes, offset) else {
             panic!("a frame")
         };
-        // Same length, other content, and a CRC that matches it: only the hash can tell.
         let forged = StoredEvent {
             timestamp: 2.0,
             ..frame
@@ -406,32 +417,17 @@ mod tests {
         format::encode_frame(&forged, &mut encoded);
         assert_eq!(encoded.len(), end - offset);
         bytes[offset..end].copy_from_slice(&encoded);
-        std::fs::write(&path, &bytes).unwrap();
-        let err = reopen(&config).err().expect("tampering must stop the open");
-        assert!(err.to_string().contains("segment hash"), "{err}");
     }
 
     /// Rewrites one frame of a sealed segment and reseals it as a forger would: frame CRC, footer
     /// hash and footer CRC all recomputed, so the segment checks out on its own. Returns the
     /// segment's path.
     fn forge_and_reseal(opened: Opened, index: usize) -> std::path::PathBuf {
-        let segment = &opened.catalog.segments()[index];
-        let (offset, path) = (
-            segment.offset_of(segment.first_seq).unwrap().unwrap(),
-            segment.path.clone(),
-        );
+        let path = opened.catalog.segments()[index].path.clone();
+        let offset = first_frame(&opened, index);
         drop(opened);
         let mut bytes = std::fs::read(&path).unwrap();
-        let Decoded::Frame { frame, end } = format::decode_at(&bytes, offset) else {
-            panic!("a frame")
-        };
-        let forged = StoredEvent {
-            timestamp: 2.0,
-            ..frame
-        };
-        let mut encoded = Vec::new();
-        format::encode_frame(&forged, &mut encoded);
-        bytes[offset..end].copy_from_slice(&encoded);
+        rewrite_frame(&mut bytes, offset);
         let footer_at = bytes.len() - format::FOOTER_BYTES;
         let Decoded::Footer(footer) = format::decode_at(&bytes, footer_at) else {
             panic!("a sealed segment")

@@ -73,23 +73,8 @@ fn run(seed: u64, skip_sync: bool) -> Result<(), String> {
     }
     let image = power.image().ok_or("the power was never cut")?;
 
-    // A fresh machine with the disk's contents.
-    let restored = tempfile::tempdir().unwrap();
-    let segments = restored.path().join("segments");
-    std::fs::create_dir_all(&segments).unwrap();
-    for (path, content) in &image {
-        std::fs::write(segments.join(path.file_name().unwrap()), content).unwrap();
-    }
-    let real = LogConfig {
-        dir: segments,
-        disk: Disk::real(),
-        ..config
-    };
-    let mut found: BTreeMap<u64, (String, String)> = BTreeMap::new();
-    open(&real, 1_000_000, |e| {
-        found.insert(e.seq, (e.interaction_id.into(), e.body.into()));
-    })
-    .map_err(|err| format!("seed {seed} (cut at {cut_at}): the start was refused: {err}"))?;
+    let found = restart(&image, &config)
+        .map_err(|err| format!("seed {seed} (cut at {cut_at}): the start was refused: {err}"))?;
     for (seq, id, body) in &acked {
         if found.get(seq) != Some(&(id.clone(), body.clone())) {
             return Err(format!(
@@ -101,6 +86,30 @@ fn run(seed: u64, skip_sync: bool) -> Result<(), String> {
         return Err(format!("seed {seed}: the recovered seqs have a gap"));
     }
     Ok(())
+}
+
+/// Starts a fresh machine from the image a cut left, on the real disk; returns every event it
+/// holds by seq, as (interaction id, body).
+fn restart(
+    image: &BTreeMap<std::path::PathBuf, Vec<u8>>,
+    config: &LogConfig,
+) -> Result<BTreeMap<u64, (String, String)>, super::StorageError> {
+    let restored = tempfile::tempdir().unwrap();
+    let segments = restored.path().join("segments");
+    std::fs::create_dir_all(&segments).unwrap();
+    for (path, content) in image {
+        std::fs::write(segments.join(path.file_name().unwrap()), content).unwrap();
+    }
+    let real = LogConfig {
+        dir: segments,
+        disk: Disk::real(),
+        ..config.clone()
+    };
+    let mut found = BTreeMap::new();
+    open(&real, 1_000_000, |e| {
+        found.insert(e.seq, (e.interaction_id.into(), e.body.into()));
+    })?;
+    Ok(found)
 }
 
 #[test]
@@ -184,22 +193,8 @@ async fn engine_run(seed: u64, skip_sync: bool) -> Result<(), String> {
         let Some(image) = power.image() else {
             return Ok(()); // Every event went through before the cut point: nothing to check.
         };
-        let restored = tempfile::tempdir().unwrap();
-        let segments = restored.path().join("segments");
-        std::fs::create_dir_all(&segments).unwrap();
-        for (path, content) in &image {
-            std::fs::write(segments.join(path.file_name().unwrap()), content).unwrap();
-        }
-        let real = LogConfig {
-            dir: segments,
-            disk: Disk::real(),
-            ..config
-        };
-        let mut found: BTreeMap<u64, (String, String)> = BTreeMap::new();
-        open(&real, 1_000_000, |e| {
-            found.insert(e.seq, (e.interaction_id.into(), e.body.into()));
-        })
-        .map_err(|err| format!("seed {seed}: the start was refused: {err}"))?;
+        let found = restart(&image, &config)
+            .map_err(|err| format!("seed {seed}: the start was refused: {err}"))?;
         for (seq, id, body) in acked {
             if found.get(&seq) != Some(&(id, body)) {
                 return Err(format!(

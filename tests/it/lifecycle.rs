@@ -417,6 +417,35 @@ async fn a_quiet_follow_stream_sends_heartbeats() {
     );
 }
 
+/// Posts `batches` batches of `per_batch` start events (ids `{prefix}-{batch}-{i}`), each with a
+/// payload of `pad_bytes` bytes.
+async fn post_padded_batches(
+    server: &Server,
+    prefix: &str,
+    batches: usize,
+    per_batch: usize,
+    pad_bytes: usize,
+) {
+    let pad = "x".repeat(pad_bytes);
+    for b in 0..batches {
+        let batch: Vec<String> = (0..per_batch)
+            .map(|i| {
+                serde_json::json!({"action": "interaction_start",
+                    "interaction_id": format!("{prefix}-{b}-{i}"), "mcp_id": "m",
+                    "timestamp": now(), "request_data": {"pad": pad}})
+                .to_string()
+            })
+            .collect();
+        let r = server
+            .post(
+                "/api/v2/interactions/batch",
+                format!("[{}]", batch.join(",")),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+}
+
 /// Anonymous resident memory of a process, in bytes.
 fn rss_anon(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -437,24 +466,7 @@ async fn stalled_replay_readers_hold_a_bounded_number_of_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     // 48 MB of events of ~100 KB each.
-    let payload = "x".repeat(100_000);
-    for b in 0..12 {
-        let batch: Vec<String> = (0..40)
-            .map(|i| {
-                serde_json::json!({"action": "interaction_start",
-                    "interaction_id": format!("big-{b}-{i}"), "mcp_id": "m",
-                    "timestamp": now(), "request_data": {"blob": payload}})
-                .to_string()
-            })
-            .collect();
-        let r = server
-            .post(
-                "/api/v2/interactions/batch",
-                format!("[{}]", batch.join(",")),
-            )
-            .await;
-        assert_eq!(r.status, 200);
-    }
+    post_padded_batches(&server, "big", 12, 40, 100_000).await;
     let pid = server.child.id();
     let before = rss_anon(pid);
     // Twenty readers that ask for everything and never read a byte.
@@ -648,24 +660,7 @@ async fn one_key_may_hold_only_so_many_replay_streams() {
 async fn a_bounded_replay_cut_by_shutdown_does_not_look_whole() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start_with(dir.path(), &[("MCPLOG_SHUTDOWN_GRACE", "5s")]);
-    let payload = "x".repeat(2000);
-    for b in 0..20 {
-        let batch: Vec<String> = (0..500)
-            .map(|i| {
-                serde_json::json!({"action": "interaction_start",
-                    "interaction_id": format!("s-{b}-{i}"), "mcp_id": "m",
-                    "timestamp": now(), "request_data": {"pad": payload}})
-                .to_string()
-            })
-            .collect();
-        let r = server
-            .post(
-                "/api/v2/interactions/batch",
-                format!("[{}]", batch.join(",")),
-            )
-            .await;
-        assert_eq!(r.status, 200);
-    }
+    post_padded_batches(&server, "s", 20, 500, 2000).await;
     // A reader that takes its time over 10 000 events of 2 KB.
     let mut reader = Raw::open(server.addr);
     reader.send(&headers("GET", "/api/v2/events", &server.key, None));
