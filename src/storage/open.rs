@@ -590,6 +590,145 @@ mod tests {
             Err(StorageError::Locked { .. })
         ));
     }
+
+    /// A log of sealed segments of 2 KiB: its config and its segments' paths, oldest first.
+    fn sealed_log(dir: &Path) -> (LogConfig, Vec<std::path::PathBuf>) {
+        let config = config(dir, 2048);
+        let (mut opened, _) = reopen(&config).unwrap();
+        for _ in 0..20 {
+            append_group(&mut opened, 2);
+        }
+        let paths: Vec<_> = opened
+            .catalog
+            .segments()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
+        assert!(paths.len() >= 3);
+        (config, paths)
+    }
+
+    #[test]
+    fn a_damaged_header_with_frames_behind_it_is_corruption_in_any_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, paths) = sealed_log(dir.path());
+        // Only a last segment cut inside its header is a creation torn by a crash (removed, as
+        // it holds no event); a header that fails its check with frames behind it is damage,
+        // in the last segment as in any other, and removing it would lose events.
+        for path in [&paths[0], paths.last().unwrap()] {
+            let original = std::fs::read(path).unwrap();
+            let mut bytes = original.clone();
+            bytes[format::HEADER_BYTES - 1] ^= 0x01;
+            std::fs::write(path, &bytes).unwrap();
+            let err = reopen(&config)
+                .err()
+                .expect("a damaged header must stop the open");
+            assert!(
+                matches!(&err, StorageError::Corrupt { path: p, offset: 0, reason } if p == path && reason.contains("header")),
+                "{err}"
+            );
+            assert_eq!(
+                std::fs::read(path).unwrap(),
+                bytes,
+                "the damaged segment was changed"
+            );
+            std::fs::write(path, &original).unwrap();
+        }
+        reopen(&config).expect("the log is whole again");
+    }
+
+    #[test]
+    fn a_segment_continued_after_a_restart_seals_with_the_hash_of_all_its_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 4096);
+        let (mut opened, _) = reopen(&config).unwrap();
+        append_group(&mut opened, 3);
+        drop(opened);
+        // The writer continues the running hash the scan left over the segment's first frames.
+        let (mut opened, _) = reopen(&config).unwrap();
+        while opened.catalog.segments().len() < 2 {
+            append_group(&mut opened, 3);
+        }
+        let count = opened.writer.next_seq() - 1;
+        drop(opened);
+        let (_, seqs) = reopen(&config).expect("the sealed segment's hash covers every frame");
+        assert_eq!(seqs, (1..=count).collect::<Vec<_>>());
+        crate::storage::verify_log(&config.dir, |_| {}).unwrap();
+    }
+
+    #[test]
+    fn a_footer_that_misstates_its_segment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, paths) = sealed_log(dir.path());
+        let original = std::fs::read(&paths[0]).unwrap();
+        let footer_at = original.len() - format::FOOTER_BYTES;
+        let Decoded::Footer(footer) = format::decode_at(&original, footer_at) else {
+            panic!("a sealed segment")
+        };
+        // Each with the footer's CRC recomputed, so only the check of what it states can tell.
+        let misstated = [
+            (
+                format::Footer {
+                    last_seq: footer.last_seq + 1,
+                    ..footer
+                },
+                "footer names last seq",
+            ),
+            (
+                format::Footer {
+                    data_end: footer.data_end - 1,
+                    ..footer
+                },
+                "footer names data end",
+            ),
+        ];
+        for (forged, expected) in misstated {
+            let mut bytes = original.clone();
+            bytes[footer_at..].copy_from_slice(&format::encode_footer(&forged));
+            std::fs::write(&paths[0], &bytes).unwrap();
+            let err = reopen(&config)
+                .err()
+                .expect("a misstated footer must stop the open");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_sealed_segment_cut_inside_a_frame_is_refused_naming_the_incomplete_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, paths) = sealed_log(dir.path());
+        let bytes = std::fs::read(&paths[0]).unwrap();
+        // The footer and half of the last frame gone: not a torn tail, since segments follow.
+        let cut = bytes.len() - format::FOOTER_BYTES - 10;
+        std::fs::write(&paths[0], &bytes[..cut]).unwrap();
+        let err = reopen(&config)
+            .err()
+            .expect("a cut sealed segment must stop the open");
+        assert!(err.to_string().contains("incomplete frame"), "{err}");
+        let verified = crate::storage::verify_log(&config.dir, |_| {});
+        assert!(verified.is_err_and(|e| e.to_string().contains("incomplete frame")));
+    }
+
+    #[test]
+    fn damage_in_a_sealed_last_segment_is_corruption_since_its_footer_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, paths) = sealed_log(dir.path());
+        // A crash after a seal and before the next segment's creation leaves a sealed segment
+        // last. Damage in its last frame has nothing behind it of a later write but the footer,
+        // which proves the frame was written whole: cutting it off would lose acknowledged
+        // events.
+        std::fs::remove_file(paths.last().unwrap()).unwrap();
+        let last = &paths[paths.len() - 2];
+        let mut bytes = std::fs::read(last).unwrap();
+        let footer_at = bytes.len() - format::FOOTER_BYTES;
+        bytes[footer_at - 5] ^= 0x40;
+        std::fs::write(last, &bytes).unwrap();
+        let err = reopen(&config)
+            .err()
+            .expect("damage before a footer must stop the open");
+        assert!(err.to_string().contains("a valid footer"), "{err}");
+        assert_eq!(std::fs::read(last).unwrap(), bytes, "nothing was cut off");
+    }
 }
 
 /// Fault injection on real files: a write torn at every byte.
