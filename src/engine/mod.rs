@@ -50,15 +50,53 @@ pub struct Ack {
     pub duplicate: bool,
 }
 
-/// Why an event of a submission clashes with what is stored.
+/// Why an event of a submission clashes with what is stored: its `event_id` is already used
+/// with a different body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     /// Index of the event within its submission.
     pub index: usize,
-    /// The field at fault: `mcp_id` or `event_id`.
+    /// The field at fault.
     pub field: &'static str,
-    /// What clashes, with the values that matter.
-    pub message: String,
+    /// The reused `event_id`.
+    pub event_id: String,
+    /// Which event holds it.
+    pub holder: Holder,
+}
+
+/// The event that already holds a conflicting `event_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A stored event (or one being stored in the same group commit), by seq.
+    Stored(u64),
+    /// An earlier event of the same submission, by its index there: it has no seq, since
+    /// nothing of a refused submission is stored.
+    Earlier(usize),
+}
+
+impl Conflict {
+    /// The explanation, naming an earlier event of the batch by `batch_index` of its index in
+    /// the submission: a caller that submitted only some of a batch's events maps them back.
+    pub fn describe(&self, batch_index: impl Fn(usize) -> usize) -> String {
+        let event_id = &self.event_id;
+        match self.holder {
+            Holder::Stored(seq) => {
+                format!(
+                    "event_id {event_id:?} was already stored as seq {seq} with a different body"
+                )
+            }
+            Holder::Earlier(index) => format!(
+                "event_id {event_id:?} is used by event {} of this batch with a different body",
+                batch_index(index)
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe(|index| index))
+    }
 }
 
 /// Why a submission was not stored. Nothing of a refused submission is stored.

@@ -16,7 +16,7 @@
 
 use hashbrown::HashMap;
 
-use super::Conflict;
+use super::{Conflict, Holder};
 use crate::event::NewEvent;
 use crate::projector::BodyDigest;
 
@@ -86,18 +86,17 @@ pub(super) fn plan<'a>(
     for (index, event) in events.iter().enumerate() {
         if let Some(event_id) = event.event_id() {
             let mcp_id = event.mcp_id();
-            let reused = |seq: u64| Conflict {
+            let reused = |holder: Holder| Conflict {
                 index,
                 field: "event_id",
-                message: format!(
-                    "event_id {event_id:?} was already stored as seq {seq} with a different body"
-                ),
+                event_id: event_id.to_owned(),
+                holder,
             };
             if let Some(first) = stored.stored_id(mcp_id, event_id) {
                 if first.digest == stored.digest(event.body()) {
                     slots.push(Slot::Stored(first.seq));
                 } else {
-                    conflicts.push(reused(first.seq));
+                    conflicts.push(reused(Holder::Stored(first.seq)));
                 }
                 continue;
             }
@@ -108,14 +107,7 @@ pub(super) fn plan<'a>(
                 if body == event.body() {
                     slots.push(Slot::SameAs(n));
                 } else {
-                    let earlier = own.appended[n - base].1;
-                    conflicts.push(Conflict {
-                        index,
-                        field: "event_id",
-                        message: format!(
-                            "event_id {event_id:?} is used by event {earlier} of this batch with a different body"
-                        ),
-                    });
+                    conflicts.push(reused(Holder::Earlier(own.appended[n - base].1)));
                 }
                 continue;
             }
@@ -124,7 +116,7 @@ pub(super) fn plan<'a>(
                 if body == event.body() {
                     slots.push(Slot::SameAs(n));
                 } else {
-                    conflicts.push(reused(next_seq + n as u64));
+                    conflicts.push(reused(Holder::Stored(next_seq + n as u64)));
                 }
                 continue;
             }
@@ -208,10 +200,9 @@ mod tests {
                         Outcome::Slots(_) => &[],
                     }) {
                         assert!(
-                            conflict.message.contains(phrase),
-                            "{}: {:?} lacks {phrase:?}",
+                            conflict.to_string().contains(phrase),
+                            "{}: {conflict} lacks {phrase:?}",
                             case.rule,
-                            conflict.message
                         );
                         assert_eq!(conflict.field, "event_id");
                     }
@@ -256,7 +247,7 @@ mod tests {
             Ok(vec![Slot::Stored(7)])
         );
         let conflicts = planned(&[event("m", Some("e1"), "b")]).unwrap_err();
-        assert!(conflicts[0].message.contains("seq 7"), "{conflicts:?}");
+        assert!(conflicts[0].to_string().contains("seq 7"), "{conflicts:?}");
         assert_eq!(
             planned(&[event("n", Some("e1"), "b")]),
             Ok(vec![Slot::Append(0)])

@@ -28,6 +28,7 @@ pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
         }
     })?;
     if let Some(name) = fields.duplicate {
+        let name = shown(&name);
         return Err(Invalid::field(
             &name,
             "duplicate_field",
@@ -50,11 +51,12 @@ pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
             other => match Action::ALL.into_iter().find(|a| a.payload_field() == other) {
                 Some(a) => payloads.push((a.payload_field(), value)),
                 None => {
+                    let other = shown(other);
                     return Err(Invalid::field(
-                        other,
+                        &other,
                         "unknown_field",
                         format!("unknown field {other:?}; allowed: action, interaction_id, mcp_id, timestamp, event_id and the action's payload field"),
-                    ))
+                    ));
                 }
             },
         }
@@ -108,6 +110,18 @@ pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
     })
 }
 
+/// Most characters of a client's value an error message quotes: names and numbers are
+/// unbounded in JSON, and an answer listing a thousand refused events must stay small.
+const QUOTED_CHARS_MAX: usize = 64;
+
+/// A client's value as a message quotes it: whole if short, else its start and an ellipsis.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS_MAX) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
 fn missing(field: &str) -> Invalid {
     Invalid::field(field, "missing_field", format!("{field} is required"))
 }
@@ -126,7 +140,8 @@ fn action_field(value: &RawValue) -> Result<Action, Invalid> {
             "action",
             "unknown_action",
             format!(
-                "unknown action {name:?}; expected one of {}",
+                "unknown action {:?}; expected one of {}",
+                shown(&name),
                 allowed.join(", ")
             ),
         )
@@ -272,14 +287,14 @@ fn timestamp_field(value: &RawValue) -> Result<f64, Invalid> {
         return Err(Invalid::field(
             "timestamp",
             "out_of_range",
-            format!("timestamp must be finite and > 0, got {text}"),
+            format!("timestamp must be finite and > 0, got {}", shown(text)),
         ));
     }
     if seconds > TIMESTAMP_SECONDS_MAX {
         return Err(Invalid::field(
             "timestamp",
             "looks_like_milliseconds",
-            format!("timestamp {text} is above {TIMESTAMP_SECONDS_MAX:e}: it looks like milliseconds; send seconds since the Unix epoch"),
+            format!("timestamp {} is above {TIMESTAMP_SECONDS_MAX:e}: it looks like milliseconds; send seconds since the Unix epoch", shown(text)),
         ));
     }
     Ok(seconds)

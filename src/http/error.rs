@@ -124,7 +124,7 @@ impl From<SubmitError> for ApiError {
                     .map(|c| ItemError {
                         index: c.index,
                         code: "conflict",
-                        message: c.message,
+                        message: c.to_string(),
                         field: Some(c.field.to_owned()),
                     })
                     .collect::<Vec<_>>();

@@ -1,8 +1,9 @@
 //! `POST /api/v2/interactions` and `POST /api/v2/interactions/batch`.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Bytes;
@@ -10,9 +11,10 @@ use std::io::Read;
 
 use serde::Serialize;
 
+use super::error::ErrorDetail;
 use super::{ApiError, AppState, ItemError};
 use crate::auth::{Principal, Role};
-use crate::engine::NewEvent;
+use crate::engine::{NewEvent, SubmitError};
 use crate::event;
 
 /// The answer to one accepted event.
@@ -84,19 +86,61 @@ pub(super) async fn one(
     }))
 }
 
-/// A JSON array or NDJSON of events; all are stored in one group commit, or none.
+/// What partial mode answers for one event of a batch.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ItemResultJson {
+    /// Position of the event in the batch, from 0.
+    index: usize,
+    /// `stored`, `duplicate` (its `event_id` was already stored with this body) or `error`.
+    status: &'static str,
+    /// The event's seq, unless it is an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    /// The status the event alone would have been answered with: 403, 409, 413 or 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_status: Option<u16>,
+    /// Why the event was not stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDetail>,
+}
+
+/// The 207 answer of a batch in partial mode: one result per event, in batch order.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BatchPartialJson {
+    /// Always `partial`.
+    status: &'static str,
+    /// Events in the batch.
+    count: usize,
+    /// Events appended now.
+    stored: usize,
+    /// Events whose `event_id` was already stored with the same body.
+    duplicates: usize,
+    /// Events refused; nothing of them is stored.
+    failed: usize,
+    /// Events queued ahead of the batch's, the batch included (0 when nothing was submitted).
+    queue_position: usize,
+    /// One entry per event.
+    results: Vec<ItemResultJson>,
+}
+
+/// A JSON array or NDJSON of events. By default all are stored in one group commit, or none;
+/// with `?partial=true` the valid ones are stored and the answer is a 207 with a result per
+/// event, so one bad event does not cost a batching client the rest.
 #[utoipa::path(post, path = "/api/v2/interactions/batch", tag = "ingest",
+    params(("partial" = Option<bool>, Query, description = "store the valid events and answer 207 with a result per event (default false: all or nothing)")),
     request_body(content = Vec<Object>, description = "a JSON array of events, or NDJSON", content_type = "application/json"),
-    responses((status = 200, body = BatchAcceptedJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
+    responses((status = 200, body = BatchAcceptedJson), (status = 207, body = BatchPartialJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
         (status = 403, body = super::ErrorJson), (status = 409, body = super::ErrorJson), (status = 413, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
         (status = 503, body = super::ErrorJson), (status = 507, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn batch(
     State(state): State<AppState>,
     principal: Principal,
+    Query(params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<BatchAcceptedJson>, ApiError> {
+) -> Result<Response, ApiError> {
+    let partial = partial_param(params)?;
     let limits = state.limits;
     let bytes = read_body(
         &headers,
@@ -126,46 +170,111 @@ pub(super) async fn batch(
             ),
         ));
     }
-    let mut events = Vec::with_capacity(items.len());
+    let checked: Vec<Checked<'_>> = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| check_item(index, item, &principal, &limits))
+        .collect();
+    if partial {
+        if let Some(refusal) = role_refusal(&principal) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal));
+        }
+        let answer = store_partially(&state, &principal, checked).await?;
+        return Ok((StatusCode::MULTI_STATUS, Json(answer)).into_response());
+    }
+    Ok(Json(store_all_or_nothing(&state, &principal, checked).await?).into_response())
+}
+
+/// The `partial` parameter: `true` or `false`, at most once; no other parameter is taken.
+fn partial_param(params: Vec<(String, String)>) -> Result<bool, ApiError> {
+    let params = super::checked_params(params, &["partial"])?;
+    match params.first().map(|(_, value)| value.as_str()) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_parameter(
+            "partial",
+            format!("partial must be true or false, not {other:?}"),
+        )),
+    }
+}
+
+/// One event of a batch after the checks that need no storage: valid and writable by the key,
+/// or refused with the status it would get alone.
+type Checked<'a> = Result<event::ValidEvent<'a>, (StatusCode, ItemError)>;
+
+fn check_item<'a>(
+    index: usize,
+    item: &'a str,
+    principal: &Principal,
+    limits: &super::Limits,
+) -> Checked<'a> {
+    if item.len() > limits.event_bytes_max {
+        let message = format!(
+            "the event is {} bytes; event_bytes_max is {}",
+            item.len(),
+            limits.event_bytes_max
+        );
+        let error = ItemError {
+            index,
+            code: "event_too_large",
+            message,
+            field: None,
+        };
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, error));
+    }
+    let valid = validate(item, limits).map_err(|err| {
+        let error = ItemError {
+            index,
+            code: err.code,
+            message: err.message,
+            field: err.field,
+        };
+        (StatusCode::UNPROCESSABLE_ENTITY, error)
+    })?;
+    if let Some(message) = write_refusal(principal, &valid.mcp_id) {
+        let error = ItemError {
+            index,
+            code: "forbidden",
+            message,
+            field: Some("mcp_id".into()),
+        };
+        return Err((StatusCode::FORBIDDEN, error));
+    }
+    Ok(valid)
+}
+
+/// The default mode: any refused event refuses the batch (422 listing the invalid ones, else 403
+/// listing the forbidden ones), and a conflict refuses it whole too; nothing is stored then.
+async fn store_all_or_nothing(
+    state: &AppState,
+    principal: &Principal,
+    checked: Vec<Checked<'_>>,
+) -> Result<BatchAcceptedJson, ApiError> {
+    let count = checked.len();
+    let mut events = Vec::with_capacity(count);
     let mut errors = Vec::new();
     let mut forbidden = Vec::new();
-    for (index, item) in items.iter().enumerate() {
-        if item.len() > limits.event_bytes_max {
-            errors.push(ItemError {
-                index,
-                code: "event_too_large",
-                message: format!(
-                    "the event is {} bytes; event_bytes_max is {}",
-                    item.len(),
-                    limits.event_bytes_max
-                ),
-                field: None,
-            });
-            continue;
-        }
-        match validate(item, &limits) {
-            Ok(valid) => match write_refusal(&principal, &valid.mcp_id) {
-                None => events.push(NewEvent::from(&valid)),
-                Some(message) => forbidden.push(ItemError {
-                    index,
-                    code: "forbidden",
-                    message,
-                    field: Some("mcp_id".into()),
-                }),
-            },
-            Err(invalid) => errors.push(ItemError {
-                index,
-                code: invalid.code,
-                message: invalid.message,
-                field: invalid.field,
-            }),
+    for item in checked {
+        match item {
+            Ok(valid) => events.push(NewEvent::from(&valid)),
+            Err((StatusCode::FORBIDDEN, error)) => forbidden.push(error),
+            Err((_, error)) => errors.push(error),
         }
     }
-    if errors.is_empty() && !forbidden.is_empty() {
+    if !errors.is_empty() {
         let message = format!(
-            "{} of {} events are for an mcp_id this key may not write; nothing was stored",
-            forbidden.len(),
-            items.len()
+            "{} of {count} events are invalid; nothing was stored",
+            errors.len()
+        );
+        return Err(ApiError {
+            errors,
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch", message)
+        });
+    }
+    if !forbidden.is_empty() {
+        let message = format!(
+            "{} of {count} events are for an mcp_id this key may not write; nothing was stored",
+            forbidden.len()
         );
         return Err(ApiError {
             field: Some("mcp_id".into()),
@@ -173,27 +282,110 @@ pub(super) async fn batch(
             ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
         });
     }
-    if !errors.is_empty() {
-        let message = format!(
-            "{} of {} events are invalid; nothing was stored",
-            errors.len(),
-            items.len()
-        );
-        return Err(ApiError {
-            errors,
-            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch", message)
-        });
-    }
     let (acks, position) = state.engine.submit(events, principal.key_id).await?;
     let duplicates = acks.iter().filter(|a| a.duplicate).count();
     let seqs: Vec<u64> = acks.iter().map(|a| a.seq).collect();
-    Ok(Json(BatchAcceptedJson {
+    Ok(BatchAcceptedJson {
         status: "accepted",
         count: seqs.len(),
         seqs,
         duplicates,
         queue_position: position,
-    }))
+    })
+}
+
+/// Partial mode: the valid events are submitted as one group; an event whose `event_id`
+/// conflicts is answered 409 and the rest submitted again. Each round drops at least one
+/// event, so there are at most as many rounds as events, and a conflict stores nothing, so
+/// what is stored is exactly what the answer says. A failure of the whole submission (queue
+/// full, storage, shutdown) fails the request: nothing of it is stored.
+async fn store_partially(
+    state: &AppState,
+    principal: &Principal,
+    checked: Vec<Checked<'_>>,
+) -> Result<BatchPartialJson, ApiError> {
+    let count = checked.len();
+    let mut results: Vec<Option<ItemResultJson>> = Vec::with_capacity(count);
+    // (batch index, event) of every event still to submit.
+    let mut pending = Vec::new();
+    for (index, item) in checked.into_iter().enumerate() {
+        match item {
+            Ok(valid) => {
+                pending.push((index, valid));
+                results.push(None);
+            }
+            Err((status, error)) => results.push(Some(item_error(status, error))),
+        }
+    }
+    let mut queue_position = 0;
+    while !pending.is_empty() {
+        let events = pending
+            .iter()
+            .map(|(_, valid)| NewEvent::from(valid))
+            .collect();
+        match state.engine.submit(events, principal.key_id).await {
+            Ok((acks, position)) => {
+                queue_position = position;
+                for ((index, _), ack) in pending.iter().zip(acks) {
+                    results[*index] = Some(ItemResultJson {
+                        index: *index,
+                        status: if ack.duplicate { "duplicate" } else { "stored" },
+                        seq: Some(ack.seq),
+                        http_status: None,
+                        error: None,
+                    });
+                }
+                break;
+            }
+            Err(SubmitError::Conflict(conflicts)) if !conflicts.is_empty() => {
+                for conflict in &conflicts {
+                    let index = pending[conflict.index].0;
+                    let error = ItemError {
+                        index,
+                        code: "conflict",
+                        message: conflict.describe(|earlier| pending[earlier].0),
+                        field: Some(conflict.field.to_owned()),
+                    };
+                    results[index] = Some(item_error(StatusCode::CONFLICT, error));
+                }
+                let mut position = 0;
+                pending.retain(|_| {
+                    position += 1;
+                    !conflicts.iter().any(|c| c.index == position - 1)
+                });
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let results: Vec<ItemResultJson> = results
+        .into_iter()
+        .map(|result| result.expect("every event is answered: refused, stored or conflicting"))
+        .collect();
+    let tally = |status: &str| results.iter().filter(|r| r.status == status).count();
+    Ok(BatchPartialJson {
+        status: "partial",
+        count,
+        stored: tally("stored"),
+        duplicates: tally("duplicate"),
+        failed: tally("error"),
+        queue_position,
+        results,
+    })
+}
+
+fn item_error(status: StatusCode, error: ItemError) -> ItemResultJson {
+    ItemResultJson {
+        index: error.index,
+        status: "error",
+        seq: None,
+        http_status: Some(status.as_u16()),
+        error: Some(ErrorDetail {
+            code: error.code.to_owned(),
+            message: error.message,
+            field: error.field,
+            errors: Vec::new(),
+        }),
+    }
 }
 
 /// Validates an event and checks its timestamp against the server's clock.
@@ -304,6 +496,11 @@ pub(super) async fn read_body(
         return Err(too_large());
     }
     Ok(Bytes::from(inflated))
+}
+
+/// Why `principal` may post no event at all, if it may not.
+fn role_refusal(principal: &Principal) -> Option<String> {
+    (principal.role == Role::Auditor).then(|| "an auditor key may not write events".to_owned())
 }
 
 /// Why `principal` may not post an event for `mcp_id`, if it may not.

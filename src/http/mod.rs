@@ -192,7 +192,8 @@ async fn redact_keys(
     next: axum::middleware::Next,
 ) -> Response {
     let response = next.run(request).await;
-    if response.status().as_u16() < 400 {
+    // A 207 carries per-event errors, whose messages quote what was sent.
+    if response.status().as_u16() < 400 && response.status() != StatusCode::MULTI_STATUS {
         return response;
     }
     let (mut parts, body) = response.into_parts();

@@ -121,15 +121,18 @@ impl Route {
     /// Whether its handler for `method` reads query parameters (and refuses unknown or repeated
     /// ones itself); every other route and method takes none.
     pub fn takes_params(self, method: &Method) -> bool {
-        *method == Method::GET
-            && matches!(
+        match *method {
+            Method::GET => matches!(
                 self,
                 Route::Interactions
                     | Route::Record
                     | Route::RecordEvents
                     | Route::Metrics
                     | Route::Replay
-            )
+            ),
+            Method::POST => self == Route::Batch,
+            _ => false,
+        }
     }
 
     /// Whether a request is an ingest, whose refusals `/metrics` counts by reason.

@@ -754,3 +754,31 @@ async fn the_last_working_admin_key_cannot_be_revoked_but_a_second_admin_may_ret
         .await;
     assert_eq!(itself.status, 409);
 }
+
+#[tokio::test]
+async fn partial_mode_refuses_another_mcp_ids_events_one_by_one_and_an_auditor_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let writer = keygen(&data, "m1", "writer", None);
+    let auditor = keygen(&data, "any", "auditor", None);
+    let batch = format!(
+        "[{},{}]",
+        event("interaction_start", "mine", "m1", 10.0),
+        event("interaction_start", "theirs", "m2", 10.0)
+    );
+    let path = "/api/v2/interactions/batch?partial=true";
+    let response = server.post_as(&writer, path, batch.clone()).await;
+    assert_eq!(response.status, 207, "{}", response.json());
+    let results = response.json()["results"].clone();
+    assert_eq!(results[0]["status"], "stored");
+    assert_eq!(results[1]["status"], "error");
+    assert_eq!(results[1]["http_status"], 403);
+    assert_eq!(results[1]["error"]["field"], "mcp_id");
+    assert_eq!(server.get("/api/v2/interactions/mine").await.status, 200);
+    assert_eq!(server.get("/api/v2/interactions/theirs").await.status, 404);
+
+    let response = server.post_as(&auditor, path, batch).await;
+    assert_eq!(response.status, 403, "{}", response.json());
+    assert_eq!(error_of(&response)["code"], "forbidden");
+}

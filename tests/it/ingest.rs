@@ -645,3 +645,151 @@ async fn concurrent_posts_with_one_event_id_store_it_once() {
 fn error_of_json(body: &Value) -> Value {
     body["error"].clone()
 }
+
+/// An event of interaction `id` for mcp_id `m`, with an `event_id` and a payload `n`.
+fn with_event_id(id: &str, event_id: &str, n: u32) -> String {
+    json!({"action": "interaction_progress", "interaction_id": id, "mcp_id": "m",
+        "timestamp": 1763900000.0, "event_id": event_id, "progress_data": {"n": n}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn partial_mode_stores_the_valid_events_and_answers_each_by_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let stored_before = server
+        .post(
+            "/api/v2/interactions/batch",
+            format!(
+                "[{},{}]",
+                with_event_id("old", "o-1", 1),
+                with_event_id("old", "o-2", 2)
+            ),
+        )
+        .await;
+    assert_eq!(stored_before.json()["seqs"], json!([1, 2]));
+    // The admin key as a field name: its message quotes it, and no key may leave in an answer.
+    let quoting_a_key = format!(
+        r#"{{"action":"interaction_start","interaction_id":"k","mcp_id":"m","timestamp":1,"{}":1}}"#,
+        server.key
+    );
+    let items = [
+        with_event_id("p", "p-1", 1),                     // 0: stored
+        event("interaction_start", " padded", "m", 10.0), // 1: invalid id
+        with_event_id("p", "e-1", 2),                     // 2: stored
+        with_event_id("p", "e-1", 3),                     // 3: conflicts with 2
+        with_event_id("old", "o-1", 1),                   // 4: duplicate of seq 1
+        with_event_id("old", "o-2", 9),                   // 5: conflicts with seq 2
+        quoting_a_key,                                    // 6: unknown field
+        format!(
+            r#"{{"action":"interaction_start","interaction_id":"long","mcp_id":"m","timestamp":1,"{}":1}}"#,
+            "f".repeat(100_000)
+        ), // 7
+        with_event_id("p", "p-1", 1),                     // 8: a duplicate of 0
+    ];
+    let response = server
+        .post(
+            "/api/v2/interactions/batch?partial=true",
+            format!("[{}]", items.join(",")),
+        )
+        .await;
+    assert_eq!(response.status, 207, "{}", response.json());
+    let text = String::from_utf8(response.body.to_vec()).unwrap();
+    assert!(!text.contains(&server.key), "a key left in a 207: {text}");
+    assert!(
+        text.len() < 8 * 1024,
+        "quoted values are bounded: {} bytes",
+        text.len()
+    );
+    let answer = response.json();
+    let results = answer["results"].as_array().unwrap();
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "stored",
+            "error",
+            "stored",
+            "error",
+            "duplicate",
+            "error",
+            "error",
+            "error",
+            "duplicate"
+        ]
+    );
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["index"], i);
+    }
+    assert_eq!(results[0]["seq"], 3);
+    assert_eq!(results[2]["seq"], 4);
+    assert_eq!(
+        results[8]["seq"], 3,
+        "the same event twice in a batch is stored once"
+    );
+    assert_eq!(results[4]["seq"], 1);
+    assert_eq!(results[1]["http_status"], 422);
+    assert_eq!(results[1]["error"]["field"], "interaction_id");
+    assert_eq!(results[3]["http_status"], 409);
+    // Named by its index in the batch, not among the events that were submitted.
+    let message = results[3]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("event 2 of this batch"), "{message}");
+    assert_eq!(results[5]["http_status"], 409);
+    assert!(results[5]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("seq 2"));
+    assert_eq!(results[6]["error"]["code"], "unknown_field");
+    assert_eq!(results[7]["error"]["code"], "unknown_field");
+    assert_eq!(
+        (
+            &answer["count"],
+            &answer["stored"],
+            &answer["duplicates"],
+            &answer["failed"]
+        ),
+        (&json!(9), &json!(2), &json!(2), &json!(5))
+    );
+    // Exactly what the answer says was stored: seqs 3 and 4, nothing else.
+    let record = server.get("/api/v2/interactions/p").await.json();
+    assert_eq!(record["metadata"]["event_count"], 2, "{record}");
+    assert_eq!(record["progress_updates"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        server.get("/api/v2/interactions/old").await.json()["metadata"]["event_count"],
+        2
+    );
+    let stats = server.get("/api/v2/interactions/stats").await.json();
+    assert_eq!(stats["storage"]["last_seq"], 4, "{stats}");
+
+    // The default stays all or nothing, and the parameter takes true or false only.
+    let response = server
+        .post(
+            "/api/v2/interactions/batch?partial=false",
+            format!("[{},{}]", with_event_id("q", "q-1", 1), items[1]),
+        )
+        .await;
+    assert_eq!(response.status, 422);
+    assert_eq!(server.get("/api/v2/interactions/q").await.status, 404);
+    for query in ["partial=yes", "partial=true&partial=true", "partly=true"] {
+        let response = server
+            .post(
+                &format!("/api/v2/interactions/batch?{query}"),
+                format!("[{}]", with_event_id("q", "q-1", 1)),
+            )
+            .await;
+        assert_eq!(response.status, 400, "{query}");
+        assert!(error_of(&response)["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("part"));
+    }
+    assert_eq!(server.get("/api/v2/interactions/q").await.status, 404);
+    // Whole-request refusals are not per event: a body that is not an array of events.
+    let response = server
+        .post("/api/v2/interactions/batch?partial=true", "[{]")
+        .await;
+    assert_eq!(response.status, 400);
+}

@@ -4,6 +4,7 @@
 //! - `access`: roles, keygen and the master secret, tampering, expiry, revocation, no raw key on
 //!   disk, in the log or in any error answer.
 //! - `audit`: replay, follow, bit flips, forged records, the offline tool beside a live server.
+//! - `clients`: the Python and TypeScript client packages' suites, with the real MCP SDKs.
 //! - `common`: the helpers: a server on a free port over a temporary data directory.
 //! - `dashboard`: headless Chromium against known data.
 //! - `durability`: SIGKILL under concurrent load, restarted several times.
@@ -20,6 +21,7 @@
 
 mod access;
 mod audit;
+mod clients;
 mod common;
 mod dashboard;
 mod durability;

@@ -173,6 +173,15 @@ curl -s localhost:8080/api/v2/interactions/batch -H "Authorization: Bearer $KEY"
 expect 200 "order(b, ['status', 'count', 'seqs', 'duplicates', 'queue_position'])
 assert b == {'status': 'accepted', 'count': 2, 'seqs': [2, 3], 'duplicates': 0, 'queue_position': 2}, b"
 
+curl -s "localhost:8080/api/v2/interactions/batch?partial=true" -H "Authorization: Bearer $KEY" -d '[
+  {"action":"interaction_start","interaction_id":"stats","mcp_id":"ocr_workflow_mcp_001","timestamp":'$T'},
+  {"action":"interaction_start","interaction_id":"x-1","mcp_id":"ocr_workflow_mcp_001","timestamp":'$T'000}]'
+expect 207 "order(b, ['status', 'count', 'stored', 'duplicates', 'failed', 'queue_position', 'results'])
+assert [b[k] for k in ['status', 'count', 'stored', 'duplicates', 'failed', 'queue_position']] == ['partial', 2, 0, 0, 2, 0], b
+r = b['results']
+assert [(x['index'], x['status'], x['http_status'], x['error']['code'], x['error']['field']) for x in r] == [
+    (0, 'error', 422, 'reserved_id', 'interaction_id'), (1, 'error', 422, 'looks_like_milliseconds', 'timestamp')], r"
+
 # The record as the README shows it; history repeats it.
 RECORD_CHECK='
 def check_record(r):
