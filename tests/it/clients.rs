@@ -80,3 +80,19 @@ fn the_typescript_clients_suite_passes_against_this_server() {
     command.args(["test", "--silent"]).current_dir(dir);
     run_suite(command, "TypeScript");
 }
+
+/// The README's one-line integrations are the lines the client suites run, so they cannot drift.
+#[test]
+fn the_readmes_one_line_integrations_are_what_the_suites_run() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let suites = [
+        ("clients/python/tests/test_sdk_e2e.py", "middleware=[McpLogMiddleware(log)]"),
+        ("clients/python/tests/test_sdk_e2e.py", "middleware=[mcplog.mcp.middleware(log)]"),
+        ("clients/typescript/test/sdk.test.mjs", "instrument(server, { client });"),
+    ];
+    for (suite, line) in suites {
+        let code = std::fs::read_to_string(repo().join(suite)).unwrap();
+        assert!(readme.contains(line), "README.md lacks {line:?}");
+        assert!(code.contains(line), "{suite} no longer runs {line:?}");
+    }
+}

@@ -1,0 +1,604 @@
+"""The Client: a bounded in-memory queue drained by one background worker thread.
+
+Threading model. All mutable state below is guarded by ``self._lock``:
+``emit`` (any thread) appends to ``_queue``; the worker moves a batch from the
+head of ``_queue`` to ``_inflight``, sends it without holding the lock, and
+removes events from ``_inflight`` as the server settles them (delivered or
+rejected). Events are therefore settled in emit order, batch by batch, which
+lets ``flush`` wait for "everything emitted before the call" by comparing
+sequence numbers. Two conditions share the lock: ``_work_cv`` wakes the worker,
+``_done_cv`` wakes ``flush`` callers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ._events import DEFAULT_PAYLOAD_BYTES_MAX, build_event
+from ._transport import HttpTransport, Response, TransportError
+from ._warn import RateLimitedWarner
+
+logger = logging.getLogger("mcplog")
+
+_MIB = 1024 * 1024
+DEFAULT_QUEUE_MAX_BYTES = 16 * _MIB
+
+
+class FlushResult(NamedTuple):
+    """Event counters of one Client since it was created (or since fork, in a child)."""
+
+    delivered: int  # stored by the server (including duplicates of a retried send)
+    rejected: int  # refused by the server for good; never retried
+    dropped: int  # never sent: queue full, client closed, or an invalid emit() call
+    pending: int  # queued or being sent right now
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """What ``on_rejected`` receives when the server refuses an event."""
+
+    event: dict[str, Any]  # the event exactly as it was sent
+    http_status: int | None  # 422 invalid, 403 forbidden mcp_id, 409 event_id conflict, 413 too large...
+    code: str | None  # the server's error code, e.g. "blank_id"
+    message: str | None
+    field: str | None
+
+
+@dataclass(frozen=True)
+class _Item:
+    seq: int  # emit order, 1-based; used by flush()
+    data: bytes  # the serialized event, resent byte-identical on retries
+
+
+@dataclass
+class _Outcome:
+    """What to do after one answer: retry the same part later, or move on
+    (sending ``resend`` parts next, e.g. the halves of a batch that was too large)."""
+
+    retry: bool = False
+    retry_after: float | None = None
+    reason: str = ""
+    resend: tuple[list[_Item], ...] = ()
+
+
+def _batch_body(items: list[_Item]) -> bytes:
+    return b"[" + b",".join(item.data for item in items) + b"]"
+
+
+def _retryable(status: int) -> bool:
+    # 429/503 are the server's "come back later" (with Retry-After); 408 is a
+    # timeout; other 5xx (507 disk full, a proxy's 502/504) are not about the
+    # events themselves, so sending them again later is right.
+    return status in (408, 429) or status >= 500
+
+
+class Client:
+    """Sends interaction events to an mcplog server without ever blocking the caller.
+
+    See the package README for every option and its unit.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        mcp_id: str,
+        *,
+        queue_max_events: int = 10_000,
+        queue_max_bytes: int = DEFAULT_QUEUE_MAX_BYTES,
+        batch_max_events: int = 100,
+        batch_max_bytes: int = 1 * _MIB,
+        linger: float = 0.05,
+        request_timeout: float = 10.0,
+        backoff_base: float = 0.1,
+        backoff_max: float = 10.0,
+        exit_flush_timeout: float = 5.0,
+        payload_bytes_max: int = DEFAULT_PAYLOAD_BYTES_MAX,
+        redact: Iterable[str] = (),
+        on_rejected: Callable[[Rejection], object] | None = None,
+    ) -> None:
+        _require(isinstance(mcp_id, str) and mcp_id, "mcp_id must be a non-empty str")
+        _require(isinstance(api_key, str) and api_key, "api_key must be a non-empty str")
+        _require(
+            isinstance(redact, Iterable) and not isinstance(redact, str), "redact must be a list of names"
+        )
+        _check_sizes(
+            queue_max_events=queue_max_events,
+            queue_max_bytes=queue_max_bytes,
+            batch_max_events=batch_max_events,
+            batch_max_bytes=batch_max_bytes,
+            payload_bytes_max=payload_bytes_max,
+        )
+        _check_seconds(
+            linger=linger,
+            request_timeout=request_timeout,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            exit_flush_timeout=exit_flush_timeout,
+        )
+
+        self.url = url
+        self.mcp_id = mcp_id
+        self._api_key = api_key
+        HttpTransport(url, api_key, request_timeout)  # validates the URL now, not in the worker
+        self._queue_max_events = queue_max_events
+        self._queue_max_bytes = queue_max_bytes
+        self._batch_max_events = batch_max_events
+        self._batch_max_bytes = batch_max_bytes
+        self._linger = float(linger)
+        self._request_timeout = float(request_timeout)
+        self._backoff_base = float(backoff_base)
+        self._backoff_max = float(backoff_max)
+        self._exit_flush_timeout = float(exit_flush_timeout)
+        self._payload_bytes_max = payload_bytes_max
+        self._redact = frozenset(str(name).casefold() for name in redact)
+        self._on_rejected = on_rejected
+        # Partial mode is tried first; a server that predates it answers 400
+        # naming the "partial" parameter, and we fall back for good.
+        self._partial = True
+        self._closed = False
+        self._reset_state()
+        _register(self)
+
+    # ---- state ---------------------------------------------------------
+
+    def _reset_state(self) -> None:
+        """Fresh queue, counters, locks and no worker: at creation, and in a
+        forked child, where the parent's worker thread does not exist and its
+        locks may have been held by threads that are gone."""
+        self._lock = threading.Lock()
+        self._work_cv = threading.Condition(self._lock)
+        self._done_cv = threading.Condition(self._lock)
+        self._stop_event = threading.Event()
+        self._warner = RateLimitedWarner()
+        self._queue: deque[_Item] = deque()
+        self._queued_bytes = 0
+        self._inflight: list[_Item] = []
+        self._last_seq = 0
+        self._delivered = 0
+        self._rejected = 0
+        self._dropped = 0
+        self._flush_waiters = 0
+        self._worker_idle = False  # worker waits for the first event of a batch
+        self._lingering = False  # worker waits for a batch to fill up
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+
+    def _result_locked(self) -> FlushResult:
+        return FlushResult(
+            self._delivered, self._rejected, self._dropped, len(self._queue) + len(self._inflight)
+        )
+
+    # ---- public API ----------------------------------------------------
+
+    def emit(self, action: str, interaction_id: str, **fields: Any) -> bool:
+        """Queue one event; never blocks on I/O and never raises.
+
+        ``fields``: the payload field for the action (``request_data``,
+        ``progress_data``, ``result_data``, ``error_data`` or ``cancel_data``),
+        and optionally ``timestamp`` (float seconds since the epoch) and
+        ``event_id``. Returns True if queued, False if dropped (and counted).
+        """
+        try:
+            data = build_event(
+                action,
+                interaction_id,
+                self.mcp_id,
+                fields,
+                redact_names=self._redact,
+                payload_bytes_max=self._payload_bytes_max,
+            )
+        except Exception as exc:  # never raise into the instrumented application
+            self._count_dropped()
+            self._warner.warn("invalid", "mcplog: emit() dropped an invalid event: %s", exc)
+            return False
+        return self._enqueue(data)
+
+    def flush(self, timeout: float = 10.0) -> FlushResult:
+        """Wait until every event emitted before this call is delivered or
+        rejected, or ``timeout`` seconds pass; return the counters."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            target = self._last_seq
+            if self._worker is threading.current_thread():
+                # Called from on_rejected: waiting for ourselves would only time out.
+                return self._result_locked()
+            self._flush_waiters += 1
+            self._work_cv.notify()  # cut a linger short
+            try:
+                while self._lowest_unsettled_locked() <= target and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._done_cv.wait(remaining)
+            finally:
+                self._flush_waiters -= 1
+            return self._result_locked()
+
+    def close(self, timeout: float = 5.0) -> FlushResult:
+        """Flush for up to ``timeout`` seconds, then stop the worker. Later
+        emits are dropped (and counted). Returns the final counters."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            self._closed = True
+        self.flush(timeout)
+        worker = self._stop_worker()
+        _unregister(self)
+        if worker is not None and worker is not threading.current_thread():
+            # The worker may be inside an HTTP request (up to request_timeout);
+            # it is a daemon thread, so do not wait past the caller's timeout.
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            return self._result_locked()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---- emit side -------------------------------------------------------
+
+    def _enqueue(self, data: bytes) -> bool:
+        with self._lock:
+            if self._closed:
+                reason = "closed"
+            elif (
+                len(self._queue) >= self._queue_max_events
+                or self._queued_bytes + len(data) > self._queue_max_bytes
+            ):
+                reason = "full"
+            else:
+                self._last_seq += 1
+                self._queue.append(_Item(self._last_seq, data))
+                self._queued_bytes += len(data)
+                self._ensure_worker_locked()
+                if self._worker_idle or (self._lingering and self._batch_ready_locked()):
+                    self._work_cv.notify()
+                return True
+            self._dropped += 1
+        if reason == "closed":
+            self._warner.warn("closed", "mcplog: emit() after close(); event dropped")
+        else:
+            self._warner.warn(
+                "full",
+                "mcplog: queue full (%d events / %d bytes max); event dropped",
+                self._queue_max_events,
+                self._queue_max_bytes,
+            )
+        return False
+
+    def _count_dropped(self) -> None:
+        with self._lock:
+            self._dropped += 1
+
+    def _ensure_worker_locked(self) -> None:
+        if self._worker is not None or self._stopping:
+            return
+        worker = threading.Thread(target=self._run, name="mcplog-worker", daemon=True)
+        try:
+            worker.start()
+        except RuntimeError as exc:  # e.g. "can't create new thread at interpreter shutdown"
+            self._warner.warn("thread", "mcplog: cannot start the sender thread: %s", exc)
+            return
+        self._worker = worker
+
+    # ---- worker side -------------------------------------------------------
+
+    def _run(self) -> None:
+        transport = HttpTransport(self.url, self._api_key, self._request_timeout)
+        failures = 0
+        try:
+            while True:
+                try:
+                    batch = self._take_batch()
+                    if batch is None:
+                        return
+                    self._deliver(transport, batch)
+                    failures = 0
+                except Exception:
+                    # A bug must not silently end delivery for the whole
+                    # process: log it, back off, and resume. The unsettled
+                    # events stay in _inflight and are sent again.
+                    failures += 1
+                    logger.exception("mcplog: unexpected error in the sender thread; continuing")
+                    self._stop_event.wait(self._backoff_delay(failures, None))
+        finally:
+            transport.close()
+
+    def _take_batch(self) -> list[_Item] | None:
+        """Block until a batch is ready; None when the client is stopping."""
+        with self._lock:
+            if self._stopping:
+                return None
+            if self._inflight:  # left over by an unexpected error: resend it
+                return list(self._inflight)
+            self._worker_idle = True
+            try:
+                while not self._queue and not self._stopping:
+                    self._work_cv.wait()
+            finally:
+                self._worker_idle = False
+            if self._stopping:
+                return None
+            self._linger_locked()
+            self._inflight = self._pop_batch_locked()
+            return list(self._inflight)
+
+    def _batch_ready_locked(self) -> bool:
+        return (
+            self._stopping
+            or self._flush_waiters > 0
+            or len(self._queue) >= self._batch_max_events
+            or self._queued_bytes >= self._batch_max_bytes
+        )
+
+    def _linger_locked(self) -> None:
+        """Wait up to ``linger`` seconds for more events, so a burst goes out
+        as one request instead of many."""
+        deadline = time.monotonic() + self._linger
+        self._lingering = True
+        try:
+            while not self._batch_ready_locked():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._work_cv.wait(remaining)
+        finally:
+            self._lingering = False
+
+    def _pop_batch_locked(self) -> list[_Item]:
+        batch: list[_Item] = []
+        size = 2  # the enclosing brackets
+        while self._queue and len(batch) < self._batch_max_events:
+            item = self._queue[0]
+            added = len(item.data) + (1 if batch else 0)  # comma separator
+            if batch and size + added > self._batch_max_bytes:
+                break  # an oversized single event still goes, alone
+            self._queue.popleft()
+            self._queued_bytes -= len(item.data)
+            batch.append(item)
+            size += added
+        return batch
+
+    def _lowest_unsettled_locked(self) -> float:
+        if self._inflight:
+            return self._inflight[0].seq
+        if self._queue:
+            return self._queue[0].seq
+        return float("inf")
+
+    def _deliver(self, transport: HttpTransport, batch: list[_Item]) -> None:
+        """Send ``batch`` until all its events are settled or the client stops."""
+        parts: deque[list[_Item]] = deque([batch])
+        attempt = 0
+        while parts and not self._stop_event.is_set():
+            part = parts[0]
+            try:
+                response = transport.post_batch(_batch_body(part), partial=self._partial)
+            except TransportError as exc:
+                outcome = _Outcome(retry=True, reason=str(exc))
+            else:
+                outcome = self._apply_response(part, response)
+            if outcome.retry:
+                attempt += 1
+                delay = self._backoff_delay(attempt, outcome.retry_after)
+                self._warner.warn(
+                    "retry",
+                    "mcplog: sending %d events failed (%s); retrying in %.2fs",
+                    len(part),
+                    outcome.reason,
+                    delay,
+                )
+                self._stop_event.wait(delay)
+                continue
+            attempt = 0
+            parts.popleft()
+            parts.extendleft(reversed(outcome.resend))
+
+    def _backoff_delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter, never sooner than Retry-After."""
+        ceiling = min(self._backoff_max, self._backoff_base * 2 ** min(attempt - 1, 32))
+        return max(random.uniform(0, ceiling), retry_after or 0.0)
+
+    def _apply_response(self, part: list[_Item], response: Response) -> _Outcome:
+        status = response.status
+        if status == 207:
+            return self._apply_partial(part, response)
+        if 200 <= status < 300:
+            self._settle(part, [])
+            return _Outcome()
+        if _retryable(status):
+            code = response.error_field("code") or "no error code"
+            return _Outcome(retry=True, retry_after=response.retry_after, reason=f"HTTP {status} {code}")
+        if status == 400 and self._partial and response.error_field("field") == "partial":
+            logger.info("mcplog: the server has no partial batch mode; using all-or-nothing batches")
+            self._partial = False
+            return _Outcome(resend=(part,))
+        if status == 422 and not self._partial and isinstance(response.body, dict):
+            return self._apply_invalid_batch(part, response)
+        if status == 413 and len(part) > 1:
+            # The server's batch limit is lower than ours: halve and resend.
+            half = len(part) // 2
+            return _Outcome(resend=(part[:half], part[half:]))
+        self._settle([], [(item, self._rejection(item, status, response.body)) for item in part])
+        return _Outcome()
+
+    def _apply_partial(self, part: list[_Item], response: Response) -> _Outcome:
+        """A 207: one result per event, in order."""
+        results = response.body.get("results") if isinstance(response.body, dict) else None
+        if not isinstance(results, list) or len(results) != len(part):
+            # Unreadable answer. Resending is safe: stored events come back as
+            # duplicates thanks to their event_id.
+            return _Outcome(retry=True, reason="malformed 207 answer")
+        delivered, rejected = [], []
+        for item, result in zip(part, results, strict=True):
+            if isinstance(result, dict) and result.get("status") in ("stored", "duplicate"):
+                delivered.append(item)
+            else:
+                entry = result if isinstance(result, dict) else {}
+                rejected.append((item, self._rejection(item, entry.get("http_status"), entry)))
+        self._settle(delivered, rejected)
+        return _Outcome()
+
+    def _apply_invalid_batch(self, part: list[_Item], response: Response) -> _Outcome:
+        """All-or-nothing mode (older server): a 422 lists the bad events and
+        stored nothing; reject those and send the others again."""
+        errors = response.body.get("errors")
+        if errors is None:  # the server nests the list inside the error object
+            errors = response.error_field("errors")
+        bad: dict[int, dict[str, Any]] = {}
+        if isinstance(errors, list):
+            for entry in errors:
+                if isinstance(entry, dict) and isinstance(entry.get("index"), int):
+                    bad[entry["index"]] = {"error": entry}
+        if not bad:
+            self._settle([], [(item, self._rejection(item, 422, response.body)) for item in part])
+            return _Outcome()
+        self._settle(
+            [], [(part[i], self._rejection(part[i], 422, body)) for i, body in bad.items() if i < len(part)]
+        )
+        rest = [item for i, item in enumerate(part) if i not in bad]
+        return _Outcome(resend=(rest,) if rest else ())
+
+    @staticmethod
+    def _rejection(item: _Item, http_status: Any, body: Any) -> Rejection:
+        error = body.get("error") if isinstance(body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        return Rejection(
+            event=json.loads(item.data),
+            http_status=http_status if isinstance(http_status, int) else None,
+            code=error.get("code"),
+            message=error.get("message"),
+            field=error.get("field"),
+        )
+
+    def _settle(self, delivered: list[_Item], rejected: list[tuple[_Item, Rejection]]) -> None:
+        # Report first, so that when flush() returns, on_rejected has run for
+        # every rejection it counts.
+        for _, rejection in rejected:
+            self._report_rejection(rejection)
+        settled = {item.seq for item in delivered} | {item.seq for item, _ in rejected}
+        with self._lock:
+            self._delivered += len(delivered)
+            self._rejected += len(rejected)
+            self._inflight = [item for item in self._inflight if item.seq not in settled]
+            self._done_cv.notify_all()
+
+    def _report_rejection(self, rejection: Rejection) -> None:
+        self._warner.warn(
+            "rejected",
+            "mcplog: the server rejected an event of interaction %r: HTTP %s %s: %s",
+            rejection.event.get("interaction_id"),
+            rejection.http_status,
+            rejection.code,
+            rejection.message,
+        )
+        if self._on_rejected is None:
+            return
+        try:
+            self._on_rejected(rejection)
+        except Exception:
+            logger.exception("mcplog: the on_rejected callback raised")
+
+    # ---- stopping, exit and fork ------------------------------------------
+
+    def _stop_worker(self) -> threading.Thread | None:
+        with self._lock:
+            self._stopping = True
+            self._work_cv.notify_all()
+            self._done_cv.notify_all()
+            worker = self._worker
+        self._stop_event.set()  # interrupts a retry backoff
+        return worker
+
+    def _flush_at_exit(self) -> None:
+        with self._lock:
+            if self._closed or self._last_seq == 0:
+                return
+        result = self.flush(self._exit_flush_timeout)
+        self._stop_worker()
+        if result.pending:
+            logger.warning(
+                "mcplog: exiting with %d events not delivered to %s after waiting %.1fs "
+                "(delivered=%d rejected=%d dropped=%d)",
+                result.pending,
+                self.url,
+                self._exit_flush_timeout,
+                result.delivered,
+                result.rejected,
+                result.dropped,
+            )
+
+
+def _require(condition: object, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        _require(
+            isinstance(value, int) and not isinstance(value, bool) and value > 0,
+            f"{name} must be a positive int, got {value!r}",
+        )
+
+
+def _check_seconds(**durations: float) -> None:
+    for name, value in durations.items():
+        _require(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < math.inf,
+            f"{name} must be a finite number of seconds >= 0, got {value!r}",
+        )
+
+
+# Every live client, for the exit flush and the fork handler. Weak, so a
+# client that was never used (no worker thread holds it) can be collected.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_clients_lock = threading.Lock()
+
+
+def _register(client: Client) -> None:
+    with _clients_lock:
+        _clients.add(client)
+
+
+def _unregister(client: Client) -> None:
+    with _clients_lock:
+        _clients.discard(client)
+
+
+def _flush_all_at_exit() -> None:
+    with _clients_lock:
+        clients = list(_clients)
+    for client in clients:
+        try:
+            client._flush_at_exit()
+        except Exception:
+            logger.exception("mcplog: flushing at exit failed")
+
+
+def _reset_all_in_child() -> None:
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    for client in list(_clients):
+        client._reset_state()
+
+
+# Registered after `logging` was imported, so (atexit being LIFO) this runs
+# before logging shuts down and the pending-events warning is still printed.
+atexit.register(_flush_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_all_in_child)
