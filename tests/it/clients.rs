@@ -86,9 +86,18 @@ fn the_typescript_clients_suite_passes_against_this_server() {
 fn the_readmes_one_line_integrations_are_what_the_suites_run() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let suites = [
-        ("clients/python/tests/test_sdk_e2e.py", "middleware=[McpLogMiddleware(log)]"),
-        ("clients/python/tests/test_sdk_e2e.py", "middleware=[mcplog.mcp.middleware(log)]"),
-        ("clients/typescript/test/sdk.test.mjs", "instrument(server, { client });"),
+        (
+            "clients/python/tests/test_sdk_e2e.py",
+            "middleware=[McpLogMiddleware(log)]",
+        ),
+        (
+            "clients/python/tests/test_sdk_e2e.py",
+            "middleware=[mcplog.mcp.middleware(log)]",
+        ),
+        (
+            "clients/typescript/test/sdk.test.mjs",
+            "instrument(server, { client });",
+        ),
     ];
     for (suite, line) in suites {
         let code = std::fs::read_to_string(repo().join(suite)).unwrap();
