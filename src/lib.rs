@@ -16,6 +16,7 @@ pub mod engine;
 pub mod event;
 pub mod http;
 pub mod latency;
+pub mod otlp;
 pub mod projector;
 pub mod query;
 pub mod scope;

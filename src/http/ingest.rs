@@ -92,7 +92,7 @@ pub struct ItemResultJson {
     /// Position of the event in the batch, from 0.
     index: usize,
     /// `stored`, `duplicate` (its `event_id` was already stored with this body) or `error`.
-    status: &'static str,
+    pub(super) status: &'static str,
     /// The event's seq, unless it is an error.
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
@@ -101,7 +101,7 @@ pub struct ItemResultJson {
     http_status: Option<u16>,
     /// Why the event was not stored.
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorDetail>,
+    pub(super) error: Option<ErrorDetail>,
 }
 
 /// The 207 answer of a batch in partial mode: one result per event, in batch order.
@@ -120,7 +120,7 @@ pub struct BatchPartialJson {
     /// Events queued ahead of the batch's, the batch included (0 when nothing was submitted).
     queue_position: usize,
     /// One entry per event.
-    results: Vec<ItemResultJson>,
+    pub(super) results: Vec<ItemResultJson>,
 }
 
 /// A JSON array or NDJSON of events. By default all are stored in one group commit, or none;
@@ -200,9 +200,9 @@ fn partial_param(params: Vec<(String, String)>) -> Result<bool, ApiError> {
 
 /// One event of a batch after the checks that need no storage: valid and writable by the key,
 /// or refused with the status it would get alone.
-type Checked<'a> = Result<event::ValidEvent<'a>, (StatusCode, ItemError)>;
+pub(super) type Checked<'a> = Result<event::ValidEvent<'a>, (StatusCode, ItemError)>;
 
-fn check_item<'a>(
+pub(super) fn check_item<'a>(
     index: usize,
     item: &'a str,
     principal: &Principal,
@@ -299,7 +299,7 @@ async fn store_all_or_nothing(
 /// event, so there are at most as many rounds as events, and a conflict stores nothing, so
 /// what is stored is exactly what the answer says. A failure of the whole submission (queue
 /// full, storage, shutdown) fails the request: nothing of it is stored.
-async fn store_partially(
+pub(super) async fn store_partially(
     state: &AppState,
     principal: &Principal,
     checked: Vec<Checked<'_>>,

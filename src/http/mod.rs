@@ -9,6 +9,7 @@ mod keys;
 mod listen;
 mod observe;
 mod openapi;
+mod otlp;
 mod query;
 mod records;
 mod replay;

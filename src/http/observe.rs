@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write as _;
 
-use super::{AppState, Route};
+use super::{otlp, AppState, Route};
 use crate::clock::now_us;
 use crate::projector::Status;
 use crate::query;
@@ -36,6 +36,7 @@ const REJECT_REASONS: [(&str, &[u16]); 5] = [
 pub struct HttpTelemetry {
     requests: Vec<[TimingHistogram; 3]>,
     rejected: [AtomicU64; REJECT_REASONS.len()],
+    otlp_spans: [AtomicU64; otlp::SPAN_OUTCOMES.len()],
 }
 
 impl Default for HttpTelemetry {
@@ -43,6 +44,16 @@ impl Default for HttpTelemetry {
         HttpTelemetry {
             requests: (0..=Route::ALL.len()).map(|_| Default::default()).collect(),
             rejected: Default::default(),
+            otlp_spans: Default::default(),
+        }
+    }
+}
+
+impl HttpTelemetry {
+    /// Adds an OTLP request's spans, by outcome in [`otlp::SPAN_OUTCOMES`] order.
+    pub(super) fn count_spans(&self, tally: [u64; otlp::SPAN_OUTCOMES.len()]) {
+        for (counter, n) in self.otlp_spans.iter().zip(tally) {
+            counter.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -121,6 +132,16 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             out,
             "mcplog_ingest_rejected_total{{reason=\"{reason}\"}} {n}"
         );
+    }
+    family(
+        &mut out,
+        "mcplog_otlp_spans_total",
+        "counter",
+        "Spans received on /v1/traces, by outcome: stored, duplicate (stored before), rejected, or ignored (not an MCP tool call).",
+    );
+    for (outcome, n) in otlp::SPAN_OUTCOMES.iter().zip(&state.telemetry.otlp_spans) {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(out, "mcplog_otlp_spans_total{{outcome=\"{outcome}\"}} {n}");
     }
     family(
         &mut out,

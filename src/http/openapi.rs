@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, ingest, keys, observe, query, records, replay};
+use super::{error, ingest, keys, observe, otlp, query, records, replay};
 use crate::event::{
     Action, EVENT_ID_BYTES_MAX, ID_BYTES_MAX, PAYLOAD_DEPTH_MAX, RESERVED_INTERACTION_IDS,
     TIMESTAMP_SECONDS_MAX,
@@ -19,6 +19,7 @@ use crate::event::{
     paths(
         ingest::one,
         ingest::batch,
+        otlp::traces,
         query::history,
         query::stats,
         records::one,

@@ -5,7 +5,9 @@
 use axum::http::Method;
 use axum::routing::{get, post, MethodRouter};
 
-use super::{dashboard, health, ingest, keys, observe, openapi, query, records, replay, AppState};
+use super::{
+    dashboard, health, ingest, keys, observe, openapi, otlp, query, records, replay, AppState,
+};
 
 /// A route of the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +40,13 @@ pub enum Route {
     Readyz,
     /// `GET` Prometheus metrics.
     PrometheusMetrics,
+    /// `POST` an OTLP trace export.
+    OtlpTraces,
 }
 
 impl Route {
     /// Every route, in the order metrics list them.
-    pub const ALL: [Route; 14] = [
+    pub const ALL: [Route; 15] = [
         Route::Interactions,
         Route::Batch,
         Route::Stats,
@@ -57,6 +61,7 @@ impl Route {
         Route::Livez,
         Route::Readyz,
         Route::PrometheusMetrics,
+        Route::OtlpTraces,
     ];
 
     /// The path template, as the router matches it and metrics label it.
@@ -76,6 +81,7 @@ impl Route {
             Route::Livez => "/livez",
             Route::Readyz => "/readyz",
             Route::PrometheusMetrics => "/metrics",
+            Route::OtlpTraces => "/v1/traces",
         }
     }
 
@@ -109,6 +115,7 @@ impl Route {
             Route::Livez => get(observe::livez),
             Route::Readyz => get(observe::readyz),
             Route::PrometheusMetrics => get(observe::metrics),
+            Route::OtlpTraces => post(otlp::traces),
         }
     }
 
@@ -137,6 +144,7 @@ impl Route {
 
     /// Whether a request is an ingest, whose refusals `/metrics` counts by reason.
     pub fn ingests(self, method: &Method) -> bool {
-        *method == Method::POST && matches!(self, Route::Interactions | Route::Batch)
+        *method == Method::POST
+            && matches!(self, Route::Interactions | Route::Batch | Route::OtlpTraces)
     }
 }

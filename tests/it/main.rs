@@ -13,6 +13,8 @@
 //!   unreadable or altered events in a replay.
 //! - `openapi`: every route documented, every response conforming, the event schema.
 //! - `operations`: retention, configuration, JSON logs, SIGTERM under load, a full disk, modes.
+//! - `otlp`: the OTLP/HTTP trace receiver: protobuf and JSON exports, idempotency, bad input, and a
+//!   real MCP server's own spans.
 //! - `queries`: stats and metrics over known fixtures, cursors, time ranges, Prometheus.
 //! - `readme`: every README example run against a fresh server.
 //! - `recovery`: a torn tail is truncated, corruption elsewhere stops start-up.
@@ -29,6 +31,7 @@ mod ingest;
 mod lifecycle;
 mod openapi;
 mod operations;
+mod otlp;
 mod queries;
 mod readme;
 mod recovery;
