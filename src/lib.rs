@@ -19,6 +19,8 @@ pub mod latency;
 pub mod otlp;
 pub mod projector;
 pub mod query;
+pub mod ratelimit;
+pub mod redact;
 pub mod scope;
 pub mod server;
 pub mod storage;

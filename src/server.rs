@@ -12,6 +12,8 @@ use crate::config::Config;
 use crate::engine::{Engine, Maintenance, View};
 use crate::http::{router, AppState, ConnLimits, HttpTelemetry, Limits};
 use crate::projector::Projection;
+use crate::ratelimit::RateLimits;
+use crate::redact::Redactor;
 use crate::storage::{self, retention, LogConfig, StorageError};
 
 /// Why the server could not start or stopped with a failure.
@@ -107,6 +109,14 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
         telemetry: Arc::new(HttpTelemetry::default()),
         draining: Arc::new(tokio::sync::watch::channel(false).0),
         replay_streams: Arc::default(),
+        rate_limits: Arc::new(RateLimits::new(
+            config.role_quotas.clone(),
+            config.key_quotas.clone(),
+        )),
+        redactor: Arc::new(
+            Redactor::new(&config.redaction)
+                .expect("the redaction rules compiled when the configuration was read"),
+        ),
     }
 }
 

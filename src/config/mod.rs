@@ -2,10 +2,13 @@
 //! `MCPLOG_*` environment variables, overridden by command-line flags. Every setting is one row
 //! of [`SETTINGS`]; the reference design's file loads through `reference.rs`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::auth::StaticKey;
+use crate::auth::{KeyId, Role, StaticKey};
+use crate::ratelimit::Quota;
+use crate::redact::RedactionConfig;
 use static_keys::static_key;
 
 mod reference;
@@ -86,6 +89,12 @@ pub struct Config {
     pub clock_skew_max: Duration,
     /// `[storage] retention_override`: accept a `retention` below `RETENTION_FLOOR`.
     pub retention_override: bool,
+    /// `[rate_limits]`: the default quota of each role (none: not limited).
+    pub role_quotas: HashMap<Role, Quota>,
+    /// `events_per_second`/`burst` of `[static_api_keys]` entries, by key fingerprint.
+    pub key_quotas: HashMap<KeyId, Quota>,
+    /// `[redaction]`.
+    pub redaction: RedactionConfig,
 }
 
 /// The shortest `retention` accepted without `retention_override`: a shorter one deletes nearly
@@ -150,6 +159,9 @@ impl Default for Config {
             replay_streams_per_key_max: 0,
             clock_skew_max: Duration::ZERO,
             retention_override: false,
+            role_quotas: HashMap::new(),
+            key_quotas: HashMap::new(),
+            redaction: RedactionConfig::default(),
         };
         for s in SETTINGS {
             if let Some(default) = s.default {
@@ -287,7 +299,11 @@ impl std::fmt::Debug for Config {
         for s in SETTINGS {
             out.field(s.name, &format_args!("{}", s.shown(self)));
         }
-        out.field("static_keys", &self.static_keys).finish()
+        out.field("static_keys", &self.static_keys)
+            .field("role_quotas", &self.role_quotas)
+            .field("key_quotas", &self.key_quotas.len())
+            .field("redaction", &self.redaction)
+            .finish()
     }
 }
 
@@ -353,7 +369,23 @@ impl Config {
                 key: shown.clone(),
                 message: "must be a table {mcp_id, role, expires_at, disabled}".into(),
             })?;
-            self.static_keys.push(static_key(name, entry, &shown)?);
+            let (key, quota) = static_key(name, entry, &shown)?;
+            if let Some(quota) = quota {
+                self.key_quotas.insert(crate::auth::key_id(name), quota);
+            }
+            self.static_keys.push(key);
+            return Ok(Applied::Yes);
+        }
+        if section == "rate_limits" {
+            let role = Role::from_name(name).ok_or_else(|| ConfigError {
+                key: format!("rate_limits.{name}"),
+                message: "not a role; expected writer, auditor or admin".into(),
+            })?;
+            self.role_quotas.insert(role, rate_limit(name, value)?);
+            return Ok(Applied::Yes);
+        }
+        if section == "redaction" {
+            redaction(&mut self.redaction, name, value)?;
             return Ok(Applied::Yes);
         }
         let key = format!("{section}.{name}");
@@ -368,6 +400,74 @@ impl Config {
             .map(|()| Applied::Yes)
             .map_err(|message| ConfigError { key, message })
     }
+}
+
+/// `[rate_limits] <role> = { events_per_second, burst }`.
+fn rate_limit(role: &str, value: &toml::Value) -> Result<Quota, ConfigError> {
+    let bad = |field: &str, message: String| ConfigError {
+        key: format!("rate_limits.{role}.{field}"),
+        message,
+    };
+    let table = value
+        .as_table()
+        .ok_or_else(|| bad("", "must be a table {events_per_second, burst}".into()))?;
+    let (mut rate, mut burst) = (None, None);
+    for (field, value) in table {
+        let n = static_keys::count(value).map_err(|m| bad(field, m))?;
+        match field.as_str() {
+            "events_per_second" => rate = Some(n),
+            "burst" => burst = Some(n),
+            _ => {
+                return Err(bad(
+                    field,
+                    "unknown field; expected events_per_second, burst".into(),
+                ))
+            }
+        }
+    }
+    let rate = rate.ok_or_else(|| bad("events_per_second", "is required".into()))?;
+    Quota::new(rate, burst).map_err(|m| bad("events_per_second", m))
+}
+
+/// One `[redaction]` key: `enabled`, `keys`, `patterns` or `emails`.
+fn redaction(
+    config: &mut RedactionConfig,
+    name: &str,
+    value: &toml::Value,
+) -> Result<(), ConfigError> {
+    let bad = |message: &str| ConfigError {
+        key: format!("redaction.{name}"),
+        message: message.to_owned(),
+    };
+    let strings = |value: &toml::Value| -> Result<Vec<String>, ConfigError> {
+        value
+            .as_array()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| bad("must be a list of strings"))
+    };
+    match name {
+        "enabled" => {
+            config.enabled = value
+                .as_bool()
+                .ok_or_else(|| bad("must be true or false"))?
+        }
+        "emails" => {
+            config.emails = value
+                .as_bool()
+                .ok_or_else(|| bad("must be true or false"))?
+        }
+        "keys" => config.keys = strings(value)?,
+        "patterns" => config.patterns = Some(strings(value)?),
+        _ => return Err(bad("unknown key; expected enabled, keys, patterns, emails")),
+    }
+    // Compiled here too, so a bad pattern is refused when the file is read.
+    crate::redact::Redactor::new(config).map_err(|m| bad(&m))?;
+    Ok(())
 }
 
 /// Whether a file's key was used.
@@ -418,6 +518,53 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn rate_limits_and_redaction_are_read_and_bad_values_named() {
+        let mut config = Config::default();
+        config
+            .apply_toml(
+                "[rate_limits]\nwriter = { events_per_second = 50 }\nadmin = { events_per_second = 5, burst = 9 }\n\
+                 [static_api_keys]\n\"a-limited-key\" = { mcp_id = \"m\", events_per_second = 3, burst = 4 }\n\
+                 [redaction]\nkeys = [\"pin\"]\npatterns = [\"x+\"]\nemails = true\n",
+            )
+            .unwrap();
+        assert_eq!(
+            config.role_quotas[&Role::Writer],
+            Quota::new(50, None).unwrap()
+        );
+        assert_eq!(config.role_quotas[&Role::Admin].burst.get(), 9);
+        let key_id = crate::auth::key_id("a-limited-key");
+        assert_eq!(config.key_quotas[&key_id], Quota::new(3, Some(4)).unwrap());
+        assert_eq!(config.redaction.keys, ["pin"]);
+        assert_eq!(config.redaction.patterns, Some(vec!["x+".to_owned()]));
+        assert!(config.redaction.emails && config.redaction.enabled);
+        assert_eq!(Config::default().redaction, RedactionConfig::default());
+        for (text, key) in [
+            (
+                "[rate_limits]\nboss = { events_per_second = 1 }",
+                "rate_limits.boss",
+            ),
+            (
+                "[rate_limits]\nwriter = { burst = 3 }",
+                "rate_limits.writer.events_per_second",
+            ),
+            (
+                "[rate_limits]\nwriter = { events_per_second = 0 }",
+                "rate_limits.writer.events_per_second",
+            ),
+            (
+                "[static_api_keys]\n\"k\" = { mcp_id = \"m\", burst = 3 }",
+                "burst",
+            ),
+            ("[redaction]\npatterns = [\"(\"]", "redaction.patterns"),
+            ("[redaction]\nenabled = \"yes\"", "redaction.enabled"),
+            ("[redaction]\nkeyz = []", "redaction.keyz"),
+        ] {
+            let err = Config::default().apply_toml(text).unwrap_err();
+            assert!(err.key.ends_with(key), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -2,15 +2,17 @@
 //! Errors name a key by its fingerprint, never by the key.
 
 use crate::auth::{Role, StaticKey};
+use crate::ratelimit::Quota;
 
 use super::{reference, ConfigError};
 
-/// One `[static_api_keys]` entry. `shown` names it by fingerprint: errors never carry the key.
+/// One `[static_api_keys]` entry, and its own rate limit if it sets one. `shown` names it by
+/// fingerprint: errors never carry the key.
 pub(super) fn static_key(
     key: &str,
     entry: &toml::Table,
     shown: &str,
-) -> Result<StaticKey, ConfigError> {
+) -> Result<(StaticKey, Option<Quota>), ConfigError> {
     let bad = |field: &str, message: String| ConfigError {
         key: format!("{shown}.{field}"),
         message,
@@ -22,8 +24,11 @@ pub(super) fn static_key(
         expires_at: None,
         disabled: false,
     };
+    let (mut events_per_second, mut burst) = (None, None);
     for (field, value) in entry {
         match field.as_str() {
+            "events_per_second" => events_per_second = Some(count(value).map_err(|m| bad(field, m))?),
+            "burst" => burst = Some(count(value).map_err(|m| bad(field, m))?),
             "mcp_id" => {
                 parsed.mcp_id = Some(
                     value
@@ -58,7 +63,8 @@ pub(super) fn static_key(
             other => {
                 return Err(bad(
                     other,
-                    "unknown field; expected mcp_id, role, expires_at, disabled".into(),
+                    "unknown field; expected mcp_id, role, expires_at, disabled, events_per_second, burst"
+                        .into(),
                 ))
             }
         }
@@ -70,7 +76,28 @@ pub(super) fn static_key(
         crate::event::check_id("mcp_id", mcp_id, crate::event::ID_BYTES_MAX)
             .map_err(|invalid| bad("mcp_id", invalid.message))?;
     }
-    Ok(parsed)
+    let quota = match (events_per_second, burst) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(bad(
+                "burst",
+                "a burst needs events_per_second beside it".into(),
+            ))
+        }
+        (Some(rate), burst) => {
+            Some(Quota::new(rate, burst).map_err(|m| bad("events_per_second", m))?)
+        }
+    };
+    Ok((parsed, quota))
+}
+
+/// A positive count of events, as a rate or a burst.
+pub(super) fn count(value: &toml::Value) -> Result<u32, String> {
+    value
+        .as_integer()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{value} is not a whole number from 1 to {}", u32::MAX))
 }
 
 /// Unix seconds from a number, an RFC 3339 string, or a TOML offset date-time.

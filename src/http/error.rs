@@ -162,6 +162,32 @@ impl From<SubmitError> for ApiError {
     }
 }
 
+impl From<crate::ratelimit::Limited> for ApiError {
+    fn from(limited: crate::ratelimit::Limited) -> ApiError {
+        use crate::ratelimit::Limited;
+        let message = limited.to_string();
+        match limited {
+            Limited::Later { retry_after, .. } => ApiError {
+                // Whole seconds, rounded up: a client that waits that long finds the tokens.
+                retry_after_s: Some(
+                    u32::try_from(
+                        retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+                    )
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+                ),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+                    .with_field("events_per_second")
+            },
+            // Retrying cannot help: the request must be split.
+            Limited::OverBurst { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "over_burst", message)
+                    .with_field("burst")
+            }
+        }
+    }
+}
+
 /// The body of every error answer.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorJson {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::error::ErrorDetail;
 use super::{ApiError, AppState, ItemError};
 use crate::auth::{Principal, Role};
-use crate::engine::{NewEvent, SubmitError};
+use crate::engine::SubmitError;
 use crate::event;
 
 /// The answer to one accepted event.
@@ -60,6 +60,8 @@ pub(super) async fn one(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<AcceptedJson>, ApiError> {
+    // Before the body is read: a key over its rate costs the server as little as possible.
+    state.rate_limits.check(&principal, 1)?;
     let bytes = read_body(
         &headers,
         body,
@@ -73,7 +75,7 @@ pub(super) async fn one(
     if let Some(refusal) = write_refusal(&principal, &valid.mcp_id) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal).with_field("mcp_id"));
     }
-    let new = NewEvent::from(&valid);
+    let new = state.redactor.new_event(&valid);
     let interaction_id = new.interaction_id().to_owned();
     let (acks, position) = state.engine.submit(vec![new], principal.key_id).await?;
     let ack = acks[0];
@@ -170,6 +172,10 @@ pub(super) async fn batch(
             ),
         ));
     }
+    // A batch costs as many tokens as it holds events, valid or not.
+    state
+        .rate_limits
+        .check(&principal, u32::try_from(items.len()).unwrap_or(u32::MAX))?;
     let checked: Vec<Checked<'_>> = items
         .iter()
         .enumerate()
@@ -256,7 +262,7 @@ async fn store_all_or_nothing(
     let mut forbidden = Vec::new();
     for item in checked {
         match item {
-            Ok(valid) => events.push(NewEvent::from(&valid)),
+            Ok(valid) => events.push(state.redactor.new_event(&valid)),
             Err((StatusCode::FORBIDDEN, error)) => forbidden.push(error),
             Err((_, error)) => errors.push(error),
         }
@@ -321,7 +327,7 @@ pub(super) async fn store_partially(
     while !pending.is_empty() {
         let events = pending
             .iter()
-            .map(|(_, valid)| NewEvent::from(valid))
+            .map(|(_, valid)| state.redactor.new_event(valid))
             .collect();
         match state.engine.submit(events, principal.key_id).await {
             Ok((acks, position)) => {

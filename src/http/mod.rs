@@ -75,6 +75,10 @@ pub struct AppState {
     pub draining: Arc<watch::Sender<bool>>,
     /// Replay streams open per key.
     pub replay_streams: Arc<replay::OpenStreams>,
+    /// Per-key ingest rate limits.
+    pub rate_limits: Arc<crate::ratelimit::RateLimits>,
+    /// Redaction applied to every event before it is stored.
+    pub redactor: Arc<crate::redact::Redactor>,
 }
 
 /// Every route of the service. Every route but the replay stream is bounded by

@@ -23,9 +23,10 @@ use crate::telemetry::{family, TimingHistogram};
 const UNMATCHED: usize = Route::ALL.len();
 const METHODS: [&str; 3] = ["GET", "POST", "other"];
 /// Why an ingest request was refused, by HTTP status.
-const REJECT_REASONS: [(&str, &[u16]); 5] = [
+const REJECT_REASONS: [(&str, &[u16]); 6] = [
     ("invalid", &[400, 413, 415, 422]),
     ("unauthorized", &[401, 403]),
+    ("rate_limited", &[429]),
     ("conflict", &[409]),
     ("unavailable", &[503]),
     ("no_space", &[507]),

@@ -124,6 +124,12 @@ async fn receive(
             refused_span[*span].get_or_insert_with(|| error.message.clone());
         }
     }
+    if !bodies.is_empty() {
+        // The tool calls' events, as a batch's would be.
+        state
+            .rate_limits
+            .check(principal, u32::try_from(bodies.len()).unwrap_or(u32::MAX))?;
+    }
     let mut kept = Vec::with_capacity(checked.len());
     let mut kept_span = Vec::with_capacity(checked.len());
     for ((span, _), item) in bodies.iter().zip(checked) {

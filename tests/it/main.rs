@@ -15,6 +15,8 @@
 //! - `operations`: retention, configuration, JSON logs, SIGTERM under load, a full disk, modes.
 //! - `otlp`: the OTLP/HTTP trace receiver: protobuf and JSON exports, idempotency, bad input, and a
 //!   real MCP server's own spans.
+//! - `protect`: redaction on every ingest path, in stored bytes, files, replay and records; rate
+//!   limits under a flood with a second key answered promptly.
 //! - `queries`: stats and metrics over known fixtures, cursors, time ranges, Prometheus.
 //! - `readme`: every README example run against a fresh server.
 //! - `recovery`: a torn tail is truncated, corruption elsewhere stops start-up.
@@ -32,6 +34,7 @@ mod lifecycle;
 mod openapi;
 mod operations;
 mod otlp;
+mod protect;
 mod queries;
 mod readme;
 mod recovery;

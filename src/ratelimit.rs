@@ -1,0 +1,194 @@
+//! Per-key rate limits on ingest: a token bucket per API key (governor's GCRA), in events per
+//! second with a burst. A static key's own quota comes first, then its role's (`[rate_limits]`
+//! in the configuration); a key with neither is not limited. A batch costs as many tokens as it
+//! holds events. Nothing here knows HTTP.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota as GovernorQuota};
+
+use crate::auth::{KeyId, Principal, Role};
+
+/// Most keys with a bucket at once. Past it every bucket is dropped and begins again full: keys
+/// are few in practice, and the cost of the reset is at most one burst per key.
+pub const BUCKETED_KEYS_MAX: usize = 65_536;
+
+/// A rate: `events_per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Events per second, sustained.
+    pub events_per_second: NonZeroU32,
+    /// Events at once, after an idle spell; also the largest batch the key may send.
+    pub burst: NonZeroU32,
+}
+
+impl Quota {
+    /// A quota; `burst` defaults to one second's worth.
+    pub fn new(events_per_second: u32, burst: Option<u32>) -> Result<Quota, String> {
+        let events_per_second =
+            NonZeroU32::new(events_per_second).ok_or("events_per_second must be at least 1")?;
+        let burst = match burst {
+            None => events_per_second,
+            Some(n) => NonZeroU32::new(n).ok_or("burst must be at least 1")?,
+        };
+        Ok(Quota {
+            events_per_second,
+            burst,
+        })
+    }
+}
+
+impl std::fmt::Display for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events per second (burst {})",
+            self.events_per_second, self.burst
+        )
+    }
+}
+
+/// Why events were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Limited {
+    /// Over the quota now; tokens come back after `retry_after`.
+    #[error("this key is limited to {quota}; retry in {retry_after:?}")]
+    Later {
+        /// The key's quota.
+        quota: Quota,
+        /// When enough tokens will be back.
+        retry_after: Duration,
+    },
+    /// More events in one request than the burst: never admissible as one request.
+    #[error("this request holds {events} events, more than this key's burst: {quota}")]
+    OverBurst {
+        /// The key's quota.
+        quota: Quota,
+        /// Events in the request.
+        events: u32,
+    },
+}
+
+/// The quotas, and a bucket per key that has sent events.
+#[derive(Debug, Default)]
+pub struct RateLimits {
+    by_role: HashMap<Role, Quota>,
+    by_key: HashMap<KeyId, Quota>,
+    buckets: Mutex<HashMap<KeyId, (Quota, Arc<DefaultDirectRateLimiter>)>>,
+}
+
+impl RateLimits {
+    /// Limits from the per-role defaults and the static keys' own quotas.
+    pub fn new(by_role: HashMap<Role, Quota>, by_key: HashMap<KeyId, Quota>) -> RateLimits {
+        RateLimits {
+            by_role,
+            by_key,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Whether any key is limited.
+    pub fn is_empty(&self) -> bool {
+        self.by_role.is_empty() && self.by_key.is_empty()
+    }
+
+    /// The quota of a caller, if it has one.
+    pub fn quota_of(&self, principal: &Principal) -> Option<Quota> {
+        self.by_key
+            .get(&principal.key_id)
+            .or_else(|| self.by_role.get(&principal.role))
+            .copied()
+    }
+
+    /// Takes `events` tokens from the caller's bucket, or says why not (and takes none).
+    pub fn check(&self, principal: &Principal, events: u32) -> Result<(), Limited> {
+        let Some(quota) = self.quota_of(principal) else {
+            return Ok(());
+        };
+        let Some(n) = NonZeroU32::new(events) else {
+            return Ok(());
+        };
+        let bucket = self.bucket(principal.key_id, quota);
+        match bucket.check_n(n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Limited::Later {
+                quota,
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            }),
+            Err(_) => Err(Limited::OverBurst { quota, events }),
+        }
+    }
+
+    fn bucket(&self, key_id: KeyId, quota: Quota) -> Arc<DefaultDirectRateLimiter> {
+        let mut buckets = self.buckets.lock().expect("bucket lock");
+        if let Some((q, bucket)) = buckets.get(&key_id) {
+            if *q == quota {
+                return Arc::clone(bucket);
+            }
+        }
+        if buckets.len() >= BUCKETED_KEYS_MAX {
+            buckets.clear();
+        }
+        let limiter = Arc::new(DefaultDirectRateLimiter::direct(
+            GovernorQuota::per_second(quota.events_per_second).allow_burst(quota.burst),
+        ));
+        buckets.insert(key_id, (quota, Arc::clone(&limiter)));
+        limiter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(role: Role, key: u8) -> Principal {
+        Principal {
+            role,
+            mcp_id: None,
+            key_id: [key; 8],
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn a_key_gets_its_burst_then_waits_and_others_are_untouched() {
+        let writer_quota = Quota::new(10, Some(20)).unwrap();
+        let own = Quota::new(1, Some(5)).unwrap();
+        let limits = RateLimits::new(
+            HashMap::from([(Role::Writer, writer_quota)]),
+            HashMap::from([([9; 8], own)]),
+        );
+        let a = principal(Role::Writer, 1);
+        assert_eq!(limits.check(&a, 15), Ok(()));
+        assert_eq!(limits.check(&a, 5), Ok(()));
+        let Err(Limited::Later { quota, retry_after }) = limits.check(&a, 1) else {
+            panic!("the burst is spent")
+        };
+        assert_eq!(quota, writer_quota);
+        assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(100));
+        // Another writer key has its own bucket; a key's own quota beats its role's.
+        assert_eq!(limits.check(&principal(Role::Writer, 2), 20), Ok(()));
+        let special = principal(Role::Writer, 9);
+        assert_eq!(
+            limits.check(&special, 6),
+            Err(Limited::OverBurst {
+                quota: own,
+                events: 6
+            })
+        );
+        assert_eq!(limits.check(&special, 5), Ok(()));
+        // A role with no quota is not limited.
+        assert_eq!(limits.check(&principal(Role::Admin, 3), 1_000_000), Ok(()));
+    }
+
+    #[test]
+    fn quotas_refuse_zero() {
+        assert!(Quota::new(0, None).is_err());
+        assert!(Quota::new(1, Some(0)).is_err());
+        assert_eq!(Quota::new(7, None).unwrap().burst.get(), 7);
+    }
+}
