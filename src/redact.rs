@@ -207,15 +207,17 @@ impl Redactor {
         let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
         let end = start + raw.get().len();
         let close = body.trim_end().len() - 1;
-        let note = serde_json::json!({"rules": fired, "rule_set": self.version});
-        Some(format!(
-            "{}{}{},\"redaction\":{}{}",
-            &body[..start],
-            payload,
-            &body[end..close],
-            note,
-            &body[close..]
-        ))
+        // Written out, so its bytes do not depend on how serde_json orders maps.
+        let rules = serde_json::to_string(&fired).expect("strings serialize");
+        let note = format!(r#"{{"rules":{rules},"rule_set":"{}"}}"#, self.version);
+        let mut redacted = String::with_capacity(body.len() + note.len() + 16);
+        redacted.push_str(&body[..start]);
+        write_sorted(&payload, &mut redacted);
+        redacted.push_str(&body[end..close]);
+        redacted.push_str(",\"redaction\":");
+        redacted.push_str(&note);
+        redacted.push_str(&body[close..]);
+        Some(redacted)
     }
 
     /// The prefilter: whether a rule could fire on these raw bytes.
@@ -271,6 +273,38 @@ impl Redactor {
             .iter()
             .find(|p| p.as_str() == path)
             .map(|p| format!("path:{p}"))
+    }
+}
+
+/// Compact JSON with every object's keys in byte order: the same bytes whatever order
+/// serde_json's maps keep (a crate feature another dependency may switch on).
+fn write_sorted(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, child)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_sorted(child, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_sorted(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
     }
 }
 
@@ -387,6 +421,22 @@ mod tests {
             ..RedactionConfig::default()
         };
         assert_eq!(redact(&off, &start(r#"{"password":"x"}"#)), None);
+    }
+
+    /// The bytes storage-format.md describes: the client's, but for the payload (compact, keys
+    /// in byte order) and the added `redaction` field before the closing brace.
+    #[test]
+    fn a_redacted_body_keeps_every_other_byte_the_client_sent() {
+        let redactor = Redactor::new(&RedactionConfig::default()).unwrap();
+        let body = r#"{ "action": "interaction_start", "request_data": { "z": 1, "Password": "x", "a": [ 2 ] }, "interaction_id": "i", "mcp_id": "m", "timestamp": 1 }  "#;
+        let redacted = redactor.redacted_body(&validate(body).unwrap()).unwrap();
+        assert_eq!(
+            redacted,
+            format!(
+                r#"{{ "action": "interaction_start", "request_data": {{"Password":"[redacted:key:password]","a":[2],"z":1}}, "interaction_id": "i", "mcp_id": "m", "timestamp": 1 ,"redaction":{{"rules":["key:password"],"rule_set":"{}"}}}}  "#,
+                redactor.version()
+            )
+        );
     }
 
     #[test]

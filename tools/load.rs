@@ -48,6 +48,9 @@ struct LoadArgs {
     /// Seconds of measured load per round.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Put secrets in every event (a password, an API key, a bearer token) for redaction to find.
+    #[arg(long)]
+    secrets: bool,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +65,13 @@ enum Cmd {
         /// The mcplog binary (default: `mcplog` beside this one).
         #[arg(long)]
         server_bin: Option<PathBuf>,
+        /// A configuration file for the mcplog server.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Compare with a second mcplog server run with this configuration file, instead of the
+        /// parse-only handler (e.g. redaction off against the default rules).
+        #[arg(long)]
+        versus_config: Option<PathBuf>,
     },
     /// Run the load against a running server.
     Run {
@@ -98,7 +108,9 @@ fn main() -> anyhow::Result<()> {
             load,
             rounds,
             server_bin,
-        } => runtime.block_on(compare(load, rounds, server_bin)),
+            config,
+            versus_config,
+        } => runtime.block_on(compare(load, rounds, server_bin, config, versus_config)),
     }
 }
 
@@ -166,22 +178,55 @@ impl LoadResult {
     }
 }
 
-async fn compare(load: LoadArgs, rounds: usize, server_bin: Option<PathBuf>) -> anyhow::Result<()> {
+async fn compare(
+    load: LoadArgs,
+    rounds: usize,
+    server_bin: Option<PathBuf>,
+    config: Option<PathBuf>,
+    versus_config: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
     let server_bin = server_bin.unwrap_or_else(|| me.with_file_name("mcplog"));
     let data_dir = std::env::temp_dir().join(format!("mcplog-load-{}", std::process::id()));
+    let versus_dir = data_dir.with_extension("versus");
     let _ = std::fs::remove_dir_all(&data_dir);
-    let mut real_cmd = Command::new(&server_bin);
-    real_cmd
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir);
-    let (mut real, real_addr) = spawn_and_wait(real_cmd).context("starting mcplog serve")?;
+    let _ = std::fs::remove_dir_all(&versus_dir);
+    let serve = |dir: &PathBuf, config: &Option<PathBuf>| {
+        let mut command = Command::new(&server_bin);
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        command
+    };
+    let (mut real, real_addr) =
+        spawn_and_wait(serve(&data_dir, &config)).context("starting mcplog serve")?;
     let key = std::fs::read_to_string(data_dir.join("admin.key"))?
         .trim()
         .to_owned();
-    let mut base_cmd = Command::new(&me);
-    base_cmd.arg("baseline-server");
-    let (mut base, base_addr) = spawn_and_wait(base_cmd).context("starting the baseline server")?;
+    let (mut base, base_addr, base_key) = match &versus_config {
+        None => {
+            let mut base_cmd = Command::new(&me);
+            base_cmd.arg("baseline-server");
+            let (child, addr) = spawn_and_wait(base_cmd).context("starting the baseline server")?;
+            (child, addr, key.clone())
+        }
+        Some(_) => {
+            let (child, addr) = spawn_and_wait(serve(&versus_dir, &versus_config))
+                .context("starting the second mcplog serve")?;
+            let key = std::fs::read_to_string(versus_dir.join("admin.key"))?
+                .trim()
+                .to_owned();
+            (child, addr, key)
+        }
+    };
+    let base_name = if versus_config.is_some() {
+        "versus"
+    } else {
+        "parse-only"
+    };
 
     println!(
         "# {} clients, {} event(s) per request, {} s per round, {rounds} rounds each, alternating",
@@ -191,9 +236,9 @@ async fn compare(load: LoadArgs, rounds: usize, server_bin: Option<PathBuf>) -> 
     let mut base_results = Vec::new();
     let mut offset = 0;
     for round in 0..rounds {
-        let b = measured_round(&base, base_addr, &key, load, offset).await?;
+        let b = measured_round(&base, base_addr, &base_key, load, offset).await?;
         offset += b.requests + 1;
-        println!("round {round} parse-only: {}", b.describe());
+        println!("round {round} {base_name}: {}", b.describe());
         let r = measured_round(&real, real_addr, &key, load, offset).await?;
         offset += r.requests + 1;
         println!("round {round} mcplog:     {}", r.describe());
@@ -205,22 +250,24 @@ async fn compare(load: LoadArgs, rounds: usize, server_bin: Option<PathBuf>) -> 
     let _ = real.wait();
     let _ = base.wait();
     let _ = std::fs::remove_dir_all(&data_dir);
+    let _ = std::fs::remove_dir_all(&versus_dir);
 
     let median = |results: &mut Vec<LoadResult>| {
         results.sort_by(|a, b| a.events_per_s().total_cmp(&b.events_per_s()));
         results[results.len() / 2].clone()
     };
     let (b, r) = (median(&mut base_results), median(&mut real_results));
-    println!("median parse-only: {}", b.describe());
+    println!("median {base_name}: {}", b.describe());
     println!("median mcplog:     {}", r.describe());
     println!(
-        "ratio mcplog / parse-only: {:.2}",
+        "ratio mcplog / {base_name}: {:.2}",
         r.events_per_s() / b.events_per_s()
     );
     // CPU per event is steadier than throughput on a shared machine: it does not depend on how
     // much CPU the load generator and the neighbours left to the server.
     if let (Some(b), Some(r)) = (b.cpu_us_per_event(), r.cpu_us_per_event()) {
-        println!("server CPU per event, parse-only / mcplog: {:.2}", b / r);
+        println!("server CPU per event, {base_name} / mcplog: {:.2}", b / r);
+        println!("server CPU per event (µs), {base_name}: {b:.2}, mcplog: {r:.2}");
     }
     Ok(())
 }
@@ -304,7 +351,7 @@ async fn run_load(
                     break;
                 }
                 let n = next_id.fetch_add(1, Ordering::Relaxed);
-                let (path, body) = request_body(client_no, n, load.batch);
+                let (path, body) = request_body(client_no, n, load.batch, load.secrets);
                 let sent = Instant::now();
                 let response = client.post(path, Some(&key), body).await?;
                 let done = Instant::now();
@@ -340,16 +387,22 @@ async fn run_load(
 }
 
 /// A realistic event (about 250 bytes) or a batch of them.
-fn request_body(client_no: usize, n: u64, batch: usize) -> (&'static str, String) {
+fn request_body(client_no: usize, n: u64, batch: usize, secrets: bool) -> (&'static str, String) {
     let one = |i: usize| {
-        json!({
+        let mut event = json!({
             "action": "interaction_start",
             "interaction_id": format!("load-{client_no}-{n}-{i}"),
             "mcp_id": format!("ocr_workflow_mcp_{:03}", client_no % 8),
             "timestamp": 1_763_900_000.0 + n as f64,
             "request_data": {"file": "invoice-2026-11.pdf", "pages": 3, "lang": "en", "priority": "normal"},
-        })
-        .to_string()
+        });
+        if secrets {
+            event["request_data"]["password"] = json!("hunter2");
+            event["request_data"]["headers"] =
+                json!({"Authorization": "Bearer abcdefghijklmnopqrstuvwxyz0123"});
+            event["request_data"]["note"] = json!("key sk-abcdefghijklmnopqrstuvwxyz01");
+        }
+        event.to_string()
     };
     if batch <= 1 {
         ("/api/v2/interactions", one(0))
