@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use regex::{Regex, RegexBuilder, RegexSet};
+use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -34,14 +34,14 @@ pub const DEFAULT_KEYS: [&str; 12] = [
 
 /// Value patterns redacted by default: (rule name, regular expression).
 pub const DEFAULT_PATTERNS: [(&str, &str); 6] = [
-    ("bearer_token", r"(?i)\bbearer\s+[a-z0-9._~+/=-]{8,}"),
-    ("openai_key", r"\bsk-[A-Za-z0-9_-]{20,}"),
-    ("github_token", r"\bgh[pousr]_[A-Za-z0-9]{30,}"),
-    ("aws_access_key", r"\bAKIA[0-9A-Z]{16}\b"),
-    ("slack_token", r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    ("bearer_token", r"(?i-u)\bbearer\s+[a-z0-9._~+/=-]{8,}"),
+    ("openai_key", r"(?-u)\bsk-[A-Za-z0-9_-]{20,}"),
+    ("github_token", r"(?-u)\bgh[pousr]_[A-Za-z0-9]{30,}"),
+    ("aws_access_key", r"(?-u)\bAKIA[0-9A-Z]{16}\b"),
+    ("slack_token", r"(?-u)\bxox[abprs]-[A-Za-z0-9-]{10,}"),
     (
         "mcplog_key",
-        r"\bmcplog1\.[a-z]+\.[0-9]+\.[0-9a-f]*\.[0-9a-f]{16}\.[0-9a-f]{32}\b",
+        r"(?-u)\bmcplog1\.[a-z]+\.[0-9]+\.[0-9a-f]*\.[0-9a-f]{16}\.[0-9a-f]{32}\b",
     ),
 ];
 
@@ -84,10 +84,10 @@ pub struct Redactor {
     names: Vec<String>,
     /// Lowercased dotted paths.
     paths: Vec<String>,
-    /// Finds any key name or path segment in a raw body, case-insensitively.
-    name_finder: Option<Regex>,
+    /// Matches a raw body in which a rule could fire: any key name or path segment
+    /// (case-insensitively), any pattern, or a JSON escape. One pass over the bytes.
+    prefilter: Regex,
     patterns: Vec<(String, Regex)>,
-    pattern_set: RegexSet,
     version: String,
 }
 
@@ -133,21 +133,17 @@ impl Redactor {
                 Ok((format!("pattern:{name}"), regex))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let pattern_set = RegexSet::new(patterns.iter().map(|(_, re)| re.as_str()))
-            .map_err(|err| format!("redaction patterns do not compile together: {err}"))?;
         // Every name, and every segment of every path, spelled in the raw body is a reason to
-        // look closer.
+        // look closer; so is every pattern, and a backslash (an escape could spell either).
         let mut needles: BTreeSet<String> = names.iter().cloned().collect();
         needles.extend(paths.iter().flat_map(|p| p.split('.').map(str::to_owned)));
-        let name_finder = (!needles.is_empty())
-            .then(|| {
-                let alternation: Vec<String> = needles.iter().map(|n| regex::escape(n)).collect();
-                RegexBuilder::new(&alternation.join("|"))
-                    .case_insensitive(true)
-                    .build()
-            })
-            .transpose()
-            .map_err(|err| format!("redaction keys do not compile: {err}"))?;
+        let mut alternatives: Vec<String> = vec![r"\\".to_owned()];
+        alternatives.extend(needles.iter().map(|n| format!("(?i:{})", regex::escape(n))));
+        alternatives.extend(patterns.iter().map(|(_, re)| format!("(?:{re})")));
+        let prefilter = RegexBuilder::new(&alternatives.join("|"))
+            .size_limit(1 << 22)
+            .build()
+            .map_err(|err| format!("redaction rules do not compile together: {err}"))?;
         let version = {
             let mut hasher = Sha256::new();
             let described = format!(
@@ -161,9 +157,8 @@ impl Redactor {
             enabled: config.enabled,
             names,
             paths,
-            name_finder,
+            prefilter,
             patterns: compiled,
-            pattern_set,
             version,
         })
     }
@@ -222,9 +217,7 @@ impl Redactor {
 
     /// The prefilter: whether a rule could fire on these raw bytes.
     fn may_fire(&self, body: &str) -> bool {
-        body.contains('\\')
-            || self.name_finder.as_ref().is_some_and(|f| f.is_match(body))
-            || self.pattern_set.is_match(body)
+        self.prefilter.is_match(body)
     }
 
     fn walk(&self, value: &mut Value, path: &mut String, fired: &mut BTreeSet<String>) {
