@@ -3,8 +3,10 @@
 //! of.
 //!
 //! - `mcplog-load compare`: starts `mcplog serve` (the binary beside this one) on a fresh data
-//!   directory and a parse-only baseline server, then alternates rounds of the same load against
-//!   each and prints events/s, latency and the ratio.
+//!   directory and a parse-only baseline server (and, if asked, a second mcplog with another
+//!   configuration and a peer server such as the SQLite group-commit one), then alternates rounds
+//!   of the same load against each and prints events/s, latency, server CPU per event and the
+//!   ratios.
 //! - `mcplog-load run --addr HOST:PORT --key KEY`: the load alone, against any server.
 //! - `mcplog-load baseline-server`: the parse-only handler: same routes, same validation, same
 //!   answer shape, but nothing stored.
@@ -68,10 +70,14 @@ enum Cmd {
         /// A configuration file for the mcplog server.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Compare with a second mcplog server run with this configuration file, instead of the
-        /// parse-only handler (e.g. redaction off against the default rules).
+        /// Also measure a second mcplog server run with this configuration file (e.g. redaction
+        /// off against the default rules).
         #[arg(long)]
         versus_config: Option<PathBuf>,
+        /// Also measure a peer server binary taking `PORT DB_PATH` and the same ingest routes
+        /// (such as the SQLite group-commit peer).
+        #[arg(long)]
+        peer_bin: Option<PathBuf>,
     },
     /// Run the load against a running server.
     Run {
@@ -110,7 +116,15 @@ fn main() -> anyhow::Result<()> {
             server_bin,
             config,
             versus_config,
-        } => runtime.block_on(compare(load, rounds, server_bin, config, versus_config)),
+            peer_bin,
+        } => runtime.block_on(compare(
+            load,
+            rounds,
+            server_bin,
+            config,
+            versus_config,
+            peer_bin,
+        )),
     }
 }
 
@@ -178,96 +192,122 @@ impl LoadResult {
     }
 }
 
+/// A server measured by `compare`.
+struct Contestant {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+    key: String,
+    results: Vec<LoadResult>,
+}
+
 async fn compare(
     load: LoadArgs,
     rounds: usize,
     server_bin: Option<PathBuf>,
     config: Option<PathBuf>,
     versus_config: Option<PathBuf>,
+    peer_bin: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
     let server_bin = server_bin.unwrap_or_else(|| me.with_file_name("mcplog"));
-    let data_dir = std::env::temp_dir().join(format!("mcplog-load-{}", std::process::id()));
-    let versus_dir = data_dir.with_extension("versus");
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let _ = std::fs::remove_dir_all(&versus_dir);
-    let serve = |dir: &PathBuf, config: &Option<PathBuf>| {
-        let mut command = Command::new(&server_bin);
-        command
-            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(dir);
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
-        command
-    };
-    let (mut real, real_addr) =
-        spawn_and_wait(serve(&data_dir, &config)).context("starting mcplog serve")?;
-    let key = std::fs::read_to_string(data_dir.join("admin.key"))?
-        .trim()
-        .to_owned();
-    let (mut base, base_addr, base_key) = match &versus_config {
-        None => {
-            let mut base_cmd = Command::new(&me);
-            base_cmd.arg("baseline-server");
-            let (child, addr) = spawn_and_wait(base_cmd).context("starting the baseline server")?;
-            (child, addr, key.clone())
-        }
-        Some(_) => {
-            let (child, addr) = spawn_and_wait(serve(&versus_dir, &versus_config))
-                .context("starting the second mcplog serve")?;
-            let key = std::fs::read_to_string(versus_dir.join("admin.key"))?
+    let scratch = std::env::temp_dir().join(format!("mcplog-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let serve =
+        |dir: PathBuf, config: &Option<PathBuf>| -> anyhow::Result<(Child, SocketAddr, String)> {
+            let mut command = Command::new(&server_bin);
+            command
+                .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+                .arg(&dir);
+            if let Some(config) = config {
+                command.arg("--config").arg(config);
+            }
+            let (child, addr) = spawn_and_wait(command).context("starting mcplog serve")?;
+            let key = std::fs::read_to_string(dir.join("admin.key"))?
                 .trim()
                 .to_owned();
-            (child, addr, key)
+            Ok((child, addr, key))
+        };
+    let contestant = |name, (child, addr, key): (Child, SocketAddr, String)| Contestant {
+        name,
+        child,
+        addr,
+        key,
+        results: Vec::new(),
+    };
+    let mut contestants = vec![contestant(
+        "mcplog",
+        serve(scratch.join("mcplog"), &config)?,
+    )];
+    let key = contestants[0].key.clone();
+    let mut base_cmd = Command::new(&me);
+    base_cmd.arg("baseline-server");
+    let (child, addr) = spawn_and_wait(base_cmd).context("starting the baseline server")?;
+    contestants.push(contestant("parse-only", (child, addr, key.clone())));
+    if versus_config.is_some() {
+        let versus = serve(scratch.join("versus"), &versus_config)?;
+        contestants.push(contestant("versus", versus));
+    }
+    if let Some(peer) = &peer_bin {
+        // A peer takes `PORT DB_PATH`, and says nothing when it is ready: wait for its port.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(peer)
+            .arg(port.to_string())
+            .arg(scratch.join("peer.db"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting the peer {}", peer.display()))?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let ready = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if Instant::now() > ready {
+                bail!("the peer did not open port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    };
-    let base_name = if versus_config.is_some() {
-        "versus"
-    } else {
-        "parse-only"
-    };
+        contestants.push(contestant("peer", (child, addr, key.clone())));
+    }
 
     println!(
         "# {} clients, {} event(s) per request, {} s per round, {rounds} rounds each, alternating",
         load.clients, load.batch, load.seconds
     );
-    let mut real_results = Vec::new();
-    let mut base_results = Vec::new();
     let mut offset = 0;
     for round in 0..rounds {
-        let b = measured_round(&base, base_addr, &base_key, load, offset).await?;
-        offset += b.requests + 1;
-        println!("round {round} {base_name}: {}", b.describe());
-        let r = measured_round(&real, real_addr, &key, load, offset).await?;
-        offset += r.requests + 1;
-        println!("round {round} mcplog:     {}", r.describe());
-        base_results.push(b);
-        real_results.push(r);
+        for c in contestants.iter_mut() {
+            let result = measured_round(&c.child, c.addr, &c.key, load, offset).await?;
+            offset += result.requests + 1;
+            println!("round {round} {:<10} {}", c.name, result.describe());
+            c.results.push(result);
+        }
     }
-    let _ = real.kill();
-    let _ = base.kill();
-    let _ = real.wait();
-    let _ = base.wait();
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let _ = std::fs::remove_dir_all(&versus_dir);
-
-    let median = |results: &mut Vec<LoadResult>| {
-        results.sort_by(|a, b| a.events_per_s().total_cmp(&b.events_per_s()));
-        results[results.len() / 2].clone()
-    };
-    let (b, r) = (median(&mut base_results), median(&mut real_results));
-    println!("median {base_name}: {}", b.describe());
-    println!("median mcplog:     {}", r.describe());
-    println!(
-        "ratio mcplog / {base_name}: {:.2}",
-        r.events_per_s() / b.events_per_s()
-    );
-    // CPU per event is steadier than throughput on a shared machine: it does not depend on how
-    // much CPU the load generator and the neighbours left to the server.
-    if let (Some(b), Some(r)) = (b.cpu_us_per_event(), r.cpu_us_per_event()) {
-        println!("server CPU per event, {base_name} / mcplog: {:.2}", b / r);
-        println!("server CPU per event (µs), {base_name}: {b:.2}, mcplog: {r:.2}");
+    let mut medians = Vec::new();
+    for mut c in contestants {
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+        c.results
+            .sort_by(|a, b| a.events_per_s().total_cmp(&b.events_per_s()));
+        let median = c.results[c.results.len() / 2].clone();
+        println!("median {:<10} {}", c.name, median.describe());
+        medians.push((c.name, median));
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (_, mcplog) = &medians[0];
+    for (name, other) in &medians[1..] {
+        println!(
+            "ratio mcplog / {name}: {:.2} events/s",
+            mcplog.events_per_s() / other.events_per_s()
+        );
+        // CPU per event is steadier than throughput on a shared machine: it does not depend on
+        // how much CPU the load generator and the neighbours left to the server.
+        if let (Some(o), Some(m)) = (other.cpu_us_per_event(), mcplog.cpu_us_per_event()) {
+            println!("server CPU per event (µs), {name}: {o:.2}, mcplog: {m:.2}");
+        }
     }
     Ok(())
 }

@@ -29,6 +29,9 @@ CONFIG = (
     "[static_api_keys]\n"
     + "".join(f'"{writer_key(m)}" = {{ mcp_id = "{m}", role = "writer" }}\n' for m in MCP_IDS)
     + f'"{ADMIN_KEY}" = {{ role = "admin" }}\n'
+    # The server's own redaction would rewrite the client's markers; these tests check what the
+    # client sends, so the server stores it as sent.
+    + "[redaction]\nenabled = false\n"
 )
 
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")

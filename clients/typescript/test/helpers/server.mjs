@@ -17,6 +17,11 @@ export const MCP_ID = "demo_mcp";
 const CONFIG = `[static_api_keys]
 "${WRITER_KEY}" = { mcp_id = "${MCP_ID}", role = "writer" }
 "${ADMIN_KEY}" = { role = "admin" }
+
+# The server's own redaction would rewrite the client's markers; these tests check what the
+# client sends, so the server stores it as sent.
+[redaction]
+enabled = false
 `;
 
 /** Fails (not skips) when the binary is not given: a silently skipped suite proves nothing. */
