@@ -27,7 +27,9 @@ use mcplog::auth::hex;
 use mcplog::event::{EventLine, StoredEvent};
 use mcplog::projector::Projection;
 use mcplog::query;
-use mcplog::storage::{list_segments, scan_log, verify_log, Breaks, SegmentInfo};
+use mcplog::storage::{
+    list_segments, scan_log, scan_log_parallel, verify_log, Breaks, SegmentInfo,
+};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -184,9 +186,11 @@ fn dump(dir: PathBuf, filters: Filters) -> anyhow::Result<ExitCode> {
         until,
     } = filters;
     let dir = segments_dir(&dir)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut failed = None;
-    scan(&dir, |e: &StoredEvent<'_>| {
+    let bar = progress_bar(&dir)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    // Segments are checked and formatted on every core, and written in order (storage's
+    // `scan_log_parallel`); only lines that pass the filters are formatted.
+    let render = |e: &StoredEvent<'_>, buf: &mut Vec<u8>| {
         let received = e.received_at_us as f64 / 1e6;
         let keep = interaction.as_deref().is_none_or(|i| i == e.interaction_id)
             && mcp_id.as_deref().is_none_or(|m| m == e.mcp_id)
@@ -194,39 +198,30 @@ fn dump(dir: PathBuf, filters: Filters) -> anyhow::Result<ExitCode> {
             && to_seq.is_none_or(|s| e.seq <= s)
             && since.is_none_or(|s| received >= s)
             && until.is_none_or(|s| received <= s);
-        if keep && failed.is_none() {
-            let Some(line) = EventLine::of(e) else {
-                failed = Some(anyhow::anyhow!(
-                    "seq {}: the stored body is not JSON",
-                    e.seq
-                ));
-                return;
-            };
-            let written = serde_json::to_writer(&mut out, &line)
-                .map_err(|e| match e.io_error_kind() {
-                    Some(kind) => anyhow::Error::from(std::io::Error::from(kind)),
-                    None => e.into(),
-                })
-                .and_then(|()| Ok(writeln!(out)?));
-            if let Err(err) = written {
-                failed = Some(err);
-            }
+        if keep {
+            EventLine::write_checked(e, buf);
         }
-    })?;
-    match failed {
+    };
+    let mut write_error = None;
+    let scanned = scan_log_parallel(&dir, render, |segment, bytes| {
+        let written = out.write_all(bytes);
+        bar.inc(segment.bytes);
+        if let Err(err) = &written {
+            write_error = Some(err.kind());
+        }
+        written
+    });
+    bar.finish_and_clear();
+    let flushed = match (scanned, write_error) {
+        (Ok(_), _) => out.flush(),
+        (Err(_), Some(kind)) => Err(std::io::Error::from(kind)),
+        (Err(err), None) => return Err(err.into()),
+    };
+    match flushed {
         // A closed pipe (`| head`) is a normal way to stop reading.
-        Some(err) if is_broken_pipe(&err) => Ok(ExitCode::SUCCESS),
-        Some(err) => Err(err),
-        None => {
-            out.flush().or_else(|e| {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(err) => Err(err.into()),
+        Ok(()) => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -412,9 +407,4 @@ fn seconds(us: u64) -> String {
     } else {
         format!("{:.6}", us as f64 / 1e6)
     }
-}
-
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<std::io::Error>()
-        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }

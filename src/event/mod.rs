@@ -154,6 +154,34 @@ impl<'a> EventLine<'a> {
     }
 }
 
+impl EventLine<'_> {
+    /// Appends the line of a stored event, as serializing its [`EventLine`] would give it, and a
+    /// newline, without parsing the body again. For readers that checked the frame's CRC and the
+    /// segment's hash chain first (`mcplog-seg dump`): ingest stored only valid JSON, and those
+    /// checks prove the bytes are the ones stored.
+    pub fn write_checked(event: &StoredEvent<'_>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"seq\":");
+        serde_json::to_writer(&mut *out, &event.seq).expect("an integer serializes");
+        out.extend_from_slice(b",\"received_at\":");
+        serde_json::to_writer(&mut *out, &(event.received_at_us as f64 / 1e6))
+            .expect("a float serializes");
+        out.extend_from_slice(b",\"key_id\":\"");
+        out.extend_from_slice(hex8(&event.key_id).as_bytes());
+        out.extend_from_slice(b"\",\"event\":");
+        if event.body.contains(['\n', '\r']) {
+            out.extend(
+                event
+                    .body
+                    .bytes()
+                    .map(|b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+            );
+        } else {
+            out.extend_from_slice(event.body.as_bytes());
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
 /// Lower-case hex of a key id, without a formatting call per byte (dump and replay print millions).
 fn hex8(bytes: &[u8; 8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -108,6 +108,127 @@ pub fn scan_log(
     Ok(infos)
 }
 
+/// [`scan_log`] on every core: each worker checks a whole segment and turns its events into bytes
+/// with `render` (into one buffer per segment); `write` gets each segment and its buffer in log
+/// order, only once the segment is linked to the one before. At most `threads` segments' buffers exist at
+/// once, so memory stays within a few segments' worth of output whatever the log's size. The
+/// first fault in log order ends the scan, after every segment before it was written.
+pub fn scan_log_parallel(
+    dir: &Path,
+    render: impl Fn(&StoredEvent<'_>, &mut Vec<u8>) + Sync,
+    mut write: impl FnMut(&SegmentInfo, &[u8]) -> std::io::Result<()>,
+) -> Result<Vec<SegmentInfo>, StorageError> {
+    type Rendered = Result<Option<(SegmentInfo, Vec<u8>)>, StorageError>;
+    let names = list_segments(dir)?;
+    let breaks = Breaks::load(dir)?;
+    let count = names.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(count.max(1));
+    // (the next segment to take, the rendered ones not yet written by index, how many were
+    // written): workers wait while `threads` segments are ahead of the writer.
+    let state = Mutex::new((
+        0usize,
+        std::collections::BTreeMap::<usize, Rendered>::new(),
+        0usize,
+    ));
+    let changed = std::sync::Condvar::new();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut infos: Vec<SegmentInfo> = Vec::with_capacity(count);
+    let outcome: Result<(), StorageError> = std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let index = {
+                    let mut guard = state.lock().expect("scan lock");
+                    loop {
+                        let (next, written) = (guard.0, guard.2);
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) || next >= count {
+                            return;
+                        }
+                        // Segments taken but not yet written stay below `threads`: those being
+                        // rendered, and those rendered and waiting for the writer.
+                        if next < written + threads {
+                            guard.0 += 1;
+                            break next;
+                        }
+                        guard = changed.wait(guard).expect("scan lock");
+                    }
+                };
+                let (first_seq, path) = &names[index];
+                let rendered = render_one(path, *first_seq, Mode::of(index + 1 == count), &render);
+                state.lock().expect("scan lock").1.insert(index, rendered);
+                changed.notify_all();
+            });
+        }
+        let result = (|| {
+            for index in 0..count {
+                let rendered = {
+                    let mut guard = state.lock().expect("scan lock");
+                    loop {
+                        if let Some(rendered) = guard.1.remove(&index) {
+                            guard.2 = index + 1;
+                            break rendered;
+                        }
+                        guard = changed.wait(guard).expect("scan lock");
+                    }
+                };
+                changed.notify_all();
+                if let Some(prev) = infos.last() {
+                    check_sealed(&prev.end())?;
+                }
+                let Some((info, bytes)) = rendered? else {
+                    continue;
+                };
+                if let Some(prev) = infos.last() {
+                    check_link(
+                        &prev.end(),
+                        &info.path,
+                        info.first_seq,
+                        &info.prev_hash,
+                        &breaks,
+                    )?;
+                }
+                write(&info, &bytes)
+                    .map_err(StorageError::io("write the output of", &info.path))?;
+                infos.push(info);
+            }
+            Ok(())
+        })();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        changed.notify_all();
+        result
+    });
+    outcome.map(|()| infos)
+}
+
+/// Checks one segment on its own and renders its events.
+fn render_one(
+    path: &Path,
+    first_seq: u64,
+    mode: Mode,
+    render: &(impl Fn(&StoredEvent<'_>, &mut Vec<u8>) + Sync),
+) -> Result<Option<(SegmentInfo, Vec<u8>)>, StorageError> {
+    let map = map_file(path)?;
+    let bytes = map.len() as u64;
+    let mut out = Vec::new();
+    let scanned = scan_segment(
+        path,
+        &map,
+        first_seq,
+        mode,
+        Hashing::Inline,
+        |_| Ok(()),
+        &mut |event| render(event, &mut out),
+    )?;
+    Ok(match scanned {
+        Scanned::HeaderTorn => None,
+        Scanned::Segment(scan) => Some((
+            SegmentInfo::of(path.to_path_buf(), first_seq, bytes, &scan),
+            out,
+        )),
+    })
+}
+
 /// What [`scan_log`] checks, without handing out events: segments are checked on every core at
 /// once, then their links in order. Reports the first fault in log order.
 pub fn verify_log(
@@ -183,4 +304,109 @@ fn check_one(path: &Path, first_seq: u64, mode: Mode) -> Result<Option<SegmentIn
             Some(SegmentInfo::of(path.to_path_buf(), first_seq, bytes, &scan))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::EventLine;
+    use crate::storage::{open, Disk, LogConfig};
+
+    /// A log of several 2 KiB segments, with a body holding a line break now and then.
+    fn log(dir: &Path) -> LogConfig {
+        let config = LogConfig {
+            dir: dir.join("segments"),
+            segment_max_bytes: 2048,
+            segment_max_age: Duration::from_secs(3600),
+            disk: Disk::real(),
+        };
+        let mut opened = open(&config, 1, |_| {}).unwrap();
+        for group in 0..30u64 {
+            let first = opened.writer.next_seq();
+            let ids: Vec<String> = (0..3).map(|i| format!("i-{group}-{i}")).collect();
+            let body = if group % 7 == 0 {
+                "{\"a\":\n1}"
+            } else {
+                "{\"pad\":\"xxxxxxxxxxxxxxxxxxxxxxxx\"}"
+            };
+            let events = super::super::open::test_group(first, &ids, body);
+            opened.writer.append(&events, 10 + group).result.unwrap();
+        }
+        config
+    }
+
+    /// The lines of every event, one core, as `scan_log` hands them out.
+    fn serial_lines(dir: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        scan_log(
+            dir,
+            |e| {
+                out.extend(serde_json::to_vec(&EventLine::of(e).unwrap()).unwrap());
+                out.push(b'\n');
+            },
+            |_| {},
+        )
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn the_parallel_scan_writes_what_the_serial_one_reads_in_log_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = log(dir.path());
+        let mut out = Vec::new();
+        let mut segments = Vec::new();
+        let infos = scan_log_parallel(&config.dir, EventLine::write_checked, |info, bytes| {
+            segments.push(info.first_seq);
+            out.extend_from_slice(bytes);
+            Ok(())
+        })
+        .unwrap();
+        assert!(infos.len() >= 4, "{} segments", infos.len());
+        assert!(segments.windows(2).all(|w| w[0] < w[1]), "{segments:?}");
+        // Byte for byte what serializing each EventLine gives, line breaks in bodies included.
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(serial_lines(&config.dir)).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_damaged_segment_stops_the_parallel_scan_after_every_segment_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = log(dir.path());
+        let names = list_segments(&config.dir).unwrap();
+        let (_, third) = &names[2];
+        let mut bytes = std::fs::read(third).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x10;
+        std::fs::write(third, &bytes).unwrap();
+        let mut written = Vec::new();
+        let err = scan_log_parallel(
+            &config.dir,
+            |_, _| {},
+            |info, _| {
+                written.push(info.path.clone());
+                Ok(())
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&third.file_name().unwrap().to_string_lossy().into_owned()),
+            "{err}"
+        );
+        let before: Vec<_> = names[..2].iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(written, before);
+        // And a writer that fails stops it too, naming the segment.
+        let err = scan_log_parallel(
+            &config.dir,
+            |_, _| {},
+            |_, _| Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+        )
+        .unwrap_err();
+        assert!(matches!(err, StorageError::Io { .. }), "{err}");
+    }
 }

@@ -32,7 +32,7 @@ pub use catalog::{Catalog, CatalogChange, FrameIndex, SegmentView};
 pub(crate) use dir::sync_dir;
 pub use dir::{create_private_dir, list_segments, lock_dir, map_file, LOCK_FILE_NAME};
 pub use disk::Disk;
-pub use inspect::{scan_log, verify_log, SegmentInfo};
+pub use inspect::{scan_log, scan_log_parallel, verify_log, SegmentInfo};
 pub use open::{open, Opened};
 pub use repair::{repair, Break, Breaks, Repaired};
 pub use writer::{LogWriter, Written};

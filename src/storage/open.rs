@@ -232,7 +232,7 @@ fn open_writer(
 /// One group of test events: seqs from `first`, one per id, all with `body`; the actions cycle
 /// through all five so that frames differ.
 #[cfg(test)]
-fn test_group<'a>(first: u64, ids: &'a [String], body: &'a str) -> Vec<StoredEvent<'a>> {
+pub(super) fn test_group<'a>(first: u64, ids: &'a [String], body: &'a str) -> Vec<StoredEvent<'a>> {
     ids.iter()
         .enumerate()
         .map(|(i, id)| StoredEvent {
