@@ -168,7 +168,7 @@ impl EventLine<'_> {
         out.extend_from_slice(b",\"key_id\":\"");
         out.extend_from_slice(hex8(&event.key_id).as_bytes());
         out.extend_from_slice(b"\",\"event\":");
-        if event.body.contains(['\n', '\r']) {
+        if memchr::memchr2(b'\n', b'\r', event.body.as_bytes()).is_some() {
             out.extend(
                 event
                     .body

@@ -210,7 +210,9 @@ fn render_one(
 ) -> Result<Option<(SegmentInfo, Vec<u8>)>, StorageError> {
     let map = map_file(path)?;
     let bytes = map.len() as u64;
-    let mut out = Vec::new();
+    // Lines are about the size of the frames they come from: room for all of them at once, so
+    // the buffer is never copied as it grows.
+    let mut out = Vec::with_capacity(map.len() + map.len() / 8);
     let scanned = scan_segment(
         path,
         &map,
