@@ -8,11 +8,21 @@ rejected). Events are therefore settled in emit order, batch by batch, which
 lets ``flush`` wait for "everything emitted before the call" by comparing
 sequence numbers. Two conditions share the lock: ``_work_cv`` wakes the worker,
 ``_done_cv`` wakes ``flush`` callers.
+
+Re-entry. The lock is taken only through ``_section``, and is re-entrant: a
+signal handler (or a finalizer, or a logging handler) that calls ``emit`` on a
+thread already inside a section must not deadlock. Such a nested call must
+not touch the state either, which the interrupted section may be half-way
+through updating, nor wait (waiting releases the interrupted section's hold
+too). So a nested ``emit`` hands its event to ``_handoff``, which the
+interrupted section admits when it leaves, and a nested ``flush`` or
+``close`` returns without waiting.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import math
@@ -22,11 +32,11 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._events import DEFAULT_PAYLOAD_BYTES_MAX, build_event
+from ._events import DEFAULT_PAYLOAD_BYTES_MAX, InvalidEvent, build_event
 from ._transport import HttpTransport, Response, TransportError
 from ._warn import RateLimitedWarner
 
@@ -34,6 +44,13 @@ logger = logging.getLogger("mcplog")
 
 _MIB = 1024 * 1024
 DEFAULT_QUEUE_MAX_BYTES = 16 * _MIB
+# backoff_base and backoff_max below this would retry an unreachable server in
+# a tight loop (a zero ceiling makes every backoff delay zero).
+MIN_BACKOFF_SECONDS = 0.001
+
+# emit()'s "argument not passed", told apart from an explicit None. Any-typed so
+# it can default the str parameters.
+_MISSING: Any = object()
 
 
 class FlushResult(NamedTuple):
@@ -128,6 +145,7 @@ class Client:
             backoff_max=backoff_max,
             exit_flush_timeout=exit_flush_timeout,
         )
+        _check_backoff(backoff_base=backoff_base, backoff_max=backoff_max)
 
         self.url = url
         self.mcp_id = mcp_id
@@ -158,9 +176,11 @@ class Client:
         """Fresh queue, counters, locks and no worker: at creation, and in a
         forked child, where the parent's worker thread does not exist and its
         locks may have been held by threads that are gone."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant, see "Re-entry" above; only via _section
         self._work_cv = threading.Condition(self._lock)
         self._done_cv = threading.Condition(self._lock)
+        self._holder: int | None = None  # ident of the thread inside a section, not waiting
+        self._handoff: deque[bytes | None] = deque()  # left by nested emits for the holder to admit
         self._stop_event = threading.Event()
         self._warner = RateLimitedWarner()
         self._queue: deque[_Item] = deque()
@@ -174,47 +194,105 @@ class Client:
         self._worker_idle = False  # worker waits for the first event of a batch
         self._lingering = False  # worker waits for a batch to fill up
         self._stopping = False
+        self._exiting = False  # the exit flush has begun: send without lingering
         self._worker: threading.Thread | None = None
 
     def _result_locked(self) -> FlushResult:
+        # len(), not iteration: a nested emit may append to _handoff at any
+        # point. A handed-off event is pending until it is admitted (or dropped).
         return FlushResult(
-            self._delivered, self._rejected, self._dropped, len(self._queue) + len(self._inflight)
+            self._delivered,
+            self._rejected,
+            self._dropped,
+            len(self._queue) + len(self._inflight) + len(self._handoff),
         )
+
+    @contextlib.contextmanager
+    def _section(self) -> Iterator[bool]:
+        """Hold the lock; yield True if this thread was already inside a section
+        (re-entered, e.g. by a signal handler: see "Re-entry" above)."""
+        with self._lock:
+            if self._holder == threading.get_ident():
+                yield True
+                return
+            # A handler running before the next line is not nested: nothing has
+            # been changed yet, so it may admit its event itself.
+            self._holder = threading.get_ident()
+            try:
+                yield False
+            finally:
+                self._leave_locked()
+
+    def _leave_locked(self) -> bool:
+        """End this thread's outermost section (or pause it, for a wait): admit
+        what nested emits handed off, then clear ``_holder``. Returns whether
+        anything was admitted."""
+        holder = self._holder
+        admitted = False
+        try:
+            while True:
+                while self._handoff:
+                    self._warn_dropped(self._admit_locked(self._handoff.popleft()))
+                    admitted = True
+                self._holder = None
+                # A handler that ran just before the line above handed off its
+                # event too; one that runs after it admits its own.
+                if not self._handoff:
+                    return admitted
+                self._holder = holder
+        finally:
+            self._holder = None
+
+    def _wait_locked(self, cv: threading.Condition, timeout: float | None = None) -> None:
+        """``cv.wait`` for an outermost section; callers loop on their condition,
+        so returning early is fine. While waiting the lock is free and this
+        thread is not "inside": a signal handler then takes the lock normally."""
+        try:
+            if not self._leave_locked():  # events just admitted may be what we wait for
+                cv.wait(timeout)
+        finally:
+            self._holder = threading.get_ident()
 
     # ---- public API ----------------------------------------------------
 
-    def emit(self, action: str, interaction_id: str, **fields: Any) -> bool:
-        """Queue one event; never blocks on I/O and never raises.
+    def emit(
+        self, action: str = _MISSING, interaction_id: str = _MISSING, /, *extra: Any, **fields: Any
+    ) -> bool:
+        """``emit(action, interaction_id, **fields)``: queue one event; never
+        blocks on I/O and never raises.
 
         ``fields``: the payload field for the action (``request_data``,
         ``progress_data``, ``result_data``, ``error_data`` or ``cancel_data``),
         and optionally ``timestamp`` (float seconds since the epoch) and
         ``event_id``. Returns True if queued, False if dropped (and counted).
+
+        The parameters are positional-only and ``*extra`` exists so that a call
+        of any other shape (a positional payload dict, a missing id, an
+        argument given twice) reaches the body, where it is dropped, counted
+        and warned about, instead of raising TypeError at the call.
         """
-        try:
-            data = build_event(
-                action,
-                interaction_id,
-                self.mcp_id,
-                fields,
-                redact_names=self._redact,
-                payload_bytes_max=self._payload_bytes_max,
-            )
-        except Exception as exc:  # never raise into the instrumented application
-            self._count_dropped()
-            self._warner.warn("invalid", "mcplog: emit() dropped an invalid event: %s", exc)
+        try:  # never raise into the instrumented application
+            try:
+                data: bytes | None = self._serialize(action, interaction_id, extra, fields)
+            except Exception as exc:
+                self._warner.warn("invalid", "mcplog: emit() dropped an invalid event: %s", exc)
+                data = None  # counted as dropped
+            return self._enqueue(data)
+        except Exception as exc:  # a bug in mcplog itself
+            self._warner.warn("internal", "mcplog: emit() failed unexpectedly: %r", exc)
             return False
-        return self._enqueue(data)
 
     def flush(self, timeout: float = 10.0) -> FlushResult:
         """Wait until every event emitted before this call is delivered or
         rejected, or ``timeout`` seconds pass; return the counters."""
         deadline = time.monotonic() + max(0.0, timeout)
-        with self._lock:
-            target = self._last_seq
-            if self._worker is threading.current_thread():
-                # Called from on_rejected: waiting for ourselves would only time out.
+        with self._section() as nested:
+            if nested or self._worker is threading.current_thread():
+                # Nested (e.g. from a signal handler): this thread holds the lock
+                # in the section it interrupted, so nothing could settle. On the
+                # worker (from on_rejected): waiting for ourselves would only time out.
                 return self._result_locked()
+            target = self._last_seq
             self._flush_waiters += 1
             self._work_cv.notify()  # cut a linger short
             try:
@@ -222,7 +300,7 @@ class Client:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    self._done_cv.wait(remaining)
+                    self._wait_locked(self._done_cv, remaining)
             finally:
                 self._flush_waiters -= 1
             return self._result_locked()
@@ -231,8 +309,13 @@ class Client:
         """Flush for up to ``timeout`` seconds, then stop the worker. Later
         emits are dropped (and counted). Returns the final counters."""
         deadline = time.monotonic() + max(0.0, timeout)
-        with self._lock:
+        with self._section() as nested:
             self._closed = True
+            if nested:
+                # E.g. a SIGTERM handler that interrupted this thread inside the
+                # client: nothing is sent until that section resumes, so do not
+                # wait or stop the worker; the exit flush still delivers the rest.
+                return self._result_locked()
         self.flush(timeout)
         worker = self._stop_worker()
         _unregister(self)
@@ -240,7 +323,7 @@ class Client:
             # The worker may be inside an HTTP request (up to request_timeout);
             # it is a daemon thread, so do not wait past the caller's timeout.
             worker.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
+        with self._section():
             return self._result_locked()
 
     def __enter__(self) -> Client:
@@ -251,38 +334,65 @@ class Client:
 
     # ---- emit side -------------------------------------------------------
 
-    def _enqueue(self, data: bytes) -> bool:
-        with self._lock:
-            if self._closed:
-                reason = "closed"
-            elif (
-                len(self._queue) >= self._queue_max_events
-                or self._queued_bytes + len(data) > self._queue_max_bytes
-            ):
-                reason = "full"
-            else:
-                self._last_seq += 1
-                self._queue.append(_Item(self._last_seq, data))
-                self._queued_bytes += len(data)
-                self._ensure_worker_locked()
-                if self._worker_idle or (self._lingering and self._batch_ready_locked()):
-                    self._work_cv.notify()
-                return True
-            self._dropped += 1
+    def _serialize(
+        self, action: object, interaction_id: object, extra: tuple[Any, ...], fields: dict[str, Any]
+    ) -> bytes:
+        action, interaction_id = _call_arguments(action, interaction_id, extra, fields)
+        return build_event(
+            action,
+            interaction_id,
+            self.mcp_id,
+            fields,
+            redact_names=self._redact,
+            payload_bytes_max=self._payload_bytes_max,
+        )
+
+    def _enqueue(self, data: bytes | None) -> bool:
+        """Admit one serialized event; None counts an invalid emit() as dropped."""
+        with self._section() as nested:
+            if nested:
+                # This thread was interrupted inside the client: the section it
+                # was in admits the event when it leaves (and counts and warns
+                # if the queue is full by then).
+                self._handoff.append(data)
+                return data is not None
+            reason = self._admit_locked(data)
+        self._warn_dropped(reason)  # outside the lock: logging may be slow
+        return reason is None
+
+    def _admit_locked(self, data: bytes | None) -> str | None:
+        """Queue ``data``, or count it as dropped and return why."""
+        if data is None:
+            reason = "invalid"
+        elif self._closed:
+            reason = "closed"
+        elif (
+            len(self._queue) >= self._queue_max_events
+            or self._queued_bytes + len(data) > self._queue_max_bytes
+        ):
+            reason = "full"
+        else:
+            self._last_seq += 1
+            self._queue.append(_Item(self._last_seq, data))
+            self._queued_bytes += len(data)
+            self._ensure_worker_locked()
+            if self._worker_idle or (self._lingering and self._batch_ready_locked()):
+                self._work_cv.notify()
+            return None
+        self._dropped += 1
+        return reason
+
+    def _warn_dropped(self, reason: str | None) -> None:
+        # "invalid" was already warned about, with the reason, by emit().
         if reason == "closed":
             self._warner.warn("closed", "mcplog: emit() after close(); event dropped")
-        else:
+        elif reason == "full":
             self._warner.warn(
                 "full",
                 "mcplog: queue full (%d events / %d bytes max); event dropped",
                 self._queue_max_events,
                 self._queue_max_bytes,
             )
-        return False
-
-    def _count_dropped(self) -> None:
-        with self._lock:
-            self._dropped += 1
 
     def _ensure_worker_locked(self) -> None:
         if self._worker is not None or self._stopping:
@@ -320,7 +430,7 @@ class Client:
 
     def _take_batch(self) -> list[_Item] | None:
         """Block until a batch is ready; None when the client is stopping."""
-        with self._lock:
+        with self._section():
             if self._stopping:
                 return None
             if self._inflight:  # left over by an unexpected error: resend it
@@ -328,7 +438,7 @@ class Client:
             self._worker_idle = True
             try:
                 while not self._queue and not self._stopping:
-                    self._work_cv.wait()
+                    self._wait_locked(self._work_cv)
             finally:
                 self._worker_idle = False
             if self._stopping:
@@ -340,6 +450,7 @@ class Client:
     def _batch_ready_locked(self) -> bool:
         return (
             self._stopping
+            or self._exiting
             or self._flush_waiters > 0
             or len(self._queue) >= self._batch_max_events
             or self._queued_bytes >= self._batch_max_bytes
@@ -355,7 +466,7 @@ class Client:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                self._work_cv.wait(remaining)
+                self._wait_locked(self._work_cv, remaining)
         finally:
             self._lingering = False
 
@@ -491,7 +602,7 @@ class Client:
         for _, rejection in rejected:
             self._report_rejection(rejection)
         settled = {item.seq for item in delivered} | {item.seq for item, _ in rejected}
-        with self._lock:
+        with self._section():
             self._delivered += len(delivered)
             self._rejected += len(rejected)
             self._inflight = [item for item in self._inflight if item.seq not in settled]
@@ -516,7 +627,7 @@ class Client:
     # ---- stopping, exit and fork ------------------------------------------
 
     def _stop_worker(self) -> threading.Thread | None:
-        with self._lock:
+        with self._section():
             self._stopping = True
             self._work_cv.notify_all()
             self._done_cv.notify_all()
@@ -524,11 +635,21 @@ class Client:
         self._stop_event.set()  # interrupts a retry backoff
         return worker
 
-    def _flush_at_exit(self) -> None:
-        with self._lock:
-            if self._closed or self._last_seq == 0:
+    def _begin_exit(self) -> None:
+        """Send what is queued now, without lingering, so that every client's
+        worker delivers while _flush_all_at_exit waits for another client."""
+        with self._section():
+            self._exiting = True
+            self._work_cv.notify()
+
+    def _flush_at_exit(self, exit_started: float) -> None:
+        """Wait until ``exit_flush_timeout`` seconds after ``exit_started``."""
+        with self._section():
+            # Not "closed": a close() from a signal handler could not wait (see
+            # close), so what it left queued is delivered here.
+            if self._stopping or self._lowest_unsettled_locked() == math.inf:
                 return
-        result = self.flush(self._exit_flush_timeout)
+        result = self.flush(max(0.0, exit_started + self._exit_flush_timeout - time.monotonic()))
         self._stop_worker()
         if result.pending:
             logger.warning(
@@ -564,6 +685,39 @@ def _check_seconds(**durations: float) -> None:
         )
 
 
+def _check_backoff(**durations: float) -> None:
+    # After _check_seconds: these are finite numbers already.
+    for name, value in durations.items():
+        _require(
+            value >= MIN_BACKOFF_SECONDS,
+            f"{name} must be at least {MIN_BACKOFF_SECONDS} seconds, got {value!r}",
+        )
+
+
+def _call_arguments(
+    action: object, interaction_id: object, extra: tuple[Any, ...], fields: dict[str, Any]
+) -> tuple[object, object]:
+    """``emit``'s action and interaction_id, whether passed by position or by
+    name; InvalidEvent for a call of any other shape."""
+    if extra:
+        # A positional dict is most likely the payload; which field it was
+        # meant for is a guess, so it is refused with a hint rather than stored.
+        hint = " (pass the payload by name, e.g. request_data={...})" if isinstance(extra[0], Mapping) else ""
+        raise InvalidEvent(f"emit() takes 2 positional arguments but {2 + len(extra)} were given{hint}")
+    return _by_position_or_name("action", action, fields), _by_position_or_name(
+        "interaction_id", interaction_id, fields
+    )
+
+
+def _by_position_or_name(name: str, positional: object, fields: dict[str, Any]) -> object:
+    named = fields.pop(name, _MISSING)
+    if positional is _MISSING and named is _MISSING:
+        raise InvalidEvent(f"emit() is missing {name}")
+    if positional is not _MISSING and named is not _MISSING:
+        raise InvalidEvent(f"emit() got {name} twice, by position and by name")
+    return positional if named is _MISSING else named
+
+
 # Every live client, for the exit flush and the fork handler. Weak, so a
 # client that was never used (no worker thread holds it) can be collected.
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
@@ -581,11 +735,20 @@ def _unregister(client: Client) -> None:
 
 
 def _flush_all_at_exit() -> None:
+    # One clock for all: each client waits until its own exit_flush_timeout
+    # after exit began, so exit takes the largest of them, not their sum. The
+    # workers deliver concurrently meanwhile (none lingers: _begin_exit).
+    exit_started = time.monotonic()
     with _clients_lock:
         clients = list(_clients)
+    _each_client(clients, Client._begin_exit)
+    _each_client(clients, lambda client: client._flush_at_exit(exit_started))
+
+
+def _each_client(clients: list[Client], action: Callable[[Client], object]) -> None:
     for client in clients:
         try:
-            client._flush_at_exit()
+            action(client)
         except Exception:
             logger.exception("mcplog: flushing at exit failed")
 

@@ -9,9 +9,12 @@ on one event loop each see their own call.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol
+
+logger = logging.getLogger("mcplog")
 
 
 class ProgressSink(Protocol):
@@ -46,4 +49,5 @@ def progress(data: Mapping[str, Any]) -> bool:
     try:
         return call.progress(data)
     except Exception:  # logging must never break the tool
+        logger.debug("mcplog: progress() failed", exc_info=True)
         return False

@@ -48,7 +48,10 @@ class ToolCall:
         self.capture_arguments = capture_arguments
         self.capture_results = capture_results
         self.interaction_id = uuid7()
-        self._lock = threading.Lock()
+        # Held while emitting (emit never blocks), so that no progress can be
+        # queued after the terminal event. Re-entrant so that a signal handler
+        # reporting progress while this thread emits cannot deadlock.
+        self._lock = threading.RLock()
         self._finished = False
 
     def start(self) -> None:
@@ -64,7 +67,7 @@ class ToolCall:
         with self._lock:
             if self._finished:  # e.g. a background task reporting after the call returned
                 return False
-        return self.client.emit("interaction_progress", self.interaction_id, progress_data=data)
+            return self.client.emit("interaction_progress", self.interaction_id, progress_data=data)
 
     def sdk_progress(self, progress: Any, total: Any, message: Any) -> bool:
         return self.progress({"progress": progress, "total": total, "message": message})
@@ -89,7 +92,7 @@ class ToolCall:
             if self._finished:
                 return
             self._finished = True
-        self.client.emit(action, self.interaction_id, **fields)
+            self.client.emit(action, self.interaction_id, **fields)
 
 
 def describe_exception(exc: BaseException) -> tuple[str, str, int | None]:

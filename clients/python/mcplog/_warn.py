@@ -17,7 +17,10 @@ WARN_INTERVAL_SECONDS = 10.0
 class RateLimitedWarner:
     def __init__(self, interval: float = WARN_INTERVAL_SECONDS) -> None:
         self._interval = interval
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler may warn while this thread is inside
+        # warn(). The rate limit is best effort, so such an interleaving may at
+        # worst log one warning too many or miscount the suppressed ones.
+        self._lock = threading.RLock()
         # key -> (monotonic time of the last warning logged, suppressed since)
         self._state: dict[str, tuple[float, int]] = {}
 
@@ -33,8 +36,3 @@ class RateLimitedWarner:
             message += " (%d similar warnings suppressed)"
             args = (*args, suppressed)
         logger.warning(message, *args)
-
-    def reset_after_fork(self) -> None:
-        # The parent's lock may have been held by another thread at fork time.
-        self._lock = threading.Lock()
-        self._state = {}

@@ -12,6 +12,7 @@ cancellation exception; both are recorded and re-raised unchanged.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastmcp.server.middleware import CallNext, Middleware, MiddlewareContext
@@ -20,6 +21,8 @@ from ._client import Client
 from ._instrument import ToolCall, run_tool_call
 
 __all__ = ["McpLogMiddleware"]
+
+logger = logging.getLogger("mcplog")
 
 
 class McpLogMiddleware(Middleware):
@@ -51,7 +54,8 @@ def _session_of(context: MiddlewareContext[Any]) -> Any:
     try:
         request_context = context.fastmcp_context.request_context if context.fastmcp_context else None
         return request_context.session if request_context is not None else None
-    except Exception:
+    except Exception:  # a fastmcp change must not break tool calls; only SDK progress is lost
+        logger.debug("mcplog: cannot find the request's session; SDK progress not recorded", exc_info=True)
         return None
 
 

@@ -9,6 +9,8 @@ import re
 import threading
 import time
 
+import pytest
+
 import mcplog
 from _faultproxy import FORWARD, FaultProxy
 from _server import WRITER_KEY, unique
@@ -180,6 +182,40 @@ def test_emit_never_raises_on_bad_input(server, make_client, caplog):
     assert client.flush(10).delivered == 1
     data = server.record(iid)["request_data"]
     assert data["tags"] == ["a"] and data["raw"] == "hi" and "module" in data["when"]
+
+
+def test_emit_of_the_wrong_shape_is_dropped_not_raised(server, make_client, caplog):
+    caplog.set_level(logging.WARNING, logger="mcplog")
+    client = make_client(server.url)
+    iid = unique("shape")
+    wrong_shape = [
+        lambda: client.emit("start", iid, {"tool": "t"}),  # the payload as a positional dict
+        lambda: client.emit("start", iid, "extra", "args"),
+        lambda: client.emit("start"),
+        lambda: client.emit(),
+        lambda: client.emit("start", iid, action="complete"),  # given twice
+        lambda: client.emit("start", iid, interaction_id="other"),
+        lambda: client.emit(interaction_id=iid),
+        lambda: client.emit("start", iid, self=client),
+    ]
+    for call in wrong_shape:
+        assert call() is False
+    assert client.flush(5) == mcplog.FlushResult(delivered=0, rejected=0, dropped=len(wrong_shape), pending=0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("pass the payload by name, e.g. request_data=" in m for m in messages)
+    assert len([m for m in messages if "invalid event" in m]) == 1  # rate-limited
+
+    # The documented shapes, by position and by name, still work.
+    assert client.emit("start", iid, request_data={"tool": "t"})
+    assert client.emit(action="complete", interaction_id=iid, result_data={"ok": True})
+    assert client.flush(10).delivered == 2
+    assert server.record(iid)["status"] == "completed"
+
+
+def test_zero_backoff_is_refused(server):
+    for option in ("backoff_base", "backoff_max"):
+        with pytest.raises(ValueError, match=option):
+            mcplog.Client(server.url, WRITER_KEY, "demo_mcp", **{option: 0})
 
 
 def test_emit_after_close_is_dropped(server, make_client):

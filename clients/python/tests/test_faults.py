@@ -1,11 +1,13 @@
 """Faults: server down, 503 + Retry-After, a connection killed mid-batch, a
-full queue, process exit with pending events, fork."""
+full queue, process exit with pending events, fork, a signal handler that
+emits while the client is busy."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -143,29 +145,22 @@ client.emit("complete", iid, result_data={"ok": True})
 """
 
 
-def run_exit_script(
-    url: str, iid: str, count: int, exit_timeout: float
-) -> tuple[subprocess.CompletedProcess[str], float]:
+def run_script(script: str, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``script`` in a fresh interpreter; returns it and its wall time."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
     started = time.monotonic()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            EXIT_SCRIPT,
-            url,
-            writer_key("exit_mcp"),
-            "exit_mcp",
-            iid,
-            str(count),
-            str(exit_timeout),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=30
     )
     return proc, time.monotonic() - started
+
+
+def run_exit_script(
+    url: str, iid: str, count: int, exit_timeout: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    return run_script(
+        EXIT_SCRIPT, url, writer_key("exit_mcp"), "exit_mcp", iid, str(count), str(exit_timeout)
+    )
 
 
 def test_exit_delivers_pending_events(server):
@@ -182,33 +177,125 @@ def test_exit_with_the_server_unreachable_gives_up_after_exit_flush_timeout(make
     assert "exiting with 20 events not delivered" in proc.stderr
 
 
+EXIT_MANY_SCRIPT = """
+import sys, mcplog
+down_url, live_url, key, mcp_id, iid, clients_down, exit_timeout = sys.argv[1:]
+for n in range(int(clients_down)):
+    client = mcplog.Client(down_url, key, mcp_id, exit_flush_timeout=float(exit_timeout))
+    client.emit("start", f"{iid}-down{n}")
+# A long linger: this client's events go out at exit only if the exit flush
+# gets every worker sending at once, whichever client it waits for first.
+live = mcplog.Client(live_url, key, mcp_id, exit_flush_timeout=float(exit_timeout), linger=60.0)
+live.emit("start", iid)
+live.emit("complete", iid)
+"""
+
+
+def test_exit_waits_for_all_clients_together_not_one_after_another(server):
+    clients_down, exit_timeout = 4, 1.0
+    iid = unique("exit-many")
+    proc, elapsed = run_script(
+        EXIT_MANY_SCRIPT,
+        f"http://127.0.0.1:{free_port()}",
+        server.url,
+        writer_key("exit_mcp"),
+        "exit_mcp",
+        iid,
+        str(clients_down),
+        str(exit_timeout),
+    )
+    assert proc.returncode == 0, proc.stderr
+    # One shared exit_flush_timeout (one after another would take 4 s).
+    assert elapsed < exit_timeout + 2.5
+    assert proc.stderr.count("exiting with 1 events not delivered") == clients_down
+    assert_stored_exactly_once(server, {iid: 2})
+
+
 # (f) -------------------------------------------------------------------------
 
 
 # Forking while the worker thread runs is exactly the case under test (3.12+ warns about it).
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_forked_child_gets_a_fresh_queue_and_worker(server, make_client):
-    client = make_client(server.url, mcp_id="fork_mcp")
+    # A long linger keeps the parent's events queued (not sent) until a flush.
+    client = make_client(server.url, mcp_id="fork_mcp", linger=60.0)
     parent_iid, child_iid = unique("parent"), unique("child")
     client.emit("start", parent_iid)
     assert client.flush(10).delivered == 1  # the parent's worker thread is running now
+    client.emit("progress", parent_iid, progress_data={"queued": "before fork"})
+    client.emit("progress", parent_iid, progress_data={"queued": "before fork"})
+    assert client.flush(0).pending == 2
 
     pid = os.fork()
     if pid == 0:  # child: the parent's worker thread does not exist here
         code = 1
         try:
+            # Fresh queue and counters: the parent's queued events are not here.
+            code = 2 if client.flush(0) != mcplog.FlushResult(0, 0, 0, 0) else 3
             emit_lifecycle(client, child_iid, 1)
             result = client.flush(10)
             # Fresh counters: the parent's delivered event is not counted here.
-            code = 0 if result == mcplog.FlushResult(3, 0, 0, 0) else 2
+            code = 0 if result == mcplog.FlushResult(3, 0, 0, 0) else 4
         finally:
             os._exit(code)
 
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    client.emit("complete", parent_iid)  # the parent is unaffected
-    assert client.flush(10).delivered == 2
-    assert_stored_exactly_once(server, {child_iid: 3, parent_iid: 2})
+    # The events queued before the fork stayed with the parent, which delivers
+    # them (once: the child did not send them too).
+    client.emit("complete", parent_iid)
+    assert client.flush(10) == mcplog.FlushResult(delivered=4, rejected=0, dropped=0, pending=0)
+    assert_stored_exactly_once(server, {child_iid: 3, parent_iid: 4})
+
+
+# (g) -------------------------------------------------------------------------
+
+SIGNAL_SCRIPT = """
+import collections, json, signal, sys, threading, mcplog
+url, key, mcp_id, iid = sys.argv[1:]
+client = mcplog.Client(url, key, mcp_id)
+seen = {}
+
+def handler(signum, frame):
+    seen["nested"] = client._holder == threading.get_ident()
+    seen["emit"] = client.emit("progress", iid, progress_data={"from": "signal handler"})
+    seen["flush_pending"] = client.flush(10).pending  # cannot wait here, must not hang
+
+class InterruptedQueue(collections.deque):
+    # The signal lands while emit() holds the client's lock, half-way through queueing.
+    armed = True
+
+    def append(self, item):
+        if self.armed:
+            self.armed = False
+            signal.raise_signal(signal.SIGUSR1)  # the Python handler runs before this returns
+        super().append(item)
+
+signal.signal(signal.SIGUSR1, handler)
+client._queue = InterruptedQueue()
+client.emit("start", iid, request_data={})
+client.emit("complete", iid, result_data={})
+seen["close"] = list(client.close(10))
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs POSIX signals")
+def test_emit_from_a_signal_handler_that_interrupted_emit_does_not_deadlock(server):
+    iid = unique("signal")
+    proc, _ = run_script(SIGNAL_SCRIPT, server.url, writer_key("demo_mcp"), "demo_mcp", iid)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["nested"] is True  # the handler really ran inside the client
+    assert seen["emit"] is True
+    assert seen["flush_pending"] == 1  # its own event, handed off, not admitted yet
+    assert seen["close"] == [3, 0, 0, 0]
+    events = server.events(iid)
+    assert [e["action"] for e in events] == [
+        "interaction_start",
+        "interaction_progress",
+        "interaction_complete",
+    ]
 
 
 # A server without partial mode (older releases) ------------------------------

@@ -148,10 +148,11 @@ export class McpLogClient {
     }
   }
 
-  // beforeExit fires when the event loop has nothing left to do (the worker's timers are
-  // unref()ed, so they do not count). Closing here arms a referenced timer of at most
-  // exitFlushTimeoutMs, which keeps the process alive just long enough to deliver what is
-  // pending; then close() abandons what is left and the process exits.
+  // beforeExit fires when the event loop has nothing left to do (the worker's timers and its
+  // request's socket are unref()ed, so they do not count, even mid-request). Closing here arms
+  // a referenced timer of at most exitFlushTimeoutMs, which keeps the process alive just long
+  // enough to deliver what is pending; then close() stops the worker, which aborts a request
+  // still in flight, and the process exits.
   // process.exit() and signals do not fire beforeExit: such programs must await close() themselves.
   private onBeforeExit(): void {
     if (this.closing || this.worker.pending === 0) return;

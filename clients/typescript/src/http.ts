@@ -2,6 +2,8 @@
 // must do next. No retry loop here (that is the worker's job); this module only knows HTTP and
 // the server's answer formats.
 
+import http from "node:http";
+import https from "node:https";
 import type { QueuedEvent } from "./queue.js";
 import { parseRetryAfterMs } from "./timing.js";
 
@@ -28,8 +30,9 @@ export interface RejectedEvent {
 
 export type Outcome =
   /** The server decided on every event: delivered (stored or duplicate) or rejected. `resend`
-   *  lists events that were not stored and must be sent again (all-or-nothing mode only). */
-  | { kind: "settled"; delivered: number; rejected: RejectedEvent[]; resend: QueuedEvent[] }
+   *  lists events that were not stored and must be sent again (all-or-nothing mode only).
+   *  Events are named, not counted, so the worker can tell which ones are settled. */
+  | { kind: "settled"; delivered: QueuedEvent[]; rejected: RejectedEvent[]; resend: QueuedEvent[] }
   /** Nothing decided: send the same events again later, not before retryAfterMs. */
   | { kind: "retry"; reason: string; retryAfterMs: number }
   /** 413 for the whole request: the batch must be split. */
@@ -56,47 +59,104 @@ interface ErrorBody {
   errors?: unknown;
 }
 
+/**
+ * Most bytes of an answer read. The server's largest answer (a 207 for 1000 events) is a few
+ * hundred KiB; anything much larger is not the server's (a proxy's page, a wrong URL) and must
+ * not be buffered without limit. Such an answer decides nothing, so the batch is retried.
+ */
+export const RESPONSE_BYTES_MAX = 4 * 1024 * 1024;
+
+/** The parts of an HTTP answer that classify() needs. */
+interface Answer {
+  status: number;
+  retryAfter: string | null;
+  text: string;
+}
+
+class AnswerTooLargeError extends Error {}
+
 export async function postBatch(events: QueuedEvent[], opts: PostOptions): Promise<Outcome> {
+  if (opts.stopSignal.aborted) return { kind: "stopped" };
   // The bodies were serialized at emit time; joining them keeps each event byte-identical
   // across retries, which is what makes the server's event_id de-duplication work.
   let body = "[";
   for (let i = 0; i < events.length; i++) body += (i ? "," : "") + events[i].body;
   body += "]";
 
-  const timeout = new AbortController();
-  const timer = setTimeout(() => timeout.abort(), opts.timeoutMs);
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), opts.timeoutMs);
   timer.unref();
-  const onStop = () => timeout.abort();
+  const onStop = () => abort.abort();
   opts.stopSignal.addEventListener("abort", onStop, { once: true });
 
-  let status: number;
-  let text: string;
-  let retryAfter: string | null;
+  let answer: Answer;
   try {
-    const url = `${opts.baseUrl}/api/v2/interactions/batch${opts.partial ? "?partial=true" : ""}`;
-    const res = await fetch(url, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${opts.apiKey}`,
-        "content-type": "application/json",
-      },
-      body,
-      signal: timeout.signal,
-    });
-    status = res.status;
-    retryAfter = res.headers.get("retry-after");
-    text = await res.text();
+    const url = new URL(`${opts.baseUrl}/api/v2/interactions/batch${opts.partial ? "?partial=true" : ""}`);
+    answer = await post(url, opts.apiKey, body, abort.signal);
   } catch (err) {
     if (opts.stopSignal.aborted) return { kind: "stopped" };
-    // Network error (refused, reset, DNS) or our timeout. The server may or may not have stored
-    // the batch: resending is safe because the bodies (and event_ids) are identical.
-    const reason = timeout.signal.aborted ? `no answer within ${opts.timeoutMs} ms` : describeNetworkError(err);
+    // Network error (refused, reset, DNS), our timeout, or an oversized answer. The server may
+    // or may not have stored the batch: resending is safe because the bodies (and event_ids)
+    // are identical.
+    const reason =
+      err instanceof AnswerTooLargeError ? err.message : abort.signal.aborted ? `no answer within ${opts.timeoutMs} ms` : describeNetworkError(err);
     return { kind: "retry", reason, retryAfterMs: 0 };
   } finally {
     clearTimeout(timer);
     opts.stopSignal.removeEventListener("abort", onStop);
   }
-  return classify(events, status, text, retryAfter, opts.partial);
+  return classify(events, answer.status, answer.text, answer.retryAfter, opts.partial);
+}
+
+/**
+ * One POST, with node:http(s) rather than fetch, for two reasons:
+ * - fetch keeps its socket referenced while a request is in flight, so a program whose work is
+ *   done would stay up until requestTimeoutMs before `beforeExit` even fired. This socket is
+ *   unref()ed: how long the process stays up for delivery is decided by the exit flush
+ *   (client.ts, exitFlushTimeoutMs), which aborts the request through `signal` at its limit.
+ * - node:http never follows redirects: a 3xx reaches classify() (retried) instead of being
+ *   followed as a GET that drops the batch.
+ */
+function post(url: URL, apiKey: string, body: string, signal: AbortSignal): Promise<Answer> {
+  return new Promise<Answer>((resolve, reject) => {
+    const request = url.protocol === "https:" ? https.request : http.request;
+    const req = request(url, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${apiKey}`,
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+      },
+      signal,
+    });
+    req.on("socket", (socket) => socket.unref());
+    req.on("error", reject);
+    req.on("response", (res) => readAnswer(res).then(resolve, reject));
+    req.end(body);
+  });
+}
+
+/** Reads the answer's body, at most RESPONSE_BYTES_MAX of it. */
+function readAnswer(res: http.IncomingMessage): Promise<Answer> {
+  return new Promise<Answer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    res.on("data", (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > RESPONSE_BYTES_MAX) {
+        res.destroy(new AnswerTooLargeError(`HTTP ${res.statusCode} answer larger than ${RESPONSE_BYTES_MAX} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    res.on("end", () => {
+      const retryAfter = res.headers["retry-after"];
+      resolve({ status: res.statusCode ?? 0, retryAfter: typeof retryAfter === "string" ? retryAfter : null, text: Buffer.concat(chunks).toString("utf8") });
+    });
+    res.on("error", reject);
+    // Closed before the end (reset, aborted): a no-op after "end" or "error" settled the promise.
+    res.on("close", () => reject(new Error("connection closed before the answer was complete")));
+  });
 }
 
 export function classify(
@@ -108,8 +168,8 @@ export function classify(
 ): Outcome {
   const json = parseJson(text);
 
-  if (status === 207) return classifyPartial(events, json);
-  if (status >= 200 && status < 300) return { kind: "settled", delivered: events.length, rejected: [], resend: [] };
+  if (status === 207) return classifyPartial(events, json, retryAfter);
+  if (status >= 200 && status < 300) return { kind: "settled", delivered: events, rejected: [], resend: [] };
 
   const err = errorOf(json);
   const code = typeof err.code === "string" ? err.code : `http_${status}`;
@@ -135,7 +195,7 @@ export function classify(
         if (e) rejected.push({ event, httpStatus: status, ...e });
         else resend.push(event);
       });
-      return { kind: "settled", delivered: 0, rejected, resend };
+      return { kind: "settled", delivered: [], rejected, resend };
     }
   }
 
@@ -143,40 +203,53 @@ export function classify(
   // retrying cannot help, so every event of the batch is reported as rejected.
   return {
     kind: "settled",
-    delivered: 0,
+    delivered: [],
     rejected: events.map((event) => ({ event, code, message, field, httpStatus: status })),
     resend: [],
   };
 }
 
-function classifyPartial(events: QueuedEvent[], json: unknown): Outcome {
-  const results = (json as { results?: unknown } | null)?.results;
-  let delivered = 0;
-  const rejected: RejectedEvent[] = [];
-  const byIndex = new Map<number, Record<string, unknown>>();
-  if (Array.isArray(results)) {
-    for (const r of results) {
-      if (r && typeof r === "object" && Number.isInteger((r as { index?: unknown }).index)) {
-        byIndex.set((r as { index: number }).index, r as Record<string, unknown>);
-      }
-    }
+function classifyPartial(events: QueuedEvent[], json: unknown, retryAfter: string | null): Outcome {
+  const byIndex = partialResults(json, events.length);
+  if (byIndex === null) {
+    // An answer we cannot read entry by entry decides nothing we can rely on. Resending is
+    // safe: events the server did store come back as duplicates (same event_id, same body).
+    return { kind: "retry", reason: "HTTP 207 without one result per event", retryAfterMs: parseRetryAfterMs(retryAfter) };
   }
+  const delivered: QueuedEvent[] = [];
+  const rejected: RejectedEvent[] = [];
   events.forEach((event, i) => {
-    const r = byIndex.get(i);
-    if (r && (r.status === "stored" || r.status === "duplicate")) {
-      delivered++;
+    const r = byIndex.get(i) as Record<string, unknown>;
+    if (r.status === "stored" || r.status === "duplicate") {
+      delivered.push(event);
       return;
     }
-    const e = errorOf(r?.error ?? null);
+    const e = errorOf(r.error ?? null);
     rejected.push({
       event,
-      code: typeof e.code === "string" ? e.code : r ? "error" : "missing_result",
-      message: typeof e.message === "string" ? e.message : r ? "refused by the server" : "the server's 207 answer has no entry for this event",
+      code: typeof e.code === "string" ? e.code : "error",
+      message: typeof e.message === "string" ? e.message : "refused by the server",
       field: typeof e.field === "string" ? e.field : null,
-      httpStatus: typeof r?.http_status === "number" ? r.http_status : 207,
+      httpStatus: typeof r.http_status === "number" ? r.http_status : 207,
     });
   });
   return { kind: "settled", delivered, rejected, resend: [] };
+}
+
+/**
+ * The 207's result entries by event index, or null unless `results` holds exactly one entry
+ * (an object with an integer index in range) per event sent.
+ */
+function partialResults(json: unknown, count: number): Map<number, Record<string, unknown>> | null {
+  const results = json && typeof json === "object" ? (json as { results?: unknown }).results : undefined;
+  if (!Array.isArray(results) || results.length !== count) return null;
+  const byIndex = new Map<number, Record<string, unknown>>();
+  for (const r of results) {
+    const index = r && typeof r === "object" ? (r as { index?: unknown }).index : undefined;
+    if (typeof index !== "number" || !Number.isInteger(index) || index < 0 || index >= count || byIndex.has(index)) return null;
+    byIndex.set(index, r as Record<string, unknown>);
+  }
+  return byIndex;
 }
 
 function indexedErrors(json: unknown, err: ErrorBody): Map<number, { code: string; message: string; field: string | null }> {

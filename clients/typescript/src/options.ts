@@ -23,15 +23,15 @@ export interface McpLogClientOptions {
   lingerMs?: number;
   /** Limit for one request (connect, send, answer), in ms. Default 10 000. */
   requestTimeoutMs?: number;
-  /** First retry delay cap, in ms (doubles per attempt, full jitter). Default 100. */
+  /** First retry delay cap, in ms (doubles per attempt, full jitter). Default 100; must be > 0. */
   backoffBaseMs?: number;
-  /** Largest retry delay cap, in ms. Default 10 000. `Retry-After` from the server wins when longer. */
+  /** Largest retry delay cap, in ms. Default 10 000; must be > 0. `Retry-After` from the server wins when longer. */
   backoffMaxMs?: number;
   /** How long the process may be kept alive at exit to deliver pending events, in ms. Default 5000. */
   exitFlushTimeoutMs?: number;
   /** Largest payload (serialized, bytes) sent as is; larger ones become `{"truncated":true,"bytes":N}`. Default 512 KiB. */
   payloadBytesMax?: number;
-  /** Field names whose values become "[redacted]" at any depth of every payload (case-insensitive). */
+  /** Field names whose values become "[redacted]" at any depth of every payload (case-insensitive). An array (any iterable but a string). */
   redact?: Iterable<string>;
   /** Called for each event refused for good (by the server, or an invalid emit()). Must not block. */
   onRejected?: (rejection: Rejection) => void;
@@ -90,8 +90,19 @@ export function resolveOptions(opts: McpLogClientOptions): ResolvedOptions {
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new TypeError("McpLogClient: url must be http(s)");
 
   const r = { ...DEFAULTS, ...stripUndefined(opts), url: opts.url.replace(/\/+$/, "") } as ResolvedOptions;
-  const positive = ["queueMaxEvents", "queueMaxBytes", "batchMaxEvents", "batchMaxBytes", "requestTimeoutMs", "payloadBytesMax"] as const;
-  const nonNegative = ["lingerMs", "backoffBaseMs", "backoffMaxMs", "exitFlushTimeoutMs", "warnIntervalMs"] as const;
+  // Backoff limits of 0 would make every retry immediate: a tight loop against a server that is
+  // down or overloaded, which is exactly when it needs room.
+  const positive = [
+    "queueMaxEvents",
+    "queueMaxBytes",
+    "batchMaxEvents",
+    "batchMaxBytes",
+    "requestTimeoutMs",
+    "backoffBaseMs",
+    "backoffMaxMs",
+    "payloadBytesMax",
+  ] as const;
+  const nonNegative = ["lingerMs", "exitFlushTimeoutMs", "warnIntervalMs"] as const;
   for (const k of positive) {
     if (!(typeof r[k] === "number" && r[k] > 0 && Number.isFinite(r[k]))) throw new TypeError(`McpLogClient: ${k} must be a positive number`);
   }
@@ -101,7 +112,16 @@ export function resolveOptions(opts: McpLogClientOptions): ResolvedOptions {
   if (r.batchMaxEvents > SERVER_BATCH_MAX_EVENTS) throw new TypeError(`McpLogClient: batchMaxEvents may not exceed the server's ${SERVER_BATCH_MAX_EVENTS}`);
   if (r.batchMaxBytes > SERVER_BATCH_MAX_BYTES) throw new TypeError(`McpLogClient: batchMaxBytes may not exceed the server's ${SERVER_BATCH_MAX_BYTES}`);
   if (r.payloadBytesMax > SERVER_PAYLOAD_MAX_BYTES) throw new TypeError(`McpLogClient: payloadBytesMax may not exceed ${SERVER_PAYLOAD_MAX_BYTES}`);
+  checkRedact(r.redact);
   return r;
+}
+
+// A string is iterable too, letter by letter: redact: "password" would redact fields named
+// "p", "a", "s", ... and never "password". Refused rather than guessed at.
+function checkRedact(redact: unknown): void {
+  if (redact === undefined || redact === null) return; // none, as makeRedactor() reads it
+  const iterable = typeof redact === "object" && typeof (redact as { [Symbol.iterator]?: unknown })[Symbol.iterator] === "function";
+  if (!iterable) throw new TypeError("McpLogClient: redact must be an array of field names (not a string)");
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

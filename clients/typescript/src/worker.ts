@@ -43,8 +43,11 @@ export class Worker {
   private stopped = false;
   /** The batch being delivered; kept until settled so an unexpected error cannot lose it. */
   private current: QueuedEvent[] | null = null;
-  /** Events of `current` not yet delivered or rejected. */
-  private currentUnsettled = 0;
+  /**
+   * Events of `current` already delivered or rejected. After an unexpected error only the
+   * others are sent again, so nothing is counted (or passed to onRejected) twice.
+   */
+  private readonly settledInCurrent = new Set<QueuedEvent>();
   /** Every event with seq <= settledSeq is delivered or rejected. */
   private settledSeq = 0;
   private readonly waiters = new Set<FlushWaiter>();
@@ -68,7 +71,7 @@ export class Worker {
   }
 
   get pending(): number {
-    return this.queue.length + (this.current ? this.currentUnsettled : 0);
+    return this.queue.length + (this.current ? this.current.length - this.settledInCurrent.size : 0);
   }
 
   snapshot(): FlushResult {
@@ -118,22 +121,23 @@ export class Worker {
           }
           await this.linger();
           if (this.stopped) break;
-          const batch = this.queue.take(this.config.batchMaxEvents, this.config.batchMaxBytes);
-          this.current = batch.events;
-          this.currentUnsettled = batch.events.length;
+          this.current = this.queue.take(this.config.batchMaxEvents, this.config.batchMaxBytes).events;
+          this.settledInCurrent.clear();
         }
         const batch = this.current;
-        if (batch.length > 0) {
-          await this.deliver(batch);
+        const unsettled = batch.filter((e) => !this.settledInCurrent.has(e));
+        if (unsettled.length > 0) {
+          await this.deliver(unsettled);
           if (this.stopped) break; // abandoned mid-way: its events stay pending
-          this.settle(batch[batch.length - 1].seq);
         }
+        if (batch.length > 0) this.settle(batch[batch.length - 1].seq);
         this.current = null;
+        this.settledInCurrent.clear();
       } catch (err) {
         // A bug must not kill the worker (events would then pile up silently until dropped).
-        // The current batch is kept and sent again: a duplicate is harmless, a loss is not.
+        // The current batch is kept and its unsettled events are sent again: a duplicate on
+        // the server is harmless, a loss is not.
         this.warner.warn("worker_error", `unexpected error in the delivery worker (will retry): ${(err as Error)?.stack ?? err}`);
-        if (this.current) this.currentUnsettled = this.current.length;
         await sleep(this.config.backoffMaxMs, this.stopController.signal);
       }
     }
@@ -168,8 +172,7 @@ export class Worker {
       });
       switch (outcome.kind) {
         case "settled":
-          this.counters.delivered += outcome.delivered;
-          this.currentUnsettled -= outcome.delivered;
+          for (const e of outcome.delivered) if (this.markSettled(e)) this.counters.delivered++;
           this.reject(outcome.rejected);
           todo = outcome.resend;
           attempt = 0;
@@ -207,8 +210,8 @@ export class Worker {
 
   private reject(rejected: RejectedEvent[]): void {
     for (const r of rejected) {
+      if (!this.markSettled(r.event)) continue;
       this.counters.rejected++;
-      this.currentUnsettled--;
       const event = parseEventBody(r.event.body);
       this.warner.warn(
         "rejected",
@@ -220,6 +223,17 @@ export class Worker {
         this.warner.warn("on_rejected", `onRejected callback threw: ${(err as Error)?.message ?? err}`);
       }
     }
+  }
+
+  /**
+   * Records that an event of the current batch is decided, before it is counted or reported:
+   * should counting or reporting throw, the retry after the error skips it. False if it was
+   * already settled.
+   */
+  private markSettled(event: QueuedEvent): boolean {
+    if (this.settledInCurrent.has(event)) return false;
+    this.settledInCurrent.add(event);
+    return true;
   }
 
   private settle(seq: number): void {

@@ -213,4 +213,12 @@ test("options are checked at construction", () => {
   assert.throws(() => new McpLogClient({ url: "ftp://x", apiKey: "k", mcpId: "m" }), TypeError);
   assert.throws(() => new McpLogClient({ url: server.url, apiKey: "k", mcpId: "m", batchMaxEvents: 5000 }), TypeError);
   assert.throws(() => new McpLogClient({ url: server.url, apiKey: "k", mcpId: "m", lingerMs: -1 }), TypeError);
+  // A backoff of 0 would retry in a tight loop.
+  assert.throws(() => new McpLogClient({ url: server.url, apiKey: "k", mcpId: "m", backoffBaseMs: 0 }), /backoffBaseMs/);
+  assert.throws(() => new McpLogClient({ url: server.url, apiKey: "k", mcpId: "m", backoffMaxMs: 0 }), /backoffMaxMs/);
+  // A string is iterable letter by letter: it would redact "p", "a", ... and not "password".
+  assert.throws(() => new McpLogClient({ url: server.url, apiKey: "k", mcpId: "m", redact: "password" }), /redact/);
+  assert.throws(() => new McpLogClient({ url: server.url, apiKey: "k", mcpId: "m", redact: 42 }), /redact/);
+  const ok = new McpLogClient({ url: server.url, apiKey: "k", mcpId: "m", flushOnExit: false, redact: new Set(["password"]) });
+  return ok.close(0);
 });

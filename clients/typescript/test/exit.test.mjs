@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { after, before, test } from "node:test";
 import { uuidv7 } from "../dist/index.js";
@@ -58,4 +59,37 @@ test("(e2) server unreachable: the process exits after exitFlushTimeoutMs and re
   assert.ok(r.ms >= 1000, `exited after ${r.ms} ms, before the flush time limit`);
   assert.ok(r.ms < 3500, `exited after ${r.ms} ms`);
   assert.match(r.stderr, /mcplog: exit: 7 events still pending/);
+});
+
+test("(e3) a request in flight to a server that never answers does not hold the exit past exitFlushTimeoutMs", async () => {
+  // Accepts connections and reads requests, never answers: the client's request stays in flight.
+  const sockets = new Set();
+  let requests = 0;
+  const silent = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("data", () => requests++);
+    socket.on("data", () => {});
+    socket.on("close", () => sockets.delete(socket));
+  });
+  silent.listen(0, "127.0.0.1");
+  await once(silent, "listening");
+  try {
+    const r = await runChild({
+      MCPLOG_URL: `http://127.0.0.1:${silent.address().port}`,
+      COUNT: "4",
+      PREFIX: "silent",
+      EXIT_FLUSH_MS: "1000",
+      REQUEST_TIMEOUT_MS: "10000",
+      // Busy long enough for the first request to be sent (lingerMs is 50): it is in flight when
+      // the loop ends, and must not keep the process up until requestTimeoutMs.
+      WORK_MS: "300",
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(requests >= 1, "a request was sent (and left unanswered)");
+    assert.ok(r.ms < 3000, `exited after ${r.ms} ms (exitFlushTimeoutMs=1000, requestTimeoutMs=10000)`);
+    assert.match(r.stderr, /mcplog: exit: 4 events still pending after exitFlushTimeoutMs=1000 ms/);
+  } finally {
+    for (const s of sockets) s.destroy();
+    silent.close();
+  }
 });

@@ -1,9 +1,14 @@
 // Faults: server down then up, 503 + Retry-After, a connection killed after the server stored
-// the batch, a full queue. Nothing may be lost or stored twice.
+// the batch, a full queue, a redirect, an oversized answer, a bug inside the worker. Nothing may
+// be lost or stored (or counted) twice.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { McpLogClient, uuidv7 } from "../dist/index.js";
+import { serializeEvent } from "../dist/events.js";
+import { RESPONSE_BYTES_MAX } from "../dist/http.js";
+import { EventQueue } from "../dist/queue.js";
+import { Worker } from "../dist/worker.js";
 import { captureLogger, freePort, MCP_ID, sleep, startProxy, startServer, waitFor, WRITER_KEY } from "./helpers/server.mjs";
 
 let server;
@@ -169,4 +174,85 @@ test("(d2) the byte limit of the queue applies too", () => {
   assert.ok(queued >= 3 && queued <= 4, `${queued} queued`);
   assert.equal(client.stats().dropped, 20 - queued);
   return client.close(0);
+});
+
+test("(e) a 3xx is not followed and an oversized answer is not buffered: both retried, stored once", async () => {
+  const proxy = await startProxy(server.url, async ({ n, res, forward, reply }) => {
+    if (n === 1) {
+      // Followed, this would become a GET to another path and the batch would be lost.
+      res.writeHead(307, { location: "/elsewhere" });
+      res.end();
+      return;
+    }
+    if (n === 2) {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(Buffer.alloc(RESPONSE_BYTES_MAX + 1024, 0x20));
+      return;
+    }
+    reply(await forward());
+  });
+  const logger = captureLogger();
+  const client = new McpLogClient({ url: proxy.url, apiKey: WRITER_KEY, mcpId: MCP_ID, logger, ...fastRetry, warnIntervalMs: 0 });
+  try {
+    const ids = emitInteractions(client, `redir-${uuidv7()}`, 3);
+    const r = await client.flush(10_000);
+    assert.equal(r.delivered, 6);
+    assert.equal(r.pending, 0);
+    assert.deepEqual(proxy.requests.map((q) => q.path), Array(3).fill("/api/v2/interactions/batch?partial=true"));
+    assert.equal(proxy.requests[2].body, proxy.requests[0].body);
+    assert.ok(logger.lines.some((l) => l.includes("HTTP 307")), "the 3xx is reported as retried");
+    assert.ok(logger.lines.some((l) => l.includes(`larger than ${RESPONSE_BYTES_MAX} bytes`)), "the oversized answer is reported");
+    await assertStoredOnce(server, ids);
+  } finally {
+    await client.close(1000);
+    await proxy.close();
+  }
+});
+
+test("(f) after an unexpected error in the worker, only the events not yet settled are sent again", async () => {
+  // Answers every batch like the server in partial mode: its first event stored, the others refused.
+  const proxy = await startProxy(server.url, async ({ body, res }) => {
+    const sent = JSON.parse(body.toString("utf8"));
+    const results = sent.map((_, index) =>
+      index === 0
+        ? { index, status: "stored", seq: 1 }
+        : { index, status: "error", http_status: 422, error: { code: "blank_id", message: "m", field: "interaction_id" } },
+    );
+    res.writeHead(207, { "content-type": "application/json" });
+    res.end(JSON.stringify({ status: "partial", results }));
+  });
+  const queue = new EventQueue(100, 1 << 20);
+  for (let i = 0; i < 3; i++) {
+    queue.push(serializeEvent("start", `bug-${i}`, { request_data: { i } }, { mcpId: MCP_ID, payloadBytesMax: 1000, redact: null }));
+  }
+  const counters = { delivered: 0, rejected: 0, dropped: 0 };
+  // A bug in the reporting path: the first rejection warning throws, midway through settling
+  // the batch (event 0 delivered, event 1 rejected, event 2 not yet looked at).
+  const kinds = [];
+  const warner = {
+    warn(kind) {
+      kinds.push(kind);
+      if (kind === "rejected" && kinds.filter((k) => k === "rejected").length === 1) throw new Error("bug while reporting");
+    },
+    now() {},
+  };
+  const rejectedCalls = [];
+  const worker = new Worker(
+    queue,
+    counters,
+    { baseUrl: proxy.url, apiKey: WRITER_KEY, batchMaxEvents: 500, batchMaxBytes: 1 << 20, lingerMs: 0, requestTimeoutMs: 3000, backoffBaseMs: 20, backoffMaxMs: 20 },
+    warner,
+    (r) => rejectedCalls.push(r.event.interaction_id),
+  );
+  try {
+    await worker.waitSettled(3, 5000);
+    assert.ok(kinds.includes("worker_error"), "the error was warned about");
+    assert.deepEqual(worker.snapshot(), { delivered: 2, rejected: 1, dropped: 0, pending: 0 });
+    assert.equal(proxy.requests.length, 2);
+    assert.deepEqual(JSON.parse(proxy.requests[1].body).map((e) => e.interaction_id), ["bug-2"], "only the unsettled event is resent");
+    assert.deepEqual(rejectedCalls, [], "onRejected is never called twice (here: the bug preempted its one call)");
+  } finally {
+    await worker.stop();
+    await proxy.close();
+  }
 });

@@ -61,7 +61,7 @@ test("classify: 207 entries, retryable statuses, whole-request 4xx, old servers"
     ],
   }), null, true);
   assert.equal(partial.kind, "settled");
-  assert.equal(partial.delivered, 2);
+  assert.deepEqual(partial.delivered.map((e) => e.seq), [1, 2]);
   assert.equal(partial.rejected.length, 1);
   assert.deepEqual({ ...partial.rejected[0], event: undefined }, { event: undefined, code: "blank_id", message: "m", field: "interaction_id", httpStatus: 422 });
 
@@ -82,6 +82,32 @@ test("classify: 207 entries, retryable statuses, whole-request 4xx, old servers"
   assert.equal(aon.kind, "settled");
   assert.deepEqual(aon.resend.map((e) => e.seq), [1, 3]);
   assert.deepEqual(aon.rejected.map((r) => r.event.seq), [2]);
+});
+
+test("classify: a 207 without exactly one result per event is retried, not rejected", () => {
+  const ok = (index) => ({ index, status: "stored", seq: 1 });
+  const unreadable = [
+    "",
+    "<html>bad gateway</html>",
+    "null",
+    JSON.stringify({ status: "partial" }),
+    JSON.stringify({ results: "nope" }),
+    JSON.stringify({ results: [ok(0), ok(1)] }), // fewer entries than events
+    JSON.stringify({ results: [ok(0), ok(1), ok(2), ok(3)] }), // more
+    JSON.stringify({ results: [ok(0), ok(0), ok(2)] }), // an index twice, one missing
+    JSON.stringify({ results: [ok(0), ok(1), ok(7)] }), // an index out of range
+    JSON.stringify({ results: [ok(0), ok(1), { status: "stored" }] }), // no index
+    JSON.stringify({ results: [ok(0), ok(1), null] }),
+  ];
+  for (const text of unreadable) {
+    const o = classify(events(3), 207, text, "2", true);
+    assert.equal(o.kind, "retry", text);
+    assert.equal(o.retryAfterMs, 2000, text);
+  }
+  // Entries in any order are fine as long as each event has one.
+  const shuffled = classify(events(3), 207, JSON.stringify({ results: [ok(2), ok(0), ok(1)] }), null, true);
+  assert.equal(shuffled.kind, "settled");
+  assert.equal(shuffled.delivered.length, 3);
 });
 
 test("serializeEvent: short actions, field order, payload spliced once", () => {
