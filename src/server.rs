@@ -10,7 +10,7 @@ use crate::auth::{load_or_create_admin_key, load_or_create_master_secret, KeyErr
 use crate::clock::now_us;
 use crate::config::Config;
 use crate::engine::{Engine, Maintenance, View};
-use crate::http::{router, AppState, ConnLimits, HttpTelemetry, Limits};
+use crate::http::{router, AppState, ConnLimits, HttpTelemetry, Limits, SharedState};
 use crate::projector::Projection;
 use crate::ratelimit::RateLimits;
 use crate::redact::Redactor;
@@ -92,7 +92,7 @@ pub async fn run(
 
 /// What every handler shares, from the configuration, a started engine and the keys.
 pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
-    AppState {
+    AppState::new(SharedState {
         engine,
         keys: Arc::new(keys),
         limits: Limits {
@@ -117,7 +117,7 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
             Redactor::new(&config.redaction)
                 .expect("the redaction rules compiled when the configuration was read"),
         ),
-    }
+    })
 }
 
 /// Opens the log in the configured data directory and folds it into a fresh view.
