@@ -10,7 +10,7 @@ use prost::Message;
 use super::ingest::{check_item, read_body, store_partially, Checked};
 use super::{ApiError, AppState};
 use crate::auth::{Principal, Role};
-use crate::otlp::{self, Encoding, Mapped};
+use crate::otlp::{self, Encoding};
 
 /// What became of the spans of requests, for `/metrics`.
 pub const SPAN_OUTCOMES: [&str; 4] = ["stored", "duplicate", "rejected", "ignored"];
@@ -63,13 +63,12 @@ async fn receive(
             "an auditor key may not write events",
         ));
     }
-    let limits = state.limits;
     let bytes = read_body(
         headers,
         body,
         otlp::BODY_BYTES_MAX,
         "the OTLP body limit",
-        limits.body_read_timeout,
+        state.limits.body_read_timeout,
     )
     .await?;
     let export = otlp::split(&bytes, encoding).map_err(|err| {
@@ -79,97 +78,12 @@ async fn receive(
         };
         ApiError::new(status, "bad_export", err.to_string()).with_field("body")
     })?;
-
-    // Map span by span: only one span is decoded at a time.
-    let mut tally = [0u64; SPAN_OUTCOMES.len()];
-    let mut refusals: Vec<String> = Vec::new();
-    // Each tool call's event bodies, and which span they came from.
-    let mut bodies: Vec<(usize, String)> = Vec::new();
-    let mut spans = 0;
-    for resource in &export.resources {
-        let service_name = resource.service_name();
-        for raw in &resource.spans {
-            let mapped = raw.decode().and_then(|span| {
-                let mcp_id = match &principal.mcp_id {
-                    Some(bound) => Some(bound.to_string()),
-                    None => service_name.clone()?,
-                };
-                otlp::map_span(&span, mcp_id.as_deref())
-            });
-            match mapped {
-                Ok(Mapped::Ignored) => tally[3] += 1,
-                Ok(Mapped::ToolCall(events)) => {
-                    bodies.extend(events.into_iter().map(|e| (spans, e.body)));
-                    spans += 1;
-                }
-                Err(reason) => {
-                    tally[2] += 1;
-                    refusals.push(reason);
-                }
-            }
-        }
-    }
+    let mut mapped = map_export(&export, principal);
     drop(export);
-
-    // Every event is checked as a client's would be; a span with a refused event is refused
-    // whole, so no half of a span is stored.
-    let checked: Vec<Checked<'_>> = bodies
-        .iter()
-        .enumerate()
-        .map(|(index, (_, body))| check_item(index, body, principal, &limits))
-        .collect();
-    let mut refused_span = vec![None; spans];
-    for ((span, _), item) in bodies.iter().zip(&checked) {
-        if let Err((_, error)) = item {
-            refused_span[*span].get_or_insert_with(|| error.message.clone());
-        }
-    }
-    if !bodies.is_empty() {
-        // The tool calls' events, as a batch's would be.
-        state
-            .rate_limits
-            .check(principal, u32::try_from(bodies.len()).unwrap_or(u32::MAX))?;
-    }
-    let mut kept = Vec::with_capacity(checked.len());
-    let mut kept_span = Vec::with_capacity(checked.len());
-    for ((span, _), item) in bodies.iter().zip(checked) {
-        if refused_span[*span].is_none() {
-            kept.push(item);
-            kept_span.push(*span);
-        }
-    }
-    // Submitted in batch-sized parts, so a large export never needs more of the queue than a
-    // batch does; a part refused whole (a full queue) fails the request, and the exporter's
-    // retry finds the parts already stored as duplicates.
-    let mut outcome = vec![None::<&'static str>; spans];
-    let mut kept_span = kept_span.into_iter();
-    let mut kept = kept.into_iter().peekable();
-    while kept.peek().is_some() {
-        let part: Vec<Checked<'_>> = kept.by_ref().take(limits.batch_events_max).collect();
-        let answer = store_partially(state, principal, part).await?;
-        for (result, span) in answer.results.into_iter().zip(kept_span.by_ref()) {
-            let slot = &mut outcome[span];
-            match (result.status, &result.error) {
-                ("error", Some(error)) => {
-                    refused_span[span].get_or_insert_with(|| error.message.clone());
-                }
-                ("stored", _) => *slot = Some("stored"),
-                (_, _) => {
-                    slot.get_or_insert("duplicate");
-                }
-            }
-        }
-    }
-    for (span, refused) in refused_span.into_iter().enumerate() {
-        match refused {
-            Some(reason) => {
-                tally[2] += 1;
-                refusals.push(reason);
-            }
-            None if outcome[span] == Some("stored") => tally[0] += 1,
-            None => tally[1] += 1,
-        }
-    }
+    store_spans(state, principal, &mut mapped).await?;
+    let Mapped {
+        tally, refusals, ..
+    } = mapped;
     state.telemetry.count_spans(tally);
 
     let [stored, duplicate, rejected, ignored] = tally;
@@ -189,6 +103,120 @@ async fn receive(
     };
     let body = otlp::response(encoding, rejected, message);
     Ok(([(header::CONTENT_TYPE, encoding.content_type())], body).into_response())
+}
+
+/// An export's spans, mapped: the tool calls' event bodies, and the tally so far.
+struct Mapped {
+    /// Each tool call's event bodies, with the number of the span they came from.
+    bodies: Vec<(usize, String)>,
+    /// Tool-call spans mapped.
+    spans: usize,
+    /// Spans by outcome, in [`SPAN_OUTCOMES`] order.
+    tally: [u64; SPAN_OUTCOMES.len()],
+    /// Why spans were refused.
+    refusals: Vec<String>,
+}
+
+/// Decodes and maps span by span: only one span is decoded at a time. A span's mcp_id is the
+/// key's, else its resource's `service.name`.
+fn map_export(export: &otlp::Export<'_>, principal: &Principal) -> Mapped {
+    let mut mapped = Mapped {
+        bodies: Vec::new(),
+        spans: 0,
+        tally: [0; SPAN_OUTCOMES.len()],
+        refusals: Vec::new(),
+    };
+    for resource in &export.resources {
+        let service_name = resource.service_name();
+        for raw in &resource.spans {
+            let result = raw.decode().and_then(|span| {
+                let mcp_id = match &principal.mcp_id {
+                    Some(bound) => Some(bound.to_string()),
+                    None => service_name.clone()?,
+                };
+                otlp::map_span(&span, mcp_id.as_deref())
+            });
+            match result {
+                Ok(otlp::Mapped::Ignored) => mapped.tally[3] += 1,
+                Ok(otlp::Mapped::ToolCall(events)) => {
+                    let span = mapped.spans;
+                    mapped
+                        .bodies
+                        .extend(events.into_iter().map(|e| (span, e.body)));
+                    mapped.spans += 1;
+                }
+                Err(reason) => {
+                    mapped.tally[2] += 1;
+                    mapped.refusals.push(reason);
+                }
+            }
+        }
+    }
+    mapped
+}
+
+/// Checks the tool calls' events as a client's would be, and stores them as a partial batch in
+/// batch-sized parts; completes the tally. A span with a refused event is refused whole, so no
+/// half of a span is stored by checking; a conflict found while storing refuses the rest of its
+/// span. A part refused whole (a full queue) fails the request, and the exporter's retry finds
+/// the parts already stored as duplicates.
+async fn store_spans(
+    state: &AppState,
+    principal: &Principal,
+    mapped: &mut Mapped,
+) -> Result<(), ApiError> {
+    let limits = state.limits;
+    let checked: Vec<Checked<'_>> = mapped
+        .bodies
+        .iter()
+        .enumerate()
+        .map(|(index, (_, body))| check_item(index, body, principal, &limits))
+        .collect();
+    let mut refused: Vec<Option<String>> = vec![None; mapped.spans];
+    for ((span, _), item) in mapped.bodies.iter().zip(&checked) {
+        if let Err((_, error)) = item {
+            refused[*span].get_or_insert_with(|| error.message.clone());
+        }
+    }
+    if !mapped.bodies.is_empty() {
+        // The tool calls' events, as a batch's would be.
+        let events = u32::try_from(mapped.bodies.len()).unwrap_or(u32::MAX);
+        state.rate_limits.check(principal, events)?;
+    }
+    let (kept, kept_span): (Vec<Checked<'_>>, Vec<usize>) = mapped
+        .bodies
+        .iter()
+        .zip(checked)
+        .filter(|((span, _), _)| refused[*span].is_none())
+        .map(|((span, _), item)| (item, *span))
+        .unzip();
+    let mut stored = vec![false; mapped.spans];
+    let mut kept_span = kept_span.into_iter();
+    let mut kept = kept.into_iter().peekable();
+    while kept.peek().is_some() {
+        let part: Vec<Checked<'_>> = kept.by_ref().take(limits.batch_events_max).collect();
+        let answer = store_partially(state, principal, part).await?;
+        for (result, span) in answer.results.into_iter().zip(kept_span.by_ref()) {
+            match (result.status, &result.error) {
+                ("error", Some(error)) => {
+                    refused[span].get_or_insert_with(|| error.message.clone());
+                }
+                ("stored", _) => stored[span] = true,
+                _ => {}
+            }
+        }
+    }
+    for (span, why) in refused.into_iter().enumerate() {
+        match why {
+            Some(reason) => {
+                mapped.tally[2] += 1;
+                mapped.refusals.push(reason);
+            }
+            None if stored[span] => mapped.tally[0] += 1,
+            None => mapped.tally[1] += 1,
+        }
+    }
+    Ok(())
 }
 
 /// Most refusal reasons an answer quotes; the count says how many there were.
