@@ -173,21 +173,10 @@ pub fn scan_log_parallel(
                     }
                 };
                 changed.notify_all();
-                if let Some(prev) = infos.last() {
-                    check_sealed(&prev.end())?;
-                }
-                let Some((info, bytes)) = rendered? else {
+                let Some((info, bytes)) = next_in_chain(&infos, rendered, |r| &r.0, &breaks)?
+                else {
                     continue;
                 };
-                if let Some(prev) = infos.last() {
-                    check_link(
-                        &prev.end(),
-                        &info.path,
-                        info.first_seq,
-                        &info.prev_hash,
-                        &breaks,
-                    )?;
-                }
                 write(&info, &bytes)
                     .map_err(StorageError::io("write the output of", &info.path))?;
                 infos.push(info);
@@ -267,24 +256,40 @@ pub fn verify_log(
             .into_inner()
             .expect("result lock")
             .expect("every segment was checked");
-        // Any later file, even one without a whole header, proves the one before it should
-        // have been sealed: start-up refuses the same directory.
-        if let Some(prev) = infos.last() {
-            check_sealed(&prev.end())?;
+        if let Some(info) = next_in_chain(&infos, checked, |info| info, &breaks)? {
+            infos.push(info);
         }
-        let Some(info) = checked? else { continue };
-        if let Some(prev) = infos.last() {
-            check_link(
-                &prev.end(),
-                &info.path,
-                info.first_seq,
-                &info.prev_hash,
-                &breaks,
-            )?;
-        }
-        infos.push(info);
     }
     Ok(infos)
+}
+
+/// The checks between a segment checked on its own and the segments before it, in log order:
+/// any later file, even one without a whole header, proves the one before it should have been
+/// sealed (start-up refuses the same directory); then the segment's own fault, if it had one;
+/// then its link to the one before. `Ok(None)` for a file with no whole header.
+fn next_in_chain<T>(
+    infos: &[SegmentInfo],
+    checked: Result<Option<T>, StorageError>,
+    info_of: impl Fn(&T) -> &SegmentInfo,
+    breaks: &Breaks,
+) -> Result<Option<T>, StorageError> {
+    if let Some(prev) = infos.last() {
+        check_sealed(&prev.end())?;
+    }
+    let Some(next) = checked? else {
+        return Ok(None);
+    };
+    if let Some(prev) = infos.last() {
+        let info = info_of(&next);
+        check_link(
+            &prev.end(),
+            &info.path,
+            info.first_seq,
+            &info.prev_hash,
+            breaks,
+        )?;
+    }
+    Ok(Some(next))
 }
 
 /// Checks one segment on its own (its links to its neighbours are checked by the caller).
