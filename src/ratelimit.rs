@@ -106,6 +106,10 @@ impl RateLimits {
 
     /// Takes `events` tokens from the caller's bucket, or says why not (and takes none).
     pub fn check(&self, principal: &Principal, events: u32) -> Result<(), Limited> {
+        if self.is_empty() {
+            // Nothing configured, the default: no lookup on the ingest path.
+            return Ok(());
+        }
         let Some(quota) = self.quota_of(principal) else {
             return Ok(());
         };
@@ -183,6 +187,36 @@ mod tests {
         assert_eq!(limits.check(&special, 5), Ok(()));
         // A role with no quota is not limited.
         assert_eq!(limits.check(&principal(Role::Admin, 3), 1_000_000), Ok(()));
+    }
+
+    #[test]
+    fn past_bucketed_keys_max_every_bucket_begins_again_full() {
+        let quota = Quota::new(1, Some(1)).unwrap();
+        let limits = RateLimits::new(HashMap::from([(Role::Writer, quota)]), HashMap::new());
+        let keyed = |n: u64| Principal {
+            key_id: n.to_le_bytes(),
+            ..principal(Role::Writer, 0)
+        };
+        assert_eq!(limits.check(&keyed(0), 1), Ok(()));
+        assert!(
+            limits.check(&keyed(0), 1).is_err(),
+            "its one token is spent"
+        );
+        for n in 1..BUCKETED_KEYS_MAX as u64 {
+            assert_eq!(limits.check(&keyed(n), 1), Ok(()));
+        }
+        assert_eq!(limits.buckets.lock().unwrap().len(), BUCKETED_KEYS_MAX);
+        assert_eq!(limits.check(&keyed(u64::MAX), 1), Ok(()));
+        assert_eq!(
+            limits.buckets.lock().unwrap().len(),
+            1,
+            "the map was cleared"
+        );
+        assert_eq!(
+            limits.check(&keyed(0), 1),
+            Ok(()),
+            "a key's bucket begins again full"
+        );
     }
 
     #[test]

@@ -504,9 +504,11 @@ pub(super) async fn read_body(
     Ok(Bytes::from(inflated))
 }
 
+const AUDITOR_MAY_NOT_WRITE: &str = "an auditor key may not write events";
+
 /// Why `principal` may post no event at all, if it may not.
-fn role_refusal(principal: &Principal) -> Option<String> {
-    (principal.role == Role::Auditor).then(|| "an auditor key may not write events".to_owned())
+pub(super) fn role_refusal(principal: &Principal) -> Option<String> {
+    (principal.role == Role::Auditor).then(|| AUDITOR_MAY_NOT_WRITE.to_owned())
 }
 
 /// Why `principal` may not post an event for `mcp_id`, if it may not.
@@ -515,7 +517,7 @@ fn write_refusal(principal: &Principal, mcp_id: &str) -> Option<String> {
         return None;
     }
     Some(match principal.role {
-        Role::Auditor => "an auditor key may not write events".to_owned(),
+        Role::Auditor => AUDITOR_MAY_NOT_WRITE.to_owned(),
         _ => format!(
             "this key may write events of mcp_id {:?} only, not {mcp_id:?}",
             principal.mcp_id.as_deref().unwrap_or_default()

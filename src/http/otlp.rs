@@ -7,9 +7,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
-use super::ingest::{check_item, read_body, store_partially, Checked};
+use super::ingest::{check_item, read_body, role_refusal, store_partially, Checked};
 use super::{ApiError, AppState};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::otlp::{self, Encoding};
 
 /// What became of the spans of requests, for `/metrics`.
@@ -56,12 +56,8 @@ async fn receive(
     body: Body,
     encoding: Encoding,
 ) -> Result<Response, ApiError> {
-    if principal.role == Role::Auditor {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "an auditor key may not write events",
-        ));
+    if let Some(refusal) = role_refusal(principal) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal));
     }
     let bytes = read_body(
         headers,

@@ -325,6 +325,18 @@ fn bad_bodies_and_oversized_parts_are_refused_without_decoding_them_whole() {
     let refused = export.resources[0].spans[0].decode().unwrap_err();
     assert!(refused.contains("at most"), "{refused}");
     assert!(export.resources[0].spans[1].decode().is_ok());
+    // A resource over RESOURCE_BYTES_MAX is not read: its spans get no mcp_id from it.
+    let mut big_resource = self::request(Some("svc"), vec![tool_span("c", 16)]);
+    big_resource.resource_spans[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(kv("note", text(&"y".repeat(RESOURCE_BYTES_MAX))));
+    let body = Bytes::from(big_resource.encode_to_vec());
+    let export = split(&body, Encoding::Protobuf).unwrap();
+    let refused = export.resources[0].service_name().unwrap_err();
+    assert!(refused.contains("resource"), "{refused}");
     // An empty request is a request with no spans.
     let empty = Bytes::new();
     let export = split(&empty, Encoding::Protobuf).unwrap();

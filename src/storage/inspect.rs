@@ -190,34 +190,19 @@ pub fn scan_log_parallel(
     outcome.map(|()| infos)
 }
 
-/// Checks one segment on its own and renders its events.
+/// Checks one segment on its own and renders its events into one buffer.
 fn render_one(
     path: &Path,
     first_seq: u64,
     mode: Mode,
     render: &(impl Fn(&StoredEvent<'_>, &mut Vec<u8>) + Sync),
 ) -> Result<Option<(SegmentInfo, Vec<u8>)>, StorageError> {
-    let map = map_file(path)?;
-    let bytes = map.len() as u64;
     // Lines are about the size of the frames they come from: room for all of them at once, so
     // the buffer is never copied as it grows.
-    let mut out = Vec::with_capacity(map.len() + map.len() / 8);
-    let scanned = scan_segment(
-        path,
-        &map,
-        first_seq,
-        mode,
-        Hashing::Inline,
-        |_| Ok(()),
-        &mut |event| render(event, &mut out),
-    )?;
-    Ok(match scanned {
-        Scanned::HeaderTorn => None,
-        Scanned::Segment(scan) => Some((
-            SegmentInfo::of(path.to_path_buf(), first_seq, bytes, &scan),
-            out,
-        )),
-    })
+    let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len() as usize);
+    let mut out = Vec::with_capacity(file_bytes + file_bytes / 8);
+    let info = check_one(path, first_seq, mode, &mut |event| render(event, &mut out))?;
+    Ok(info.map(|info| (info, out)))
 }
 
 /// What [`scan_log`] checks, without handing out events: segments are checked on every core at
@@ -242,7 +227,8 @@ pub fn verify_log(
                 let Some((first_seq, path)) = names.get(index) else {
                     break;
                 };
-                let checked = check_one(path, *first_seq, Mode::of(index + 1 == count));
+                let checked =
+                    check_one(path, *first_seq, Mode::of(index + 1 == count), &mut |_| {});
                 if let Ok(Some(info)) = &checked {
                     progress(info.bytes);
                 }
@@ -292,10 +278,15 @@ fn next_in_chain<T>(
     Ok(Some(next))
 }
 
-/// Checks one segment on its own (its links to its neighbours are checked by the caller).
-fn check_one(path: &Path, first_seq: u64, mode: Mode) -> Result<Option<SegmentInfo>, StorageError> {
+/// Checks one segment on its own (its links to its neighbours are checked by the caller),
+/// handing every event to `each`.
+fn check_one(
+    path: &Path,
+    first_seq: u64,
+    mode: Mode,
+    each: &mut impl FnMut(&StoredEvent<'_>),
+) -> Result<Option<SegmentInfo>, StorageError> {
     let map = map_file(path)?;
-    let bytes = map.len() as u64;
     let scanned = scan_segment(
         path,
         &map,
@@ -303,13 +294,16 @@ fn check_one(path: &Path, first_seq: u64, mode: Mode) -> Result<Option<SegmentIn
         mode,
         Hashing::Inline,
         |_| Ok(()),
-        &mut |_| {},
+        each,
     )?;
     Ok(match scanned {
         Scanned::HeaderTorn => None,
-        Scanned::Segment(scan) => {
-            Some(SegmentInfo::of(path.to_path_buf(), first_seq, bytes, &scan))
-        }
+        Scanned::Segment(scan) => Some(SegmentInfo::of(
+            path.to_path_buf(),
+            first_seq,
+            map.len() as u64,
+            &scan,
+        )),
     })
 }
 

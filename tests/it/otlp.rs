@@ -260,6 +260,14 @@ async fn bad_exports_are_refused_as_otlp_says_and_store_nothing() {
     .await;
     assert_eq!(response.status, 413);
 
+    // More spans than a request may hold: counted before any is decoded, and a 413.
+    let many = export(
+        Some("m"),
+        vec![Span::default(); mcplog::otlp::SPANS_MAX + 1],
+    );
+    let response = post_protobuf(&server, &key, &many).await;
+    assert_eq!(response.status, 413);
+
     // Spans with missing or invalid ids: refused, and with nothing else taken, a 400.
     let mut no_trace = tool_span("t", 6, false);
     no_trace.trace_id.clear();

@@ -227,6 +227,21 @@ async fn secrets_are_redacted_on_every_ingest_path_before_anything_is_stored() {
         &single["events"][0]["event"], stored,
         "an old event is as it was stored"
     );
+    // A retry of an event stored under other rules redacts differently now: a conflict.
+    let mut retried: Value = serde_json::from_str(&start_event("kept-id", 7)).unwrap();
+    retried["event_id"] = json!("e-7");
+    drop(server);
+    let server = start(&data, &config(""));
+    let first = server
+        .post_as(WRITER, "/api/v2/interactions", retried.to_string())
+        .await;
+    assert_eq!(first.status, 200);
+    drop(server);
+    let server = start(&data, &config("[redaction]\nkeys = [\"card\"]\n"));
+    let again = server
+        .post_as(WRITER, "/api/v2/interactions", retried.to_string())
+        .await;
+    assert_eq!(again.status, 409, "{}", again.json());
 }
 
 #[tokio::test]
@@ -323,6 +338,24 @@ async fn a_flooding_key_gets_429_while_another_key_is_answered_promptly() {
         .find(|l| l.starts_with("mcplog_ingest_rejected_total{reason=\"rate_limited\"}"))
         .expect("the rate_limited reason in /metrics");
     assert_eq!(line.rsplit(' ').next().unwrap(), limited.to_string());
+
+    // Once its tokens are spent, a single event is refused before its body is read: a body over
+    // event_bytes_max answers 429, not 413.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let burst: Vec<String> = (0..20).map(|i| event("f", format!("burst-{i}"))).collect();
+    let response = server
+        .post_as(
+            FLOODER,
+            "/api/v2/interactions/batch",
+            format!("[{}]", burst.join(",")),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.json());
+    let oversized = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    let response = server
+        .post_as(FLOODER, "/api/v2/interactions", oversized)
+        .await;
+    assert_eq!(response.status, 429, "{}", response.json());
 
     // A batch larger than the burst can never pass: 413, not 429.
     let batch: Vec<String> = (0..21).map(|i| event("f", format!("big-{i}"))).collect();
