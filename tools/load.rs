@@ -74,6 +74,10 @@ enum Cmd {
         /// off against the default rules).
         #[arg(long)]
         versus_config: Option<PathBuf>,
+        /// Also measure a second mcplog binary (e.g. a build before a change), with
+        /// `--versus-config` if given.
+        #[arg(long)]
+        versus_bin: Option<PathBuf>,
         /// Also measure a peer server binary taking `PORT DB_PATH` and the same ingest routes
         /// (such as the SQLite group-commit peer).
         #[arg(long)]
@@ -116,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             server_bin,
             config,
             versus_config,
+            versus_bin,
             peer_bin,
         } => runtime.block_on(compare(
             load,
@@ -123,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             server_bin,
             config,
             versus_config,
+            versus_bin,
             peer_bin,
         )),
     }
@@ -207,6 +213,7 @@ async fn compare(
     server_bin: Option<PathBuf>,
     config: Option<PathBuf>,
     versus_config: Option<PathBuf>,
+    versus_bin: Option<PathBuf>,
     peer_bin: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
@@ -214,21 +221,23 @@ async fn compare(
     let scratch = std::env::temp_dir().join(format!("mcplog-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
-    let serve =
-        |dir: PathBuf, config: &Option<PathBuf>| -> anyhow::Result<(Child, SocketAddr, String)> {
-            let mut command = Command::new(&server_bin);
-            command
-                .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-                .arg(&dir);
-            if let Some(config) = config {
-                command.arg("--config").arg(config);
-            }
-            let (child, addr) = spawn_and_wait(command).context("starting mcplog serve")?;
-            let key = std::fs::read_to_string(dir.join("admin.key"))?
-                .trim()
-                .to_owned();
-            Ok((child, addr, key))
-        };
+    let serve = |bin: &PathBuf,
+                 dir: PathBuf,
+                 config: &Option<PathBuf>|
+     -> anyhow::Result<(Child, SocketAddr, String)> {
+        let mut command = Command::new(bin);
+        command
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let (child, addr) = spawn_and_wait(command).context("starting mcplog serve")?;
+        let key = std::fs::read_to_string(dir.join("admin.key"))?
+            .trim()
+            .to_owned();
+        Ok((child, addr, key))
+    };
     let contestant = |name, (child, addr, key): (Child, SocketAddr, String)| Contestant {
         name,
         child,
@@ -238,15 +247,16 @@ async fn compare(
     };
     let mut contestants = vec![contestant(
         "mcplog",
-        serve(scratch.join("mcplog"), &config)?,
+        serve(&server_bin, scratch.join("mcplog"), &config)?,
     )];
     let key = contestants[0].key.clone();
     let mut base_cmd = Command::new(&me);
     base_cmd.arg("baseline-server");
     let (child, addr) = spawn_and_wait(base_cmd).context("starting the baseline server")?;
     contestants.push(contestant("parse-only", (child, addr, key.clone())));
-    if versus_config.is_some() {
-        let versus = serve(scratch.join("versus"), &versus_config)?;
+    if versus_config.is_some() || versus_bin.is_some() {
+        let bin = versus_bin.as_ref().unwrap_or(&server_bin);
+        let versus = serve(bin, scratch.join("versus"), &versus_config)?;
         contestants.push(contestant("versus", versus));
     }
     if let Some(peer) = &peer_bin {

@@ -733,3 +733,67 @@ async fn retention_caps_far_below_the_log_keep_the_active_segment_while_writing_
         );
     }
 }
+
+/// `mcplog-load compare`, as BENCHMARKS.md runs it: every contestant (the server, the parse-only
+/// handler, a second binary under a second configuration) gets its rounds, a median and a ratio.
+#[test]
+fn the_load_tool_compares_a_second_binary_and_configuration_in_the_same_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let versus_config = dir.path().join("versus.toml");
+    std::fs::write(&versus_config, "[redaction]\nenabled = false\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog-load"))
+        .args([
+            "compare",
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "--clients",
+            "2",
+        ])
+        .arg("--server-bin")
+        .arg(env!("CARGO_BIN_EXE_mcplog"))
+        .arg("--versus-bin")
+        .arg(env!("CARGO_BIN_EXE_mcplog"))
+        .arg("--versus-config")
+        .arg(&versus_config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for contestant in ["mcplog", "parse-only", "versus"] {
+        let median = stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("median {contestant} ")))
+            .unwrap_or_else(|| panic!("no median for {contestant}: {stdout}"));
+        assert!(median.contains(" 0 errors"), "{median}");
+    }
+    assert!(stdout.contains("ratio mcplog / versus: "), "{stdout}");
+    assert!(stdout.contains("ratio mcplog / parse-only: "), "{stdout}");
+    // The second binary is the one named: a missing one stops the comparison before any round.
+    let missing = dir.path().join("no-such-mcplog");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog-load"))
+        .args([
+            "compare",
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "--clients",
+            "2",
+        ])
+        .arg("--server-bin")
+        .arg(env!("CARGO_BIN_EXE_mcplog"))
+        .arg("--versus-bin")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("starting mcplog serve"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("round 1"));
+}
