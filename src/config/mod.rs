@@ -95,6 +95,16 @@ pub struct Config {
     pub key_quotas: HashMap<KeyId, Quota>,
     /// `[redaction]`.
     pub redaction: RedactionConfig,
+    /// `[cluster] nats_url`: NATS server URLs, comma-separated; set means cluster mode.
+    pub nats_url: Option<String>,
+    /// `[cluster] stream`: the JetStream stream holding the log.
+    pub nats_stream: String,
+    /// `[cluster] replicas`: the stream's replicas when mcplog creates it.
+    pub nats_replicas: u64,
+    /// `[cluster] token`: the NATS authentication token.
+    pub nats_token: Option<String>,
+    /// `[cluster] ingest_deadline`: how long ingest waits for the stream before a 503.
+    pub nats_ingest_deadline: Duration,
 }
 
 /// The shortest `retention` accepted without `retention_override`: a shorter one deletes nearly
@@ -162,6 +172,11 @@ impl Default for Config {
             role_quotas: HashMap::new(),
             key_quotas: HashMap::new(),
             redaction: RedactionConfig::default(),
+            nats_url: None,
+            nats_stream: String::new(),
+            nats_replicas: 0,
+            nats_token: None,
+            nats_ingest_deadline: Duration::ZERO,
         };
         for s in SETTINGS {
             if let Some(default) = s.default {
@@ -286,6 +301,44 @@ impl Config {
                      set storage.retention_override = true (MCPLOG_RETENTION_OVERRIDE=true) if that is meant",
                     self.retention, RETENTION_FLOOR
                 ),
+            );
+        }
+        if self
+            .nats_url
+            .as_deref()
+            .is_some_and(|url| url.trim().is_empty())
+        {
+            return bad(
+                "nats_url",
+                "is empty; leave it unset for a single node".to_owned(),
+            );
+        }
+        let stream_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if self.nats_stream.is_empty()
+            || self.nats_stream.len() > 64
+            || !self.nats_stream.chars().all(stream_ok)
+        {
+            return bad(
+                "stream",
+                format!(
+                    "{:?} must be 1 to 64 letters, digits, - or _",
+                    self.nats_stream
+                ),
+            );
+        }
+        if !(1..=5).contains(&self.nats_replicas) {
+            return bad(
+                "replicas",
+                format!(
+                    "{} is outside 1..=5 (JetStream's range)",
+                    self.nats_replicas
+                ),
+            );
+        }
+        if self.nats_ingest_deadline < Duration::from_millis(100) {
+            return bad(
+                "ingest_deadline",
+                format!("{:?} is below the 100ms floor", self.nats_ingest_deadline),
             );
         }
         Ok(())

@@ -280,6 +280,52 @@ pub static SETTINGS: &[Setting] = &[
         "the longest lifetime keygen grants"
     ),
     Setting {
+        section: "cluster",
+        name: "nats_url",
+        env: "MCPLOG_NATS_URL",
+        default: None,
+        help: "cluster mode: NATS server URLs, comma-separated (unset: a single node)",
+        // A URL may carry a user and password, so it is shown only as set or not.
+        field: Field::Secret(|c| &mut c.nats_url),
+        show: |c| format!("{:?}", c.nats_url.as_ref().map(|_| "<set>")),
+    },
+    Setting {
+        section: "cluster",
+        name: "stream",
+        env: "MCPLOG_NATS_STREAM",
+        default: Some("mcplog"),
+        help: "cluster mode: the JetStream stream holding the log (letters, digits, - and _)",
+        field: Field::Text(|c| &mut c.nats_stream),
+        show: |c| format!("{:?}", c.nats_stream),
+    },
+    Setting {
+        section: "cluster",
+        name: "replicas",
+        env: "MCPLOG_NATS_REPLICAS",
+        default: Some("3"),
+        help: "cluster mode: copies JetStream keeps of the stream when it creates it (1 to 5)",
+        field: Field::Count(|c| &mut c.nats_replicas),
+        show: |c| format!("{:?}", c.nats_replicas),
+    },
+    Setting {
+        section: "cluster",
+        name: "token",
+        env: "MCPLOG_NATS_TOKEN",
+        default: None,
+        help: "cluster mode: the NATS authentication token, if the servers require one",
+        field: Field::Secret(|c| &mut c.nats_token),
+        show: |c| format!("{:?}", c.nats_token.as_ref().map(|_| "<set>")),
+    },
+    Setting {
+        section: "cluster",
+        name: "ingest_deadline",
+        env: "MCPLOG_NATS_INGEST_DEADLINE",
+        default: Some("5s"),
+        help: "cluster mode: how long ingest waits for the stream before answering 503",
+        field: Field::Duration(|c| &mut c.nats_ingest_deadline),
+        show: |c| format!("{:?}", c.nats_ingest_deadline),
+    },
+    Setting {
         section: "logging",
         name: "level",
         env: "MCPLOG_LEVEL",
@@ -382,7 +428,7 @@ impl Setting {
     /// The current value as `Debug` shows it; a secret only as set or not.
     pub(super) fn shown(&self, config: &Config) -> String {
         match self.field {
-            Field::Secret(_) if config.master_secret.is_some() => "<set>".to_owned(),
+            Field::Secret(field) if field(&mut config.clone()).is_some() => "<set>".to_owned(),
             Field::Secret(_) => "None".to_owned(),
             _ => (self.show)(config),
         }

@@ -17,16 +17,27 @@ pub struct Maintenance {
     pub policy: retention::Policy,
 }
 
-/// Seals an old idle segment, deletes the segments retention selects, and rebuilds the view from
-/// what remains, so that it equals what a fresh start would fold. Runs on the writer thread, so no
-/// group is planned or written meanwhile.
+/// Seals an old idle segment (when `seal_idle`), deletes the segments retention selects, and
+/// rebuilds the view from what remains, so that it equals what a fresh start would fold. Runs on
+/// the thread that owns the writer, so no group is written meanwhile.
+///
+/// A cluster node does not seal idle segments: its segments must end where every other node's
+/// do, so only the groups it applies decide a roll.
 pub(super) fn maintain(
     writer: &mut LogWriter,
     view: &RwLock<View>,
     policy: &retention::Policy,
     now_us: u64,
+    seal_idle: bool,
 ) {
-    let written = writer.roll_if_old(now_us);
+    let written = if seal_idle {
+        writer.roll_if_old(now_us)
+    } else {
+        crate::storage::Written {
+            result: Ok(()),
+            changes: Vec::new(),
+        }
+    };
     if let Err(err) = written.result {
         tracing::error!(error = %err, "sealing an old segment failed");
     }

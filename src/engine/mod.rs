@@ -13,6 +13,7 @@
 
 mod maintenance;
 mod plan;
+pub mod replica;
 mod writer_loop;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -123,6 +124,13 @@ pub enum SubmitError {
     /// The engine is shutting down and takes no more events.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Cluster mode: the shared log took no writes within the ingest deadline, or this node
+    /// stopped applying it. Nothing was acknowledged; a retry with the same `event_id`s is safe.
+    #[error("{message}")]
+    Unavailable {
+        /// What was waited for.
+        message: String,
+    },
 }
 
 /// Counters in the reference's `stats` shape.
@@ -183,6 +191,10 @@ pub struct Engine {
     counters: Counters,
     health: Arc<WriterHealth>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Cluster mode: the thread applying the shared log.
+    follower_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Cluster mode: what the follower applied.
+    progress: Option<Arc<replica::Progress>>,
     /// The newest seq that is durable and folded into the view; followers of the replay wait on it.
     durable: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -191,6 +203,8 @@ pub struct Engine {
 struct WriterHealth {
     running: AtomicBool,
     last_failure: Mutex<Option<String>>,
+    /// Cluster mode: why the follower stopped for good.
+    halted: Mutex<Option<String>>,
     /// Time of each group's write and fdatasync.
     fsync_seconds: TimingHistogram,
 }
@@ -202,6 +216,66 @@ impl Engine {
         view: View,
         queue_events_max: usize,
         maintenance: Maintenance,
+    ) -> Engine {
+        Engine::start_with(view, queue_events_max, None, |view, rx, health, durable| {
+            move || run_writer(writer, view, rx, maintenance, &health, &durable)
+        })
+    }
+
+    /// Starts a cluster node's engine over an opened log and its folded view: a publisher thread
+    /// in place of the writer, handing groups to `log`, and a follower thread applying what the
+    /// returned feed delivers, from `resume` on (see [`replica`]).
+    ///
+    /// The transport must drop the feed before [`Engine::shutdown`] is called.
+    pub fn start_replicated(
+        writer: LogWriter,
+        view: View,
+        queue_events_max: usize,
+        maintenance: Maintenance,
+        log: Box<dyn replica::SharedLog>,
+        resume: replica::Applied,
+        limits: replica::PublishLimits,
+    ) -> (Engine, replica::GroupFeed) {
+        let progress = Arc::new(replica::Progress::default());
+        progress.set(resume);
+        let (feed, delivered) = mpsc::sync_channel(replica::FEED_GROUPS_MAX);
+        let follower_thread = std::cell::Cell::new(None);
+        let engine = Engine::start_with(
+            view,
+            queue_events_max,
+            Some(Arc::clone(&progress)),
+            |view, rx, health, durable| {
+                let follower = replica::follower(
+                    writer,
+                    Arc::clone(&view),
+                    Arc::clone(&progress),
+                    health,
+                    durable,
+                );
+                follower_thread.set(Some(
+                    std::thread::Builder::new()
+                        .name("mcplog-follower".into())
+                        .spawn(move || replica::run_follower(follower, delivered, maintenance))
+                        .expect("spawning the follower thread"),
+                ));
+                move || replica::run_publisher(log, view, progress, rx, limits)
+            },
+        );
+        *engine.follower_thread.lock().expect("thread lock") = follower_thread.take();
+        (engine, feed)
+    }
+
+    /// The parts both modes share; `writer` builds the writer thread's body.
+    fn start_with<F: FnOnce() + Send + 'static>(
+        view: View,
+        queue_events_max: usize,
+        progress: Option<Arc<replica::Progress>>,
+        writer: impl FnOnce(
+            Arc<RwLock<View>>,
+            mpsc::Receiver<Submission>,
+            Arc<WriterHealth>,
+            Arc<tokio::sync::watch::Sender<u64>>,
+        ) -> F,
     ) -> Engine {
         assert!(queue_events_max > 0);
         let view = Arc::new(RwLock::new(view));
@@ -217,15 +291,19 @@ impl Engine {
             .last_seq()
             .unwrap_or(0);
         let durable = Arc::new(tokio::sync::watch::Sender::new(last));
+        let body = writer(
+            Arc::clone(&view),
+            rx,
+            Arc::clone(&health),
+            Arc::clone(&durable),
+        );
         let thread = {
-            let view = Arc::clone(&view);
             let health = Arc::clone(&health);
-            let durable = Arc::clone(&durable);
             std::thread::Builder::new()
                 .name("mcplog-writer".into())
                 .spawn(move || {
                     let _running = Running(&health.running);
-                    run_writer(writer, view, rx, maintenance, &health, &durable);
+                    body();
                 })
                 .expect("spawning the writer thread")
         };
@@ -237,8 +315,18 @@ impl Engine {
             counters: Counters::default(),
             health,
             writer_thread: Mutex::new(Some(thread)),
+            follower_thread: Mutex::new(None),
             durable,
+            progress,
         }
+    }
+
+    /// Cluster mode: the last group of the shared log this node applied, and why its follower
+    /// halted if it did. `None` on a single node.
+    pub fn replica_progress(&self) -> Option<(replica::Applied, Option<String>)> {
+        self.progress
+            .as_ref()
+            .map(|progress| (progress.applied(), progress.halted()))
     }
 
     /// Queues events and waits until they are durable (or refused). All or nothing.
@@ -323,13 +411,17 @@ impl Engine {
         self.health.running.load(Ordering::SeqCst)
     }
 
-    /// The last storage failure, cleared by the next successful write.
+    /// The last storage failure, cleared by the next successful write; in cluster mode also why
+    /// the follower halted, which nothing clears.
     pub fn storage_failure(&self) -> Option<String> {
-        self.health
-            .last_failure
-            .lock()
-            .expect("health lock")
-            .clone()
+        let halted = self.health.halted.lock().expect("health lock").clone();
+        halted.or_else(|| {
+            self.health
+                .last_failure
+                .lock()
+                .expect("health lock")
+                .clone()
+        })
     }
 
     /// A receiver of the newest seq that is durable and visible in the view.
@@ -348,6 +440,11 @@ impl Engine {
         let thread = self.writer_thread.lock().expect("thread lock").take();
         if let Some(thread) = thread {
             let _ = thread.join();
+        }
+        // Ends once the transport has dropped the feed.
+        let follower = self.follower_thread.lock().expect("thread lock").take();
+        if let Some(follower) = follower {
+            let _ = follower.join();
         }
     }
 }

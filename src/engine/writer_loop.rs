@@ -34,7 +34,7 @@ pub(super) fn run_writer(
     loop {
         if Instant::now() >= next_maintenance {
             last_us = now_us().max(last_us);
-            maintain(&mut writer, &view, &maintenance.policy, last_us);
+            maintain(&mut writer, &view, &maintenance.policy, last_us, true);
             next_maintenance = Instant::now() + maintenance.interval;
         }
         let failed = health.last_failure.lock().expect("health lock").is_some();
@@ -52,24 +52,7 @@ pub(super) fn run_writer(
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let mut events = first.events.len();
-        let mut bytes = first.bytes();
-        let mut group = vec![first];
-        let mut held = None;
-        while events < GROUP_EVENTS_MAX && bytes < GROUP_BYTES_MAX {
-            match rx.try_recv() {
-                Ok(next) if bytes + next.bytes() > GROUP_BYTES_MAX => {
-                    held = Some(next);
-                    break;
-                }
-                Ok(next) => {
-                    events += next.events.len();
-                    bytes += next.bytes();
-                    group.push(next);
-                }
-                Err(_) => break,
-            }
-        }
+        let (group, held) = gather(first, &rx, Submission::bytes, GROUP_BYTES_MAX);
         // Receive times never go backwards, so retention by receive time stays monotone even if
         // the wall clock is stepped back.
         last_us = now_us().max(last_us);
@@ -79,6 +62,32 @@ pub(super) fn run_writer(
             commit(&mut writer, &view, vec![next], last_us, health, durable);
         }
     }
+}
+
+/// Takes what is waiting behind `first`, up to [`GROUP_EVENTS_MAX`] events and `bytes_max` bytes
+/// as `bytes` counts them; returns the group and the submission that would have passed the byte
+/// cap, which goes alone next.
+pub(super) fn gather(
+    first: Submission,
+    rx: &mpsc::Receiver<Submission>,
+    bytes: fn(&Submission) -> usize,
+    bytes_max: usize,
+) -> (Vec<Submission>, Option<Submission>) {
+    let mut events = first.events.len();
+    let mut total = bytes(&first);
+    let mut group = vec![first];
+    while events < GROUP_EVENTS_MAX && total < bytes_max {
+        match rx.try_recv() {
+            Ok(next) if total + bytes(&next) > bytes_max => return (group, Some(next)),
+            Ok(next) => {
+                events += next.events.len();
+                total += bytes(&next);
+                group.push(next);
+            }
+            Err(_) => break,
+        }
+    }
+    (group, None)
 }
 
 /// How often a writer whose last write failed checks whether it could write again.
@@ -150,7 +159,7 @@ fn commit(
 }
 
 /// The group's events as they will be stored: seqs from `next_seq`, in append order.
-fn stored_events<'a>(
+pub(super) fn stored_events<'a>(
     group: &'a [Submission],
     appended: &[(usize, usize)],
     next_seq: u64,
@@ -219,7 +228,7 @@ fn write_and_fold(
 }
 
 /// The answer for one planned event of a written group.
-fn ack(slot: Slot, next_seq: u64) -> Ack {
+pub(super) fn ack(slot: Slot, next_seq: u64) -> Ack {
     match slot {
         Slot::Append(n) => Ack {
             seq: next_seq + n as u64,

@@ -158,6 +158,14 @@ impl From<SubmitError> for ApiError {
                 retry_after_s: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             },
+            SubmitError::Unavailable { .. } => ApiError {
+                retry_after_s: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    message,
+                )
+            },
         }
     }
 }

@@ -250,6 +250,78 @@ impl LogWriter {
             relative.push(self.buf.len());
             format::encode_frame(event, &mut self.buf);
         }
+        self.write_buffered(relative, now_us)
+    }
+
+    /// Appends frames encoded elsewhere (by the node of a cluster that planned them), written as
+    /// [`LogWriter::append`] writes a group: a roll first if one is due, one write, one
+    /// fdatasync. `frames` must hold whole frames that decode, with seqs `next_seq()..` and
+    /// `write_index` counting from where their group began; the caller checks them.
+    /// `received_at_us` is the frames' receive time, which also decides an age-based roll, so
+    /// every node rolls at the same frame.
+    pub fn append_encoded(&mut self, frames: &[u8], received_at_us: u64) -> Written {
+        let result = self.append_encoded_group(frames, received_at_us);
+        Written {
+            result,
+            changes: std::mem::take(&mut self.changes),
+        }
+    }
+
+    fn append_encoded_group(&mut self, frames: &[u8], now_us: u64) -> Result<(), StorageError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(StorageError::Poisoned(reason.clone()));
+        }
+        assert!(!frames.is_empty(), "an empty group");
+        let mut relative = Vec::new();
+        let mut at = 0;
+        while at < frames.len() {
+            relative.push(at);
+            at = format::frame_end(frames, at).expect("the caller checked every frame");
+        }
+        assert_eq!(at, frames.len(), "frames end with a whole frame");
+        self.buf.clear();
+        self.buf.extend_from_slice(frames);
+        self.write_buffered(relative, now_us)
+    }
+
+    /// Rewrites the header of an empty active segment with `created_at_us` and syncs it, so
+    /// that the nodes of a cluster begin each segment with the same bytes (the receive time of
+    /// its first frames, not each node's clock) and their hash chains agree. Nothing to do if
+    /// the segment holds frames or has that time already. A failure poisons the writer: the
+    /// header on disk is then unknown.
+    pub fn restamp_empty(&mut self, created_at_us: u64) -> Result<(), StorageError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(StorageError::Poisoned(reason.clone()));
+        }
+        if self.frames > 0 || self.header.created_at_us == created_at_us {
+            return Ok(());
+        }
+        let header = Header {
+            created_at_us,
+            ..self.header
+        };
+        let bytes = format::encode_header(&header);
+        let disk = &self.config.disk;
+        let written = disk
+            .write_at(&self.file, &self.path, &bytes, 0)
+            .map_err(StorageError::io("write header", &self.path))
+            .and_then(|()| {
+                disk.sync_data(&self.file, &self.path)
+                    .map_err(StorageError::io("fdatasync", &self.path))
+            });
+        if let Err(err) = written {
+            self.poisoned = Some(format!("{err}; the segment's header is unknown now"));
+            return Err(err);
+        }
+        self.header = header;
+        self.hasher = Sha256::new();
+        self.hasher.update(bytes);
+        Ok(())
+    }
+
+    /// Writes the frames in `buf` (starting at the offsets in `relative`) as one group.
+    fn write_buffered(&mut self, relative: Vec<usize>, now_us: u64) -> Result<(), StorageError> {
+        let count = relative.len() as u64;
         if self.should_roll(self.buf.len() as u64, now_us) {
             self.roll(now_us)?;
         }
@@ -276,11 +348,11 @@ impl LogWriter {
         }
         self.hasher.update(&self.buf);
         self.data_len += self.buf.len() as u64;
-        self.next_seq += events.len() as u64;
+        self.next_seq += count;
         if self.frames == 0 {
             self.received_min_us = now_us;
         }
-        self.frames += events.len() as u64;
+        self.frames += count;
         self.received_max_us = self.received_max_us.max(now_us);
         if let Some(map) = remapped {
             self.changes.push(CatalogChange::Remapped(map));

@@ -1,0 +1,553 @@
+//! Cluster mode inside the engine, with nothing of the transport (the `cluster` module brings
+//! NATS JetStream).
+//!
+//! A shared, replicated log of *groups* orders every write of the cluster; each node is a
+//! deterministic follower of it:
+//! - the **publisher** (the writer thread's job in cluster mode) gathers and plans a group
+//!   against this node's view exactly as the single node does, encodes its frames as they will
+//!   sit in a segment, and hands them to the [`SharedLog`] to be appended right after the last
+//!   group this node applied. When another node got there first it waits until the follower has
+//!   applied that group, plans again (events may now be duplicates or conflicts) and retries;
+//! - the **follower** takes every group in order, checks it (its position, its first seq, the
+//!   previous group's hash, every frame), appends it with one write and one fdatasync and folds
+//!   it. A check that fails halts the follower for good with the reason, which health reports:
+//!   a node never applies a history other than the shared one.
+//!
+//! A client is answered only once this node's follower has applied the group carrying its
+//! events: stored by the shared log, and durable and visible here.
+
+use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::maintenance::{maintain, Maintenance};
+use super::plan::{plan, Claims};
+use super::writer_loop::{ack, gather, stored_events};
+use super::{Submission, SubmitError, View, WriterHealth};
+use crate::clock::now_us;
+use crate::event::{EVENT_ID_BYTES_MAX, ID_BYTES_MAX};
+use crate::storage::format::{self, Decoded, Hash};
+use crate::storage::LogWriter;
+
+/// One group of frames as the shared log carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The seq of its first frame.
+    pub first_seq: u64,
+    /// The chain hash of the group before it (zeros for the first).
+    pub prev_hash: Hash,
+    /// Its frames, encoded as a segment holds them, `write_index` counting from 0.
+    pub frames: bytes::Bytes,
+}
+
+impl Group {
+    /// The group's chain hash: SHA-256 over the previous group's hash, the first seq (8 bytes,
+    /// little-endian) and the frames. Two nodes that applied the same groups hold the same hash.
+    pub fn hash(&self) -> Hash {
+        let mut hasher = Sha256::new();
+        hasher.update(self.prev_hash);
+        hasher.update(self.first_seq.to_le_bytes());
+        hasher.update(&self.frames);
+        hasher.finalize().into()
+    }
+}
+
+/// The most bytes a frame adds to an event's body: the frame header, the fixed fields, the ids
+/// at their longest and postcard's length prefixes. A group of events whose bodies sum to `b`
+/// encodes to at most `b + n * FRAME_OVERHEAD_BYTES_MAX` bytes.
+pub const FRAME_OVERHEAD_BYTES_MAX: usize = format::FRAME_HEADER_BYTES
+    + 10 // seq
+    + 5 // write_index
+    + 10 // received_at_us
+    + 8 // key_id
+    + 1 // action
+    + 8 // timestamp
+    + 4 * 5 // the length prefixes of four strings
+    + 1 // event_id's option tag
+    + 2 * ID_BYTES_MAX
+    + EVENT_ID_BYTES_MAX;
+
+/// Where a node stands in the shared log: the last group it applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// That group's position in the shared log (0: none yet).
+    pub position: u64,
+    /// Its chain hash (zeros before the first group).
+    pub hash: Hash,
+    /// The seq the next group must begin with.
+    pub next_seq: u64,
+    /// The receive time of its frames; the next group's may not be earlier.
+    pub received_at_us: u64,
+}
+
+/// The follower's progress, which the publisher waits on.
+#[derive(Debug, Default)]
+pub struct Progress {
+    state: Mutex<ProgressState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct ProgressState {
+    applied: Applied,
+    halted: Option<String>,
+}
+
+impl Progress {
+    /// The last group applied.
+    pub fn applied(&self) -> Applied {
+        self.lock().applied
+    }
+
+    /// Why the follower halted, if it did.
+    pub fn halted(&self) -> Option<String> {
+        self.lock().halted.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().expect("progress lock")
+    }
+
+    pub(super) fn set(&self, applied: Applied) {
+        self.lock().applied = applied;
+        self.changed.notify_all();
+    }
+
+    fn halt(&self, reason: String) {
+        self.lock().halted = Some(reason);
+        self.changed.notify_all();
+    }
+
+    /// Waits until the follower has applied position `position` (true) or halted, or until
+    /// `deadline` (false).
+    fn wait_for(&self, position: u64, deadline: Instant) -> bool {
+        let mut state = self.lock();
+        loop {
+            if state.applied.position >= position {
+                return true;
+            }
+            if state.halted.is_some() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .expect("progress lock")
+                .0;
+        }
+    }
+}
+
+/// Why the shared log did not take a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareError {
+    /// A group was appended after the position given: apply it, then plan again.
+    Moved,
+    /// The shared log takes no writes now (no leader, no majority, unreachable); the reason.
+    Unavailable(String),
+}
+
+/// The transport's half of publishing.
+pub trait SharedLog: Send {
+    /// Appends `group` right after position `after` (the last group this node applied) and
+    /// returns its position once the shared log has stored it, trying until `deadline`. Asked
+    /// again with the same group and `after` (a retry after a lost answer), it must not store
+    /// the group twice.
+    fn append(&mut self, group: &Group, after: u64, deadline: Instant) -> Result<u64, ShareError>;
+}
+
+/// The limits of the publisher.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishLimits {
+    /// How long a submission may wait for the shared log before it is answered 503.
+    pub ingest_deadline: Duration,
+    /// The most bytes of frames one group may carry (below the shared log's message limit).
+    pub group_bytes_max: usize,
+}
+
+/// The publisher: the writer thread of a node whose log is shared.
+pub(super) fn run_publisher(
+    mut log: Box<dyn SharedLog>,
+    view: Arc<RwLock<View>>,
+    progress: Arc<Progress>,
+    rx: mpsc::Receiver<Submission>,
+    limits: PublishLimits,
+) {
+    // Frames are larger than bodies: count each event at its largest.
+    let frame_bytes = |s: &Submission| s.bytes() + s.events.len() * FRAME_OVERHEAD_BYTES_MAX;
+    while let Ok(first) = rx.recv() {
+        let (group, held) = gather(first, &rx, frame_bytes, limits.group_bytes_max);
+        publish(&mut *log, &view, &progress, group, limits);
+        if let Some(next) = held {
+            publish(&mut *log, &view, &progress, vec![next], limits);
+        }
+    }
+}
+
+/// Plans `group` against the view, has the shared log append its frames, waits for the follower
+/// to apply them and answers; plans again whenever another node's group came first.
+fn publish(
+    log: &mut dyn SharedLog,
+    view: &RwLock<View>,
+    progress: &Progress,
+    group: Vec<Submission>,
+    limits: PublishLimits,
+) {
+    let deadline = Instant::now() + limits.ingest_deadline;
+    // The group last offered, kept while nothing changes so a retry offers the same bytes.
+    let mut offered: Option<(Applied, Group)> = None;
+    let outcome = loop {
+        // The view and `Applied` agree: the follower changes both under the view's write lock.
+        let (applied, plans, appended) = {
+            let view = view.read().expect("view lock");
+            let applied = progress.applied();
+            let mut claims = Claims::default();
+            let plans: Vec<_> = group
+                .iter()
+                .enumerate()
+                .map(|(index, submission)| {
+                    plan(
+                        &view.projection,
+                        index,
+                        &submission.events,
+                        &mut claims,
+                        applied.next_seq,
+                    )
+                })
+                .collect();
+            (applied, plans, claims.appended)
+        };
+        if appended.is_empty() {
+            break Ok((applied.next_seq, plans));
+        }
+        let shared = match offered.take() {
+            Some((at, shared)) if at == applied => shared,
+            _ => {
+                // Receive times never go backwards along the shared log.
+                let now = now_us().max(applied.received_at_us);
+                let mut frames = Vec::new();
+                for event in stored_events(&group, &appended, applied.next_seq, now) {
+                    format::encode_frame(&event, &mut frames);
+                }
+                Group {
+                    first_seq: applied.next_seq,
+                    prev_hash: applied.hash,
+                    frames: frames.into(),
+                }
+            }
+        };
+        match log.append(&shared, applied.position, deadline) {
+            Ok(position) => {
+                if progress.wait_for(position, deadline) {
+                    break Ok((applied.next_seq, plans));
+                }
+                break Err(unavailable(progress, "applying it here took too long"));
+            }
+            Err(ShareError::Moved) => {
+                // Apply the group that came first, then plan again.
+                if !progress.wait_for(applied.position + 1, deadline) {
+                    break Err(unavailable(
+                        progress,
+                        "catching up with other nodes' groups took too long",
+                    ));
+                }
+            }
+            Err(ShareError::Unavailable(reason)) => {
+                if Instant::now() >= deadline {
+                    break Err(unavailable(progress, &reason));
+                }
+                offered = Some((applied, shared));
+                std::thread::sleep(RETRY_PAUSE);
+            }
+        }
+    };
+    match outcome {
+        Ok((next_seq, plans)) => {
+            for (submission, plan) in group.into_iter().zip(plans) {
+                let answer = plan
+                    .map_err(SubmitError::Conflict)
+                    .map(|slots| slots.iter().map(|&slot| ack(slot, next_seq)).collect());
+                submission.answer(answer);
+            }
+        }
+        Err(err) => {
+            for submission in group {
+                submission.answer(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// The pause before offering a group again to a shared log that could not take it.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+fn unavailable(progress: &Progress, reason: &str) -> SubmitError {
+    SubmitError::Unavailable {
+        message: match progress.halted() {
+            Some(halted) => format!("this node stopped applying the cluster's log: {halted}"),
+            None => format!("the cluster's log takes no writes now: {reason}"),
+        },
+    }
+}
+
+/// Why a group was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// The group does not continue this node's history; the follower stops for good.
+    Halt(String),
+    /// The local write failed (a full disk, say); the same group may be applied again later.
+    Storage(String),
+}
+
+/// The follower: applies the shared log's groups to this node's segments and view.
+pub struct Follower {
+    writer: LogWriter,
+    view: Arc<RwLock<View>>,
+    progress: Arc<Progress>,
+    health: Arc<WriterHealth>,
+    durable: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Follower {
+    /// Checks the group delivered at `position` against what this node applied, appends the
+    /// frames it does not hold yet and folds them.
+    ///
+    /// A group this node already holds in part (its last start cut a torn group short, or it
+    /// resumed from an earlier group) must match the held frames byte for byte.
+    pub fn apply(&mut self, position: u64, group: &Group) -> Result<(), ApplyError> {
+        let applied = self.progress.applied();
+        let halt = |why: String| {
+            ApplyError::Halt(format!(
+                "the group at position {position} (first seq {}): {why}",
+                group.first_seq
+            ))
+        };
+        if position != applied.position + 1 {
+            return Err(halt(format!(
+                "expected position {}, after the last applied group",
+                applied.position + 1
+            )));
+        }
+        if group.first_seq != applied.next_seq {
+            return Err(halt(format!(
+                "its first seq should be {}, the one after the last applied group",
+                applied.next_seq
+            )));
+        }
+        if group.prev_hash != applied.hash {
+            return Err(halt(
+                "its previous-group hash is not the hash of the last applied group".into(),
+            ));
+        }
+        let checked = check_frames(group, applied.received_at_us).map_err(&halt)?;
+        let local_next = self.writer.next_seq();
+        if local_next < group.first_seq {
+            return Err(halt(format!(
+                "this node's log ends at seq {}, before the group begins",
+                local_next - 1
+            )));
+        }
+        // Frames this node already holds must be these frames.
+        let held = (local_next - group.first_seq).min(checked.count) as usize;
+        {
+            let view = self.view.read().expect("view lock");
+            for (n, range) in checked.ranges.iter().take(held).enumerate() {
+                let seq = group.first_seq + n as u64;
+                let same = view.catalog.with_event(seq, |event| {
+                    let mut local = Vec::new();
+                    format::encode_frame(event, &mut local);
+                    local == group.frames[range.clone()]
+                });
+                if same != Some(Ok(true)) {
+                    return Err(halt(format!(
+                        "this node holds a different event at seq {seq}"
+                    )));
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        if held < checked.ranges.len() {
+            let from = checked.ranges[held].start;
+            let started = Instant::now();
+            let written = self.writer.restamp_empty(checked.received_at_us).map(|()| {
+                self.writer
+                    .append_encoded(&group.frames[from..], checked.received_at_us)
+            });
+            let written = match written {
+                Ok(written) => written,
+                Err(err) => return Err(self.storage_failed(err.public_message())),
+            };
+            self.health.fsync_seconds.observe(started.elapsed());
+            changes = written.changes;
+            if let Err(err) = written.result {
+                self.apply_changes(changes);
+                return Err(self.storage_failed(err.public_message()));
+            }
+        }
+        let next = Applied {
+            position,
+            hash: group.hash(),
+            next_seq: group.first_seq + checked.count,
+            received_at_us: checked.received_at_us,
+        };
+        {
+            let mut view = self.view.write().expect("view lock");
+            for change in changes {
+                view.catalog.apply(change);
+            }
+            for range in checked.ranges.iter().skip(held) {
+                match format::decode_at(&group.frames, range.start) {
+                    Decoded::Frame { frame, .. } => view.projection.apply(&frame),
+                    _ => unreachable!("every frame was checked"),
+                }
+            }
+            // Under the view's lock, so a publisher planning against the view sees the matching
+            // position.
+            self.progress.set(next);
+        }
+        *self.health.last_failure.lock().expect("health lock") = None;
+        let last = next.next_seq - 1;
+        self.durable
+            .send_if_modified(|durable| (*durable != last).then(|| *durable = last).is_some());
+        Ok(())
+    }
+
+    fn apply_changes(&self, changes: Vec<crate::storage::CatalogChange>) {
+        let mut view = self.view.write().expect("view lock");
+        for change in changes {
+            view.catalog.apply(change);
+        }
+    }
+
+    fn storage_failed(&self, message: String) -> ApplyError {
+        tracing::error!(error = %message, "applying a group of the cluster's log failed; it is tried again");
+        *self.health.last_failure.lock().expect("health lock") = Some(message.clone());
+        ApplyError::Storage(message)
+    }
+
+    /// Stops the follower for good: health turns 503 with the reason, the publisher answers 503.
+    fn halt(&self, reason: &str) {
+        tracing::error!(%reason, "the cluster follower halted; this node applies nothing more");
+        *self.health.halted.lock().expect("health lock") = Some(reason.to_owned());
+        self.progress.halt(reason.to_owned());
+    }
+}
+
+/// What checking a group's frames found.
+struct Checked {
+    ranges: Vec<std::ops::Range<usize>>,
+    count: u64,
+    received_at_us: u64,
+}
+
+/// Every frame of `group` decodes with its CRC, carries the next seq and its index in the group,
+/// and all share one receive time no earlier than `after_us`.
+fn check_frames(group: &Group, after_us: u64) -> Result<Checked, String> {
+    let mut ranges = Vec::new();
+    let mut received_at_us = None;
+    let mut at = 0;
+    while at < group.frames.len() {
+        let n = ranges.len() as u64;
+        let (frame, end) = match format::decode_at(&group.frames, at) {
+            Decoded::Frame { frame, end } => (frame, end),
+            other => return Err(format!("frame {n} does not decode: {other:?}")),
+        };
+        if frame.seq != group.first_seq + n || u64::from(frame.write_index) != n {
+            return Err(format!(
+                "frame {n} carries seq {} and write index {}",
+                frame.seq, frame.write_index
+            ));
+        }
+        match received_at_us {
+            None if frame.received_at_us < after_us => {
+                return Err(format!(
+                    "its receive time {} is before the last applied group's {after_us}",
+                    frame.received_at_us
+                ))
+            }
+            None => received_at_us = Some(frame.received_at_us),
+            Some(t) if t != frame.received_at_us => {
+                return Err(format!("frame {n} has another receive time than frame 0"))
+            }
+            Some(_) => {}
+        }
+        ranges.push(at..end);
+        at = end;
+    }
+    let received_at_us = received_at_us.ok_or("it holds no frame")?;
+    Ok(Checked {
+        count: ranges.len() as u64,
+        ranges,
+        received_at_us,
+    })
+}
+
+/// Where the follower thread takes delivered groups from: (position, group). Bounded, so a
+/// follower that falls behind slows the transport's reading instead of growing memory.
+pub type GroupFeed = mpsc::SyncSender<(u64, Group)>;
+
+/// Groups delivered but not yet applied, at most.
+pub const FEED_GROUPS_MAX: usize = 64;
+
+/// The follower thread: applies what arrives; between groups, retention. A local storage
+/// failure is retried each second; a group that does not continue the history halts it.
+pub(super) fn run_follower(
+    mut follower: Follower,
+    feed: mpsc::Receiver<(u64, Group)>,
+    maintenance: Maintenance,
+) {
+    let mut next_maintenance = Instant::now();
+    loop {
+        if Instant::now() >= next_maintenance {
+            maintain(
+                &mut follower.writer,
+                &follower.view,
+                &maintenance.policy,
+                now_us(),
+                false,
+            );
+            next_maintenance = Instant::now() + maintenance.interval;
+        }
+        let wait = next_maintenance.saturating_duration_since(Instant::now());
+        let (position, group) = match feed.recv_timeout(wait) {
+            Ok(delivered) => delivered,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        loop {
+            match follower.apply(position, &group) {
+                Ok(()) => break,
+                Err(ApplyError::Storage(_)) => std::thread::sleep(STORAGE_RETRY_PAUSE),
+                Err(ApplyError::Halt(reason)) => {
+                    follower.halt(&reason);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The pause before applying again a group whose local write failed.
+const STORAGE_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Builds the follower of an engine starting in cluster mode.
+pub(super) fn follower(
+    writer: LogWriter,
+    view: Arc<RwLock<View>>,
+    progress: Arc<Progress>,
+    health: Arc<WriterHealth>,
+    durable: Arc<tokio::sync::watch::Sender<u64>>,
+) -> Follower {
+    Follower {
+        writer,
+        view,
+        progress,
+        health,
+        durable,
+    }
+}
