@@ -26,6 +26,9 @@ pub enum ServerError {
     /// A key, the master secret or the revocation list could not be read or created.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// Cluster mode could not start.
+    #[error("cluster mode: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The listening socket could not be bound or served.
     #[error("listen on {bind}: {source}")]
     Listen {
@@ -59,7 +62,14 @@ pub async fn run(
         &config.data_dir,
         config.api_key_cache_ttl,
     )?;
-    let engine = Arc::new(recover(config)?);
+    let (engine, follow, config) = match &config.nats_url {
+        None => (Arc::new(recover(config)?), None, config.clone()),
+        Some(urls) => {
+            let (engine, follow, config) = start_cluster(config, urls).await?;
+            (engine, Some(follow), config)
+        }
+    };
+    let config = &config;
     let state = app_state(config, Arc::clone(&engine), keys);
     let draining = Arc::clone(&state.draining);
     let listen_error = |source| ServerError::Listen {
@@ -84,6 +94,14 @@ pub async fn run(
     })
     .await;
     tracing::info!("shutting down: writing and syncing queued events");
+    if let Some(follow) = follow {
+        // Publishing needs the follower to answer: stop reading the stream only once the queue
+        // is answered.
+        let drained = Arc::clone(&engine);
+        let _ = tokio::task::spawn_blocking(move || drained.close_queue()).await;
+        follow.abort();
+        let _ = follow.await;
+    }
     let drained = Arc::clone(&engine);
     let _ = tokio::task::spawn_blocking(move || drained.shutdown()).await;
     tracing::info!("shut down");
@@ -121,7 +139,98 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
 }
 
 /// Opens the log in the configured data directory and folds it into a fresh view.
-pub fn recover(config: &Config) -> Result<Engine, StorageError> {
+/// Cluster mode: connects to the stream, recovers the local log, finds where to go on in the
+/// stream, and starts the engine with its follower reading from there. Returns the engine, the
+/// reading task, and the configuration with the batch limits lowered if they would not fit in one
+/// NATS message.
+async fn start_cluster(
+    config: &Config,
+    urls: &str,
+) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>, Config), ServerError> {
+    use crate::cluster::{Cluster, ClusterConfig, HEADER_BYTES_MAX};
+    use crate::engine::replica::{PublishLimits, FRAME_FIXED_BYTES_MAX};
+    let cluster = Cluster::connect(&ClusterConfig {
+        urls: urls.split(',').map(str::to_owned).collect(),
+        stream: config.nats_stream.clone(),
+        replicas: config.nats_replicas as usize,
+        token: config.nats_token.clone(),
+    })
+    .await?;
+    let version = cluster.server_version();
+    warn_about_fsync(&version);
+    let (writer, view, maintenance) = open_log(config)?;
+    let local_last = view.catalog.last_seq().unwrap_or(0);
+    let (position, resume) = cluster.resume_point(local_last).await?;
+    // A submission must fit one message: its frames hold each body and each event's ids (no
+    // longer than the body that spells them) and the fixed fields.
+    let group_bytes_max = cluster.max_payload().saturating_sub(HEADER_BYTES_MAX);
+    let mut config = config.clone();
+    let fits =
+        (group_bytes_max.saturating_sub(config.batch_events_max * FRAME_FIXED_BYTES_MAX)) / 2;
+    if config.batch_bytes_max > fits {
+        tracing::warn!(
+            configured = config.batch_bytes_max,
+            lowered_to = fits,
+            nats_max_payload = cluster.max_payload(),
+            "batch_bytes_max lowered so that a batch fits one NATS message; raise max_payload in \
+             the NATS servers' configuration to keep it"
+        );
+        config.batch_bytes_max = fits;
+        config.event_bytes_max = config.event_bytes_max.min(fits);
+    }
+    tracing::info!(
+        nats_version = %version,
+        stream = %config.nats_stream,
+        resume_position = position,
+        local_last_seq = local_last,
+        "cluster mode: following the stream"
+    );
+    let cluster = Arc::new(cluster);
+    let (engine, feed) = Engine::start_replicated(
+        writer,
+        view,
+        config.queue_events_max,
+        maintenance,
+        cluster.shared_log(tokio::runtime::Handle::current()),
+        resume,
+        PublishLimits {
+            ingest_deadline: config.nats_ingest_deadline,
+            group_bytes_max,
+        },
+    );
+    let engine = Arc::new(engine);
+    let follow = tokio::spawn(cluster.follow(position, feed, Arc::clone(&engine)));
+    Ok((engine, follow, config))
+}
+
+/// JetStream acknowledges before its fsync unless the servers sync every write (`sync_interval:
+/// always`, from nats-server 2.10); a client cannot read that setting, so say what it means.
+fn warn_about_fsync(version: &str) {
+    let before_2_10 = {
+        let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) < (2, 10)
+    };
+    if before_2_10 {
+        tracing::warn!(
+            nats_version = version,
+            "this nats-server acknowledges a write before it is fsynced on its servers: an \
+             acknowledged event survives the loss of a minority of NATS servers, and mcplog's \
+             own fdatasync on this node, but not a power loss of a majority at once; nats-server \
+             2.10 or later with `sync_interval: always` closes that"
+        );
+    } else {
+        tracing::warn!(
+            nats_version = version,
+            "mcplog cannot read the NATS servers' sync_interval: unless they set \
+             `sync_interval: always`, an acknowledged event may be lost if a majority of them \
+             lose power at once"
+        );
+    }
+}
+
+/// Opens the log and folds it: the writer, the view and the maintenance policy.
+fn open_log(config: &Config) -> Result<(storage::LogWriter, View, Maintenance), StorageError> {
     let started = Instant::now();
     let log_config = LogConfig {
         dir: config.data_dir.join("segments"),
@@ -153,8 +262,14 @@ pub fn recover(config: &Config) -> Result<Engine, StorageError> {
             max_bytes: config.max_bytes,
         },
     };
+    Ok((opened.writer, view, maintenance))
+}
+
+/// Recovers the log and starts a single node's engine on it.
+pub fn recover(config: &Config) -> Result<Engine, StorageError> {
+    let (writer, view, maintenance) = open_log(config)?;
     Ok(Engine::start(
-        opened.writer,
+        writer,
         view,
         config.queue_events_max,
         maintenance,

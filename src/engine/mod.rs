@@ -131,6 +131,15 @@ pub enum SubmitError {
         /// What was waited for.
         message: String,
     },
+    /// Cluster mode: the events, once encoded (and redacted), exceed the largest message the
+    /// shared log takes.
+    #[error("the batch encodes to {bytes} bytes, more than the cluster's message limit of {max} bytes; send fewer or smaller events")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Counters in the reference's `stats` shape.
@@ -323,10 +332,8 @@ impl Engine {
 
     /// Cluster mode: the last group of the shared log this node applied, and why its follower
     /// halted if it did. `None` on a single node.
-    pub fn replica_progress(&self) -> Option<(replica::Applied, Option<String>)> {
-        self.progress
-            .as_ref()
-            .map(|progress| (progress.applied(), progress.halted()))
+    pub fn replica_progress(&self) -> Option<replica::Report> {
+        self.progress.as_ref().map(|progress| progress.report())
     }
 
     /// Queues events and waits until they are durable (or refused). All or nothing.
@@ -434,13 +441,27 @@ impl Engine {
         &self.health.fsync_seconds
     }
 
-    /// Stops taking events, lets the writer finish everything queued, and waits for it.
-    pub fn shutdown(&self) {
+    /// Stops taking events, lets the writer (or publisher) answer everything queued, and waits
+    /// for it.
+    pub fn close_queue(&self) {
         self.tx.lock().expect("sender lock").take();
         let thread = self.writer_thread.lock().expect("thread lock").take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
+    }
+
+    /// Cluster mode: how many groups the shared log held beyond the last one read, as the
+    /// transport last saw it.
+    pub fn set_replica_pending(&self, groups: u64) {
+        if let Some(progress) = &self.progress {
+            progress.set_pending(groups);
+        }
+    }
+
+    /// Stops taking events, lets the writer finish everything queued, and waits for it.
+    pub fn shutdown(&self) {
+        self.close_queue();
         // Ends once the transport has dropped the feed.
         let follower = self.follower_thread.lock().expect("thread lock").take();
         if let Some(follower) = follower {

@@ -26,7 +26,6 @@ use super::plan::{plan, Claims};
 use super::writer_loop::{ack, gather, stored_events};
 use super::{Submission, SubmitError, View, WriterHealth};
 use crate::clock::now_us;
-use crate::event::{EVENT_ID_BYTES_MAX, ID_BYTES_MAX};
 use crate::storage::format::{self, Decoded, Hash};
 use crate::storage::LogWriter;
 
@@ -53,10 +52,10 @@ impl Group {
     }
 }
 
-/// The most bytes a frame adds to an event's body: the frame header, the fixed fields, the ids
-/// at their longest and postcard's length prefixes. A group of events whose bodies sum to `b`
-/// encodes to at most `b + n * FRAME_OVERHEAD_BYTES_MAX` bytes.
-pub const FRAME_OVERHEAD_BYTES_MAX: usize = format::FRAME_HEADER_BYTES
+/// The most bytes a frame adds to its event's body and ids: the frame header, the fixed fields
+/// and postcard's length prefixes. An event encodes to at most this plus the lengths of its
+/// body and ids.
+pub const FRAME_FIXED_BYTES_MAX: usize = format::FRAME_HEADER_BYTES
     + 10 // seq
     + 5 // write_index
     + 10 // received_at_us
@@ -64,9 +63,21 @@ pub const FRAME_OVERHEAD_BYTES_MAX: usize = format::FRAME_HEADER_BYTES
     + 1 // action
     + 8 // timestamp
     + 4 * 5 // the length prefixes of four strings
-    + 1 // event_id's option tag
-    + 2 * ID_BYTES_MAX
-    + EVENT_ID_BYTES_MAX;
+    + 1; // event_id's option tag
+
+/// The most bytes `events` can encode to.
+fn frames_bytes_max(events: &[crate::event::NewEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| {
+            FRAME_FIXED_BYTES_MAX
+                + e.body().len()
+                + e.interaction_id().len()
+                + e.mcp_id().len()
+                + e.event_id().map_or(0, str::len)
+        })
+        .sum()
+}
 
 /// Where a node stands in the shared log: the last group it applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,9 +103,35 @@ pub struct Progress {
 struct ProgressState {
     applied: Applied,
     halted: Option<String>,
+    pending: u64,
+}
+
+/// What `/metrics` and health tell of a cluster node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The last group applied.
+    pub applied: Applied,
+    /// Groups the shared log held beyond the last one read, when it was read.
+    pub pending: u64,
+    /// Why the follower halted, if it did.
+    pub halted: Option<String>,
 }
 
 impl Progress {
+    /// What there is to report.
+    pub fn report(&self) -> Report {
+        let state = self.lock();
+        Report {
+            applied: state.applied,
+            pending: state.pending,
+            halted: state.halted.clone(),
+        }
+    }
+
+    pub(super) fn set_pending(&self, groups: u64) {
+        self.lock().pending = groups;
+    }
+
     /// The last group applied.
     pub fn applied(&self) -> Applied {
         self.lock().applied
@@ -179,7 +216,7 @@ pub(super) fn run_publisher(
     limits: PublishLimits,
 ) {
     // Frames are larger than bodies: count each event at its largest.
-    let frame_bytes = |s: &Submission| s.bytes() + s.events.len() * FRAME_OVERHEAD_BYTES_MAX;
+    let frame_bytes = |s: &Submission| frames_bytes_max(&s.events);
     while let Ok(first) = rx.recv() {
         let (group, held) = gather(first, &rx, frame_bytes, limits.group_bytes_max);
         publish(&mut *log, &view, &progress, group, limits);
@@ -241,6 +278,20 @@ fn publish(
                 }
             }
         };
+        if shared.frames.len() > limits.group_bytes_max {
+            // Only redaction makes frames outgrow the bound the group was gathered by: offer
+            // the submissions one by one; one alone that is too large is refused.
+            if group.len() > 1 {
+                for submission in group {
+                    publish(log, view, progress, vec![submission], limits);
+                }
+                return;
+            }
+            break Err(SubmitError::TooLarge {
+                bytes: shared.frames.len(),
+                max: limits.group_bytes_max,
+            });
+        }
         match log.append(&shared, applied.position, deadline) {
             Ok(position) => {
                 if progress.wait_for(position, deadline) {
@@ -489,7 +540,8 @@ fn check_frames(group: &Group, after_us: u64) -> Result<Checked, String> {
 
 /// Where the follower thread takes delivered groups from: (position, group). Bounded, so a
 /// follower that falls behind slows the transport's reading instead of growing memory.
-pub type GroupFeed = mpsc::SyncSender<(u64, Group)>;
+/// A message that is not a group arrives as `Err` with the reason, and halts the follower.
+pub type GroupFeed = mpsc::SyncSender<(u64, Result<Group, String>)>;
 
 /// Groups delivered but not yet applied, at most.
 pub const FEED_GROUPS_MAX: usize = 64;
@@ -498,7 +550,7 @@ pub const FEED_GROUPS_MAX: usize = 64;
 /// failure is retried each second; a group that does not continue the history halts it.
 pub(super) fn run_follower(
     mut follower: Follower,
-    feed: mpsc::Receiver<(u64, Group)>,
+    feed: mpsc::Receiver<(u64, Result<Group, String>)>,
     maintenance: Maintenance,
 ) {
     let mut next_maintenance = Instant::now();
@@ -515,7 +567,13 @@ pub(super) fn run_follower(
         }
         let wait = next_maintenance.saturating_duration_since(Instant::now());
         let (position, group) = match feed.recv_timeout(wait) {
-            Ok(delivered) => delivered,
+            Ok((position, Ok(group))) => (position, group),
+            Ok((position, Err(why))) => {
+                follower.halt(&format!(
+                    "the message at position {position} is not a group: {why}"
+                ));
+                return;
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };

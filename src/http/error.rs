@@ -158,6 +158,10 @@ impl From<SubmitError> for ApiError {
                 retry_after_s: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             },
+            SubmitError::TooLarge { .. } => ApiError {
+                field: Some("events".to_owned()),
+                ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            },
             SubmitError::Unavailable { .. } => ApiError {
                 retry_after_s: Some(1),
                 ..ApiError::new(

@@ -154,6 +154,36 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         .fsync_seconds()
         .render(&mut out, "mcplog_fsync_seconds", "");
     request_durations(&mut out, &state.telemetry);
+    if let Some(report) = engine.replica_progress() {
+        single(
+            &mut out,
+            "mcplog_cluster_applied_position",
+            "gauge",
+            "Cluster mode: stream position of the last group this node applied.",
+            report.applied.position,
+        );
+        single(
+            &mut out,
+            "mcplog_cluster_applied_seq",
+            "gauge",
+            "Cluster mode: the last seq this node applied.",
+            report.applied.next_seq - 1,
+        );
+        single(
+            &mut out,
+            "mcplog_cluster_lag_groups",
+            "gauge",
+            "Cluster mode: groups the stream held beyond the last one read, when it was read.",
+            report.pending,
+        );
+        single(
+            &mut out,
+            "mcplog_cluster_halted",
+            "gauge",
+            "Cluster mode: 1 once the follower halted on a group that does not continue this node's history.",
+            u64::from(report.halted.is_some()),
+        );
+    }
     single(
         &mut out,
         "mcplog_queue_events",
