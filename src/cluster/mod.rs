@@ -34,6 +34,8 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 pub const HEADER_BYTES_MAX: usize = 1024;
 /// How long connecting to NATS at start may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long start-up waits for JetStream to create or find the stream.
+const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest one publish attempt waits for JetStream's answer.
 const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The pause before reading the stream again after the consumer failed.
@@ -98,17 +100,31 @@ impl Cluster {
             .map_err(|err| ClusterError::Connect(err.to_string()))?;
         let context = jetstream::new(client.clone());
         let subject = format!("{}.groups", config.stream);
-        let stream = context
-            .get_or_create_stream(stream::Config {
-                name: config.stream.clone(),
-                subjects: vec![subject.clone()],
-                num_replicas: config.replicas,
-                storage: stream::StorageType::File,
-                duplicate_window: DUPLICATE_WINDOW,
-                ..Default::default()
-            })
-            .await
-            .map_err(|err| ClusterError::JetStream(format!("creating the stream: {err}")))?;
+        let wanted = stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![subject.clone()],
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        };
+        // A cluster that has just started may have no JetStream leader yet.
+        let started = Instant::now();
+        let stream = loop {
+            match context.get_or_create_stream(wanted.clone()).await {
+                Ok(stream) => break stream,
+                Err(err) if started.elapsed() < STREAM_READY_TIMEOUT => {
+                    tracing::info!(error = %err, "waiting for JetStream to take the stream");
+                    tokio::time::sleep(CONSUMER_RETRY_PAUSE).await;
+                }
+                Err(err) => {
+                    return Err(ClusterError::JetStream(format!(
+                        "creating the stream {:?}: {err}",
+                        config.stream
+                    )))
+                }
+            }
+        };
         Ok(Cluster {
             client,
             context,

@@ -5,6 +5,8 @@
 //!   disk, in the log or in any error answer.
 //! - `audit`: replay, follow, bit flips, forged records, the offline tool beside a live server.
 //! - `clients`: the Python and TypeScript client packages' suites, with the real MCP SDKs.
+//! - `cluster`: cluster mode against three real `nats-server` processes: load through a killed
+//!   stream leader and a killed node, a lost majority, a follower fed a forged group.
 //! - `common`: the helpers: a server on a free port over a temporary data directory.
 //! - `dashboard`: headless Chromium against known data.
 //! - `durability`: SIGKILL under concurrent load, restarted several times.
@@ -26,6 +28,7 @@
 mod access;
 mod audit;
 mod clients;
+mod cluster;
 mod common;
 mod dashboard;
 mod durability;

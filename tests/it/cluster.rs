@@ -1,0 +1,430 @@
+//! Cluster mode against real NATS servers: three `nats-server` processes in one JetStream
+//! cluster on free loopback ports, and mcplog nodes following the stream. Without `nats-server`
+//! the tests say they skipped; under CI that is a failure (`.ci/run` installs it).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mcplog::client::Client;
+use serde_json::{json, Value};
+
+use crate::common::Server;
+
+/// The `nats-server` binary, or `None` (and a skip note) outside CI.
+fn nats_server() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+            .map(|dir| dir.join("nats-server"))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install nats-server (see .ci/run)"
+        );
+        eprintln!("skipped: nats-server is not installed (apt-get install nats-server)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A JetStream cluster of `nats-server` processes on loopback.
+struct Nats {
+    bin: PathBuf,
+    dir: PathBuf,
+    client_ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+}
+
+impl Nats {
+    fn start(bin: PathBuf, dir: &Path, servers: usize) -> Nats {
+        let client_ports: Vec<u16> = (0..servers).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..servers).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for i in 0..servers {
+            let config = format!(
+                "server_name: n{i}\nlisten: 127.0.0.1:{}\nmax_payload: 8388608\n\
+                 jetstream {{ store_dir: \"{}\" }}\n\
+                 cluster {{ name: mcplog-test, listen: 127.0.0.1:{}, routes: [{routes}] }}\n",
+                client_ports[i],
+                dir.join(format!("n{i}")).display(),
+                route_ports[i],
+            );
+            std::fs::write(dir.join(format!("n{i}.conf")), config).unwrap();
+        }
+        let mut nats = Nats {
+            bin,
+            dir: dir.to_path_buf(),
+            client_ports,
+            children: (0..servers).map(|_| None).collect(),
+        };
+        for i in 0..servers {
+            nats.restart(i);
+        }
+        nats
+    }
+
+    fn restart(&mut self, i: usize) {
+        let log = std::fs::File::create(self.dir.join(format!("n{i}.log"))).unwrap();
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(self.dir.join(format!("n{i}.conf")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning nats-server");
+        self.children[i] = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.client_ports[i])).is_err() {
+            assert!(Instant::now() < deadline, "nats-server n{i} did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn urls(&self) -> String {
+        self.client_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The index of the server leading the stream, by its `server_name`.
+    async fn stream_leader(&self, stream: &str) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(leader) = self.try_leader(stream).await {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "the stream has no leader");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn try_leader(&self, stream: &str) -> Option<usize> {
+        let addrs: Vec<async_nats::ServerAddr> = self
+            .client_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}").parse().unwrap())
+            .collect();
+        let client = async_nats::connect(addrs).await.ok()?;
+        let context = async_nats::jetstream::new(client);
+        let mut stream = context.get_stream(stream).await.ok()?;
+        let info = stream.info().await.ok()?;
+        let leader = info.cluster.as_ref()?.leader.clone()?;
+        leader.strip_prefix('n')?.parse().ok()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// An mcplog node of the cluster.
+fn start_node(data_dir: &Path, urls: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("MCPLOG_NATS_URL", urls),
+        ("MCPLOG_NATS_REPLICAS", "3"),
+        // A key any node accepts, so clients may post to either.
+        (
+            "MCPLOG_MASTER_SECRET",
+            "cluster-test-master-secret-0123456789",
+        ),
+    ];
+    env.extend_from_slice(extra);
+    Server::start_with(data_dir, &env)
+}
+
+/// A writer key signed with the shared master secret, valid on every node.
+fn writer_key(node: &Server) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mcplog"))
+        .args(["keygen", "--role", "admin", "--data-dir"])
+        .arg(&node.data_dir)
+        .env(
+            "MCPLOG_MASTER_SECRET",
+            "cluster-test-master-secret-0123456789",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// What a load client saw acknowledged: event_id → (seq, body).
+type Acked = Arc<Mutex<HashMap<String, (u64, String)>>>;
+
+/// Posts `path` with `body` to whichever node answers, retrying the same bytes until one
+/// acknowledges (2xx) or refuses for a reason other than availability; returns the status and
+/// body of that answer.
+async fn post_until_answered(
+    nodes: &Arc<Mutex<Vec<SocketAddr>>>,
+    first: usize,
+    key: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut attempt = first;
+    loop {
+        let addr = nodes.lock().unwrap()[attempt % 2];
+        attempt += 1;
+        let answer = match Client::connect(addr).await {
+            Ok(mut client) => client.post(path, Some(key), body.to_owned()).await.ok(),
+            Err(_) => None,
+        };
+        if let Some(response) = answer {
+            let status = response.status.as_u16();
+            // 503: the stream or the node is unavailable for now; anything else is an answer.
+            if status != 503 {
+                return (status, response.json());
+            }
+        }
+        assert!(Instant::now() < deadline, "no node acknowledged {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn single(client: usize, n: usize, variant: &str) -> String {
+    json!({
+        "action": "interaction_start",
+        "interaction_id": format!("c{client}-i{n}"),
+        "mcp_id": format!("mcp-{}", client % 3),
+        "event_id": format!("c{client}-e{n}"),
+        "timestamp": 1_790_000_000.0 + n as f64,
+        "request_data": {"n": n, "variant": variant},
+    })
+    .to_string()
+}
+
+fn batch(client: usize, n: usize) -> String {
+    let events: Vec<Value> = (0..5)
+        .map(|k| {
+            json!({
+                "action": "interaction_progress",
+                "interaction_id": format!("c{client}-i{n}"),
+                "mcp_id": format!("mcp-{}", client % 3),
+                "event_id": format!("c{client}-b{n}-{k}"),
+                "timestamp": 1_790_000_000.0 + n as f64,
+                "progress_data": {"k": k},
+            })
+        })
+        .collect();
+    Value::Array(events).to_string()
+}
+
+/// One load client: singles and batches, alternating nodes; every 4th acknowledged event is
+/// retried exactly (same seq, `duplicate`), every 5th with a changed body (409).
+async fn load_client(
+    client: usize,
+    nodes: Arc<Mutex<Vec<SocketAddr>>>,
+    key: String,
+    acked: Acked,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (usize, usize) {
+    let (mut exact, mut changed) = (0, 0);
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        if n % 3 == 0 {
+            let body = batch(client, n);
+            let (status, answer) =
+                post_until_answered(&nodes, client + n, &key, "/api/v2/interactions/batch", &body)
+                    .await;
+            assert_eq!(status, 200, "{answer}");
+            let seqs = answer["seqs"].as_array().unwrap();
+            let events: Vec<Value> = serde_json::from_str(&body).unwrap();
+            let mut acked = acked.lock().unwrap();
+            for (event, seq) in events.iter().zip(seqs) {
+                acked.insert(
+                    event["event_id"].as_str().unwrap().to_owned(),
+                    (seq.as_u64().unwrap(), event.to_string()),
+                );
+            }
+            continue;
+        }
+        let body = single(client, n, "first");
+        let (status, answer) =
+            post_until_answered(&nodes, client + n, &key, "/api/v2/interactions", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        let seq = answer["seq"].as_u64().unwrap();
+        acked
+            .lock()
+            .unwrap()
+            .insert(format!("c{client}-e{n}"), (seq, body.clone()));
+        if n % 4 == 0 {
+            let (status, again) =
+                post_until_answered(&nodes, client + n + 1, &key, "/api/v2/interactions", &body)
+                    .await;
+            assert_eq!(status, 200, "{again}");
+            assert_eq!(again["seq"].as_u64(), Some(seq), "an exact retry: {again}");
+            assert_eq!(again["duplicate"], true, "{again}");
+            exact += 1;
+        }
+        if n % 5 == 0 {
+            let other = single(client, n, "changed");
+            let (status, refused) =
+                post_until_answered(&nodes, client + n + 1, &key, "/api/v2/interactions", &other)
+                    .await;
+            assert_eq!(status, 409, "a changed body under a stored event_id: {refused}");
+            changed += 1;
+        }
+    }
+    (exact, changed)
+}
+
+/// Waits until both nodes report the same applied seq, at least `at_least`, and returns it.
+async fn settled(nodes: &[&Server], at_least: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut seqs = Vec::new();
+        for node in nodes {
+            let metrics = node.get("/metrics").await;
+            let metrics = String::from_utf8_lossy(&metrics.body);
+            let seq = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("mcplog_cluster_applied_seq "))
+                .map(|v| v.parse::<u64>().unwrap())
+                .unwrap();
+            seqs.push(seq);
+        }
+        if seqs.iter().all(|&s| s == seqs[0] && s >= at_least) {
+            return seqs[0];
+        }
+        assert!(Instant::now() < deadline, "the nodes did not settle: {seqs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn verify_head(data_dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .arg("verify")
+        .arg(data_dir.join("segments"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+        .split("chain head ")
+        .nth(1)
+        .expect("verify names the chain head")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_under_load_survive_killing_the_stream_leader_and_a_node_and_agree_byte_for_byte()
+{
+    let Some(bin) = nats_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(bin, dir.path(), 3);
+    let urls = nats.urls();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = start_node(&a_dir, &urls, &[]);
+    let b = start_node(&b_dir, &urls, &[]);
+    let key = writer_key(&a);
+    let nodes = Arc::new(Mutex::new(vec![a.addr, b.addr]));
+    let acked: Acked = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|c| {
+            tokio::spawn(load_client(
+                c,
+                Arc::clone(&nodes),
+                key.clone(),
+                Arc::clone(&acked),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The stream's leader dies mid-load, and comes back.
+    let leader = nats.stream_leader("mcplog").await;
+    nats.kill(leader);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.restart(leader);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Then an mcplog node dies mid-load, and comes back on a new port.
+    let before_kill = acked.lock().unwrap().len();
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a = start_node(&a_dir, &urls, &[]);
+    nodes.lock().unwrap()[0] = a.addr;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut exact, mut changed) = (0, 0);
+    for client in clients {
+        let (e, c) = client.await.unwrap();
+        exact += e;
+        changed += c;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > before_kill && before_kill > 50,
+        "load went on through the failures: {before_kill} then {}",
+        acked.len()
+    );
+    assert!(exact > 0 && changed > 0, "{exact} exact, {changed} changed retries");
+    let last = acked.values().map(|(seq, _)| *seq).max().unwrap();
+    eprintln!(
+        "{} events acknowledged ({before_kill} before the node was killed), {exact} exact and \
+         {changed} changed-body retries, last seq {last}",
+        acked.len()
+    );
+    let head = settled(&[&a, &b], last).await;
+    // Replay from seq 1 is byte-identical on both nodes, and holds every acknowledged event at
+    // its acknowledged seq.
+    let replay_a = a.get("/api/v2/events?after_seq=0").await;
+    let replay_b = b.get("/api/v2/events?after_seq=0").await;
+    assert_eq!(replay_a.status.as_u16(), 200);
+    assert_eq!(replay_a.body, replay_b.body, "replays differ");
+    let lines: Vec<Value> = String::from_utf8_lossy(&replay_a.body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, head, "one line per seq, none missing");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["seq"].as_u64(), Some(i as u64 + 1));
+    }
+    for (event_id, (seq, body)) in &acked {
+        let line = &lines[*seq as usize - 1];
+        assert_eq!(line["event"]["event_id"], event_id.as_str(), "seq {seq}");
+        let sent: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(line["event"], sent, "seq {seq} holds what was acknowledged");
+    }
+    // Both logs check out, to the same chain head.
+    drop(a);
+    drop(b);
+    let (head_a, head_b) = (verify_head(&a_dir), verify_head(&b_dir));
+    assert_eq!(head_a, head_b, "the nodes' chains differ");
+    drop(nats);
+}
