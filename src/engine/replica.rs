@@ -506,7 +506,9 @@ fn check_frames(group: &Group, after_us: u64) -> Result<Checked, String> {
         let n = ranges.len() as u64;
         let (frame, end) = match format::decode_at(&group.frames, at) {
             Decoded::Frame { frame, end } => (frame, end),
-            other => return Err(format!("frame {n} does not decode: {other:?}")),
+            Decoded::Corrupt(kind) => return Err(format!("frame {n} does not decode: {kind}")),
+            Decoded::Incomplete => return Err(format!("frame {n} is cut short")),
+            Decoded::Footer(_) => return Err(format!("frame {n} is a segment footer")),
         };
         if frame.seq != group.first_seq + n || u64::from(frame.write_index) != n {
             return Err(format!(

@@ -58,13 +58,20 @@ impl Nats {
             .collect::<Vec<_>>()
             .join(", ");
         for i in 0..servers {
+            // One server alone runs JetStream unclustered: a cluster of one waits for peers.
+            let cluster = if servers > 1 {
+                format!(
+                    "cluster {{ name: mcplog-test, listen: 127.0.0.1:{}, routes: [{routes}] }}\n",
+                    route_ports[i]
+                )
+            } else {
+                String::new()
+            };
             let config = format!(
                 "server_name: n{i}\nlisten: 127.0.0.1:{}\nmax_payload: 8388608\n\
-                 jetstream {{ store_dir: \"{}\" }}\n\
-                 cluster {{ name: mcplog-test, listen: 127.0.0.1:{}, routes: [{routes}] }}\n",
+                 jetstream {{ store_dir: \"{}\" }}\n{cluster}",
                 client_ports[i],
                 dir.join(format!("n{i}")).display(),
-                route_ports[i],
             );
             std::fs::write(dir.join(format!("n{i}.conf")), config).unwrap();
         }
@@ -175,7 +182,11 @@ fn writer_key(node: &Server) -> String {
         )
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -256,9 +267,14 @@ async fn load_client(
         n += 1;
         if n % 3 == 0 {
             let body = batch(client, n);
-            let (status, answer) =
-                post_until_answered(&nodes, client + n, &key, "/api/v2/interactions/batch", &body)
-                    .await;
+            let (status, answer) = post_until_answered(
+                &nodes,
+                client + n,
+                &key,
+                "/api/v2/interactions/batch",
+                &body,
+            )
+            .await;
             assert_eq!(status, 200, "{answer}");
             let seqs = answer["seqs"].as_array().unwrap();
             let events: Vec<Value> = serde_json::from_str(&body).unwrap();
@@ -294,7 +310,10 @@ async fn load_client(
             let (status, refused) =
                 post_until_answered(&nodes, client + n + 1, &key, "/api/v2/interactions", &other)
                     .await;
-            assert_eq!(status, 409, "a changed body under a stored event_id: {refused}");
+            assert_eq!(
+                status, 409,
+                "a changed body under a stored event_id: {refused}"
+            );
             changed += 1;
         }
     }
@@ -319,7 +338,10 @@ async fn settled(nodes: &[&Server], at_least: u64) -> u64 {
         if seqs.iter().all(|&s| s == seqs[0] && s >= at_least) {
             return seqs[0];
         }
-        assert!(Instant::now() < deadline, "the nodes did not settle: {seqs:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not settle: {seqs:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -331,7 +353,11 @@ fn verify_head(data_dir: &Path) -> String {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
         .split("chain head ")
         .nth(1)
@@ -393,7 +419,10 @@ async fn two_nodes_under_load_survive_killing_the_stream_leader_and_a_node_and_a
         "load went on through the failures: {before_kill} then {}",
         acked.len()
     );
-    assert!(exact > 0 && changed > 0, "{exact} exact, {changed} changed retries");
+    assert!(
+        exact > 0 && changed > 0,
+        "{exact} exact, {changed} changed retries"
+    );
     let last = acked.values().map(|(seq, _)| *seq).max().unwrap();
     eprintln!(
         "{} events acknowledged ({before_kill} before the node was killed), {exact} exact and \
@@ -427,4 +456,224 @@ async fn two_nodes_under_load_survive_killing_the_stream_leader_and_a_node_and_a
     let (head_a, head_b) = (verify_head(&a_dir), verify_head(&b_dir));
     assert_eq!(head_a, head_b, "the nodes' chains differ");
     drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_majority_ingest_answers_503_within_its_deadline_reads_answer_and_writes_resume()
+{
+    let Some(bin) = nats_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(bin, dir.path(), 3);
+    let node = start_node(
+        &dir.path().join("a"),
+        &nats.urls(),
+        &[("MCPLOG_NATS_INGEST_DEADLINE", "2s")],
+    );
+    let event = |n: usize| single(0, n, "outage");
+    let stored = node.post("/api/v2/interactions", event(1)).await;
+    assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
+    // Two of three servers gone: no majority for the stream.
+    let leader = nats.stream_leader("mcplog").await;
+    nats.kill(leader);
+    nats.kill((leader + 1) % 3);
+    let started = Instant::now();
+    let refused = node.post("/api/v2/interactions", event(2)).await;
+    let waited = started.elapsed();
+    assert_eq!(refused.status.as_u16(), 503, "{}", refused.json());
+    assert_eq!(error_code(&refused), "cluster_unavailable");
+    assert_eq!(
+        refused
+            .headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "answered after {waited:?} with a 2s deadline"
+    );
+    // Reads answer from the node's own view meanwhile.
+    let record = node.get("/api/v2/interactions/c0-i1?mcp_id=mcp-0").await;
+    assert_eq!(record.status.as_u16(), 200, "{}", record.json());
+    let stats = node.get("/api/v2/interactions/stats").await;
+    assert_eq!(stats.status.as_u16(), 200);
+    // A majority back: writes resume by themselves.
+    nats.restart(leader);
+    nats.restart((leader + 1) % 3);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let resumed = loop {
+        let answer = node.post("/api/v2/interactions", event(3)).await;
+        if answer.status.as_u16() == 200 {
+            break answer.json();
+        }
+        assert_eq!(answer.status.as_u16(), 503, "{}", answer.json());
+        assert!(Instant::now() < deadline, "writes did not resume");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(resumed["seq"].as_u64().unwrap() >= 2, "{resumed}");
+}
+
+fn error_code(response: &mcplog::client::Response) -> String {
+    response.json()["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A group as a forger would publish it: frames for seqs `first_seq..`, under any headers.
+fn forged_frames(first_seq: u64, count: u64) -> Vec<u8> {
+    let body = r#"{"action":"interaction_start","interaction_id":"forged","mcp_id":"mcp-0","timestamp":1790000000,"request_data":{}}"#;
+    let mut frames = Vec::new();
+    for n in 0..count {
+        let event = mcplog::event::StoredEvent {
+            seq: first_seq + n,
+            write_index: n as u32,
+            received_at_us: mcplog::clock::now_us(),
+            key_id: [0; 8],
+            action: mcplog::event::Action::Start,
+            timestamp: 1_790_000_000.0,
+            interaction_id: "forged",
+            mcp_id: "mcp-0",
+            event_id: None,
+            body,
+        };
+        mcplog::storage::format::encode_frame(&event, &mut frames);
+    }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_fed_a_group_with_a_wrong_hash_seq_or_frame_halts_and_never_applies_it() {
+    use mcplog::cluster::{FIRST_SEQ_HEADER, PREV_HASH_HEADER};
+    use mcplog::engine::replica::Group;
+    let Some(bin) = nats_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(bin, dir.path(), 1);
+    let addr: async_nats::ServerAddr = format!("nats://127.0.0.1:{}", nats.client_ports[0])
+        .parse()
+        .unwrap();
+    let context = async_nats::jetstream::new(async_nats::connect(addr).await.unwrap());
+    // (stream, first seq, previous hash is right, a frame byte flipped, what the halt names)
+    let cases = [
+        ("forged-hash", 2, false, false, "previous-group hash"),
+        ("forged-seq", 5, true, false, "its first seq should be 2"),
+        (
+            "forged-frame",
+            2,
+            true,
+            true,
+            "frame 1 does not decode: CRC mismatch",
+        ),
+    ];
+    for (stream, first_seq, right_hash, flip, named) in cases {
+        let data = dir.path().join(stream);
+        let node = start_node(
+            &data,
+            &nats.urls(),
+            &[
+                ("MCPLOG_NATS_STREAM", stream),
+                ("MCPLOG_NATS_REPLICAS", "1"),
+            ],
+        );
+        let stored = node
+            .post("/api/v2/interactions", single(0, 1, stream))
+            .await;
+        assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
+        let stream_handle = context.get_stream(stream).await.unwrap();
+        let first = stream_handle.get_raw_message(1).await.unwrap();
+        let true_first = Group {
+            first_seq: 1,
+            prev_hash: [0; 32],
+            frames: first.payload.clone(),
+        };
+        let mut frames = forged_frames(first_seq, 2);
+        if flip {
+            let last = frames.len() - 20;
+            frames[last] ^= 0x01;
+        }
+        let prev_hash = if right_hash {
+            true_first.hash()
+        } else {
+            [0x5a; 32]
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(FIRST_SEQ_HEADER, first_seq.to_string().as_str());
+        headers.insert(
+            PREV_HASH_HEADER,
+            prev_hash
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+                .as_str(),
+        );
+        context
+            .publish_with_headers(format!("{stream}.groups"), headers, frames.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        // Health turns 503 with the reason; nothing of the forged group is applied.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let health = loop {
+            let health = node.get("/api/v2/health").await;
+            if health.status.as_u16() == 503 {
+                break health.json();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stream}: the follower did not halt"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let reason = health["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(named) && reason.contains("position 2"),
+            "{stream}: {reason}"
+        );
+        let replay = node.get("/api/v2/events?after_seq=0").await;
+        assert_eq!(
+            String::from_utf8_lossy(&replay.body).lines().count(),
+            1,
+            "{stream}: only the true event"
+        );
+        let metrics = node.get("/metrics").await;
+        assert!(String::from_utf8_lossy(&metrics.body).contains("mcplog_cluster_halted 1"));
+        // Ingest refuses rather than waiting on a follower that will not move.
+        let refused = node
+            .post("/api/v2/interactions", single(0, 2, stream))
+            .await;
+        assert_eq!(refused.status.as_u16(), 503, "{}", refused.json());
+        assert!(
+            error_of_text(&refused).contains("stopped applying"),
+            "{}",
+            refused.json()
+        );
+        // A restart reads the same group and halts again: it is never applied.
+        drop(node);
+        let node = start_node(
+            &data,
+            &nats.urls(),
+            &[
+                ("MCPLOG_NATS_STREAM", stream),
+                ("MCPLOG_NATS_REPLICAS", "1"),
+            ],
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.get("/api/v2/health").await.status.as_u16() != 503 {
+            assert!(
+                Instant::now() < deadline,
+                "{stream}: no halt after a restart"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let replay = node.get("/api/v2/events?after_seq=0").await;
+        assert_eq!(String::from_utf8_lossy(&replay.body).lines().count(), 1);
+    }
+}
+
+fn error_of_text(response: &mcplog::client::Response) -> String {
+    response.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
