@@ -34,10 +34,16 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 pub const HEADER_BYTES_MAX: usize = 1024;
 /// How long connecting to NATS at start may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long start-up waits for JetStream to create or find the stream.
+/// How long start-up waits for a NATS server to answer, and then for JetStream to create or
+/// find the stream.
 const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest one publish attempt waits for JetStream's answer.
 const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest one pull of the follower's consumer waits; its idle heartbeat is half of it.
+const CONSUMER_PULL_EXPIRY: Duration = Duration::from_secs(2);
+/// How long the follower's consumer may stay quiet before the stream is asked whether groups
+/// are waiting.
+const FOLLOW_QUIET_CHECK: Duration = Duration::from_secs(1);
 /// The pause before reading the stream again after the consumer failed.
 const CONSUMER_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -88,17 +94,32 @@ impl Cluster {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut options = async_nats::ConnectOptions::new()
-            .name("mcplog")
-            .connection_timeout(CONNECT_TIMEOUT);
-        if let Some(token) = &config.token {
-            options = options.token(token.clone());
-        }
-        let client = options
-            .connect(addrs)
-            .await
-            .map_err(|err| ClusterError::Connect(err.to_string()))?;
-        let context = jetstream::new(client.clone());
+        let options = || {
+            let options = async_nats::ConnectOptions::new()
+                .name("mcplog")
+                .connection_timeout(CONNECT_TIMEOUT);
+            match &config.token {
+                Some(token) => options.token(token.clone()),
+                None => options,
+            }
+        };
+        // NATS servers started together with this node may not listen yet.
+        let started = Instant::now();
+        let client = loop {
+            match options().connect(addrs.clone()).await {
+                Ok(client) => break client,
+                Err(err) if started.elapsed() < STREAM_READY_TIMEOUT => {
+                    tracing::info!(error = %err, "waiting for a NATS server to answer");
+                    tokio::time::sleep(CONSUMER_RETRY_PAUSE).await;
+                }
+                Err(err) => return Err(ClusterError::Connect(err.to_string())),
+            }
+        };
+        // Short API timeouts: a cluster still electing its leaders answers nothing, and the
+        // start-up loop below asks again.
+        let context = jetstream::ContextBuilder::new()
+            .timeout(PUBLISH_ATTEMPT_TIMEOUT)
+            .build(client.clone());
         let subject = format!("{}.groups", config.stream);
         let wanted = stream::Config {
             name: config.stream.clone(),
@@ -235,6 +256,9 @@ impl Cluster {
                     deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                         start_sequence: position,
                     },
+                    // Short pulls make the server's idle heartbeats frequent, so a consumer lost
+                    // with a stream leader is noticed, and recreated, within seconds.
+                    max_expires: CONSUMER_PULL_EXPIRY,
                     ..Default::default()
                 })
                 .await;
@@ -253,7 +277,22 @@ impl Cluster {
                     continue;
                 }
             };
-            while let Some(message) = messages.next().await {
+            loop {
+                // A consumer can go quiet without an error when the stream's leader moves: after
+                // a quiet spell, ask the stream whether it holds groups not delivered yet.
+                let message = match tokio::time::timeout(FOLLOW_QUIET_CHECK, messages.next()).await
+                {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(_) if self.holds_beyond(position).await => {
+                        tracing::warn!(
+                            position,
+                            "the stream's consumer went quiet with groups left; recreating it"
+                        );
+                        break;
+                    }
+                    Err(_) => continue,
+                };
                 let message = match message {
                     Ok(message) => message,
                     Err(err) => {
@@ -275,6 +314,17 @@ impl Cluster {
                 position = at + 1;
             }
             tokio::time::sleep(CONSUMER_RETRY_PAUSE).await;
+        }
+    }
+}
+
+impl Cluster {
+    /// Whether the stream holds a group at `position` or later (false if it cannot tell).
+    async fn holds_beyond(&self, position: u64) -> bool {
+        let mut stream = self.stream.clone();
+        match tokio::time::timeout(PUBLISH_ATTEMPT_TIMEOUT, stream.info()).await {
+            Ok(Ok(info)) => info.state.last_sequence >= position,
+            _ => false,
         }
     }
 }
@@ -372,6 +422,7 @@ impl SharedLog for Publisher {
                         Ok(Err(err)) => err.to_string(),
                         Err(_) => "no answer from JetStream".to_owned(),
                     };
+                tracing::debug!(%reason, after, "publishing a group failed; trying again");
                 if Instant::now() + Duration::from_millis(50) >= deadline {
                     return Err(ShareError::Unavailable(reason));
                 }

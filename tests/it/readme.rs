@@ -10,7 +10,7 @@ use crate::common::Server;
 
 /// README commands in ```sh blocks that the script does not run, by prefix: they build, test,
 /// benchmark or start a server of their own.
-const NOT_RUN: [&str; 6] = [
+const NOT_RUN: [&str; 7] = [
     // Needs the server stopped; tests/it/repair.rs runs it on damaged logs.
     "cargo run --release --bin mcplog-seg -- repair",
     "cargo run --release -- serve",
@@ -18,6 +18,8 @@ const NOT_RUN: [&str; 6] = [
     "cargo bench",
     "target/release/mcplog-load",
     "fuzz/run.sh",
+    // Starts NATS servers and two nodes; tests/it/cluster.rs runs it on free ports.
+    "deploy/cluster/start-local.sh",
 ];
 
 fn repo_file(path: &str) -> PathBuf {
