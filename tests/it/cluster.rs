@@ -414,15 +414,6 @@ async fn two_nodes_under_load_survive_killing_the_stream_leader_and_a_node_and_a
     nats.kill(leader);
     let without_leader = progress(count(), 100, "after the stream leader was killed").await;
     nats.restart(leader);
-    for (name, node) in [("A", &a), ("B", &b)] {
-        for line in node
-            .log()
-            .lines()
-            .filter(|l| !l.contains(" INFO mcplog::server"))
-        {
-            eprintln!("{name}: {}", &line[..line.len().min(220)]);
-        }
-    }
     let before_kill = count();
     // Then an mcplog node dies mid-load, and comes back on a new port.
     a.child.kill().unwrap();
