@@ -611,3 +611,258 @@ pub(super) fn follower(
         durable,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::{Action, StoredEvent};
+    use crate::projector::Projection;
+    use crate::storage::{open, Disk, LogConfig};
+
+    const T0_US: u64 = 1_790_000_000_000_000;
+
+    /// A follower over a fresh log in `dir`, at the start of the shared log.
+    fn follower_in(dir: &std::path::Path) -> Follower {
+        let config = LogConfig {
+            dir: dir.to_path_buf(),
+            segment_max_bytes: 1 << 20,
+            segment_max_age: Duration::from_secs(3600),
+            disk: Disk::real(),
+        };
+        let mut projection = Projection::new();
+        let opened = open(&config, T0_US, |e| projection.apply(e)).unwrap();
+        let view = Arc::new(RwLock::new(View {
+            projection,
+            catalog: opened.catalog,
+        }));
+        let progress = Arc::new(Progress::default());
+        progress.set(Applied {
+            position: 0,
+            hash: [0; 32],
+            next_seq: opened.writer.next_seq(),
+            received_at_us: 0,
+        });
+        follower(
+            opened.writer,
+            view,
+            progress,
+            Arc::default(),
+            Arc::new(tokio::sync::watch::Sender::new(0)),
+        )
+    }
+
+    fn frames(first_seq: u64, count: u64, received_at_us: u64, tag: &str) -> Vec<u8> {
+        let body = format!(r#"{{"action":"interaction_progress","tag":"{tag}"}}"#);
+        let mut out = Vec::new();
+        for n in 0..count {
+            let event = StoredEvent {
+                seq: first_seq + n,
+                write_index: n as u32,
+                received_at_us,
+                key_id: [1; 8],
+                action: Action::Progress,
+                timestamp: 1_790_000_000.0,
+                interaction_id: "i",
+                mcp_id: "m",
+                event_id: None,
+                body: &body,
+            };
+            format::encode_frame(&event, &mut out);
+        }
+        out
+    }
+
+    fn group(first_seq: u64, prev_hash: Hash, frames: Vec<u8>) -> Group {
+        Group {
+            first_seq,
+            prev_hash,
+            frames: frames.into(),
+        }
+    }
+
+    fn halted(result: Result<(), ApplyError>) -> String {
+        match result {
+            Err(ApplyError::Halt(reason)) => reason,
+            other => panic!("expected a halt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn groups_in_order_are_appended_folded_and_chained() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = follower_in(dir.path());
+        let first = group(1, [0; 32], frames(1, 3, T0_US, "a"));
+        follower.apply(1, &first).unwrap();
+        let second = group(4, first.hash(), frames(4, 2, T0_US + 1, "b"));
+        follower.apply(2, &second).unwrap();
+        let applied = follower.progress.applied();
+        assert_eq!(applied.position, 2);
+        assert_eq!(applied.next_seq, 6);
+        assert_eq!(applied.hash, second.hash());
+        assert_ne!(first.hash(), second.hash());
+        assert_eq!(follower.writer.next_seq(), 6);
+        assert_eq!(follower.view.read().unwrap().projection.events_total(), 5);
+        assert_eq!(*follower.durable.borrow(), 5);
+    }
+
+    #[test]
+    fn a_group_out_of_place_is_refused_naming_what_is_wrong_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = follower_in(dir.path());
+        let first = group(1, [0; 32], frames(1, 2, T0_US, "a"));
+        follower.apply(1, &first).unwrap();
+        let hash = first.hash();
+        let cases = [
+            (
+                3,
+                group(3, hash, frames(3, 1, T0_US, "x")),
+                "expected position 2",
+            ),
+            (
+                2,
+                group(4, hash, frames(4, 1, T0_US, "x")),
+                "first seq should be 3",
+            ),
+            (
+                2,
+                group(3, [9; 32], frames(3, 1, T0_US, "x")),
+                "previous-group hash",
+            ),
+            (
+                2,
+                group(3, hash, frames(4, 1, T0_US, "x")),
+                "frame 0 carries seq 4",
+            ),
+            (2, group(3, hash, Vec::new()), "holds no frame"),
+            (
+                2,
+                group(3, hash, frames(3, 1, T0_US - 1, "x")),
+                "before the last applied",
+            ),
+        ];
+        for (position, bad, named) in cases {
+            let reason = halted(follower.apply(position, &bad));
+            assert!(reason.contains(named), "{named}: {reason}");
+            assert_eq!(follower.writer.next_seq(), 3, "{named}: nothing written");
+        }
+        // Frames of one group must share one receive time and count their write index from 0.
+        let mut mixed = frames(3, 1, T0_US, "x");
+        mixed.extend(frames(4, 1, T0_US + 5, "x"));
+        assert!(halted(follower.apply(2, &group(3, hash, mixed))).contains("write index"));
+        let mut flipped = frames(3, 2, T0_US, "x");
+        let at = flipped.len() - 3;
+        flipped[at] ^= 1;
+        let reason = halted(follower.apply(2, &group(3, hash, flipped)));
+        assert!(
+            reason.contains("frame 1 does not decode: CRC mismatch"),
+            "{reason}"
+        );
+        let mut cut = frames(3, 2, T0_US, "x");
+        cut.truncate(cut.len() - 1);
+        assert!(halted(follower.apply(2, &group(3, hash, cut))).contains("cut short"));
+        assert_eq!(follower.progress.applied().position, 1);
+    }
+
+    #[test]
+    fn frames_already_held_are_compared_and_only_the_rest_appended() {
+        // A node whose last start kept only the first two frames of a three-frame group.
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = follower_in(dir.path());
+        let whole = frames(1, 3, T0_US, "a");
+        let first_two = frames(1, 2, T0_US, "a");
+        let written = follower.writer.append_encoded(&first_two, T0_US);
+        written.result.unwrap();
+        {
+            let mut view = follower.view.write().unwrap();
+            for change in written.changes {
+                view.catalog.apply(change);
+            }
+        }
+        follower
+            .apply(1, &group(1, [0; 32], whole.clone()))
+            .unwrap();
+        assert_eq!(follower.writer.next_seq(), 4);
+        // The same again, but the held frames differ from the group's: halt.
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = follower_in(dir.path());
+        let written = other
+            .writer
+            .append_encoded(&frames(1, 2, T0_US, "other"), T0_US);
+        written.result.unwrap();
+        {
+            let mut view = other.view.write().unwrap();
+            for change in written.changes {
+                view.catalog.apply(change);
+            }
+        }
+        let reason = halted(other.apply(1, &group(1, [0; 32], whole)));
+        assert!(
+            reason.contains("holds a different event at seq 1"),
+            "{reason}"
+        );
+        assert_eq!(other.writer.next_seq(), 3);
+    }
+
+    #[test]
+    fn an_empty_segment_takes_its_first_groups_time_so_nodes_agree_on_its_header() {
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = follower_in(one.path());
+        // The second node's log was created a minute later by its own clock.
+        let config = LogConfig {
+            dir: two.path().to_path_buf(),
+            segment_max_bytes: 1 << 20,
+            segment_max_age: Duration::from_secs(3600),
+            disk: Disk::real(),
+        };
+        drop(open(&config, T0_US + 60_000_000, |_| {}).unwrap());
+        let b = follower_in(two.path());
+        let g = group(1, [0; 32], frames(1, 2, T0_US + 90_000_000, "a"));
+        for mut node in [a, b] {
+            node.apply(1, &g).unwrap();
+        }
+        let bytes = |dir: &std::path::Path| {
+            let mut files: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+                .collect();
+            files.sort();
+            files
+                .iter()
+                .map(|p| std::fs::read(p).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bytes(one.path()), bytes(two.path()));
+    }
+
+    #[test]
+    fn the_frame_bound_covers_what_an_event_encodes_to() {
+        let long = "x".repeat(crate::event::ID_BYTES_MAX);
+        let event = crate::event::NewEvent::new(
+            Action::Error,
+            1_790_000_000.125,
+            &long,
+            &long,
+            Some(&"e".repeat(crate::event::EVENT_ID_BYTES_MAX)),
+            r#"{"k":1}"#,
+        );
+        let bound = frames_bytes_max(std::slice::from_ref(&event));
+        let stored = StoredEvent {
+            seq: u64::MAX,
+            write_index: u32::MAX,
+            received_at_us: u64::MAX,
+            key_id: [0xff; 8],
+            action: event.action,
+            timestamp: event.timestamp,
+            interaction_id: event.interaction_id(),
+            mcp_id: event.mcp_id(),
+            event_id: event.event_id(),
+            body: event.body(),
+        };
+        let mut out = Vec::new();
+        format::encode_frame(&stored, &mut out);
+        assert!(out.len() <= bound, "{} > {bound}", out.len());
+    }
+}
