@@ -4,6 +4,10 @@
 # once (half the clients each), ROUNDS times. Prints every round and the medians.
 #
 #   cargo build --release && deploy/cluster/bench.sh [ROUNDS] [SECONDS] [CLIENTS] [BATCH]
+#
+# WRITERS=1 sends every cluster client to node-1 (the other node only follows), which shows what
+# two nodes writing at once cost in groups planned again. Each node's
+# mcplog_cluster_publish_retries_total is printed at the end.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 rounds="${1:-3}" seconds="${2:-5}" clients="${3:-64}" batch="${4:-1}"
@@ -36,12 +40,19 @@ load() { # addr key clients
 single=() cluster=()
 for round in $(seq 1 "$rounds"); do
   s=$(load 127.0.0.1:28090 "$(cat "$work/single/admin.key")" "$clients")
-  half=$((clients / 2))
-  a=$(load 127.0.0.1:28081 "$(cat "$work/cluster/node-1/admin.key")" "$half" &
-      load 127.0.0.1:28082 "$(cat "$work/cluster/node-2/admin.key")" "$half"; wait)
+  if [[ "${WRITERS:-2}" == 1 ]]; then
+    a=$(load 127.0.0.1:28081 "$(cat "$work/cluster/node-1/admin.key")" "$clients")
+  else
+    half=$((clients / 2))
+    a=$(load 127.0.0.1:28081 "$(cat "$work/cluster/node-1/admin.key")" "$half" &
+        load 127.0.0.1:28082 "$(cat "$work/cluster/node-2/admin.key")" "$half"; wait)
+  fi
   c=$(echo "$a" | awk '{sum += $1} END {print sum}')
   echo "round $round: single node $s events/s, 2-node cluster $c events/s"
   single+=("$s") cluster+=("$c")
+done
+for port in 28081 28082; do
+  echo "node on :$port: $(curl -s "127.0.0.1:$port/metrics" | grep '^mcplog_cluster_publish_retries_total' | tr '\n' ' ')"
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 s=$(median "${single[@]}") c=$(median "${cluster[@]}")

@@ -97,6 +97,10 @@ pub struct Applied {
 pub struct Progress {
     state: Mutex<ProgressState>,
     changed: Condvar,
+    /// Groups offered again because another node's group came first.
+    moved: std::sync::atomic::AtomicU64,
+    /// Groups offered again because the shared log took no writes.
+    unavailable: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -115,16 +119,23 @@ pub struct Report {
     pub pending: u64,
     /// Why the follower halted, if it did.
     pub halted: Option<String>,
+    /// Groups this node offered again because another node's group came first.
+    pub moved: u64,
+    /// Groups this node offered again because the shared log took no writes.
+    pub unavailable: u64,
 }
 
 impl Progress {
     /// What there is to report.
     pub fn report(&self) -> Report {
         let state = self.lock();
+        let count = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
         Report {
             applied: state.applied,
             pending: state.pending,
             halted: state.halted.clone(),
+            moved: count(&self.moved),
+            unavailable: count(&self.unavailable),
         }
     }
 
@@ -300,6 +311,7 @@ fn publish(
                 break Err(unavailable(progress, "applying it here took too long"));
             }
             Err(ShareError::Moved) => {
+                progress.moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Apply the group that came first, then plan again.
                 if !progress.wait_for(applied.position + 1, deadline) {
                     break Err(unavailable(
@@ -309,6 +321,9 @@ fn publish(
                 }
             }
             Err(ShareError::Unavailable(reason)) => {
+                progress
+                    .unavailable
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if Instant::now() >= deadline {
                     break Err(unavailable(progress, &reason));
                 }

@@ -176,6 +176,18 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             "Cluster mode: groups the stream held beyond the last one read, when it was read.",
             report.pending,
         );
+        family(
+            &mut out,
+            "mcplog_cluster_publish_retries_total",
+            "counter",
+            "Cluster mode: groups offered to the stream again, by reason: moved (another node's group came first; planned again) or unavailable (no answer or no majority).",
+        );
+        for (reason, n) in [("moved", report.moved), ("unavailable", report.unavailable)] {
+            let _ = writeln!(
+                out,
+                "mcplog_cluster_publish_retries_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         single(
             &mut out,
             "mcplog_cluster_halted",
