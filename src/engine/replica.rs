@@ -311,7 +311,9 @@ fn publish(
                 break Err(unavailable(progress, "applying it here took too long"));
             }
             Err(ShareError::Moved) => {
-                progress.moved.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                progress
+                    .moved
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Apply the group that came first, then plan again.
                 if !progress.wait_for(applied.position + 1, deadline) {
                     break Err(unavailable(

@@ -67,7 +67,8 @@ pub struct EventJson {
 
 #[utoipa::path(get, path = "/api/v2/interactions/{id}", tag = "read",
     params(("id" = String, Path, description = "interaction_id"),
-        ("mcp_id" = Option<String>, Query, description = "the interaction's mcp_id: needed by an auditor or admin when several mcp_ids use the id")),
+        ("mcp_id" = Option<String>, Query, description = "the interaction's mcp_id: needed by an auditor or admin when several mcp_ids use the id"),
+        ("min_seq" = Option<u64>, Query, description = "wait (at most 5s) until this node holds this seq: read-your-writes across cluster nodes")),
     responses((status = 200, body = RecordJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson), (status = 404, body = super::ErrorJson),
         (status = 409, description = "several mcp_ids use this id: name one with ?mcp_id=", body = super::ErrorJson), (status = 503, body = super::ErrorJson)),
     security(("bearer" = [])))]
@@ -78,7 +79,7 @@ pub(super) async fn one(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<RecordJson>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
-    let asked = mcp_param(params)?;
+    let asked = record_params(&state, params).await?;
     let view = state.engine.view();
     let record = visible(&view, &principal, &id, asked.as_deref())?;
     record_json(&view, record).map(Json)
@@ -92,7 +93,8 @@ pub struct EventsJson {
 
 #[utoipa::path(get, path = "/api/v2/interactions/{id}/events", tag = "read",
     params(("id" = String, Path, description = "interaction_id"),
-        ("mcp_id" = Option<String>, Query, description = "the interaction's mcp_id: needed by an auditor or admin when several mcp_ids use the id")),
+        ("mcp_id" = Option<String>, Query, description = "the interaction's mcp_id: needed by an auditor or admin when several mcp_ids use the id"),
+        ("min_seq" = Option<u64>, Query, description = "wait (at most 5s) until this node holds this seq: read-your-writes across cluster nodes")),
     responses((status = 200, body = EventsJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson), (status = 404, body = super::ErrorJson),
         (status = 409, description = "several mcp_ids use this id: name one with ?mcp_id=", body = super::ErrorJson), (status = 410, body = super::ErrorJson), (status = 503, body = super::ErrorJson)),
     security(("bearer" = [])))]
@@ -103,7 +105,7 @@ pub(super) async fn events(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<EventsJson>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
-    let asked = mcp_param(params)?;
+    let asked = record_params(&state, params).await?;
     let view = state.engine.view();
     let record = visible(&view, &principal, &id, asked.as_deref())?;
     let mut events = Vec::with_capacity(record.event_count() as usize);
@@ -268,9 +270,52 @@ fn visible<'v>(
 const AMBIGUOUS_MCP_IDS_SHOWN: usize = 20;
 
 /// The `mcp_id` parameter of a record read, the only one it takes.
-fn mcp_param(params: Vec<(String, String)>) -> Result<Option<String>, ApiError> {
-    let mut params = super::checked_params(params, &["mcp_id"])?;
-    Ok(params.pop().map(|(_, value)| value))
+/// The record endpoints' parameters: `mcp_id`, and `min_seq`, waited for before the view is
+/// read.
+async fn record_params(
+    state: &AppState,
+    params: Vec<(String, String)>,
+) -> Result<Option<String>, ApiError> {
+    let mut mcp_id = None;
+    for (name, value) in super::checked_params(params, &["mcp_id", "min_seq"])? {
+        if name == "min_seq" {
+            let seq = value.parse::<u64>().map_err(|_| {
+                ApiError::bad_parameter("min_seq", format!("{value:?} is not a seq"))
+            })?;
+            wait_for_seq(state, seq).await?;
+        } else {
+            mcp_id = Some(value);
+        }
+    }
+    Ok(mcp_id)
+}
+
+/// The longest a read waits for `min_seq`.
+pub(super) const MIN_SEQ_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until this node holds seq `seq` (durable and folded), at most [`MIN_SEQ_WAIT_MAX`]: in
+/// cluster mode, read-your-writes for a client that wrote through another node.
+pub(super) async fn wait_for_seq(state: &AppState, seq: u64) -> Result<(), ApiError> {
+    let mut durable = state.engine.subscribe_durable();
+    let reached = tokio::time::timeout(MIN_SEQ_WAIT_MAX, durable.wait_for(|&last| last >= seq))
+        .await
+        .is_ok_and(|waited| waited.is_ok());
+    if reached {
+        return Ok(());
+    }
+    let last = *durable.borrow();
+    Err(ApiError {
+        retry_after_s: Some(1),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_yet_applied",
+            format!(
+                "this node holds seqs up to {last}, not yet {seq} (waited {}s)",
+                MIN_SEQ_WAIT_MAX.as_secs()
+            ),
+        )
+        .with_field("min_seq")
+    })
 }
 
 fn unknown(id: &str) -> ApiError {

@@ -742,17 +742,19 @@ fn the_local_cluster_script_starts_three_nats_servers_and_two_nodes_sharing_one_
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut child = script.spawn().unwrap();
-    /// SIGTERM to the script however the test ends: its trap stops every process it started.
-    struct Stop(u32);
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    /// SIGTERM to the script however the test ends (its trap stops every process it started),
+    /// then waits for it.
+    struct Stop(Child);
     impl Drop for Stop {
         fn drop(&mut self) {
             let _ = Command::new("kill")
-                .args(["-s", "TERM", &self.0.to_string()])
+                .args(["-s", "TERM", &self.0.id().to_string()])
                 .status();
+            let _ = self.0.wait();
         }
     }
-    let _stop = Stop(child.id());
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let _stop = Stop(child);
     let mut said = String::new();
     for line in std::io::BufRead::lines(stdout) {
         let line = line.unwrap();
@@ -785,6 +787,37 @@ fn the_local_cluster_script_starts_three_nats_servers_and_two_nodes_sharing_one_
             .await
             .unwrap();
         assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
+        let seq = stored.json()["seq"].as_u64().unwrap();
+        // Read-your-writes on the other node: `min_seq` waits until it holds the write.
+        let mut two = Client::connect(addrs[1]).await.unwrap();
+        let path = format!("/api/v2/interactions/c9-i1?mcp_id=mcp-0&min_seq={seq}");
+        let record = two.get(&path, Some(&key("node-2"))).await.unwrap();
+        assert_eq!(record.status.as_u16(), 200, "{}", record.json());
+        assert_eq!(record.json()["metadata"]["first_seq"].as_u64(), Some(seq));
+        // A seq no node holds yet: 503 after the wait, naming the parameter.
+        let started = Instant::now();
+        let path = format!(
+            "/api/v2/interactions/c9-i1?mcp_id=mcp-0&min_seq={}",
+            seq + 1000
+        );
+        let later = two.get(&path, Some(&key("node-2"))).await.unwrap();
+        assert_eq!(later.status.as_u16(), 503, "{}", later.json());
+        assert_eq!(later.json()["error"]["code"], "not_yet_applied");
+        assert_eq!(later.json()["error"]["field"], "min_seq");
+        assert!(
+            started.elapsed() >= Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        let bad = two
+            .get(
+                "/api/v2/interactions/c9-i1/events?min_seq=soon",
+                Some(&key("node-2")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(bad.status.as_u16(), 400, "{}", bad.json());
+        assert_eq!(bad.json()["error"]["field"], "min_seq");
         // The other node holds it too, at the same seq.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
