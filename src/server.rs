@@ -154,6 +154,7 @@ async fn start_cluster(
         stream: config.nats_stream.clone(),
         replicas: config.nats_replicas as usize,
         token: config.nats_token.clone(),
+        credentials: config.nats_credentials.as_ref().map(Into::into),
     })
     .await?;
     let version = cluster.server_version();

@@ -72,6 +72,8 @@ pub struct ClusterConfig {
     pub replicas: usize,
     /// The authentication token, if any.
     pub token: Option<String>,
+    /// A NATS credentials file (user JWT and NKey seed), if any.
+    pub credentials: Option<std::path::PathBuf>,
 }
 
 /// A connection to the cluster's stream.
@@ -94,21 +96,35 @@ impl Cluster {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let options = || {
-            let options = async_nats::ConnectOptions::new()
+        let options = || async {
+            let mut options = async_nats::ConnectOptions::new()
                 .name("mcplog")
                 .connection_timeout(CONNECT_TIMEOUT);
-            match &config.token {
-                Some(token) => options.token(token.clone()),
-                None => options,
+            if let Some(token) = &config.token {
+                options = options.token(token.clone());
             }
+            if let Some(path) = &config.credentials {
+                options = options.credentials_file(path).await.map_err(|err| {
+                    ClusterError::Connect(format!("the credentials file does not load: {err}"))
+                })?;
+            }
+            Ok::<_, ClusterError>(options)
         };
         // NATS servers started together with this node may not listen yet.
         let started = Instant::now();
         let client = loop {
-            match options().connect(addrs.clone()).await {
+            match options().await?.connect(addrs.clone()).await {
                 Ok(client) => break client,
-                Err(err) if started.elapsed() < STREAM_READY_TIMEOUT => {
+                // Refused credentials will not get better by waiting.
+                Err(err)
+                    if started.elapsed() < STREAM_READY_TIMEOUT
+                        && !matches!(
+                            err.kind(),
+                            async_nats::ConnectErrorKind::AuthorizationViolation
+                                | async_nats::ConnectErrorKind::Authentication
+                                | async_nats::ConnectErrorKind::ServerParse
+                        ) =>
+                {
                     tracing::info!(error = %err, "waiting for a NATS server to answer");
                     tokio::time::sleep(CONSUMER_RETRY_PAUSE).await;
                 }

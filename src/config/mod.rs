@@ -103,6 +103,8 @@ pub struct Config {
     pub nats_replicas: u64,
     /// `[cluster] token`: the NATS authentication token.
     pub nats_token: Option<String>,
+    /// `[cluster] credentials`: a NATS credentials file.
+    pub nats_credentials: Option<String>,
     /// `[cluster] ingest_deadline`: how long ingest waits for the stream before a 503.
     pub nats_ingest_deadline: Duration,
 }
@@ -176,6 +178,7 @@ impl Default for Config {
             nats_stream: String::new(),
             nats_replicas: 0,
             nats_token: None,
+            nats_credentials: None,
             nats_ingest_deadline: Duration::ZERO,
         };
         for s in SETTINGS {

@@ -318,6 +318,15 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         section: "cluster",
+        name: "credentials",
+        env: "MCPLOG_NATS_CREDENTIALS",
+        default: None,
+        help: "cluster mode: a NATS credentials file (.creds: user JWT and NKey seed), if the servers require one",
+        field: Field::Secret(|c| &mut c.nats_credentials),
+        show: |c| format!("{:?}", c.nats_credentials.as_ref().map(|_| "<set>")),
+    },
+    Setting {
+        section: "cluster",
         name: "ingest_deadline",
         env: "MCPLOG_NATS_INGEST_DEADLINE",
         default: Some("5s"),

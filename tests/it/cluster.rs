@@ -836,3 +836,82 @@ fn the_local_cluster_script_starts_three_nats_servers_and_two_nodes_sharing_one_
         }
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_authenticates_with_the_configured_token_or_credentials_and_says_when_refused() {
+    let Some(bin) = nats_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = Command::new(bin)
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--auth",
+            "s3cret-token",
+        ])
+        .arg("-sd")
+        .arg(dir.path().join("js"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let node = start_node(
+        &dir.path().join("a"),
+        &url,
+        &[
+            ("MCPLOG_NATS_TOKEN", "s3cret-token"),
+            ("MCPLOG_NATS_REPLICAS", "1"),
+        ],
+    );
+    let stored = node
+        .post("/api/v2/interactions", single(0, 1, "token"))
+        .await;
+    assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
+    drop(node);
+    // Without the token, or with a credentials file that is not one, start-up stops at once
+    // with the reason, and never shows the secret.
+    let creds = dir.path().join("bad.creds");
+    std::fs::write(&creds, "not a credentials file\n").unwrap();
+    let cases = [
+        (
+            vec![("MCPLOG_NATS_TOKEN", "wrong-token")],
+            "authorization violation",
+        ),
+        (
+            vec![("MCPLOG_NATS_CREDENTIALS", creds.to_str().unwrap())],
+            "credentials file does not load",
+        ),
+    ];
+    for (env, named) in cases {
+        let mut all = vec![
+            ("MCPLOG_NATS_URL", url.as_str()),
+            ("MCPLOG_NATS_REPLICAS", "1"),
+        ];
+        all.extend(env);
+        let started = Instant::now();
+        let (mut child, _, log) = crate::common::spawn(&dir.path().join("b"), &all);
+        let status = child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let log = log.lock().unwrap().clone();
+        assert_eq!(status.code(), Some(1), "{log}");
+        assert!(log.contains(named), "{named}: {log}");
+        assert!(!log.contains("s3cret-token"), "{log}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
