@@ -134,6 +134,25 @@ pub(super) fn plan<'a>(
     Ok(slots)
 }
 
+/// One submission's plan: a slot per event, or every conflict.
+pub(super) type Planned = Result<Vec<Slot>, Vec<Conflict>>;
+
+/// Plans every submission of a group in order against `stored`: each one's plan, and the
+/// (submission, event) of every event to append, in append order.
+pub(super) fn plan_group(
+    stored: &impl StoredIds,
+    group: &[super::Submission],
+    next_seq: u64,
+) -> (Vec<Planned>, Vec<(usize, usize)>) {
+    let mut claims = Claims::default();
+    let plans = group
+        .iter()
+        .enumerate()
+        .map(|(index, submission)| plan(stored, index, &submission.events, &mut claims, next_seq))
+        .collect();
+    (plans, claims.appended)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

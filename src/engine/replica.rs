@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::maintenance::{maintain, Maintenance};
-use super::plan::{plan, Claims};
+use super::plan::plan_group;
 use super::writer_loop::{ack, gather, stored_events};
 use super::{Submission, SubmitError, View, WriterHealth};
 use crate::clock::now_us;
@@ -254,21 +254,8 @@ fn publish(
         let (applied, plans, appended) = {
             let view = view.read().expect("view lock");
             let applied = progress.applied();
-            let mut claims = Claims::default();
-            let plans: Vec<_> = group
-                .iter()
-                .enumerate()
-                .map(|(index, submission)| {
-                    plan(
-                        &view.projection,
-                        index,
-                        &submission.events,
-                        &mut claims,
-                        applied.next_seq,
-                    )
-                })
-                .collect();
-            (applied, plans, claims.appended)
+            let (plans, appended) = plan_group(&view.projection, &group, applied.next_seq);
+            (applied, plans, appended)
         };
         if appended.is_empty() {
             break Ok((applied.next_seq, plans));

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::maintenance::{maintain, Maintenance};
-use super::plan::{plan, Claims, Slot};
+use super::plan::{plan_group, Slot};
 use super::{Ack, Submission, SubmitError, View, WriterHealth};
 use crate::clock::now_us;
 use crate::event::StoredEvent;
@@ -115,24 +115,11 @@ fn commit(
     durable: &tokio::sync::watch::Sender<u64>,
 ) {
     let next_seq = writer.next_seq();
-    let (plans, appended) = {
-        let view = view.read().expect("view lock");
-        let mut claims = Claims::default();
-        let plans: Vec<_> = group
-            .iter()
-            .enumerate()
-            .map(|(index, submission)| {
-                plan(
-                    &view.projection,
-                    index,
-                    &submission.events,
-                    &mut claims,
-                    next_seq,
-                )
-            })
-            .collect();
-        (plans, claims.appended)
-    };
+    let (plans, appended) = plan_group(
+        &view.read().expect("view lock").projection,
+        &group,
+        next_seq,
+    );
     let failure = if appended.is_empty() {
         None
     } else {

@@ -741,24 +741,30 @@ fn the_load_tool_compares_a_second_binary_and_configuration_in_the_same_rounds()
     let dir = tempfile::tempdir().unwrap();
     let versus_config = dir.path().join("versus.toml");
     std::fs::write(&versus_config, "[redaction]\nenabled = false\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog-load"))
-        .args([
-            "compare",
-            "--rounds",
-            "1",
-            "--seconds",
-            "1",
-            "--clients",
-            "2",
-        ])
-        .arg("--server-bin")
-        .arg(env!("CARGO_BIN_EXE_mcplog"))
-        .arg("--versus-bin")
-        .arg(env!("CARGO_BIN_EXE_mcplog"))
-        .arg("--versus-config")
-        .arg(&versus_config)
-        .output()
-        .unwrap();
+    // One short round of each contestant, the second binary as given.
+    let compare = |versus_bin: &std::path::Path, extra: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mcplog-load"))
+            .args([
+                "compare",
+                "--rounds",
+                "1",
+                "--seconds",
+                "1",
+                "--clients",
+                "2",
+            ])
+            .arg("--server-bin")
+            .arg(env!("CARGO_BIN_EXE_mcplog"))
+            .arg("--versus-bin")
+            .arg(versus_bin)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = compare(
+        std::path::Path::new(env!("CARGO_BIN_EXE_mcplog")),
+        &["--versus-config".as_ref(), versus_config.as_os_str()],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -776,22 +782,7 @@ fn the_load_tool_compares_a_second_binary_and_configuration_in_the_same_rounds()
     assert!(stdout.contains("ratio mcplog / parse-only: "), "{stdout}");
     // The second binary is the one named: a missing one stops the comparison before any round.
     let missing = dir.path().join("no-such-mcplog");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog-load"))
-        .args([
-            "compare",
-            "--rounds",
-            "1",
-            "--seconds",
-            "1",
-            "--clients",
-            "2",
-        ])
-        .arg("--server-bin")
-        .arg(env!("CARGO_BIN_EXE_mcplog"))
-        .arg("--versus-bin")
-        .arg(&missing)
-        .output()
-        .unwrap();
+    let out = compare(&missing, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("starting mcplog serve"), "{stderr}");
