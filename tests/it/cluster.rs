@@ -459,6 +459,15 @@ async fn two_nodes_under_load_survive_killing_the_stream_leader_and_a_node_and_a
     let replay_b = b.get("/api/v2/events?after_seq=0").await;
     assert_eq!(replay_a.status.as_u16(), 200);
     assert_eq!(replay_a.body, replay_b.body, "replays differ");
+    // A new, empty node joins after all this and catches up from the stream's first group.
+    let c_dir = dir.path().join("c");
+    let c = start_node(&c_dir, &urls, &[]);
+    assert_eq!(settled(&[&a, &c], head).await, head);
+    let replay_c = c.get("/api/v2/events?after_seq=0").await;
+    assert_eq!(
+        replay_a.body, replay_c.body,
+        "the late node's replay differs"
+    );
     let lines: Vec<Value> = String::from_utf8_lossy(&replay_a.body)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -476,8 +485,10 @@ async fn two_nodes_under_load_survive_killing_the_stream_leader_and_a_node_and_a
     // Both logs check out, to the same chain head.
     drop(a);
     drop(b);
+    drop(c);
     let (head_a, head_b) = (verify_head(&a_dir), verify_head(&b_dir));
     assert_eq!(head_a, head_b, "the nodes' chains differ");
+    assert_eq!(verify_head(&c_dir), head_a, "the late node's chain differs");
     drop(nats);
 }
 
