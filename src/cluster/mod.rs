@@ -231,6 +231,16 @@ impl Cluster {
             }
         }
         let group = self.group_at(low).await?;
+        // Past the stream's last group, the node holds events no other node has: it must not
+        // follow a history that lacks them.
+        let end = group.first_seq + group.frame_count().unwrap_or(0);
+        if low == state.last_sequence && local_last >= end {
+            return Err(ClusterError::Diverged(format!(
+                "this node's log ends at seq {local_last} but the stream's last group ends at \
+                 seq {}: it holds events the stream does not (was the stream recreated?)",
+                end.saturating_sub(1)
+            )));
+        }
         Ok((
             low,
             Applied {

@@ -50,6 +50,17 @@ impl Group {
         hasher.update(&self.frames);
         hasher.finalize().into()
     }
+
+    /// How many frames it holds, by their length prefixes alone (no CRC check): `None` if its
+    /// bytes do not divide into frames.
+    pub fn frame_count(&self) -> Option<u64> {
+        let (mut at, mut count) = (0, 0);
+        while at < self.frames.len() {
+            at = format::frame_end(&self.frames, at)?;
+            count += 1;
+        }
+        (at == self.frames.len()).then_some(count)
+    }
 }
 
 /// The most bytes a frame adds to its event's body and ids: the frame header, the fixed fields

@@ -926,3 +926,49 @@ async fn a_node_authenticates_with_the_configured_token_or_credentials_and_says_
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_log_the_stream_does_not_hold_refuses_to_start() {
+    let Some(bin) = nats_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(bin, dir.path(), 1);
+    let env = [("MCPLOG_NATS_REPLICAS", "1")];
+    // Node A writes three events, then the stream is deleted and begun again by node B.
+    let a_dir = dir.path().join("a");
+    let a = start_node(&a_dir, &nats.urls(), &env);
+    for n in 1..=3 {
+        let stored = a.post("/api/v2/interactions", single(0, n, "a")).await;
+        assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
+    }
+    drop(a);
+    let addr: async_nats::ServerAddr = format!("nats://127.0.0.1:{}", nats.client_ports[0])
+        .parse()
+        .unwrap();
+    let context = async_nats::jetstream::new(async_nats::connect(addr).await.unwrap());
+    context.delete_stream("mcplog").await.unwrap();
+    let b = start_node(&dir.path().join("b"), &nats.urls(), &env);
+    let stored = b.post("/api/v2/interactions", single(1, 1, "b")).await;
+    assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
+    // A's log holds seqs 1..=3; the stream's history ends at 1, with another event.
+    let mut all = vec![("MCPLOG_NATS_URL", nats.urls())];
+    all.extend(env.iter().map(|&(k, v)| (k, v.to_owned())));
+    let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (mut child, _, log) = crate::common::spawn(&a_dir, &all);
+    let status = child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let log = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("this node's log ends at seq 3 but the stream's last group ends at seq 1"),
+        "{log}"
+    );
+    // And a node whose log has events but the stream none refuses too.
+    context.delete_stream("mcplog").await.unwrap();
+    drop(b);
+    let (mut child, _, log) = crate::common::spawn(&a_dir, &all);
+    let status = child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let log = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("but the stream is empty"), "{log}");
+}
