@@ -160,7 +160,8 @@ async fn start_cluster(
     let version = cluster.server_version();
     warn_about_fsync(&version);
     let (writer, view, maintenance) = open_log(config)?;
-    let local_last = view.catalog.last_seq().unwrap_or(0);
+    // The writer's, not the catalog's: retention may have left only an empty active segment.
+    let local_last = writer.next_seq() - 1;
     let (position, resume) = cluster.resume_point(local_last).await?;
     // A submission must fit one message: its frames hold each body and each event's ids (no
     // longer than the body that spells them) and the fixed fields.

@@ -41,9 +41,10 @@ const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(30);
 const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest one pull of the follower's consumer waits; its idle heartbeat is half of it.
 const CONSUMER_PULL_EXPIRY: Duration = Duration::from_secs(2);
-/// How long the follower's consumer may stay quiet before the stream is asked whether groups
-/// are waiting.
+/// How often a quiet consumer is checked on, and how many quiet checks in a row (while the stream
+/// holds more) mean it is lost.
 const FOLLOW_QUIET_CHECK: Duration = Duration::from_secs(1);
+const FOLLOW_QUIET_CHECKS: u32 = 3;
 /// The pause before reading the stream again after the consumer failed.
 const CONSUMER_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -303,21 +304,30 @@ impl Cluster {
                     continue;
                 }
             };
+            let mut quiet = 0;
             loop {
                 // A consumer can go quiet without an error when the stream's leader moves: after
                 // a quiet spell, ask the stream whether it holds groups not delivered yet.
                 let message = match tokio::time::timeout(FOLLOW_QUIET_CHECK, messages.next()).await
                 {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(_) if self.holds_beyond(position).await => {
-                        tracing::warn!(
-                            position,
-                            "the stream's consumer went quiet with groups left; recreating it"
-                        );
-                        break;
+                    Ok(Some(message)) => {
+                        quiet = 0;
+                        message
                     }
-                    Err(_) => continue,
+                    Ok(None) => break,
+                    Err(_) => {
+                        quiet += 1;
+                        // Several quiet checks in a row, so a large group still arriving over a
+                        // slow link is not mistaken for a lost consumer.
+                        if quiet >= FOLLOW_QUIET_CHECKS && self.holds_beyond(position).await {
+                            tracing::warn!(
+                                position,
+                                "the stream's consumer went quiet with groups left; recreating it"
+                            );
+                            break;
+                        }
+                        continue;
+                    }
                 };
                 let message = match message {
                     Ok(message) => message,
@@ -433,6 +443,11 @@ impl SharedLog for Publisher {
         self.runtime.block_on(async {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
+                // Never send once the deadline has passed: the caller answers 503 and must not
+                // find the group stored after all by an attempt it did not wait for.
+                if left.is_zero() {
+                    return Err(ShareError::Unavailable("the ingest deadline passed".into()));
+                }
                 let attempt = async {
                     self.context
                         .send_publish(self.subject.clone(), message.clone())

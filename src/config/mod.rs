@@ -338,10 +338,13 @@ impl Config {
                 ),
             );
         }
-        if self.nats_ingest_deadline < Duration::from_millis(100) {
+        // Within JetStream's 2-minute deduplication window, so a retry is always recognized.
+        if self.nats_ingest_deadline < Duration::from_millis(100)
+            || self.nats_ingest_deadline > Duration::from_secs(60)
+        {
             return bad(
                 "ingest_deadline",
-                format!("{:?} is below the 100ms floor", self.nats_ingest_deadline),
+                format!("{:?} is outside 100ms..=60s", self.nats_ingest_deadline),
             );
         }
         Ok(())

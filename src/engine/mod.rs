@@ -154,6 +154,8 @@ pub struct Counters {
 }
 
 struct Submission {
+    /// When it was queued: cluster mode's ingest deadline counts from here.
+    queued_at: std::time::Instant,
     events: Vec<NewEvent>,
     key_id: [u8; 8],
     reply: oneshot::Sender<Answer>,
@@ -204,6 +206,8 @@ pub struct Engine {
     follower_thread: Mutex<Option<JoinHandle<()>>>,
     /// Cluster mode: what the follower applied.
     progress: Option<Arc<replica::Progress>>,
+    /// Cluster mode: tells a follower retrying a failed write to give up (shutdown).
+    follower_stop: Arc<AtomicBool>,
     /// The newest seq that is durable and folded into the view; followers of the replay wait on it.
     durable: Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -249,7 +253,8 @@ impl Engine {
         progress.set(resume);
         let (feed, delivered) = mpsc::sync_channel(replica::FEED_GROUPS_MAX);
         let follower_thread = std::cell::Cell::new(None);
-        let engine = Engine::start_with(
+        let follower_stop = Arc::new(AtomicBool::new(false));
+        let mut engine = Engine::start_with(
             view,
             queue_events_max,
             Some(Arc::clone(&progress)),
@@ -261,16 +266,20 @@ impl Engine {
                     health,
                     durable,
                 );
+                let stop = Arc::clone(&follower_stop);
                 follower_thread.set(Some(
                     std::thread::Builder::new()
                         .name("mcplog-follower".into())
-                        .spawn(move || replica::run_follower(follower, delivered, maintenance))
+                        .spawn(move || {
+                            replica::run_follower(follower, delivered, maintenance, stop);
+                        })
                         .expect("spawning the follower thread"),
                 ));
                 move || replica::run_publisher(log, view, progress, rx, limits)
             },
         );
         *engine.follower_thread.lock().expect("thread lock") = follower_thread.take();
+        engine.follower_stop = follower_stop;
         (engine, feed)
     }
 
@@ -327,6 +336,7 @@ impl Engine {
             follower_thread: Mutex::new(None),
             durable,
             progress,
+            follower_stop: Arc::default(),
         }
     }
 
@@ -380,6 +390,7 @@ impl Engine {
             .ok_or(SubmitError::ShuttingDown)?;
         let (reply, answer) = oneshot::channel();
         tx.try_send(Submission {
+            queued_at: std::time::Instant::now(),
             events,
             key_id,
             reply,
@@ -462,7 +473,8 @@ impl Engine {
     /// Stops taking events, lets the writer finish everything queued, and waits for it.
     pub fn shutdown(&self) {
         self.close_queue();
-        // Ends once the transport has dropped the feed.
+        // Ends once the transport has dropped the feed, or at its next retry of a failed write.
+        self.follower_stop.store(true, Ordering::SeqCst);
         let follower = self.follower_thread.lock().expect("thread lock").take();
         if let Some(follower) = follower {
             let _ = follower.join();

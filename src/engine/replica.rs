@@ -16,13 +16,14 @@
 //! A client is answered only once this node's follower has applied the group carrying its
 //! events: stored by the shared log, and durable and visible here.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use super::maintenance::{maintain, Maintenance};
-use super::plan::plan_group;
+use super::plan::{plan_group, Planned};
 use super::writer_loop::{ack, gather, stored_events};
 use super::{Submission, SubmitError, View, WriterHealth};
 use crate::clock::now_us;
@@ -119,6 +120,21 @@ struct ProgressState {
     applied: Applied,
     halted: Option<String>,
     pending: u64,
+    /// (position, hash) of the groups applied last, oldest first, at most [`RECENT_GROUPS`].
+    recent: std::collections::VecDeque<(u64, Hash)>,
+}
+
+/// How many applied groups' hashes the publisher can look back on to learn whether a group it
+/// offered was stored.
+const RECENT_GROUPS: usize = 4096;
+
+/// What was applied at a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// The group with this hash.
+    Applied(Hash),
+    /// A group too long ago to remember.
+    Forgotten,
 }
 
 /// What `/metrics` and health tell of a cluster node.
@@ -140,7 +156,7 @@ impl Progress {
     /// What there is to report.
     pub fn report(&self) -> Report {
         let state = self.lock();
-        let count = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        let count = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
         Report {
             applied: state.applied,
             pending: state.pending,
@@ -169,8 +185,24 @@ impl Progress {
     }
 
     pub(super) fn set(&self, applied: Applied) {
-        self.lock().applied = applied;
+        let mut state = self.lock();
+        state.applied = applied;
+        state.recent.push_back((applied.position, applied.hash));
+        if state.recent.len() > RECENT_GROUPS {
+            state.recent.pop_front();
+        }
+        drop(state);
         self.changed.notify_all();
+    }
+
+    /// What was applied at `position`, or `None` if nothing is yet.
+    fn applied_at(&self, position: u64) -> Option<Lookup> {
+        let state = self.lock();
+        if position > state.applied.position {
+            return None;
+        }
+        let found = state.recent.iter().rev().find(|(at, _)| *at == position);
+        Some(found.map_or(Lookup::Forgotten, |&(_, hash)| Lookup::Applied(hash)))
     }
 
     fn halt(&self, reason: String) {
@@ -257,80 +289,99 @@ fn publish(
     group: Vec<Submission>,
     limits: PublishLimits,
 ) {
-    let deadline = Instant::now() + limits.ingest_deadline;
-    // The group last offered, kept while nothing changes so a retry offers the same bytes.
-    let mut offered: Option<(Applied, Group)> = None;
+    // The deadline runs from when the group's oldest submission arrived, not from now.
+    let oldest = group.iter().map(|s| s.queued_at).min();
+    let deadline = oldest.expect("a group holds a submission") + limits.ingest_deadline;
+    // The group last offered and the plan its frames carry: offered again, byte for byte, until
+    // it is known to be stored here (answered from this plan) or overtaken (planned afresh).
+    let mut offer: Option<Offer> = None;
+    let mut reason = String::from("no answer yet");
     let outcome = loop {
-        // The view and `Applied` agree: the follower changes both under the view's write lock.
-        let (applied, plans, appended) = {
-            let view = view.read().expect("view lock");
-            let applied = progress.applied();
-            let (plans, appended) = plan_group(&view.projection, &group, applied.next_seq);
-            (applied, plans, appended)
-        };
-        if appended.is_empty() {
-            break Ok((applied.next_seq, plans));
+        if let Some(made) = &offer {
+            match progress.applied_at(made.at.position + 1) {
+                Some(Lookup::Applied(hash)) if hash == made.group.hash() => {
+                    let made = offer.take().expect("checked above");
+                    break Ok((made.at.next_seq, made.plans));
+                }
+                // Another group took its place: it can never be stored now.
+                Some(_) => offer = None,
+                None => {}
+            }
         }
-        let shared = match offered.take() {
-            Some((at, shared)) if at == applied => shared,
-            _ => {
+        if progress.halted().is_some() || Instant::now() >= deadline {
+            break Err(unavailable(progress, &reason));
+        }
+        let made = match offer.take() {
+            Some(made) => made,
+            None => {
+                // The view and `Applied` agree: the follower changes both under the view's
+                // write lock.
+                let guard = view.read().expect("view lock");
+                let at = progress.applied();
+                let (plans, appended) = plan_group(&guard.projection, &group, at.next_seq);
+                drop(guard);
+                if appended.is_empty() {
+                    break Ok((at.next_seq, plans));
+                }
                 // Receive times never go backwards along the shared log.
-                let now = now_us().max(applied.received_at_us);
+                let now = now_us().max(at.received_at_us);
                 let mut frames = Vec::new();
-                for event in stored_events(&group, &appended, applied.next_seq, now) {
+                for event in stored_events(&group, &appended, at.next_seq, now) {
                     format::encode_frame(&event, &mut frames);
                 }
-                Group {
-                    first_seq: applied.next_seq,
-                    prev_hash: applied.hash,
-                    frames: frames.into(),
+                let made = Offer {
+                    at,
+                    group: Group {
+                        first_seq: at.next_seq,
+                        prev_hash: at.hash,
+                        frames: frames.into(),
+                    },
+                    plans,
+                };
+                if made.group.frames.len() > limits.group_bytes_max {
+                    // Only redaction makes frames outgrow the bound the group was gathered by:
+                    // offer the submissions one by one; one alone that is too large is refused.
+                    if group.len() > 1 {
+                        for submission in group {
+                            publish(log, view, progress, vec![submission], limits);
+                        }
+                        return;
+                    }
+                    break Err(SubmitError::TooLarge {
+                        bytes: made.group.frames.len(),
+                        max: limits.group_bytes_max,
+                    });
                 }
+                made
             }
         };
-        if shared.frames.len() > limits.group_bytes_max {
-            // Only redaction makes frames outgrow the bound the group was gathered by: offer
-            // the submissions one by one; one alone that is too large is refused.
-            if group.len() > 1 {
-                for submission in group {
-                    publish(log, view, progress, vec![submission], limits);
+        match log.append(&made.group, made.at.position, deadline) {
+            Ok(position) if position == made.at.position + 1 => {
+                // Stored; answered once this node's follower has applied it (checked above).
+                if !progress.wait_for(position, deadline) {
+                    reason = "applying it here took too long".into();
                 }
-                return;
             }
-            break Err(SubmitError::TooLarge {
-                bytes: shared.frames.len(),
-                max: limits.group_bytes_max,
-            });
-        }
-        match log.append(&shared, applied.position, deadline) {
             Ok(position) => {
-                if progress.wait_for(position, deadline) {
-                    break Ok((applied.next_seq, plans));
-                }
-                break Err(unavailable(progress, "applying it here took too long"));
+                // Not proof that this group sits right after `after` (some servers answer a
+                // retry's message id before the first attempt is stored): offer it again.
+                reason = format!("the stream answered position {position}");
+                std::thread::sleep(RETRY_PAUSE);
             }
             Err(ShareError::Moved) => {
-                progress
-                    .moved
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Apply the group that came first, then plan again.
-                if !progress.wait_for(applied.position + 1, deadline) {
-                    break Err(unavailable(
-                        progress,
-                        "catching up with other nodes' groups took too long",
-                    ));
+                progress.moved.fetch_add(1, Ordering::Relaxed);
+                // Apply what came first (perhaps this very group, from an earlier attempt).
+                if !progress.wait_for(made.at.position + 1, deadline) {
+                    reason = "catching up with other nodes' groups took too long".into();
                 }
             }
-            Err(ShareError::Unavailable(reason)) => {
-                progress
-                    .unavailable
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if Instant::now() >= deadline {
-                    break Err(unavailable(progress, &reason));
-                }
-                offered = Some((applied, shared));
+            Err(ShareError::Unavailable(why)) => {
+                progress.unavailable.fetch_add(1, Ordering::Relaxed);
+                reason = why;
                 std::thread::sleep(RETRY_PAUSE);
             }
         }
+        offer = Some(made);
     };
     match outcome {
         Ok((next_seq, plans)) => {
@@ -347,6 +398,13 @@ fn publish(
             }
         }
     }
+}
+
+/// A group offered to the shared log, with the state it was planned against and its plan.
+struct Offer {
+    at: Applied,
+    group: Group,
+    plans: Vec<Planned>,
 }
 
 /// The pause before offering a group again to a shared log that could not take it.
@@ -442,7 +500,7 @@ impl Follower {
             let started = Instant::now();
             let written = self.writer.restamp_empty(checked.received_at_us).map(|()| {
                 self.writer
-                    .append_encoded(&group.frames[from..], checked.received_at_us)
+                    .append_encoded(&group.frames[from..], checked.received_at_us, held == 0)
             });
             let written = match written {
                 Ok(written) => written,
@@ -569,6 +627,7 @@ pub(super) fn run_follower(
     mut follower: Follower,
     feed: mpsc::Receiver<(u64, Result<Group, String>)>,
     maintenance: Maintenance,
+    stop: Arc<AtomicBool>,
 ) {
     let mut next_maintenance = Instant::now();
     loop {
@@ -597,7 +656,17 @@ pub(super) fn run_follower(
         loop {
             match follower.apply(position, &group) {
                 Ok(()) => break,
-                Err(ApplyError::Storage(_)) => std::thread::sleep(STORAGE_RETRY_PAUSE),
+                // A poisoned writer refuses every write from now on: waiting will not help.
+                Err(ApplyError::Storage(err)) if follower.writer.poisoned().is_some() => {
+                    follower.halt(&format!("the local log cannot be written: {err}"));
+                    return;
+                }
+                Err(ApplyError::Storage(_)) => {
+                    std::thread::sleep(STORAGE_RETRY_PAUSE);
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                }
                 Err(ApplyError::Halt(reason)) => {
                     follower.halt(&reason);
                     return;
@@ -787,7 +856,7 @@ mod tests {
         let mut follower = follower_in(dir.path());
         let whole = frames(1, 3, T0_US, "a");
         let first_two = frames(1, 2, T0_US, "a");
-        let written = follower.writer.append_encoded(&first_two, T0_US);
+        let written = follower.writer.append_encoded(&first_two, T0_US, true);
         written.result.unwrap();
         {
             let mut view = follower.view.write().unwrap();
@@ -804,7 +873,7 @@ mod tests {
         let mut other = follower_in(dir.path());
         let written = other
             .writer
-            .append_encoded(&frames(1, 2, T0_US, "other"), T0_US);
+            .append_encoded(&frames(1, 2, T0_US, "other"), T0_US, true);
         written.result.unwrap();
         {
             let mut view = other.view.write().unwrap();
@@ -879,5 +948,174 @@ mod tests {
         let mut out = Vec::new();
         format::encode_frame(&stored, &mut out);
         assert!(out.len() <= bound, "{} > {bound}", out.len());
+    }
+
+    /// What the fake shared log does with the next offer.
+    #[derive(Clone, Copy, Debug)]
+    enum Next {
+        /// Store it (if it follows the stream's last group) and answer its position.
+        Store,
+        /// Store it, but lose the answer.
+        StoreAndLoseTheAnswer,
+        /// Answer position 0 without storing it, as some servers answer a retried message id.
+        AnswerZero,
+        /// Another node's group lands first.
+        Foreign,
+    }
+
+    /// A shared log in memory that delivers every stored group to the follower, as the
+    /// transport does.
+    struct FakeLog {
+        stream: Arc<Mutex<Vec<Group>>>,
+        feed: Arc<Mutex<Option<GroupFeed>>>,
+        script: std::collections::VecDeque<Next>,
+    }
+
+    impl FakeLog {
+        fn store(&self, group: Group) -> u64 {
+            let mut stream = self.stream.lock().unwrap();
+            stream.push(group.clone());
+            let position = stream.len() as u64;
+            let feed = self.feed.lock().unwrap();
+            feed.as_ref().unwrap().send((position, Ok(group))).unwrap();
+            position
+        }
+    }
+
+    impl SharedLog for FakeLog {
+        fn append(&mut self, group: &Group, after: u64, _: Instant) -> Result<u64, ShareError> {
+            let next = self.script.pop_front().unwrap_or(Next::Store);
+            let last = self.stream.lock().unwrap().len() as u64;
+            match next {
+                Next::AnswerZero => Ok(0),
+                Next::Foreign => {
+                    let prev = self
+                        .stream
+                        .lock()
+                        .unwrap()
+                        .last()
+                        .map_or([0; 32], Group::hash);
+                    let first_seq = group.first_seq;
+                    self.store(Group {
+                        first_seq,
+                        prev_hash: prev,
+                        frames: frames(first_seq, 1, T0_US, "foreign").into(),
+                    });
+                    Err(ShareError::Moved)
+                }
+                _ if last != after => Err(ShareError::Moved),
+                Next::Store => Ok(self.store(group.clone())),
+                Next::StoreAndLoseTheAnswer => {
+                    self.store(group.clone());
+                    Err(ShareError::Unavailable("the answer was lost".into()))
+                }
+            }
+        }
+    }
+
+    /// An engine whose shared log follows `script`, and the stream it wrote.
+    fn engine_with(
+        dir: &std::path::Path,
+        script: &[Next],
+        deadline: Duration,
+    ) -> (super::super::Engine, Arc<Mutex<Vec<Group>>>) {
+        let follower = follower_in(dir);
+        let Follower { writer, view, .. } = follower;
+        let view = Arc::try_unwrap(view).unwrap().into_inner().unwrap();
+        let stream = Arc::new(Mutex::new(Vec::new()));
+        let feed = Arc::new(Mutex::new(None));
+        let log = FakeLog {
+            stream: Arc::clone(&stream),
+            feed: Arc::clone(&feed),
+            script: script.iter().copied().collect(),
+        };
+        let (engine, sender) = super::super::Engine::start_replicated(
+            writer,
+            view,
+            100,
+            Maintenance {
+                interval: Duration::from_secs(3600),
+                policy: crate::storage::retention::Policy {
+                    retention: Duration::from_secs(86_400 * 30),
+                    max_records: None,
+                    max_bytes: None,
+                },
+            },
+            Box::new(log),
+            Applied {
+                next_seq: 1,
+                ..Applied::default()
+            },
+            PublishLimits {
+                ingest_deadline: deadline,
+                group_bytes_max: 1 << 20,
+            },
+        );
+        *feed.lock().unwrap() = Some(sender);
+        (engine, stream)
+    }
+
+    fn submit(
+        engine: &super::super::Engine,
+        body: &str,
+    ) -> Result<Vec<super::super::Ack>, SubmitError> {
+        let event = crate::event::NewEvent::new(Action::Start, 1.0, "i", "m", None, body);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(engine.submit(vec![event], [0; 8]))
+            .map(|(acks, _)| acks)
+    }
+
+    #[test]
+    fn a_stored_group_whose_answer_was_lost_is_answered_once_and_never_offered_again() {
+        // An event without an event_id: offered twice, it would be stored twice.
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, stream) = engine_with(
+            dir.path(),
+            &[Next::StoreAndLoseTheAnswer],
+            Duration::from_secs(5),
+        );
+        let acks = submit(&engine, "{}").unwrap();
+        assert_eq!(acks[0].seq, 1);
+        assert!(!acks[0].duplicate);
+        assert_eq!(stream.lock().unwrap().len(), 1, "stored once");
+    }
+
+    #[test]
+    fn an_answer_that_does_not_place_the_group_is_no_acknowledgement() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, stream) = engine_with(
+            dir.path(),
+            &[Next::AnswerZero, Next::AnswerZero, Next::Store],
+            Duration::from_secs(5),
+        );
+        assert_eq!(submit(&engine, "{}").unwrap()[0].seq, 1);
+        assert_eq!(stream.lock().unwrap().len(), 1);
+        // Only such answers until the deadline: 503, and nothing acknowledged.
+        let dir = tempfile::tempdir().unwrap();
+        let never = [Next::AnswerZero; 64];
+        let (engine, stream) = engine_with(dir.path(), &never, Duration::from_millis(300));
+        match submit(&engine, "{}") {
+            Err(SubmitError::Unavailable { message }) => {
+                assert!(message.contains("answered position 0"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(stream.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_group_overtaken_by_another_nodes_is_planned_again_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, stream) = engine_with(dir.path(), &[Next::Foreign], Duration::from_secs(5));
+        let acks = submit(&engine, "{}").unwrap();
+        assert_eq!(acks[0].seq, 2, "after the foreign group's event");
+        let stream = stream.lock().unwrap();
+        assert_eq!(stream.len(), 2);
+        assert_eq!(stream[1].prev_hash, stream[0].hash());
+        assert_eq!(engine.replica_progress().unwrap().moved, 1);
     }
 }

@@ -250,24 +250,36 @@ impl LogWriter {
             relative.push(self.buf.len());
             format::encode_frame(event, &mut self.buf);
         }
-        self.write_buffered(relative, now_us)
+        self.write_buffered(relative, now_us, true)
     }
 
     /// Appends frames encoded elsewhere (by the node of a cluster that planned them), written as
     /// [`LogWriter::append`] writes a group: a roll first if one is due, one write, one
     /// fdatasync. `frames` must hold whole frames that decode, with seqs `next_seq()..` and
-    /// `write_index` counting from where their group began; the caller checks them.
+    /// `write_index` counting from where their group began; the caller checks them. The rest of
+    /// a group whose beginning is already written (`may_roll` false) never rolls: the group stays
+    /// in one segment, as on every other node.
     /// `received_at_us` is the frames' receive time, which also decides an age-based roll, so
     /// every node rolls at the same frame.
-    pub fn append_encoded(&mut self, frames: &[u8], received_at_us: u64) -> Written {
-        let result = self.append_encoded_group(frames, received_at_us);
+    pub fn append_encoded(
+        &mut self,
+        frames: &[u8],
+        received_at_us: u64,
+        may_roll: bool,
+    ) -> Written {
+        let result = self.append_encoded_group(frames, received_at_us, may_roll);
         Written {
             result,
             changes: std::mem::take(&mut self.changes),
         }
     }
 
-    fn append_encoded_group(&mut self, frames: &[u8], now_us: u64) -> Result<(), StorageError> {
+    fn append_encoded_group(
+        &mut self,
+        frames: &[u8],
+        now_us: u64,
+        may_roll: bool,
+    ) -> Result<(), StorageError> {
         if let Some(reason) = &self.poisoned {
             return Err(StorageError::Poisoned(reason.clone()));
         }
@@ -281,7 +293,7 @@ impl LogWriter {
         assert_eq!(at, frames.len(), "frames end with a whole frame");
         self.buf.clear();
         self.buf.extend_from_slice(frames);
-        self.write_buffered(relative, now_us)
+        self.write_buffered(relative, now_us, may_roll)
     }
 
     /// Rewrites the header of an empty active segment with `created_at_us` and syncs it, so
@@ -319,10 +331,16 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Writes the frames in `buf` (starting at the offsets in `relative`) as one group.
-    fn write_buffered(&mut self, relative: Vec<usize>, now_us: u64) -> Result<(), StorageError> {
+    /// Writes the frames in `buf` (starting at the offsets in `relative`) as one group, after a
+    /// roll if one is due and `may_roll`.
+    fn write_buffered(
+        &mut self,
+        relative: Vec<usize>,
+        now_us: u64,
+        may_roll: bool,
+    ) -> Result<(), StorageError> {
         let count = relative.len() as u64;
-        if self.should_roll(self.buf.len() as u64, now_us) {
+        if may_roll && self.should_roll(self.buf.len() as u64, now_us) {
             self.roll(now_us)?;
         }
         let write_at = self.data_len;
