@@ -163,6 +163,30 @@ impl Cluster {
                 }
             }
         };
+        // A stream that existed before is taken as it is: say where it differs from what this
+        // node would have created.
+        let found = &stream.cached_info().config;
+        if found.num_replicas != config.replicas {
+            tracing::warn!(
+                stream = %config.stream,
+                replicas = found.num_replicas,
+                configured = config.replicas,
+                "the stream exists with another number of replicas; it is used as it is"
+            );
+        }
+        if !found.subjects.contains(&subject) {
+            return Err(ClusterError::JetStream(format!(
+                "the stream {:?} exists but does not take the subject {subject:?}",
+                config.stream
+            )));
+        }
+        if found.duplicate_window < DUPLICATE_WINDOW {
+            tracing::warn!(
+                stream = %config.stream,
+                duplicate_window_s = found.duplicate_window.as_secs(),
+                "the stream's duplicate window is shorter than mcplog's ingest deadline allows for"
+            );
+        }
         Ok(Cluster {
             client,
             context,

@@ -330,7 +330,7 @@ pub static SETTINGS: &[Setting] = &[
         name: "ingest_deadline",
         env: "MCPLOG_NATS_INGEST_DEADLINE",
         default: Some("5s"),
-        help: "cluster mode: how long ingest waits for the stream before answering 503",
+        help: "cluster mode: how long an event may wait for the stream, from its arrival, before a 503 (100ms to 60s)",
         field: Field::Duration(|c| &mut c.nats_ingest_deadline),
         show: |c| format!("{:?}", c.nats_ingest_deadline),
     },

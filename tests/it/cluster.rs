@@ -889,6 +889,22 @@ async fn a_node_authenticates_with_the_configured_token_or_credentials_and_says_
         .await;
     assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
     drop(node);
+    // A stream that exists is used as it is, and a difference from the settings is said.
+    let node = start_node(
+        &dir.path().join("a"),
+        &url,
+        &[
+            ("MCPLOG_NATS_TOKEN", "s3cret-token"),
+            ("MCPLOG_NATS_REPLICAS", "3"),
+        ],
+    );
+    let log = node.log();
+    assert!(
+        log.contains("the stream exists with another number of replicas")
+            && log.contains("replicas=1 configured=3"),
+        "{log}"
+    );
+    drop(node);
     // Without the token, or with a credentials file that is not one, start-up stops at once
     // with the reason, and never shows the secret.
     let creds = dir.path().join("bad.creds");
