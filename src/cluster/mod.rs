@@ -43,7 +43,7 @@ const PUBLISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const CONSUMER_PULL_EXPIRY: Duration = Duration::from_secs(2);
 /// How often a quiet consumer is checked on, and how many quiet checks in a row (while the stream
 /// holds more) mean it is lost.
-const FOLLOW_QUIET_CHECK: Duration = Duration::from_secs(1);
+const FOLLOW_QUIET_CHECK: Duration = Duration::from_millis(500);
 const FOLLOW_QUIET_CHECKS: u32 = 3;
 /// The pause before reading the stream again after the consumer failed.
 const CONSUMER_RETRY_PAUSE: Duration = Duration::from_millis(500);

@@ -251,7 +251,7 @@ impl Engine {
     ) -> (Engine, replica::GroupFeed) {
         let progress = Arc::new(replica::Progress::default());
         progress.set(resume);
-        let (feed, delivered) = mpsc::sync_channel(replica::FEED_GROUPS_MAX);
+        let (feed, delivered) = replica::group_feed();
         let follower_thread = std::cell::Cell::new(None);
         let follower_stop = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::start_with(

@@ -613,19 +613,75 @@ fn check_frames(group: &Group, after_us: u64) -> Result<Checked, String> {
     })
 }
 
-/// Where the follower thread takes delivered groups from: (position, group). Bounded, so a
-/// follower that falls behind slows the transport's reading instead of growing memory.
-/// A message that is not a group arrives as `Err` with the reason, and halts the follower.
-pub type GroupFeed = mpsc::SyncSender<(u64, Result<Group, String>)>;
+/// One delivered group: its position, and the group or why the message is not one (which halts
+/// the follower).
+pub type Delivered = (u64, Result<Group, String>);
 
-/// Groups delivered but not yet applied, at most.
+/// Where the transport hands delivered groups to the follower thread. Bounded in groups and in
+/// bytes, so a follower that falls behind slows the transport's reading instead of growing
+/// memory.
+pub struct GroupFeed {
+    tx: mpsc::SyncSender<Delivered>,
+    /// Frame bytes handed over and not yet taken by the follower.
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl GroupFeed {
+    /// Hands a group over, or gives it back (`Full`) while [`FEED_GROUPS_MAX`] groups or
+    /// [`FEED_BYTES_MAX`] bytes wait; a group larger than that alone still goes once the feed
+    /// is empty.
+    pub fn try_send(&self, item: Delivered) -> Result<(), mpsc::TrySendError<Delivered>> {
+        let size = item.1.as_ref().map_or(0, |group| group.frames.len());
+        let waiting = self.bytes.load(Ordering::SeqCst);
+        if waiting > 0 && waiting + size > FEED_BYTES_MAX {
+            return Err(mpsc::TrySendError::Full(item));
+        }
+        self.tx.try_send(item)?;
+        self.bytes.fetch_add(size, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The follower's end of a [`GroupFeed`].
+pub(super) fn group_feed() -> (GroupFeed, FeedReceiver) {
+    let (tx, rx) = mpsc::sync_channel(FEED_GROUPS_MAX);
+    let bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (
+        GroupFeed {
+            tx,
+            bytes: Arc::clone(&bytes),
+        },
+        FeedReceiver { rx, bytes },
+    )
+}
+
+/// What the follower thread receives from.
+pub(super) struct FeedReceiver {
+    rx: mpsc::Receiver<Delivered>,
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FeedReceiver {
+    fn recv_timeout(&self, wait: Duration) -> Result<Delivered, mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(wait)
+    }
+
+    /// A received group's bytes are no longer waiting.
+    fn taken(&self, group: &Group) {
+        self.bytes.fetch_sub(group.frames.len(), Ordering::SeqCst);
+    }
+}
+
+/// Groups waiting for the follower, at most.
 pub const FEED_GROUPS_MAX: usize = 64;
+/// Frame bytes waiting for the follower, at most (but one group larger than this, alone).
+pub const FEED_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// The follower thread: applies what arrives; between groups, retention. A local storage
 /// failure is retried each second; a group that does not continue the history halts it.
 pub(super) fn run_follower(
     mut follower: Follower,
-    feed: mpsc::Receiver<(u64, Result<Group, String>)>,
+    feed: FeedReceiver,
     maintenance: Maintenance,
     stop: Arc<AtomicBool>,
 ) {
@@ -643,7 +699,10 @@ pub(super) fn run_follower(
         }
         let wait = next_maintenance.saturating_duration_since(Instant::now());
         let (position, group) = match feed.recv_timeout(wait) {
-            Ok((position, Ok(group))) => (position, group),
+            Ok((position, Ok(group))) => {
+                feed.taken(&group);
+                (position, group)
+            }
             Ok((position, Err(why))) => {
                 follower.halt(&format!(
                     "the message at position {position} is not a group: {why}"
@@ -977,7 +1036,8 @@ mod tests {
             stream.push(group.clone());
             let position = stream.len() as u64;
             let feed = self.feed.lock().unwrap();
-            feed.as_ref().unwrap().send((position, Ok(group))).unwrap();
+            let feed = feed.as_ref().unwrap();
+            feed.try_send((position, Ok(group))).unwrap();
             position
         }
     }
@@ -1117,5 +1177,29 @@ mod tests {
         assert_eq!(stream.len(), 2);
         assert_eq!(stream[1].prev_hash, stream[0].hash());
         assert_eq!(engine.replica_progress().unwrap().moved, 1);
+    }
+
+    #[test]
+    fn the_feed_holds_at_most_its_bytes_but_always_takes_one_group() {
+        let (feed, rx) = group_feed();
+        let sized = |bytes: usize| Group {
+            first_seq: 1,
+            prev_hash: [0; 32],
+            frames: vec![0u8; bytes].into(),
+        };
+        // One group larger than the bound goes alone.
+        feed.try_send((1, Ok(sized(FEED_BYTES_MAX + 1)))).unwrap();
+        assert!(matches!(
+            feed.try_send((2, Ok(sized(1)))),
+            Err(mpsc::TrySendError::Full(_))
+        ));
+        let (_, taken) = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+        rx.taken(taken.as_ref().unwrap());
+        feed.try_send((2, Ok(sized(FEED_BYTES_MAX - 10)))).unwrap();
+        assert!(matches!(
+            feed.try_send((3, Ok(sized(11)))),
+            Err(mpsc::TrySendError::Full(_))
+        ));
+        feed.try_send((3, Ok(sized(10)))).unwrap();
     }
 }
