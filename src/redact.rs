@@ -45,6 +45,17 @@ pub const DEFAULT_PATTERNS: [(&str, &str); 6] = [
     ),
 ];
 
+/// For each default pattern, literals one of which every match contains (compared without
+/// regard to ASCII case): what the literal prefilter looks for in place of the pattern.
+const DEFAULT_PATTERN_LITERALS: [&[&str]; 6] = [
+    &["bearer"],
+    &["sk-"],
+    &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
+    &["akia"],
+    &["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"],
+    &["mcplog1."],
+];
+
 /// The e-mail pattern, on with `emails = true`.
 pub const EMAIL_PATTERN: (&str, &str) = (
     "email",
@@ -87,6 +98,10 @@ pub struct Redactor {
     /// Matches a raw body in which a rule could fire: any key name or path segment
     /// (case-insensitively), any pattern, or a JSON escape. One pass over the bytes.
     prefilter: Regex,
+    /// With the default patterns, a faster first pass over ASCII bodies: the key names, path
+    /// segments, a backslash, and a literal every default pattern's match contains. A body it
+    /// does not match cannot match `prefilter` either.
+    literals: Option<aho_corasick::AhoCorasick>,
     patterns: Vec<(String, Regex)>,
     version: String,
 }
@@ -144,6 +159,28 @@ impl Redactor {
             .size_limit(1 << 22)
             .build()
             .map_err(|err| format!("redaction rules do not compile together: {err}"))?;
+        // Only the default patterns have known literals; configured ones keep the regex alone.
+        let literals = match &config.patterns {
+            Some(_) => None,
+            None => {
+                let mut words: Vec<String> = needles.iter().cloned().collect();
+                words.push("\\".to_owned());
+                words.extend(
+                    DEFAULT_PATTERN_LITERALS
+                        .iter()
+                        .flat_map(|list| list.iter().map(|w| (*w).to_owned())),
+                );
+                if config.emails {
+                    words.push("@".to_owned());
+                }
+                Some(
+                    aho_corasick::AhoCorasick::builder()
+                        .ascii_case_insensitive(true)
+                        .build(&words)
+                        .map_err(|err| format!("redaction keys do not compile: {err}"))?,
+                )
+            }
+        };
         let version = {
             let mut hasher = Sha256::new();
             let described = format!(
@@ -158,6 +195,7 @@ impl Redactor {
             names,
             paths,
             prefilter,
+            literals,
             patterns: compiled,
             version,
         })
@@ -217,7 +255,12 @@ impl Redactor {
 
     /// The prefilter: whether a rule could fire on these raw bytes.
     fn may_fire(&self, body: &str) -> bool {
-        self.prefilter.is_match(body)
+        match &self.literals {
+            // Non-ASCII text can fold onto a key name under Unicode case rules (the Kelvin sign
+            // lowercases to `k`), which ASCII-insensitive literals would miss: the regex decides.
+            Some(literals) if body.is_ascii() => literals.is_match(body),
+            _ => self.prefilter.is_match(body),
+        }
     }
 
     fn walk(&self, value: &mut Value, path: &mut String, fired: &mut BTreeSet<String>) {
@@ -448,5 +491,68 @@ mod tests {
             ..RedactionConfig::default()
         };
         assert!(Redactor::new(&bad).unwrap_err().contains("pattern 0"));
+    }
+
+    /// The literal first pass never lets through a body the regex prefilter would catch.
+    #[test]
+    fn the_literal_prefilter_misses_nothing_the_regex_catches() {
+        for emails in [false, true] {
+            let redactor = Redactor::new(&RedactionConfig {
+                emails,
+                ..RedactionConfig::default()
+            })
+            .unwrap();
+            assert!(redactor.literals.is_some());
+            let fragments = [
+                "pass",
+                "word",
+                "PASSWORD",
+                "Token",
+                r"to\u006ben",
+                "to\u{212A}en",
+                "bearer ",
+                "Bearer\t",
+                "abcdefghij",
+                "sk-",
+                "SK-",
+                "ghp_",
+                "GHS_",
+                "AKIA",
+                "akia",
+                "0123456789ABCDEF",
+                "xoxb-",
+                "mcplog1.writer.1.",
+                "a@b.co",
+                " ",
+                "\"",
+                ":",
+                "{",
+                "}",
+                "cookie",
+                "private_",
+                "key",
+                "api",
+                "_",
+                "-",
+                ".",
+                "authorization",
+                "é",
+            ];
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            for _ in 0..20_000 {
+                let mut body = String::new();
+                for _ in 0..(seed % 7 + 1) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    body.push_str(fragments[(seed % fragments.len() as u64) as usize]);
+                }
+                if redactor.prefilter.is_match(&body) {
+                    assert!(redactor.may_fire(&body), "missed {body:?}");
+                }
+            }
+            // A key spelled with the Kelvin sign is still looked at closely.
+            assert!(redactor.may_fire("{\"to\u{212A}en\":1}"));
+        }
     }
 }
