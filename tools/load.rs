@@ -58,31 +58,7 @@ struct LoadArgs {
 #[derive(Subcommand)]
 enum Cmd {
     /// Alternate rounds against the real server and the parse-only baseline; print the ratio.
-    Compare {
-        #[command(flatten)]
-        load: LoadArgs,
-        /// Rounds against each server; the median round is reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// The mcplog binary (default: `mcplog` beside this one).
-        #[arg(long)]
-        server_bin: Option<PathBuf>,
-        /// A configuration file for the mcplog server.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Also measure a second mcplog server run with this configuration file (e.g. redaction
-        /// off against the default rules).
-        #[arg(long)]
-        versus_config: Option<PathBuf>,
-        /// Also measure a second mcplog binary (e.g. a build before a change), with
-        /// `--versus-config` if given.
-        #[arg(long)]
-        versus_bin: Option<PathBuf>,
-        /// Also measure a peer server binary taking `PORT DB_PATH` and the same ingest routes
-        /// (such as the SQLite group-commit peer).
-        #[arg(long)]
-        peer_bin: Option<PathBuf>,
-    },
+    Compare(CompareArgs),
     /// Run the load against a running server.
     Run {
         #[command(flatten)]
@@ -102,6 +78,34 @@ enum Cmd {
     },
 }
 
+/// `mcplog-load compare`'s arguments.
+#[derive(clap::Args)]
+struct CompareArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Rounds against each server; the median round is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// The mcplog binary (default: `mcplog` beside this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// A configuration file for the mcplog server.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Also measure a second mcplog server run with this configuration file (e.g. redaction
+    /// off against the default rules).
+    #[arg(long)]
+    versus_config: Option<PathBuf>,
+    /// Also measure a second mcplog binary (e.g. a build before a change), with
+    /// `--versus-config` if given.
+    #[arg(long)]
+    versus_bin: Option<PathBuf>,
+    /// Also measure a peer server binary taking `PORT DB_PATH` and the same ingest routes
+    /// (such as the SQLite group-commit peer).
+    #[arg(long)]
+    peer_bin: Option<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -114,23 +118,7 @@ fn main() -> anyhow::Result<()> {
             println!("{}", result.describe());
             Ok(())
         }
-        Cmd::Compare {
-            load,
-            rounds,
-            server_bin,
-            config,
-            versus_config,
-            versus_bin,
-            peer_bin,
-        } => runtime.block_on(compare(
-            load,
-            rounds,
-            server_bin,
-            config,
-            versus_config,
-            versus_bin,
-            peer_bin,
-        )),
+        Cmd::Compare(args) => runtime.block_on(compare(args)),
     }
 }
 
@@ -207,15 +195,16 @@ struct Contestant {
     results: Vec<LoadResult>,
 }
 
-async fn compare(
-    load: LoadArgs,
-    rounds: usize,
-    server_bin: Option<PathBuf>,
-    config: Option<PathBuf>,
-    versus_config: Option<PathBuf>,
-    versus_bin: Option<PathBuf>,
-    peer_bin: Option<PathBuf>,
-) -> anyhow::Result<()> {
+async fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let CompareArgs {
+        load,
+        rounds,
+        server_bin,
+        config,
+        versus_config,
+        versus_bin,
+        peer_bin,
+    } = args;
     let me = std::env::current_exe()?;
     let server_bin = server_bin.unwrap_or_else(|| me.with_file_name("mcplog"));
     let scratch = std::env::temp_dir().join(format!("mcplog-load-{}", std::process::id()));

@@ -286,6 +286,15 @@ impl Cluster {
         })
     }
 
+    /// Whether the stream holds a group at `position` or later (false if it cannot tell).
+    async fn holds_beyond(&self, position: u64) -> bool {
+        let mut stream = self.stream.clone();
+        match tokio::time::timeout(PUBLISH_ATTEMPT_TIMEOUT, stream.info()).await {
+            Ok(Ok(info)) => info.state.last_sequence >= position,
+            _ => false,
+        }
+    }
+
     /// The publisher's half: a [`SharedLog`] over this stream.
     pub fn shared_log(&self, runtime: tokio::runtime::Handle) -> Box<dyn SharedLog> {
         Box::new(Publisher {
@@ -366,25 +375,16 @@ impl Cluster {
                 };
                 let at = info.stream_sequence;
                 engine.set_replica_pending(info.pending);
-                let headers = message.headers.clone().unwrap_or_default();
-                let group = group_of(&headers, message.payload.clone());
+                let group = match &message.headers {
+                    Some(headers) => group_of(headers, message.payload.clone()),
+                    None => Err(format!("no {FIRST_SEQ_HEADER} header")),
+                };
                 if !deliver(&feed, at, group).await {
                     return;
                 }
                 position = at + 1;
             }
             tokio::time::sleep(CONSUMER_RETRY_PAUSE).await;
-        }
-    }
-}
-
-impl Cluster {
-    /// Whether the stream holds a group at `position` or later (false if it cannot tell).
-    async fn holds_beyond(&self, position: u64) -> bool {
-        let mut stream = self.stream.clone();
-        match tokio::time::timeout(PUBLISH_ATTEMPT_TIMEOUT, stream.info()).await {
-            Ok(Ok(info)) => info.state.last_sequence >= position,
-            _ => false,
         }
     }
 }

@@ -27,6 +27,7 @@ use super::plan::{plan_group, Planned};
 use super::writer_loop::{ack, gather, stored_events};
 use super::{Submission, SubmitError, View, WriterHealth};
 use crate::clock::now_us;
+use crate::event::StoredEvent;
 use crate::storage::format::{self, Decoded, Hash};
 use crate::storage::LogWriter;
 
@@ -299,7 +300,7 @@ fn publish(
     let outcome = loop {
         if let Some(made) = &offer {
             match progress.applied_at(made.at.position + 1) {
-                Some(Lookup::Applied(hash)) if hash == made.group.hash() => {
+                Some(Lookup::Applied(hash)) if hash == made.hash => {
                     let made = offer.take().expect("checked above");
                     break Ok((made.at.next_seq, made.plans));
                 }
@@ -329,13 +330,15 @@ fn publish(
                 for event in stored_events(&group, &appended, at.next_seq, now) {
                     format::encode_frame(&event, &mut frames);
                 }
+                let shared = Group {
+                    first_seq: at.next_seq,
+                    prev_hash: at.hash,
+                    frames: frames.into(),
+                };
                 let made = Offer {
                     at,
-                    group: Group {
-                        first_seq: at.next_seq,
-                        prev_hash: at.hash,
-                        frames: frames.into(),
-                    },
+                    hash: shared.hash(),
+                    group: shared,
                     plans,
                 };
                 if made.group.frames.len() > limits.group_bytes_max {
@@ -404,6 +407,8 @@ fn publish(
 struct Offer {
     at: Applied,
     group: Group,
+    /// `group.hash()`, computed once.
+    hash: Hash,
     plans: Vec<Planned>,
 }
 
@@ -477,11 +482,12 @@ impl Follower {
             )));
         }
         // Frames this node already holds must be these frames.
-        let held = (local_next - group.first_seq).min(checked.count) as usize;
+        let count = checked.frames.len();
+        let held = usize::try_from(local_next - group.first_seq).map_or(count, |n| n.min(count));
         {
             let view = self.view.read().expect("view lock");
-            for (n, range) in checked.ranges.iter().take(held).enumerate() {
-                let seq = group.first_seq + n as u64;
+            for (range, frame) in checked.frames.iter().take(held) {
+                let seq = frame.seq;
                 let same = view.catalog.with_event(seq, |event| {
                     let mut local = Vec::new();
                     format::encode_frame(event, &mut local);
@@ -495,8 +501,8 @@ impl Follower {
             }
         }
         let mut changes = Vec::new();
-        if held < checked.ranges.len() {
-            let from = checked.ranges[held].start;
+        if held < count {
+            let from = checked.frames[held].0.start;
             let started = Instant::now();
             let written = self.writer.restamp_empty(checked.received_at_us).map(|()| {
                 self.writer
@@ -516,7 +522,7 @@ impl Follower {
         let next = Applied {
             position,
             hash: group.hash(),
-            next_seq: group.first_seq + checked.count,
+            next_seq: group.first_seq + count as u64,
             received_at_us: checked.received_at_us,
         };
         {
@@ -524,11 +530,8 @@ impl Follower {
             for change in changes {
                 view.catalog.apply(change);
             }
-            for range in checked.ranges.iter().skip(held) {
-                match format::decode_at(&group.frames, range.start) {
-                    Decoded::Frame { frame, .. } => view.projection.apply(&frame),
-                    _ => unreachable!("every frame was checked"),
-                }
+            for (_, frame) in checked.frames.iter().skip(held) {
+                view.projection.apply(frame);
             }
             // Under the view's lock, so a publisher planning against the view sees the matching
             // position.
@@ -563,20 +566,20 @@ impl Follower {
 }
 
 /// What checking a group's frames found.
-struct Checked {
-    ranges: Vec<std::ops::Range<usize>>,
-    count: u64,
+struct Checked<'a> {
+    /// Each frame's bytes within the group, and the frame decoded from them.
+    frames: Vec<(std::ops::Range<usize>, StoredEvent<'a>)>,
     received_at_us: u64,
 }
 
 /// Every frame of `group` decodes with its CRC, carries the next seq and its index in the group,
 /// and all share one receive time no earlier than `after_us`.
-fn check_frames(group: &Group, after_us: u64) -> Result<Checked, String> {
-    let mut ranges = Vec::new();
+fn check_frames(group: &Group, after_us: u64) -> Result<Checked<'_>, String> {
+    let mut frames = Vec::new();
     let mut received_at_us = None;
     let mut at = 0;
     while at < group.frames.len() {
-        let n = ranges.len() as u64;
+        let n = frames.len() as u64;
         let (frame, end) = match format::decode_at(&group.frames, at) {
             Decoded::Frame { frame, end } => (frame, end),
             Decoded::Corrupt(kind) => return Err(format!("frame {n} does not decode: {kind}")),
@@ -602,13 +605,12 @@ fn check_frames(group: &Group, after_us: u64) -> Result<Checked, String> {
             }
             Some(_) => {}
         }
-        ranges.push(at..end);
+        frames.push((at..end, frame));
         at = end;
     }
     let received_at_us = received_at_us.ok_or("it holds no frame")?;
     Ok(Checked {
-        count: ranges.len() as u64,
-        ranges,
+        frames,
         received_at_us,
     })
 }
@@ -992,18 +994,7 @@ mod tests {
             r#"{"k":1}"#,
         );
         let bound = frames_bytes_max(std::slice::from_ref(&event));
-        let stored = StoredEvent {
-            seq: u64::MAX,
-            write_index: u32::MAX,
-            received_at_us: u64::MAX,
-            key_id: [0xff; 8],
-            action: event.action,
-            timestamp: event.timestamp,
-            interaction_id: event.interaction_id(),
-            mcp_id: event.mcp_id(),
-            event_id: event.event_id(),
-            body: event.body(),
-        };
+        let stored = event.stored(u64::MAX, u32::MAX, u64::MAX, [0xff; 8]);
         let mut out = Vec::new();
         format::encode_frame(&stored, &mut out);
         assert!(out.len() <= bound, "{} > {bound}", out.len());
@@ -1201,5 +1192,25 @@ mod tests {
             Err(mpsc::TrySendError::Full(_))
         ));
         feed.try_send((3, Ok(sized(10)))).unwrap();
+    }
+
+    #[test]
+    fn a_cluster_node_never_seals_an_idle_segment_on_its_own_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node = follower_in(dir.path());
+        node.apply(1, &group(1, [0; 32], frames(1, 2, T0_US, "a")))
+            .unwrap();
+        let policy = crate::storage::retention::Policy {
+            retention: Duration::from_secs(86_400 * 30),
+            max_records: None,
+            max_bytes: None,
+        };
+        // Two hours later by this node's clock, past segment_max_age (1h).
+        let later = T0_US + 7_200_000_000;
+        maintain(&mut node.writer, &node.view, &policy, later, false);
+        assert_eq!(node.view.read().unwrap().catalog.segments().len(), 1);
+        // A single node would seal it.
+        maintain(&mut node.writer, &node.view, &policy, later, true);
+        assert_eq!(node.view.read().unwrap().catalog.segments().len(), 2);
     }
 }

@@ -156,19 +156,7 @@ pub(super) fn stored_events<'a>(
         .iter()
         .enumerate()
         .map(|(n, &(s, i))| {
-            let event = &group[s].events[i];
-            StoredEvent {
-                seq: next_seq + n as u64,
-                write_index: n as u32,
-                received_at_us: now_us,
-                key_id: group[s].key_id,
-                action: event.action,
-                timestamp: event.timestamp,
-                interaction_id: event.interaction_id(),
-                mcp_id: event.mcp_id(),
-                event_id: event.event_id(),
-                body: event.body(),
-            }
+            group[s].events[i].stored(next_seq + n as u64, n as u32, now_us, group[s].key_id)
         })
         .collect()
 }

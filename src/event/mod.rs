@@ -320,6 +320,29 @@ impl NewEvent {
     pub fn body(&self) -> &str {
         &self.text[self.ends[2] as usize..]
     }
+
+    /// The event as the log stores it, with what the server adds: its seq, its index in the
+    /// write that carries it, the receive time and the sending key's fingerprint.
+    pub fn stored(
+        &self,
+        seq: u64,
+        write_index: u32,
+        received_at_us: u64,
+        key_id: [u8; 8],
+    ) -> StoredEvent<'_> {
+        StoredEvent {
+            seq,
+            write_index,
+            received_at_us,
+            key_id,
+            action: self.action,
+            timestamp: self.timestamp,
+            interaction_id: self.interaction_id(),
+            mcp_id: self.mcp_id(),
+            event_id: self.event_id(),
+            body: self.body(),
+        }
+    }
 }
 
 impl From<&ValidEvent<'_>> for NewEvent {

@@ -122,9 +122,7 @@ pub fn scan_log_parallel(
     let names = list_segments(dir)?;
     let breaks = Breaks::load(dir)?;
     let count = names.len();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(count.max(1));
+    let threads = scan_threads(count);
     // (the next segment to take, the rendered ones not yet written by index, how many were
     // written): workers wait while `threads` segments are ahead of the writer.
     let state = Mutex::new((
@@ -215,9 +213,7 @@ pub fn verify_log(
     let names = list_segments(dir)?;
     let breaks = Breaks::load(dir)?;
     let count = names.len();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(count.max(1));
+    let threads = scan_threads(count);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Mutex<Checked>> = (0..count).map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
@@ -305,6 +301,13 @@ fn check_one(
             &scan,
         )),
     })
+}
+
+/// Threads for a parallel scan of `segments` segments: one per core, at most one per segment.
+fn scan_threads(segments: usize) -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(segments.max(1))
 }
 
 #[cfg(test)]

@@ -689,6 +689,24 @@ async fn a_follower_fed_a_group_with_a_wrong_hash_seq_or_frame_halts_and_never_a
             "{metrics}"
         );
         assert!(metrics.contains("mcplog_cluster_lag_groups "), "{metrics}");
+        assert!(
+            metrics.contains("mcplog_cluster_publish_retries_total{reason=\"moved\"} 0"),
+            "{metrics}"
+        );
+        // mcplog sets no limit on the stream, so a new node can always start from group 1.
+        let config = context
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone();
+        assert_eq!(config.max_age, Duration::ZERO, "{stream}");
+        assert_eq!(
+            (config.max_messages, config.max_bytes),
+            (-1, -1),
+            "{stream}"
+        );
         // Ingest refuses rather than waiting on a follower that will not move.
         let refused = node
             .post("/api/v2/interactions", single(0, 2, stream))
@@ -888,6 +906,25 @@ async fn a_node_authenticates_with_the_configured_token_or_credentials_and_says_
         .post("/api/v2/interactions", single(0, 1, "token"))
         .await;
     assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
+    // The server's default 1 MiB messages cannot hold a 16 MiB batch: the node lowered
+    // batch_bytes_max to (1048576 - 1024 - 1000 * 71) / 2 bytes, and refuses a larger batch.
+    let big = format!("[{}{}]", single(0, 2, "big"), " ".repeat(500_000));
+    let refused = node.post("/api/v2/interactions/batch", big).await;
+    assert_eq!(refused.status.as_u16(), 413, "{}", refused.json());
+    let message = refused.json()["error"]["message"].to_string();
+    assert!(
+        message.contains("batch_bytes_max (488276 bytes)"),
+        "{message}"
+    );
+    // event_bytes_max (1 MiB) came down with it.
+    let big = format!("{}{}", single(0, 3, "big"), " ".repeat(500_000));
+    let refused = node.post("/api/v2/interactions", big).await;
+    assert_eq!(refused.status.as_u16(), 413, "{}", refused.json());
+    let message = refused.json()["error"]["message"].to_string();
+    assert!(
+        message.contains("event_bytes_max (488276 bytes)"),
+        "{message}"
+    );
     drop(node);
     // A stream that exists is used as it is, and a difference from the settings is said.
     let node = start_node(
@@ -932,7 +969,9 @@ async fn a_node_authenticates_with_the_configured_token_or_credentials_and_says_
         let log = log.lock().unwrap().clone();
         assert_eq!(status.code(), Some(1), "{log}");
         assert!(log.contains(named), "{named}: {log}");
-        assert!(!log.contains("s3cret-token"), "{log}");
+        for secret in ["s3cret-token", "wrong-token"] {
+            assert!(!log.contains(secret), "{log}");
+        }
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{:?}",
