@@ -9,27 +9,34 @@
 //! key or a secret in other bytes) means the body is stored as it came, unparsed.
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 
 use regex::{Regex, RegexBuilder};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::event::{payload_of, NewEvent, ValidEvent};
+use crate::event::json::{self, JsonStr, ScanError, Visitor};
+use crate::event::{payload_of, Invalid, NewEvent, ValidEvent, PAYLOAD_DEPTH_MAX};
 
-/// Key names redacted by default, compared case-insensitively.
-pub const DEFAULT_KEYS: [&str; 12] = [
+/// Key names redacted by default. A name matches a key that spells the same words, whatever
+/// their case and separators (`apiKey`, `API-KEY` and `api_key` are one name), or that ends in
+/// them (`db_password`, `x-api-key`, `set-cookie`, `accessToken`).
+pub const DEFAULT_KEYS: [&str; 16] = [
     "password",
     "passwd",
+    "passphrase",
     "secret",
     "client_secret",
+    "secret_key",
     "token",
     "access_token",
     "refresh_token",
     "api_key",
     "apikey",
+    "access_key",
     "authorization",
     "cookie",
     "private_key",
+    "credentials",
 ];
 
 /// Value patterns redacted by default: (rule name, regular expression).
@@ -62,16 +69,24 @@ pub const EMAIL_PATTERN: (&str, &str) = (
     r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b",
 );
 
+/// Most levels of JSON held in a string that holds JSON (tool arguments often are) that
+/// redaction reads into; a document nested deeper in strings is refused rather than stored
+/// unread.
+pub const EMBEDDED_JSON_LEVELS_MAX: usize = 4;
+
 /// `[redaction]` as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedactionConfig {
     /// `enabled`: redaction on (default true).
     pub enabled: bool,
+    /// `builtin`: the built-in key names and patterns apply (default true); the configured
+    /// `keys` and `patterns` add to them.
+    pub builtin: bool,
     /// `keys`: key names, or dotted JSON paths from the event's root such as
-    /// `request_data.headers.x-api-key`; case-insensitive. Default [`DEFAULT_KEYS`].
+    /// `request_data.headers.x-api-key`; case-insensitive. Added to [`DEFAULT_KEYS`].
     pub keys: Vec<String>,
-    /// `patterns`: regular expressions over string values; `None` means [`DEFAULT_PATTERNS`].
-    pub patterns: Option<Vec<String>>,
+    /// `patterns`: regular expressions over string values, added to [`DEFAULT_PATTERNS`].
+    pub patterns: Vec<String>,
     /// `emails`: also redact e-mail addresses (default false).
     pub emails: bool,
 }
@@ -80,27 +95,65 @@ impl Default for RedactionConfig {
     fn default() -> RedactionConfig {
         RedactionConfig {
             enabled: true,
-            keys: DEFAULT_KEYS.iter().map(|k| (*k).to_owned()).collect(),
-            patterns: None,
+            builtin: true,
+            keys: Vec::new(),
+            patterns: Vec::new(),
             emails: false,
         }
     }
+}
+
+/// A key name as matched: its words, lowercased.
+#[derive(Debug)]
+struct KeyName {
+    /// The rule's name, `key:<name>` with the name lowercased as configured.
+    rule: String,
+    words: Vec<String>,
+}
+
+/// The words of a key name: split at `-`, `_`, `.`, white space and camelCase boundaries
+/// (`xApiKey`, `APIKey`, `api_key` all give `api`, `key`), lowercased.
+pub fn words_of(name: &str) -> Vec<String> {
+    let chars: Vec<char> = name.chars().collect();
+    let mut words = Vec::new();
+    let mut word = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '-' || c == '_' || c == '.' || c.is_whitespace() {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            continue;
+        }
+        if c.is_uppercase() && !word.is_empty() {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            // `aB` starts a word at B; so does `ABc` at B (the end of an acronym).
+            if prev.is_lowercase() || prev.is_ascii_digit() || (prev.is_uppercase() && next_lower) {
+                words.push(std::mem::take(&mut word));
+            }
+        }
+        word.extend(c.to_lowercase());
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 /// The compiled rules.
 #[derive(Debug)]
 pub struct Redactor {
     enabled: bool,
-    /// Lowercased key names (no dot).
-    names: Vec<String>,
+    /// Key names (no dot).
+    names: Vec<KeyName>,
     /// Lowercased dotted paths.
     paths: Vec<String>,
-    /// Matches a raw body in which a rule could fire: any key name or path segment
-    /// (case-insensitively), any pattern, or a JSON escape. One pass over the bytes.
+    /// Matches a raw body in which a rule could fire: a word of every key name, every path
+    /// segment (case-insensitively), any pattern, or a JSON escape. One pass over the bytes.
     prefilter: Regex,
-    /// With the default patterns, a faster first pass over ASCII bodies: the key names, path
-    /// segments, a backslash, and a literal every default pattern's match contains. A body it
-    /// does not match cannot match `prefilter` either.
+    /// Without configured patterns, a faster first pass over ASCII bodies: the same words, a
+    /// backslash, and a literal every built-in pattern's match contains. A body it does not
+    /// match cannot match `prefilter` either.
     literals: Option<aho_corasick::AhoCorasick>,
     patterns: Vec<(String, Regex)>,
     version: String,
@@ -109,30 +162,46 @@ pub struct Redactor {
 impl Redactor {
     /// Compiles the rules, or names the pattern that does not compile.
     pub fn new(config: &RedactionConfig) -> Result<Redactor, String> {
-        let mut names = Vec::new();
+        let mut names: Vec<KeyName> = Vec::new();
         let mut paths = Vec::new();
-        for key in &config.keys {
+        let builtin_keys = DEFAULT_KEYS.iter().filter(|_| config.builtin).copied();
+        for key in builtin_keys.chain(config.keys.iter().map(String::as_str)) {
             let key = key.trim().to_lowercase();
             if key.is_empty() {
                 return Err("redaction.keys holds an empty name".into());
             }
             if key.contains('.') {
                 paths.push(key);
-            } else {
-                names.push(key);
+                continue;
+            }
+            let words = words_of(&key);
+            if words.is_empty() {
+                return Err(format!(
+                    "redaction.keys holds {key:?}, which has no letters or digits"
+                ));
+            }
+            if !names.iter().any(|n| n.words == words) {
+                names.push(KeyName {
+                    rule: format!("key:{key}"),
+                    words,
+                });
             }
         }
-        let mut patterns: Vec<(String, String)> = match &config.patterns {
-            None => DEFAULT_PATTERNS
-                .iter()
-                .map(|(name, re)| ((*name).to_owned(), (*re).to_owned()))
-                .collect(),
-            Some(list) => list
+        let mut patterns: Vec<(String, String)> = Vec::new();
+        if config.builtin {
+            patterns.extend(
+                DEFAULT_PATTERNS
+                    .iter()
+                    .map(|(name, re)| ((*name).to_owned(), (*re).to_owned())),
+            );
+        }
+        patterns.extend(
+            config
+                .patterns
                 .iter()
                 .enumerate()
-                .map(|(i, re)| (format!("{i}"), re.clone()))
-                .collect(),
-        };
+                .map(|(i, re)| (format!("{i}"), re.clone())),
+        );
         if config.emails {
             patterns.push((EMAIL_PATTERN.0.to_owned(), EMAIL_PATTERN.1.to_owned()));
         }
@@ -148,9 +217,14 @@ impl Redactor {
                 Ok((format!("pattern:{name}"), regex))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        // Every name, and every segment of every path, spelled in the raw body is a reason to
-        // look closer; so is every pattern, and a backslash (an escape could spell either).
-        let mut needles: BTreeSet<String> = names.iter().cloned().collect();
+        // A key a name matches holds every word of the name (its own words end with them, or
+        // join to the same letters), so the longest word spelled in the raw body is a reason to
+        // look closer; so is every path segment, every pattern, and a backslash (an escape
+        // could spell either).
+        let mut needles: BTreeSet<String> = names
+            .iter()
+            .filter_map(|n| n.words.iter().max_by_key(|w| w.len()).cloned())
+            .collect();
         needles.extend(paths.iter().flat_map(|p| p.split('.').map(str::to_owned)));
         let mut alternatives: Vec<String> = vec![r"\\".to_owned()];
         alternatives.extend(needles.iter().map(|n| format!("(?i:{})", regex::escape(n))));
@@ -159,32 +233,35 @@ impl Redactor {
             .size_limit(1 << 22)
             .build()
             .map_err(|err| format!("redaction rules do not compile together: {err}"))?;
-        // Only the default patterns have known literals; configured ones keep the regex alone.
-        let literals = match &config.patterns {
-            Some(_) => None,
-            None => {
-                let mut words: Vec<String> = needles.iter().cloned().collect();
-                words.push("\\".to_owned());
+        // Only the built-in patterns have known literals; configured ones keep the regex alone.
+        let literals = if config.patterns.is_empty() {
+            let mut words: Vec<String> = needles.iter().cloned().collect();
+            words.push("\\".to_owned());
+            if config.builtin {
                 words.extend(
                     DEFAULT_PATTERN_LITERALS
                         .iter()
                         .flat_map(|list| list.iter().map(|w| (*w).to_owned())),
                 );
-                if config.emails {
-                    words.push("@".to_owned());
-                }
-                Some(
-                    aho_corasick::AhoCorasick::builder()
-                        .ascii_case_insensitive(true)
-                        .build(&words)
-                        .map_err(|err| format!("redaction keys do not compile: {err}"))?,
-                )
             }
+            if config.emails {
+                words.push("@".to_owned());
+            }
+            Some(
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&words)
+                    .map_err(|err| format!("redaction keys do not compile: {err}"))?,
+            )
+        } else {
+            None
         };
         let version = {
             let mut hasher = Sha256::new();
+            let name_words: Vec<(&String, &Vec<String>)> =
+                names.iter().map(|n| (&n.rule, &n.words)).collect();
             let described = format!(
-                "v1\nenabled={}\nnames={names:?}\npaths={paths:?}\npatterns={patterns:?}",
+                "v2\nenabled={}\nnames={name_words:?}\npaths={paths:?}\npatterns={patterns:?}\nembedded={EMBEDDED_JSON_LEVELS_MAX}",
                 config.enabled
             );
             hasher.update(described.as_bytes());
@@ -206,9 +283,11 @@ impl Redactor {
         &self.version
     }
 
-    /// The event to store: the client's, or its redacted form when a rule fired.
-    pub fn new_event(&self, valid: &ValidEvent<'_>) -> NewEvent {
-        match self.redacted_body(valid) {
+    /// The event to store: the client's, or its redacted form when a rule fired; refused when a
+    /// secret sits where it cannot be redacted (an id, a member name) or the payload holds JSON
+    /// text that redaction cannot read.
+    pub fn new_event(&self, valid: &ValidEvent<'_>) -> Result<NewEvent, Invalid> {
+        Ok(match self.redacted_body(valid)? {
             None => NewEvent::from(valid),
             Some(body) => NewEvent::new(
                 valid.action,
@@ -218,24 +297,48 @@ impl Redactor {
                 valid.event_id.as_deref(),
                 &body,
             ),
-        }
+        })
     }
 
-    /// The redacted body, if any rule fired.
-    pub fn redacted_body(&self, valid: &ValidEvent<'_>) -> Option<String> {
+    /// The redacted body, if any rule fired. Only the bytes of what a rule caught change: every
+    /// other byte of the client's body (numbers as written, white space, member order, escapes)
+    /// is kept, and the record of what fired is added before the closing brace.
+    pub fn redacted_body(&self, valid: &ValidEvent<'_>) -> Result<Option<String>, Invalid> {
         if !self.enabled || !self.may_fire(valid.body) {
-            return None;
+            return Ok(None);
+        }
+        let ids = [
+            ("interaction_id", Some(&valid.interaction_id)),
+            ("mcp_id", Some(&valid.mcp_id)),
+            ("event_id", valid.event_id.as_ref()),
+        ];
+        for (field, value) in ids {
+            if let Some(rule) = value.and_then(|v| self.pattern_in(v)) {
+                return Err(Invalid {
+                    field: Some(field.to_owned()),
+                    code: "secret_in_id",
+                    message: format!(
+                        "{field} matches the redaction rule {rule}; an id is never redacted, so the event is refused rather than stored with it"
+                    ),
+                });
+            }
         }
         let body = valid.body;
-        let raw = payload_of(body, valid.action).ok()??;
-        let mut payload: Value = serde_json::from_str(raw.get()).ok()?;
+        let field = valid.action.payload_field();
+        let unreadable = || Invalid {
+            field: Some(field.to_owned()),
+            code: "unreadable_payload",
+            message: format!("{field} could not be read for redaction"),
+        };
+        let Some(raw) = payload_of(body, valid.action).map_err(|_| unreadable())? else {
+            return Ok(None);
+        };
         let mut fired = BTreeSet::new();
-        let mut path = valid.action.payload_field().to_owned();
-        self.walk(&mut payload, &mut path, &mut fired);
-        if fired.is_empty() {
-            return None;
+        let edits = self.redact_text(raw.get(), field, field, 0, &mut fired)?;
+        if edits.is_empty() {
+            return Ok(None);
         }
-        // The payload is a slice of the body: splice the redacted one in its place, keep every
+        // The payload is a slice of the body: splice the edited one in its place, keep every
         // other byte the client sent, and add the record of what fired before the closing brace.
         let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
         let end = start + raw.get().len();
@@ -245,12 +348,46 @@ impl Redactor {
         let note = format!(r#"{{"rules":{rules},"rule_set":"{}"}}"#, self.version);
         let mut redacted = String::with_capacity(body.len() + note.len() + 16);
         redacted.push_str(&body[..start]);
-        write_sorted(&payload, &mut redacted);
+        redacted.push_str(&apply(raw.get(), &edits));
         redacted.push_str(&body[end..close]);
         redacted.push_str(",\"redaction\":");
         redacted.push_str(&note);
         redacted.push_str(&body[close..]);
-        Some(redacted)
+        Ok(Some(redacted))
+    }
+
+    /// The edits that redact one JSON text (a payload, or JSON held in one of its strings at
+    /// `level` strings deep), the rules that fired added to `fired`.
+    fn redact_text(
+        &self,
+        text: &str,
+        field: &str,
+        path: &str,
+        level: usize,
+        fired: &mut BTreeSet<String>,
+    ) -> Result<Vec<Edit>, Invalid> {
+        let mut visitor = Redacting {
+            redactor: self,
+            text,
+            field,
+            path: path.to_lowercase(),
+            lens: Vec::new(),
+            level,
+            rule: None,
+            edits: Vec::new(),
+            fired,
+        };
+        match json::scan(text, PAYLOAD_DEPTH_MAX, &mut visitor) {
+            Ok(()) => Ok(visitor.edits),
+            Err(ScanError::Stopped(invalid)) => Err(invalid),
+            // Validation read the payload with the same reader, so this is JSON held in a
+            // string; either way nothing unread is stored.
+            Err(ScanError::Json(err)) => Err(Invalid {
+                field: Some(field.to_owned()),
+                code: err.code(),
+                message: format!("{field} holds JSON text that {err}"),
+            }),
+        }
     }
 
     /// The prefilter: whether a rule could fire on these raw bytes.
@@ -263,84 +400,205 @@ impl Redactor {
         }
     }
 
-    fn walk(&self, value: &mut Value, path: &mut String, fired: &mut BTreeSet<String>) {
-        match value {
-            Value::Object(map) => {
-                for (key, child) in map.iter_mut() {
-                    let len = path.len();
-                    path.push('.');
-                    path.push_str(&key.to_lowercase());
-                    match self.key_rule(key, path) {
-                        Some(rule) => {
-                            *child = Value::String(format!("[redacted:{rule}]"));
-                            fired.insert(rule);
-                        }
-                        None => self.walk(child, path, fired),
-                    }
-                    path.truncate(len);
-                }
-            }
-            Value::Array(items) => {
-                for item in items {
-                    self.walk(item, path, fired);
-                }
-            }
-            Value::String(text) => {
-                for (rule, regex) in &self.patterns {
-                    if regex.is_match(text) {
-                        *text = regex
-                            .replace_all(text, format!("[redacted:{rule}]").as_str())
-                            .into_owned();
-                        fired.insert(rule.clone());
-                    }
-                }
-            }
-            _ => {}
-        }
+    /// The first pattern rule that matches `text`.
+    fn pattern_in(&self, text: &str) -> Option<&str> {
+        self.patterns
+            .iter()
+            .find(|(_, regex)| regex.is_match(text))
+            .map(|(rule, _)| rule.as_str())
     }
 
-    /// The rule a key (at the lowercased dotted `path`) falls under, if one does.
+    /// The rule a key (at the lowercased dotted `path`) falls under, if one does: the name with
+    /// the most words that it matches, else a path.
     fn key_rule(&self, key: &str, path: &str) -> Option<String> {
-        let lower = key.to_lowercase();
-        if let Some(name) = self.names.iter().find(|n| **n == lower) {
-            return Some(format!("key:{name}"));
+        let words = words_of(key);
+        let joined: String = words.concat();
+        let matching = self.names.iter().filter(|name| {
+            words.ends_with(&name.words) || (!joined.is_empty() && joined == name.words.concat())
+        });
+        if let Some(name) = matching.max_by_key(|name| name.words.len()) {
+            return Some(name.rule.clone());
         }
         self.paths
             .iter()
-            .find(|p| p.as_str() == path)
-            .map(|p| format!("path:{p}"))
+            .any(|p| p == path)
+            .then(|| format!("path:{path}"))
     }
 }
 
-/// Compact JSON with every object's keys in byte order: the same bytes whatever order
-/// serde_json's maps keep (a crate feature another dependency may switch on).
-fn write_sorted(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, child)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_sorted(child, out);
-            }
-            out.push('}');
+/// Replace `range` of a JSON text by `text`.
+#[derive(Debug)]
+struct Edit {
+    range: Range<usize>,
+    text: String,
+}
+
+/// `text` with the edits (in order, not overlapping) applied.
+fn apply(text: &str, edits: &[Edit]) -> String {
+    let mut out = String::with_capacity(text.len() + edits.len() * 32);
+    let mut at = 0;
+    for edit in edits {
+        out.push_str(&text[at..edit.range.start]);
+        out.push_str(&edit.text);
+        at = edit.range.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// `text` as the inside of a JSON string: escaped, without the quotes.
+fn string_content(text: &str) -> String {
+    let quoted = serde_json::to_string(text).expect("a string serializes");
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+/// Whether a string's text could be a JSON object, array, or string (JSON encoded twice).
+fn looks_like_json(text: &str) -> bool {
+    let t = text.trim_matches([' ', '\t', '\n', '\r']);
+    t.len() >= 2
+        && [('{', '}'), ('[', ']'), ('"', '"')]
+            .iter()
+            .any(|&(open, close)| t.starts_with(open) && t.ends_with(close))
+}
+
+/// The redaction visitor over one JSON text.
+struct Redacting<'r, 't> {
+    redactor: &'r Redactor,
+    text: &'t str,
+    /// The payload field, for refusals.
+    field: &'r str,
+    /// The lowercased dotted path of the member being read.
+    path: String,
+    /// `path`'s length before each member entered.
+    lens: Vec<usize>,
+    /// How many strings deep this text is.
+    level: usize,
+    /// The rule that fired on the member being skipped.
+    rule: Option<String>,
+    edits: Vec<Edit>,
+    fired: &'r mut BTreeSet<String>,
+}
+
+impl Redacting<'_, '_> {
+    /// Edits of a string token's decoded text (`a..b` in decoded bytes) as edits of the raw
+    /// token, keeping every escape outside them as written.
+    fn lift(&mut self, value: &JsonStr<'_>, inner: Vec<Edit>) {
+        let content = value.raw.start + 1;
+        let raw = &self.text[content..value.raw.end - 1];
+        let map = (!value.is_verbatim()).then(|| json::decoded_offsets(raw));
+        let at = |i: usize| content + map.as_ref().map_or(i, |m| m[i]);
+        for edit in inner {
+            self.edits.push(Edit {
+                range: at(edit.range.start)..at(edit.range.end),
+                text: string_content(&edit.text),
+            });
         }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_sorted(item, out);
-            }
-            out.push(']');
+    }
+}
+
+impl Visitor for Redacting<'_, '_> {
+    type Stop = Invalid;
+
+    fn enter_member(&mut self, name: &JsonStr<'_>) -> Result<bool, Invalid> {
+        if let Some(rule) = self.redactor.pattern_in(&name.text) {
+            let field = self.field;
+            return Err(Invalid {
+                field: Some(field.to_owned()),
+                code: "secret_in_key",
+                message: format!(
+                    "a member name in {field} matches the redaction rule {rule}; a name is never redacted, so the event is refused rather than stored with it"
+                ),
+            });
         }
-        scalar => out.push_str(&scalar.to_string()),
+        self.lens.push(self.path.len());
+        self.path.push('.');
+        self.path.push_str(&name.text.to_lowercase());
+        self.rule = self.redactor.key_rule(&name.text, &self.path);
+        Ok(self.rule.is_none())
+    }
+
+    fn skipped(&mut self, value: Range<usize>) {
+        let rule = self.rule.take().expect("a skipped member has its rule");
+        let marker = format!("[redacted:{rule}]");
+        self.edits.push(Edit {
+            range: value,
+            text: serde_json::to_string(&marker).expect("a string serializes"),
+        });
+        self.fired.insert(rule);
+    }
+
+    fn leave_member(&mut self) {
+        let len = self.lens.pop().expect("entered before left");
+        self.path.truncate(len);
+    }
+
+    fn string(&mut self, value: &JsonStr<'_>) -> Result<(), Invalid> {
+        let text = value.text.as_ref();
+        if looks_like_json(text) {
+            match json::check(text, PAYLOAD_DEPTH_MAX) {
+                Ok(()) if self.level >= EMBEDDED_JSON_LEVELS_MAX => {
+                    let field = self.field;
+                    return Err(Invalid {
+                        field: Some(field.to_owned()),
+                        code: "too_deep",
+                        message: format!(
+                            "{field} holds JSON in a string more than {EMBEDDED_JSON_LEVELS_MAX} levels deep, which redaction does not read"
+                        ),
+                    });
+                }
+                Ok(()) => {
+                    let inner = self.redactor.redact_text(
+                        text,
+                        self.field,
+                        &self.path,
+                        self.level + 1,
+                        &mut *self.fired,
+                    )?;
+                    self.lift(value, inner);
+                    return Ok(());
+                }
+                Err(err) if err.is_strictness() => {
+                    let field = self.field;
+                    return Err(Invalid {
+                        field: Some(field.to_owned()),
+                        code: err.code(),
+                        message: format!("{field} holds a string of JSON text that {err}"),
+                    });
+                }
+                // Not JSON: plain text, for the patterns.
+                Err(_) => {}
+            }
+        }
+        // Every pattern's matches, overlapping ones merged, each span named by the rule of its
+        // first match.
+        let redactor = self.redactor;
+        let mut spans: Vec<(Range<usize>, &str)> = Vec::new();
+        for (rule, regex) in &redactor.patterns {
+            for found in regex.find_iter(text) {
+                spans.push((found.range(), rule));
+                self.fired.insert(rule.clone());
+            }
+        }
+        if spans.is_empty() {
+            return Ok(());
+        }
+        spans.sort_by_key(|(range, _)| (range.start, range.end));
+        let mut merged: Vec<(Range<usize>, &str)> = Vec::new();
+        for (range, rule) in spans {
+            match merged.last_mut() {
+                Some((last, _)) if range.start < last.end => last.end = last.end.max(range.end),
+                _ => merged.push((range, rule)),
+            }
+        }
+        let inner = merged
+            .into_iter()
+            .map(|(range, rule)| Edit {
+                range,
+                text: format!("[redacted:{rule}]"),
+            })
+            .collect();
+        self.lift(value, inner);
+        Ok(())
     }
 }
 
@@ -348,12 +606,14 @@ fn write_sorted(value: &Value, out: &mut String) {
 mod tests {
     use super::*;
     use crate::event::validate;
+    use serde_json::Value;
 
     fn redact(config: &RedactionConfig, body: &str) -> Option<Value> {
         let redactor = Redactor::new(config).unwrap();
         let valid = validate(body).unwrap();
         redactor
             .redacted_body(&valid)
+            .unwrap()
             .map(|b| serde_json::from_str(&b).expect("the redacted body is JSON"))
     }
 
@@ -431,7 +691,7 @@ mod tests {
     fn paths_escapes_and_the_prefilter() {
         let config = RedactionConfig {
             keys: vec!["request_data.headers.X-Custom".into()],
-            patterns: Some(vec![r"\d{4}-\d{4}-\d{4}-\d{4}".into()]),
+            patterns: vec![r"\d{4}-\d{4}-\d{4}-\d{4}".into()],
             ..RedactionConfig::default()
         };
         let body =
@@ -459,20 +719,217 @@ mod tests {
         assert_eq!(redact(&off, &start(r#"{"password":"x"}"#)), None);
     }
 
-    /// The bytes storage-format.md describes: the client's, but for the payload (compact, keys
-    /// in byte order) and the added `redaction` field before the closing brace.
+    /// The bytes storage-format.md describes: the client's, but for each redacted value and the
+    /// added `redaction` field before the closing brace. Numbers, white space, member order and
+    /// escapes around the secret stay exactly as sent.
     #[test]
     fn a_redacted_body_keeps_every_other_byte_the_client_sent() {
         let redactor = Redactor::new(&RedactionConfig::default()).unwrap();
-        let body = r#"{ "action": "interaction_start", "request_data": { "z": 1, "Password": "x", "a": [ 2 ] }, "interaction_id": "i", "mcp_id": "m", "timestamp": 1 }  "#;
-        let redacted = redactor.redacted_body(&validate(body).unwrap()).unwrap();
+        let body = r#"{ "action": "interaction_start", "request_data": { "z": 12345678901234567890123, "Password": "x", "a": [ 1e2, -0, 1.50 ], "s": "caf\u00e9 \/ \"q\"", "m": {"b":1,"a":2} }, "interaction_id": "i", "mcp_id": "m", "timestamp": 1 }  "#;
+        let redacted = redactor
+            .redacted_body(&validate(body).unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!(
             redacted,
             format!(
-                r#"{{ "action": "interaction_start", "request_data": {{"Password":"[redacted:key:password]","a":[2],"z":1}}, "interaction_id": "i", "mcp_id": "m", "timestamp": 1 ,"redaction":{{"rules":["key:password"],"rule_set":"{}"}}}}  "#,
+                r#"{{ "action": "interaction_start", "request_data": {{ "z": 12345678901234567890123, "Password": "[redacted:key:password]", "a": [ 1e2, -0, 1.50 ], "s": "caf\u00e9 \/ \"q\"", "m": {{"b":1,"a":2}} }}, "interaction_id": "i", "mcp_id": "m", "timestamp": 1 ,"redaction":{{"rules":["key:password"],"rule_set":"{}"}}}}  "#,
                 redactor.version()
             )
         );
+        // A pattern inside an escaped string changes only the matching bytes.
+        let body = start(r#"{"cmd":"say \"hi\"\n then Bearer abcdefghijkl \u00e9nd"}"#);
+        let redacted = redactor
+            .redacted_body(&validate(&body).unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(
+            redacted
+                .contains(r#""cmd":"say \"hi\"\n then [redacted:pattern:bearer_token] \u00e9nd""#),
+            "{redacted}"
+        );
+    }
+
+    /// Key names match whatever their case and separators, and as a suffix word.
+    #[test]
+    fn key_names_match_after_normalising_case_separators_and_camel_case() {
+        let redactor = Redactor::new(&RedactionConfig::default()).unwrap();
+        let rule = |key: &str| redactor.key_rule(key, "");
+        for (key, expected) in [
+            ("password", Some("key:password")),
+            ("PASSWORD", Some("key:password")),
+            ("db_password", Some("key:password")),
+            ("dbPassword", Some("key:password")),
+            ("accessToken", Some("key:access_token")),
+            ("access-token", Some("key:access_token")),
+            ("ACCESS_TOKEN", Some("key:access_token")),
+            ("x-auth-token", Some("key:token")),
+            ("session_token", Some("key:token")),
+            ("clientSecret", Some("key:client_secret")),
+            ("aws_secret", Some("key:secret")),
+            ("privateKey", Some("key:private_key")),
+            ("PRIVATE-KEY", Some("key:private_key")),
+            ("x-api-key", Some("key:api_key")),
+            ("X-API-KEY", Some("key:api_key")),
+            ("apiKey", Some("key:api_key")),
+            ("APIKey", Some("key:api_key")),
+            ("apikey", Some("key:api_key")),
+            ("openaiApiKey", Some("key:api_key")),
+            ("set-cookie", Some("key:cookie")),
+            ("Set-Cookie", Some("key:cookie")),
+            ("Proxy-Authorization", Some("key:authorization")),
+            ("secretKey", Some("key:secret_key")),
+            ("aws_secret_access_key", Some("key:access_key")),
+            ("AWS_ACCESS_KEY", Some("key:access_key")),
+            ("db.password", Some("key:password")),
+            ("user password", Some("key:password")),
+            ("passphrase", Some("key:passphrase")),
+            ("credentials", Some("key:credentials")),
+            // Not secrets: the name is not the key's last word, or only a part of a word.
+            ("token_count", None),
+            ("max_tokens", None),
+            ("tokenizer", None),
+            ("password_hint_shown", None),
+            ("secretary", None),
+            ("keyboard", None),
+            ("cookies_enabled", None),
+            ("session_id", None),
+            ("user", None),
+            ("", None),
+        ] {
+            assert_eq!(rule(key).as_deref(), expected, "{key}");
+        }
+        assert_eq!(
+            words_of("getHTTPResponse2Code"),
+            ["get", "http", "response2", "code"]
+        );
+    }
+
+    /// A string holding JSON (tool arguments often do) is redacted inside, every other byte of
+    /// it kept as escaped by the client; JSON text that redaction cannot read is refused.
+    #[test]
+    fn json_held_in_strings_is_redacted_inside_or_refused() {
+        let redactor = Redactor::new(&RedactionConfig::default()).unwrap();
+        let run = |payload: &str| redactor.redacted_body(&validate(&start(payload)).unwrap());
+        let redacted = run(r#"{"arguments":"{\"user\":\"ann\",\"apiKey\":\"k-1\",\"n\":1e2}"}"#)
+            .unwrap()
+            .unwrap();
+        assert!(
+            redacted.contains(r#""arguments":"{\"user\":\"ann\",\"apiKey\":\"[redacted:key:api_key]\",\"n\":1e2}""#),
+            "{redacted}"
+        );
+        // Two strings deep.
+        let text = serde_json::json!({"inner": {"password": "p"}}).to_string();
+        let in_string = serde_json::to_string(&text).unwrap();
+        let twice = serde_json::to_string(&in_string).unwrap();
+        let redacted = run(&format!(r#"{{"a":{twice}}}"#)).unwrap().unwrap();
+        let event: Value = serde_json::from_str(&redacted).unwrap();
+        let once = event["request_data"]["a"].as_str().unwrap();
+        let inner: Value =
+            serde_json::from_str(&serde_json::from_str::<String>(once).unwrap()).unwrap();
+        assert_eq!(inner["inner"]["password"], "[redacted:key:password]");
+        // JSON text that is not I-JSON inside a string: refused, never stored unread.
+        for (payload, code) in [
+            (
+                r#"{"arguments":"{\"password\":\"S\",\"n\":1e400}"}"#,
+                "number_out_of_range",
+            ),
+            (
+                r#"{"arguments":"{\"password\":\"S\",\"s\":\"\\ud800\"}"}"#,
+                "lone_surrogate",
+            ),
+            (
+                r#"{"arguments":"{\"password\":\"S\",\"password\":\"T\"}"}"#,
+                "duplicate_member",
+            ),
+        ] {
+            let err = run(payload).unwrap_err();
+            assert_eq!(
+                (err.code, err.field.as_deref()),
+                (code, Some("request_data")),
+                "{payload}"
+            );
+        }
+        let mut deep = r#"{"password":"S"}"#.to_owned();
+        for _ in 0..=EMBEDDED_JSON_LEVELS_MAX {
+            deep = format!(r#"{{"a":{}}}"#, serde_json::to_string(&deep).unwrap());
+        }
+        assert_eq!(run(&deep).unwrap_err().code, "too_deep");
+        // Text that merely starts with a brace is text.
+        assert_eq!(
+            run(r#"{"note":"{not json, Bearer abcdefghijkl}"}"#)
+                .unwrap()
+                .is_some(),
+            true
+        );
+    }
+
+    /// A secret shaped like a pattern where it cannot be redacted is refused: a member name, or
+    /// an id.
+    #[test]
+    fn pattern_shaped_secrets_in_names_and_ids_are_refused() {
+        let redactor = Redactor::new(&RedactionConfig::default()).unwrap();
+        let key = "sk-abcdefghijklmnopqrstuvwx";
+        let err = redactor
+            .redacted_body(&validate(&start(&format!(r#"{{"{key}":1}}"#))).unwrap())
+            .unwrap_err();
+        assert_eq!(
+            (err.code, err.field.as_deref()),
+            ("secret_in_key", Some("request_data"))
+        );
+        assert!(!err.message.contains(key), "the refusal repeats the secret");
+        for field in ["interaction_id", "mcp_id", "event_id"] {
+            let mut event: Value = serde_json::from_str(&start("{}")).unwrap();
+            event[field] = Value::String(key.to_owned());
+            let body = event.to_string();
+            let err = redactor
+                .redacted_body(&validate(&body).unwrap())
+                .unwrap_err();
+            assert_eq!(
+                (err.code, err.field.as_deref()),
+                ("secret_in_id", Some(field))
+            );
+            assert!(!err.message.contains(key));
+        }
+        // With redaction off nothing is refused.
+        let off = Redactor::new(&RedactionConfig {
+            enabled: false,
+            ..RedactionConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            off.redacted_body(&validate(&start(&format!(r#"{{"{key}":1}}"#))).unwrap()),
+            Ok(None)
+        );
+    }
+
+    /// Configured keys and patterns add to the built-ins; `builtin = false` drops them.
+    #[test]
+    fn configured_rules_add_to_the_built_ins_unless_builtin_is_off() {
+        let body = start(
+            r#"{"ssn":"123-45-6789","password":"p","auth":"Bearer abcdefghijkl","pin":"9999"}"#,
+        );
+        let added = RedactionConfig {
+            keys: vec!["ssn".into()],
+            patterns: vec![r"\b\d{4}\b".into()],
+            ..RedactionConfig::default()
+        };
+        let event = redact(&added, &body).unwrap();
+        let data = &event["request_data"];
+        assert_eq!(data["ssn"], "[redacted:key:ssn]");
+        assert_eq!(data["password"], "[redacted:key:password]");
+        assert_eq!(data["auth"], "[redacted:pattern:bearer_token]");
+        assert_eq!(data["pin"], "[redacted:pattern:0]");
+        let alone = RedactionConfig {
+            builtin: false,
+            ..added
+        };
+        let event = redact(&alone, &body).unwrap();
+        let data = &event["request_data"];
+        assert_eq!(data["ssn"], "[redacted:key:ssn]");
+        assert_eq!(data["password"], "p");
+        assert_eq!(data["auth"], "Bearer abcdefghijkl");
+        assert_eq!(data["pin"], "[redacted:pattern:0]");
     }
 
     #[test]
@@ -487,7 +944,7 @@ mod tests {
         .unwrap();
         assert_ne!(a.version(), c.version());
         let bad = RedactionConfig {
-            patterns: Some(vec!["(".into()]),
+            patterns: vec!["(".into()],
             ..RedactionConfig::default()
         };
         assert!(Redactor::new(&bad).unwrap_err().contains("pattern 0"));

@@ -488,7 +488,7 @@ fn rate_limit(role: &str, value: &toml::Value) -> Result<Quota, ConfigError> {
     Quota::new(rate, burst).map_err(|m| bad("events_per_second", m))
 }
 
-/// One `[redaction]` key: `enabled`, `keys`, `patterns` or `emails`.
+/// One `[redaction]` key: `enabled`, `builtin`, `keys`, `patterns` or `emails`.
 fn redaction(
     config: &mut RedactionConfig,
     name: &str,
@@ -521,8 +521,17 @@ fn redaction(
                 .ok_or_else(|| bad("must be true or false"))?
         }
         "keys" => config.keys = strings(value)?,
-        "patterns" => config.patterns = Some(strings(value)?),
-        _ => return Err(bad("unknown key; expected enabled, keys, patterns, emails")),
+        "builtin" => {
+            config.builtin = value
+                .as_bool()
+                .ok_or_else(|| bad("must be true or false"))?
+        }
+        "patterns" => config.patterns = strings(value)?,
+        _ => {
+            return Err(bad(
+                "unknown key; expected enabled, builtin, keys, patterns, emails",
+            ))
+        }
     }
     // Compiled here too, so a bad pattern is refused when the file is read.
     crate::redact::Redactor::new(config).map_err(|m| bad(&m))?;
@@ -597,7 +606,7 @@ mod tests {
         let key_id = crate::auth::key_id("a-limited-key");
         assert_eq!(config.key_quotas[&key_id], Quota::new(3, Some(4)).unwrap());
         assert_eq!(config.redaction.keys, ["pin"]);
-        assert_eq!(config.redaction.patterns, Some(vec!["x+".to_owned()]));
+        assert_eq!(config.redaction.patterns, ["x+"]);
         assert!(config.redaction.emails && config.redaction.enabled);
         assert_eq!(Config::default().redaction, RedactionConfig::default());
         for (text, key) in [

@@ -10,6 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub mod json;
 mod validate;
 
 pub use validate::{check_clock, check_id, split_batch, validate};
@@ -19,9 +20,11 @@ pub const ID_BYTES_MAX: usize = 256;
 /// Longest client `event_id`, in bytes of UTF-8.
 pub const EVENT_ID_BYTES_MAX: usize = 128;
 /// Deepest nesting of objects and arrays in a payload, the payload object itself being level 1.
-/// Deeper documents are refused: common JSON parsers give up near 128 levels (Python's and
-/// serde_json's recursion limits), and a stored event every reader fails on poisons history.
-pub const PAYLOAD_DEPTH_MAX: usize = 128;
+/// One limit for validation, redaction and every reader: a stored body nests one level more,
+/// and a replay line (`{"seq":..,"event":<body>}`) one more again, which keeps both within the
+/// 127 levels that serde_json reads by default (Python's and JavaScript's parsers read more).
+/// A stored event that a common reader fails on would poison every replay through it.
+pub const PAYLOAD_DEPTH_MAX: usize = 125;
 /// Interaction ids that would be read as another route under `/api/v2/interactions/`, or that
 /// URL normalisation rewrites, so no record with them could be fetched.
 pub const RESERVED_INTERACTION_IDS: [&str; 4] = ["stats", "batch", ".", ".."];

@@ -81,12 +81,10 @@ pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
                 format!("{field} must be a JSON object"),
             ));
         }
-        if nesting_depth(value.get()) > PAYLOAD_DEPTH_MAX {
-            return Err(Invalid::field(
-                field,
-                "too_deep",
-                format!("{field} nests objects and arrays deeper than {PAYLOAD_DEPTH_MAX} levels"),
-            ));
+        // One strict reading for validation and redaction alike: what passes here, the
+        // redactor can read to the end.
+        if let Err(err) = super::json::check(value.get(), PAYLOAD_DEPTH_MAX) {
+            return Err(Invalid::field(field, err.code(), format!("{field} {err}")));
         }
     }
     let interaction_id = interaction_id.ok_or_else(|| missing("interaction_id"))?;
@@ -115,7 +113,7 @@ pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
 const QUOTED_CHARS_MAX: usize = 64;
 
 /// A client's value as a message quotes it: whole if short, else its start and an ellipsis.
-fn shown(text: &str) -> String {
+pub(super) fn shown(text: &str) -> String {
     match text.char_indices().nth(QUOTED_CHARS_MAX) {
         None => text.to_owned(),
         Some((cut, _)) => format!("{}…", &text[..cut]),
@@ -216,34 +214,6 @@ fn is_invisible(c: char) -> bool {
         | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
         | 0x16FE4 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
         || code & 0xFFFE == 0xFFFE
-}
-
-/// How deeply objects and arrays nest in a JSON text (0 for a scalar). Brackets inside strings
-/// do not count.
-fn nesting_depth(json: &str) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in json.as_bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
 }
 
 /// Refuses a timestamp further than `skew_max_s` ahead of the server's clock `now_s`: such an

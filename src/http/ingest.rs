@@ -75,7 +75,10 @@ pub(super) async fn one(
     if let Some(refusal) = write_refusal(&principal, &valid.mcp_id) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal).with_field("mcp_id"));
     }
-    let new = state.redactor.new_event(&valid);
+    let new = state
+        .redactor
+        .new_event(&valid)
+        .map_err(ApiError::invalid)?;
     let interaction_id = new.interaction_id().to_owned();
     let (acks, position) = state.engine.submit(vec![new], principal.key_id).await?;
     let ack = acks[0];
@@ -176,10 +179,10 @@ pub(super) async fn batch(
     state
         .rate_limits
         .check(&principal, u32::try_from(items.len()).unwrap_or(u32::MAX))?;
-    let checked: Vec<Checked<'_>> = items
+    let checked: Vec<Checked> = items
         .iter()
         .enumerate()
-        .map(|(index, item)| check_item(index, item, &principal, &limits))
+        .map(|(index, item)| check_item(index, item, &principal, &limits, &state.redactor))
         .collect();
     if partial {
         if let Some(refusal) = role_refusal(&principal) {
@@ -204,16 +207,17 @@ fn partial_param(params: Vec<(String, String)>) -> Result<bool, ApiError> {
     }
 }
 
-/// One event of a batch after the checks that need no storage: valid and writable by the key,
-/// or refused with the status it would get alone.
-pub(super) type Checked<'a> = Result<event::ValidEvent<'a>, (StatusCode, ItemError)>;
+/// One event of a batch after the checks that need no storage: valid, writable by the key and
+/// redacted, or refused with the status it would get alone.
+pub(super) type Checked = Result<event::NewEvent, (StatusCode, ItemError)>;
 
-pub(super) fn check_item<'a>(
+pub(super) fn check_item(
     index: usize,
-    item: &'a str,
+    item: &str,
     principal: &Principal,
     limits: &super::Limits,
-) -> Checked<'a> {
+    redactor: &crate::redact::Redactor,
+) -> Checked {
     if item.len() > limits.event_bytes_max {
         let message = format!(
             "the event is {} bytes; event_bytes_max is {}",
@@ -228,7 +232,7 @@ pub(super) fn check_item<'a>(
         };
         return Err((StatusCode::PAYLOAD_TOO_LARGE, error));
     }
-    let valid = validate(item, limits).map_err(|err| {
+    let invalid = |err: ApiError| {
         let error = ItemError {
             index,
             code: err.code,
@@ -236,7 +240,8 @@ pub(super) fn check_item<'a>(
             field: err.field,
         };
         (StatusCode::UNPROCESSABLE_ENTITY, error)
-    })?;
+    };
+    let valid = validate(item, limits).map_err(invalid)?;
     if let Some(message) = write_refusal(principal, &valid.mcp_id) {
         let error = ItemError {
             index,
@@ -246,7 +251,9 @@ pub(super) fn check_item<'a>(
         };
         return Err((StatusCode::FORBIDDEN, error));
     }
-    Ok(valid)
+    redactor
+        .new_event(&valid)
+        .map_err(|err| invalid(ApiError::invalid(err)))
 }
 
 /// The default mode: any refused event refuses the batch (422 listing the invalid ones, else 403
@@ -254,7 +261,7 @@ pub(super) fn check_item<'a>(
 async fn store_all_or_nothing(
     state: &AppState,
     principal: &Principal,
-    checked: Vec<Checked<'_>>,
+    checked: Vec<Checked>,
 ) -> Result<BatchAcceptedJson, ApiError> {
     let count = checked.len();
     let mut events = Vec::with_capacity(count);
@@ -262,7 +269,7 @@ async fn store_all_or_nothing(
     let mut forbidden = Vec::new();
     for item in checked {
         match item {
-            Ok(valid) => events.push(state.redactor.new_event(&valid)),
+            Ok(new) => events.push(new),
             Err((StatusCode::FORBIDDEN, error)) => forbidden.push(error),
             Err((_, error)) => errors.push(error),
         }
@@ -308,7 +315,7 @@ async fn store_all_or_nothing(
 pub(super) async fn store_partially(
     state: &AppState,
     principal: &Principal,
-    checked: Vec<Checked<'_>>,
+    checked: Vec<Checked>,
 ) -> Result<BatchPartialJson, ApiError> {
     let count = checked.len();
     let mut results: Vec<Option<ItemResultJson>> = Vec::with_capacity(count);
@@ -316,8 +323,8 @@ pub(super) async fn store_partially(
     let mut pending = Vec::new();
     for (index, item) in checked.into_iter().enumerate() {
         match item {
-            Ok(valid) => {
-                pending.push((index, valid));
+            Ok(new) => {
+                pending.push((index, new));
                 results.push(None);
             }
             Err((status, error)) => results.push(Some(item_error(status, error))),
@@ -325,10 +332,7 @@ pub(super) async fn store_partially(
     }
     let mut queue_position = 0;
     while !pending.is_empty() {
-        let events = pending
-            .iter()
-            .map(|(_, valid)| state.redactor.new_event(valid))
-            .collect();
+        let events = pending.iter().map(|(_, new)| new.clone()).collect();
         match state.engine.submit(events, principal.key_id).await {
             Ok((acks, position)) => {
                 queue_position = position;

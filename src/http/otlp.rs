@@ -162,11 +162,11 @@ async fn store_spans(
     mapped: &mut Mapped,
 ) -> Result<(), ApiError> {
     let limits = state.limits;
-    let checked: Vec<Checked<'_>> = mapped
+    let checked: Vec<Checked> = mapped
         .bodies
         .iter()
         .enumerate()
-        .map(|(index, (_, body))| check_item(index, body, principal, &limits))
+        .map(|(index, (_, body))| check_item(index, body, principal, &limits, &state.redactor))
         .collect();
     let mut refused: Vec<Option<String>> = vec![None; mapped.spans];
     for ((span, _), item) in mapped.bodies.iter().zip(&checked) {
@@ -179,7 +179,7 @@ async fn store_spans(
         let events = u32::try_from(mapped.bodies.len()).unwrap_or(u32::MAX);
         state.rate_limits.check(principal, events)?;
     }
-    let (kept, kept_span): (Vec<Checked<'_>>, Vec<usize>) = mapped
+    let (kept, kept_span): (Vec<Checked>, Vec<usize>) = mapped
         .bodies
         .iter()
         .zip(checked)
@@ -190,7 +190,7 @@ async fn store_spans(
     let mut kept_span = kept_span.into_iter();
     let mut kept = kept.into_iter().peekable();
     while kept.peek().is_some() {
-        let part: Vec<Checked<'_>> = kept.by_ref().take(limits.batch_events_max).collect();
+        let part: Vec<Checked> = kept.by_ref().take(limits.batch_events_max).collect();
         let answer = store_partially(state, principal, part).await?;
         for (result, span) in answer.results.into_iter().zip(kept_span.by_ref()) {
             match (result.status, &result.error) {
