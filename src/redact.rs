@@ -750,6 +750,143 @@ mod tests {
         );
     }
 
+    /// JSON as a strict consumer reads it: serde_json's grammar, numbers and surrogates, and no
+    /// object naming a member twice.
+    struct Strict;
+
+    impl<'de> serde::Deserialize<'de> for Strict {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Strict;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("JSON")
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+                    Ok(Strict)
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+                    Ok(Strict)
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+                    Ok(Strict)
+                }
+                fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Strict, E> {
+                    if v.is_finite() {
+                        Ok(Strict)
+                    } else {
+                        Err(E::custom("not finite"))
+                    }
+                }
+                fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+                    Ok(Strict)
+                }
+                fn visit_unit<E>(self) -> Result<Strict, E> {
+                    Ok(Strict)
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Strict, A::Error> {
+                    while a.next_element::<Strict>()?.is_some() {}
+                    Ok(Strict)
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Strict, A::Error> {
+                    let mut seen = std::collections::HashSet::new();
+                    while let Some(key) = a.next_key::<String>()? {
+                        if !seen.insert(key) {
+                            return Err(serde::de::Error::custom("a member named twice"));
+                        }
+                        a.next_value::<Strict>()?;
+                    }
+                    Ok(Strict)
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    /// Generated payloads: every one that validation accepts, stored as sent or as redacted,
+    /// parses in a strict reader, and so does the replay line that carries it.
+    #[test]
+    fn every_accepted_payload_parses_strictly() {
+        let redactor = Redactor::new(&RedactionConfig::default()).unwrap();
+        let fragments = [
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            "\"a\"",
+            "\"b\"",
+            "\"password\"",
+            "\"apiKey\"",
+            "1",
+            "-0",
+            "1e2",
+            "1e400",
+            "-1e309",
+            "1e308",
+            "12345678901234567890123",
+            "0.5",
+            "true",
+            "null",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud83d\\ude00\"",
+            "\"\\u0000\"",
+            "\"\\ufdd0\"",
+            "\"\u{FFFE}\"",
+            "\"\u{1F600}\"",
+            "\"\\\"\"",
+            "\"x\\\\\"",
+            "\"{\\\"token\\\":1e400}\"",
+            "\"{\\\"token\\\":\\\"t\\\"}\"",
+            "\"Bearer abcdefghijk\"",
+            " ",
+            "\"\\u00e9\"",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut accepted, mut redacted) = (0, 0);
+        for _ in 0..60_000 {
+            let mut payload = String::from("{\"k\":");
+            for _ in 0..(next() % 12 + 1) {
+                payload.push_str(fragments[(next() % fragments.len() as u64) as usize]);
+            }
+            payload.push('}');
+            let body = start(&payload);
+            let Ok(valid) = validate(&body) else { continue };
+            accepted += 1;
+            let stored = match redactor.redacted_body(&valid) {
+                Ok(Some(text)) => {
+                    redacted += 1;
+                    text
+                }
+                Ok(None) => body.clone(),
+                Err(_) => continue,
+            };
+            let line = format!(r#"{{"seq":1,"event":{stored}}}"#);
+            for text in [&stored, &line] {
+                serde_json::from_str::<Strict>(text)
+                    .unwrap_or_else(|err| panic!("{text} does not parse strictly: {err}"));
+            }
+        }
+        assert!(
+            accepted > 1000 && redacted > 100,
+            "{accepted} accepted, {redacted} redacted"
+        );
+    }
+
     /// Key names match whatever their case and separators, and as a suffix word.
     #[test]
     fn key_names_match_after_normalising_case_separators_and_camel_case() {
@@ -856,12 +993,9 @@ mod tests {
         }
         assert_eq!(run(&deep).unwrap_err().code, "too_deep");
         // Text that merely starts with a brace is text.
-        assert_eq!(
-            run(r#"{"note":"{not json, Bearer abcdefghijkl}"}"#)
-                .unwrap()
-                .is_some(),
-            true
-        );
+        assert!(run(r#"{"note":"{not json, Bearer abcdefghijkl}"}"#)
+            .unwrap()
+            .is_some());
     }
 
     /// A secret shaped like a pattern where it cannot be redacted is refused: a member name, or

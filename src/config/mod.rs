@@ -367,7 +367,8 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
-    /// Applies a TOML configuration file. Returns warnings for keys this version does not use.
+    /// Applies a TOML configuration file. Returns warnings for the reference design's keys that
+    /// have no meaning here; any other key that is not a setting is an error.
     pub fn apply_file(&mut self, path: &Path) -> Result<Vec<String>, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
             key: "--config".into(),
@@ -376,7 +377,8 @@ impl Config {
         self.apply_toml(&text)
     }
 
-    /// Applies configuration text in TOML. Returns warnings for keys this version does not use.
+    /// Applies configuration text in TOML. Returns warnings for the reference design's keys that
+    /// have no meaning here; any other key that is not a setting is an error.
     pub fn apply_toml(&mut self, text: &str) -> Result<Vec<String>, ConfigError> {
         let (text, nulls) = reference::strip_nulls(text);
         let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
@@ -396,8 +398,12 @@ impl Config {
             .collect();
         for (section, value) in &table {
             let Some(entries) = value.as_table() else {
-                warnings.push(format!("top-level key {section} is not a section; ignored"));
-                continue;
+                return Err(ConfigError {
+                    key: section.clone(),
+                    message:
+                        "is not a section; every setting sits in one (see `mcplog serve --help`)"
+                            .into(),
+                });
             };
             for (name, value) in entries {
                 match self.apply_entry(section, name, value)? {
@@ -451,8 +457,13 @@ impl Config {
         if let Some(applied) = reference::apply(self, section, name, value, &key) {
             return applied;
         }
+        // A misspelt key or section would otherwise leave its setting at the default (no rate
+        // limits, default redaction) while the operator believes it set: refused, named.
         let Some(setting) = setting(section, name) else {
-            return Ok(Applied::NotHere("not a setting of mcplog"));
+            return Err(ConfigError {
+                key,
+                message: "is not a setting of mcplog (see `mcplog serve --help` for every setting and its section)".into(),
+            });
         };
         setting
             .set_toml(self, value)

@@ -683,7 +683,7 @@ mod tests {
         let mut seen = Strings(Vec::new());
         scan(&text, 1, &mut seen).unwrap();
         let expected: String = serde_json::from_str(&text).unwrap();
-        assert_eq!(seen.0, [expected.clone()]);
+        assert_eq!(seen.0, std::slice::from_ref(&expected));
         let map = decoded_offsets(raw);
         assert_eq!(map.len(), expected.len() + 1);
         // 'c' is decoded byte 3 ("a", "\"", "b", "\\" come before it: 4 bytes) ...

@@ -164,7 +164,8 @@ async fn secrets_are_redacted_on_every_ingest_path_before_anything_is_stored() {
         );
         assert_eq!(data["items"][1]["Token"], "[redacted:key:token]");
         assert_eq!(data["items"][0]["note"], "ok");
-        assert_eq!(data["log"], "called with [redacted:pattern:0]");
+        // The built-in pattern and the configured one catch the same bytes: one marker.
+        assert_eq!(data["log"], "called with [redacted:pattern:openai_key]");
         assert_eq!(data["contact"], "mail [redacted:pattern:email]");
         assert_eq!(data["card"], "[redacted:pattern:2]");
     }
@@ -206,7 +207,8 @@ async fn secrets_are_redacted_on_every_ingest_path_before_anything_is_stored() {
     drop(server);
 
     // A new rule set applies to new events only: history is never rewritten.
-    let server = start(&data, &config("[redaction]\nkeys = [\"card\"]\n"));
+    let only_card = "[redaction]\nbuiltin = false\nkeys = [\"card\"]\n";
+    let server = start(&data, &config(only_card));
     let response = server
         .post_as(WRITER, "/api/v2/interactions", start_event("later", 6))
         .await;
@@ -237,7 +239,7 @@ async fn secrets_are_redacted_on_every_ingest_path_before_anything_is_stored() {
         .await;
     assert_eq!(first.status, 200);
     drop(server);
-    let server = start(&data, &config("[redaction]\nkeys = [\"card\"]\n"));
+    let server = start(&data, &config(only_card));
     let again = server
         .post_as(WRITER, "/api/v2/interactions", retried.to_string())
         .await;
@@ -368,4 +370,251 @@ async fn a_flooding_key_gets_429_while_another_key_is_answered_promptly() {
         .await;
     assert_eq!(response.status, 413);
     assert_eq!(error_of(&response)["code"], "over_burst");
+}
+
+/// A payload at `depth` levels with a password in its deepest object.
+fn nested_payload(depth: usize) -> String {
+    let mut payload = r#"{"password":"deep-secret"}"#.to_owned();
+    for _ in 2..depth {
+        payload = format!("[{payload}]");
+    }
+    format!(r#"{{"a":{payload}}}"#)
+}
+
+/// The raw body of the one stored event of an interaction, as `/events` gives it.
+async fn stored_body(server: &Server, id: &str) -> String {
+    let events = server
+        .get(&format!("/api/v2/interactions/{id}/events"))
+        .await;
+    assert_eq!(events.status, 200, "{id}");
+    events.json()["events"][0]["event"].to_string()
+}
+
+/// Redaction fails closed: what its reader cannot read fully is refused on every ingest path
+/// (422 naming the field, nothing stored); what it reads it edits in place, keeping every other
+/// byte the client sent; key names match however they are spelled.
+#[tokio::test]
+async fn redaction_fails_closed_and_changes_only_the_secrets_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data, &config(""));
+    let body = |id: &str, payload: &str| {
+        format!(
+            r#"{{"action":"interaction_start","interaction_id":"{id}","mcp_id":"m","timestamp":1763900000,"request_data":{payload}}}"#
+        )
+    };
+    let depth_max = mcplog::event::PAYLOAD_DEPTH_MAX;
+    // Payloads the redactor could not read before: each refused, whole, on every path.
+    let unreadable = [
+        (
+            r#"{"password":"S","n":1e400}"#.to_owned(),
+            "number_out_of_range",
+        ),
+        (
+            r#"{"password":"S","s":"\ud800"}"#.to_owned(),
+            "lone_surrogate",
+        ),
+        (
+            r#"{"password":"S","password":"T"}"#.to_owned(),
+            "duplicate_member",
+        ),
+        (nested_payload(depth_max + 1), "too_deep"),
+        // With nothing for redaction to look at, validation alone refuses them.
+        (r#"{"n":1e400}"#.to_owned(), "number_out_of_range"),
+        (r#"{"a":1,"a":2}"#.to_owned(), "duplicate_member"),
+        (
+            nested_payload(depth_max + 1).replace("password", "plain"),
+            "too_deep",
+        ),
+        (
+            r#"{"arguments":"{\"password\":\"S\",\"n\":-1e999}"}"#.to_owned(),
+            "number_out_of_range",
+        ),
+    ];
+    for (i, (payload, code)) in unreadable.iter().enumerate() {
+        let id = format!("bad-{i}");
+        let one = server
+            .post_as(WRITER, "/api/v2/interactions", body(&id, payload))
+            .await;
+        assert_eq!(one.status, 422, "{payload}: {}", one.json());
+        let error = error_of(&one);
+        assert_eq!(
+            (error["code"].as_str(), error["field"].as_str()),
+            (Some(*code), Some("request_data")),
+            "{payload}"
+        );
+        let batch = server
+            .post_as(
+                WRITER,
+                "/api/v2/interactions/batch",
+                format!("[{}]", body(&id, payload)),
+            )
+            .await;
+        assert_eq!(batch.status, 422, "{payload}");
+        let partial = server
+            .post_as(
+                WRITER,
+                "/api/v2/interactions/batch?partial=true",
+                format!("[{}]", body(&id, payload)),
+            )
+            .await;
+        assert_eq!(partial.status, 207);
+        assert_eq!(partial.json()["results"][0]["error"]["code"], *code);
+        let record = server.get(&format!("/api/v2/interactions/{id}")).await;
+        assert_eq!(record.status, 404, "{payload} was stored");
+    }
+    // OTLP tool arguments holding JSON the redactor cannot read: refused, nothing stored.
+    let status = otlp_span_with_arguments(&server, r#"{"password":"S","n":1e400}"#).await;
+    assert_eq!(status, 400);
+    let replay = server.get("/api/v2/events").await;
+    assert!(
+        !String::from_utf8_lossy(&replay.body).contains("\"S\""),
+        "a refused secret was stored"
+    );
+    // At the depth limit: stored, redacted, and its replay line reads in a strict parser.
+    let deep = server
+        .post_as(
+            WRITER,
+            "/api/v2/interactions",
+            body("deep", &nested_payload(depth_max)),
+        )
+        .await;
+    assert_eq!(deep.status, 200, "{}", deep.json());
+    let stored = stored_body(&server, "deep").await;
+    assert!(!stored.contains("deep-secret"), "{stored}");
+    let replay = server.get("/api/v2/events").await;
+    for line in String::from_utf8_lossy(&replay.body).lines() {
+        serde_json::from_str::<Value>(line).expect("every replay line parses in serde_json");
+    }
+    // Only the secret's bytes change: numbers, white space, order and escapes stay as sent.
+    let exact = r#"{ "z": 123456789012345678901234567890, "e": 1e2, "neg": -0, "f": 1.50, "s": "caf\u00e9 \/ \"q\"", "accessToken": "at-1", "m": {"b": 1, "a": 2}, "x-api-key": "ak-1", "db_password": "dp-1", "set-cookie": "sc-1", "clientSecret": "cs-1", "privateKey": "pk-1", "args": "{\"apiKey\":\"k-9\",\"n\":1e2}" }"#;
+    let response = server
+        .post_as(WRITER, "/api/v2/interactions", body("exact", exact))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.json());
+    let events = server.get("/api/v2/interactions/exact/events").await;
+    let text = String::from_utf8_lossy(&events.body).into_owned();
+    let expected = exact
+        .replace(r#""at-1""#, r#""[redacted:key:access_token]""#)
+        .replace(r#""ak-1""#, r#""[redacted:key:api_key]""#)
+        .replace(r#""dp-1""#, r#""[redacted:key:password]""#)
+        .replace(r#""sc-1""#, r#""[redacted:key:cookie]""#)
+        .replace(r#""cs-1""#, r#""[redacted:key:client_secret]""#)
+        .replace(r#""pk-1""#, r#""[redacted:key:private_key]""#)
+        .replace(r#"\"k-9\""#, r#"\"[redacted:key:api_key]\""#);
+    assert!(
+        text.contains(&format!(r#""request_data":{expected}"#)),
+        "not byte for byte:\n{text}\nexpected the payload\n{expected}"
+    );
+    // A secret shaped like a pattern where it cannot be redacted: refused, and not echoed.
+    let key = "sk-abcdefghijklmnopqrstuvwxyz0123";
+    for event in [body(key, "{}"), body("named", &format!(r#"{{"{key}":1}}"#))] {
+        let response = server.post_as(WRITER, "/api/v2/interactions", event).await;
+        assert_eq!(response.status, 422);
+        let error = error_of(&response);
+        assert!(
+            ["secret_in_id", "secret_in_key"].contains(&error["code"].as_str().unwrap()),
+            "{error}"
+        );
+        assert!(!String::from_utf8_lossy(&response.body).contains(key));
+    }
+    drop(server);
+
+    // Configured keys add to the built-ins: adding one name keeps passwords redacted.
+    let server = start(&data, &config("[redaction]\nkeys = [\"ssn\"]\n"));
+    let response = server
+        .post_as(
+            WRITER,
+            "/api/v2/interactions",
+            body("added", r#"{"ssn":"123-45-6789","password":"pw-1"}"#),
+        )
+        .await;
+    assert_eq!(response.status, 200);
+    let stored = stored_body(&server, "added").await;
+    assert!(
+        !stored.contains("123-45-6789") && !stored.contains("pw-1"),
+        "{stored}"
+    );
+}
+
+/// A misspelt section or key stops start-up (exit 2, naming it) instead of leaving redaction or
+/// rate limits at their defaults; the reference design's keys keep their warnings.
+#[test]
+fn a_misspelt_section_or_key_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, named) in [
+        ("[redacton]\nkeys = [\"ssn\"]\n", "redacton.keys"),
+        (
+            "[rate_limit]\nwriter = { events_per_second = 1 }\n",
+            "rate_limit.writer",
+        ),
+        ("[storage]\nretenton = \"7d\"\n", "storage.retenton"),
+        ("[redaction]\nbuiltins = false\n", "redaction.builtins"),
+        ("title = \"x\"\n", "title"),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let data = dir.path().join("data");
+        let (mut child, _rx, log) =
+            crate::common::spawn_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+        let status = child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let log = log.lock().unwrap().clone();
+        assert_eq!(status.code(), Some(2), "{text}: {log}");
+        assert!(log.contains(named), "{text}: {log}");
+    }
+}
+
+async fn otlp_span_with_arguments(server: &Server, arguments: &str) -> u16 {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value as Any, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Any::StringValue(v.to_owned())),
+        }),
+        ..Default::default()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let span = Span {
+        trace_id: vec![9; 16],
+        span_id: vec![9; 8],
+        name: "tools/call t".into(),
+        kind: SpanKind::Server as i32,
+        start_time_unix_nano: now - 2_000_000_000,
+        end_time_unix_nano: now - 1_000_000_000,
+        attributes: vec![
+            kv("mcp.method.name", "tools/call"),
+            kv("gen_ai.tool.name", "t"),
+            kv("gen_ai.tool.call.arguments", arguments),
+        ],
+        ..Default::default()
+    };
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    server
+        .client()
+        .await
+        .send(
+            Method::POST,
+            "/v1/traces",
+            Some(WRITER),
+            &[("content-type", "application/x-protobuf")],
+            request.encode_to_vec(),
+        )
+        .await
+        .unwrap()
+        .status
+        .as_u16()
 }
