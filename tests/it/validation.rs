@@ -304,9 +304,19 @@ async fn ids_that_mislead_or_collide_with_routes_and_deep_payloads_are_refused()
     assert_eq!(errors.as_array().unwrap().len(), 1, "{errors}");
     assert_eq!(errors[0]["index"], 1);
     assert_eq!(errors[0]["code"], "too_deep");
-    // Exactly at the limit is fine, and text that only looks like brackets does not count.
-    let ok = server.post("/api/v2/interactions", nested(128)).await;
+    // Exactly at the limit is fine, one past it is not, and text that only looks like brackets
+    // does not count.
+    let max = mcplog::event::PAYLOAD_DEPTH_MAX;
+    let at_limit = format!(
+        r#"{{"action":"interaction_start","interaction_id":"deep","mcp_id":"m","timestamp":{},"request_data":{{"a":{}{}}}}}"#,
+        now_s(),
+        "[".repeat(max - 1),
+        "]".repeat(max - 1)
+    );
+    let ok = server.post("/api/v2/interactions", at_limit.clone()).await;
     assert_eq!(ok.status, 200, "{}", ok.json());
+    let past = at_limit.replacen("[", "[[", 1).replacen("]", "]]", 1);
+    refused(&server, &past, 422, Some("request_data"), "too_deep").await;
     let brackets = with("request_data", json!({"text": "[[[[{{{{".repeat(100)}));
     assert_eq!(
         server.post("/api/v2/interactions", brackets).await.status,
