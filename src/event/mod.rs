@@ -20,11 +20,12 @@ pub const ID_BYTES_MAX: usize = 256;
 /// Longest client `event_id`, in bytes of UTF-8.
 pub const EVENT_ID_BYTES_MAX: usize = 128;
 /// Deepest nesting of objects and arrays in a payload, the payload object itself being level 1.
-/// One limit for validation, redaction and every reader: a stored body nests one level more,
-/// and a replay line (`{"seq":..,"event":<body>}`) one more again, which keeps both within the
-/// 127 levels that serde_json reads by default (Python's and JavaScript's parsers read more).
-/// A stored event that a common reader fails on would poison every replay through it.
-pub const PAYLOAD_DEPTH_MAX: usize = 125;
+/// One limit for validation, redaction and every reader: the documents the server serves around
+/// a payload (a stored body, a record, a history page, `/events`, a replay line) nest it at most
+/// four levels deeper, which keeps every one of them within the default limits of common strict
+/// parsers (Ruby's 100 levels, serde_json's 127). A stored event that a common reader fails on
+/// would poison every replay through it.
+pub const PAYLOAD_DEPTH_MAX: usize = 64;
 /// Interaction ids that would be read as another route under `/api/v2/interactions/`, or that
 /// URL normalisation rewrites, so no record with them could be fetched.
 pub const RESERVED_INTERACTION_IDS: [&str; 4] = ["stats", "batch", ".", ".."];

@@ -486,6 +486,17 @@ async fn redaction_fails_closed_and_changes_only_the_secrets_bytes() {
     for line in String::from_utf8_lossy(&replay.body).lines() {
         serde_json::from_str::<Value>(line).expect("every replay line parses in serde_json");
     }
+    // And so does every answer that carries the payload.
+    for path in [
+        "/api/v2/interactions/deep",
+        "/api/v2/interactions/deep/events",
+        "/api/v2/interactions?limit=5",
+    ] {
+        let answer = server.get(path).await;
+        assert_eq!(answer.status, 200, "{path}");
+        serde_json::from_slice::<Value>(&answer.body)
+            .unwrap_or_else(|err| panic!("{path} does not parse in serde_json: {err}"));
+    }
     // Only the secret's bytes change: numbers, white space, order and escapes stay as sent.
     let exact = r#"{ "z": 123456789012345678901234567890, "e": 1e2, "neg": -0, "f": 1.50, "s": "caf\u00e9 \/ \"q\"", "accessToken": "at-1", "m": {"b": 1, "a": 2}, "x-api-key": "ak-1", "db_password": "dp-1", "set-cookie": "sc-1", "clientSecret": "cs-1", "privateKey": "pk-1", "args": "{\"apiKey\":\"k-9\",\"n\":1e2}" }"#;
     let response = server
