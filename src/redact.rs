@@ -20,11 +20,14 @@ use crate::event::{payload_of, Invalid, NewEvent, ValidEvent, PAYLOAD_DEPTH_MAX}
 /// Key names redacted by default. A name matches a key that spells the same words, whatever
 /// their case and separators (`apiKey`, `API-KEY` and `api_key` are one name), or that ends in
 /// them (`db_password`, `x-api-key`, `set-cookie`, `accessToken`).
-pub const DEFAULT_KEYS: [&str; 16] = [
+pub const DEFAULT_KEYS: [&str; 22] = [
     "password",
+    "passwords",
     "passwd",
+    "pwd",
     "passphrase",
     "secret",
+    "secrets",
     "client_secret",
     "secret_key",
     "token",
@@ -34,33 +37,48 @@ pub const DEFAULT_KEYS: [&str; 16] = [
     "apikey",
     "access_key",
     "authorization",
+    "auth",
     "cookie",
     "private_key",
+    "credential",
     "credentials",
+    "session_secret",
 ];
 
 /// Value patterns redacted by default: (rule name, regular expression).
-pub const DEFAULT_PATTERNS: [(&str, &str); 6] = [
-    ("bearer_token", r"(?i-u)\bbearer\s+[a-z0-9._~+/=-]{8,}"),
-    ("openai_key", r"(?-u)\bsk-[A-Za-z0-9_-]{20,}"),
-    ("github_token", r"(?-u)\bgh[pousr]_[A-Za-z0-9]{30,}"),
-    ("aws_access_key", r"(?-u)\bAKIA[0-9A-Z]{16}\b"),
-    ("slack_token", r"(?-u)\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+/// Written without a leading `\b` where a secret is often glued to a name (`my_sk-…`,
+/// `keyAKIA…`), and without a trailing one, so that a suffix does not hide a key.
+pub const DEFAULT_PATTERNS: [(&str, &str); 7] = [
+    ("bearer_token", r"(?i)bearer[\s:=]+[^\s\x22',;]{8,}"),
+    ("openai_key", r"(?-u)(?:\b|[_0-9])sk-[A-Za-z0-9_-]{20,}"),
+    (
+        "github_token",
+        r"(?-u)gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}",
+    ),
+    (
+        "aws_access_key",
+        r"(?-u)(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",
+    ),
+    ("slack_token", r"(?-u)xox[abposre]-[A-Za-z0-9-]{10,}"),
     (
         "mcplog_key",
-        r"(?-u)\bmcplog1\.[a-z]+\.[0-9]+\.[0-9a-f]*\.[0-9a-f]{16}\.[0-9a-f]{32}\b",
+        r"(?-u)mcplog1\.[a-z]+\.[0-9]+\.[0-9a-f]*\.[0-9a-f]{16}\.[0-9a-f]{32}",
     ),
+    ("mcplog_admin_key", r"(?-u)mcplog_admin_[A-Za-z0-9_-]{16,}"),
 ];
 
 /// For each default pattern, literals one of which every match contains (compared without
 /// regard to ASCII case): what the literal prefilter looks for in place of the pattern.
-const DEFAULT_PATTERN_LITERALS: [&[&str]; 6] = [
+const DEFAULT_PATTERN_LITERALS: [&[&str]; 7] = [
     &["bearer"],
     &["sk-"],
-    &["ghp_", "gho_", "ghu_", "ghs_", "ghr_"],
-    &["akia"],
-    &["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"],
+    &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+    &["a3t", "akia", "asia", "abia", "acca"],
+    &[
+        "xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-", "xoxe-",
+    ],
     &["mcplog1."],
+    &["mcplog_admin_"],
 ];
 
 /// The e-mail pattern, on with `emails = true`.
@@ -111,24 +129,51 @@ struct KeyName {
     words: Vec<String>,
 }
 
-/// The words of a key name: split at `-`, `_`, `.`, white space and camelCase boundaries
-/// (`xApiKey`, `APIKey`, `api_key` all give `api`, `key`), lowercased.
+/// A key name folded for comparison: compatibility forms to their plain letters (fullwidth
+/// `ｐａｓｓ`, `ſ`, mathematical letters), accents and other combining marks, invisible and
+/// format characters (zero-width spaces, soft hyphens) dropped, and the dotless and dotted i as
+/// `i`. Case is kept, for the camelCase split.
+pub fn fold(name: &str) -> String {
+    use unicode_normalization::char::is_combining_mark;
+    use unicode_normalization::UnicodeNormalization;
+    if name.is_ascii() {
+        return name.to_owned();
+    }
+    name.nfkd()
+        .filter(|&c| !is_combining_mark(c) && !crate::event::is_invisible(c))
+        .map(|c| match c {
+            '\u{131}' => 'i',
+            '\u{130}' => 'I',
+            c => c,
+        })
+        .collect()
+}
+
+/// The words of a key name, folded: split at every character that is neither a letter nor a
+/// digit, and at camelCase steps (`xApiKey`, `APIKey`, `api_key` all give `api`, `key`),
+/// lowercased; numbers at the end (`password1`, `apiKey2`) dropped.
 pub fn words_of(name: &str) -> Vec<String> {
-    let chars: Vec<char> = name.chars().collect();
+    let chars: Vec<char> = fold(name).chars().collect();
     let mut words = Vec::new();
     let mut word = String::new();
     for (i, &c) in chars.iter().enumerate() {
-        if c == '-' || c == '_' || c == '.' || c.is_whitespace() {
+        if !c.is_alphanumeric() {
             if !word.is_empty() {
                 words.push(std::mem::take(&mut word));
             }
             continue;
         }
-        if c.is_uppercase() && !word.is_empty() {
+        if !word.is_empty() {
             let prev = chars[i - 1];
             let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
-            // `aB` starts a word at B; so does `ABc` at B (the end of an acronym).
-            if prev.is_lowercase() || prev.is_ascii_digit() || (prev.is_uppercase() && next_lower) {
+            // `aB` starts a word at B; so does `ABc` at B (the end of an acronym), and a digit
+            // after a letter.
+            let step = (c.is_uppercase()
+                && (prev.is_lowercase()
+                    || prev.is_numeric()
+                    || (prev.is_uppercase() && next_lower)))
+                || (c.is_numeric() && !prev.is_numeric());
+            if step {
                 words.push(std::mem::take(&mut word));
             }
         }
@@ -136,6 +181,13 @@ pub fn words_of(name: &str) -> Vec<String> {
     }
     if !word.is_empty() {
         words.push(word);
+    }
+    while words.len() > 1
+        && words
+            .last()
+            .is_some_and(|w| w.chars().all(char::is_numeric))
+    {
+        words.pop();
     }
     words
 }
@@ -145,7 +197,7 @@ pub fn words_of(name: &str) -> Vec<String> {
 pub struct Redactor {
     enabled: bool,
     /// Key names (no dot).
-    names: Vec<KeyName>,
+    keys: Vec<KeyName>,
     /// Lowercased dotted paths.
     paths: Vec<String>,
     /// Matches a raw body in which a rule could fire: a word of every key name, every path
@@ -156,12 +208,22 @@ pub struct Redactor {
     /// match cannot match `prefilter` either.
     literals: Option<aho_corasick::AhoCorasick>,
     patterns: Vec<(String, Regex)>,
+    /// A word of some key name, in text: whether a string could name a secret's key.
+    names: aho_corasick::AhoCorasick,
+    /// `name=value`, `name: value`, `"name": "value"` in text.
+    assignment: Regex,
     version: String,
 }
 
 impl Redactor {
     /// Compiles the rules, or names the pattern that does not compile.
     pub fn new(config: &RedactionConfig) -> Result<Redactor, String> {
+        Redactor::with_secrets(config, &[])
+    }
+
+    /// Compiles the rules, adding `secrets` (the server's static keys) as text that is always
+    /// redacted, under the rule `pattern:static_key` (the rule never names which key).
+    pub fn with_secrets(config: &RedactionConfig, secrets: &[&str]) -> Result<Redactor, String> {
         let mut names: Vec<KeyName> = Vec::new();
         let mut paths = Vec::new();
         let builtin_keys = DEFAULT_KEYS.iter().filter(|_| config.builtin).copied();
@@ -205,6 +267,30 @@ impl Redactor {
         if config.emails {
             patterns.push((EMAIL_PATTERN.0.to_owned(), EMAIL_PATTERN.1.to_owned()));
         }
+        // A pattern that matches an empty or one-character text would redact, or refuse, almost
+        // everything (every id): a mistake, refused when the configuration is read.
+        for (i, re) in config.patterns.iter().enumerate() {
+            if let Ok(regex) = Regex::new(re) {
+                if ["", "a", "Z", "0", " ", "-"]
+                    .iter()
+                    .any(|t| regex.is_match(t))
+                {
+                    return Err(format!(
+                        "redaction pattern {i} ({re:?}) matches text of one character or none, so it would redact or refuse nearly every event"
+                    ));
+                }
+            }
+        }
+        let secret_count = secrets.len();
+        let mut secret_literals: Vec<String> = secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| regex::escape(s))
+            .collect();
+        secret_literals.sort();
+        if !secret_literals.is_empty() {
+            patterns.push(("static_key".to_owned(), secret_literals.join("|")));
+        }
         let compiled = patterns
             .iter()
             .map(|(name, re)| {
@@ -237,6 +323,12 @@ impl Redactor {
         let literals = if config.patterns.is_empty() {
             let mut words: Vec<String> = needles.iter().cloned().collect();
             words.push("\\".to_owned());
+            words.extend(
+                secrets
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| (*s).to_owned()),
+            );
             if config.builtin {
                 words.extend(
                     DEFAULT_PATTERN_LITERALS
@@ -260,16 +352,41 @@ impl Redactor {
             let mut hasher = Sha256::new();
             let name_words: Vec<(&String, &Vec<String>)> =
                 names.iter().map(|n| (&n.rule, &n.words)).collect();
+            // The static keys change the rule set, but only their digests and count enter
+            // its description: a fingerprint printed in every redacted event names no key.
+            let described_patterns: Vec<&(String, String)> = patterns
+                .iter()
+                .filter(|(name, _)| name != "static_key")
+                .collect();
+            let mut secret_digests: Vec<String> = secrets
+                .iter()
+                .map(|s| crate::auth::hex(&Sha256::digest(s.as_bytes())))
+                .collect();
+            secret_digests.sort();
             let described = format!(
-                "v2\nenabled={}\nnames={name_words:?}\npaths={paths:?}\npatterns={patterns:?}\nembedded={EMBEDDED_JSON_LEVELS_MAX}",
+                "v3\nenabled={}\nnames={name_words:?}\npaths={paths:?}\npatterns={described_patterns:?}\nembedded={EMBEDDED_JSON_LEVELS_MAX}\nsecrets={secret_count}:{secret_digests:?}",
                 config.enabled
             );
             hasher.update(described.as_bytes());
             crate::auth::hex(&hasher.finalize()[..8])
         };
+        let name_words = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(
+                names
+                    .iter()
+                    .filter_map(|n| n.words.iter().max_by_key(|w| w.len())),
+            )
+            .map_err(|err| format!("redaction keys do not compile: {err}"))?;
+        let assignment = Regex::new(
+            r#"(?P<name>[\pL\pN_.$\[\]-]{1,64})["']?\s*[:=]\s*(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s&,;"'}\])]+)"#,
+        )
+        .expect("the assignment pattern compiles");
         Ok(Redactor {
             enabled: config.enabled,
-            names,
+            keys: names,
+            names: name_words,
+            assignment,
             paths,
             prefilter,
             literals,
@@ -392,12 +509,38 @@ impl Redactor {
 
     /// The prefilter: whether a rule could fire on these raw bytes.
     fn may_fire(&self, body: &str) -> bool {
-        match &self.literals {
-            // Non-ASCII text can fold onto a key name under Unicode case rules (the Kelvin sign
-            // lowercases to `k`), which ASCII-insensitive literals would miss: the regex decides.
-            Some(literals) if body.is_ascii() => literals.is_match(body),
-            _ => self.prefilter.is_match(body),
+        // Non-ASCII text can spell a key name in letters that only fold onto it (`ｐａｓｓ`,
+        // `ſ`, a zero-width space inside): no prefilter over the raw bytes can see that, so
+        // such a body is always read.
+        if !body.is_ascii() {
+            return true;
         }
+        match &self.literals {
+            Some(literals) => literals.is_match(body),
+            None => self.prefilter.is_match(body),
+        }
+    }
+
+    /// Whether `text` could name a key that a rule covers: a word of a key name in it, or any
+    /// letter beyond ASCII (which may fold onto one).
+    fn names_appear(&self, text: &str) -> bool {
+        !text.is_ascii() || self.names.is_match(text)
+    }
+
+    /// `text` (an error answer, which quotes what the client sent) with every part a pattern
+    /// matches replaced by its marker, or `None` if none does.
+    pub fn scrub(&self, text: &str) -> Option<String> {
+        let mut out: Option<String> = None;
+        for (rule, regex) in &self.patterns {
+            let current = out.as_deref().unwrap_or(text);
+            if regex.is_match(current) {
+                let replaced = regex
+                    .replace_all(current, format!("[redacted:{rule}]").as_str())
+                    .into_owned();
+                out = Some(replaced);
+            }
+        }
+        out
     }
 
     /// The first pattern rule that matches `text`.
@@ -412,10 +555,14 @@ impl Redactor {
     /// the most words that it matches, else a path.
     fn key_rule(&self, key: &str, path: &str) -> Option<String> {
         let words = words_of(key);
-        let joined: String = words.concat();
-        let matching = self.names.iter().filter(|name| {
-            words.ends_with(&name.words) || (!joined.is_empty() && joined == name.words.concat())
-        });
+        // The key's last words are the name's (`db_password`, `x-api-key`, `accessToken`), or
+        // it ends in the name's words run together (`apikey`, `X-APIKEY`, `PassWord`,
+        // `dbpassword`). Either way the key's raw text holds every word of the name, which is
+        // what the prefilter looks for.
+        let matching = self
+            .keys
+            .iter()
+            .filter(|name| words.ends_with(&name.words) || ends_in(key, &name.words.concat()));
         if let Some(name) = matching.max_by_key(|name| name.words.len()) {
             return Some(name.rule.clone());
         }
@@ -424,6 +571,17 @@ impl Redactor {
             .any(|p| p == path)
             .then(|| format!("path:{path}"))
     }
+}
+
+/// Whether `key`, folded and without what follows its last letter (`password1`, `password:`),
+/// ends in `joined` (lowercase), compared without regard to ASCII case: a key that ends in a
+/// secret's name run together (`dbpassword`, `X-APIKEY`) holds that secret.
+fn ends_in(key: &str, joined: &str) -> bool {
+    let folded = fold(key);
+    let key = folded.trim_end_matches(|c: char| !c.is_alphabetic());
+    let bytes = key.as_bytes();
+    bytes.len() >= joined.len()
+        && bytes[bytes.len() - joined.len()..].eq_ignore_ascii_case(joined.as_bytes())
 }
 
 /// Replace `range` of a JSON text by `text`.
@@ -452,13 +610,12 @@ fn string_content(text: &str) -> String {
     quoted[1..quoted.len() - 1].to_owned()
 }
 
-/// Whether a string's text could be a JSON object, array, or string (JSON encoded twice).
+/// Whether a string's text could be a JSON object, array, or string (JSON encoded twice): it
+/// starts so (a quoted string: starts and ends so), after any white space, byte-order mark or
+/// control character.
 fn looks_like_json(text: &str) -> bool {
-    let t = text.trim_matches([' ', '\t', '\n', '\r']);
-    t.len() >= 2
-        && [('{', '}'), ('[', ']'), ('"', '"')]
-            .iter()
-            .any(|&(open, close)| t.starts_with(open) && t.ends_with(close))
+    let t = text.trim_matches(|c: char| c.is_whitespace() || c.is_control() || c == '\u{feff}');
+    t.starts_with(['{', '[']) || (t.len() >= 2 && t.starts_with('"') && t.ends_with('"'))
 }
 
 /// The redaction visitor over one JSON text.
@@ -565,7 +722,20 @@ impl Visitor for Redacting<'_, '_> {
                         message: format!("{field} holds a string of JSON text that {err}"),
                     });
                 }
-                // Not JSON: plain text, for the patterns.
+                // Structured text that is not JSON (`NaN`, a trailing comma, a Python dict's
+                // repr) and spells a secret's key name: it cannot be read, so it is refused
+                // rather than stored with whatever the name holds.
+                Err(_) if self.redactor.names_appear(text) => {
+                    let field = self.field;
+                    return Err(Invalid {
+                        field: Some(field.to_owned()),
+                        code: "unreadable_json_in_string",
+                        message: format!(
+                            "{field} holds a string that looks like JSON but is not (at least not I-JSON), and names a key that redaction covers; send it as JSON, or without the secret"
+                        ),
+                    });
+                }
+                // Not JSON and no key name: plain text, for the patterns.
                 Err(_) => {}
             }
         }
@@ -573,6 +743,23 @@ impl Visitor for Redacting<'_, '_> {
         // first match.
         let redactor = self.redactor;
         let mut spans: Vec<(Range<usize>, &str)> = Vec::new();
+        // `name=value` and `name: value` in text (a query string, a log line, a header dump)
+        // under a key name: the value is redacted as a member's would be.
+        let mut assigned: Vec<(Range<usize>, String)> = Vec::new();
+        if redactor.names_appear(text) {
+            for found in redactor.assignment.captures_iter(text) {
+                let (Some(name), Some(value)) = (found.name("name"), found.name("value")) else {
+                    continue;
+                };
+                if let Some(rule) = redactor.key_rule(name.as_str(), "") {
+                    assigned.push((value.range(), rule));
+                }
+            }
+        }
+        for (range, rule) in &assigned {
+            spans.push((range.clone(), rule.as_str()));
+            self.fired.insert(rule.clone());
+        }
         for (rule, regex) in &redactor.patterns {
             for found in regex.find_iter(text) {
                 spans.push((found.range(), rule));
@@ -672,7 +859,7 @@ mod tests {
         let data = &event["request_data"];
         assert_eq!(
             data["cmd"],
-            "curl -H 'Authorization: [redacted:pattern:bearer_token]' x"
+            "curl -H 'Authorization: [redacted:key:authorization]' x"
         );
         assert_eq!(data["key"], "use [redacted:pattern:openai_key] now");
         assert_eq!(
@@ -911,6 +1098,12 @@ mod tests {
             ("apiKey", Some("key:api_key")),
             ("APIKey", Some("key:api_key")),
             ("apikey", Some("key:api_key")),
+            ("X-APIKEY", Some("key:api_key")),
+            ("a-pikey", None),
+            ("PassWord", Some("key:password")),
+            ("myAPIKEY", Some("key:api_key")),
+            ("MYPASSWORD", Some("key:password")),
+            ("dbpassword", Some("key:password")),
             ("openaiApiKey", Some("key:api_key")),
             ("set-cookie", Some("key:cookie")),
             ("Set-Cookie", Some("key:cookie")),
@@ -922,6 +1115,31 @@ mod tests {
             ("user password", Some("key:password")),
             ("passphrase", Some("key:passphrase")),
             ("credentials", Some("key:credentials")),
+            // Spellings a hostile pass found: run together in capitals, Unicode that folds onto
+            // the name, any punctuation as a separator, a number after it, near forms.
+            ("DBPASSWORD", Some("key:password")),
+            ("XAPIKEY", Some("key:api_key")),
+            ("pa\u{17f}\u{17f}word", Some("key:password")),
+            ("AUTHOR\u{130}ZAT\u{130}ON", Some("key:authorization")),
+            ("author\u{131}zat\u{131}on", Some("key:authorization")),
+            (
+                "\u{ff50}\u{ff41}\u{ff53}\u{ff53}\u{ff57}\u{ff4f}\u{ff52}\u{ff44}",
+                Some("key:password"),
+            ),
+            ("pa\u{301}ssword", Some("key:password")),
+            ("pass\u{200b}word", Some("key:password")),
+            ("pass\u{ad}word", Some("key:password")),
+            ("user[password]", Some("key:password")),
+            ("db:password", Some("key:password")),
+            ("$password", Some("key:password")),
+            ("password:", Some("key:password")),
+            ("password1", Some("key:password")),
+            ("apiKey2", Some("key:api_key")),
+            ("passwords", Some("key:passwords")),
+            ("credential", Some("key:credential")),
+            ("pwd", Some("key:pwd")),
+            ("auth", Some("key:auth")),
+            ("oauth", Some("key:auth")),
             // Not secrets: the name is not the key's last word, or only a part of a word.
             ("token_count", None),
             ("max_tokens", None),
@@ -938,8 +1156,138 @@ mod tests {
         }
         assert_eq!(
             words_of("getHTTPResponse2Code"),
-            ["get", "http", "response2", "code"]
+            ["get", "http", "response", "2", "code"]
         );
+        // Whatever key a name matches, the prefilter looks closer at a body holding it.
+        let parts = [
+            "api",
+            "API",
+            "Api",
+            "key",
+            "Key",
+            "KEY",
+            "pass",
+            "word",
+            "Word",
+            "password",
+            "token",
+            "Token",
+            "access",
+            "x",
+            "db",
+            "-",
+            "_",
+            ".",
+            " ",
+            ":",
+            "[",
+            "]",
+            "1",
+            "set",
+            "cookie",
+            "Cookie",
+            "secret",
+            "private",
+            "Private",
+            "auth",
+            "orization",
+            "K",
+            "\u{212A}",
+            "\u{17f}",
+            "\u{200b}",
+            "\u{ff50}",
+        ];
+        let mut seed = 0x51_7cc1_b727_220au64;
+        for _ in 0..50_000 {
+            let mut key = String::new();
+            for _ in 0..(seed % 4 + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                key.push_str(parts[(seed % parts.len() as u64) as usize]);
+            }
+            if rule(&key).is_some() {
+                let body = serde_json::json!({ key.clone(): 1 }).to_string();
+                assert!(redactor.may_fire(&body), "the prefilter misses {key:?}");
+            }
+        }
+    }
+
+    /// Secrets in text: `name=value` under a key name is redacted; text that looks like JSON
+    /// but is not, and names a covered key, is refused; the built-in patterns catch the forms a
+    /// hostile pass found, and the server's static keys are always redacted.
+    #[test]
+    fn secrets_in_text_and_the_pattern_edges() {
+        let redactor =
+            Redactor::with_secrets(&RedactionConfig::default(), &["static-key-0123456789"])
+                .unwrap();
+        let run = |payload: &str| {
+            redactor.redacted_body(
+                &validate(&start(payload)).unwrap_or_else(|e| panic!("{payload}: {e:?}")),
+            )
+        };
+        let stored = |payload: &str| run(payload).unwrap().unwrap();
+        let text =
+            stored(r#"{"q":"user=ann&password=hunter2&x=1","log":"Enter Password: hunter3 now"}"#);
+        assert!(
+            text.contains("user=ann&password=[redacted:key:password]&x=1")
+                && text.contains("Enter Password: [redacted:key:password] now"),
+            "{text}"
+        );
+        for payload in [
+            r#"{"args":"{\"password\": \"S\", \"x\": NaN}"}"#,
+            r#"{"args":"{'password': 'S'}"}"#,
+            r#"{"args":" \ufeff{\"password\":\"S\",}"}"#,
+        ] {
+            let err = run(payload).unwrap_err();
+            assert_eq!(err.code, "unreadable_json_in_string", "{payload}");
+        }
+        // Broken JSON that names no covered key is text.
+        assert_eq!(run(r#"{"args":"{\"n\": NaN}"}"#), Ok(None));
+        for secret in [
+            "my_sk-abcdefghijklmnopqrstuvwx",
+            "1sk-abcdefghijklmnopqrstuvwx",
+            "keyAKIAABCDEFGHIJKLMNOP",
+            "ASIAABCDEFGHIJKLMNOPx",
+            "github_pat_abcdefghijklmnopqrstuvwxyz",
+            "Bearer\\u00a0abcdefghijkl",
+            "Bearer:abcdefghijkl",
+            "xoxe-abcdefghijkl",
+            "mcplog_admin_0123456789abcdef0123",
+            "see static-key-0123456789 here",
+        ] {
+            let text = stored(&format!(r#"{{"note":"{secret}"}}"#));
+            let event: Value = serde_json::from_str(&text).unwrap();
+            let note = event["request_data"]["note"].as_str().unwrap();
+            assert!(note.contains("[redacted:pattern:"), "{secret}: {note}");
+            assert!(
+                !note.contains("abcdefghijkl") && !note.contains("0123456789"),
+                "{secret}: {note}"
+            );
+        }
+        // The rule set's fingerprint does not carry a static key.
+        assert!(!redactor.version().contains("static"));
+        let err = redactor
+            .redacted_body(
+                &validate(&start("{}").replace(r#""i""#, r#""static-key-0123456789""#)).unwrap(),
+            )
+            .unwrap_err();
+        assert_eq!(err.code, "secret_in_id");
+        // Error answers quote what was sent: scrubbed.
+        assert_eq!(
+            redactor
+                .scrub("unknown field \"sk-abcdefghijklmnopqrstuvwx\"")
+                .as_deref(),
+            Some("unknown field \"[redacted:pattern:openai_key]\"")
+        );
+        // A configured pattern that matches (nearly) everything is refused.
+        for pattern in ["", ".", "a*", "\\w"] {
+            let bad = RedactionConfig {
+                patterns: vec![pattern.into()],
+                ..RedactionConfig::default()
+            };
+            assert!(Redactor::new(&bad).is_err(), "{pattern:?}");
+        }
     }
 
     /// A string holding JSON (tool arguments often do) is redacted inside, every other byte of
@@ -1041,7 +1389,7 @@ mod tests {
     #[test]
     fn configured_rules_add_to_the_built_ins_unless_builtin_is_off() {
         let body = start(
-            r#"{"ssn":"123-45-6789","password":"p","auth":"Bearer abcdefghijkl","pin":"9999"}"#,
+            r#"{"ssn":"123-45-6789","password":"p","note":"Bearer abcdefghijkl","pin":"9999"}"#,
         );
         let added = RedactionConfig {
             keys: vec!["ssn".into()],
@@ -1052,7 +1400,7 @@ mod tests {
         let data = &event["request_data"];
         assert_eq!(data["ssn"], "[redacted:key:ssn]");
         assert_eq!(data["password"], "[redacted:key:password]");
-        assert_eq!(data["auth"], "[redacted:pattern:bearer_token]");
+        assert_eq!(data["note"], "[redacted:pattern:bearer_token]");
         assert_eq!(data["pin"], "[redacted:pattern:0]");
         let alone = RedactionConfig {
             builtin: false,
@@ -1062,7 +1410,7 @@ mod tests {
         let data = &event["request_data"];
         assert_eq!(data["ssn"], "[redacted:key:ssn]");
         assert_eq!(data["password"], "p");
-        assert_eq!(data["auth"], "Bearer abcdefghijkl");
+        assert_eq!(data["note"], "Bearer abcdefghijkl");
         assert_eq!(data["pin"], "[redacted:pattern:0]");
     }
 

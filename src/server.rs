@@ -132,8 +132,15 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
             config.key_quotas.clone(),
         )),
         redactor: Arc::new(
-            Redactor::new(&config.redaction)
-                .expect("the redaction rules compiled when the configuration was read"),
+            Redactor::with_secrets(
+                &config.redaction,
+                &config
+                    .static_keys
+                    .iter()
+                    .map(|k| k.key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .expect("the redaction rules compiled when the configuration was read"),
         ),
     })
 }

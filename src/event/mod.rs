@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 pub mod json;
 mod validate;
 
-pub use validate::{check_clock, check_id, split_batch, validate};
+pub use validate::{check_clock, check_id, is_invisible, split_batch, validate};
 
 /// Longest `interaction_id` or `mcp_id`, in bytes of UTF-8.
 pub const ID_BYTES_MAX: usize = 256;

@@ -205,7 +205,7 @@ pub fn check_id(field: &str, s: &str, max: usize) -> Result<(), Invalid> {
 /// prepended number signs, tag characters), line and paragraph separators, the blank fillers
 /// that render as nothing (Hangul and Khitan fillers, the blank Braille pattern), and
 /// noncharacters.
-fn is_invisible(c: char) -> bool {
+pub fn is_invisible(c: char) -> bool {
     let code = u32::from(c);
     matches!(code,
         0x00AD | 0x034F | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890 | 0x0891 | 0x08E2

@@ -205,12 +205,47 @@ pub(crate) fn checked_params(
     Ok(params)
 }
 
+/// An error body with the redaction patterns applied to each of its strings (so the body stays
+/// JSON whatever a configured pattern spans), or `None` if no pattern matched.
+fn scrub_strings(redactor: &crate::redact::Redactor, text: &str) -> Option<String> {
+    fn walk(redactor: &crate::redact::Redactor, value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) => match redactor.scrub(s) {
+                Some(clean) => {
+                    *s = clean;
+                    true
+                }
+                None => false,
+            },
+            // Every string is walked: no short circuit.
+            serde_json::Value::Array(items) => {
+                let mut hit = false;
+                for v in items {
+                    hit |= walk(redactor, v);
+                }
+                hit
+            }
+            serde_json::Value::Object(map) => {
+                let mut hit = false;
+                for v in map.values_mut() {
+                    hit |= walk(redactor, v);
+                }
+                hit
+            }
+            _ => false,
+        }
+    }
+    let mut body: serde_json::Value = serde_json::from_str(text).ok()?;
+    walk(redactor, &mut body).then(|| body.to_string())
+}
+
 /// Most bytes of an error body the key check reads; error bodies are far smaller.
 const ERROR_BODY_BYTES_MAX: usize = 1 << 20;
 
-/// No raw key leaves in an error body, whichever value the client put it in (a parameter, a
-/// path, a header, a field name): messages quote what was sent, so every error body is checked
-/// here, in one place, and keys are replaced by `<a key>`.
+/// No raw key or other secret leaves in an error body, whichever value the client put it in (a
+/// parameter, a path, a header, a field name): messages quote what was sent, so every error body
+/// is checked here, in one place; keys are replaced by `<a key>`, and what a redaction pattern
+/// matches by its marker.
 async fn redact_keys(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
@@ -231,7 +266,11 @@ async fn redact_keys(
         .into_response();
     };
     let text = String::from_utf8_lossy(&bytes);
-    match state.keys.redact(&text) {
+    // Keys by their digests and shapes, then whatever a redaction pattern matches: a secret
+    // quoted back (an unknown field's name, a bad action) never leaves either.
+    let keyless = state.keys.redact(&text);
+    let scrubbed = scrub_strings(&state.redactor, keyless.as_deref().unwrap_or(&text)).or(keyless);
+    match scrubbed {
         Some(redacted) => {
             parts.headers.remove(header::CONTENT_LENGTH);
             Response::from_parts(parts, axum::body::Body::from(redacted))

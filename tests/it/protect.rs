@@ -529,6 +529,41 @@ async fn redaction_fails_closed_and_changes_only_the_secrets_bytes() {
         );
         assert!(!String::from_utf8_lossy(&response.body).contains(key));
     }
+    // What a hostile pass got through before: spellings of key names, text that looks like
+    // JSON but is not, secrets in `name=value` text, the server's own keys, glued patterns.
+    let spelled = r#"{"DBPASSWORD":"SEC-a1","\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44":"SEC-a2","pa\u017f\u017fword":"SEC-a3","user[password]":"SEC-a4","apiKey2":"SEC-a5","q":"u=1&password=SEC-a6","n":"my_sk-abcdefghijklmnopqrstuvwxSEC","adm":"x mcplog_admin_0123456789abcdef0123SEC","st":"the key protect-writer-key-0123456789"}"#;
+    let response = server
+        .post_as(WRITER, "/api/v2/interactions", body("spelled", spelled))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.json());
+    let stored = stored_body(&server, "spelled").await;
+    assert!(
+        !stored.contains("SEC") && !stored.contains(WRITER),
+        "{stored}"
+    );
+    let broken = r#"{"args":"{\"password\": \"SEC-b1\", \"x\": NaN}"}"#;
+    let response = server
+        .post_as(WRITER, "/api/v2/interactions", body("broken", broken))
+        .await;
+    assert_eq!(response.status, 422);
+    assert_eq!(error_of(&response)["code"], "unreadable_json_in_string");
+    // A static key as an id is refused, and no answer repeats it.
+    let response = server
+        .post_as(WRITER, "/api/v2/interactions", body(WRITER, "{}"))
+        .await;
+    assert_eq!(response.status, 422);
+    assert!(!String::from_utf8_lossy(&response.body).contains(WRITER));
+    // Refusals quote what was sent; never a secret a pattern knows.
+    let quoted = r#"{"action":"interaction_start","interaction_id":"q","mcp_id":"m","timestamp":1763900000,"sk-abcdefghijklmnopqrstuvwxyz0":1}"#;
+    let response = server.post_as(WRITER, "/api/v2/interactions", quoted).await;
+    assert_eq!(response.status, 422);
+    let text = String::from_utf8_lossy(&response.body).into_owned();
+    assert!(!text.contains("sk-abcdefghijklmnopqrstuvwxyz0"), "{text}");
+    serde_json::from_str::<Value>(&text).expect("a scrubbed answer is still JSON");
+    for segment in segment_paths(&data) {
+        let bytes = String::from_utf8_lossy(&std::fs::read(segment).unwrap()).into_owned();
+        assert!(!bytes.contains("SEC-"), "a secret reached a segment file");
+    }
     drop(server);
 
     // Configured keys add to the built-ins: adding one name keeps passwords redacted.
