@@ -42,6 +42,11 @@ pub struct Config {
     /// `[security] master_secret`: signs and verifies keys; generated into the data directory when
     /// not set.
     pub master_secret: Option<String>,
+    /// `[security] previous_master_secrets`: former master secrets, still accepted for
+    /// verification (never for signing) while a rotation runs.
+    pub previous_master_secrets: Vec<String>,
+    /// `[api] metrics_auth`: `/metrics` needs an auditor or admin key.
+    pub metrics_auth: bool,
     /// `[security] api_key_cache_ttl`: how long a verified signed key is remembered.
     pub api_key_cache_ttl: Duration,
     /// `[security] key_lifetime_max`: the longest lifetime `mcplog keygen` grants.
@@ -152,6 +157,8 @@ impl Default for Config {
             queue_events_max: 0,
             stale_after: Duration::ZERO,
             master_secret: None,
+            previous_master_secrets: Vec::new(),
+            metrics_auth: false,
             api_key_cache_ttl: Duration::ZERO,
             key_lifetime_max: Duration::ZERO,
             static_keys: Vec::new(),
@@ -201,7 +208,10 @@ impl Config {
             if let Some(value) = lookup(s.env) {
                 s.set(self, &value).map_err(|message| ConfigError {
                     key: s.env.to_owned(),
-                    message: if matches!(s.field, settings::Field::Secret(_)) {
+                    message: if matches!(
+                        s.field,
+                        settings::Field::Secret(_) | settings::Field::SecretList(_)
+                    ) {
                         "is not a valid value".to_owned()
                     } else {
                         message
