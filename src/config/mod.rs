@@ -756,6 +756,44 @@ mod tests {
     }
 
     #[test]
+    fn previous_master_secrets_come_as_a_list_or_comma_separated_and_are_never_shown() {
+        let mut config = Config::default();
+        config
+            .apply_toml(
+                "[security]\nprevious_master_secrets = [\"old-secret-number-one\", \"old-secret-number-two\"]\n[api]\nmetrics_auth = true\n",
+            )
+            .unwrap();
+        assert_eq!(
+            config.previous_master_secrets,
+            ["old-secret-number-one", "old-secret-number-two"]
+        );
+        assert!(config.metrics_auth);
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("previous_master_secrets: <2 set>") && !shown.contains("old-secret"),
+            "{shown}"
+        );
+        let mut from_env = Config::default();
+        from_env
+            .apply_env(|k| {
+                (k == "MCPLOG_PREVIOUS_MASTER_SECRETS")
+                    .then(|| " old-secret-number-one , old-secret-number-two ".to_owned())
+            })
+            .unwrap();
+        assert_eq!(
+            from_env.previous_master_secrets,
+            config.previous_master_secrets
+        );
+        for bad in [
+            "[security]\nprevious_master_secrets = [1]",
+            "[security]\nprevious_master_secrets = 7",
+        ] {
+            let err = Config::default().apply_toml(bad).unwrap_err();
+            assert_eq!(err.key, "security.previous_master_secrets", "{err}");
+        }
+    }
+
+    #[test]
     fn environment_overrides_defaults_and_names_the_bad_key() {
         let mut config = Config::default();
         config

@@ -111,6 +111,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'stat
 /// or admin key is needed (the figures are server-wide, which a writer does not see elsewhere).
 #[utoipa::path(get, path = "/metrics", tag = "operate",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "with metrics_auth: no, unknown, expired, disabled or revoked key", body = super::ErrorJson),
         (status = 403, description = "with metrics_auth: a writer key", body = super::ErrorJson)),
     security((), ("bearer" = [])))]
 pub(super) async fn metrics(
