@@ -269,6 +269,14 @@ impl Config {
                 format!("{} is outside 1..=1000000", self.queue_events_max),
             );
         }
+        // Checked here too, so that a short one stops start-up as a configuration error (exit 2)
+        // naming the key; the value is never shown.
+        if self.previous_master_secrets.iter().any(|s| s.len() < 16) {
+            return bad(
+                "previous_master_secrets",
+                "every entry must be at least 16 bytes, as a master secret is".to_owned(),
+            );
+        }
         if self.replay_streams_per_key_max == 0 {
             return bad(
                 "replay_streams_per_key_max",

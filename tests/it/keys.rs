@@ -541,15 +541,25 @@ async fn a_master_secret_rotation_keeps_old_keys_working_until_the_previous_secr
     let configured_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     assert_eq!(stats_status(&server, &configured_key).await, 200);
     assert_eq!(stats_status(&server, &old_key).await, 401);
-    // A previous secret too short to be one is refused at start, by both.
-    let short = [("MCPLOG_PREVIOUS_MASTER_SECRETS", "short")];
+    server.kill();
+    // A previous secret too short to be one is a configuration error (exit 2), for both.
+    let short = [("MCPLOG_PREVIOUS_MASTER_SECRETS", "short-secret")];
     let output = keygen_output(&data, &["--role", "auditor"], &short);
     assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("previous_master_secrets"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        stderr.contains("previous_master_secrets") && !stderr.contains("short-secret"),
+        "{stderr}"
     );
+    let serve = Command::new(env!("CARGO_BIN_EXE_mcplog"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .env("MCPLOG_PREVIOUS_MASTER_SECRETS", "short-secret")
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("previous_master_secrets"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
