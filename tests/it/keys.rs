@@ -607,3 +607,70 @@ async fn metrics_is_public_by_default_and_needs_an_auditor_or_admin_key_with_met
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_static_key_loses_its_stream_and_every_ingest_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcplog.toml");
+    std::fs::write(
+        &config,
+        "[static_api_keys]\n\"static-auditor-key-for-streams\" = { role = \"auditor\" }\n\
+         \"static-writer-key-for-ingest\" = { mcp_id = \"m\", role = \"writer\" }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with_args(
+        &data,
+        &[("MCPLOG_REPLAY_HEARTBEAT", "1h")],
+        &["--config", config.to_str().unwrap()],
+    );
+    let (auditor, writer) = (
+        "static-auditor-key-for-streams",
+        "static-writer-key-for-ingest",
+    );
+    let mut stream = Stream::open(server.addr, "/api/v2/events?follow=true", auditor);
+    stream.wait_for("HTTP/1.1 200");
+    let by_id = mcplog::auth::hex(&mcplog::auth::key_id(auditor));
+    let revoked = server
+        .post(
+            "/api/v2/keys/revoke",
+            json!({ "key_id": by_id }).to_string(),
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.json());
+    stream
+        .end_within(END_DEADLINE)
+        .expect("a static key's stream ends on revocation");
+    assert_eq!(final_error(&stream)["code"], "key_revoked");
+
+    let revoked = server
+        .post("/api/v2/keys/revoke", json!({ "key": writer }).to_string())
+        .await;
+    assert_eq!(revoked.status, 200);
+    let t = now_s();
+    for (path, body) in [
+        (
+            "/api/v2/interactions",
+            event("interaction_start", "s-1", "m", t),
+        ),
+        (
+            "/api/v2/interactions/batch",
+            format!("[{}]", event("interaction_start", "s-2", "m", t)),
+        ),
+        (
+            "/api/v2/interactions/batch?partial=true",
+            format!("[{}]", event("interaction_start", "s-3", "m", t)),
+        ),
+        ("/v1/traces", "{\"resourceSpans\":[]}".to_owned()),
+    ] {
+        let answer = server.post_as(writer, path, body).await;
+        assert_eq!(answer.status, 401, "{path}: {}", answer.json());
+        assert_eq!(
+            answer.json()["error"]["message"],
+            "the API key has been revoked",
+            "{path}"
+        );
+    }
+    let stats = server.get("/api/v2/interactions/stats").await.json();
+    assert_eq!(stats["records"]["total"], 0, "nothing was stored");
+}
