@@ -325,13 +325,15 @@ async fn watch_admin_key(keys: Arc<Keys>) {
             Ok(AdminReload::Replaced) => {
                 last_fault = None;
                 tracing::warn!(
-                    "admin.key changed: its new key is the admin key from now on, and the previous                      one is refused (streams opened with it end)"
+                    "admin.key changed: its new key is the admin key from now on, and the previous \
+                     one is refused (streams opened with it end)"
                 );
             }
             Ok(AdminReload::Recreated(path)) => {
                 last_fault = None;
                 tracing::warn!(
-                    "admin.key was deleted: a new admin key was written to {} (mode 0600), and the                      previous one is refused (streams opened with it end)",
+                    "admin.key was deleted: a new admin key was written to {} (mode 0600), and the \
+                     previous one is refused (streams opened with it end)",
                     path.display()
                 );
             }

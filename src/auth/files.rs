@@ -116,7 +116,9 @@ pub fn master_secrets(
                 let listed = previous.iter().any(|p| p == text.trim());
                 if text.trim() != secret {
                     tracing::warn!(
-                        "{MASTER_SECRET_FILE} in the data directory is not used:                          security.master_secret (MCPLOG_MASTER_SECRET) is set and takes its place;                          keys signed with the file's secret are {}",
+                        "{MASTER_SECRET_FILE} in the data directory is not used: \
+                         security.master_secret (MCPLOG_MASTER_SECRET) is set and takes its place; \
+                         keys signed with the file's secret are {}",
                         if listed {
                             "accepted while it is listed in security.previous_master_secrets"
                         } else {

@@ -365,6 +365,13 @@ async fn the_admin_key_file_is_read_again_when_replaced_deleted_or_on_sighup() {
         .end_within(END_DEADLINE)
         .expect("the old admin key's stream ends");
     assert_eq!(final_error(&old_stream)["code"], "key_replaced");
+    assert!(
+        server.log().contains(
+            "admin.key changed: its new key is the admin key from now on, and the previous one is refused"
+        ),
+        "{}",
+        server.log()
+    );
     // The new key is the one revocation protects as the last admin key.
     let last = server
         .post_as(
@@ -533,8 +540,11 @@ async fn a_master_secret_rotation_keeps_old_keys_working_until_the_previous_secr
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("master.secret in the data directory is not used")
-            && stderr.contains("accepted while it is listed"),
+        stderr.contains(
+            "master.secret in the data directory is not used: security.master_secret \
+             (MCPLOG_MASTER_SECRET) is set and takes its place; keys signed with the file's secret \
+             are accepted while it is listed"
+        ),
         "{stderr}"
     );
     assert!(!stderr.contains(configured) && !server.log().contains(configured));
