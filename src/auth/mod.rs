@@ -170,18 +170,6 @@ pub enum AuthError {
     Replaced,
 }
 
-impl AuthError {
-    /// The stable code a replay stream ends with when its key stops being accepted.
-    pub fn stream_code(self) -> &'static str {
-        match self {
-            AuthError::Unknown => "key_unknown",
-            AuthError::Expired => "key_expired",
-            AuthError::Disabled => "key_disabled",
-            AuthError::Revoked => "key_revoked",
-            AuthError::Replaced => "key_replaced",
-        }
-    }
-}
 
 /// Errors of key management on disk.
 #[derive(Debug, thiserror::Error)]

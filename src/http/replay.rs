@@ -360,10 +360,21 @@ fn now_s() -> f64 {
     crate::clock::now_us() as f64 / 1e6
 }
 
+/// The stable code a stream ends with when its key is no longer accepted.
+fn refusal_code(why: AuthError) -> &'static str {
+    match why {
+        AuthError::Revoked => "key_revoked",
+        AuthError::Expired => "key_expired",
+        AuthError::Replaced => "key_replaced",
+        AuthError::Disabled => "key_disabled",
+        _ => "key_unknown",
+    }
+}
+
 /// The final line of a stream whose key is no longer accepted.
 fn refusal_line(why: AuthError) -> Bytes {
     let line = serde_json::json!({"error": {
-        "code": why.stream_code(),
+        "code": refusal_code(why),
         "message": format!("{why}; the stream ends here"),
         "field": "authorization",
     }});
@@ -400,7 +411,7 @@ impl Chunks {
     /// The refusal line, and the stream set to end after it.
     fn refuse(&mut self, why: AuthError) -> Poll<Option<Result<Bytes, std::io::Error>>> {
         tracing::info!(
-            reason = why.stream_code(),
+            reason = refusal_code(why),
             "a replay stream ended: its key is no longer accepted"
         );
         self.state = if self.follow {
