@@ -59,7 +59,7 @@ fn readme_examples_run_against_a_fresh_server_and_answer_as_shown() {
         .env("MCPLOG_SERVER_PID", server.child.id().to_string())
         .env("MCPLOG_REPLAY_HEARTBEAT", "1s")
         .output()
-        .expect("running bash tests/readme/examples.sh (needs bash, curl and python3)");
+        .expect("running bash tests/readme/examples.sh (needs bash, curl, flock and python3)");
     assert!(
         output.status.success(),
         "tests/readme/examples.sh failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- server log\n{}",

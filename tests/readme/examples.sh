@@ -9,14 +9,15 @@
 # address and data directory, with the environment the README gives it; at the end it stops that
 # one with SIGTERM and checks that it exits 0.
 #
-# The server must be freshly started on MCPLOG_DATA (an empty log) and run with
-# MCPLOG_REPLAY_HEARTBEAT shorter than MCPLOG_FOLLOW_SECONDS (default 3), so the follow example
-# sees a heartbeat. `cargo test --test it readme` does all that (tests/it/readme.rs), and also checks
+# Needs bash, curl, flock (util-linux) and python3. The server must be freshly started on
+# MCPLOG_DATA (an empty log) and run with MCPLOG_REPLAY_HEARTBEAT shorter than
+# MCPLOG_FOLLOW_SECONDS (default 3), so the follow example sees a heartbeat. `cargo test --test it readme` does all that (tests/it/readme.rs), and also checks
 # that every example command of the README appears below, verbatim and in order.
 #
 # The README's commands are copied here unchanged. Two shell functions make them run here:
 # `curl` sends `localhost:8080` to MCPLOG_URL instead and records the status and body; `cargo run`
-# runs MCPLOG_BIN (mcplog) or MCPLOG_SEG_BIN (mcplog-seg) instead of building. After each command,
+# runs MCPLOG_BIN (mcplog) or MCPLOG_SEG_BIN (mcplog-seg) instead of building (`serve` in the
+# background, see above). After each command,
 # `expect` checks the answer (with python3; jq is not needed).
 set -euo pipefail
 
