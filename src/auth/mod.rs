@@ -170,7 +170,6 @@ pub enum AuthError {
     Replaced,
 }
 
-
 /// Errors of key management on disk.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
