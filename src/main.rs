@@ -203,11 +203,18 @@ fn keygen(
             ),
         ));
     }
-    let master = auth::find_master_secret(config.master_secret.as_deref(), &config.data_dir)
-        .map_err(|err| (2, err.to_string()))?;
+    // Resolved exactly as the server resolves it, without creating one.
+    let masters = auth::master_secrets(
+        config.master_secret.as_deref(),
+        &config.previous_master_secrets,
+        &config.data_dir,
+        auth::SecretFile::Read,
+    )
+    .map_err(|err| (2, err.to_string()))?;
     let expires_at =
         (mcplog::clock::now_us() / 1_000_000).saturating_add(lifetime.as_secs().max(1));
-    let key = auth::mint(&master, role, mcp_id, expires_at).map_err(|err| (1, err.to_string()))?;
+    let key = auth::mint(&masters.current, role, mcp_id, expires_at)
+        .map_err(|err| (1, err.to_string()))?;
     let key_id = auth::hex(&auth::key_id(&key));
     if json {
         let out = serde_json::json!({

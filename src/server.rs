@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::auth::{load_or_create_admin_key, load_or_create_master_secret, KeyError, Keys};
+use crate::auth::{
+    load_or_create_admin_key, master_secrets, AdminReload, KeyError, Keys, SecretFile,
+};
 use crate::clock::now_us;
 use crate::config::Config;
 use crate::engine::{Engine, Maintenance, View};
@@ -54,11 +56,22 @@ pub async fn run(
             path.display()
         );
     }
-    let master = load_or_create_master_secret(config.master_secret.as_deref(), &config.data_dir)?;
+    let masters = master_secrets(
+        config.master_secret.as_deref(),
+        &config.previous_master_secrets,
+        &config.data_dir,
+        SecretFile::Create,
+    )?;
+    if !masters.previous.is_empty() {
+        tracing::info!(
+            previous = masters.previous.len(),
+            "keys signed with a previous master secret are accepted (security.previous_master_secrets)"
+        );
+    }
     let keys = Keys::new(
         &admin_key,
         &config.static_keys,
-        master,
+        masters,
         &config.data_dir,
         config.api_key_cache_ttl,
     )?;
@@ -71,6 +84,7 @@ pub async fn run(
     };
     let config = &config;
     let state = app_state(config, Arc::clone(&engine), keys);
+    let watcher = tokio::spawn(watch_admin_key(Arc::clone(&state.keys)));
     let draining = Arc::clone(&state.draining);
     let listen_error = |source| ServerError::Listen {
         bind: config.bind.clone(),
@@ -93,6 +107,7 @@ pub async fn run(
         draining.send_replace(true);
     })
     .await;
+    watcher.abort();
     tracing::info!("shutting down: writing and syncing queued events");
     if let Some(follow) = follow {
         // Publishing needs the follower to answer: stop reading the stream only once the queue
@@ -142,6 +157,7 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
             )
             .expect("the redaction rules compiled when the configuration was read"),
         ),
+        metrics_auth: config.metrics_auth,
     })
 }
 
@@ -283,6 +299,62 @@ pub fn recover(config: &Config) -> Result<Engine, StorageError> {
         config.queue_events_max,
         maintenance,
     ))
+}
+
+/// How often `<data>/admin.key` is read again.
+pub const ADMIN_KEY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads `<data>/admin.key` again every [`ADMIN_KEY_POLL`] and at once on SIGHUP, so that a
+/// replaced file takes effect, and a deleted one is made again with a new key, without a restart.
+async fn watch_admin_key(keys: Arc<Keys>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Without a handler, SIGHUP would end the process.
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    // A broken file is reported once per distinct fault, not every second.
+    let mut last_fault: Option<String> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(ADMIN_KEY_POLL) => {}
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(hangup) => hangup.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => tracing::info!("SIGHUP: reading admin.key again"),
+        }
+        let reloading = Arc::clone(&keys);
+        let Ok(result) = tokio::task::spawn_blocking(move || reloading.reload_admin_key()).await
+        else {
+            continue;
+        };
+        match result {
+            Ok(AdminReload::Unchanged) => last_fault = None,
+            Ok(AdminReload::Replaced) => {
+                last_fault = None;
+                tracing::warn!(
+                    "admin.key changed: its new key is the admin key from now on, and the previous \
+                     one is refused (streams opened with it end)"
+                );
+            }
+            Ok(AdminReload::Recreated(path)) => {
+                last_fault = None;
+                tracing::warn!(
+                    "admin.key was deleted: a new admin key was written to {} (mode 0600), and the \
+                     previous one is refused (streams opened with it end)",
+                    path.display()
+                );
+            }
+            Err(err) => {
+                let fault = err.to_string();
+                if last_fault.as_ref() != Some(&fault) {
+                    tracing::error!(
+                        "admin.key cannot be read ({fault}); the admin key in use is kept"
+                    );
+                    last_fault = Some(fault);
+                }
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -53,32 +53,104 @@ pub fn load_or_create_admin_key(data_dir: &Path) -> Result<(String, Option<PathB
     })
 }
 
-/// The master secret: the configured one, else `<data>/master.secret`, created (mode 0600) with 32
-/// random bytes on first use.
-pub fn load_or_create_master_secret(
-    configured: Option<&str>,
-    data_dir: &Path,
-) -> Result<Vec<u8>, KeyError> {
-    if let Some(secret) = configured {
-        if secret.len() < 16 {
-            return Err(KeyError::Invalid(
-                "security.master_secret must be at least 16 bytes".into(),
-            ));
-        }
-        return Ok(secret.as_bytes().to_vec());
-    }
-    let (secret, _) = load_or_create(&data_dir.join(MASTER_SECRET_FILE), || random_hex(32))?;
-    Ok(secret.into_bytes())
+/// The master secrets: the current one signs keys, and it and every previous one verify them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterSecrets {
+    /// Signs (`keygen`) and verifies.
+    pub current: Vec<u8>,
+    /// Only verify: `security.previous_master_secrets`, kept while keys signed with them are in
+    /// use.
+    pub previous: Vec<Vec<u8>>,
 }
 
-/// The master secret the server uses, for `keygen`: the configured one, else the data
-/// directory's file. Never creates one: a fresh secret would sign keys the server refuses.
-pub fn find_master_secret(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, KeyError> {
-    if configured.is_some() {
-        return load_or_create_master_secret(configured, data_dir);
+impl std::fmt::Debug for MasterSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a secret: how many there are.
+        write!(
+            f,
+            "MasterSecrets {{ current, {} previous }}",
+            self.previous.len()
+        )
     }
+}
+
+/// Whether [`master_secrets`] may create `<data>/master.secret`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretFile {
+    /// The server: a first start makes the secret.
+    Create,
+    /// `keygen`: a fresh secret would sign keys the server refuses, so it only reads one.
+    Read,
+}
+
+/// Shortest master secret accepted, in bytes.
+const SECRET_BYTES_MIN: usize = 16;
+
+/// The master secrets, resolved the one way both `serve` and `keygen` use: the configured
+/// `security.master_secret` (file or environment), else `<data>/master.secret` (created on the
+/// server's first start), and the configured `security.previous_master_secrets`. A
+/// `master.secret` file that configuration shadows is named in a warning: keys signed with it are
+/// refused unless it is listed as previous.
+pub fn master_secrets(
+    configured: Option<&str>,
+    previous: &[String],
+    data_dir: &Path,
+    file: SecretFile,
+) -> Result<MasterSecrets, KeyError> {
     let path = data_dir.join(MASTER_SECRET_FILE);
-    match std::fs::read_to_string(&path) {
+    for secret in previous {
+        if secret.len() < SECRET_BYTES_MIN {
+            return Err(KeyError::Invalid(format!(
+                "every security.previous_master_secrets entry must be at least {SECRET_BYTES_MIN} bytes"
+            )));
+        }
+    }
+    let current = match configured {
+        Some(secret) => {
+            if secret.len() < SECRET_BYTES_MIN {
+                return Err(KeyError::Invalid(format!(
+                    "security.master_secret must be at least {SECRET_BYTES_MIN} bytes"
+                )));
+            }
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let listed = previous.iter().any(|p| p == text.trim());
+                if text.trim() != secret {
+                    tracing::warn!(
+                        "{MASTER_SECRET_FILE} in the data directory is not used: \
+                         security.master_secret (MCPLOG_MASTER_SECRET) is set and takes its place; \
+                         keys signed with the file's secret are {}",
+                        if listed {
+                            "accepted while it is listed in security.previous_master_secrets"
+                        } else {
+                            "refused (list it in security.previous_master_secrets to accept them, \
+                             or delete the file)"
+                        }
+                    );
+                }
+            }
+            secret.as_bytes().to_vec()
+        }
+        None => match file {
+            SecretFile::Create => load_or_create(&path, || random_hex(32))?.0.into_bytes(),
+            SecretFile::Read => read_secret_file(&path, data_dir)?,
+        },
+    };
+    let mut previous_secrets: Vec<Vec<u8>> = Vec::new();
+    for secret in previous {
+        let secret = secret.as_bytes().to_vec();
+        if secret != current && !previous_secrets.contains(&secret) {
+            previous_secrets.push(secret);
+        }
+    }
+    Ok(MasterSecrets {
+        current,
+        previous: previous_secrets,
+    })
+}
+
+/// `<data>/master.secret`, which must exist.
+fn read_secret_file(path: &Path, data_dir: &Path) -> Result<Vec<u8>, KeyError> {
+    match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => Ok(text.trim().as_bytes().to_vec()),
         Ok(_) => Err(KeyError::Invalid(format!(
             "{MASTER_SECRET_FILE} in the data directory is empty"
@@ -90,6 +162,9 @@ pub fn find_master_secret(configured: Option<&str>, data_dir: &Path) -> Result<V
              same --data-dir; {} has none)",
             data_dir.display()
         ))),
-        Err(source) => Err(KeyError::Io { path, source }),
+        Err(source) => Err(KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }

@@ -12,12 +12,18 @@
 //! Keys never reach the log, the server's logs or an error message: events and revocations carry a
 //! [`KeyId`], the first 8 bytes of the key's SHA-256. Revocations are kept in `<data>/revoked.keys`
 //! and checked on every request, before the validation cache, so they take effect at once.
+//!
+//! What is accepted can change while the server runs: a revocation, or a new `admin.key`
+//! ([`Keys::reload_admin_key`]). Each change bumps a generation ([`Keys::subscribe`]) so that
+//! long-lived answers (replay streams) re-check their caller at once with
+//! [`Keys::still_accepts`]; they also re-check on a short timer, for expiry.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,7 +34,7 @@ use crate::scope::Scope;
 mod files;
 mod signed;
 
-pub use files::{find_master_secret, load_or_create_admin_key, load_or_create_master_secret};
+pub use files::{load_or_create_admin_key, master_secrets, MasterSecrets, SecretFile};
 pub use signed::{hex, key_id, mint, normalize_key, parse_key_id};
 
 use signed::{constant_time_eq, verify_signed};
@@ -159,6 +165,9 @@ pub enum AuthError {
     /// The key was revoked.
     #[error("the API key has been revoked")]
     Revoked,
+    /// The key was the admin key file's, and the file has since been replaced or deleted.
+    #[error("the API key is no longer the admin key: admin.key was replaced")]
+    Replaced,
 }
 
 /// Errors of key management on disk.
@@ -184,18 +193,60 @@ struct StaticEntry {
     disabled: bool,
 }
 
+/// The admin key file's key, as compared.
+struct AdminKey {
+    digest: [u8; 32],
+    id: KeyId,
+}
+
+impl AdminKey {
+    fn of(key: &str) -> AdminKey {
+        AdminKey {
+            digest: Sha256::digest(normalize_key(key).as_bytes()).into(),
+            id: key_id(key),
+        }
+    }
+}
+
+/// A verified signed key, remembered for `cache_ttl`.
+struct Cached {
+    principal: Principal,
+    at: Instant,
+    /// Verified with a previous master secret, not the current one.
+    previous: bool,
+}
+
+/// What [`Keys::reload_admin_key`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminReload {
+    /// The file holds the key in use.
+    Unchanged,
+    /// The file holds another key, now the admin key; the old one is refused.
+    Replaced,
+    /// The file was gone: a new key was written to it, and the old one is refused.
+    Recreated(PathBuf),
+}
+
 /// The keys the server accepts.
 pub struct Keys {
-    admin_digest: [u8; 32],
+    admin: RwLock<AdminKey>,
+    /// `<data>/admin.key`, read again by [`Keys::reload_admin_key`].
+    data_dir: PathBuf,
+    /// Ids of admin keys the file held before: refused as replaced (unless revoked first).
+    replaced_admin: RwLock<HashSet<KeyId>>,
     statics: HashMap<[u8; 32], StaticEntry>,
-    master: Vec<u8>,
+    masters: MasterSecrets,
+    /// Requests accepted with a key signed by a previous master secret.
+    previous_secret_uses: AtomicU64,
     revoked: RwLock<HashSet<KeyId>>,
     revoked_path: PathBuf,
-    cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
     cache_ttl: Duration,
-    /// The admin key's id and every enabled static admin key's: the admins revocation may not
-    /// leave without one.
-    admin_ids: Vec<(KeyId, Option<f64>)>,
+    /// Every enabled static admin key's id: with the admin key file's, the admins revocation may
+    /// not leave without one.
+    static_admin_ids: Vec<(KeyId, Option<f64>)>,
+    /// Bumped whenever a key that was accepted may no longer be: a revocation, a new admin key.
+    generation: tokio::sync::watch::Sender<u64>,
     /// Ids of keys this server issued (admin, static) or has accepted since start, so that a
     /// revocation of an id it never met can say so. At most `SEEN_KEYS_MAX`.
     seen: Mutex<HashSet<KeyId>>,
@@ -210,7 +261,7 @@ impl Keys {
     pub fn new(
         admin_key: &str,
         statics: &[StaticKey],
-        master: Vec<u8>,
+        masters: MasterSecrets,
         data_dir: &Path,
         cache_ttl: Duration,
     ) -> Result<Keys, KeyError> {
@@ -222,7 +273,8 @@ impl Keys {
                     role: s.role,
                     mcp_id: s.mcp_id.as_deref().map(Arc::from),
                     key_id: key_id(&s.key),
-                    expires_at: s.expires_at.map(|e| e.max(0.0) as u64),
+                    // Rounded up: a stream's re-check must not end it before the key expires.
+                    expires_at: s.expires_at.map(|e| e.max(0.0).ceil() as u64),
                 };
                 (
                     digest,
@@ -259,29 +311,94 @@ impl Keys {
                 })
             }
         };
-        let admin_ids: Vec<(KeyId, Option<f64>)> = std::iter::once((key_id(admin_key), None))
-            .chain(
-                statics
-                    .values()
-                    .filter(|e: &&StaticEntry| e.principal.role == Role::Admin && !e.disabled)
-                    .map(|e| (e.principal.key_id, e.expires_at)),
-            )
+        let static_admin_ids: Vec<(KeyId, Option<f64>)> = statics
+            .values()
+            .filter(|e: &&StaticEntry| e.principal.role == Role::Admin && !e.disabled)
+            .map(|e| (e.principal.key_id, e.expires_at))
             .collect();
-        let seen = admin_ids
-            .iter()
-            .map(|(id, _)| *id)
+        let seen = std::iter::once(key_id(admin_key))
             .chain(statics.values().map(|e| e.principal.key_id))
             .collect();
         Ok(Keys {
-            admin_ids,
+            static_admin_ids,
             seen: Mutex::new(seen),
-            admin_digest: Sha256::digest(normalize_key(admin_key).as_bytes()).into(),
+            admin: RwLock::new(AdminKey::of(admin_key)),
+            data_dir: data_dir.to_path_buf(),
+            replaced_admin: RwLock::new(HashSet::new()),
             statics,
-            master,
+            masters,
+            previous_secret_uses: AtomicU64::new(0),
             revoked: RwLock::new(revoked),
             revoked_path,
             cache: Mutex::new(HashMap::new()),
             cache_ttl,
+            generation: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    /// A receiver told of every change that may end a key's acceptance (a revocation, a new
+    /// admin key). Expiry is not announced: holders re-check on a timer too.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn changed(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Requests accepted so far with a key signed by a previous master secret.
+    pub fn previous_secret_uses(&self) -> u64 {
+        self.previous_secret_uses.load(Ordering::Relaxed)
+    }
+
+    /// Whether a caller accepted earlier is still accepted at `now_s`: not revoked, not expired,
+    /// and not the key of an admin key file since replaced. Long-lived answers (replay streams)
+    /// ask this on every chunk and on a timer.
+    pub fn still_accepts(&self, caller: &Principal, now_s: f64) -> Result<(), AuthError> {
+        if self.is_revoked(&caller.key_id) {
+            return Err(AuthError::Revoked);
+        }
+        if self.is_replaced_admin(&caller.key_id) {
+            return Err(AuthError::Replaced);
+        }
+        if caller.expires_at.is_some_and(|e| (e as f64) <= now_s) {
+            return Err(AuthError::Expired);
+        }
+        Ok(())
+    }
+
+    fn is_replaced_admin(&self, id: &KeyId) -> bool {
+        self.replaced_admin
+            .read()
+            .expect("replaced admin lock")
+            .contains(id)
+    }
+
+    /// Reads `<data>/admin.key` again; a changed key replaces the admin key at once (the old one
+    /// is refused from then on, and streams opened with it end), and a deleted file is made
+    /// again with a fresh key, as a first start would. An empty or unreadable file is an error
+    /// and changes nothing.
+    pub fn reload_admin_key(&self) -> Result<AdminReload, KeyError> {
+        let (key, created) = load_or_create_admin_key(&self.data_dir)?;
+        let new = AdminKey::of(&key);
+        let old_id = {
+            let mut admin = self.admin.write().expect("admin key lock");
+            if constant_time_eq(&admin.digest, &new.digest) {
+                return Ok(AdminReload::Unchanged);
+            }
+            std::mem::replace(&mut *admin, new).id
+        };
+        {
+            let mut replaced = self.replaced_admin.write().expect("replaced admin lock");
+            replaced.insert(old_id);
+            // A key put back in the file works again.
+            replaced.remove(&key_id(&key));
+        }
+        self.seen.lock().expect("seen lock").insert(key_id(&key));
+        self.changed();
+        Ok(match created {
+            Some(path) => AdminReload::Recreated(path),
+            None => AdminReload::Replaced,
         })
     }
 
@@ -291,10 +408,12 @@ impl Keys {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest[..8]);
-        if self.revoked.read().expect("revocation lock").contains(&id) {
+        if self.is_revoked(&id) {
             return Err(AuthError::Revoked);
         }
-        if constant_time_eq(&digest, &self.admin_digest) {
+        let is_admin =
+            constant_time_eq(&digest, &self.admin.read().expect("admin key lock").digest);
+        if is_admin {
             return Ok(Principal {
                 role: Role::Admin,
                 mcp_id: None,
@@ -311,34 +430,60 @@ impl Keys {
             }
             return Ok(entry.principal.clone());
         }
+        if self.is_replaced_admin(&id) {
+            return Err(AuthError::Replaced);
+        }
         let cached = {
             let cache = self.cache.lock().expect("cache lock");
             cache
                 .get(&digest)
-                .filter(|(_, at)| at.elapsed() < self.cache_ttl)
-                .map(|(p, _)| p.clone())
+                .filter(|c| c.at.elapsed() < self.cache_ttl)
+                .map(|c| (c.principal.clone(), c.previous))
         };
-        let principal = match cached {
-            Some(principal) => principal,
+        let (principal, previous) = match cached {
+            Some(found) => found,
             None => {
-                let principal =
-                    verify_signed(&self.master, presented, id).ok_or(AuthError::Unknown)?;
+                let (principal, previous) = self.verify(presented, id)?;
                 let mut cache = self.cache.lock().expect("cache lock");
                 if cache.len() >= CACHE_ENTRIES_MAX {
                     cache.clear();
                 }
-                cache.insert(digest, (principal.clone(), Instant::now()));
-                principal
+                cache.insert(
+                    digest,
+                    Cached {
+                        principal: principal.clone(),
+                        at: Instant::now(),
+                        previous,
+                    },
+                );
+                (principal, previous)
             }
         };
         if principal.expires_at.is_some_and(|e| (e as f64) <= now_s) {
             return Err(AuthError::Expired);
+        }
+        if previous {
+            self.previous_secret_uses.fetch_add(1, Ordering::Relaxed);
         }
         let mut seen = self.seen.lock().expect("seen lock");
         if seen.len() < SEEN_KEYS_MAX {
             seen.insert(id);
         }
         Ok(principal)
+    }
+
+    /// A signed key verified under the current master secret, else under a previous one (then
+    /// `true`).
+    fn verify(&self, presented: &str, id: KeyId) -> Result<(Principal, bool), AuthError> {
+        if let Some(principal) = verify_signed(&self.masters.current, presented, id) {
+            return Ok((principal, false));
+        }
+        self.masters
+            .previous
+            .iter()
+            .find_map(|secret| verify_signed(secret, presented, id))
+            .map(|principal| (principal, true))
+            .ok_or(AuthError::Unknown)
     }
 
     /// `text` with every raw key in it replaced by `<a key>`: the admin key and static keys
@@ -354,7 +499,8 @@ impl Keys {
                 return true;
             }
             let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-            constant_time_eq(&digest, &self.admin_digest) || self.statics.contains_key(&digest)
+            constant_time_eq(&digest, &self.admin.read().expect("admin key lock").digest)
+                || self.statics.contains_key(&digest)
         };
         let separators = |c: char| c.is_whitespace() || "\"'\\,{}[]<>()=&?/;|`".contains(c);
         let mut found = false;
@@ -391,11 +537,14 @@ impl Keys {
     /// enabled and unexpired static admin keys, and the calling admin key itself (which has just
     /// proved that it works) would remain unrevoked.
     pub fn would_lock_out(&self, id: &KeyId, caller: &Principal, now_s: f64) -> bool {
+        let file_admin = (self.admin.read().expect("admin key lock").id, None);
         let revoked = self.revoked.read().expect("revocation lock");
         let caller_remains = caller.role == Role::Admin && caller.key_id != *id;
-        let issued_remains = self.admin_ids.iter().any(|(other, expires_at)| {
-            other != id && !revoked.contains(other) && expires_at.is_none_or(|e| e > now_s)
-        });
+        let issued_remains = std::iter::once(&file_admin)
+            .chain(&self.static_admin_ids)
+            .any(|(other, expires_at)| {
+                other != id && !revoked.contains(other) && expires_at.is_none_or(|e| e > now_s)
+            });
         !caller_remains && !issued_remains
     }
 
@@ -420,6 +569,8 @@ impl Keys {
             .map_err(io)?;
         file.sync_all().map_err(io)?;
         revoked.insert(id);
+        drop(revoked);
+        self.changed();
         Ok(())
     }
 }
@@ -427,12 +578,19 @@ impl Keys {
 mod tests {
     use super::*;
 
+    fn secrets(current: &[u8]) -> MasterSecrets {
+        MasterSecrets {
+            current: current.to_vec(),
+            previous: Vec::new(),
+        }
+    }
+
     fn keys(statics: &[StaticKey]) -> (tempfile::TempDir, Keys) {
         let dir = tempfile::tempdir().unwrap();
         let keys = Keys::new(
             "admin-key",
             statics,
-            b"0123456789abcdef-secret".to_vec(),
+            secrets(b"0123456789abcdef-secret"),
             dir.path(),
             Duration::from_secs(300),
         )
@@ -541,7 +699,7 @@ mod tests {
         let again = Keys::new(
             "admin-key",
             &[],
-            b"0123456789abcdef-secret".to_vec(),
+            secrets(b"0123456789abcdef-secret"),
             dir.path(),
             Duration::from_secs(300),
         )
@@ -565,18 +723,32 @@ mod tests {
             0o600
         );
         assert_eq!(load_or_create_admin_key(dir.path()).unwrap(), (key, None));
-        let master = load_or_create_master_secret(None, dir.path()).unwrap();
-        assert_eq!(master.len(), 64);
-        assert_eq!(
-            load_or_create_master_secret(None, dir.path()).unwrap(),
-            master
+        let resolve = |configured, previous: &[String], file| {
+            master_secrets(configured, previous, dir.path(), file)
+        };
+        assert!(
+            resolve(None, &[], SecretFile::Read).is_err(),
+            "keygen never makes a secret"
         );
+        let master = resolve(None, &[], SecretFile::Create).unwrap();
+        assert_eq!(master.current.len(), 64);
+        assert_eq!(resolve(None, &[], SecretFile::Create).unwrap(), master);
+        assert_eq!(resolve(None, &[], SecretFile::Read).unwrap(), master);
         let mode = std::fs::metadata(dir.path().join(MASTER_SECRET_FILE))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(load_or_create_master_secret(Some("short"), dir.path()).is_err());
+        assert!(resolve(Some("short"), &[], SecretFile::Read).is_err());
+        assert!(resolve(None, &["short".into()], SecretFile::Read).is_err());
+        let rotated = resolve(
+            Some("a-new-secret-of-some-length"),
+            &[String::from_utf8(master.current.clone()).unwrap()],
+            SecretFile::Read,
+        )
+        .unwrap();
+        assert_eq!(rotated.current, b"a-new-secret-of-some-length");
+        assert_eq!(rotated.previous, [master.current]);
     }
 
     #[test]

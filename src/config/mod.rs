@@ -42,6 +42,11 @@ pub struct Config {
     /// `[security] master_secret`: signs and verifies keys; generated into the data directory when
     /// not set.
     pub master_secret: Option<String>,
+    /// `[security] previous_master_secrets`: former master secrets, still accepted for
+    /// verification (never for signing) while a rotation runs.
+    pub previous_master_secrets: Vec<String>,
+    /// `[api] metrics_auth`: `/metrics` needs an auditor or admin key.
+    pub metrics_auth: bool,
     /// `[security] api_key_cache_ttl`: how long a verified signed key is remembered.
     pub api_key_cache_ttl: Duration,
     /// `[security] key_lifetime_max`: the longest lifetime `mcplog keygen` grants.
@@ -152,6 +157,8 @@ impl Default for Config {
             queue_events_max: 0,
             stale_after: Duration::ZERO,
             master_secret: None,
+            previous_master_secrets: Vec::new(),
+            metrics_auth: false,
             api_key_cache_ttl: Duration::ZERO,
             key_lifetime_max: Duration::ZERO,
             static_keys: Vec::new(),
@@ -201,7 +208,10 @@ impl Config {
             if let Some(value) = lookup(s.env) {
                 s.set(self, &value).map_err(|message| ConfigError {
                     key: s.env.to_owned(),
-                    message: if matches!(s.field, settings::Field::Secret(_)) {
+                    message: if matches!(
+                        s.field,
+                        settings::Field::Secret(_) | settings::Field::SecretList(_)
+                    ) {
                         "is not a valid value".to_owned()
                     } else {
                         message
@@ -257,6 +267,14 @@ impl Config {
             return bad(
                 "queue_events_max",
                 format!("{} is outside 1..=1000000", self.queue_events_max),
+            );
+        }
+        // Checked here too, so that a short one stops start-up as a configuration error (exit 2)
+        // naming the key; the value is never shown.
+        if self.previous_master_secrets.iter().any(|s| s.len() < 16) {
+            return bad(
+                "previous_master_secrets",
+                "every entry must be at least 16 bytes, as a master secret is".to_owned(),
             );
         }
         if self.replay_streams_per_key_max == 0 {
@@ -763,6 +781,44 @@ mod tests {
         assert_eq!(table["c"]["x"].as_integer(), Some(1));
         assert_eq!(table["d"]["x"].as_integer(), Some(2));
         assert!(table.get("a").is_none());
+    }
+
+    #[test]
+    fn previous_master_secrets_come_as_a_list_or_comma_separated_and_are_never_shown() {
+        let mut config = Config::default();
+        config
+            .apply_toml(
+                "[security]\nprevious_master_secrets = [\"old-secret-number-one\", \"old-secret-number-two\"]\n[api]\nmetrics_auth = true\n",
+            )
+            .unwrap();
+        assert_eq!(
+            config.previous_master_secrets,
+            ["old-secret-number-one", "old-secret-number-two"]
+        );
+        assert!(config.metrics_auth);
+        let shown = format!("{config:?}");
+        assert!(
+            shown.contains("previous_master_secrets: <2 set>") && !shown.contains("old-secret"),
+            "{shown}"
+        );
+        let mut from_env = Config::default();
+        from_env
+            .apply_env(|k| {
+                (k == "MCPLOG_PREVIOUS_MASTER_SECRETS")
+                    .then(|| " old-secret-number-one , old-secret-number-two ".to_owned())
+            })
+            .unwrap();
+        assert_eq!(
+            from_env.previous_master_secrets,
+            config.previous_master_secrets
+        );
+        for bad in [
+            "[security]\nprevious_master_secrets = [1]",
+            "[security]\nprevious_master_secrets = 7",
+        ] {
+            let err = Config::default().apply_toml(bad).unwrap_err();
+            assert_eq!(err.key, "security.previous_master_secrets", "{err}");
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub(super) enum Field {
     Text(fn(&mut Config) -> &mut String),
     /// Never shown: `Debug` and errors say only whether it is set.
     Secret(fn(&mut Config) -> &mut Option<String>),
+    /// Secrets, never shown (`Debug` says how many): a TOML list of strings, or text with the
+    /// entries separated by commas (the environment's form).
+    SecretList(fn(&mut Config) -> &mut Vec<String>),
     Count(fn(&mut Config) -> &mut u64),
     Size(fn(&mut Config) -> &mut usize),
     /// A count that may be absent (no limit).
@@ -241,6 +244,14 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
+        metrics_auth,
+        "MCPLOG_METRICS_AUTH",
+        Some("false"),
+        Flag,
+        "true: /metrics needs an auditor or admin key (401 without, 403 for a writer)"
+    ),
+    setting!(
+        "api",
         clock_skew_max,
         "MCPLOG_CLOCK_SKEW_MAX",
         Some("1h"),
@@ -262,6 +273,14 @@ pub static SETTINGS: &[Setting] = &[
         None,
         Secret,
         "signs and verifies keys (16 bytes or more); else <data>/master.secret"
+    ),
+    setting!(
+        "security",
+        previous_master_secrets,
+        "MCPLOG_PREVIOUS_MASTER_SECRETS",
+        None,
+        SecretList,
+        "former master secrets still accepted for verification while a rotation runs (comma-separated)"
     ),
     setting!(
         "security",
@@ -374,6 +393,14 @@ impl Setting {
             Field::Path(f) => *f(config) = PathBuf::from(text),
             Field::Text(f) => *f(config) = text.to_owned(),
             Field::Secret(f) => *f(config) = Some(text.to_owned()),
+            Field::SecretList(f) => {
+                *f(config) = text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
             Field::Count(f) => *f(config) = number(text)?,
             Field::Size(f) => {
                 *f(config) = usize::try_from(number(text)?).map_err(|_| "too large".to_owned())?
@@ -415,11 +442,21 @@ impl Setting {
     /// Sets the value from a TOML value: text fields take strings, numbers and durations take
     /// numbers too (a duration as seconds), flags take booleans.
     pub(super) fn set_toml(&self, config: &mut Config, value: &toml::Value) -> Result<(), String> {
+        if let (Field::SecretList(f), toml::Value::Array(items)) = (&self.field, value) {
+            // The value is never quoted back: it is a secret.
+            *f(config) = items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| "must be a list of strings".to_owned())?;
+            return Ok(());
+        }
         let textual = matches!(
             self.field,
             Field::Path(_)
                 | Field::Text(_)
                 | Field::Secret(_)
+                | Field::SecretList(_)
                 | Field::Level
                 | Field::Format
                 | Field::Fsync
@@ -428,6 +465,9 @@ impl Setting {
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(n) if !textual && *n >= 0 => n.to_string(),
             toml::Value::Boolean(b) if matches!(self.field, Field::Flag(_)) => b.to_string(),
+            _ if matches!(self.field, Field::SecretList(_)) => {
+                return Err("must be a list of strings".to_owned())
+            }
             other if textual => return Err(format!("{other} is not a string")),
             other => return Err(format!("{other} is not a value of this setting")),
         };
@@ -439,6 +479,7 @@ impl Setting {
         match self.field {
             Field::Secret(field) if field(&mut config.clone()).is_some() => "<set>".to_owned(),
             Field::Secret(_) => "None".to_owned(),
+            Field::SecretList(field) => format!("<{} set>", field(&mut config.clone()).len()),
             _ => (self.show)(config),
         }
     }

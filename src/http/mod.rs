@@ -99,6 +99,8 @@ pub struct SharedState {
     pub rate_limits: Arc<crate::ratelimit::RateLimits>,
     /// Redaction applied to every event before it is stored.
     pub redactor: Arc<crate::redact::Redactor>,
+    /// `/metrics` needs an auditor or admin key (`api.metrics_auth`).
+    pub metrics_auth: bool,
 }
 
 /// Every route of the service. Every route but the replay stream is bounded by
@@ -149,8 +151,18 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Principal, ApiError> {
+        authenticate(&parts.headers, state)
+    }
+}
+
+/// The caller of a request, from its one `Authorization: Bearer` header.
+pub(crate) fn authenticate(
+    headers: &header::HeaderMap,
+    state: &AppState,
+) -> Result<Principal, ApiError> {
+    {
         // Two keys would leave which one acts to chance.
-        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
         let value = values.next().ok_or_else(ApiError::unauthorized)?;
         if values.next().is_some() {
             return Err(ApiError {

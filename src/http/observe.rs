@@ -107,10 +107,32 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'stat
     (StatusCode::OK, "ready\n")
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format. Public unless `api.metrics_auth` is set; then an auditor
+/// or admin key is needed (the figures are server-wide, which a writer does not see elsewhere).
 #[utoipa::path(get, path = "/metrics", tag = "operate",
-    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")))]
-pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "with metrics_auth: no, unknown, expired, disabled or revoked key", body = super::ErrorJson),
+        (status = 403, description = "with metrics_auth: a writer key", body = super::ErrorJson)),
+    security((), ("bearer" = [])))]
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, super::ApiError> {
+    if state.metrics_auth {
+        let caller = super::authenticate(&headers, &state)?;
+        if caller.role == crate::auth::Role::Writer {
+            return Err(super::ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "/metrics is server-wide: it needs an auditor or admin key",
+            )
+            .with_field("authorization"));
+        }
+    }
+    Ok(render_metrics(&state))
+}
+
+fn render_metrics(state: &AppState) -> Response {
     let mut out = String::with_capacity(16 * 1024);
     let engine = &state.engine;
     let ingested = engine.counters().requests_processed.load(Ordering::Relaxed);
@@ -144,6 +166,13 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         let n = n.load(Ordering::Relaxed);
         let _ = writeln!(out, "mcplog_otlp_spans_total{{outcome=\"{outcome}\"}} {n}");
     }
+    single(
+        &mut out,
+        "mcplog_keys_previous_secret_total",
+        "counter",
+        "Requests accepted with a key signed by a previous master secret (security.previous_master_secrets); once it stops growing, the previous secret can be removed.",
+        state.keys.previous_secret_uses(),
+    );
     family(
         &mut out,
         "mcplog_fsync_seconds",

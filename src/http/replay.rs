@@ -5,6 +5,12 @@
 //! small bounded channel (so a slow reader slows the task, not the server). Once it has caught up
 //! it waits for the writer to announce a newer durable seq. The cursor, not a subscription, decides
 //! what comes next, so the switch from catch-up to live neither misses nor repeats an event.
+//!
+//! A stream outlives the request that authenticated it, so its key is checked again for as long
+//! as it runs: before every chunk it sends, at once when a key is revoked or the admin key file
+//! changes (the keys' generation), and every `KEY_RECHECK` (for expiry). A key no longer accepted
+//! ends the stream with a final error line naming why (`key_revoked`, `key_expired`,
+//! `key_replaced`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,10 +20,10 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{ApiError, AppState};
-use crate::auth::{KeyId, Principal};
+use crate::auth::{AuthError, KeyId, Keys, Principal};
 use crate::event::EventLine;
 use crate::scope::Scope;
 
@@ -29,6 +35,9 @@ const CHUNK_BYTES_TARGET: usize = 64 * 1024;
 /// reader that stops reading holds at most `(CHUNKS_BUFFERED + 1) × (CHUNK_BYTES_TARGET + one
 /// event)` bytes of this server's memory (hyper's write buffer and the socket's aside).
 const CHUNKS_BUFFERED: usize = 2;
+/// How often an open stream checks its key again even when nothing announced a change: an
+/// expiry is seen within this.
+const KEY_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[utoipa::path(get, path = "/api/v2/events", tag = "audit",
     params(
@@ -106,13 +115,23 @@ pub(super) async fn replay(
             )
         })?;
     let (tx, rx) = mpsc::channel::<Piece>(CHUNKS_BUFFERED);
+    let keys = std::sync::Arc::clone(&state.keys);
+    let refused = Box::pin(refused(
+        std::sync::Arc::clone(&keys),
+        principal.clone(),
+        keys.subscribe(),
+    ));
     tokio::spawn(async move {
         produce(state, after, limit, only, follow, tx).await;
         drop(slot);
     });
     let body = Body::from_stream(Chunks {
         rx,
-        aborting: false,
+        state: Ending::Open,
+        keys,
+        principal,
+        refused,
+        follow,
     });
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
@@ -313,28 +332,129 @@ fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Scope<'
     chunk
 }
 
+/// Resolves once `keys` no longer accept `principal`, with the reason: checked at once, on every
+/// change the keys announce, and every [`KEY_RECHECK`].
+async fn refused(
+    keys: std::sync::Arc<Keys>,
+    principal: Principal,
+    mut changes: watch::Receiver<u64>,
+) -> AuthError {
+    let mut recheck = tokio::time::interval(KEY_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if let Err(why) = keys.still_accepts(&principal, now_s()) {
+            return why;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() {
+                // The keys are gone only with the server; the timer still runs.
+                changes.mark_unchanged();
+                recheck.tick().await;
+            },
+            _ = recheck.tick() => {}
+        }
+    }
+}
+
+fn now_s() -> f64 {
+    crate::clock::now_us() as f64 / 1e6
+}
+
+/// The stable code a stream ends with when its key is no longer accepted.
+fn refusal_code(why: AuthError) -> &'static str {
+    match why {
+        AuthError::Revoked => "key_revoked",
+        AuthError::Expired => "key_expired",
+        AuthError::Replaced => "key_replaced",
+        AuthError::Disabled => "key_disabled",
+        _ => "key_unknown",
+    }
+}
+
+/// The final line of a stream whose key is no longer accepted.
+fn refusal_line(why: AuthError) -> Bytes {
+    let line = serde_json::json!({"error": {
+        "code": refusal_code(why),
+        "message": format!("{why}; the stream ends here"),
+        "field": "authorization",
+    }});
+    Bytes::from(format!("{line}\n"))
+}
+
+/// Where a stream is in ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Sending.
+    Open,
+    /// The last line was sent; the stream ends cleanly at the next poll.
+    Close,
+    /// The last line was sent; at the next poll hyper is given the chance to flush, then cut.
+    CutNext,
+    /// The next poll fails the body, cutting the stream without its closing chunk.
+    Cutting,
+}
+
 /// The channel as the body's stream of chunks.
 struct Chunks {
     rx: mpsc::Receiver<Piece>,
-    /// An abort was received: the next poll fails the body. Until then hyper flushes the lines
-    /// before it (it writes out what it holds when the body is not ready, and drops it when the
-    /// body fails).
-    aborting: bool,
+    state: Ending,
+    keys: std::sync::Arc<Keys>,
+    principal: Principal,
+    /// Resolves once the key is no longer accepted.
+    refused: Pin<Box<dyn std::future::Future<Output = AuthError> + Send>>,
+    /// A follow stream ends cleanly after a refusal; a bounded replay is cut, so that a partial
+    /// export never looks whole.
+    follow: bool,
+}
+
+impl Chunks {
+    /// The refusal line, and the stream set to end after it.
+    fn refuse(&mut self, why: AuthError) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        tracing::info!(
+            reason = refusal_code(why),
+            "a replay stream ended: its key is no longer accepted"
+        );
+        self.state = if self.follow {
+            Ending::Close
+        } else {
+            Ending::CutNext
+        };
+        Poll::Ready(Some(Ok(refusal_line(why))))
+    }
 }
 
 impl futures_core::Stream for Chunks {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.aborting {
-            return Poll::Ready(Some(Err(std::io::Error::other(
-                "an unreadable stored event",
-            ))));
+        match self.state {
+            Ending::Open => {}
+            Ending::Close => return Poll::Ready(None),
+            Ending::CutNext => {
+                // Pending once, so that hyper writes out the lines it holds before the cut.
+                self.state = Ending::Cutting;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Ending::Cutting => {
+                return Poll::Ready(Some(Err(std::io::Error::other(
+                    "the replay stream was cut",
+                ))))
+            }
+        }
+        if let Poll::Ready(why) = self.refused.as_mut().poll(cx) {
+            return self.refuse(why);
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Piece::Lines(lines))) => Poll::Ready(Some(Ok(lines))),
+            Poll::Ready(Some(Piece::Lines(lines))) => {
+                // Checked before every chunk, whatever the timer says.
+                match self.keys.still_accepts(&self.principal, now_s()) {
+                    Ok(()) => Poll::Ready(Some(Ok(lines))),
+                    Err(why) => self.refuse(why),
+                }
+            }
             Poll::Ready(Some(Piece::Abort)) => {
-                self.aborting = true;
+                self.state = Ending::Cutting;
                 cx.waker().wake_by_ref();
                 Poll::Pending
             }

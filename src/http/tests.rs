@@ -31,7 +31,10 @@ fn app(dir: &std::path::Path) -> axum::Router {
     let keys = Keys::new(
         ADMIN,
         &[writer(WRITER_A, "a"), writer(WRITER_B, "b")],
-        b"a-master-secret-for-tests".to_vec(),
+        crate::auth::MasterSecrets {
+            current: b"a-master-secret-for-tests".to_vec(),
+            previous: Vec::new(),
+        },
         dir,
         config.api_key_cache_ttl,
     )

@@ -230,6 +230,53 @@ async fn every_response_conforms_to_the_document() {
     conforms(&doc, schema, &response.json(), "$").unwrap();
 }
 
+/// `/metrics` is public by default and may need a key (`api.metrics_auth`): the document says
+/// both (an empty security requirement beside the bearer one), and its 401 and 403 are the
+/// answers it declares.
+#[tokio::test]
+async fn metrics_behind_a_key_answers_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_METRICS_AUTH", "true")]);
+    let doc = server
+        .client()
+        .await
+        .get("/api/v2/openapi.json", None)
+        .await
+        .unwrap()
+        .json();
+    let operation = &doc["paths"]["/metrics"]["get"];
+    assert_eq!(operation["security"], json!([{}, {"bearer": []}]));
+    let writer = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"))
+        .args([
+            "keygen",
+            "--mcp-id",
+            "m",
+            "--expires-in",
+            "1h",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("MCPLOG_MASTER_SECRET")
+        .output()
+        .unwrap();
+    let writer = String::from_utf8(writer.stdout).unwrap().trim().to_owned();
+    for (key, status) in [(None, 401), (Some(writer.as_str()), 403)] {
+        let response = server.client().await.get("/metrics", key).await.unwrap();
+        assert_eq!(response.status.as_u16(), status);
+        let schema =
+            &operation["responses"][status.to_string()]["content"]["application/json"]["schema"];
+        conforms(&doc, schema, &response.json(), "$").unwrap();
+    }
+    let answer = server
+        .client()
+        .await
+        .get("/metrics", Some(&server.key))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(operation["responses"]["200"]["content"]["text/plain"].is_object());
+}
+
 /// Whether `value` conforms to `schema`: `$ref`, `oneOf`/`anyOf`/`allOf`, `type` (one or a list),
 /// `properties` (extra properties are faults when a schema lists any), `required`, `items`, `enum`.
 fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {

@@ -27,7 +27,8 @@ fn repo_file(path: &str) -> PathBuf {
 }
 
 /// A fresh server on `<tmp>/data`, the script against it, then SIGTERM: exit 0, as the README
-/// says.
+/// says. The script stops this server with SIGTERM itself to walk through a master secret
+/// rotation, and checks that the server it starts in its place exits 0 too.
 #[test]
 fn readme_examples_run_against_a_fresh_server_and_answer_as_shown() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,8 +54,12 @@ fn readme_examples_run_against_a_fresh_server_and_answer_as_shown() {
         .env("MCPLOG_BIN", env!("CARGO_BIN_EXE_mcplog"))
         .env("MCPLOG_SEG_BIN", env!("CARGO_BIN_EXE_mcplog-seg"))
         .env("MCPLOG_FOLLOW_SECONDS", "3")
+        // The script restarts the server (the master secret rotation): its own runs with the
+        // same heartbeat.
+        .env("MCPLOG_SERVER_PID", server.child.id().to_string())
+        .env("MCPLOG_REPLAY_HEARTBEAT", "1s")
         .output()
-        .expect("running bash tests/readme/examples.sh (needs bash, curl and python3)");
+        .expect("running bash tests/readme/examples.sh (needs bash, curl, flock and python3)");
     assert!(
         output.status.success(),
         "tests/readme/examples.sh failed ({}):\n--- stdout\n{}\n--- stderr\n{}\n--- server log\n{}",

@@ -2,16 +2,22 @@
 # Runs every example of README.md, in README order, against a running server, and checks that each
 # answer has the HTTP status, shape and values the README shows.
 #
-#   MCPLOG_URL=http://127.0.0.1:8080 MCPLOG_DATA=/path/to/data bash tests/readme/examples.sh
+#   MCPLOG_URL=http://127.0.0.1:8080 MCPLOG_DATA=/path/to/data MCPLOG_SERVER_PID=<its pid> bash tests/readme/examples.sh
 #
-# The server must be freshly started on MCPLOG_DATA (an empty log) and run with
-# MCPLOG_REPLAY_HEARTBEAT shorter than MCPLOG_FOLLOW_SECONDS (default 3), so the follow example
-# sees a heartbeat. `cargo test --test it readme` does all that (tests/it/readme.rs), and also checks
+# The master secret rotation walk-through restarts the server: the script stops the one at
+# MCPLOG_SERVER_PID with SIGTERM and runs its own (`cargo run --release -- serve`) on the same
+# address and data directory, with the environment the README gives it; at the end it stops that
+# one with SIGTERM and checks that it exits 0.
+#
+# Needs bash, curl, flock (util-linux) and python3. The server must be freshly started on
+# MCPLOG_DATA (an empty log) and run with MCPLOG_REPLAY_HEARTBEAT shorter than
+# MCPLOG_FOLLOW_SECONDS (default 3), so the follow example sees a heartbeat. `cargo test --test it readme` does all that (tests/it/readme.rs), and also checks
 # that every example command of the README appears below, verbatim and in order.
 #
 # The README's commands are copied here unchanged. Two shell functions make them run here:
 # `curl` sends `localhost:8080` to MCPLOG_URL instead and records the status and body; `cargo run`
-# runs MCPLOG_BIN (mcplog) or MCPLOG_SEG_BIN (mcplog-seg) instead of building. After each command,
+# runs MCPLOG_BIN (mcplog) or MCPLOG_SEG_BIN (mcplog-seg) instead of building (`serve` in the
+# background, see above). After each command,
 # `expect` checks the answer (with python3; jq is not needed).
 set -euo pipefail
 
@@ -29,12 +35,50 @@ unset MCPLOG_DATA_DIR MCPLOG_MASTER_SECRET MCPLOG_KEY_LIFETIME_MAX
 
 # A scratch directory in which ./data is the server's data directory, as in the README.
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+server_pid=""
+trap '[[ -n $server_pid ]] && kill -TERM "$server_pid" 2>/dev/null; rm -rf "$work"' EXIT
 ln -s "$MCPLOG_DATA" "$work/data"
 cd "$work"
 
 step() { printf '\n=== %s\n' "$*" >&2; }
-fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+fail() {
+  printf 'FAIL: %s\n' "$*" >&2
+  [[ -f $work/server.log ]] && printf -- '--- the restarted server log\n%s\n' "$(tail -n 40 "$work/server.log")" >&2
+  exit 1
+}
+
+# Stops the running server with SIGTERM (the test's, then the script's own) and waits until the
+# data directory's lock is free.
+stop_server() {
+  local rc=0
+  if [[ -n $server_pid ]]; then
+    kill -TERM "$server_pid"
+    wait "$server_pid" || rc=$?
+    server_pid=""
+    [[ $rc == 0 ]] || fail "the server exited $rc after SIGTERM"
+  else
+    : "${MCPLOG_SERVER_PID:?the pid of the server the script was started against}"
+    kill -TERM "$MCPLOG_SERVER_PID"
+  fi
+  for _ in $(seq 300); do
+    flock -n "$MCPLOG_DATA/LOCK" true && return
+    sleep 0.1
+  done
+  fail "the server did not stop"
+}
+
+# `cargo run --release -- serve ARGS`: a server in the background on MCPLOG_URL's address and
+# MCPLOG_DATA, with the caller's environment; returns once it answers /readyz.
+start_server() {
+  "$MCPLOG_BIN" serve "$@" --data-dir "$MCPLOG_DATA" --bind "${MCPLOG_URL#http://}" >>"$work/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 300); do
+    command curl -sf -o /dev/null "$MCPLOG_URL/readyz" && return
+    kill -0 "$server_pid" 2>/dev/null || fail "the server exited at start"
+    sleep 0.1
+  done
+  fail "the server did not start"
+}
 
 # curl as the README writes it, sent to MCPLOG_URL. The body goes to $work/body (and its first
 # 2000 bytes to stdout, for the log), the HTTP status to $work/status. A follow stream is ended after
@@ -56,7 +100,11 @@ curl() {
 # passed on and also kept in $work/out and $work/stderr for check_tool.
 cargo() {
   local rc=0 tool
-  if [[ $# -ge 3 && "$1 $2 $3" == "run --release --" ]]; then
+  if [[ $# -ge 4 && "$1 $2 $3 $4" == "run --release -- serve" ]]; then
+    shift 4
+    start_server "$@"
+    return
+  elif [[ $# -ge 3 && "$1 $2 $3" == "run --release --" ]]; then
     tool=$MCPLOG_BIN
     shift 3
   elif [[ $# -ge 5 && "$1 $2 $3 $4 $5" == "run --release --bin mcplog-seg --" ]]; then
@@ -157,6 +205,28 @@ curl -s localhost:8080/api/v2/keys/revoke -H "Authorization: Bearer $KEY" -d '{"
 expect 200 "order(b, ['status', 'key_id']); assert b == {'status': 'revoked', 'key_id': '$WRITER_ID'}"
 curl -s localhost:8080/api/v2/interactions/stats -H "Authorization: Bearer $WRITER"
 expect 401 "assert b == {'error': {'code': 'unauthorized', 'message': 'the API key has been revoked', 'field': 'authorization'}}, b"
+
+step "Keys and roles: rotating the master secret"
+OLD_AUDITOR=$(cargo run --release -- keygen --role auditor --expires-in 1h)   # signed with the secret in use
+OLD_SECRET=$(<data/master.secret)
+stop_server
+mv data/master.secret data/master.secret.old
+MCPLOG_PREVIOUS_MASTER_SECRETS=$(cat data/master.secret.old) cargo run --release -- serve
+[[ -f data/master.secret && $(<data/master.secret) != "$OLD_SECRET" ]] || fail "no new master.secret"
+curl -s localhost:8080/api/v2/interactions/stats -H "Authorization: Bearer $OLD_AUDITOR"   # 200, and counted:
+expect 200 "assert b['records']['total'] == 0, b"
+curl -s localhost:8080/metrics | grep mcplog_keys_previous_secret_total
+expect 200 "import re; assert re.search(r'^mcplog_keys_previous_secret_total 1$', raw, re.M), raw[:3000]"
+AUDITOR=$(cargo run --release -- keygen --role auditor --expires-in 7d)
+check_tool 'assert re.fullmatch(r"mcplog1\.auditor\.\d+\.\.[0-9a-f]{16}\.[0-9a-f]{32}\n", out), out'
+stop_server
+rm data/master.secret.old
+cargo run --release -- serve
+curl -s localhost:8080/api/v2/interactions/stats -H "Authorization: Bearer $OLD_AUDITOR"
+expect 401 "assert b == {'error': {'code': 'unauthorized', 'message': 'a valid API key is required: Authorization: Bearer <key>', 'field': 'authorization'}}, b"
+# The new key, signed with the new secret, works without the old one.
+curl -s localhost:8080/api/v2/interactions/stats -H "Authorization: Bearer $AUDITOR"
+expect 200 "assert b['records']['total'] == 0, b"
 
 step "POST /api/v2/interactions"
 T=$(date +%s)     # now; the example interaction ran over the last three seconds
@@ -333,4 +403,5 @@ cargo run --release --bin mcplog-seg -- backup ./data ./backup        # a checke
 check_tool 'assert re.fullmatch(r"ok: 1 segments, 3 events, 717 bytes copied and checked; chain head [0-9a-f]{64}\n", out), out'
 [[ -f backup/segments/00000000000000000001.seg && -f backup/admin.key ]] || fail "the backup holds no segment or key"
 
+stop_server
 printf '\nevery README example ran and answered as shown\n' >&2

@@ -1,0 +1,686 @@
+//! Keys that change while the server runs, through the real server and binaries: replay streams
+//! that end when their key is revoked, expires or stops being the admin key; `admin.key` read
+//! again when it changes or is deleted; a master secret rotated with
+//! `security.previous_master_secrets`; `/metrics` behind a key with `api.metrics_auth`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::{event, Server};
+
+/// How long a stream may take to end once its key is refused: the promise is one second; the
+/// assertion is generous so that a loaded machine does not fail it.
+const END_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs `mcplog keygen` on `data_dir` with `env`; returns the key.
+fn keygen(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = keygen_output(data_dir, args, env);
+    assert!(
+        output.status.success(),
+        "keygen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn keygen_output(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mcplog"));
+    command
+        .arg("keygen")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("MCPLOG_MASTER_SECRET")
+        .env_remove("MCPLOG_PREVIOUS_MASTER_SECRETS");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+/// A replay stream read on its own thread: every byte it sends, and when and how it ended.
+struct Stream {
+    rx: mpsc::Receiver<Event>,
+    bytes: Vec<u8>,
+}
+
+enum Event {
+    Bytes(Vec<u8>),
+    /// The server closed the connection (`true`: cleanly, after the closing chunk).
+    Closed(bool, Instant),
+}
+
+impl Stream {
+    fn open(addr: SocketAddr, path: &str, key: &str) -> Stream {
+        Stream::open_slow(addr, path, key, None)
+    }
+
+    /// With `pause`, the reader reads one buffer, then waits that long before reading on.
+    fn open_slow(addr: SocketAddr, path: &str, key: &str, pause: Option<Duration>) -> Stream {
+        let mut socket = TcpStream::connect(addr).unwrap();
+        write!(
+            socket,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut seen = Vec::new();
+            let mut first = true;
+            loop {
+                match socket.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let clean = seen.ends_with(b"0\r\n\r\n");
+                        let _ = tx.send(Event::Closed(clean, Instant::now()));
+                        return;
+                    }
+                    Ok(n) => {
+                        seen.extend_from_slice(&buf[..n]);
+                        if tx.send(Event::Bytes(buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                        if let (true, Some(pause)) = (first, pause) {
+                            std::thread::sleep(pause);
+                        }
+                        first = false;
+                    }
+                }
+            }
+        });
+        Stream {
+            rx,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Reads until `needle` has arrived; panics after 30 s.
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.text().contains(needle) {
+            match self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Event::Bytes(bytes)) => self.bytes.extend(bytes),
+                Ok(Event::Closed(..)) | Err(_) => {
+                    panic!("no {needle:?} in the stream: {}", self.text())
+                }
+            }
+        }
+    }
+
+    /// Waits for the stream to end, at most `limit`: when it closed and whether cleanly, or
+    /// `None` if it is still open.
+    fn end_within(&mut self, limit: Duration) -> Option<(Instant, bool)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self
+                .rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(Event::Bytes(bytes)) => {
+                    self.bytes.extend(bytes);
+                    // The closing chunk: the body is whole, whenever the connection closes.
+                    if self.bytes.ends_with(b"\r\n0\r\n\r\n") {
+                        return Some((Instant::now(), true));
+                    }
+                }
+                Ok(Event::Closed(clean, at)) => return Some((at, clean)),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// The JSON lines of the body (chunk-size lines of the chunked encoding skipped).
+    fn lines(&self) -> Vec<Value> {
+        self.text()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The last JSON line of a stream, which must be the error naming why it ended.
+fn final_error(stream: &Stream) -> Value {
+    let lines = stream.lines();
+    let last = lines.last().cloned().unwrap_or(Value::Null);
+    assert!(
+        last["error"]["code"].is_string(),
+        "the stream did not end with an error line: {}",
+        stream.text()
+    );
+    last["error"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_key_ends_its_follow_streams_with_key_revoked_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    // A heartbeat far away: the stream must end without waiting for one.
+    let server = Server::start_with(dir.path(), &[("MCPLOG_REPLAY_HEARTBEAT", "1h")]);
+    let auditor = keygen(
+        dir.path(),
+        &["--role", "auditor", "--expires-in", "1h"],
+        &[],
+    );
+    let t = now_s();
+    let posted = server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "r-1", "m", t),
+        )
+        .await;
+    assert_eq!(posted.status, 200);
+    let mut leaked = Stream::open(server.addr, "/api/v2/events?follow=true", &auditor);
+    let mut second = Stream::open(server.addr, "/api/v2/events?follow=true", &auditor);
+    let mut admin = Stream::open(server.addr, "/api/v2/events?follow=true", &server.key);
+    for stream in [&mut leaked, &mut second, &mut admin] {
+        stream.wait_for("\"seq\":1");
+    }
+
+    let revoked = server
+        .post("/api/v2/keys/revoke", json!({ "key": auditor }).to_string())
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.json());
+    let at = Instant::now();
+    for stream in [&mut leaked, &mut second] {
+        let (ended, clean) = stream
+            .end_within(END_DEADLINE)
+            .unwrap_or_else(|| panic!("still open after revocation: {}", stream.text()));
+        assert!(ended - at < END_DEADLINE);
+        assert!(clean, "a follow stream ends cleanly: {}", stream.text());
+        let error = final_error(stream);
+        assert_eq!(error["code"], "key_revoked", "{error}");
+        assert_eq!(error["field"], "authorization");
+        assert!(!stream.text().contains(&auditor), "the key is never echoed");
+    }
+    // Another key's stream goes on, and sees what comes next.
+    let posted = server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_progress", "r-1", "m", t),
+        )
+        .await;
+    assert_eq!(posted.status, 200);
+    admin.wait_for("\"seq\":2");
+    assert!(admin.end_within(Duration::from_millis(300)).is_none());
+    assert!(!leaked.text().contains("\"seq\":2"), "{}", leaked.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_expires_ends_its_follow_stream_with_key_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_REPLAY_HEARTBEAT", "300ms")]);
+    let output = keygen_output(
+        dir.path(),
+        &["--role", "auditor", "--expires-in", "3s", "--json"],
+        &[],
+    );
+    assert!(output.status.success());
+    let minted: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let key = minted["key"].as_str().unwrap().to_owned();
+    let expires_at = minted["expires_at"].as_f64().unwrap();
+    let mut stream = Stream::open(server.addr, "/api/v2/events?follow=true", &key);
+    // Alive, and sending heartbeats, before it expires.
+    stream.wait_for("heartbeat");
+    let (ended, clean) = stream
+        .end_within(Duration::from_secs_f64(expires_at - now_s()) + END_DEADLINE)
+        .unwrap_or_else(|| panic!("still open after expiry: {}", stream.text()));
+    let ended_s = now_s() - ended.elapsed().as_secs_f64();
+    assert!(
+        ended_s >= expires_at - 0.05,
+        "ended {:.3}s before its key expired",
+        expires_at - ended_s
+    );
+    assert!(clean);
+    let error = final_error(&stream);
+    assert_eq!(error["code"], "key_expired", "{error}");
+    let heartbeats = stream
+        .lines()
+        .iter()
+        .filter(|l| l.get("heartbeat").is_some())
+        .count();
+    assert!(heartbeats >= 2, "{}", stream.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_replay_in_progress_is_cut_after_key_revoked_when_its_key_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let writer = keygen(
+        dir.path(),
+        &["--mcp-id", "m", "--role", "writer", "--expires-in", "1h"],
+        &[],
+    );
+    // About 24 MB of events: far more than the socket and the server buffer.
+    let padding = "x".repeat(4000);
+    for batch in 0..6 {
+        let events: Vec<String> = (0..1000)
+            .map(|i| {
+                json!({"action": "interaction_start", "interaction_id": format!("b{batch}-{i}"),
+                    "mcp_id": "m", "timestamp": 1.0, "request_data": {"pad": padding}})
+                .to_string()
+            })
+            .collect();
+        let r = server
+            .post_as(
+                &writer,
+                "/api/v2/interactions/batch",
+                format!("[{}]", events.join(",")),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+    }
+    // The reader takes one buffer, then stalls while the key is revoked.
+    let mut stream = Stream::open_slow(
+        server.addr,
+        "/api/v2/events",
+        &writer,
+        Some(Duration::from_secs(2)),
+    );
+    stream.wait_for("\"seq\":1,");
+    let revoked = server
+        .post("/api/v2/keys/revoke", json!({ "key": writer }).to_string())
+        .await;
+    assert_eq!(revoked.status, 200);
+    let (_, clean) = stream
+        .end_within(Duration::from_secs(30))
+        .expect("the replay ends");
+    let error = final_error(&stream);
+    assert_eq!(error["code"], "key_revoked", "{error}");
+    assert!(
+        !clean,
+        "a bounded replay that was refused is cut, so it never looks whole"
+    );
+    let sent = stream
+        .lines()
+        .iter()
+        .filter(|l| l.get("seq").is_some())
+        .count();
+    assert!(sent < 6000, "the whole replay was sent after revocation");
+}
+
+/// Writes `key` to `<data>/admin.key` the way an operator should: a new file renamed into place.
+fn replace_admin_key(data: &Path, key: &str) {
+    let temporary = data.join("admin.key.new");
+    std::fs::write(&temporary, format!("{key}\n")).unwrap();
+    std::fs::rename(&temporary, data.join("admin.key")).unwrap();
+}
+
+/// Polls `GET /api/v2/interactions/stats` with `key` until it answers `status`, within 5 s.
+async fn answers_within(server: &Server, key: &str, status: u16) -> bool {
+    let deadline = Instant::now() + END_DEADLINE;
+    while Instant::now() < deadline {
+        if server
+            .get_as(key, "/api/v2/interactions/stats")
+            .await
+            .status
+            == status
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_key_file_is_read_again_when_replaced_deleted_or_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let server = Server::start_with(data, &[("MCPLOG_REPLAY_HEARTBEAT", "1h")]);
+    let first = server.key.clone();
+    let mut old_stream = Stream::open(server.addr, "/api/v2/events?follow=true", &first);
+    old_stream.wait_for("HTTP/1.1 200");
+
+    // Replaced: the new key works, the old one is refused and its stream ends.
+    let second = "mcplog_admin_an-operators-replacement-key-0001";
+    replace_admin_key(data, second);
+    assert!(answers_within(&server, second, 200).await, "the new key");
+    let refused = server.get_as(&first, "/api/v2/interactions/stats").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.json()["error"]["message"],
+        "the API key is no longer the admin key: admin.key was replaced"
+    );
+    old_stream
+        .end_within(END_DEADLINE)
+        .expect("the old admin key's stream ends");
+    assert_eq!(final_error(&old_stream)["code"], "key_replaced");
+    assert!(
+        server.log().contains(
+            "admin.key changed: its new key is the admin key from now on, and the previous one is refused"
+        ),
+        "{}",
+        server.log()
+    );
+    // The new key is the one revocation protects as the last admin key.
+    let last = server
+        .post_as(
+            second,
+            "/api/v2/keys/revoke",
+            json!({ "key": second }).to_string(),
+        )
+        .await;
+    assert_eq!(last.status, 409, "{}", last.json());
+
+    // Deleted: a new key is made and written with mode 0600, as on a first start, and the
+    // deleted file's key is refused.
+    std::fs::remove_file(data.join("admin.key")).unwrap();
+    let deadline = Instant::now() + END_DEADLINE;
+    let third = loop {
+        match std::fs::read_to_string(data.join("admin.key")) {
+            Ok(text) if !text.trim().is_empty() => break text.trim().to_owned(),
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => panic!("admin.key was not made again; log:\n{}", server.log()),
+        }
+    };
+    assert!(third.starts_with("mcplog_admin_") && third != second && third != first);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("admin.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(answers_within(&server, &third, 200).await);
+    assert_eq!(
+        server
+            .get_as(second, "/api/v2/interactions/stats")
+            .await
+            .status,
+        401
+    );
+    assert!(
+        server.log().contains("admin.key was deleted"),
+        "{}",
+        server.log()
+    );
+
+    // An empty file (a write caught half-way) keeps the key in use.
+    std::fs::write(data.join("admin.key"), "").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        server
+            .get_as(&third, "/api/v2/interactions/stats")
+            .await
+            .status,
+        200
+    );
+
+    // SIGHUP reads it at once, and does not end the server.
+    let fourth = "mcplog_admin_replaced-again-then-a-sighup-0002";
+    replace_admin_key(data, fourth);
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(answers_within(&server, fourth, 200).await);
+    assert!(server.log().contains("SIGHUP"), "{}", server.log());
+    assert_eq!(
+        server.get("/livez").await.status,
+        200,
+        "the server survives SIGHUP"
+    );
+}
+
+/// `mcplog serve` on `data` with `env`, the keygen environment cleared.
+fn serve(data: &Path, env: &[(&str, &str)]) -> Server {
+    Server::start_with(data, env)
+}
+
+async fn stats_status(server: &Server, key: &str) -> u16 {
+    server
+        .get_as(key, "/api/v2/interactions/stats")
+        .await
+        .status
+        .as_u16()
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+fn sample(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_secret_rotation_keeps_old_keys_working_until_the_previous_secret_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Before: the data directory's generated secret signs every key.
+    let server = serve(&data, &[]);
+    let old_key = keygen(&data, &["--role", "auditor", "--expires-in", "1h"], &[]);
+    assert_eq!(stats_status(&server, &old_key).await, 200);
+    server.kill();
+    let old_secret = std::fs::read_to_string(data.join("master.secret"))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    // Rotation, the README's way: the old secret kept as a previous one, a new one made.
+    std::fs::rename(data.join("master.secret"), data.join("master.secret.old")).unwrap();
+    let overlap = [("MCPLOG_PREVIOUS_MASTER_SECRETS", old_secret.as_str())];
+    let server = serve(&data, &overlap);
+    let new_secret = std::fs::read_to_string(data.join("master.secret")).unwrap();
+    assert_ne!(new_secret.trim(), old_secret, "a new secret was made");
+    assert_eq!(
+        stats_status(&server, &old_key).await,
+        200,
+        "old keys still work"
+    );
+    assert_eq!(stats_status(&server, &old_key).await, 200);
+    let metrics = server.get("/metrics").await.body.clone();
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert_eq!(
+        sample(&metrics, "mcplog_keys_previous_secret_total"),
+        Some(2),
+        "each request with an old key is counted"
+    );
+    // keygen signs with the new secret, whatever is listed as previous.
+    let new_key = keygen(
+        &data,
+        &["--role", "auditor", "--expires-in", "1h"],
+        &overlap,
+    );
+    assert_eq!(stats_status(&server, &new_key).await, 200);
+    let metrics = server.get("/metrics").await.body.clone();
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    assert_eq!(
+        sample(&metrics, "mcplog_keys_previous_secret_total"),
+        Some(2),
+        "a new key is not counted"
+    );
+    server.kill();
+
+    // Done: without the previous secret, old keys are refused and new ones work.
+    let server = serve(&data, &[]);
+    assert_eq!(stats_status(&server, &old_key).await, 401);
+    assert_eq!(stats_status(&server, &new_key).await, 200);
+    server.kill();
+
+    // The same with configured secrets; the shadowed master.secret file is named, by the server
+    // and by keygen alike.
+    let configured = "a-configured-master-secret-0123456789";
+    let env = [
+        ("MCPLOG_MASTER_SECRET", configured),
+        ("MCPLOG_PREVIOUS_MASTER_SECRETS", new_secret.trim()),
+    ];
+    let server = serve(&data, &env);
+    assert_eq!(stats_status(&server, &new_key).await, 200);
+    assert!(
+        server
+            .log()
+            .contains("master.secret in the data directory is not used"),
+        "{}",
+        server.log()
+    );
+    let output = keygen_output(&data, &["--role", "auditor", "--expires-in", "1h"], &env);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "master.secret in the data directory is not used: security.master_secret \
+             (MCPLOG_MASTER_SECRET) is set and takes its place; keys signed with the file's secret \
+             are accepted while it is listed"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(configured) && !server.log().contains(configured));
+    let configured_key = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(stats_status(&server, &configured_key).await, 200);
+    assert_eq!(stats_status(&server, &old_key).await, 401);
+    server.kill();
+    // A previous secret too short to be one is a configuration error (exit 2), for both.
+    let short = [("MCPLOG_PREVIOUS_MASTER_SECRETS", "short-secret")];
+    let output = keygen_output(&data, &["--role", "auditor"], &short);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("previous_master_secrets") && !stderr.contains("short-secret"),
+        "{stderr}"
+    );
+    let serve = Command::new(env!("CARGO_BIN_EXE_mcplog"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .env("MCPLOG_PREVIOUS_MASTER_SECRETS", "short-secret")
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("previous_master_secrets"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_is_public_by_default_and_needs_an_auditor_or_admin_key_with_metrics_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = Server::start(&dir.path().join("public"));
+    let answer = public.client().await.get("/metrics", None).await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(String::from_utf8_lossy(&answer.body).contains("mcplog_keys_previous_secret_total 0"));
+    public.kill();
+
+    let data = dir.path().join("guarded");
+    let config = dir.path().join("mcplog.toml");
+    std::fs::write(&config, "[api]\nmetrics_auth = true\n").unwrap();
+    let guarded = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+    let writer = keygen(&data, &["--mcp-id", "m", "--expires-in", "1h"], &[]);
+    let auditor = keygen(&data, &["--role", "auditor", "--expires-in", "1h"], &[]);
+    let anonymous = guarded.client().await.get("/metrics", None).await.unwrap();
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.json()["error"]["code"], "unauthorized");
+    let by_writer = guarded.get_as(&writer, "/metrics").await;
+    assert_eq!(by_writer.status, 403);
+    assert_eq!(by_writer.json()["error"]["field"], "authorization");
+    for key in [&auditor, &guarded.key] {
+        let answer = guarded.get_as(key, "/metrics").await;
+        assert_eq!(answer.status, 200);
+        assert!(String::from_utf8_lossy(&answer.body).contains("mcplog_events_ingested_total"));
+    }
+    // The environment sets it too; other public routes stay public.
+    guarded.kill();
+    let by_env = Server::start_with(&data, &[("MCPLOG_METRICS_AUTH", "true")]);
+    let mut client = by_env.client().await;
+    assert_eq!(client.get("/metrics", None).await.unwrap().status, 401);
+    for public in [
+        "/livez",
+        "/readyz",
+        "/api/v2/health",
+        "/api/v2/openapi.json",
+    ] {
+        let mut client = by_env.client().await;
+        assert_eq!(
+            client.get(public, None).await.unwrap().status,
+            200,
+            "{public}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_static_key_loses_its_stream_and_every_ingest_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcplog.toml");
+    std::fs::write(
+        &config,
+        "[static_api_keys]\n\"static-auditor-key-for-streams\" = { role = \"auditor\" }\n\
+         \"static-writer-key-for-ingest\" = { mcp_id = \"m\", role = \"writer\" }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with_args(
+        &data,
+        &[("MCPLOG_REPLAY_HEARTBEAT", "1h")],
+        &["--config", config.to_str().unwrap()],
+    );
+    let (auditor, writer) = (
+        "static-auditor-key-for-streams",
+        "static-writer-key-for-ingest",
+    );
+    let mut stream = Stream::open(server.addr, "/api/v2/events?follow=true", auditor);
+    stream.wait_for("HTTP/1.1 200");
+    let by_id = mcplog::auth::hex(&mcplog::auth::key_id(auditor));
+    let revoked = server
+        .post(
+            "/api/v2/keys/revoke",
+            json!({ "key_id": by_id }).to_string(),
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.json());
+    stream
+        .end_within(END_DEADLINE)
+        .expect("a static key's stream ends on revocation");
+    assert_eq!(final_error(&stream)["code"], "key_revoked");
+
+    let revoked = server
+        .post("/api/v2/keys/revoke", json!({ "key": writer }).to_string())
+        .await;
+    assert_eq!(revoked.status, 200);
+    let t = now_s();
+    for (path, body) in [
+        (
+            "/api/v2/interactions",
+            event("interaction_start", "s-1", "m", t),
+        ),
+        (
+            "/api/v2/interactions/batch",
+            format!("[{}]", event("interaction_start", "s-2", "m", t)),
+        ),
+        (
+            "/api/v2/interactions/batch?partial=true",
+            format!("[{}]", event("interaction_start", "s-3", "m", t)),
+        ),
+        ("/v1/traces", "{\"resourceSpans\":[]}".to_owned()),
+    ] {
+        let answer = server.post_as(writer, path, body).await;
+        assert_eq!(answer.status, 401, "{path}: {}", answer.json());
+        assert_eq!(
+            answer.json()["error"]["message"],
+            "the API key has been revoked",
+            "{path}"
+        );
+    }
+    let stats = server.get("/api/v2/interactions/stats").await.json();
+    assert_eq!(stats["records"]["total"], 0, "nothing was stored");
+}
