@@ -127,6 +127,8 @@ struct KeyName {
     /// The rule's name, `key:<name>` with the name lowercased as configured.
     rule: String,
     words: Vec<String>,
+    /// The words run together.
+    joined: String,
 }
 
 /// A key name folded for comparison: compatibility forms to their plain letters (fullwidth
@@ -245,6 +247,7 @@ impl Redactor {
             if !names.iter().any(|n| n.words == words) {
                 names.push(KeyName {
                     rule: format!("key:{key}"),
+                    joined: words.concat(),
                     words,
                 });
             }
@@ -559,10 +562,12 @@ impl Redactor {
         // it ends in the name's words run together (`apikey`, `X-APIKEY`, `PassWord`,
         // `dbpassword`). Either way the key's raw text holds every word of the name, which is
         // what the prefilter looks for.
+        let folded = fold(key);
+        let tail = folded.trim_end_matches(|c: char| !c.is_alphabetic());
         let matching = self
             .keys
             .iter()
-            .filter(|name| words.ends_with(&name.words) || ends_in(key, &name.words.concat()));
+            .filter(|name| words.ends_with(&name.words) || ends_in(tail, &name.joined));
         if let Some(name) = matching.max_by_key(|name| name.words.len()) {
             return Some(name.rule.clone());
         }
@@ -573,13 +578,11 @@ impl Redactor {
     }
 }
 
-/// Whether `key`, folded and without what follows its last letter (`password1`, `password:`),
-/// ends in `joined` (lowercase), compared without regard to ASCII case: a key that ends in a
-/// secret's name run together (`dbpassword`, `X-APIKEY`) holds that secret.
-fn ends_in(key: &str, joined: &str) -> bool {
-    let folded = fold(key);
-    let key = folded.trim_end_matches(|c: char| !c.is_alphabetic());
-    let bytes = key.as_bytes();
+/// Whether `tail` (a key folded, without what follows its last letter: `password1`,
+/// `password:`) ends in `joined` (lowercase), compared without regard to ASCII case: a key that
+/// ends in a secret's name run together (`dbpassword`, `X-APIKEY`) holds that secret.
+fn ends_in(tail: &str, joined: &str) -> bool {
+    let bytes = tail.as_bytes();
     bytes.len() >= joined.len()
         && bytes[bytes.len() - joined.len()..].eq_ignore_ascii_case(joined.as_bytes())
 }
