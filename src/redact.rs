@@ -494,11 +494,17 @@ impl Redactor {
             lens: Vec::new(),
             level,
             rule: None,
+            members: Vec::new(),
+            pairs: Vec::new(),
             edits: Vec::new(),
             fired,
         };
         match json::scan(text, PAYLOAD_DEPTH_MAX, &mut visitor) {
-            Ok(()) => Ok(visitor.edits),
+            Ok(()) => {
+                // A pair's value found before its name is edited late: back in order.
+                visitor.edits.sort_by_key(|edit| edit.range.start);
+                Ok(visitor.edits)
+            }
             Err(ScanError::Stopped(invalid)) => Err(invalid),
             // Validation read the payload with the same reader, so this is JSON held in a
             // string; either way nothing unread is stored.
@@ -635,11 +641,41 @@ struct Redacting<'r, 't> {
     level: usize,
     /// The rule that fired on the member being skipped.
     rule: Option<String>,
+    /// The lowercased name of each member entered and not yet left.
+    members: Vec<String>,
+    /// For each object open, what its name/value pair members have shown so far.
+    pairs: Vec<Pair>,
     edits: Vec<Edit>,
     fired: &'r mut BTreeSet<String>,
 }
 
+/// Members that name a secret in a name/value pair (`{"name": "Authorization", "value": "…"}`,
+/// as HTTP header lists and HAR files write them).
+const PAIR_NAME_MEMBERS: [&str; 6] = ["name", "key", "header", "field", "param", "parameter"];
+/// Members that hold the value of such a pair.
+const PAIR_VALUE_MEMBERS: [&str; 2] = ["value", "val"];
+
+/// One object's name/value pair so far: the rule its name member fired, and the values seen
+/// before the name was.
+#[derive(Default)]
+struct Pair {
+    rule: Option<String>,
+    values: Vec<Range<usize>>,
+}
+
 impl Redacting<'_, '_> {
+    /// Replaces a whole value by the marker of `rule`, dropping the edits made inside it.
+    fn replace(&mut self, range: Range<usize>, rule: &str) {
+        self.edits
+            .retain(|edit| edit.range.end <= range.start || edit.range.start >= range.end);
+        let marker = format!("[redacted:{rule}]");
+        self.edits.push(Edit {
+            range,
+            text: serde_json::to_string(&marker).expect("a string serializes"),
+        });
+        self.fired.insert(rule.to_owned());
+    }
+
     /// Edits of a string token's decoded text (`a..b` in decoded bytes) as edits of the raw
     /// token, keeping every escape outside them as written.
     fn lift(&mut self, value: &JsonStr<'_>, inner: Vec<Edit>) {
@@ -671,8 +707,10 @@ impl Visitor for Redacting<'_, '_> {
             });
         }
         self.lens.push(self.path.len());
+        let lower = name.text.to_lowercase();
         self.path.push('.');
-        self.path.push_str(&name.text.to_lowercase());
+        self.path.push_str(&lower);
+        self.members.push(lower);
         self.rule = self.redactor.key_rule(&name.text, &self.path);
         Ok(self.rule.is_none())
     }
@@ -687,9 +725,43 @@ impl Visitor for Redacting<'_, '_> {
         self.fired.insert(rule);
     }
 
-    fn leave_member(&mut self) {
+    fn leave_member(&mut self, value: Range<usize>) {
         let len = self.lens.pop().expect("entered before left");
         self.path.truncate(len);
+        let name = self.members.pop().expect("entered before left");
+        if PAIR_NAME_MEMBERS.contains(&name.as_str()) {
+            let rule = serde_json::from_str::<String>(&self.text[value])
+                .ok()
+                .and_then(|named| self.redactor.key_rule(&named, ""));
+            if let (Some(rule), Some(pair)) = (rule, self.pairs.last_mut()) {
+                if pair.rule.is_none() {
+                    let earlier = std::mem::take(&mut pair.values);
+                    pair.rule = Some(rule.clone());
+                    for range in earlier {
+                        self.replace(range, &rule);
+                    }
+                }
+            }
+        } else if PAIR_VALUE_MEMBERS.contains(&name.as_str()) {
+            match self.pairs.last_mut() {
+                Some(Pair {
+                    rule: Some(rule), ..
+                }) => {
+                    let rule = rule.clone();
+                    self.replace(value, &rule);
+                }
+                Some(pair) => pair.values.push(value),
+                None => {}
+            }
+        }
+    }
+
+    fn enter_object(&mut self) {
+        self.pairs.push(Pair::default());
+    }
+
+    fn leave_object(&mut self) {
+        self.pairs.pop();
     }
 
     fn string(&mut self, value: &JsonStr<'_>) -> Result<(), Invalid> {
@@ -1245,6 +1317,15 @@ mod tests {
             let err = run(payload).unwrap_err();
             assert_eq!(err.code, "unreadable_json_in_string", "{payload}");
         }
+        // Name/value pairs, as header lists write them, in either order.
+        let text = stored(
+            r#"{"headers":[{"name":"Authorization","value":"hdr-1"},{"value":{"v":"hdr-2"},"Key":"x-api-key"},{"name":"Accept","value":"json"}]}"#,
+        );
+        assert!(!text.contains("hdr-1") && !text.contains("hdr-2"), "{text}");
+        assert!(
+            text.contains(r#"{"name":"Accept","value":"json"}"#),
+            "{text}"
+        );
         // Broken JSON that names no covered key is text.
         assert_eq!(run(r#"{"args":"{\"n\": NaN}"}"#), Ok(None));
         for secret in [

@@ -130,8 +130,12 @@ pub trait Visitor {
     fn enter_member(&mut self, name: &JsonStr<'_>) -> Result<bool, Self::Stop>;
     /// The range of a member's value that [`Visitor::enter_member`] chose to skip.
     fn skipped(&mut self, value: Range<usize>);
-    /// The end of the member last entered.
-    fn leave_member(&mut self);
+    /// The end of the member last entered, and where its value lies.
+    fn leave_member(&mut self, value: Range<usize>);
+    /// An object begins (only where values are visited).
+    fn enter_object(&mut self) {}
+    /// The object last begun ends.
+    fn leave_object(&mut self) {}
     /// A string value (not a member name).
     fn string(&mut self, value: &JsonStr<'_>) -> Result<(), Self::Stop>;
 }
@@ -145,7 +149,7 @@ impl Visitor for CheckOnly {
         Ok(true)
     }
     fn skipped(&mut self, _: Range<usize>) {}
-    fn leave_member(&mut self) {}
+    fn leave_member(&mut self, _: Range<usize>) {}
     fn string(&mut self, _: &JsonStr<'_>) -> Result<(), Self::Stop> {
         Ok(())
     }
@@ -281,8 +285,14 @@ impl<'a> Scanner<'a> {
         self.enter(depth)?;
         self.pos += 1;
         self.skip_ws();
+        if visit {
+            visitor.enter_object();
+        }
         if self.bytes.get(self.pos) == Some(&b'}') {
             self.pos += 1;
+            if visit {
+                visitor.leave_object();
+            }
             return Ok(());
         }
         let mut names: Vec<Cow<'a, str>> = Vec::new();
@@ -321,7 +331,7 @@ impl<'a> Scanner<'a> {
                 if !inside {
                     visitor.skipped(start..self.pos);
                 }
-                visitor.leave_member();
+                visitor.leave_member(start..self.pos);
             } else {
                 self.value(depth, visitor, false)?;
             }
@@ -333,6 +343,9 @@ impl<'a> Scanner<'a> {
                 }
                 Some(b'}') => {
                     self.pos += 1;
+                    if visit {
+                        visitor.leave_object();
+                    }
                     return Ok(());
                 }
                 _ => return Err(self.syntax().into()),
@@ -674,7 +687,7 @@ mod tests {
                 Ok(true)
             }
             fn skipped(&mut self, _: Range<usize>) {}
-            fn leave_member(&mut self) {}
+            fn leave_member(&mut self, _: Range<usize>) {}
             fn string(&mut self, value: &JsonStr<'_>) -> Result<(), ()> {
                 self.0.push(value.text.to_string());
                 Ok(())
