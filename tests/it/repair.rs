@@ -487,3 +487,69 @@ async fn a_forged_and_resealed_segment_is_refused_by_start_up_and_verify_naming_
         "{said}"
     );
 }
+
+#[tokio::test]
+async fn backup_into_the_live_data_directory_is_refused_however_it_is_spelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_segments(&data, 3).await;
+    let listing = |path: &Path| -> Vec<std::path::PathBuf> {
+        let mut all = Vec::new();
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() && !path.is_symlink() {
+                    stack.push(path.clone());
+                }
+                all.push(path);
+            }
+        }
+        all.sort();
+        all
+    };
+    let before = listing(&data);
+    // A link outside the data directory that points into it.
+    let link = dir.path().join("into-data");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    let dangling = dir.path().join("nowhere");
+    std::os::unix::fs::symlink(data.join("not-yet"), &dangling).unwrap();
+    let spellings = [
+        data.clone(),
+        data.join("backup"),
+        data.join("segments"),
+        data.join("deep/er/copy"),
+        dir.path().join("elsewhere/../data/copy"),
+        data.join("segments/../copy"),
+        link.join("copy"),
+        link.clone(),
+        dangling.join("copy"),
+    ];
+    for dest in &spellings {
+        let output = seg(&["backup", data.to_str().unwrap()], dest);
+        assert!(!output.status.success(), "{}: {}", dest.display(), text(&output));
+        let said = text(&output);
+        assert!(
+            said.contains("inside the data directory") || said.contains("leads nowhere"),
+            "{}: {said}",
+            dest.display()
+        );
+        assert_eq!(listing(&data), before, "{}: something was written", dest.display());
+    }
+    assert!(!dir.path().join("elsewhere").exists());
+    // A relative path that climbs into it, from inside a subdirectory of the data directory.
+    let output = Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .current_dir(data.join("segments"))
+        .args(["backup", data.to_str().unwrap(), "../copy"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", text(&output));
+    assert_eq!(listing(&data), before);
+    // Beside it is fine, also through a `..` that leaves it.
+    let output = seg(
+        &["backup", data.to_str().unwrap()],
+        &data.join("segments/../../copy"),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(seg(&["verify"], &dir.path().join("copy")).status.success());
+}
