@@ -44,6 +44,55 @@ pub struct Break {
     pub quarantine: String,
     /// The damage found.
     pub reason: String,
+    /// Who made the break: `mcplog-seg repair`, or start-up cutting the end of the last segment.
+    /// Lines written before cuts were recorded have no `kind`: they are repairs.
+    #[serde(default)]
+    pub kind: BreakKind,
+    /// For a cut: where the cut bytes were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<Cut>,
+}
+
+impl Break {
+    /// The seqs this break says no event holds: every seq after `after_seq` and before
+    /// `first_seq` (empty when they follow).
+    pub fn missing(&self) -> std::ops::Range<u64> {
+        self.after_seq.saturating_add(1)..self.first_seq.max(self.after_seq.saturating_add(1))
+    }
+}
+
+/// What made a recorded break.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakKind {
+    /// `mcplog-seg repair` quarantined damaged bytes (or found a broken link).
+    #[default]
+    Repair,
+    /// Start-up cut bytes at the end of the last segment that did not check out (a torn write or
+    /// damage to the last write; the two cannot be told apart) and numbering continues past
+    /// every seq they may have held.
+    Cut,
+}
+
+impl BreakKind {
+    /// The word replay's gap lines and `verify` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakKind::Repair => "repair",
+            BreakKind::Cut => "cut",
+        }
+    }
+}
+
+/// Where the bytes of a cut were.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cut {
+    /// The segment file they were cut from.
+    pub segment: String,
+    /// Their offset in it.
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub bytes: u64,
 }
 
 /// The links the repairs record allows to be broken.
@@ -101,6 +150,31 @@ impl Breaks {
     /// Every record, oldest first.
     pub fn all(&self) -> &[Break] {
         &self.0
+    }
+
+    /// The lowest seq the log may still give: past every seq a record says was held or given up
+    /// (a seq once handed out is never given again, even when the bytes holding it are gone).
+    pub fn floor(&self) -> u64 {
+        self.0.iter().map(|b| b.first_seq).max().unwrap_or(1).max(1)
+    }
+
+    /// Appends a record to the segment directory's file (synced) and to this list, unless one
+    /// naming the same link and kind is there already (a start-up that stopped half-way through
+    /// a cut does it again).
+    pub(super) fn record(&mut self, segments: &Path, record: Break) -> Result<(), StorageError> {
+        let same = |b: &Break| {
+            b.kind == record.kind
+                && b.first_seq == record.first_seq
+                && b.after_seq == record.after_seq
+                && b.prev_hash == record.prev_hash
+                && b.kept_hash == record.kept_hash
+        };
+        if self.0.iter().any(same) {
+            return Ok(());
+        }
+        append_record(segments, &record)?;
+        self.0.push(record);
+        Ok(())
     }
 }
 
@@ -298,6 +372,8 @@ fn broken_link(
         kept_hash: hex(&kept_hash),
         quarantine,
         reason: reason.to_owned(),
+        kind: BreakKind::Repair,
+        cut: None,
     }))
 }
 
