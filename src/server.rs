@@ -246,9 +246,7 @@ fn open_log(
         disk: crate::storage::Disk::real(),
     };
     let mut projection = Projection::new();
-    let opened = storage::open_with(&log_config, now_us(), seqs, |event| {
-        projection.apply(event)
-    })?;
+    let opened = storage::open_with(&log_config, now_us(), seqs, |event| projection.apply(event))?;
     tracing::info!(
         events = projection.events_total(),
         interactions = projection.record_count(),

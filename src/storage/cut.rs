@@ -223,7 +223,10 @@ mod tests {
         let mut starts = Vec::new();
         for i in 0..count {
             starts.push(bytes.len());
-            format::encode_frame(&frame(10 + u64::from(i), i, r#"{"k":"vvvvvvvv"}"#), &mut bytes);
+            format::encode_frame(
+                &frame(10 + u64::from(i), i, r#"{"k":"vvvvvvvv"}"#),
+                &mut bytes,
+            );
         }
         (bytes, starts)
     }

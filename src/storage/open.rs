@@ -249,9 +249,7 @@ fn open_writer(
     floor: u64,
     breaks: &mut Breaks,
 ) -> Result<(LogWriter, Catalog), StorageError> {
-    let next = views
-        .last()
-        .map_or(1, |v| v.first_seq + v.frames.len());
+    let next = views.last().map_or(1, |v| v.first_seq + v.frames.len());
     if floor > next {
         return skip_to(config, now_us, views, last, floor, breaks);
     }
@@ -292,7 +290,8 @@ fn skip_to(
         }
         (true, scan) => {
             let empty = views.pop().expect("an unsealed last segment");
-            let prev_hash = scan.map_or_else(|| recorded_prev.unwrap_or([0; 32]), |s| s.header.prev_hash);
+            let prev_hash =
+                scan.map_or_else(|| recorded_prev.unwrap_or([0; 32]), |s| s.header.prev_hash);
             std::fs::remove_file(&empty.path).map_err(StorageError::io("remove", &empty.path))?;
             sync_dir(&config.dir)?;
             tracing::warn!(path = %empty.path.display(), "removed an empty last segment: numbering goes on past a recorded cut");
@@ -337,7 +336,10 @@ fn skip_to(
             )?;
         }
     }
-    tracing::warn!(next_seq = floor, "numbering goes on past every seq a recorded cut may have held");
+    tracing::warn!(
+        next_seq = floor,
+        "numbering goes on past every seq a recorded cut may have held"
+    );
     Ok((writer, catalog))
 }
 

@@ -527,14 +527,24 @@ async fn backup_into_the_live_data_directory_is_refused_however_it_is_spelled() 
     ];
     for dest in &spellings {
         let output = seg(&["backup", data.to_str().unwrap()], dest);
-        assert!(!output.status.success(), "{}: {}", dest.display(), text(&output));
+        assert!(
+            !output.status.success(),
+            "{}: {}",
+            dest.display(),
+            text(&output)
+        );
         let said = text(&output);
         assert!(
             said.contains("inside the data directory") || said.contains("leads nowhere"),
             "{}: {said}",
             dest.display()
         );
-        assert_eq!(listing(&data), before, "{}: something was written", dest.display());
+        assert_eq!(
+            listing(&data),
+            before,
+            "{}: something was written",
+            dest.display()
+        );
     }
     assert!(!dir.path().join("elsewhere").exists());
     // A relative path that climbs into it, from inside a subdirectory of the data directory.
