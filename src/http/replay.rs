@@ -37,7 +37,7 @@ const CHUNKS_BUFFERED: usize = 2;
         ("mcp_id" = Option<String>, Query, description = "only this mcp_id"),
         ("follow" = Option<bool>, Query, description = "keep the stream open and send new events as they become durable"),
     ),
-    responses((status = 200, description = "NDJSON: one {seq, received_at, key_id, event} per line", content_type = "application/x-ndjson", body = String),
+    responses((status = 200, description = "NDJSON, one object per line, in seq order: an event {seq, received_at, key_id, event}; a gap {\"gap\":{after_seq, next_seq, reason}} where no event holds the seqs after after_seq and before next_seq, nor ever will (reason: retention, repair or cut); with follow, a heartbeat {heartbeat, durable_seq} while quiet; an error {\"error\":{code, message, ...}} that ends the stream", content_type = "application/x-ndjson", body = String),
         (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
         (status = 429, description = "too many replay streams open for this key", body = super::ErrorJson)),
     security(("bearer" = [])))]

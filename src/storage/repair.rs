@@ -270,10 +270,15 @@ fn repair_one(
         write_new(&target, &damaged.bytes)?;
     }
 
+    let before_hash = index
+        .checked_sub(1)
+        .map(|i| read(&names[i]))
+        .transpose()?
+        .map(|held| chain_hash(&held));
     let kept = if link_only {
         own_check(&damaged).map(|(frames, _)| frames).unwrap_or(0)
     } else {
-        cut_damage(&damaged, offset)?
+        cut_damage(&damaged, offset, before_hash)?
     };
     sync_dir(&segments)?;
 
@@ -318,7 +323,47 @@ fn repair_one(
     } else {
         quarantine.clone()
     };
-    let broke = broken_link(before, after, now_us, moved, &reason)?;
+    let mut broke = broken_link(before, after.as_ref(), now_us, moved.clone(), &reason)?;
+    if broke.is_none() && !link_only {
+        // Bytes were moved aside although no link between two segments broke: a header rebuilt
+        // on a last segment, or a first segment cut or removed. The repair is recorded all the
+        // same, at the segment that now begins where the damage was, so verify never says a
+        // plain "ok" over a repair.
+        let names = list_segments(&segments)?;
+        let subject = if kept > 0 {
+            Some(read(&(damaged.first_seq, damaged.path.clone()))?)
+        } else {
+            after
+        };
+        if let Some(subject) = subject {
+            let position = names.iter().position(|(_, p)| *p == subject.path);
+            let pred = position
+                .and_then(|i| i.checked_sub(1))
+                .map(|i| read(&names[i]))
+                .transpose()?;
+            let header = format::decode_header(&subject.bytes).map_err(|_| StorageError::Corrupt {
+                path: subject.path.clone(),
+                offset: 0,
+                reason: "header unreadable".into(),
+            })?;
+            let after_seq = match &pred {
+                Some(pred) => last_seq_of(pred).unwrap_or(pred.first_seq - 1),
+                None if kept > 0 => subject.first_seq - 1,
+                None => damaged.first_seq - 1,
+            };
+            broke = Some(Break {
+                repaired_at_us: now_us,
+                first_seq: subject.first_seq,
+                after_seq,
+                prev_hash: hex(&header.prev_hash),
+                kept_hash: hex(&pred.as_ref().map_or([0; 32], chain_hash)),
+                quarantine: moved,
+                reason: reason.clone(),
+                kind: BreakKind::Repair,
+                cut: None,
+            });
+        }
+    }
     if let Some(record) = &broke {
         append_record(&segments, record)?;
     }
@@ -332,11 +377,26 @@ fn repair_one(
 }
 
 /// Keeps a damaged segment's whole frames before `offset` and seals it over them, or removes it
-/// when none are kept (a fault at offset 0 is in the header: nothing of it can be trusted).
-/// Returns the frames kept.
-fn cut_damage(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
-    let limit = if offset == 0 { 0 } else { offset as usize };
-    let prefix = valid_prefix(&damaged.bytes, limit);
+/// when none are kept. Returns the frames kept.
+///
+/// A fault at offset 0 is in the header (or the header names another first seq than the file
+/// name): the header cannot be trusted, but the frames behind it can be checked on their own.
+/// Every frame that checks out from the header's end, with seqs from the file name's first seq
+/// on, is kept under a rebuilt header: that first seq, the first frame's receive time as the
+/// creation time, and `before_hash` (the hash of the segment before, zeros for the first) as the
+/// previous hash; then the segment is sealed.
+fn cut_damage(damaged: &Held, offset: u64, before_hash: Option<Hash>) -> Result<u64, StorageError> {
+    if offset == 0 {
+        let prefix = frames_from(&damaged.bytes, damaged.first_seq, damaged.bytes.len());
+        if prefix.frames == 0 {
+            std::fs::remove_file(&damaged.path)
+                .map_err(StorageError::io("remove", &damaged.path))?;
+        } else {
+            rebuild(damaged, &prefix, before_hash.unwrap_or([0; 32]))?;
+        }
+        return Ok(prefix.frames);
+    }
+    let prefix = valid_prefix(&damaged.bytes, offset as usize);
     if prefix.frames == 0 {
         std::fs::remove_file(&damaged.path).map_err(StorageError::io("remove", &damaged.path))?;
     } else {
@@ -348,7 +408,7 @@ fn cut_damage(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
 /// The record of the link between `before` and `after`, if a repair broke it.
 fn broken_link(
     before: Option<Held>,
-    after: Option<Held>,
+    after: Option<&Held>,
     now_us: u64,
     quarantine: String,
     reason: &str,
@@ -410,6 +470,21 @@ pub(super) struct Prefix {
 }
 
 pub(super) fn valid_prefix(bytes: &[u8], limit: usize) -> Prefix {
+    match format::decode_header(bytes) {
+        Ok(header) => frames_from(bytes, header.first_seq, limit),
+        Err(_) => Prefix {
+            end: 0,
+            frames: 0,
+            last_seq: 0,
+            received_min_us: u64::MAX,
+            received_max_us: 0,
+        },
+    }
+}
+
+/// The whole valid frames from the header's end, with seqs from `first_seq` on, that end at or
+/// before `limit`, whatever the header holds.
+fn frames_from(bytes: &[u8], first_seq: u64, limit: usize) -> Prefix {
     let mut prefix = Prefix {
         end: HEADER_BYTES,
         frames: 0,
@@ -417,11 +492,7 @@ pub(super) fn valid_prefix(bytes: &[u8], limit: usize) -> Prefix {
         received_min_us: u64::MAX,
         received_max_us: 0,
     };
-    let Ok(header) = format::decode_header(bytes) else {
-        prefix.end = 0;
-        return prefix;
-    };
-    let mut seq = header.first_seq;
+    let mut seq = first_seq;
     while let Decoded::Frame { frame, end } = format::decode_at(bytes, prefix.end) {
         if end > limit || frame.seq != seq {
             break;
@@ -455,6 +526,35 @@ fn reseal(held: &Held, prefix: &Prefix) -> Result<(), StorageError> {
     file.write_all_at(&format::encode_footer(&footer), prefix.end as u64)
         .map_err(StorageError::io("write footer", path))?;
     file.sync_all().map_err(StorageError::io("fsync", path))
+}
+
+/// Replaces a segment whose header is damaged by its kept frames under a rebuilt header, sealed:
+/// written beside it and renamed over it, so a crash leaves one or the other whole.
+fn rebuild(held: &Held, prefix: &Prefix, prev_hash: Hash) -> Result<(), StorageError> {
+    let created_at_us = match format::decode_at(&held.bytes, HEADER_BYTES) {
+        Decoded::Frame { frame, .. } => frame.received_at_us,
+        _ => prefix.received_min_us,
+    };
+    let header = format::Header {
+        first_seq: held.first_seq,
+        created_at_us,
+        prev_hash,
+    };
+    let mut bytes = format::encode_header(&header).to_vec();
+    bytes.extend_from_slice(&held.bytes[HEADER_BYTES..prefix.end]);
+    let footer = Footer {
+        last_seq: prefix.last_seq,
+        data_end: prefix.end as u64,
+        received_min_us: prefix.received_min_us,
+        received_max_us: prefix.received_max_us,
+        segment_hash: Sha256::digest(&bytes).into(),
+    };
+    bytes.extend_from_slice(&format::encode_footer(&footer));
+    // Not named like a segment, so no listing takes it for one.
+    let temporary = held.path.with_extension("seg.rebuilt");
+    let _ = std::fs::remove_file(&temporary);
+    write_new(&temporary, &bytes)?;
+    std::fs::rename(&temporary, &held.path).map_err(StorageError::io("rename", &held.path))
 }
 
 /// The chain hash of a segment as repair leaves it: its footer's, or the hash of its bytes.
