@@ -341,11 +341,12 @@ fn repair_one(
                 .and_then(|i| i.checked_sub(1))
                 .map(|i| read(&names[i]))
                 .transpose()?;
-            let header = format::decode_header(&subject.bytes).map_err(|_| StorageError::Corrupt {
-                path: subject.path.clone(),
-                offset: 0,
-                reason: "header unreadable".into(),
-            })?;
+            let header =
+                format::decode_header(&subject.bytes).map_err(|_| StorageError::Corrupt {
+                    path: subject.path.clone(),
+                    offset: 0,
+                    reason: "header unreadable".into(),
+                })?;
             let after_seq = match &pred {
                 Some(pred) => last_seq_of(pred).unwrap_or(pred.first_seq - 1),
                 None if kept > 0 => subject.first_seq - 1,

@@ -1064,7 +1064,10 @@ async fn a_node_whose_last_write_is_cut_takes_it_again_from_the_stream_without_s
     assert!(a.log().contains("truncated a torn tail"), "{}", a.log());
     settled(&[&a], 8).await;
     let after = String::from_utf8_lossy(&a.get("/api/v2/events").await.body).into_owned();
-    assert_eq!(after, before, "the same events at the same seqs, and no gap line");
+    assert_eq!(
+        after, before,
+        "the same events at the same seqs, and no gap line"
+    );
     let stored = a.post("/api/v2/interactions", single(0, 9, "a")).await;
     assert_eq!(stored.json()["seq"], 9, "{}", stored.json());
     a.kill();

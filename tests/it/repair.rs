@@ -690,7 +690,9 @@ async fn repair_that_removes_the_first_segment_records_the_break() {
         .parse::<u64>()
         .unwrap();
     assert!(
-        text(&verify).contains(&format!("chain break before seq {second_first_seq} (after seq 0)")),
+        text(&verify).contains(&format!(
+            "chain break before seq {second_first_seq} (after seq 0)"
+        )),
         "{}",
         text(&verify)
     );
