@@ -479,3 +479,88 @@ async fn a_flipped_bit_in_the_last_write_is_cut_and_its_seqs_are_never_given_aga
         10
     );
 }
+
+/// Retention after a cut: the record stays (verify still prints it, start-up still accepts the
+/// log), and a replay from before the retained log is told, cause by cause, why each run of seqs
+/// is missing: deleted by retention, cut at start-up, deleted by retention again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_from_before_the_retained_log_names_each_cause_of_the_missing_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("MCPLOG_SEGMENT_MAX_BYTES", "4096"),
+        ("MCPLOG_CLEANUP_INTERVAL", "200ms"),
+        ("MCPLOG_MAX_RECORDS", "60"),
+    ];
+    let server = Server::start_with(&data, &env);
+    for i in 1..=3 {
+        let r = server
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", &format!("early-{i}"), "m", 1.0e9),
+            )
+            .await;
+        assert_eq!(r.json()["seq"], i);
+    }
+    server.kill();
+    let last = crate::common::segment_paths(&data).pop().unwrap();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+    file.write_all(&[0x5A; 340]).unwrap();
+    drop(file);
+    let server = Server::start_with(&data, &env);
+    let cut_next = 4 + 340 / mcplog::storage::cut::FRAME_BYTES_MIN as u64;
+    let mut last_seq = 0;
+    for round in 0..30 {
+        let batch: Vec<String> = (0..10)
+            .map(|i| event("interaction_start", &format!("r{round}-{i}"), "m", 1.0e9))
+            .collect();
+        let r = server
+            .post("/api/v2/interactions/batch", format!("[{}]", batch.join(",")))
+            .await;
+        assert_eq!(r.status, 200);
+        last_seq = r.json()["seqs"][9].as_u64().unwrap();
+        if round == 0 {
+            assert_eq!(r.json()["seqs"][0], cut_next);
+        }
+    }
+    // Until retention has deleted the segment before the cut and some after it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let stats = server.get("/api/v2/interactions/stats").await.json();
+        let first = stats["storage"]["first_seq"].as_u64().unwrap();
+        if first > cut_next {
+            break first;
+        }
+        assert!(Instant::now() < deadline, "retention deleted nothing: {stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let gap = |after: u64, next: u64, reason: &str| {
+        serde_json::json!({"gap": {"after_seq": after, "next_seq": next, "reason": reason}})
+    };
+    let replayed = replay_lines(&server.get("/api/v2/events").await.body);
+    assert_eq!(replayed[0], gap(0, 4, "retention"));
+    assert_eq!(replayed[1], gap(3, cut_next, "cut"));
+    assert_eq!(replayed[2], gap(cut_next - 1, first, "retention"));
+    assert_eq!(replayed[3]["seq"], first);
+    assert_eq!(replayed.len() as u64, 3 + last_seq - first + 1);
+    let inside = replay_lines(&server.get("/api/v2/events?after_seq=5&limit=1").await.body);
+    assert_eq!(
+        inside,
+        [
+            gap(5, cut_next, "cut"),
+            gap(cut_next - 1, first, "retention"),
+            replayed[3].clone()
+        ]
+    );
+    server.kill();
+    let verify = seg(&["verify"], &data);
+    assert!(verify.status.success());
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains(&format!("cut at start-up before seq {cut_next} (after seq 3)")),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let dumped = replay_lines(&seg(&["dump"], &data).stdout);
+    assert_eq!(dumped, replayed);
+    Server::start_with(&data, &env).kill();
+}
