@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::dir::{create_private_dir, list_segments, lock_dir, sync_dir, FILE_MODE};
 use super::format::{self, Decoded, Footer, Hash, FOOTER_BYTES, HEADER_BYTES};
+use super::cut::highest_held;
 use super::inspect::scan_log;
 use super::{segment_file_name, StorageError};
 
@@ -306,10 +307,27 @@ fn repair_one(
         None => {
             // The damaged segment was the last: continue in a new one, starting past any seq the
             // quarantined bytes held, so that no seq is ever given to two events.
+            // Past the highest seq of a valid frame or footer anywhere in the bytes; and, unless
+            // a valid footer bounds them, past every seq the bytes after the kept frames may have
+            // held, by the rule start-up's cuts use (storage-format.md, "Cuts at start-up"):
+            // frames behind the damage may be damaged too.
             let held_max = max_seq_in(&damaged.bytes);
+            let kept_end = if offset == 0 {
+                frames_from(&damaged.bytes, damaged.first_seq, damaged.bytes.len()).end
+            } else {
+                valid_prefix(&damaged.bytes, offset as usize).end
+            };
+            let footer_found = (HEADER_BYTES..damaged.bytes.len())
+                .any(|at| matches!(format::decode_at(&damaged.bytes, at), Decoded::Footer(_)));
+            let by_length = if footer_found {
+                None
+            } else {
+                highest_held(&damaged.bytes, kept_end, damaged.first_seq + kept, false)
+            };
             let kept_last = before.as_ref().and_then(last_seq_of).unwrap_or(0);
             let first_seq = held_max
                 .unwrap_or(0)
+                .max(by_length.unwrap_or(0))
                 .max(kept_last)
                 .max(damaged.first_seq - 1)
                 + 1;

@@ -708,3 +708,37 @@ async fn repair_that_removes_the_first_segment_records_the_break() {
         format!(r#"{{"gap":{{"after_seq":0,"next_seq":{second_first_seq},"reason":"repair"}}}}"#)
     );
 }
+
+/// Damage at the end of the active segment too, behind the damage start-up refused: the frames
+/// there held seqs no valid frame shows any more, so repair numbers past every seq those bytes
+/// may have held, as start-up's cuts do, rather than past the last frame it can still read.
+#[tokio::test]
+async fn repair_of_the_active_segment_numbers_past_damaged_frames_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    for i in 0..10 {
+        let body = serde_json::json!({"action": "interaction_start", "interaction_id": format!("z-{i}"),
+            "mcp_id": "m", "timestamp": 1.0e9, "request_data": {"marker": format!("MARK{i:04}")}});
+        let r = server.post("/api/v2/interactions", body.to_string()).await;
+        assert_eq!(r.json()["seq"], i + 1);
+    }
+    server.kill();
+    // Seq 4 damaged with later writes behind it (not a torn tail), and seqs 9 and 10 as well.
+    for i in [3, 8, 9] {
+        rot_event(&data, i);
+    }
+    let (status, log) = start_expecting_failure(&data);
+    assert_eq!(status.code(), Some(1), "{log}");
+    let repaired = seg(&["repair"], &data);
+    assert!(repaired.status.success(), "{}", text(&repaired));
+    let server = Server::start(&data);
+    let r = server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "new", "m", 1.0e9),
+        )
+        .await;
+    let seq = r.json()["seq"].as_u64().unwrap();
+    assert!(seq > 10, "seq {seq} was acknowledged for z-{} before", seq - 1);
+}
