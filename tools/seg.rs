@@ -258,7 +258,7 @@ fn verify(dir: PathBuf) -> anyhow::Result<ExitCode> {
             let bytes: u64 = infos.iter().map(|i| i.bytes).sum();
             if let Some(last) = infos.last().filter(|i| i.tail_bytes > 0) {
                 eprintln!(
-                        "note: {} ends in {} bytes that are not a whole frame yet (a write in progress, or a torn tail the next start truncates)",
+                        "note: {} ends in {} bytes that are not a whole frame yet (a write in progress, or a torn tail the next start cuts: into quarantine/, recorded, numbering past every seq they may have held)",
                         last.path.display(),
                         last.tail_bytes
                     );
@@ -330,8 +330,15 @@ fn repair(data: PathBuf) -> anyhow::Result<ExitCode> {
             format!("a copy of the whole segment is in {}", step.quarantine)
         };
         println!(
-            "repaired {}: {}; kept {} frames before the damage; {moved}",
-            step.segment, step.reason, step.frames_kept
+            "repaired {}: {}; kept {} frames{}; {moved}",
+            step.segment,
+            step.reason,
+            step.frames_kept,
+            if step.reason.starts_with("header") {
+                " behind the damaged header, under a rebuilt header"
+            } else {
+                " before the damage"
+            }
         );
         if let Some(record) = &step.broke {
             println!(

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::cut::highest_held;
 use super::dir::{create_private_dir, list_segments, lock_dir, sync_dir, FILE_MODE};
 use super::format::{self, Decoded, Footer, Hash, FOOTER_BYTES, HEADER_BYTES};
-use super::cut::highest_held;
 use super::inspect::scan_log;
 use super::{segment_file_name, StorageError};
 

@@ -504,7 +504,10 @@ async fn a_replay_from_before_the_retained_log_names_each_cause_of_the_missing_s
     }
     server.kill();
     let last = crate::common::segment_paths(&data).pop().unwrap();
-    let mut file = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap();
     file.write_all(&[0x5A; 340]).unwrap();
     drop(file);
     let server = Server::start_with(&data, &env);
@@ -515,7 +518,10 @@ async fn a_replay_from_before_the_retained_log_names_each_cause_of_the_missing_s
             .map(|i| event("interaction_start", &format!("r{round}-{i}"), "m", 1.0e9))
             .collect();
         let r = server
-            .post("/api/v2/interactions/batch", format!("[{}]", batch.join(",")))
+            .post(
+                "/api/v2/interactions/batch",
+                format!("[{}]", batch.join(",")),
+            )
             .await;
         assert_eq!(r.status, 200);
         last_seq = r.json()["seqs"][9].as_u64().unwrap();
@@ -531,12 +537,13 @@ async fn a_replay_from_before_the_retained_log_names_each_cause_of_the_missing_s
         if first > cut_next {
             break first;
         }
-        assert!(Instant::now() < deadline, "retention deleted nothing: {stats}");
+        assert!(
+            Instant::now() < deadline,
+            "retention deleted nothing: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let gap = |after: u64, next: u64, reason: &str| {
-        serde_json::json!({"gap": {"after_seq": after, "next_seq": next, "reason": reason}})
-    };
+    let gap = |after: u64, next: u64, reason: &str| serde_json::json!({"gap": {"after_seq": after, "next_seq": next, "reason": reason}});
     let replayed = replay_lines(&server.get("/api/v2/events").await.body);
     assert_eq!(replayed[0], gap(0, 4, "retention"));
     assert_eq!(replayed[1], gap(3, cut_next, "cut"));
@@ -556,7 +563,9 @@ async fn a_replay_from_before_the_retained_log_names_each_cause_of_the_missing_s
     let verify = seg(&["verify"], &data);
     assert!(verify.status.success());
     assert!(
-        String::from_utf8_lossy(&verify.stdout).contains(&format!("cut at start-up before seq {cut_next} (after seq 3)")),
+        String::from_utf8_lossy(&verify.stdout).contains(&format!(
+            "cut at start-up before seq {cut_next} (after seq 3)"
+        )),
         "{}",
         String::from_utf8_lossy(&verify.stdout)
     );

@@ -740,5 +740,9 @@ async fn repair_of_the_active_segment_numbers_past_damaged_frames_at_its_end() {
         )
         .await;
     let seq = r.json()["seq"].as_u64().unwrap();
-    assert!(seq > 10, "seq {seq} was acknowledged for z-{} before", seq - 1);
+    assert!(
+        seq > 10,
+        "seq {seq} was acknowledged for z-{} before",
+        seq - 1
+    );
 }
