@@ -468,6 +468,12 @@ async fn a_flipped_bit_in_the_last_write_is_cut_and_its_seqs_are_never_given_aga
         "{}",
         server.log()
     );
+    // Start-up's check reports the recorded cut on every start.
+    assert!(
+        server.log().contains("the log has a cut made at start-up"),
+        "{}",
+        server.log()
+    );
     assert_eq!(
         server
             .post(
