@@ -440,6 +440,57 @@ mod tests {
         }
     }
 
+    fn record(after_seq: u64, first_seq: u64, kind: BreakKind) -> Break {
+        Break {
+            repaired_at_us: 1,
+            first_seq,
+            after_seq,
+            prev_hash: String::new(),
+            kept_hash: String::new(),
+            quarantine: String::new(),
+            reason: String::new(),
+            kind,
+            cut: None,
+        }
+    }
+
+    #[test]
+    fn gaps_split_by_cause_in_seq_order() {
+        let gap = |after_seq, next_seq, reason| Gap {
+            after_seq,
+            next_seq,
+            reason,
+        };
+        let repaired = [record(50, 61, BreakKind::Repair)];
+        // Before the retained log: retention up to the recorded repair, then the repair.
+        assert_eq!(
+            gaps(0, 61, Some(61), &repaired),
+            [
+                gap(0, 51, GapReason::Retention),
+                gap(50, 61, GapReason::Repair)
+            ]
+        );
+        // From inside a recorded cut, and a record that skips nothing covers nothing.
+        let cut = [
+            record(89, 101, BreakKind::Cut),
+            record(120, 121, BreakKind::Cut),
+        ];
+        assert_eq!(gaps(95, 101, Some(1), &cut), [gap(95, 101, GapReason::Cut)]);
+        assert_eq!(gaps(0, 1, Some(1), &cut), []);
+        assert_eq!(gaps(100, 101, Some(1), &cut), []);
+        // Every missing seq is in exactly one line, and the lines chain.
+        let lines = gaps(0, 130, Some(130), &cut);
+        assert_eq!(lines.first().map(|g| g.after_seq), Some(0));
+        assert_eq!(lines.last().map(|g| g.next_seq), Some(130));
+        assert!(lines
+            .windows(2)
+            .all(|w| w[0].next_seq == w[1].after_seq + 1));
+        assert_eq!(
+            gap(89, 101, GapReason::Repair).line(),
+            "{\"gap\":{\"after_seq\":89,\"next_seq\":101,\"reason\":\"repair\"}}\n"
+        );
+    }
+
     #[test]
     fn a_damaged_length_on_the_walk_is_reported_where_it_is() {
         let (mut bytes, dense, index) = frames_of(&[10; 20]);

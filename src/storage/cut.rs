@@ -112,9 +112,8 @@ pub(super) fn cut_tail(
     let target = data_dir.join(&quarantine);
     let folder = data_dir.join(QUARANTINE_DIR);
     create_private_dir(&folder).map_err(StorageError::io("create directory", &folder))?;
-    if target.exists() {
-        // The same start, again within one microsecond: the copy is there already.
-    } else {
+    // (A copy already there is this same cut, made by a start within the same microsecond.)
+    if !target.exists() {
         write_new(&target, cut)?;
         sync_dir(&folder)?;
     }
