@@ -91,7 +91,7 @@ pub(super) fn cut_tail(
     bytes: &[u8],
     scan: &Scan,
     fault: Fault,
-    before_hash: Option<Hash>,
+    before: Option<(u64, Hash)>,
     seqs: Seqs,
     now_us: u64,
     breaks: &mut Breaks,
@@ -120,13 +120,16 @@ pub(super) fn cut_tail(
 
     // The link the segment numbering goes on in will have: after the kept frames (the segment
     // sealed over them), or, when none are kept, after the segment before (this one removed).
-    let (prev_hash, kept_hash) = match (scan.footer, scan.frames.is_empty(), before_hash) {
-        (Some(footer), _, _) => (footer.segment_hash, footer.segment_hash),
+    // A segment that keeps no frame goes, so the link is from the segment before it, which may
+    // end below `next_seq - 1` when this one began past an earlier cut.
+    let (prev_hash, kept_hash, after_seq) = match (scan.footer, scan.frames.is_empty(), before) {
+        (Some(footer), _, _) => (footer.segment_hash, footer.segment_hash, next_seq - 1),
         (None, false, _) => {
             let hash: Hash = scan.hasher.clone().finalize().into();
-            (hash, hash)
+            (hash, hash, next_seq - 1)
         }
-        (None, true, before) => (scan.header.prev_hash, before.unwrap_or([0; 32])),
+        (None, true, Some((last_seq, hash))) => (scan.header.prev_hash, hash, last_seq),
+        (None, true, None) => (scan.header.prev_hash, [0; 32], next_seq - 1),
     };
     let skipped = first_free - next_seq;
     let reason = format!(
@@ -144,7 +147,7 @@ pub(super) fn cut_tail(
     let record = Break {
         repaired_at_us: now_us,
         first_seq: first_free,
-        after_seq: next_seq - 1,
+        after_seq,
         prev_hash: hex(&prev_hash),
         kept_hash: hex(&kept_hash),
         quarantine: quarantine.clone(),

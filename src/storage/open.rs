@@ -197,14 +197,17 @@ fn scan_segments(
             }
         };
         if let Tail::Torn { fault, .. } = scan.tail {
-            let before_hash = recovered.views.last().map(|v| view_end(v).hash);
+            let before = recovered.views.last().map(|v| {
+                let end = view_end(v);
+                (end.last_seq, end.hash)
+            });
             recovered.truncated_bytes += cut_tail(
                 &config.dir,
                 &path,
                 &map,
                 &scan,
                 fault,
-                before_hash,
+                before,
                 cutting.seqs,
                 cutting.now_us,
                 cutting.breaks,
@@ -540,6 +543,59 @@ mod tests {
         assert_eq!(opened.truncated_bytes, 0);
         assert_eq!(opened.writer.next_seq(), 13);
         assert_eq!(Breaks::load(&config.dir).unwrap().all().len(), 1);
+        crate::storage::verify_log(&config.dir, |_| {}).unwrap();
+    }
+
+    /// A write torn in the empty segment a cut began: the new cut links to the segment before
+    /// it (which ends below the earlier cut), and needs no second record to be accepted.
+    #[test]
+    fn a_cut_right_after_a_cut_links_to_the_segment_before_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 1 << 20);
+        let (mut opened, _) = reopen(&config).unwrap();
+        append_group(&mut opened, 5);
+        drop(opened);
+        let first = config.dir.join(crate::storage::segment_file_name(1));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&first)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &[0x33; 100]).unwrap();
+        drop(file);
+        let (opened, _) = reopen(&config).unwrap();
+        let skipped_to = opened.writer.next_seq();
+        assert_eq!(
+            skipped_to,
+            6 + 100 / crate::storage::cut::FRAME_BYTES_MIN as u64
+        );
+        drop(opened);
+        let empty = config
+            .dir
+            .join(crate::storage::segment_file_name(skipped_to));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&empty)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &[0x44; 200]).unwrap();
+        drop(file);
+        let (mut opened, seqs) = reopen(&config).unwrap();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        let next = opened.writer.next_seq();
+        assert_eq!(
+            next,
+            skipped_to + 200 / crate::storage::cut::FRAME_BYTES_MIN as u64
+        );
+        let records = Breaks::load(&config.dir).unwrap();
+        let after: Vec<(u64, u64)> = records
+            .all()
+            .iter()
+            .map(|r| (r.after_seq, r.first_seq))
+            .collect();
+        assert_eq!(after, [(5, skipped_to), (5, next)]);
+        append_group(&mut opened, 1);
+        drop(opened);
+        let (_, seqs) = reopen(&config).unwrap();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, next]);
         crate::storage::verify_log(&config.dir, |_| {}).unwrap();
     }
 
