@@ -182,7 +182,9 @@ async fn start_cluster(
     .await?;
     let version = cluster.server_version();
     warn_about_fsync(&version);
-    let (writer, view, maintenance) = open_log(config)?;
+    // A cluster node's seqs come from the stream: a cut at its end skips none, since the stream
+    // delivers the cut groups again with the same seqs and bytes.
+    let (writer, view, maintenance) = open_log(config, storage::Seqs::FromStream)?;
     // The writer's, not the catalog's: retention may have left only an empty active segment.
     let local_last = writer.next_seq() - 1;
     let (position, resume) = cluster.resume_point(local_last).await?;
@@ -255,7 +257,10 @@ fn warn_about_fsync(version: &str) {
 }
 
 /// Opens the log and folds it: the writer, the view and the maintenance policy.
-fn open_log(config: &Config) -> Result<(storage::LogWriter, View, Maintenance), StorageError> {
+fn open_log(
+    config: &Config,
+    seqs: storage::Seqs,
+) -> Result<(storage::LogWriter, View, Maintenance), StorageError> {
     let started = Instant::now();
     let log_config = LogConfig {
         dir: config.data_dir.join("segments"),
@@ -264,7 +269,7 @@ fn open_log(config: &Config) -> Result<(storage::LogWriter, View, Maintenance), 
         disk: crate::storage::Disk::real(),
     };
     let mut projection = Projection::new();
-    let opened = storage::open(&log_config, now_us(), |event| projection.apply(event))?;
+    let opened = storage::open_with(&log_config, now_us(), seqs, |event| projection.apply(event))?;
     tracing::info!(
         events = projection.events_total(),
         interactions = projection.record_count(),
@@ -292,7 +297,7 @@ fn open_log(config: &Config) -> Result<(storage::LogWriter, View, Maintenance), 
 
 /// Recovers the log and starts a single node's engine on it.
 pub fn recover(config: &Config) -> Result<Engine, StorageError> {
-    let (writer, view, maintenance) = open_log(config)?;
+    let (writer, view, maintenance) = open_log(config, storage::Seqs::NeverReuse)?;
     Ok(Engine::start(
         writer,
         view,

@@ -28,7 +28,7 @@ use mcplog::event::{EventLine, StoredEvent};
 use mcplog::projector::Projection;
 use mcplog::query;
 use mcplog::storage::{
-    list_segments, scan_log, scan_log_parallel, verify_log, Breaks, SegmentInfo,
+    gaps, list_segments, scan_log, scan_log_parallel, verify_log, BreakKind, Breaks, SegmentInfo,
 };
 use serde_json::json;
 
@@ -203,8 +203,29 @@ fn dump(dir: PathBuf, filters: Filters) -> anyhow::Result<ExitCode> {
         }
     };
     let mut write_error = None;
+    // Seqs no event holds are announced as replay announces them: a gap line per cause, in seq
+    // order, wherever the seqs skip (before the first segment, between two, before an empty last
+    // one), within --from-seq and --to-seq.
+    let breaks = Breaks::load(&dir)?;
+    let mut reached = from_seq.unwrap_or(1).saturating_sub(1);
+    let mut first_retained = None;
+    let gap_lines = |next: u64, first_retained: Option<u64>, reached: &mut u64| -> Vec<u8> {
+        let mut lines = Vec::new();
+        if next > *reached + 1 && to_seq.is_none_or(|to| *reached < to) {
+            for gap in gaps(*reached, next, first_retained, breaks.all()) {
+                lines.extend_from_slice(gap.line().as_bytes());
+            }
+        }
+        *reached = (*reached).max(next - 1);
+        lines
+    };
     let scanned = scan_log_parallel(&dir, render, |segment, bytes| {
-        let written = out.write_all(bytes);
+        if segment.events > 0 && first_retained.is_none() {
+            first_retained = Some(segment.first_seq);
+        }
+        let gap = gap_lines(segment.first_seq, first_retained, &mut reached);
+        let written = out.write_all(&gap).and_then(|()| out.write_all(bytes));
+        reached = reached.max(segment.first_seq + segment.events - 1);
         bar.inc(segment.bytes);
         if let Err(err) = &written {
             write_error = Some(err.kind());
@@ -237,21 +258,46 @@ fn verify(dir: PathBuf) -> anyhow::Result<ExitCode> {
             let bytes: u64 = infos.iter().map(|i| i.bytes).sum();
             if let Some(last) = infos.last().filter(|i| i.tail_bytes > 0) {
                 eprintln!(
-                        "note: {} ends in {} bytes that are not a whole frame yet (a write in progress, or a torn tail the next start truncates)",
+                        "note: {} ends in {} bytes that are not a whole frame yet (a write in progress, or a torn tail the next start cuts: into quarantine/, recorded, numbering past every seq they may have held)",
                         last.path.display(),
                         last.tail_bytes
                     );
             }
-            // Breaks a repair made are accepted, and always said.
+            // Breaks a repair or a start-up's cut made are accepted, and always said.
             for record in Breaks::load(&dir)?.all() {
-                println!(
-                        "chain break before seq {} (after seq {}), made by repair at {}: {}; damaged bytes in {}",
+                let moved = if record.quarantine.is_empty() {
+                    "(none moved)"
+                } else {
+                    &record.quarantine
+                };
+                match record.kind {
+                    BreakKind::Repair => println!(
+                        "chain break before seq {} (after seq {}), made by repair at {}: {}; damaged bytes in {moved}",
                         record.first_seq,
                         record.after_seq,
                         seconds(record.repaired_at_us),
                         record.reason,
-                        if record.quarantine.is_empty() { "(none moved)" } else { &record.quarantine }
-                    );
+                    ),
+                    BreakKind::Cut => {
+                        let missing = record.missing();
+                        let skipped = if missing.is_empty() {
+                            "no seq skipped".to_owned()
+                        } else {
+                            format!(
+                                "seqs {} to {} skipped, never given again",
+                                missing.start,
+                                missing.end - 1
+                            )
+                        };
+                        println!(
+                            "cut at start-up before seq {} (after seq {}) at {}: {skipped}; {}; cut bytes in {moved}",
+                            record.first_seq,
+                            record.after_seq,
+                            seconds(record.repaired_at_us),
+                            record.reason,
+                        );
+                    }
+                }
             }
             let head = infos
                 .last()
@@ -284,8 +330,15 @@ fn repair(data: PathBuf) -> anyhow::Result<ExitCode> {
             format!("a copy of the whole segment is in {}", step.quarantine)
         };
         println!(
-            "repaired {}: {}; kept {} frames before the damage; {moved}",
-            step.segment, step.reason, step.frames_kept
+            "repaired {}: {}; kept {} frames{}; {moved}",
+            step.segment,
+            step.reason,
+            step.frames_kept,
+            if step.reason.starts_with("header") {
+                " behind the damaged header, under a rebuilt header"
+            } else {
+                " before the damage"
+            }
         );
         if let Some(record) = &step.broke {
             println!(

@@ -46,7 +46,7 @@ const KEY_RECHECK: std::time::Duration = std::time::Duration::from_millis(250);
         ("mcp_id" = Option<String>, Query, description = "only this mcp_id"),
         ("follow" = Option<bool>, Query, description = "keep the stream open and send new events as they become durable"),
     ),
-    responses((status = 200, description = "NDJSON: one {seq, received_at, key_id, event} per line", content_type = "application/x-ndjson", body = String),
+    responses((status = 200, description = "NDJSON, one object per line, in seq order: an event {seq, received_at, key_id, event}; a gap {\"gap\":{after_seq, next_seq, reason}} where no event holds the seqs after after_seq and before next_seq, nor ever will (reason: retention, repair or cut); with follow, a heartbeat {heartbeat, durable_seq} while quiet; an error {\"error\":{code, message, ...}} that ends the stream", content_type = "application/x-ndjson", body = String),
         (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson),
         (status = 429, description = "too many replay streams open for this key", body = super::ErrorJson)),
     security(("bearer" = [])))]
@@ -215,8 +215,11 @@ async fn produce(
     let mut left = limit.unwrap_or(u64::MAX);
     loop {
         let last = *durable.borrow_and_update();
-        while cursor < last && left > 0 {
+        while left > 0 {
             let chunk = read_chunk(&state, cursor, last, left, only.scope());
+            if chunk.cursor == cursor {
+                break;
+            }
             cursor = chunk.cursor;
             left -= chunk.sent;
             if !chunk.lines.is_empty()
@@ -272,7 +275,7 @@ async fn produce(
 /// One chunk of NDJSON and where the reading stopped.
 struct Chunk {
     lines: Vec<u8>,
-    /// The last seq looked at.
+    /// The last seq looked at, or the last seq of a gap announced.
     cursor: u64,
     /// Event lines in `lines`.
     sent: u64,
@@ -281,21 +284,32 @@ struct Chunk {
 }
 
 /// NDJSON of the events after `cursor` up to `last`: at most `CHUNK_EVENTS` seqs looked at,
-/// `left` sent, and about `CHUNK_BYTES_TARGET` bytes.
+/// `left` sent, and about `CHUNK_BYTES_TARGET` bytes. Seqs no event holds (before the oldest
+/// retained event, in a recorded repair or cut) are announced with a gap line each, in seq order,
+/// even at the end of the log: a seq past a cut is known never to come.
 fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Scope<'_>) -> Chunk {
     let view = state.engine.view();
-    // Retention may have dropped what comes after the cursor: continue at the oldest retained.
-    let first = view.catalog.first_seq().unwrap_or(last + 1);
-    let from = (cursor + 1).max(first);
-    let to = last.min(from + CHUNK_EVENTS - 1);
     let mut chunk = Chunk {
         lines: Vec::new(),
         cursor,
         sent: 0,
         unreadable: false,
     };
-    let mut seq = from;
-    while seq <= to && chunk.sent < left && chunk.lines.len() < CHUNK_BYTES_TARGET {
+    let mut looked = 0;
+    while looked < CHUNK_EVENTS && chunk.sent < left && chunk.lines.len() < CHUNK_BYTES_TARGET {
+        let seq = chunk.cursor + 1;
+        let resume = view.catalog.resume_at(seq);
+        if resume > seq {
+            for gap in view.catalog.gaps(chunk.cursor, resume) {
+                chunk.lines.extend_from_slice(gap.line().as_bytes());
+            }
+            chunk.cursor = resume - 1;
+            continue;
+        }
+        if seq > last {
+            break;
+        }
+        looked += 1;
         let line = view.catalog.with_event(seq, |e| {
             if !only.admits(e.mcp_id) {
                 return Ok(None);
@@ -327,7 +341,6 @@ fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Scope<'
                 break;
             }
         }
-        seq += 1;
     }
     chunk
 }

@@ -40,6 +40,7 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<Backup, StorageError> {
             ),
         });
     }
+    refuse_inside(data_dir, dest)?;
     if std::fs::read_dir(dest).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(StorageError::Io {
             op: "back up into",
@@ -98,6 +99,83 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<Backup, StorageError> {
         bytes: infos.iter().map(|i| i.bytes).sum(),
         chain_head: infos.last().map_or([0; 32], |i| i.hash),
     })
+}
+
+/// Refuses a destination inside the data directory being copied (or the directory itself), however
+/// it is spelled: through symbolic links, `..` or a relative path. A copy there would be read back
+/// by the copy itself, end up in later backups, and sit inside what retention and repair manage.
+fn refuse_inside(data_dir: &Path, dest: &Path) -> Result<(), StorageError> {
+    let refuse = |reason: String| StorageError::Io {
+        op: "back up into",
+        path: dest.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, reason),
+    };
+    let data = data_dir
+        .canonicalize()
+        .map_err(StorageError::io("resolve", data_dir))?;
+    let target = resolve(dest).map_err(refuse)?;
+    if target.starts_with(&data) {
+        return Err(refuse(
+            "the destination is inside the data directory being copied; choose a directory outside it"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Where `path` leads once created: its longest existing ancestor with every link resolved, then
+/// the components still to create, with `.` and `..` applied as creating them would apply them.
+/// A link among the missing components (one that points nowhere) is refused: where it would
+/// lead cannot be known before it is followed.
+fn resolve(path: &Path) -> Result<std::path::PathBuf, String> {
+    use std::path::Component;
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|err| format!("cannot read the current directory: {err}"))?
+            .join(path)
+    };
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    let base = loop {
+        match existing.canonicalize() {
+            Ok(base) => break base,
+            Err(_) => {
+                if existing.symlink_metadata().is_ok() {
+                    return Err(format!(
+                        "{} is a symbolic link that leads nowhere",
+                        existing.display()
+                    ));
+                }
+                match (existing.file_name(), existing.parent()) {
+                    (Some(name), Some(parent)) => {
+                        rest.push(name.to_owned());
+                        existing = parent;
+                    }
+                    // `..` or the root: take the parent lexically.
+                    _ => match existing.parent() {
+                        Some(parent) => {
+                            rest.push("..".into());
+                            existing = parent;
+                        }
+                        None => return Err("the destination cannot be resolved".into()),
+                    },
+                }
+            }
+        }
+    };
+    let mut resolved = base;
+    for name in rest.iter().rev() {
+        match Path::new(name).components().next() {
+            Some(Component::ParentDir) => {
+                resolved.pop();
+            }
+            Some(Component::CurDir) | None => {}
+            Some(_) => resolved.push(name),
+        }
+    }
+    Ok(resolved)
 }
 
 fn copy_if_present(from: &Path, to: &Path) -> Result<(), StorageError> {

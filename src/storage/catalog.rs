@@ -10,6 +10,7 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use super::format::{decode_at, frame_end, Decoded, Footer};
+use super::repair::{Break, BreakKind};
 use crate::event::StoredEvent;
 
 /// One retained segment as readers see it.
@@ -135,12 +136,52 @@ pub enum CatalogChange {
 #[derive(Debug, Default)]
 pub struct Catalog {
     segments: Vec<SegmentView>,
+    /// The breaks `segments/repairs.jsonl` records, which say why seqs are missing.
+    breaks: Vec<Break>,
 }
 
 impl Catalog {
     /// A catalog of the given segments, oldest first.
     pub fn new(segments: Vec<SegmentView>) -> Catalog {
-        Catalog { segments }
+        Catalog {
+            segments,
+            breaks: Vec::new(),
+        }
+    }
+
+    /// Sets the recorded breaks (read at start; only start-up and the offline repair add any).
+    pub fn set_breaks(&mut self, breaks: Vec<Break>) {
+        self.breaks = breaks;
+    }
+
+    /// The seq the log gives next: one past the active segment's frames.
+    pub fn next_seq(&self) -> u64 {
+        self.segments
+            .last()
+            .map_or(1, |s| s.first_seq + s.frames.len())
+    }
+
+    /// The first seq at or after `seq` that the log holds or will give: `seq` itself unless it
+    /// falls in a gap (before the oldest retained event, or in a recorded break), where no event
+    /// is or ever will be.
+    pub fn resume_at(&self, seq: u64) -> u64 {
+        let index = self.segments.partition_point(|s| s.first_seq <= seq);
+        if let Some(segment) = index.checked_sub(1).map(|i| &self.segments[i]) {
+            let held = seq < segment.first_seq + segment.frames.len();
+            // Held, or at or past the end of the log: not in a gap.
+            if held || index == self.segments.len() {
+                return seq;
+            }
+        }
+        // Before the first segment, or after a sealed segment's frames: the next segment's first
+        // seq (an empty active segment's is the seq the log gives next).
+        self.segments.get(index).map_or(seq, |next| next.first_seq)
+    }
+
+    /// The lines that announce the gap between `after_seq` (the last seq a reader reached) and
+    /// `next_seq` (the next one the log holds or will give), one per cause, in seq order.
+    pub fn gaps(&self, after_seq: u64, next_seq: u64) -> Vec<Gap> {
+        gaps(after_seq, next_seq, self.first_seq(), &self.breaks)
     }
 
     /// Every segment, oldest first.
@@ -266,6 +307,92 @@ impl Catalog {
     }
 }
 
+/// Why seqs are missing from a log, as replay's gap lines and `mcplog-seg dump` say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GapReason {
+    /// Before the oldest retained event: retention deleted them (or the log, a copy or a
+    /// restored backup, begins later).
+    Retention,
+    /// `mcplog-seg repair` quarantined the bytes that held them.
+    Repair,
+    /// Start-up cut bytes at the end of the log that may have held them (a torn write or
+    /// damage to the last write); they are never given again.
+    Cut,
+}
+
+/// Seqs after `after_seq` and before `next_seq` that no event holds, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Gap {
+    /// The last seq before the missing ones.
+    pub after_seq: u64,
+    /// The first seq after them.
+    pub next_seq: u64,
+    /// Why they are missing.
+    pub reason: GapReason,
+}
+
+impl Gap {
+    /// The NDJSON line: `{"gap":{"after_seq":89,"next_seq":101,"reason":"repair"}}` and a
+    /// line break.
+    pub fn line(&self) -> String {
+        format!("{}\n", serde_json::json!({ "gap": self }))
+    }
+}
+
+/// The gaps between `after_seq` and `next_seq`: the missing seqs split into runs of one cause, a
+/// recorded break's kind where one covers them (the latest record wins), else retention when they
+/// lie before the oldest retained event (`first_retained`), else repair (start-up accepts no other
+/// gap inside the log than a recorded one).
+pub fn gaps(
+    after_seq: u64,
+    next_seq: u64,
+    first_retained: Option<u64>,
+    breaks: &[Break],
+) -> Vec<Gap> {
+    let mut out: Vec<Gap> = Vec::new();
+    let mut seq = after_seq.saturating_add(1);
+    while seq < next_seq {
+        // The cause at `seq`, and how far it reaches.
+        let covering = breaks.iter().rev().find(|b| b.missing().contains(&seq));
+        let (reason, end) = match covering {
+            Some(b) => (
+                match b.kind {
+                    BreakKind::Repair => GapReason::Repair,
+                    BreakKind::Cut => GapReason::Cut,
+                },
+                b.missing().end,
+            ),
+            None => {
+                // Up to the next record's start, or the end.
+                let next_record = breaks
+                    .iter()
+                    .map(|b| b.missing().start)
+                    .filter(|&start| start > seq)
+                    .min()
+                    .unwrap_or(u64::MAX);
+                let reason = if first_retained.is_none_or(|first| seq < first) {
+                    GapReason::Retention
+                } else {
+                    GapReason::Repair
+                };
+                (reason, next_record)
+            }
+        };
+        let end = end.min(next_seq);
+        match out.last_mut() {
+            Some(last) if last.reason == reason => last.next_seq = end,
+            _ => out.push(Gap {
+                after_seq: seq - 1,
+                next_seq: end,
+                reason,
+            }),
+        }
+        seq = end;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +438,57 @@ mod tests {
             }
             prop_assert_eq!(index.offset_of(sizes.len() as u64, &bytes), None);
         }
+    }
+
+    fn record(after_seq: u64, first_seq: u64, kind: BreakKind) -> Break {
+        Break {
+            repaired_at_us: 1,
+            first_seq,
+            after_seq,
+            prev_hash: String::new(),
+            kept_hash: String::new(),
+            quarantine: String::new(),
+            reason: String::new(),
+            kind,
+            cut: None,
+        }
+    }
+
+    #[test]
+    fn gaps_split_by_cause_in_seq_order() {
+        let gap = |after_seq, next_seq, reason| Gap {
+            after_seq,
+            next_seq,
+            reason,
+        };
+        let repaired = [record(50, 61, BreakKind::Repair)];
+        // Before the retained log: retention up to the recorded repair, then the repair.
+        assert_eq!(
+            gaps(0, 61, Some(61), &repaired),
+            [
+                gap(0, 51, GapReason::Retention),
+                gap(50, 61, GapReason::Repair)
+            ]
+        );
+        // From inside a recorded cut, and a record that skips nothing covers nothing.
+        let cut = [
+            record(89, 101, BreakKind::Cut),
+            record(120, 121, BreakKind::Cut),
+        ];
+        assert_eq!(gaps(95, 101, Some(1), &cut), [gap(95, 101, GapReason::Cut)]);
+        assert_eq!(gaps(0, 1, Some(1), &cut), []);
+        assert_eq!(gaps(100, 101, Some(1), &cut), []);
+        // Every missing seq is in exactly one line, and the lines chain.
+        let lines = gaps(0, 130, Some(130), &cut);
+        assert_eq!(lines.first().map(|g| g.after_seq), Some(0));
+        assert_eq!(lines.last().map(|g| g.next_seq), Some(130));
+        assert!(lines
+            .windows(2)
+            .all(|w| w[0].next_seq == w[1].after_seq + 1));
+        assert_eq!(
+            gap(89, 101, GapReason::Repair).line(),
+            "{\"gap\":{\"after_seq\":89,\"next_seq\":101,\"reason\":\"repair\"}}\n"
+        );
     }
 
     #[test]

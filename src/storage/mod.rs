@@ -11,6 +11,7 @@
 
 mod backup;
 pub mod catalog;
+pub mod cut;
 mod dir;
 mod disk;
 pub mod format;
@@ -28,13 +29,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use backup::{backup, Backup};
-pub use catalog::{Catalog, CatalogChange, FrameIndex, SegmentView};
+pub use catalog::{gaps, Catalog, CatalogChange, FrameIndex, Gap, GapReason, SegmentView};
+pub use cut::Seqs;
 pub(crate) use dir::sync_dir;
 pub use dir::{create_private_dir, list_segments, lock_dir, map_file, LOCK_FILE_NAME};
 pub use disk::Disk;
 pub use inspect::{scan_log, scan_log_parallel, verify_log, SegmentInfo};
-pub use open::{open, Opened};
-pub use repair::{repair, Break, Breaks, Repaired};
+pub use open::{open, open_with, Opened};
+pub use repair::{repair, Break, BreakKind, Breaks, Repaired};
 pub use writer::{LogWriter, Written};
 
 /// Where the segment files live, and when to roll to a new one.

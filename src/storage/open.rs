@@ -15,10 +15,11 @@ use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 
 use super::catalog::{Catalog, SegmentView};
-use super::dir::{create_private_dir, list_segments, map_file, sync_dir, truncate};
+use super::cut::{cut_tail, Seqs};
+use super::dir::{create_private_dir, list_segments, map_file, sync_dir};
 use super::format::Hash;
 use super::link::{check_link, check_sealed, End};
-use super::repair::Breaks;
+use super::repair::{hex, Break, BreakKind, Breaks};
 use super::scan::{check_hash, scan_segment, sealed_hash, Hashing, Mode, Scan, Scanned, Tail};
 use super::writer::{LogWriter, Resume};
 use super::{LogConfig, StorageError};
@@ -41,18 +42,38 @@ pub struct Opened {
 pub fn open(
     config: &LogConfig,
     now_us: u64,
+    each: impl FnMut(&StoredEvent<'_>),
+) -> Result<Opened, StorageError> {
+    open_with(config, now_us, Seqs::NeverReuse, each)
+}
+
+/// [`open`], with where the log's seqs come from: a cluster node's come from the cluster's
+/// stream, so a cut at its end skips no seq (the stream gives the same events again).
+pub fn open_with(
+    config: &LogConfig,
+    now_us: u64,
+    seqs: Seqs,
     mut each: impl FnMut(&StoredEvent<'_>),
 ) -> Result<Opened, StorageError> {
     create_private_dir(&config.dir).map_err(StorageError::io("create directory", &config.dir))?;
     let names = list_segments(&config.dir)?;
-    let breaks = Breaks::load(&config.dir)?;
+    let mut breaks = Breaks::load(&config.dir)?;
     for record in breaks.all() {
-        tracing::warn!(
-            first_seq = record.first_seq,
-            after_seq = record.after_seq,
-            quarantine = %record.quarantine,
-            "the log has a chain break recorded by mcplog-seg repair"
-        );
+        match record.kind {
+            BreakKind::Repair => tracing::warn!(
+                first_seq = record.first_seq,
+                after_seq = record.after_seq,
+                quarantine = %record.quarantine,
+                "the log has a chain break recorded by mcplog-seg repair"
+            ),
+            BreakKind::Cut => tracing::warn!(
+                first_seq = record.first_seq,
+                after_seq = record.after_seq,
+                quarantine = %record.quarantine,
+                reason = %record.reason,
+                "the log has a cut made at start-up: no event holds the seqs after after_seq and before first_seq"
+            ),
+        }
     }
     // SHA-256 is the costliest check: a helper thread hashes the sealed segments, in order, while
     // this one checks frames and folds.
@@ -67,19 +88,38 @@ pub fn open(
                 }
             }
         });
-        scan_segments(config, &breaks, names.clone(), &hashes, &mut each)
+        let cutting = Cutting {
+            seqs,
+            now_us,
+            breaks: &mut breaks,
+        };
+        scan_segments(config, cutting, names.clone(), &hashes, &mut each)
     })?;
     let Recovered {
-        mut views,
+        views,
         last,
         truncated_bytes,
     } = scanned;
-    let writer = open_writer(config, now_us, &mut views, last)?;
+    // Past every seq a record says was held: a cut just made, or one a start that stopped
+    // half-way recorded.
+    let floor = match seqs {
+        Seqs::NeverReuse => breaks.floor(),
+        Seqs::FromStream => 0,
+    };
+    let (writer, mut catalog) = open_writer(config, now_us, views, last, floor, &mut breaks)?;
+    catalog.set_breaks(breaks.all().to_vec());
     Ok(Opened {
         writer,
-        catalog: Catalog::new(views),
+        catalog,
         truncated_bytes,
     })
+}
+
+/// What a cut of the last segment needs.
+struct Cutting<'a> {
+    seqs: Seqs,
+    now_us: u64,
+    breaks: &'a mut Breaks,
 }
 
 /// The segments of a log, checked and folded in order.
@@ -94,7 +134,7 @@ struct Recovered {
 /// Checks and folds every segment. `hashes` gives the hash of each segment but the last, in order.
 fn scan_segments(
     config: &LogConfig,
-    breaks: &Breaks,
+    cutting: Cutting<'_>,
     names: Vec<(u64, PathBuf)>,
     hashes: &mpsc::Receiver<Result<Hash, StorageError>>,
     each: &mut impl FnMut(&StoredEvent<'_>),
@@ -120,7 +160,7 @@ fn scan_segments(
             Hashing::Deferred
         };
         let link = |header: &super::format::Header| match &prev {
-            Some(prev) => check_link(prev, &path, first_seq, &header.prev_hash, breaks),
+            Some(prev) => check_link(prev, &path, first_seq, &header.prev_hash, cutting.breaks),
             None => Ok(()),
         };
         let scanned = scan_segment(
@@ -156,11 +196,22 @@ fn scan_segments(
                 continue;
             }
         };
-        if let Tail::Torn { offset, fault } = scan.tail {
-            let cut = map.len() as u64 - offset;
-            truncate(&path, offset)?;
-            tracing::warn!(path = %path.display(), offset, bytes = cut, %fault, "truncated a torn tail");
-            recovered.truncated_bytes += cut;
+        if let Tail::Torn { fault, .. } = scan.tail {
+            let before = recovered.views.last().map(|v| {
+                let end = view_end(v);
+                (end.last_seq, end.hash)
+            });
+            recovered.truncated_bytes += cut_tail(
+                &config.dir,
+                &path,
+                &map,
+                &scan,
+                fault,
+                before,
+                cutting.seqs,
+                cutting.now_us,
+                cutting.breaks,
+            )?;
         }
         recovered.views.push(SegmentView {
             first_seq,
@@ -189,9 +240,126 @@ fn view_end(view: &SegmentView) -> End<'_> {
     }
 }
 
+/// A writer at the end of the log, and the catalog of every segment: continuing its unsealed last
+/// segment, or on a new segment after a sealed one or in an empty log. When `floor` (the lowest
+/// seq a record leaves free) is above the next seq, the last segment is sealed (or, holding no
+/// frame, removed) and the new one starts at `floor`.
+fn open_writer(
+    config: &LogConfig,
+    now_us: u64,
+    mut views: Vec<SegmentView>,
+    last: Option<Scan>,
+    floor: u64,
+    breaks: &mut Breaks,
+) -> Result<(LogWriter, Catalog), StorageError> {
+    let next = views.last().map_or(1, |v| v.first_seq + v.frames.len());
+    if floor > next {
+        return skip_to(config, now_us, views, last, floor, breaks);
+    }
+    let writer = continue_log(config, now_us, &mut views, last)?;
+    Ok((writer, Catalog::new(views)))
+}
+
+/// Starts numbering at `floor`, past seqs a recorded cut may have held: seals the last segment
+/// over its frames (or removes it when it holds none: it holds no event) and begins a new one at
+/// `floor`, whose link to the segment before must be one a record names.
+fn skip_to(
+    config: &LogConfig,
+    now_us: u64,
+    mut views: Vec<SegmentView>,
+    last: Option<Scan>,
+    floor: u64,
+    breaks: &mut Breaks,
+) -> Result<(LogWriter, Catalog), StorageError> {
+    // The hash the new segment names, from the record that set the floor when no segment is left
+    // to take it from.
+    let recorded_prev = breaks
+        .all()
+        .iter()
+        .rev()
+        .find(|b| b.first_seq == floor)
+        .and_then(|b| unhex(&b.prev_hash));
+    let unsealed = views.last().is_some_and(|v| v.footer.is_none());
+    let (writer, catalog) = match (unsealed, last) {
+        (true, Some(scan)) if !scan.frames.is_empty() => {
+            let mut writer = continue_log(config, now_us, &mut views, Some(scan))?;
+            let mut catalog = Catalog::new(views);
+            let written = writer.roll_to(floor, now_us);
+            for change in writer.take_changes() {
+                catalog.apply(change);
+            }
+            written?;
+            (writer, catalog)
+        }
+        (true, scan) => {
+            let empty = views.pop().expect("an unsealed last segment");
+            let prev_hash =
+                scan.map_or_else(|| recorded_prev.unwrap_or([0; 32]), |s| s.header.prev_hash);
+            std::fs::remove_file(&empty.path).map_err(StorageError::io("remove", &empty.path))?;
+            sync_dir(&config.dir)?;
+            tracing::warn!(path = %empty.path.display(), "removed an empty last segment: numbering goes on past a recorded cut");
+            let mut writer = LogWriter::create(config, floor, prev_hash, now_us)?;
+            views.push(writer.empty_view()?);
+            (writer, Catalog::new(views))
+        }
+        (false, _) => {
+            let prev_hash = match views.last() {
+                Some(sealed) => sealed.footer.expect("sealed").segment_hash,
+                None => recorded_prev.unwrap_or([0; 32]),
+            };
+            let mut writer = LogWriter::create(config, floor, prev_hash, now_us)?;
+            views.push(writer.empty_view()?);
+            (writer, Catalog::new(views))
+        }
+    };
+    // The link from the segment before to the new one skips seqs: a record must name it, or the
+    // next start refuses it. The record of the cut does; one is added if it is gone.
+    let segments = catalog.segments();
+    if let [.., before, new] = segments {
+        let end = view_end(before);
+        let prev_hash = super::format::decode_header(&new.map[..])
+            .map(|h| h.prev_hash)
+            .unwrap_or([0; 32]);
+        if !breaks.permits(floor, end.last_seq, &prev_hash, &end.hash) {
+            breaks.record(
+                &config.dir,
+                Break {
+                    repaired_at_us: now_us,
+                    first_seq: floor,
+                    after_seq: end.last_seq,
+                    prev_hash: hex(&prev_hash),
+                    kept_hash: hex(&end.hash),
+                    quarantine: String::new(),
+                    reason: format!(
+                        "numbering goes on at {floor}, past every seq segments/repairs.jsonl                          records as held"
+                    ),
+                    kind: BreakKind::Cut,
+                    cut: None,
+                },
+            )?;
+        }
+    }
+    tracing::warn!(
+        next_seq = floor,
+        "numbering goes on past every seq a recorded cut may have held"
+    );
+    Ok((writer, catalog))
+}
+
+fn unhex(text: &str) -> Option<Hash> {
+    let mut hash = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(hash)
+}
+
 /// A writer at the end of the log: continuing its unsealed last segment, or on a new segment
 /// (added to `views`) after a sealed one or in an empty log.
-fn open_writer(
+fn continue_log(
     config: &LogConfig,
     now_us: u64,
     views: &mut Vec<SegmentView>,
@@ -351,10 +519,153 @@ mod tests {
         let (start, end) = (offsets[5], offsets[6]);
         bytes[start..end].fill(0);
         std::fs::write(&path, &bytes).unwrap();
-        let (opened, seqs) = reopen(&config).unwrap();
+        let (mut opened, seqs) = reopen(&config).unwrap();
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
         assert_eq!(opened.truncated_bytes, (bytes.len() - start) as u64);
-        assert_eq!(opened.writer.next_seq(), 6);
+        // A torn write cannot be told from damage to an acknowledged one: numbering goes on past
+        // every seq the cut bytes may have held (frames 7..=10 check out behind the hole).
+        assert_eq!(opened.writer.next_seq(), 11);
+        let records = Breaks::load(&config.dir).unwrap();
+        let [record] = records.all() else {
+            panic!("{:?}", records.all())
+        };
+        assert_eq!(
+            (record.kind, record.after_seq, record.first_seq),
+            (BreakKind::Cut, 5, 11)
+        );
+        let quarantined = std::fs::read(dir.path().join(&record.quarantine)).unwrap();
+        assert_eq!(quarantined, bytes[start..], "the cut bytes, exactly");
+        assert_eq!(append_group(&mut opened, 2), vec![11, 12]);
+        drop(opened);
+        // The next start accepts the recorded skip, cuts nothing and goes on.
+        let (opened, seqs) = reopen(&config).unwrap();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5, 11, 12]);
+        assert_eq!(opened.truncated_bytes, 0);
+        assert_eq!(opened.writer.next_seq(), 13);
+        assert_eq!(Breaks::load(&config.dir).unwrap().all().len(), 1);
+        crate::storage::verify_log(&config.dir, |_| {}).unwrap();
+    }
+
+    /// A write torn in the empty segment a cut began: the new cut links to the segment before
+    /// it (which ends below the earlier cut), and needs no second record to be accepted.
+    #[test]
+    fn a_cut_right_after_a_cut_links_to_the_segment_before_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), 1 << 20);
+        let (mut opened, _) = reopen(&config).unwrap();
+        append_group(&mut opened, 5);
+        drop(opened);
+        let first = config.dir.join(crate::storage::segment_file_name(1));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&first)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &[0x33; 100]).unwrap();
+        drop(file);
+        let (opened, _) = reopen(&config).unwrap();
+        let skipped_to = opened.writer.next_seq();
+        assert_eq!(
+            skipped_to,
+            6 + 100 / crate::storage::cut::FRAME_BYTES_MIN as u64
+        );
+        drop(opened);
+        let empty = config
+            .dir
+            .join(crate::storage::segment_file_name(skipped_to));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&empty)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &[0x44; 200]).unwrap();
+        drop(file);
+        let (mut opened, seqs) = reopen(&config).unwrap();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        let next = opened.writer.next_seq();
+        assert_eq!(
+            next,
+            skipped_to + 200 / crate::storage::cut::FRAME_BYTES_MIN as u64
+        );
+        let records = Breaks::load(&config.dir).unwrap();
+        let after: Vec<(u64, u64)> = records
+            .all()
+            .iter()
+            .map(|r| (r.after_seq, r.first_seq))
+            .collect();
+        assert_eq!(after, [(5, skipped_to), (5, next)]);
+        append_group(&mut opened, 1);
+        drop(opened);
+        let (_, seqs) = reopen(&config).unwrap();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, next]);
+        crate::storage::verify_log(&config.dir, |_| {}).unwrap();
+    }
+
+    /// A start that stops anywhere inside a cut (after the record, after the truncation, after
+    /// the seal, after the removal of an empty segment) is finished by the next start: numbering
+    /// still goes on past the cut.
+    #[test]
+    fn a_cut_half_done_is_finished_by_the_next_start() {
+        for kept_frames in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = config(dir.path(), 1 << 20);
+            let (mut opened, _) = reopen(&config).unwrap();
+            if kept_frames {
+                append_group(&mut opened, 3); // seqs 1..=3 kept
+            }
+            let first = opened.writer.next_seq();
+            append_group(&mut opened, 4);
+            let offsets = frame_offsets(&opened.catalog.segments()[0]);
+            let cut_at = offsets[(first - 1) as usize];
+            drop(opened);
+            let path = config.dir.join(crate::storage::segment_file_name(1));
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[cut_at + 9] ^= 0x01;
+            std::fs::write(&path, &bytes).unwrap();
+            // The record as the cut writes it, then the file as each later step leaves it.
+            let mut breaks = Breaks::load(&config.dir).unwrap();
+            let (full, _) = reopen(&config).unwrap();
+            let expected_next = full.writer.next_seq();
+            assert!(expected_next > first + 3, "{expected_next}");
+            drop(full);
+            let record = Breaks::load(&config.dir).unwrap().all()[0].clone();
+            // Step 1 done: record written, nothing cut.
+            let stage = tempfile::tempdir().unwrap();
+            let segments = stage.path().join("segments");
+            std::fs::create_dir_all(&segments).unwrap();
+            breaks.record(&segments, record.clone()).unwrap();
+            std::fs::write(segments.join(crate::storage::segment_file_name(1)), &bytes).unwrap();
+            let staged = LogConfig {
+                dir: segments.clone(),
+                ..config.clone()
+            };
+            let (opened, _) = reopen(&staged).unwrap();
+            assert_eq!(opened.writer.next_seq(), expected_next);
+            drop(opened);
+            // Step 2 done: the file truncated, not yet sealed (or, holding no frame, not removed).
+            std::fs::remove_dir_all(&segments).unwrap();
+            std::fs::create_dir_all(&segments).unwrap();
+            let mut breaks = Breaks::default();
+            breaks.record(&segments, record.clone()).unwrap();
+            std::fs::write(
+                segments.join(crate::storage::segment_file_name(1)),
+                &bytes[..cut_at],
+            )
+            .unwrap();
+            let (opened, seqs) = reopen(&staged).unwrap();
+            assert_eq!(opened.writer.next_seq(), expected_next);
+            assert_eq!(seqs, (1..first).collect::<Vec<_>>());
+            drop(opened);
+            crate::storage::verify_log(&segments, |_| {}).unwrap();
+            // Step 3 done, for a segment that held no kept frame: it was removed, nothing else.
+            if !kept_frames {
+                std::fs::remove_dir_all(&segments).unwrap();
+                std::fs::create_dir_all(&segments).unwrap();
+                let mut breaks = Breaks::default();
+                breaks.record(&segments, record.clone()).unwrap();
+                let (opened, seqs) = reopen(&staged).unwrap();
+                assert!(seqs.is_empty());
+                assert_eq!(opened.writer.next_seq(), expected_next);
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::cut::highest_held;
 use super::dir::{create_private_dir, list_segments, lock_dir, sync_dir, FILE_MODE};
 use super::format::{self, Decoded, Footer, Hash, FOOTER_BYTES, HEADER_BYTES};
 use super::inspect::scan_log;
@@ -44,6 +45,55 @@ pub struct Break {
     pub quarantine: String,
     /// The damage found.
     pub reason: String,
+    /// Who made the break: `mcplog-seg repair`, or start-up cutting the end of the last segment.
+    /// Lines written before cuts were recorded have no `kind`: they are repairs.
+    #[serde(default)]
+    pub kind: BreakKind,
+    /// For a cut: where the cut bytes were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<Cut>,
+}
+
+impl Break {
+    /// The seqs this break says no event holds: every seq after `after_seq` and before
+    /// `first_seq` (empty when they follow).
+    pub fn missing(&self) -> std::ops::Range<u64> {
+        self.after_seq.saturating_add(1)..self.first_seq.max(self.after_seq.saturating_add(1))
+    }
+}
+
+/// What made a recorded break.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakKind {
+    /// `mcplog-seg repair` quarantined damaged bytes (or found a broken link).
+    #[default]
+    Repair,
+    /// Start-up cut bytes at the end of the last segment that did not check out (a torn write or
+    /// damage to the last write; the two cannot be told apart) and numbering continues past
+    /// every seq they may have held.
+    Cut,
+}
+
+impl BreakKind {
+    /// The word replay's gap lines and `verify` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakKind::Repair => "repair",
+            BreakKind::Cut => "cut",
+        }
+    }
+}
+
+/// Where the bytes of a cut were.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cut {
+    /// The segment file they were cut from.
+    pub segment: String,
+    /// Their offset in it.
+    pub offset: u64,
+    /// How many bytes were cut.
+    pub bytes: u64,
 }
 
 /// The links the repairs record allows to be broken.
@@ -101,6 +151,31 @@ impl Breaks {
     /// Every record, oldest first.
     pub fn all(&self) -> &[Break] {
         &self.0
+    }
+
+    /// The lowest seq the log may still give: past every seq a record says was held or given up
+    /// (a seq once handed out is never given again, even when the bytes holding it are gone).
+    pub fn floor(&self) -> u64 {
+        self.0.iter().map(|b| b.first_seq).max().unwrap_or(1).max(1)
+    }
+
+    /// Appends a record to the segment directory's file (synced) and to this list, unless one
+    /// naming the same link and kind is there already (a start-up that stopped half-way through
+    /// a cut does it again).
+    pub(super) fn record(&mut self, segments: &Path, record: Break) -> Result<(), StorageError> {
+        let same = |b: &Break| {
+            b.kind == record.kind
+                && b.first_seq == record.first_seq
+                && b.after_seq == record.after_seq
+                && b.prev_hash == record.prev_hash
+                && b.kept_hash == record.kept_hash
+        };
+        if self.0.iter().any(same) {
+            return Ok(());
+        }
+        append_record(segments, &record)?;
+        self.0.push(record);
+        Ok(())
     }
 }
 
@@ -196,10 +271,15 @@ fn repair_one(
         write_new(&target, &damaged.bytes)?;
     }
 
+    let before_hash = index
+        .checked_sub(1)
+        .map(|i| read(&names[i]))
+        .transpose()?
+        .map(|held| chain_hash(&held));
     let kept = if link_only {
         own_check(&damaged).map(|(frames, _)| frames).unwrap_or(0)
     } else {
-        cut_damage(&damaged, offset)?
+        cut_damage(&damaged, offset, before_hash)?
     };
     sync_dir(&segments)?;
 
@@ -227,10 +307,27 @@ fn repair_one(
         None => {
             // The damaged segment was the last: continue in a new one, starting past any seq the
             // quarantined bytes held, so that no seq is ever given to two events.
+            // Past the highest seq of a valid frame or footer anywhere in the bytes; and, unless
+            // a valid footer bounds them, past every seq the bytes after the kept frames may have
+            // held, by the rule start-up's cuts use (storage-format.md, "Cuts at start-up"):
+            // frames behind the damage may be damaged too.
             let held_max = max_seq_in(&damaged.bytes);
+            let kept_end = if offset == 0 {
+                frames_from(&damaged.bytes, damaged.first_seq, damaged.bytes.len()).end
+            } else {
+                valid_prefix(&damaged.bytes, offset as usize).end
+            };
+            let footer_found = (HEADER_BYTES..damaged.bytes.len())
+                .any(|at| matches!(format::decode_at(&damaged.bytes, at), Decoded::Footer(_)));
+            let by_length = if footer_found {
+                None
+            } else {
+                highest_held(&damaged.bytes, kept_end, damaged.first_seq + kept, false)
+            };
             let kept_last = before.as_ref().and_then(last_seq_of).unwrap_or(0);
             let first_seq = held_max
                 .unwrap_or(0)
+                .max(by_length.unwrap_or(0))
                 .max(kept_last)
                 .max(damaged.first_seq - 1)
                 + 1;
@@ -244,7 +341,48 @@ fn repair_one(
     } else {
         quarantine.clone()
     };
-    let broke = broken_link(before, after, now_us, moved, &reason)?;
+    let mut broke = broken_link(before, after.as_ref(), now_us, moved.clone(), &reason)?;
+    if broke.is_none() && !link_only {
+        // Bytes were moved aside although no link between two segments broke: a header rebuilt
+        // on a last segment, or a first segment cut or removed. The repair is recorded all the
+        // same, at the segment that now begins where the damage was, so verify never says a
+        // plain "ok" over a repair.
+        let names = list_segments(&segments)?;
+        let subject = if kept > 0 {
+            Some(read(&(damaged.first_seq, damaged.path.clone()))?)
+        } else {
+            after
+        };
+        if let Some(subject) = subject {
+            let position = names.iter().position(|(_, p)| *p == subject.path);
+            let pred = position
+                .and_then(|i| i.checked_sub(1))
+                .map(|i| read(&names[i]))
+                .transpose()?;
+            let header =
+                format::decode_header(&subject.bytes).map_err(|_| StorageError::Corrupt {
+                    path: subject.path.clone(),
+                    offset: 0,
+                    reason: "header unreadable".into(),
+                })?;
+            let after_seq = match &pred {
+                Some(pred) => last_seq_of(pred).unwrap_or(pred.first_seq - 1),
+                None if kept > 0 => subject.first_seq - 1,
+                None => damaged.first_seq - 1,
+            };
+            broke = Some(Break {
+                repaired_at_us: now_us,
+                first_seq: subject.first_seq,
+                after_seq,
+                prev_hash: hex(&header.prev_hash),
+                kept_hash: hex(&pred.as_ref().map_or([0; 32], chain_hash)),
+                quarantine: moved,
+                reason: reason.clone(),
+                kind: BreakKind::Repair,
+                cut: None,
+            });
+        }
+    }
     if let Some(record) = &broke {
         append_record(&segments, record)?;
     }
@@ -258,11 +396,26 @@ fn repair_one(
 }
 
 /// Keeps a damaged segment's whole frames before `offset` and seals it over them, or removes it
-/// when none are kept (a fault at offset 0 is in the header: nothing of it can be trusted).
-/// Returns the frames kept.
-fn cut_damage(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
-    let limit = if offset == 0 { 0 } else { offset as usize };
-    let prefix = valid_prefix(&damaged.bytes, limit);
+/// when none are kept. Returns the frames kept.
+///
+/// A fault at offset 0 is in the header (or the header names another first seq than the file
+/// name): the header cannot be trusted, but the frames behind it can be checked on their own.
+/// Every frame that checks out from the header's end, with seqs from the file name's first seq
+/// on, is kept under a rebuilt header: that first seq, the first frame's receive time as the
+/// creation time, and `before_hash` (the hash of the segment before, zeros for the first) as the
+/// previous hash; then the segment is sealed.
+fn cut_damage(damaged: &Held, offset: u64, before_hash: Option<Hash>) -> Result<u64, StorageError> {
+    if offset == 0 {
+        let prefix = frames_from(&damaged.bytes, damaged.first_seq, damaged.bytes.len());
+        if prefix.frames == 0 {
+            std::fs::remove_file(&damaged.path)
+                .map_err(StorageError::io("remove", &damaged.path))?;
+        } else {
+            rebuild(damaged, &prefix, before_hash.unwrap_or([0; 32]))?;
+        }
+        return Ok(prefix.frames);
+    }
+    let prefix = valid_prefix(&damaged.bytes, offset as usize);
     if prefix.frames == 0 {
         std::fs::remove_file(&damaged.path).map_err(StorageError::io("remove", &damaged.path))?;
     } else {
@@ -274,7 +427,7 @@ fn cut_damage(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
 /// The record of the link between `before` and `after`, if a repair broke it.
 fn broken_link(
     before: Option<Held>,
-    after: Option<Held>,
+    after: Option<&Held>,
     now_us: u64,
     quarantine: String,
     reason: &str,
@@ -298,6 +451,8 @@ fn broken_link(
         kept_hash: hex(&kept_hash),
         quarantine,
         reason: reason.to_owned(),
+        kind: BreakKind::Repair,
+        cut: None,
     }))
 }
 
@@ -334,6 +489,21 @@ pub(super) struct Prefix {
 }
 
 pub(super) fn valid_prefix(bytes: &[u8], limit: usize) -> Prefix {
+    match format::decode_header(bytes) {
+        Ok(header) => frames_from(bytes, header.first_seq, limit),
+        Err(_) => Prefix {
+            end: 0,
+            frames: 0,
+            last_seq: 0,
+            received_min_us: u64::MAX,
+            received_max_us: 0,
+        },
+    }
+}
+
+/// The whole valid frames from the header's end, with seqs from `first_seq` on, that end at or
+/// before `limit`, whatever the header holds.
+fn frames_from(bytes: &[u8], first_seq: u64, limit: usize) -> Prefix {
     let mut prefix = Prefix {
         end: HEADER_BYTES,
         frames: 0,
@@ -341,11 +511,7 @@ pub(super) fn valid_prefix(bytes: &[u8], limit: usize) -> Prefix {
         received_min_us: u64::MAX,
         received_max_us: 0,
     };
-    let Ok(header) = format::decode_header(bytes) else {
-        prefix.end = 0;
-        return prefix;
-    };
-    let mut seq = header.first_seq;
+    let mut seq = first_seq;
     while let Decoded::Frame { frame, end } = format::decode_at(bytes, prefix.end) {
         if end > limit || frame.seq != seq {
             break;
@@ -379,6 +545,35 @@ fn reseal(held: &Held, prefix: &Prefix) -> Result<(), StorageError> {
     file.write_all_at(&format::encode_footer(&footer), prefix.end as u64)
         .map_err(StorageError::io("write footer", path))?;
     file.sync_all().map_err(StorageError::io("fsync", path))
+}
+
+/// Replaces a segment whose header is damaged by its kept frames under a rebuilt header, sealed:
+/// written beside it and renamed over it, so a crash leaves one or the other whole.
+fn rebuild(held: &Held, prefix: &Prefix, prev_hash: Hash) -> Result<(), StorageError> {
+    let created_at_us = match format::decode_at(&held.bytes, HEADER_BYTES) {
+        Decoded::Frame { frame, .. } => frame.received_at_us,
+        _ => prefix.received_min_us,
+    };
+    let header = format::Header {
+        first_seq: held.first_seq,
+        created_at_us,
+        prev_hash,
+    };
+    let mut bytes = format::encode_header(&header).to_vec();
+    bytes.extend_from_slice(&held.bytes[HEADER_BYTES..prefix.end]);
+    let footer = Footer {
+        last_seq: prefix.last_seq,
+        data_end: prefix.end as u64,
+        received_min_us: prefix.received_min_us,
+        received_max_us: prefix.received_max_us,
+        segment_hash: Sha256::digest(&bytes).into(),
+    };
+    bytes.extend_from_slice(&format::encode_footer(&footer));
+    // Not named like a segment, so no listing takes it for one.
+    let temporary = held.path.with_extension("seg.rebuilt");
+    let _ = std::fs::remove_file(&temporary);
+    write_new(&temporary, &bytes)?;
+    std::fs::rename(&temporary, &held.path).map_err(StorageError::io("rename", &held.path))
 }
 
 /// The chain hash of a segment as repair leaves it: its footer's, or the hash of its bytes.

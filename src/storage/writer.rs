@@ -204,6 +204,11 @@ impl LogWriter {
         written
     }
 
+    /// What the writer changed that the catalog has not mirrored yet.
+    pub(super) fn take_changes(&mut self) -> Vec<CatalogChange> {
+        std::mem::take(&mut self.changes)
+    }
+
     /// The seq the next appended event must carry.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -456,6 +461,13 @@ impl LogWriter {
 
     /// Seals the active segment and opens the next one, recording both in `changes`.
     fn roll(&mut self, now_us: u64) -> Result<(), StorageError> {
+        self.roll_to(self.next_seq, now_us)
+    }
+
+    /// Seals the active segment (which holds frames) and opens the next one at `first_seq`, past
+    /// the seqs a recorded cut may have held when above [`LogWriter::next_seq`].
+    pub(super) fn roll_to(&mut self, first_seq: u64, now_us: u64) -> Result<(), StorageError> {
+        debug_assert!(first_seq >= self.next_seq && self.frames > 0);
         let footer = Footer {
             last_seq: self.next_seq - 1,
             data_end: self.data_len,
@@ -481,7 +493,7 @@ impl LogWriter {
             return Err(err);
         }
         // The next segment's writer, built as at start-up; it takes over this one's buffers.
-        let opened = LogWriter::create(&self.config, self.next_seq, footer.segment_hash, now_us)
+        let opened = LogWriter::create(&self.config, first_seq, footer.segment_hash, now_us)
             .and_then(|mut next| Ok((next.empty_view()?, next)));
         let (view, mut next) = match opened {
             Ok(opened) => opened,
@@ -491,7 +503,7 @@ impl LogWriter {
                 let _ = self
                     .config
                     .disk
-                    .remove(&self.config.dir.join(segment_file_name(self.next_seq)));
+                    .remove(&self.config.dir.join(segment_file_name(first_seq)));
                 self.undo_to(self.data_len, &err);
                 return Err(err);
             }

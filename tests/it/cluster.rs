@@ -1027,3 +1027,58 @@ async fn a_node_whose_log_the_stream_does_not_hold_refuses_to_start() {
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("but the stream is empty"), "{log}");
 }
+
+/// A cluster node whose last write is cut at start-up (a flipped bit in it, which start-up cannot
+/// tell from a torn write) skips no seq: its seqs come from the stream, which delivers the cut
+/// group again, byte for byte. The cut bytes are still kept and recorded; the node's replay holds
+/// every event at its seq with no gap, and it goes on at the next seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_last_write_is_cut_takes_it_again_from_the_stream_without_skipping_seqs() {
+    let Some(bin) = nats_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(bin, dir.path(), 1);
+    let env = [("MCPLOG_NATS_REPLICAS", "1")];
+    let a_dir = dir.path().join("a");
+    let a = start_node(&a_dir, &nats.urls(), &env);
+    for n in 1..=3 {
+        let stored = a.post("/api/v2/interactions", single(0, n, "a")).await;
+        assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
+    }
+    let stored = a.post("/api/v2/interactions/batch", batch(0, 4)).await;
+    assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
+    let before = String::from_utf8_lossy(&a.get("/api/v2/events").await.body).into_owned();
+    assert_eq!(before.lines().count(), 8);
+    a.kill();
+    // Flip one bit in the body of seq 6, the batch's third event.
+    let last = crate::common::segment_paths(&a_dir).pop().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    let needle = br#""progress_data":{"k":2}"#;
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("seq 6's body");
+    bytes[at + 5] ^= 0x01;
+    std::fs::write(&last, &bytes).unwrap();
+
+    let a = start_node(&a_dir, &nats.urls(), &env);
+    assert!(a.log().contains("truncated a torn tail"), "{}", a.log());
+    settled(&[&a], 8).await;
+    let after = String::from_utf8_lossy(&a.get("/api/v2/events").await.body).into_owned();
+    assert_eq!(
+        after, before,
+        "the same events at the same seqs, and no gap line"
+    );
+    let stored = a.post("/api/v2/interactions", single(0, 9, "a")).await;
+    assert_eq!(stored.json()["seq"], 9, "{}", stored.json());
+    a.kill();
+    let records = std::fs::read_to_string(a_dir.join("segments/repairs.jsonl")).unwrap();
+    let record: Value = serde_json::from_str(records.trim()).unwrap();
+    assert_eq!(record["kind"], "cut");
+    assert_eq!(
+        record["first_seq"].as_u64().unwrap(),
+        record["after_seq"].as_u64().unwrap() + 1,
+        "no seq skipped: {record}"
+    );
+    assert!(a_dir.join(record["quarantine"].as_str().unwrap()).is_file());
+    verify_head(&a_dir);
+}

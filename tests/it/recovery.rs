@@ -48,7 +48,18 @@ async fn garbage_appended_to_the_last_segment_is_truncated_and_data_kept() {
         "{}",
         server.log()
     );
-    assert_eq!(std::fs::metadata(&last).unwrap().len(), clean_len);
+    // Cut back to the last whole frame and sealed there: no seq of the cut bytes is given again
+    // (they cannot be told from a flipped bit in an acknowledged write), so a new segment begins
+    // past them.
+    let kept = std::fs::read(&last).unwrap();
+    assert_eq!(
+        kept.len() as u64,
+        clean_len + mcplog::storage::format::FOOTER_BYTES as u64
+    );
+    assert!(matches!(
+        mcplog::storage::format::decode_at(&kept, clean_len as usize),
+        mcplog::storage::format::Decoded::Footer(_)
+    ));
     for i in 0..50 {
         assert_eq!(
             server
@@ -66,7 +77,17 @@ async fn garbage_appended_to_the_last_segment_is_truncated_and_data_kept() {
         )
         .await
         .json();
-    assert_eq!(next["seq"], 51);
+    // 1500 bytes with no valid frame in them may have held 1500 / 34 frames
+    // (storage-format.md, "Cuts at start-up"): seqs 51 to 94.
+    assert_eq!(
+        next["seq"],
+        51 + 1500 / mcplog::storage::cut::FRAME_BYTES_MIN as u64
+    );
+    let quarantined: Vec<_> = std::fs::read_dir(dir.path().join("quarantine"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(quarantined, [garbage]);
     server.kill();
     // And it starts again after that, cleanly.
     let server = Server::start(dir.path());
@@ -93,6 +114,14 @@ async fn a_half_written_last_frame_is_a_torn_tail() {
     assert!(server.log().contains("truncated a torn tail"));
     assert_eq!(server.get("/api/v2/interactions/h-3").await.status, 200);
     assert_eq!(server.get("/api/v2/interactions/h-4").await.status, 404);
+    // The half frame held seq 5 and could have held more: the next event goes past all of them,
+    // where the recorded cut says.
+    let records = std::fs::read_to_string(dir.path().join("segments/repairs.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(records.trim()).unwrap();
+    let cut = record["cut"]["bytes"].as_u64().unwrap();
+    let expected = 5 + cut / mcplog::storage::cut::FRAME_BYTES_MIN as u64;
+    assert!(expected > 5);
+    assert_eq!(record["first_seq"], expected);
     assert_eq!(
         server
             .post(
@@ -101,7 +130,7 @@ async fn a_half_written_last_frame_is_a_torn_tail() {
             )
             .await
             .json()["seq"],
-        5
+        expected
     );
 }
 

@@ -187,15 +187,38 @@ async fn repair_of_the_active_segment_never_gives_a_seq_twice() {
         .await;
     assert_eq!(r.json()["seq"], 11, "{}", r.json());
     let replay = server.get("/api/v2/events").await;
-    let seqs: Vec<u64> = String::from_utf8_lossy(&replay.body)
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&replay.body)
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    let seqs: Vec<u64> = lines.iter().filter_map(|l| l["seq"].as_u64()).collect();
     assert_eq!(seqs, [1, 2, 3, 11]);
+    // The jump is announced where it is, with its cause: replay never passes a gap in silence.
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(
+        lines[3],
+        serde_json::json!({"gap": {"after_seq": 3, "next_seq": 11, "reason": "repair"}})
+    );
+    // Also to a follow stream.
+    let follow = server.get("/api/v2/events?follow=true&limit=4").await;
+    let followed: Vec<serde_json::Value> = String::from_utf8_lossy(&follow.body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(followed, lines);
+    // mcplog-seg dump prints the same lines.
+    server.kill();
+    let dump = seg(&["dump"], &data);
+    let dumped: Vec<serde_json::Value> = String::from_utf8_lossy(&dump.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dumped, lines);
+    let dumped_from = seg(&["dump", "--from-seq", "5"], &data);
+    assert_eq!(
+        String::from_utf8_lossy(&dumped_from.stdout).lines().next(),
+        Some(r#"{"gap":{"after_seq":4,"next_seq":11,"reason":"repair"}}"#)
+    );
 }
 
 /// Ways a data directory can be found; the mutation and whether start-up should accept it.
@@ -485,5 +508,241 @@ async fn a_forged_and_resealed_segment_is_refused_by_start_up_and_verify_naming_
     assert!(
         said.contains("hash chain broken") && said.contains(&next),
         "{said}"
+    );
+}
+
+#[tokio::test]
+async fn backup_into_the_live_data_directory_is_refused_however_it_is_spelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_segments(&data, 3).await;
+    let listing = |path: &Path| -> Vec<std::path::PathBuf> {
+        let mut all = Vec::new();
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() && !path.is_symlink() {
+                    stack.push(path.clone());
+                }
+                all.push(path);
+            }
+        }
+        all.sort();
+        all
+    };
+    let before = listing(&data);
+    // A link outside the data directory that points into it.
+    let link = dir.path().join("into-data");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    let dangling = dir.path().join("nowhere");
+    std::os::unix::fs::symlink(data.join("not-yet"), &dangling).unwrap();
+    let spellings = [
+        data.clone(),
+        data.join("backup"),
+        data.join("segments"),
+        data.join("deep/er/copy"),
+        dir.path().join("elsewhere/../data/copy"),
+        data.join("segments/../copy"),
+        link.join("copy"),
+        link.clone(),
+        dangling.join("copy"),
+    ];
+    for dest in &spellings {
+        let output = seg(&["backup", data.to_str().unwrap()], dest);
+        assert!(
+            !output.status.success(),
+            "{}: {}",
+            dest.display(),
+            text(&output)
+        );
+        let said = text(&output);
+        assert!(
+            said.contains("inside the data directory") || said.contains("leads nowhere"),
+            "{}: {said}",
+            dest.display()
+        );
+        assert_eq!(
+            listing(&data),
+            before,
+            "{}: something was written",
+            dest.display()
+        );
+    }
+    assert!(!dir.path().join("elsewhere").exists());
+    // A relative path that climbs into it, from inside a subdirectory of the data directory.
+    let output = Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .current_dir(data.join("segments"))
+        .args(["backup", data.to_str().unwrap(), "../copy"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{}", text(&output));
+    assert_eq!(listing(&data), before);
+    // Beside it is fine, also through a `..` that leaves it.
+    let output = seg(
+        &["backup", data.to_str().unwrap()],
+        &data.join("segments/../../copy"),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(seg(&["verify"], &dir.path().join("copy")).status.success());
+}
+
+/// A header that does not check out, on the first, a middle and the last segment: repair keeps
+/// every frame behind it that checks out (under a rebuilt header) and always records the break,
+/// so verify never prints a plain "ok" over a repair; no seq goes missing, so replay has no gap.
+#[tokio::test]
+async fn repair_of_a_damaged_header_keeps_every_frame_and_records_the_break() {
+    let template = tempfile::tempdir().unwrap();
+    let ids = small_segments(&template.path().join("data"), 40).await;
+    let count = segment_paths(&template.path().join("data")).len();
+    assert!(count >= 4, "{count}");
+    for (name, which) in [("first", 0), ("middle", 1), ("last", count - 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        copy_dir(&template.path().join("data"), &data);
+        let victim = segment_paths(&data)[which].clone();
+        let mut bytes = std::fs::read(&victim).unwrap();
+        let original = bytes.clone();
+        bytes[40] ^= 0x08; // inside prev_hash: the header's CRC no longer holds
+        std::fs::write(&victim, &bytes).unwrap();
+        let (status, log) = start_expecting_failure(&data);
+        assert_eq!(status.code(), Some(1), "{name}: {log}");
+
+        let repaired = seg(&["repair"], &data);
+        assert!(repaired.status.success(), "{name}: {}", text(&repaired));
+        assert!(
+            text(&repaired).contains("kept") && !text(&repaired).contains("kept 0 frames"),
+            "{name}: {}",
+            text(&repaired)
+        );
+        let quarantine: Vec<_> = std::fs::read_dir(data.join("quarantine"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(quarantine.len(), 1, "{name}");
+        assert_eq!(std::fs::read(&quarantine[0]).unwrap(), bytes, "{name}");
+        let records = std::fs::read_to_string(data.join("segments/repairs.jsonl")).unwrap();
+        assert_eq!(records.lines().count(), 1, "{name}: {records}");
+        let verify = seg(&["verify"], &data);
+        assert!(verify.status.success(), "{name}: {}", text(&verify));
+        assert!(
+            text(&verify).contains("chain break before seq"),
+            "{name}: {}",
+            text(&verify)
+        );
+        // The rebuilt segment holds the same frames as before.
+        let rebuilt = std::fs::read(&victim).unwrap();
+        let frames_end = |b: &[u8]| {
+            let mut at = mcplog::storage::format::HEADER_BYTES;
+            while let mcplog::storage::format::Decoded::Frame { end, .. } =
+                mcplog::storage::format::decode_at(b, at)
+            {
+                at = end;
+            }
+            at
+        };
+        assert_eq!(
+            rebuilt[68..frames_end(&rebuilt)],
+            original[68..frames_end(&original)],
+            "{name}"
+        );
+        let server = Server::start(&data);
+        for id in &ids {
+            assert!(present(&server, id).await, "{name}: {id} lost");
+        }
+        let replay = server.get("/api/v2/events").await;
+        let text_body = String::from_utf8_lossy(&replay.body).into_owned();
+        assert_eq!(text_body.lines().count(), 40, "{name}: {text_body}");
+        assert!(!text_body.contains("\"gap\""), "{name}");
+        let r = server
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", "after", "m", 1.0e9),
+            )
+            .await;
+        assert_eq!(r.json()["seq"], 41, "{name}");
+    }
+}
+
+/// The first segment damaged past saving (its header and first frame unreadable): it is removed
+/// (its copy in quarantine), and the break is recorded although no segment comes before it:
+/// verify reports it, and replay announces the missing seqs as a repair, not as retention.
+#[tokio::test]
+async fn repair_that_removes_the_first_segment_records_the_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_segments(&data, 40).await;
+    let first = segment_paths(&data)[0].clone();
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[..100].fill(0);
+    std::fs::write(&first, &bytes).unwrap();
+    let repaired = seg(&["repair"], &data);
+    assert!(repaired.status.success(), "{}", text(&repaired));
+    assert!(!first.exists());
+    let verify = seg(&["verify"], &data);
+    assert!(verify.status.success(), "{}", text(&verify));
+    let second_first_seq = segment_paths(&data)[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(".seg")
+        .parse::<u64>()
+        .unwrap();
+    assert!(
+        text(&verify).contains(&format!(
+            "chain break before seq {second_first_seq} (after seq 0)"
+        )),
+        "{}",
+        text(&verify)
+    );
+    let server = Server::start(&data);
+    let replay = server.get("/api/v2/events").await;
+    let first_line = String::from_utf8_lossy(&replay.body)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        first_line,
+        format!(r#"{{"gap":{{"after_seq":0,"next_seq":{second_first_seq},"reason":"repair"}}}}"#)
+    );
+}
+
+/// Damage at the end of the active segment too, behind the damage start-up refused: the frames
+/// there held seqs no valid frame shows any more, so repair numbers past every seq those bytes
+/// may have held, as start-up's cuts do, rather than past the last frame it can still read.
+#[tokio::test]
+async fn repair_of_the_active_segment_numbers_past_damaged_frames_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    for i in 0..10 {
+        let body = serde_json::json!({"action": "interaction_start", "interaction_id": format!("z-{i}"),
+            "mcp_id": "m", "timestamp": 1.0e9, "request_data": {"marker": format!("MARK{i:04}")}});
+        let r = server.post("/api/v2/interactions", body.to_string()).await;
+        assert_eq!(r.json()["seq"], i + 1);
+    }
+    server.kill();
+    // Seq 4 damaged with later writes behind it (not a torn tail), and seqs 9 and 10 as well.
+    for i in [3, 8, 9] {
+        rot_event(&data, i);
+    }
+    let (status, log) = start_expecting_failure(&data);
+    assert_eq!(status.code(), Some(1), "{log}");
+    let repaired = seg(&["repair"], &data);
+    assert!(repaired.status.success(), "{}", text(&repaired));
+    let server = Server::start(&data);
+    let r = server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "new", "m", 1.0e9),
+        )
+        .await;
+    let seq = r.json()["seq"].as_u64().unwrap();
+    assert!(
+        seq > 10,
+        "seq {seq} was acknowledged for z-{} before",
+        seq - 1
     );
 }

@@ -12,6 +12,19 @@ Server integrations live in ``mcplog.fastmcp`` (fastmcp 4.x) and ``mcplog.mcp``
 from ._client import Client, FlushResult, Rejection
 from ._context import progress
 from ._events import uuid7
+from ._replay import Gap, Heartbeat, ReplayError, ReplayEvent, ReplayItem, replay
 
-__all__ = ["Client", "FlushResult", "Rejection", "progress", "uuid7"]
+__all__ = [
+    "Client",
+    "FlushResult",
+    "Gap",
+    "Heartbeat",
+    "Rejection",
+    "ReplayError",
+    "ReplayEvent",
+    "ReplayItem",
+    "progress",
+    "replay",
+    "uuid7",
+]
 __version__ = "0.1.0"

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ._events import DEFAULT_PAYLOAD_BYTES_MAX, InvalidEvent, build_event
+from ._replay import Gap, Heartbeat, ReplayEvent, replay
 from ._transport import HttpTransport, Response, TransportError
 from ._warn import RateLimitedWarner
 
@@ -169,6 +170,11 @@ class Client:
         self._closed = False
         self._reset_state()
         _register(self)
+
+    def replay(self, **options: Any) -> Iterator[ReplayEvent | Gap | Heartbeat]:
+        """:func:`mcplog.replay` with this client's url and key (a writer key reads its own
+        mcp_id only): events in seq order, a :class:`mcplog.Gap` wherever seqs are missing."""
+        return replay(self.url, self._api_key, **options)
 
     # ---- state ---------------------------------------------------------
 

@@ -7,6 +7,7 @@ import type { Rejection } from "./http.js";
 import { resolveOptions, type McpLogClientOptions, type ResolvedOptions } from "./options.js";
 import { EventQueue } from "./queue.js";
 import { makeRedactor } from "./redact.js";
+import { replay, type ReplayItem, type ReplayOptions } from "./replay.js";
 import { stderrLogger, Warner } from "./warn.js";
 import { Worker, type Counters, type FlushResult } from "./worker.js";
 
@@ -54,6 +55,14 @@ export class McpLogClient {
       process.on("beforeExit", this.exitHooks.beforeExit);
       process.on("exit", this.exitHooks.exit);
     }
+  }
+
+  /**
+   * Reads the log back with this client's url and key (a writer key reads its own mcp_id only):
+   * events in seq order, and a `gap` item wherever seqs are missing. See `replay()`.
+   */
+  replay(options: Omit<ReplayOptions, "url" | "apiKey"> = {}): AsyncGenerator<ReplayItem, void, undefined> {
+    return replay({ ...options, url: this.options.url, apiKey: this.options.apiKey });
   }
 
   /**

@@ -10,3 +10,5 @@ export { instrument, type InstrumentOptions } from "./instrument.js";
 export type { TransportLike } from "./tap.js";
 export { uuidv7 } from "./uuid.js";
 export { REDACTED } from "./redact.js";
+export { replay, parseReplayLine, ReplayError } from "./replay.js";
+export type { ReplayEvent, Gap, GapReason, Heartbeat, ReplayItem, ReplayOptions } from "./replay.js";

@@ -46,12 +46,13 @@ export async function freePort() {
  * Starts the server; resolves once GET /readyz answers 200. `port` 0 lets the server pick one
  * (parsed from its "listening on" log line).
  */
-export async function startServer({ port = 0 } = {}) {
+export async function startServer({ port = 0, dir: reuse = null } = {}) {
   const bin = serverBinary();
-  const dir = await mkdtemp(join(tmpdir(), "mcplog-ts-test-"));
+  // `dir`: start again on the data directory of a server stopped with `stop({ keep: true })`.
+  const dir = reuse ?? (await mkdtemp(join(tmpdir(), "mcplog-ts-test-")));
   const config = join(dir, "mcplog.toml");
   await writeFile(config, CONFIG);
-  await mkdir(join(dir, "data"));
+  await mkdir(join(dir, "data"), { recursive: true });
   const child = spawn(bin, ["serve", "--data-dir", join(dir, "data"), "--bind", `127.0.0.1:${port}`, "--config", config], {
     stdio: ["ignore", "ignore", "pipe"],
   });
@@ -86,7 +87,7 @@ export async function startServer({ port = 0 } = {}) {
     get log() {
       return log;
     },
-    async stop() {
+    async stop({ keep = false } = {}) {
       if (stopped) return;
       stopped = true;
       if (child.exitCode === null && child.signalCode === null) {
@@ -95,7 +96,7 @@ export async function startServer({ port = 0 } = {}) {
         await exited.catch(() => {});
         clearTimeout(killer);
       }
-      await rm(dir, { recursive: true, force: true });
+      if (!keep) await rm(dir, { recursive: true, force: true });
     },
     interaction: (id) => getInteraction(url, id),
     events: (id) => getEvents(url, id),
