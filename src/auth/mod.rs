@@ -87,6 +87,17 @@ impl Role {
     }
 }
 
+/// What a revocation request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The key is revoked now.
+    Revoked,
+    /// It was already.
+    AlreadyRevoked,
+    /// Refused: no working admin key would remain.
+    WouldLockOut,
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -533,28 +544,46 @@ impl Keys {
         self.revoked.read().expect("revocation lock").contains(id)
     }
 
-    /// Whether revoking `id` would leave no working admin key: none of the admin key file, the
-    /// enabled and unexpired static admin keys, and the calling admin key itself (which has just
-    /// proved that it works) would remain unrevoked.
-    pub fn would_lock_out(&self, id: &KeyId, caller: &Principal, now_s: f64) -> bool {
+    /// Whether revoking `id` would leave no working admin key, with `revoked` the keys revoked
+    /// now: none of the admin key file, the enabled static admin keys that never expire, and the
+    /// calling admin key itself (which has just proved that it works, if it is not revoked and
+    /// never expires) would remain.
+    fn would_lock_out(&self, revoked: &HashSet<KeyId>, id: &KeyId, caller: &Principal) -> bool {
         let file_admin = (self.admin.read().expect("admin key lock").id, None);
-        let revoked = self.revoked.read().expect("revocation lock");
-        let caller_remains = caller.role == Role::Admin && caller.key_id != *id;
+        // The caller counts only while it stays usable: not revoked itself (a request may have
+        // waited for its body while another admin revoked it), and not about to expire.
+        let caller_remains = caller.role == Role::Admin
+            && caller.key_id != *id
+            && !revoked.contains(&caller.key_id)
+            && caller.expires_at.is_none();
         let issued_remains = std::iter::once(&file_admin)
             .chain(&self.static_admin_ids)
             .any(|(other, expires_at)| {
-                other != id && !revoked.contains(other) && expires_at.is_none_or(|e| e > now_s)
+                other != id && !revoked.contains(other) && expires_at.is_none()
             });
         !caller_remains && !issued_remains
     }
 
-    /// Revokes a key id: effective at once, and written (and fsync'd) to `<data>/revoked.keys` so
-    /// it survives a restart.
-    pub fn revoke(&self, id: KeyId) -> Result<(), KeyError> {
+    /// Revokes `id` at `caller`'s request, unless that would leave no working admin key: the
+    /// check and the revocation under one lock, so two admins revoking each other at once cannot
+    /// both pass the check.
+    pub fn revoke_by(&self, id: KeyId, caller: &Principal) -> Result<Revocation, KeyError> {
         let mut revoked = self.revoked.write().expect("revocation lock");
         if revoked.contains(&id) {
-            return Ok(());
+            return Ok(Revocation::AlreadyRevoked);
         }
+        if self.would_lock_out(&revoked, &id, caller) {
+            return Ok(Revocation::WouldLockOut);
+        }
+        self.append_revocation(&id)?;
+        revoked.insert(id);
+        drop(revoked);
+        self.changed();
+        Ok(Revocation::Revoked)
+    }
+
+    /// Writes (and fsyncs) a revocation to `<data>/revoked.keys`.
+    fn append_revocation(&self, id: &KeyId) -> Result<(), KeyError> {
         let io = |source| KeyError::Io {
             path: self.revoked_path.clone(),
             source,
@@ -565,9 +594,19 @@ impl Keys {
             .mode(0o600)
             .open(&self.revoked_path)
             .map_err(io)?;
-        file.write_all(format!("{}\n", hex(&id)).as_bytes())
+        file.write_all(format!("{}\n", hex(id)).as_bytes())
             .map_err(io)?;
-        file.sync_all().map_err(io)?;
+        file.sync_all().map_err(io)
+    }
+
+    /// Revokes a key id: effective at once, and written (and fsync'd) to `<data>/revoked.keys` so
+    /// it survives a restart.
+    pub fn revoke(&self, id: KeyId) -> Result<(), KeyError> {
+        let mut revoked = self.revoked.write().expect("revocation lock");
+        if revoked.contains(&id) {
+            return Ok(());
+        }
+        self.append_revocation(&id)?;
         revoked.insert(id);
         drop(revoked);
         self.changed();

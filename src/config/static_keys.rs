@@ -8,6 +8,9 @@ use super::{reference, ConfigError};
 
 /// One `[static_api_keys]` entry, and its own rate limit if it sets one. `shown` names it by
 /// fingerprint: errors never carry the key.
+/// Longest static key, in bytes: it must fit an `Authorization` header.
+const STATIC_KEY_BYTES_MAX: usize = 1024;
+
 pub(super) fn static_key(
     key: &str,
     entry: &toml::Table,
@@ -17,6 +20,22 @@ pub(super) fn static_key(
         key: format!("{shown}.{field}"),
         message,
     };
+    // A key travels as a bearer token: printable ASCII, no white space (a key that differs from
+    // another only in white space would be the same key once a client trims it), and no quote or
+    // backslash (an error answer quoting it would escape it past the key check).
+    if key.is_empty()
+        || key.len() > STATIC_KEY_BYTES_MAX
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        return Err(ConfigError {
+            key: shown.to_owned(),
+            message: format!(
+                "a static key must be 1 to {STATIC_KEY_BYTES_MAX} printable ASCII characters without white space, quotes or backslashes"
+            ),
+        });
+    }
     let mut parsed = StaticKey {
         key: key.to_owned(),
         mcp_id: None,

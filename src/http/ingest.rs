@@ -70,6 +70,7 @@ pub(super) async fn one(
         state.limits.body_read_timeout,
     )
     .await?;
+    super::still_accepted(&state, &principal)?;
     let text = utf8(&bytes)?;
     let valid = validate(text, &state.limits)?;
     if let Some(refusal) = write_refusal(&principal, &valid.mcp_id) {
@@ -155,6 +156,7 @@ pub(super) async fn batch(
         limits.body_read_timeout,
     )
     .await?;
+    super::still_accepted(&state, &principal)?;
     let text = utf8(&bytes)?;
     let items = event::split_batch(text).map_err(ApiError::invalid)?;
     if items.is_empty() {

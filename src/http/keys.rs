@@ -7,7 +7,9 @@ use axum::Json;
 use serde::Serialize;
 
 use super::{ApiError, AppState};
-use crate::auth::{hex, key_id, normalize_key, parse_key_id, AuthError, Principal, Role};
+use crate::auth::{
+    hex, key_id, normalize_key, parse_key_id, AuthError, Principal, Revocation, Role,
+};
 
 /// Bytes a revocation request may take.
 const REVOKE_BYTES_MAX: usize = 4096;
@@ -51,24 +53,11 @@ pub(super) async fn revoke(
         state.limits.body_read_timeout,
     )
     .await?;
+    super::still_accepted(&state, &principal)?;
     let request = parse(&bytes)?;
     let now_s = crate::clock::now_us() as f64 / 1e6;
     let (id, field) = resolve(&state, request, now_s)?;
-    if state.keys.would_lock_out(&id, &principal, now_s) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "last_admin_key",
-            "revoking this key would leave no working admin key; mint another (mcplog keygen --role admin) and revoke this one with it, or add a static admin key",
-        )
-        .with_field(field));
-    }
-    if state.keys.is_revoked(&id) {
-        return Ok(Json(RevokedJson {
-            status: "already_revoked",
-            key_id: hex(&id),
-        }));
-    }
-    state.keys.revoke(id).map_err(|err| {
+    let outcome = state.keys.revoke_by(id, &principal).map_err(|err| {
         tracing::error!(error = %err, "a revocation could not be saved");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -76,6 +65,23 @@ pub(super) async fn revoke(
             "the revocation could not be saved",
         )
     })?;
+    match outcome {
+        Revocation::WouldLockOut => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "last_admin_key",
+                "revoking this key would leave no working admin key; mint another (mcplog keygen --role admin) and revoke this one with it, or add a static admin key",
+            )
+            .with_field(field))
+        }
+        Revocation::AlreadyRevoked => {
+            return Ok(Json(RevokedJson {
+                status: "already_revoked",
+                key_id: hex(&id),
+            }))
+        }
+        Revocation::Revoked => {}
+    }
     tracing::info!(key_id = %hex(&id), "key revoked");
     Ok(Json(RevokedJson {
         status: "revoked",

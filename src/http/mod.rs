@@ -176,17 +176,30 @@ pub(crate) fn authenticate(
             .and_then(bearer_token)
             .ok_or_else(ApiError::unauthorized)?;
         let now_s = crate::clock::now_us() as f64 / 1e6;
-        state
-            .keys
-            .authenticate(key, now_s)
-            .map_err(|err| match err {
-                AuthError::Unknown => ApiError::unauthorized(),
-                other => ApiError {
-                    message: other.to_string(),
-                    ..ApiError::unauthorized()
-                },
-            })
+        state.keys.authenticate(key, now_s).map_err(refused_key)
     }
+}
+
+/// The 401 for a key that is not (or no longer) accepted.
+fn refused_key(err: AuthError) -> ApiError {
+    match err {
+        AuthError::Unknown => ApiError::unauthorized(),
+        other => ApiError {
+            message: other.to_string(),
+            ..ApiError::unauthorized()
+        },
+    }
+}
+
+/// The caller's key checked again once a request's body has been read: the headers were checked
+/// when they arrived, and a body may take up to `body_read_timeout` more, during which the key
+/// may be revoked, expire, or stop being the admin key file's. Such a request does nothing.
+pub(crate) fn still_accepted(state: &AppState, principal: &Principal) -> Result<(), ApiError> {
+    let now_s = crate::clock::now_us() as f64 / 1e6;
+    state
+        .keys
+        .still_accepts(principal, now_s)
+        .map_err(refused_key)
 }
 
 /// Query parameters, refused with a 400 naming the parameter when one is not in `allowed` or

@@ -67,6 +67,7 @@ async fn receive(
         state.limits.body_read_timeout,
     )
     .await?;
+    super::still_accepted(state, principal)?;
     let export = otlp::split(&bytes, encoding).map_err(|err| {
         let status = match err {
             otlp::ExportError::Malformed { .. } => StatusCode::BAD_REQUEST,
