@@ -135,6 +135,7 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
             Redactor::new(&config.redaction)
                 .expect("the redaction rules compiled when the configuration was read"),
         ),
+        cluster_node: config.nats_url.is_some(),
     })
 }
 

@@ -153,6 +153,16 @@ pub(super) async fn batch(
     )
     .await?;
     let text = utf8(&bytes)?;
+    if !declared_ndjson(&headers) && event::is_single_object(text) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_a_batch",
+            "the body is one JSON object, not a batch: send a JSON array of events, NDJSON (as \
+             Content-Type: application/x-ndjson when it is one line), or post a single event to \
+             /api/v2/interactions",
+        )
+        .with_field("body"));
+    }
     let items = event::split_batch(text).map_err(ApiError::invalid)?;
     if items.is_empty() {
         return Err(ApiError::new(
@@ -178,8 +188,7 @@ pub(super) async fn batch(
         .check(&principal, u32::try_from(items.len()).unwrap_or(u32::MAX))?;
     let checked: Vec<Checked<'_>> = items
         .iter()
-        .enumerate()
-        .map(|(index, item)| check_item(index, item, &principal, &limits))
+        .map(|item| check_item(item.index, item.text, &principal, &limits))
         .collect();
     if partial {
         if let Some(refusal) = role_refusal(&principal) {
@@ -188,7 +197,44 @@ pub(super) async fn batch(
         let answer = store_partially(&state, &principal, checked).await?;
         return Ok((StatusCode::MULTI_STATUS, Json(answer)).into_response());
     }
-    Ok(Json(store_all_or_nothing(&state, &principal, checked).await?).into_response())
+    let stored = store_all_or_nothing(&state, &principal, checked).await;
+    // A conflict names events by their place in the submission: in the body, NDJSON's are lines.
+    let stored = stored.map_err(|err| match err {
+        BatchRefusal::Submit(err) => ApiError::from(renumber(err, |i| items[i].index)),
+        BatchRefusal::Api(err) => err,
+    });
+    Ok(Json(stored?).into_response())
+}
+
+/// Whether the client declared its body NDJSON (`Content-Type: application/x-ndjson`).
+fn declared_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/x-ndjson"))
+}
+
+/// A conflict's indexes (its own and an earlier event's) mapped through `index_of`.
+fn renumber(err: SubmitError, index_of: impl Fn(usize) -> usize) -> SubmitError {
+    match err {
+        SubmitError::Conflict(mut conflicts) => {
+            for conflict in &mut conflicts {
+                conflict.index = index_of(conflict.index);
+                if let crate::engine::Holder::Earlier(earlier) = conflict.holder {
+                    conflict.holder = crate::engine::Holder::Earlier(index_of(earlier));
+                }
+            }
+            SubmitError::Conflict(conflicts)
+        }
+        other => other,
+    }
+}
+
+/// Why an all-or-nothing batch stored nothing: a refusal already answered, or the engine's.
+enum BatchRefusal {
+    Api(ApiError),
+    Submit(SubmitError),
 }
 
 /// The `partial` parameter: `true` or `false`, at most once; no other parameter is taken.
@@ -204,9 +250,9 @@ fn partial_param(params: Vec<(String, String)>) -> Result<bool, ApiError> {
     }
 }
 
-/// One event of a batch after the checks that need no storage: valid and writable by the key,
-/// or refused with the status it would get alone.
-pub(super) type Checked<'a> = Result<event::ValidEvent<'a>, (StatusCode, ItemError)>;
+/// One event of a batch after the checks that need no storage: valid and writable by the key
+/// (with its index in the batch), or refused with the status it would get alone.
+pub(super) type Checked<'a> = Result<(usize, event::ValidEvent<'a>), (StatusCode, ItemError)>;
 
 pub(super) fn check_item<'a>(
     index: usize,
@@ -246,7 +292,7 @@ pub(super) fn check_item<'a>(
         };
         return Err((StatusCode::FORBIDDEN, error));
     }
-    Ok(valid)
+    Ok((index, valid))
 }
 
 /// The default mode: any refused event refuses the batch (422 listing the invalid ones, else 403
@@ -255,14 +301,14 @@ async fn store_all_or_nothing(
     state: &AppState,
     principal: &Principal,
     checked: Vec<Checked<'_>>,
-) -> Result<BatchAcceptedJson, ApiError> {
+) -> Result<BatchAcceptedJson, BatchRefusal> {
     let count = checked.len();
     let mut events = Vec::with_capacity(count);
     let mut errors = Vec::new();
     let mut forbidden = Vec::new();
     for item in checked {
         match item {
-            Ok(valid) => events.push(state.redactor.new_event(&valid)),
+            Ok((_, valid)) => events.push(state.redactor.new_event(&valid)),
             Err((StatusCode::FORBIDDEN, error)) => forbidden.push(error),
             Err((_, error)) => errors.push(error),
         }
@@ -272,23 +318,27 @@ async fn store_all_or_nothing(
             "{} of {count} events are invalid; nothing was stored",
             errors.len()
         );
-        return Err(ApiError {
+        return Err(BatchRefusal::Api(ApiError {
             errors,
             ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch", message)
-        });
+        }));
     }
     if !forbidden.is_empty() {
         let message = format!(
             "{} of {count} events are for an mcp_id this key may not write; nothing was stored",
             forbidden.len()
         );
-        return Err(ApiError {
+        return Err(BatchRefusal::Api(ApiError {
             field: Some("mcp_id".into()),
             errors: forbidden,
             ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-        });
+        }));
     }
-    let (acks, position) = state.engine.submit(events, principal.key_id).await?;
+    let (acks, position) = state
+        .engine
+        .submit(events, principal.key_id)
+        .await
+        .map_err(BatchRefusal::Submit)?;
     let duplicates = acks.iter().filter(|a| a.duplicate).count();
     let seqs: Vec<u64> = acks.iter().map(|a| a.seq).collect();
     Ok(BatchAcceptedJson {
@@ -312,12 +362,12 @@ pub(super) async fn store_partially(
 ) -> Result<BatchPartialJson, ApiError> {
     let count = checked.len();
     let mut results: Vec<Option<ItemResultJson>> = Vec::with_capacity(count);
-    // (batch index, event) of every event still to submit.
+    // (position in `results`, batch index, event) of every event still to submit.
     let mut pending = Vec::new();
-    for (index, item) in checked.into_iter().enumerate() {
+    for (position, item) in checked.into_iter().enumerate() {
         match item {
-            Ok(valid) => {
-                pending.push((index, valid));
+            Ok((index, valid)) => {
+                pending.push((position, index, valid));
                 results.push(None);
             }
             Err((status, error)) => results.push(Some(item_error(status, error))),
@@ -327,13 +377,13 @@ pub(super) async fn store_partially(
     while !pending.is_empty() {
         let events = pending
             .iter()
-            .map(|(_, valid)| state.redactor.new_event(valid))
+            .map(|(_, _, valid)| state.redactor.new_event(valid))
             .collect();
         match state.engine.submit(events, principal.key_id).await {
             Ok((acks, position)) => {
                 queue_position = position;
-                for ((index, _), ack) in pending.iter().zip(acks) {
-                    results[*index] = Some(ItemResultJson {
+                for ((position, index, _), ack) in pending.iter().zip(acks) {
+                    results[*position] = Some(ItemResultJson {
                         index: *index,
                         status: if ack.duplicate { "duplicate" } else { "stored" },
                         seq: Some(ack.seq),
@@ -345,14 +395,14 @@ pub(super) async fn store_partially(
             }
             Err(SubmitError::Conflict(conflicts)) if !conflicts.is_empty() => {
                 for conflict in &conflicts {
-                    let index = pending[conflict.index].0;
+                    let (position, index, _) = pending[conflict.index];
                     let error = ItemError {
                         index,
                         code: "conflict",
-                        message: conflict.describe(|earlier| pending[earlier].0),
+                        message: conflict.describe(|earlier| pending[earlier].1),
                         field: Some(conflict.field.to_owned()),
                     };
-                    results[index] = Some(item_error(StatusCode::CONFLICT, error));
+                    results[position] = Some(item_error(StatusCode::CONFLICT, error));
                 }
                 let mut position = 0;
                 pending.retain(|_| {

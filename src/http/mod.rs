@@ -99,6 +99,10 @@ pub struct SharedState {
     pub rate_limits: Arc<crate::ratelimit::RateLimits>,
     /// Redaction applied to every event before it is stored.
     pub redactor: Arc<crate::redact::Redactor>,
+    /// True on a cluster node, whose view may trail seqs another node acknowledged: a read's
+    /// `min_seq` beyond this node's log is waited for there, and refused at once on a single node
+    /// (which has acknowledged every seq it will ever hold).
+    pub cluster_node: bool,
 }
 
 /// Every route of the service. Every route but the replay stream is bounded by

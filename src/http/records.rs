@@ -68,9 +68,9 @@ pub struct EventJson {
 #[utoipa::path(get, path = "/api/v2/interactions/{id}", tag = "read",
     params(("id" = String, Path, description = "interaction_id"),
         ("mcp_id" = Option<String>, Query, description = "the interaction's mcp_id: needed by an auditor or admin when several mcp_ids use the id"),
-        ("min_seq" = Option<u64>, Query, description = "wait (at most 5s) until this node holds this seq: read-your-writes across cluster nodes")),
+        ("min_seq" = Option<u64>, Query, description = "read-your-writes: a seq a write was answered with. Beyond this server's log: 409 min_seq_ahead at once; on a cluster node, waited for (at most 5s), then 503 not_yet_applied")),
     responses((status = 200, body = RecordJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson), (status = 404, body = super::ErrorJson),
-        (status = 409, description = "several mcp_ids use this id: name one with ?mcp_id=", body = super::ErrorJson), (status = 503, body = super::ErrorJson)),
+        (status = 409, description = "ambiguous_id: several mcp_ids use this id, name one with ?mcp_id=; min_seq_ahead: min_seq is beyond every seq this single node has stored", body = super::ErrorJson), (status = 503, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn one(
     State(state): State<AppState>,
@@ -79,7 +79,7 @@ pub(super) async fn one(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<RecordJson>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
-    let asked = record_params(&state, params).await?;
+    let asked = record_params(&state, &principal, params).await?;
     let view = state.engine.view();
     let record = visible(&view, &principal, &id, asked.as_deref())?;
     record_json(&view, record).map(Json)
@@ -94,9 +94,9 @@ pub struct EventsJson {
 #[utoipa::path(get, path = "/api/v2/interactions/{id}/events", tag = "read",
     params(("id" = String, Path, description = "interaction_id"),
         ("mcp_id" = Option<String>, Query, description = "the interaction's mcp_id: needed by an auditor or admin when several mcp_ids use the id"),
-        ("min_seq" = Option<u64>, Query, description = "wait (at most 5s) until this node holds this seq: read-your-writes across cluster nodes")),
+        ("min_seq" = Option<u64>, Query, description = "read-your-writes: a seq a write was answered with. Beyond this server's log: 409 min_seq_ahead at once; on a cluster node, waited for (at most 5s), then 503 not_yet_applied")),
     responses((status = 200, body = EventsJson), (status = 400, body = super::ErrorJson), (status = 401, body = super::ErrorJson), (status = 404, body = super::ErrorJson),
-        (status = 409, description = "several mcp_ids use this id: name one with ?mcp_id=", body = super::ErrorJson), (status = 410, body = super::ErrorJson), (status = 503, body = super::ErrorJson)),
+        (status = 409, description = "ambiguous_id: several mcp_ids use this id, name one with ?mcp_id=; min_seq_ahead: min_seq is beyond every seq this single node has stored", body = super::ErrorJson), (status = 410, body = super::ErrorJson), (status = 503, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn events(
     State(state): State<AppState>,
@@ -105,7 +105,7 @@ pub(super) async fn events(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<EventsJson>, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
-    let asked = record_params(&state, params).await?;
+    let asked = record_params(&state, &principal, params).await?;
     let view = state.engine.view();
     let record = visible(&view, &principal, &id, asked.as_deref())?;
     let mut events = Vec::with_capacity(record.event_count() as usize);
@@ -269,11 +269,11 @@ fn visible<'v>(
 /// Most mcp_ids named in an ambiguous-id answer.
 const AMBIGUOUS_MCP_IDS_SHOWN: usize = 20;
 
-/// The `mcp_id` parameter of a record read, the only one it takes.
-/// The record endpoints' parameters: `mcp_id`, and `min_seq`, waited for before the view is
-/// read.
+/// The record endpoints' parameters: `mcp_id`, and `min_seq`, checked (and on a cluster node
+/// waited for) before the view is read.
 async fn record_params(
     state: &AppState,
+    principal: &Principal,
     params: Vec<(String, String)>,
 ) -> Result<Option<String>, ApiError> {
     let mut mcp_id = None;
@@ -282,7 +282,7 @@ async fn record_params(
             let seq = value.parse::<u64>().map_err(|_| {
                 ApiError::bad_parameter("min_seq", format!("{value:?} is not a seq"))
             })?;
-            wait_for_seq(state, seq).await?;
+            wait_for_seq(state, principal, seq).await?;
         } else {
             mcp_id = Some(value);
         }
@@ -290,13 +290,39 @@ async fn record_params(
     Ok(mcp_id)
 }
 
-/// The longest a read waits for `min_seq`.
+/// The longest a cluster node's read waits for `min_seq`.
 pub(super) const MIN_SEQ_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Waits until this node holds seq `seq` (durable and folded), at most [`MIN_SEQ_WAIT_MAX`]: in
-/// cluster mode, read-your-writes for a client that wrote through another node.
-pub(super) async fn wait_for_seq(state: &AppState, seq: u64) -> Result<(), ApiError> {
+/// Read-your-writes: returns once this node holds seq `seq` (durable and folded).
+///
+/// A single node announces a seq as durable before it answers the write that carries it, so a
+/// `min_seq` beyond its log was never acknowledged by it: 409 `min_seq_ahead` at once, since
+/// waiting cannot help unless others happen to write. A cluster node may trail the node that
+/// answered the write: it waits at most [`MIN_SEQ_WAIT_MAX`], then answers 503
+/// `not_yet_applied`. Neither answer tells a writer key how far the log goes: the position of the
+/// whole log is the other mcp_ids' volume.
+pub(super) async fn wait_for_seq(
+    state: &AppState,
+    principal: &Principal,
+    seq: u64,
+) -> Result<(), ApiError> {
     let mut durable = state.engine.subscribe_durable();
+    if !state.cluster_node {
+        let last = *durable.borrow();
+        if seq <= last {
+            return Ok(());
+        }
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "min_seq_ahead",
+            format!(
+                "min_seq {seq} is beyond every seq this server has stored{}; pass a seq it \
+                 answered a write with",
+                log_end(principal, last)
+            ),
+        )
+        .with_field("min_seq"));
+    }
     let reached = tokio::time::timeout(MIN_SEQ_WAIT_MAX, durable.wait_for(|&last| last >= seq))
         .await
         .is_ok_and(|waited| waited.is_ok());
@@ -310,12 +336,22 @@ pub(super) async fn wait_for_seq(state: &AppState, seq: u64) -> Result<(), ApiEr
             StatusCode::SERVICE_UNAVAILABLE,
             "not_yet_applied",
             format!(
-                "this node holds seqs up to {last}, not yet {seq} (waited {}s)",
+                "this node does not hold seq {seq} yet{} (waited {}s)",
+                log_end(principal, last),
                 MIN_SEQ_WAIT_MAX.as_secs()
             ),
         )
         .with_field("min_seq")
     })
+}
+
+/// ` (it holds seqs up to N)` for a key that reads the whole log; nothing for a writer key.
+fn log_end(principal: &Principal, last: u64) -> String {
+    if principal.scope() == Scope::All {
+        format!(" (it holds seqs up to {last})")
+    } else {
+        String::new()
+    }
 }
 
 fn unknown(id: &str) -> ApiError {
