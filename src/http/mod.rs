@@ -5,6 +5,7 @@
 
 mod error;
 mod ingest;
+mod keepalive;
 mod keys;
 mod listen;
 mod observe;
@@ -143,6 +144,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             observe::track,
         ))
+        .layer(axum::middleware::from_fn(keepalive::close_if_unread))
         .with_state(state)
 }
 

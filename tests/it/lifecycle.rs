@@ -751,3 +751,83 @@ fn frame_holding(bytes: &[u8], at: usize) -> usize {
         offset = end;
     }
 }
+
+/// The head of a response up to its blank line, lower-cased, and the rest.
+fn split_head(response: &[u8]) -> (String, Vec<u8>) {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    (
+        String::from_utf8_lossy(&response[..end]).to_lowercase(),
+        response[end..].to_vec(),
+    )
+}
+
+/// A refusal sent before the request's body is read (a bad key: 401; a key over its rate on a
+/// single event: 429) says `Connection: close`, so a keep-alive client reads the answer and its
+/// `Retry-After` instead of finding a broken pipe on its next request; the server then closes.
+/// A refusal after the body was read (422) keeps the connection, and the next request on it is
+/// answered. Before, hyper closed such connections without the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_before_the_body_is_read_says_connection_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let limited = "a-rate-limited-writer-key-0123456789";
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[static_api_keys]\n\"{limited}\" = {{ mcp_id = \"m\", role = \"writer\", \
+             events_per_second = 1, burst = 1 }}\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+    let body = event("interaction_start", "k", "m", now());
+    let request = |key: &str| {
+        let mut bytes = headers("POST", "/api/v2/interactions", key, Some(body.len()));
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
+    };
+
+    // The limited key's one token goes on the first event; the second is refused unread.
+    let mut raw = Raw::open(server.addr);
+    raw.send(&request(limited));
+    raw.send(&request(limited));
+    let (answers, _) = raw.read_to_close();
+    let (first, rest) = split_head(&answers);
+    assert!(first.starts_with("http/1.1 200"), "{first}");
+    assert!(!first.contains("connection: close"), "{first}");
+    let at = rest
+        .windows(9)
+        .position(|w| w == b"HTTP/1.1 ")
+        .expect("a second answer");
+    let (second, _) = split_head(&rest[at..]);
+    assert!(second.starts_with("http/1.1 429"), "{second}");
+    assert!(second.contains("retry-after: "), "{second}");
+    assert!(second.contains("connection: close"), "{second}");
+
+    // A bad key on a request with a body.
+    let mut raw = Raw::open(server.addr);
+    raw.send(&request("not-a-key"));
+    let (answer, clean) = raw.read_to_close();
+    assert!(clean);
+    let (head, _) = split_head(&answer);
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+
+    // A refusal of a body that was read keeps the connection open for the next request.
+    let bad = "{\"action\":1}";
+    let mut raw = Raw::open(server.addr);
+    let mut bytes = headers("POST", "/api/v2/interactions", &server.key, Some(bad.len()));
+    bytes.extend_from_slice(bad.as_bytes());
+    raw.send(&bytes);
+    let first = raw.read_until(b"}}");
+    let (head, _) = split_head(&first);
+    assert!(head.starts_with("http/1.1 422"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    raw.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
+    raw.read_until(b"ok\n");
+}
