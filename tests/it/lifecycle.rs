@@ -354,14 +354,22 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
             ("MCPLOG_HEADER_READ_TIMEOUT", "60s"),
         ],
     );
+    // Four connections each in the middle of a request (its body half sent): busy, so none is
+    // closed for a new client. (Idle ones would be: see the next test.)
     let mut held: Vec<Raw> = (0..4)
         .map(|_| {
             let mut raw = Raw::open(server.addr);
-            raw.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
-            raw.read_until(b"ok\n");
+            raw.send(&headers(
+                "POST",
+                "/api/v2/interactions",
+                &server.key,
+                Some(100),
+            ));
+            raw.send(b"{\"action\":");
             raw
         })
         .collect();
+    std::thread::sleep(Duration::from_millis(200));
     let mut fifth = Raw::open(server.addr);
     fifth.send(b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     fifth
@@ -371,7 +379,7 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
     let mut buf = [0u8; 64];
     assert!(
         fifth.0.read(&mut buf).is_err(),
-        "a fifth connection was served while four were open"
+        "a fifth connection was served while four requests were in progress"
     );
     drop(held.pop());
     fifth
@@ -380,6 +388,72 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
         .unwrap();
     let (answer, _) = fifth.read_to_close();
     assert_eq!(status_of(&answer), 200);
+}
+
+/// Idle sockets (connected and silent, or halfway through a request's head) filling
+/// `max_connections` do not keep `/readyz` and `/livez` from answering: the connection idle
+/// longest is closed for the new client. Before, the probes waited in the kernel's accept queue
+/// until `header_read_timeout` closed an idle socket, so a load balancer drained the node. A
+/// connection with a request in progress is not closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_filling_max_connections_leave_health_answerable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("MCPLOG_MAX_CONNECTIONS", "4"),
+            ("MCPLOG_HEADER_READ_TIMEOUT", "30s"),
+            ("MCPLOG_BODY_READ_TIMEOUT", "30s"),
+        ],
+    );
+    // One connection busy (a request's body half sent), three idle: silent, a partial head, a
+    // kept-alive one after an answer.
+    let mut busy = Raw::open(server.addr);
+    busy.send(&headers(
+        "POST",
+        "/api/v2/interactions",
+        &server.key,
+        Some(100),
+    ));
+    busy.send(b"{\"action\":");
+    let silent = Raw::open(server.addr);
+    let mut partial = Raw::open(server.addr);
+    partial.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n");
+    let mut kept = Raw::open(server.addr);
+    kept.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
+    kept.read_until(b"ok\n");
+    std::thread::sleep(Duration::from_millis(200));
+    // Well below header_read_timeout: the old code answered only once it had passed.
+    // Each probe stays open (kept alive) once answered, so each needs another idle slot freed.
+    let deadline = Duration::from_secs(5);
+    let mut probes = Vec::new();
+    for (path, end) in [
+        ("/readyz", "ready\n"),
+        ("/livez", "ok\n"),
+        ("/api/v2/health", "}"),
+        ("/readyz", "ready\n"),
+        ("/livez", "ok\n"),
+    ] {
+        let mut probe = Raw::open(server.addr);
+        probe.0.set_read_timeout(Some(deadline)).unwrap();
+        probe.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).ends_with(end) {
+            match probe.0.read(&mut buf) {
+                Ok(n) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                other => panic!("{path} did not answer within {deadline:?}: {other:?}"),
+            }
+        }
+        assert_eq!(status_of(&answer), 200, "{path}");
+        probes.push(probe);
+    }
+    // The idle sockets were the ones closed; the request in progress still completes.
+    let rest = format!("{:<90}", "1}"); // 100 bytes with the 10 sent
+    busy.send(rest.as_bytes());
+    let answer = busy.read_until(b"}");
+    assert_eq!(status_of(&answer), 422, "{}", String::from_utf8_lossy(&answer));
+    drop((silent, partial, kept));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
