@@ -110,6 +110,7 @@ pub async fn run(
 
 /// What every handler shares, from the configuration, a started engine and the keys.
 pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
+    let cursors = crate::query::CursorKey::new(keys.derived_secret("history cursors v1"));
     AppState::new(SharedState {
         engine,
         keys: Arc::new(keys),
@@ -136,6 +137,7 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
                 .expect("the redaction rules compiled when the configuration was read"),
         ),
         cluster_node: config.nats_url.is_some(),
+        cursors,
     })
 }
 

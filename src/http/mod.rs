@@ -104,6 +104,8 @@ pub struct SharedState {
     /// `min_seq` beyond this node's log is waited for there, and refused at once on a single node
     /// (which has acknowledged every seq it will ever hold).
     pub cluster_node: bool,
+    /// Seals history positions into opaque cursors.
+    pub cursors: crate::query::CursorKey,
 }
 
 /// Every route of the service. Every route but the replay stream is bounded by

@@ -11,7 +11,7 @@ use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::clock::now_us;
 use crate::projector::Status;
-use crate::query::{self, HistoryQuery, Position, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
+use crate::query::{self, HistoryQuery, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
 use crate::scope::Scope;
 
 /// Raw query parameters, in order.
@@ -84,7 +84,7 @@ pub(super) async fn history(
                     .ok_or_else(|| ApiError::bad_parameter("offset", format!("offset must be a whole number up to 1000000, got {value:?}")))?
             }
             "cursor" => {
-                query.after = Some(Position::decode(value).ok_or_else(|| ApiError::bad_parameter("cursor", "not a cursor this server gave out"))?)
+                query.after = Some(state.cursors.open(value).ok_or_else(|| ApiError::bad_parameter("cursor", "not a cursor this server gave out: pass a page's next_cursor unchanged"))?)
             }
             other => return Err(ApiError::bad_parameter(other, format!("unknown query parameter {other:?}"))),
         }
@@ -114,7 +114,7 @@ pub(super) async fn history(
         interactions,
         limit: query.limit,
         offset: query.offset,
-        next_cursor: page.next.map(Position::encode),
+        next_cursor: page.next.map(|next| state.cursors.seal(next)),
     }))
 }
 

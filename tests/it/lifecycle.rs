@@ -905,3 +905,46 @@ async fn a_refusal_before_the_body_is_read_says_connection_close() {
     raw.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
     raw.read_until(b"ok\n");
 }
+
+/// A writer's quiet follow stream tells, as `durable_seq`, the newest seq of its own events (its
+/// resume point), not the whole log's durable end, which counts what the other mcp_ids write.
+/// A stream over the whole log (admin) still tells the log's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writers_heartbeat_tells_its_own_seq_not_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = "heartbeat-writer-key-0123456789ab";
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[static_api_keys]\n\"{writer}\" = {{ mcp_id = \"mine\", role = \"writer\" }}\n"),
+    )
+    .unwrap();
+    let server = Server::start_with_args(
+        &dir.path().join("data"),
+        &[("MCPLOG_REPLAY_HEARTBEAT", "200ms")],
+        &["--config", config.to_str().unwrap()],
+    );
+    // Seq 1 and 2 the writer's, 3 to 7 another mcp_id's.
+    for (i, mcp) in ["mine", "mine", "x", "x", "x", "x", "x"].iter().enumerate() {
+        let r = server
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", &format!("h{i}"), mcp, now()),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let heartbeat_of = |key: &str| {
+        let mut follower = Raw::open(server.addr);
+        follower.send(&headers("GET", "/api/v2/events?follow=true", key, None));
+        let text = String::from_utf8(follower.read_until(b"\"heartbeat\"")).unwrap();
+        let mut rest = text.split("\"heartbeat\"").nth(1).unwrap().to_owned();
+        while !rest.contains('}') {
+            rest.push_str(&String::from_utf8(follower.read_until(b"}")).unwrap());
+        }
+        let line = format!("{{\"heartbeat\"{}", &rest[..=rest.find('}').unwrap()]);
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    assert_eq!(heartbeat_of(writer)["durable_seq"], 2);
+    assert_eq!(heartbeat_of(&server.key)["durable_seq"], 7);
+}
