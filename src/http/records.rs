@@ -3,9 +3,11 @@
 //! Records come from the projection; their payloads are read from the mapped segments.
 
 use axum::extract::rejection::PathRejection;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::Json;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::body::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -54,6 +56,14 @@ struct Metadata {
     conflicts: u32,
 }
 
+/// `EventJson` but its `event`, in its order.
+#[derive(Serialize)]
+struct EventHead {
+    seq: u64,
+    received_at: f64,
+    key_id: String,
+}
+
 /// One stored event as the API shows it: what the server knows, and the client's event verbatim.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EventJson {
@@ -77,12 +87,57 @@ pub(super) async fn one(
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Result<Json<RecordJson>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
     let asked = record_params(&state, &principal, params).await?;
     let view = state.engine.view();
     let record = visible(&view, &principal, &id, asked.as_deref())?;
-    record_json(&view, record).map(Json)
+    let mut parts = Parts::default();
+    record_parts(&view, record, &mut parts)?;
+    Ok(parts.into_response())
+}
+
+/// A JSON answer as pieces: the small ones written here, the stored payloads as
+/// [`bytes::Bytes`] into the segments' mappings. A read holds a few words per piece and no copy
+/// of any payload, however large the record: its memory is bounded by its number of events
+/// (`interaction_events_max`), not their bytes.
+#[derive(Default)]
+pub(super) struct Parts {
+    pieces: Vec<Bytes>,
+    /// Text written since the last stored piece.
+    text: String,
+}
+
+impl Parts {
+    pub(super) fn text(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    /// A value as serde_json writes it (strings escaped, numbers as `RecordJson` has them).
+    pub(super) fn json(&mut self, value: &impl Serialize) {
+        let text = serde_json::to_string(value).expect("plain values serialize");
+        self.text.push_str(&text);
+    }
+
+    pub(super) fn stored(&mut self, bytes: Bytes) {
+        self.flush();
+        self.pieces.push(bytes);
+    }
+
+    fn flush(&mut self) {
+        if !self.text.is_empty() {
+            self.pieces
+                .push(Bytes::from(std::mem::take(&mut self.text)));
+        }
+    }
+
+    pub(super) fn into_response(mut self) -> Response {
+        self.flush();
+        let body = Body::from_stream(futures_util::stream::iter(
+            self.pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
+        ));
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -103,61 +158,74 @@ pub(super) async fn events(
     principal: Principal,
     id: Result<Path<String>, PathRejection>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Result<Json<EventsJson>, ApiError> {
+) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(bad_path)?;
     let asked = record_params(&state, &principal, params).await?;
     let view = state.engine.view();
     let record = visible(&view, &principal, &id, asked.as_deref())?;
-    let mut events = Vec::with_capacity(record.event_count() as usize);
-    for seq in view.projection.events_of(record) {
-        let event = read(&view, seq, |e| {
-            Some(EventJson {
+    // The shape of `EventsJson`, written in pieces.
+    let mut parts = Parts::default();
+    parts.text("{\"interaction_id\":");
+    parts.json(&id);
+    parts.text(",\"events\":[");
+    for (n, seq) in view.projection.events_of(record).enumerate() {
+        let (head, body) = read_shared(&view, seq, |e, share| {
+            // A body that is not JSON (altered under its checksum) is unreadable, not served.
+            serde_json::from_str::<serde::de::IgnoredAny>(e.body).ok()?;
+            let head = serde_json::to_string(&EventHead {
                 seq: e.seq,
                 received_at: e.received_at_us as f64 / 1e6,
                 key_id: hex(&e.key_id),
-                event: raw(e.body)?,
             })
+            .expect("plain values serialize");
+            Some((head, share(e.body)))
         })?;
-        events.push(event);
+        if n > 0 {
+            parts.text(",");
+        }
+        // `{"seq":..,"received_at":..,"key_id":"..",` then `"event":<stored bytes>}`.
+        parts.text(&head[..head.len() - 1]);
+        parts.text(",\"event\":");
+        parts.stored(body);
+        parts.text("}");
     }
-    Ok(Json(EventsJson {
-        interaction_id: id,
-        events,
-    }))
+    parts.text("]}");
+    Ok(parts.into_response())
 }
 
-pub(super) fn record_json(view: &View, record: &Record) -> Result<RecordJson, ApiError> {
-    let empty = || raw("{}").expect("{} is JSON");
-    // The payload field of a stored body, or `{}` when the client sent none; `None` when the body
-    // is not JSON.
-    let data = |body: &str, action: Action| match payload_of(body, action) {
-        Ok(Some(payload)) => raw(payload.get()),
-        Ok(None) => Some(empty()),
-        Err(_) => None,
+/// Writes `record` as `RecordJson` into `parts`: its payloads as stored pieces.
+pub(super) fn record_parts(view: &View, record: &Record, parts: &mut Parts) -> Result<(), ApiError> {
+    // The payload field of a stored body, shared, or `None` in the outer option when the client
+    // sent none (`{}`); `None` overall when the body is not JSON.
+    let data = |body: &str, action: Action, share: &dyn Fn(&str) -> Bytes| {
+        match payload_of(body, action) {
+            Ok(Some(payload)) => Some(Some(share(payload.get()))),
+            Ok(None) => Some(None),
+            Err(_) => None,
+        }
     };
+    let empty = || Bytes::from_static(b"{}");
     // One pass over the record's events, each frame decoded and each body parsed once: the
     // start and first terminal events give their payloads, progress events their updates.
     let (start_seq, terminal_seq) = (record.start_seq(), record.terminal_seq());
     let mut request_data = empty();
     let (mut result_data, mut error_data, mut cancel_data) = (empty(), empty(), empty());
-    let mut progress_updates = Vec::new();
+    let mut progress_updates: Vec<(f64, Bytes)> = Vec::new();
     for seq in view.projection.events_of(record) {
         let wanted = Some(seq) == start_seq || Some(seq) == terminal_seq;
-        let read = read(view, seq, |e| {
+        let read = read_shared(view, seq, |e, share| {
             if !wanted && e.action != Action::Progress {
                 return Some(None);
             }
-            Some(Some((e.action, e.timestamp, data(e.body, e.action)?)))
+            let payload = data(e.body, e.action, share)?.unwrap_or_else(empty);
+            Some(Some((e.action, e.timestamp, payload)))
         })?;
         let Some((action, timestamp, payload)) = read else {
             continue;
         };
         match action {
             Action::Start if Some(seq) == start_seq => request_data = payload,
-            Action::Progress => progress_updates.push(Progress {
-                timestamp,
-                data: payload,
-            }),
+            Action::Progress => progress_updates.push((timestamp, payload)),
             Action::Complete if Some(seq) == terminal_seq => result_data = payload,
             Action::Error if Some(seq) == terminal_seq => error_data = payload,
             Action::Cancelled if Some(seq) == terminal_seq => cancel_data = payload,
@@ -165,40 +233,66 @@ pub(super) fn record_json(view: &View, record: &Record) -> Result<RecordJson, Ap
             _ => {}
         }
     }
-    Ok(RecordJson {
-        interaction_id: view.projection.interaction_id(record).to_owned(),
-        mcp_id: view.projection.mcp_name(record.mcp()).to_owned(),
-        status: record.status().as_str(),
-        start_time: record.start_time(),
-        end_time: record.end_time(),
-        processing_time: record.processing_time(),
-        request_data,
-        result_data,
-        error_data,
-        cancel_data,
-        progress_updates,
-        metadata: Metadata {
-            received_at: record.received_at_us() as f64 / 1e6,
-            key_id: hex(&view.projection.key_id(record)),
-            first_seq: record.first_seq(),
-            last_seq: record.last_seq(),
-            event_count: record.event_count() as usize,
-            conflicts: record.conflicts(),
-        },
-    })
+    // Field by field in `RecordJson`'s order, scalars as serde_json writes them.
+    parts.text("{\"interaction_id\":");
+    parts.json(&view.projection.interaction_id(record));
+    parts.text(",\"mcp_id\":");
+    parts.json(&view.projection.mcp_name(record.mcp()));
+    parts.text(",\"status\":");
+    parts.json(&record.status().as_str());
+    parts.text(",\"start_time\":");
+    parts.json(&record.start_time());
+    parts.text(",\"end_time\":");
+    parts.json(&record.end_time());
+    parts.text(",\"processing_time\":");
+    parts.json(&record.processing_time());
+    for (name, payload) in [
+        ("request_data", request_data),
+        ("result_data", result_data),
+        ("error_data", error_data),
+        ("cancel_data", cancel_data),
+    ] {
+        parts.text(&format!(",\"{name}\":"));
+        parts.stored(payload);
+    }
+    parts.text(",\"progress_updates\":[");
+    for (n, (timestamp, payload)) in progress_updates.into_iter().enumerate() {
+        parts.text(if n == 0 { "{\"timestamp\":" } else { ",{\"timestamp\":" });
+        parts.json(&timestamp);
+        parts.text(",\"data\":");
+        parts.stored(payload);
+        parts.text("}");
+    }
+    parts.text("],\"metadata\":");
+    parts.json(&Metadata {
+        received_at: record.received_at_us() as f64 / 1e6,
+        key_id: hex(&view.projection.key_id(record)),
+        first_seq: record.first_seq(),
+        last_seq: record.last_seq(),
+        event_count: record.event_count() as usize,
+        conflicts: record.conflicts(),
+    });
+    parts.text("}");
+    Ok(())
 }
 
-/// Reads one event from the log; a frame that no longer decodes is a server fault.
 /// Reads stored event `seq` through `f`, which answers `None` when the event's body is not JSON
-/// (altered after its checksum was made): reported as unreadable, never served as if empty.
-fn read<R>(
+/// (altered after its checksum was made): reported as unreadable, never served as if empty. As
+/// `Catalog::with_event_shared`, with the event's text shareable as [`Bytes`] into its mapping.
+fn read_shared<R>(
     view: &View,
     seq: u64,
-    f: impl FnOnce(&crate::event::StoredEvent<'_>) -> Option<R>,
+    f: impl FnOnce(&crate::event::StoredEvent<'_>, &dyn Fn(&str) -> Bytes) -> Option<R>,
 ) -> Result<R, ApiError> {
-    let read = view.catalog.with_event(seq, f).map(|read| {
+    let read = view.catalog.with_event_shared(seq, f).map(|read| {
         read.and_then(|value| value.ok_or_else(|| "the stored body is not JSON".into()))
     });
+    unreadable_or_gone(seq, read)
+}
+
+/// A read's outcome: the value, a 500 for an event that cannot be read, a 410 for one no longer
+/// retained.
+fn unreadable_or_gone<R>(seq: u64, read: Option<Result<R, String>>) -> Result<R, ApiError> {
     match read {
         Some(Ok(value)) => Ok(value),
         Some(Err(reason)) => {
@@ -217,10 +311,6 @@ fn read<R>(
     }
 }
 
-/// Stored JSON as a raw value, or `None` if it is not JSON.
-fn raw(json: &str) -> Option<Box<RawValue>> {
-    RawValue::from_string(json.to_owned()).ok()
-}
 
 /// The record of `id` the caller may read. An interaction is (mcp_id, interaction_id):
 /// - a writer reads its own mcp_id's; another mcp_id's record is reported exactly as an unknown

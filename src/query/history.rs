@@ -188,20 +188,7 @@ pub fn history(projection: &Projection, query: &HistoryQuery) -> HistoryPage {
     let high = query
         .until
         .map_or(u64::MAX, |u| if u > 0.0 { start_key(u) } else { 0 });
-    let position_of = |ordinal: u32| -> Position {
-        match projection.record(ordinal).start_time() {
-            Some(start) => Position {
-                started: 1,
-                key: start_key(start),
-                ordinal,
-            },
-            None => Position {
-                started: 0,
-                key: 0,
-                ordinal,
-            },
-        }
-    };
+    let position_of = |ordinal: u32| position_of(projection, ordinal);
     let in_range = |p: &Position| {
         (!timed || (p.started == 1 && low <= p.key && p.key <= high))
             && query.after.is_none_or(|after| *p < after)
@@ -244,6 +231,22 @@ pub fn history(projection: &Projection, query: &HistoryQuery) -> HistoryPage {
     let ordinals: Vec<u32> = page.iter().skip(query.offset).map(|p| p.ordinal).collect();
     let next = if more { page.last().copied() } else { None };
     HistoryPage { ordinals, next }
+}
+
+/// Where record `ordinal` stands in history order: a page cut short continues after it.
+pub fn position_of(projection: &Projection, ordinal: u32) -> Position {
+    match projection.record(ordinal).start_time() {
+        Some(start) => Position {
+            started: 1,
+            key: start_key(start),
+            ordinal,
+        },
+        None => Position {
+            started: 0,
+            key: 0,
+            ordinal,
+        },
+    }
 }
 
 struct Empty;

@@ -9,7 +9,7 @@ mod metrics;
 
 pub use counts::{average_processing_time, record_counts, record_counts_of, RecordCounts};
 pub use history::{
-    history, CursorKey, HistoryPage, HistoryQuery, Position, HISTORY_LIMIT_DEFAULT,
+    history, position_of, CursorKey, HistoryPage, HistoryQuery, Position, HISTORY_LIMIT_DEFAULT,
     HISTORY_LIMIT_MAX,
 };
 pub use metrics::{bucket_seconds, metrics, parse_time_range, Latency, Metrics, SeriesBucket};
