@@ -955,3 +955,82 @@ async fn a_writers_heartbeat_tells_its_own_seq_not_the_logs() {
     assert_eq!(heartbeat_of(writer)["durable_seq"], 2);
     assert_eq!(heartbeat_of(&server.key)["durable_seq"], 7);
 }
+
+/// A `/proc/<pid>/status` figure, in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// Eight parallel reads of one interaction of 41 events of 1 MB each: each read used to build the
+/// whole record in memory (and its serialization beside it), taking the server from 18 MB to
+/// 404 MB resident. Now a read holds a few words per event and hands the stored payloads to the
+/// connection straight from the segment mappings, so the server's peak resident memory (VmHWM,
+/// reset after a first read has mapped the pages in) grows by less than two events'
+/// `event_bytes_max` per reader plus a fixed allowance, whatever the record weighs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_reads_of_a_large_record_hold_no_copy_of_it() {
+    const EVENT_BYTES_MAX: u64 = 1024 * 1024;
+    const READERS: u64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[("MCPLOG_EVENT_BYTES_MAX", &EVENT_BYTES_MAX.to_string())],
+    );
+    let pad = "p".repeat(1_000_000);
+    for i in 0..41 {
+        let (action, field) = if i == 0 {
+            ("interaction_start", "request_data")
+        } else {
+            ("interaction_progress", "progress_data")
+        };
+        let body = serde_json::json!({"action": action, "interaction_id": "large", "mcp_id": "m",
+            "timestamp": now(), field: {"i": i, "pad": pad}})
+        .to_string();
+        assert_eq!(server.post("/api/v2/interactions", body).await.status, 200);
+    }
+    let read_all = |path: &'static str| {
+        let mut raw = Raw::open(server.addr);
+        let mut request = headers("GET", path, &server.key, None);
+        request.splice(request.len() - 2.., b"Connection: close\r\n\r\n".iter().copied());
+        raw.send(&request);
+        let read = std::io::copy(&mut raw.0, &mut std::io::sink()).unwrap();
+        assert!(read > 41_000_000, "{path}: {read} bytes");
+    };
+    let path = "/api/v2/interactions/large";
+    // A first read maps the segment's pages in: file pages, shared by every reader after it.
+    read_all(path);
+    let pid = server.child.id();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting VmHWM");
+    let before = proc_status_bytes(pid, "VmRSS:");
+    std::thread::scope(|scope| {
+        for _ in 0..READERS {
+            scope.spawn(|| read_all(path));
+        }
+    });
+    let peak = proc_status_bytes(pid, "VmHWM:");
+    let grown = peak.saturating_sub(before);
+    let bound = READERS * 2 * EVENT_BYTES_MAX + 16 * 1024 * 1024;
+    println!(
+        "8 parallel reads of a 41 MB record: VmRSS before {} MB, VmHWM during {} MB (+{} MB; bound {} MB)",
+        before >> 20,
+        peak >> 20,
+        grown >> 20,
+        bound >> 20
+    );
+    assert!(
+        grown < bound,
+        "8 parallel reads grew the server by {} MB (bound {} MB)",
+        grown >> 20,
+        bound >> 20
+    );
+}
