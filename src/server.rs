@@ -117,6 +117,7 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
         limits: Limits {
             event_bytes_max: config.event_bytes_max,
             batch_events_max: config.batch_events_max,
+            interaction_events_max: config.interaction_events_max,
             batch_bytes_max: config.batch_bytes_max,
             body_read_timeout: config.body_read_timeout,
             request_timeout: config.request_timeout,

@@ -75,6 +75,17 @@ pub(super) async fn one(
     if let Some(refusal) = write_refusal(&principal, &valid.mcp_id) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal).with_field("mcp_id"));
     }
+    let mut checked = vec![Ok((0, valid))];
+    refuse_past_events_max(&state, &mut checked);
+    let valid = match checked.pop().expect("one event") {
+        Ok((_, valid)) => valid,
+        Err((status, error)) => {
+            return Err(ApiError {
+                field: error.field,
+                ..ApiError::new(status, error.code, error.message)
+            })
+        }
+    };
     let new = state.redactor.new_event(&valid);
     let interaction_id = new.interaction_id().to_owned();
     let (acks, position) = state.engine.submit(vec![new], principal.key_id).await?;
@@ -186,10 +197,11 @@ pub(super) async fn batch(
     state
         .rate_limits
         .check(&principal, u32::try_from(items.len()).unwrap_or(u32::MAX))?;
-    let checked: Vec<Checked<'_>> = items
+    let mut checked: Vec<Checked<'_>> = items
         .iter()
         .map(|item| check_item(item.index, item.text, &principal, &limits))
         .collect();
+    refuse_past_events_max(&state, &mut checked);
     if partial {
         if let Some(refusal) = role_refusal(&principal) {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal));
@@ -293,6 +305,50 @@ pub(super) fn check_item<'a>(
         return Err((StatusCode::FORBIDDEN, error));
     }
     Ok((index, valid))
+}
+
+/// Refuses (409 `interaction_full`) each event that would take its interaction past
+/// `interaction_events_max`, counting what is stored and the request's earlier events. An event
+/// whose `event_id` is stored already is left to planning (a duplicate is answered as one, never
+/// refused as full). Checked against the view when the request is checked: requests for one
+/// interaction in flight at once may together pass the cap by their own events, at most.
+pub(super) fn refuse_past_events_max(state: &AppState, checked: &mut [Checked<'_>]) {
+    let max = state.limits.interaction_events_max as u64;
+    let view = state.engine.view();
+    let mut added: std::collections::HashMap<(String, String), u64> = Default::default();
+    for item in checked.iter_mut() {
+        let Ok((index, valid)) = item else { continue };
+        let index = *index;
+        let (mcp_id, interaction_id) = (valid.mcp_id.as_ref(), valid.interaction_id.as_ref());
+        let known = valid
+            .event_id
+            .as_deref()
+            .is_some_and(|event_id| view.projection.event_id_entry(mcp_id, event_id).is_some());
+        if known {
+            continue;
+        }
+        let stored = view
+            .projection
+            .get(mcp_id, interaction_id)
+            .map_or(0, |record| u64::from(record.event_count()));
+        let count = added
+            .entry((mcp_id.to_owned(), interaction_id.to_owned()))
+            .or_insert(0);
+        if stored + *count < max {
+            *count += 1;
+            continue;
+        }
+        let interaction_id = interaction_id.to_owned();
+        let error = ItemError {
+            index,
+            code: "interaction_full",
+            message: format!(
+                "interaction {interaction_id:?} holds {stored} events; interaction_events_max is {max}"
+            ),
+            field: Some("interaction_id".to_owned()),
+        };
+        *item = Err((StatusCode::CONFLICT, error));
+    }
 }
 
 /// The default mode: any refused event refuses the batch (422 listing the invalid ones, else 403

@@ -45,6 +45,8 @@ pub struct Limits {
     pub event_bytes_max: usize,
     /// Most events in one batch.
     pub batch_events_max: usize,
+    /// Most events one interaction may hold.
+    pub interaction_events_max: usize,
     /// Largest batch body in bytes.
     pub batch_bytes_max: usize,
     /// How long an ingest request may take to send its body.

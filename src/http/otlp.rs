@@ -172,12 +172,13 @@ async fn store_spans(
     mapped: &mut Mapped,
 ) -> Result<(), ApiError> {
     let limits = state.limits;
-    let checked: Vec<Checked<'_>> = mapped
+    let mut checked: Vec<Checked<'_>> = mapped
         .bodies
         .iter()
         .enumerate()
         .map(|(index, (_, body))| check_item(index, body, principal, &limits))
         .collect();
+    super::ingest::refuse_past_events_max(state, &mut checked);
     let mut refused: Vec<Option<String>> = vec![None; mapped.spans];
     for ((span, _), item) in mapped.bodies.iter().zip(&checked) {
         if let Err((_, error)) = item {

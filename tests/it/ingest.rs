@@ -946,3 +946,75 @@ async fn min_seq_beyond_a_single_nodes_log_is_refused_at_once() {
         }
     }
 }
+
+/// `interaction_events_max` caps the events of one interaction on every ingest path: a single
+/// event past it is a 409 `interaction_full` naming the limit, an all-or-nothing batch is
+/// refused listing it, partial mode refuses that event alone (counting the batch's earlier
+/// events), and a retried event_id is still answered as a duplicate. Nothing past it is stored.
+#[tokio::test]
+async fn interaction_events_max_caps_an_interaction_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_INTERACTION_EVENTS_MAX", "3")]);
+    for n in 1..=3 {
+        let r = server
+            .post("/api/v2/interactions", with_event_id("full", &format!("f-{n}"), n))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+    }
+    let response = server
+        .post("/api/v2/interactions", with_event_id("full", "f-4", 4))
+        .await;
+    assert_eq!(response.status, 409, "{}", response.json());
+    let error = error_of(&response);
+    assert_eq!(error["code"], "interaction_full");
+    assert_eq!(error["field"], "interaction_id");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("interaction_events_max is 3"));
+    // A retry of a stored event is still a duplicate.
+    let retry = server
+        .post("/api/v2/interactions", with_event_id("full", "f-2", 2))
+        .await;
+    assert_eq!(retry.status, 200);
+    assert_eq!(retry.json()["duplicate"], true);
+    // All or nothing: refused whole, naming the event.
+    let batch = format!(
+        "[{},{}]",
+        with_event_id("other", "o-1", 1),
+        with_event_id("full", "f-5", 5)
+    );
+    let response = server.post("/api/v2/interactions/batch", batch.clone()).await;
+    assert_eq!(response.status, 422, "{}", response.json());
+    assert_eq!(error_of(&response)["errors"][0]["code"], "interaction_full");
+    assert_eq!(error_of(&response)["errors"][0]["index"], 1);
+    // Partial: that event alone; a new interaction's fourth event of one batch too.
+    let fresh: Vec<String> = (1..=4)
+        .map(|n| with_event_id("fresh", &format!("n-{n}"), n))
+        .collect();
+    let response = server
+        .post(
+            "/api/v2/interactions/batch?partial=true",
+            format!("[{},{}]", batch[1..batch.len() - 1].to_owned(), fresh.join(",")),
+        )
+        .await;
+    assert_eq!(response.status, 207, "{}", response.json());
+    let results = response.json()["results"].clone();
+    let outcome = |i: usize| {
+        (
+            results[i]["status"].as_str().unwrap().to_owned(),
+            results[i]["http_status"].as_u64(),
+        )
+    };
+    assert_eq!(outcome(0), ("stored".to_owned(), None));
+    assert_eq!(outcome(1), ("error".to_owned(), Some(409)));
+    for i in 2..5 {
+        assert_eq!(outcome(i), ("stored".to_owned(), None), "{i}");
+    }
+    assert_eq!(outcome(5), ("error".to_owned(), Some(409)));
+    assert_eq!(results[5]["error"]["code"], "interaction_full");
+    for id in ["full", "fresh"] {
+        let record = server.get(&format!("/api/v2/interactions/{id}")).await.json();
+        assert_eq!(record["metadata"]["event_count"], 3, "{id}");
+    }
+}

@@ -452,3 +452,36 @@ async fn every_span_decoded_costs_a_rate_limited_key() {
     assert_eq!(response.status, 413);
     assert_eq!(event_count(&server).await, 0);
 }
+
+/// `interaction_events_max` holds for OTLP too: a tool call whose span would make more events
+/// than the cap (start, progress span events, end) is refused whole, and nothing of it stored.
+#[tokio::test]
+async fn a_span_past_interaction_events_max_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_INTERACTION_EVENTS_MAX", "3")]);
+    let mut span = tool_span("t", 7, false);
+    span.events = (0..3)
+        .map(|i| opentelemetry_proto::tonic::trace::v1::span::Event {
+            name: "progress".into(),
+            time_unix_nano: span.start_time_unix_nano + 1_000_000 * (i + 1),
+            ..Default::default()
+        })
+        .collect();
+    let response = post_protobuf(&server, &server.key, &export(Some("svc"), vec![span])).await;
+    assert_eq!(response.status, 400);
+    let status = mcplog::otlp::RpcStatus::decode(&response.body[..]).unwrap();
+    assert!(
+        status.message.contains("interaction_events_max"),
+        "{status:?}"
+    );
+    assert_eq!(event_count(&server).await, 0);
+    // Within the cap (start and end) it is stored.
+    let response = post_protobuf(
+        &server,
+        &server.key,
+        &export(Some("svc"), vec![tool_span("t", 8, false)]),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(event_count(&server).await, 2);
+}
