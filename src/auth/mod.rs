@@ -210,8 +210,8 @@ impl Keys {
     /// master secret and to any other purpose's.
     pub fn derived_secret(&self, purpose: &str) -> [u8; 32] {
         use hmac::{Hmac, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.master)
-            .expect("HMAC takes any key length");
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.master).expect("HMAC takes any key length");
         mac.update(b"mcplog derived secret: ");
         mac.update(purpose.as_bytes());
         mac.finalize().into_bytes().into()

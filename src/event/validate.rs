@@ -379,6 +379,5 @@ pub fn split_batch(body: &str) -> Result<Vec<BatchItem<'_>>, Invalid> {
 /// on one line) or of broken lines (if not), so it is refused unless the client said NDJSON.
 pub fn is_single_object(body: &str) -> bool {
     let trimmed = body.trim();
-    trimmed.starts_with('{')
-        && serde_json::from_str::<serde::de::IgnoredAny>(trimmed).is_ok()
+    trimmed.starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(trimmed).is_ok()
 }

@@ -2,8 +2,8 @@
 //!
 //! Records come from the projection; their payloads are read from the mapped segments.
 
-use axum::extract::rejection::PathRejection;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -134,7 +134,9 @@ impl Parts {
     pub(super) fn into_response(mut self) -> Response {
         self.flush();
         let body = Body::from_stream(futures_util::stream::iter(
-            self.pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
+            self.pieces
+                .into_iter()
+                .map(Ok::<_, std::convert::Infallible>),
         ));
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
@@ -194,15 +196,19 @@ pub(super) async fn events(
 }
 
 /// Writes `record` as `RecordJson` into `parts`: its payloads as stored pieces.
-pub(super) fn record_parts(view: &View, record: &Record, parts: &mut Parts) -> Result<(), ApiError> {
+pub(super) fn record_parts(
+    view: &View,
+    record: &Record,
+    parts: &mut Parts,
+) -> Result<(), ApiError> {
     // The payload field of a stored body, shared, or `None` in the outer option when the client
     // sent none (`{}`); `None` overall when the body is not JSON.
-    let data = |body: &str, action: Action, share: &dyn Fn(&str) -> Bytes| {
-        match payload_of(body, action) {
-            Ok(Some(payload)) => Some(Some(share(payload.get()))),
-            Ok(None) => Some(None),
-            Err(_) => None,
-        }
+    let data = |body: &str, action: Action, share: &dyn Fn(&str) -> Bytes| match payload_of(
+        body, action,
+    ) {
+        Ok(Some(payload)) => Some(Some(share(payload.get()))),
+        Ok(None) => Some(None),
+        Err(_) => None,
     };
     let empty = || Bytes::from_static(b"{}");
     // One pass over the record's events, each frame decoded and each body parsed once: the
@@ -257,7 +263,11 @@ pub(super) fn record_parts(view: &View, record: &Record, parts: &mut Parts) -> R
     }
     parts.text(",\"progress_updates\":[");
     for (n, (timestamp, payload)) in progress_updates.into_iter().enumerate() {
-        parts.text(if n == 0 { "{\"timestamp\":" } else { ",{\"timestamp\":" });
+        parts.text(if n == 0 {
+            "{\"timestamp\":"
+        } else {
+            ",{\"timestamp\":"
+        });
         parts.json(&timestamp);
         parts.text(",\"data\":");
         parts.stored(payload);
@@ -310,7 +320,6 @@ fn unreadable_or_gone<R>(seq: u64, read: Option<Result<R, String>>) -> Result<R,
         )),
     }
 }
-
 
 /// The record of `id` the caller may read. An interaction is (mcp_id, interaction_id):
 /// - a writer reads its own mcp_id's; another mcp_id's record is reported exactly as an unknown

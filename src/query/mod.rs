@@ -44,10 +44,24 @@ mod tests {
         assert_eq!(key.open(&cursor[1..]), None);
         assert_eq!(key.open(&format!("{cursor}00")), None);
         assert_eq!(key.open(&cursor.to_uppercase()), None);
-        assert_eq!(key.open("1.41da48be98100000.0"), None, "the old clear-text form");
+        assert_eq!(
+            key.open("1.41da48be98100000.0"),
+            None,
+            "the old clear-text form"
+        );
         // Two positions that differ only in the ordinal give cursors with nothing in common
         // that would order them.
-        let other = key.seal(history(&p, &HistoryQuery { limit: 2, ..HistoryQuery::default() }).next.unwrap());
+        let other = key.seal(
+            history(
+                &p,
+                &HistoryQuery {
+                    limit: 2,
+                    ..HistoryQuery::default()
+                },
+            )
+            .next
+            .unwrap(),
+        );
         assert_ne!(other, cursor);
     }
     use crate::event::{Action, StoredEvent};

@@ -297,6 +297,19 @@ impl Catalog {
     }
 }
 
+/// A range of a segment's mapping, owned: what [`Catalog::with_event_shared`] hands out.
+struct MappedSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MappedSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,18 +373,5 @@ mod tests {
             Some(Ok(dense[17])),
             "the walk stops before it"
         );
-    }
-}
-
-/// A range of a segment's mapping, owned: what [`Catalog::with_event_shared`] hands out.
-struct MappedSlice {
-    map: Arc<Mmap>,
-    start: usize,
-    end: usize,
-}
-
-impl AsRef<[u8]> for MappedSlice {
-    fn as_ref(&self) -> &[u8] {
-        &self.map[self.start..self.end]
     }
 }

@@ -848,7 +848,10 @@ async fn ndjson_outcomes_are_numbered_by_line() {
     let error = error_of(&response);
     assert_eq!(error["errors"][0]["index"], 3, "{error}");
     assert!(
-        error["message"].as_str().unwrap().contains("event 1 of this batch"),
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("event 1 of this batch"),
         "{error}"
     );
 }
@@ -862,8 +865,8 @@ async fn a_single_json_object_is_not_a_batch() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let one = event("interaction_start", "single", "m", 1.0);
-    let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&one).unwrap())
-        .unwrap();
+    let pretty =
+        serde_json::to_string_pretty(&serde_json::from_str::<Value>(&one).unwrap()).unwrap();
     for path in [
         "/api/v2/interactions/batch?partial=true",
         "/api/v2/interactions/batch",
@@ -933,7 +936,10 @@ async fn min_seq_beyond_a_single_nodes_log_is_refused_at_once() {
             let waited = started.elapsed();
             assert_eq!(response.status, 409, "{path}: {}", response.json());
             // Not a speed claim: the old code waited its full 5 s before answering.
-            assert!(waited < std::time::Duration::from_secs(4), "{path}: {waited:?}");
+            assert!(
+                waited < std::time::Duration::from_secs(4),
+                "{path}: {waited:?}"
+            );
             let error = error_of(&response);
             assert_eq!(error["code"], "min_seq_ahead");
             assert_eq!(error["field"], "min_seq");
@@ -957,7 +963,10 @@ async fn interaction_events_max_caps_an_interaction_on_every_path() {
     let server = Server::start_with(dir.path(), &[("MCPLOG_INTERACTION_EVENTS_MAX", "3")]);
     for n in 1..=3 {
         let r = server
-            .post("/api/v2/interactions", with_event_id("full", &format!("f-{n}"), n))
+            .post(
+                "/api/v2/interactions",
+                with_event_id("full", &format!("f-{n}"), n),
+            )
             .await;
         assert_eq!(r.status, 200, "{}", r.json());
     }
@@ -984,7 +993,9 @@ async fn interaction_events_max_caps_an_interaction_on_every_path() {
         with_event_id("other", "o-1", 1),
         with_event_id("full", "f-5", 5)
     );
-    let response = server.post("/api/v2/interactions/batch", batch.clone()).await;
+    let response = server
+        .post("/api/v2/interactions/batch", batch.clone())
+        .await;
     assert_eq!(response.status, 422, "{}", response.json());
     assert_eq!(error_of(&response)["errors"][0]["code"], "interaction_full");
     assert_eq!(error_of(&response)["errors"][0]["index"], 1);
@@ -995,7 +1006,11 @@ async fn interaction_events_max_caps_an_interaction_on_every_path() {
     let response = server
         .post(
             "/api/v2/interactions/batch?partial=true",
-            format!("[{},{}]", batch[1..batch.len() - 1].to_owned(), fresh.join(",")),
+            format!(
+                "[{},{}]",
+                batch[1..batch.len() - 1].to_owned(),
+                fresh.join(",")
+            ),
         )
         .await;
     assert_eq!(response.status, 207, "{}", response.json());
@@ -1014,7 +1029,10 @@ async fn interaction_events_max_caps_an_interaction_on_every_path() {
     assert_eq!(outcome(5), ("error".to_owned(), Some(409)));
     assert_eq!(results[5]["error"]["code"], "interaction_full");
     for id in ["full", "fresh"] {
-        let record = server.get(&format!("/api/v2/interactions/{id}")).await.json();
+        let record = server
+            .get(&format!("/api/v2/interactions/{id}"))
+            .await
+            .json();
         assert_eq!(record["metadata"]["event_count"], 3, "{id}");
     }
 }

@@ -452,7 +452,12 @@ async fn idle_sockets_filling_max_connections_leave_health_answerable() {
     let rest = format!("{:<90}", "1}"); // 100 bytes with the 10 sent
     busy.send(rest.as_bytes());
     let answer = busy.read_until(b"}");
-    assert_eq!(status_of(&answer), 422, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        status_of(&answer),
+        422,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     drop((silent, partial, kept));
 }
 
@@ -1001,7 +1006,10 @@ async fn parallel_reads_of_a_large_record_hold_no_copy_of_it() {
     let read_all = |path: &'static str| {
         let mut raw = Raw::open(server.addr);
         let mut request = headers("GET", path, &server.key, None);
-        request.splice(request.len() - 2.., b"Connection: close\r\n\r\n".iter().copied());
+        request.splice(
+            request.len() - 2..,
+            b"Connection: close\r\n\r\n".iter().copied(),
+        );
         raw.send(&request);
         let read = std::io::copy(&mut raw.0, &mut std::io::sink()).unwrap();
         assert!(read > 41_000_000, "{path}: {read} bytes");

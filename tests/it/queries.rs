@@ -525,7 +525,11 @@ async fn history_cursors_are_sealed_and_tampering_is_a_400() {
     assert_eq!(again["next_cursor"], cursor);
     // Tampered: one character changed, cut short, or the old clear-text form.
     let mut flipped = cursor.clone().into_bytes();
-    flipped[cursor.len() - 1] = if flipped[cursor.len() - 1] == b'0' { b'1' } else { b'0' };
+    flipped[cursor.len() - 1] = if flipped[cursor.len() - 1] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
     for forged in [
         String::from_utf8(flipped).unwrap(),
         cursor[..cursor.len() - 2].to_owned(),
