@@ -125,12 +125,14 @@ pub async fn run(
 
 /// What every handler shares, from the configuration, a started engine and the keys.
 pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
+    let cursors = crate::query::CursorKey::new(keys.derived_secret("history cursors v1"));
     AppState::new(SharedState {
         engine,
         keys: Arc::new(keys),
         limits: Limits {
             event_bytes_max: config.event_bytes_max,
             batch_events_max: config.batch_events_max,
+            interaction_events_max: config.interaction_events_max,
             batch_bytes_max: config.batch_bytes_max,
             body_read_timeout: config.body_read_timeout,
             request_timeout: config.request_timeout,
@@ -158,6 +160,8 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
             .expect("the redaction rules compiled when the configuration was read"),
         ),
         metrics_auth: config.metrics_auth,
+        cluster_node: config.nats_url.is_some(),
+        cursors,
     })
 }
 

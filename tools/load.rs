@@ -486,7 +486,7 @@ async fn baseline_batch(
     let text = std::str::from_utf8(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
     let items = mcplog::event::split_batch(text).map_err(|_| StatusCode::BAD_REQUEST)?;
     for item in &items {
-        mcplog::event::validate(item).map_err(|_| StatusCode::UNPROCESSABLE_ENTITY)?;
+        mcplog::event::validate(item.text).map_err(|_| StatusCode::UNPROCESSABLE_ENTITY)?;
     }
     let first = seq.fetch_add(items.len() as u64, Ordering::Relaxed);
     let seqs: Vec<u64> = (first..first + items.len() as u64).collect();

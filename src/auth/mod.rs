@@ -267,6 +267,18 @@ pub struct Keys {
 const SEEN_KEYS_MAX: usize = 100_000;
 
 impl Keys {
+    /// A 32-byte secret for `purpose`, derived from the master secret (HMAC-SHA256 keyed by it):
+    /// the same for the same secret, so what it seals outlives a restart, and unrelated to the
+    /// master secret and to any other purpose's.
+    pub fn derived_secret(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.masters.current)
+            .expect("HMAC takes any key length");
+        mac.update(b"mcplog derived secret: ");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Keys from the admin key, the static keys, the master secret, and the revocations found in
     /// `data_dir`.
     pub fn new(

@@ -32,6 +32,8 @@ pub struct Config {
     pub event_bytes_max: usize,
     /// `[api] batch_events_max`: most events in one batch request.
     pub batch_events_max: usize,
+    /// `[api] interaction_events_max`: most events one interaction may hold.
+    pub interaction_events_max: usize,
     /// `[api] batch_bytes_max`: largest batch body, after decompression.
     pub batch_bytes_max: usize,
     /// `[api] queue_events_max`: most events accepted but not yet durable.
@@ -153,6 +155,7 @@ impl Default for Config {
             bind: String::new(),
             event_bytes_max: 0,
             batch_events_max: 0,
+            interaction_events_max: 0,
             batch_bytes_max: 0,
             queue_events_max: 0,
             stale_after: Duration::ZERO,
@@ -243,6 +246,16 @@ impl Config {
             return bad(
                 "event_bytes_max",
                 format!("{} is outside 1..=16777216", self.event_bytes_max),
+            );
+        }
+        if self.interaction_events_max == 0 || self.interaction_events_max > u32::MAX as usize {
+            return bad(
+                "interaction_events_max",
+                format!(
+                    "{} is outside 1..={}",
+                    self.interaction_events_max,
+                    u32::MAX
+                ),
             );
         }
         if self.batch_events_max == 0 || self.batch_events_max > self.queue_events_max {

@@ -156,6 +156,14 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
+        interaction_events_max,
+        "MCPLOG_INTERACTION_EVENTS_MAX",
+        Some("10000"),
+        Size,
+        "most events one interaction may hold; an event past it is refused (409 interaction_full)"
+    ),
+    setting!(
+        "api",
         batch_events_max,
         "MCPLOG_BATCH_EVENTS_MAX",
         Some("1000"),

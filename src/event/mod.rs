@@ -13,7 +13,9 @@ use serde_json::value::RawValue;
 pub mod json;
 mod validate;
 
-pub use validate::{check_clock, check_id, is_invisible, split_batch, validate};
+pub use validate::{
+    check_clock, check_id, is_invisible, is_single_object, split_batch, validate, BatchItem,
+};
 
 /// Longest `interaction_id` or `mcp_id`, in bytes of UTF-8.
 pub const ID_BYTES_MAX: usize = 256;
@@ -488,14 +490,27 @@ mod tests {
 
     #[test]
     fn batches_split_as_array_or_ndjson() {
+        let split = |body| {
+            split_batch(body)
+                .unwrap()
+                .into_iter()
+                .map(|item| (item.index, item.text))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            split_batch(r#" [ {"a":1}, {"b": 2} ] "#).unwrap(),
-            vec![r#"{"a":1}"#, r#"{"b": 2}"#]
+            split(r#" [ {"a":1}, {"b": 2} ] "#),
+            vec![(0, r#"{"a":1}"#), (1, r#"{"b": 2}"#)]
         );
+        // NDJSON items are numbered by line, blank lines included.
         assert_eq!(
-            split_batch("{\"a\":1}\n\n{\"b\":2}\n").unwrap(),
-            vec![r#"{"a":1}"#, r#"{"b":2}"#]
+            split("{\"a\":1}\n\n{\"b\":2}\n"),
+            vec![(0, r#"{"a":1}"#), (2, r#"{"b":2}"#)]
         );
+        assert_eq!(split("\r\n \r\n{\"a\":1}\r\n"), vec![(2, r#"{"a":1}"#)]);
         assert!(split_batch("[1,").is_err());
+        assert!(is_single_object(" {\"a\":\n 1}\n"));
+        assert!(is_single_object("{\"a\":1}"));
+        assert!(!is_single_object("{\"a\":1}\n{\"b\":2}"));
+        assert!(!is_single_object("[{\"a\":1}]"));
     }
 }

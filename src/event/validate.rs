@@ -303,9 +303,19 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
-/// Splits a batch body into the raw text of each event: a JSON array, or NDJSON (one event per
-/// non-blank line). Which one is decided by the first non-blank byte.
-pub fn split_batch(body: &str) -> Result<Vec<&str>, Invalid> {
+/// One event of a batch body: its raw text and where it stands in the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchItem<'a> {
+    /// Its position, from 0: in a JSON array the element's, in NDJSON the line's (blank lines
+    /// count), so that a client can find the event its outcome is about in what it sent.
+    pub index: usize,
+    /// The event's raw JSON text.
+    pub text: &'a str,
+}
+
+/// Splits a batch body into its events: a JSON array, or NDJSON (one event per non-blank line).
+/// Which one is decided by the first non-blank byte.
+pub fn split_batch(body: &str) -> Result<Vec<BatchItem<'_>>, Invalid> {
     let trimmed = body.trim_start();
     if trimmed.starts_with('[') {
         let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|err| Invalid {
@@ -313,12 +323,31 @@ pub fn split_batch(body: &str) -> Result<Vec<&str>, Invalid> {
             code: "malformed_json",
             message: format!("the batch is not a JSON array of events: {err}"),
         })?;
-        Ok(items.into_iter().map(RawValue::get).collect())
+        Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| BatchItem {
+                index,
+                text: item.get(),
+            })
+            .collect())
     } else {
         Ok(body
             .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty())
+            .enumerate()
+            .map(|(index, line)| BatchItem {
+                index,
+                text: line.trim(),
+            })
+            .filter(|item| !item.text.is_empty())
             .collect())
     }
+}
+
+/// Whether a batch body is one JSON object as a whole (on one line or spread over several): the
+/// body of a single event, not an array of them. As NDJSON it would be a batch of one event (if
+/// on one line) or of broken lines (if not), so it is refused unless the client said NDJSON.
+pub fn is_single_object(body: &str) -> bool {
+    let trimmed = body.trim();
+    trimmed.starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(trimmed).is_ok()
 }

@@ -80,6 +80,17 @@ pub(super) async fn one(
         .redactor
         .new_event(&valid)
         .map_err(ApiError::invalid)?;
+    let mut checked = vec![Ok((0, new))];
+    refuse_past_events_max(&state, &mut checked);
+    let new = match checked.pop().expect("one event") {
+        Ok((_, new)) => new,
+        Err((status, error)) => {
+            return Err(ApiError {
+                field: error.field,
+                ..ApiError::new(status, error.code, error.message)
+            })
+        }
+    };
     let interaction_id = new.interaction_id().to_owned();
     let (acks, position) = state.engine.submit(vec![new], principal.key_id).await?;
     let ack = acks[0];
@@ -158,6 +169,16 @@ pub(super) async fn batch(
     .await?;
     super::still_accepted(&state, &principal)?;
     let text = utf8(&bytes)?;
+    if !declared_ndjson(&headers) && event::is_single_object(text) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_a_batch",
+            "the body is one JSON object, not a batch: send a JSON array of events, NDJSON (as \
+             Content-Type: application/x-ndjson when it is one line), or post a single event to \
+             /api/v2/interactions",
+        )
+        .with_field("body"));
+    }
     let items = event::split_batch(text).map_err(ApiError::invalid)?;
     if items.is_empty() {
         return Err(ApiError::new(
@@ -181,11 +202,11 @@ pub(super) async fn batch(
     state
         .rate_limits
         .check(&principal, u32::try_from(items.len()).unwrap_or(u32::MAX))?;
-    let checked: Vec<Checked> = items
+    let mut checked: Vec<Checked> = items
         .iter()
-        .enumerate()
-        .map(|(index, item)| check_item(index, item, &principal, &limits, &state.redactor))
+        .map(|item| check_item(item.index, item.text, &principal, &limits, &state.redactor))
         .collect();
+    refuse_past_events_max(&state, &mut checked);
     if partial {
         if let Some(refusal) = role_refusal(&principal) {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal));
@@ -193,7 +214,44 @@ pub(super) async fn batch(
         let answer = store_partially(&state, &principal, checked).await?;
         return Ok((StatusCode::MULTI_STATUS, Json(answer)).into_response());
     }
-    Ok(Json(store_all_or_nothing(&state, &principal, checked).await?).into_response())
+    let stored = store_all_or_nothing(&state, &principal, checked).await;
+    // A conflict names events by their place in the submission: in the body, NDJSON's are lines.
+    let stored = stored.map_err(|err| match err {
+        BatchRefusal::Submit(err) => ApiError::from(renumber(err, |i| items[i].index)),
+        BatchRefusal::Api(err) => err,
+    });
+    Ok(Json(stored?).into_response())
+}
+
+/// Whether the client declared its body NDJSON (`Content-Type: application/x-ndjson`).
+fn declared_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/x-ndjson"))
+}
+
+/// A conflict's indexes (its own and an earlier event's) mapped through `index_of`.
+fn renumber(err: SubmitError, index_of: impl Fn(usize) -> usize) -> SubmitError {
+    match err {
+        SubmitError::Conflict(mut conflicts) => {
+            for conflict in &mut conflicts {
+                conflict.index = index_of(conflict.index);
+                if let crate::engine::Holder::Earlier(earlier) = conflict.holder {
+                    conflict.holder = crate::engine::Holder::Earlier(index_of(earlier));
+                }
+            }
+            SubmitError::Conflict(conflicts)
+        }
+        other => other,
+    }
+}
+
+/// Why an all-or-nothing batch stored nothing: a refusal already answered, or the engine's.
+enum BatchRefusal {
+    Api(ApiError),
+    Submit(SubmitError),
 }
 
 /// The `partial` parameter: `true` or `false`, at most once; no other parameter is taken.
@@ -210,8 +268,8 @@ fn partial_param(params: Vec<(String, String)>) -> Result<bool, ApiError> {
 }
 
 /// One event of a batch after the checks that need no storage: valid, writable by the key and
-/// redacted, or refused with the status it would get alone.
-pub(super) type Checked = Result<event::NewEvent, (StatusCode, ItemError)>;
+/// redacted (with its index in the batch), or refused with the status it would get alone.
+pub(super) type Checked = Result<(usize, event::NewEvent), (StatusCode, ItemError)>;
 
 pub(super) fn check_item(
     index: usize,
@@ -253,9 +311,53 @@ pub(super) fn check_item(
         };
         return Err((StatusCode::FORBIDDEN, error));
     }
-    redactor
+    let new = redactor
         .new_event(&valid)
-        .map_err(|err| invalid(ApiError::invalid(err)))
+        .map_err(|err| invalid(ApiError::invalid(err)))?;
+    Ok((index, new))
+}
+
+/// Refuses (409 `interaction_full`) each event that would take its interaction past
+/// `interaction_events_max`, counting what is stored and the request's earlier events. An event
+/// whose `event_id` is stored already is left to planning (a duplicate is answered as one, never
+/// refused as full). Checked against the view when the request is checked: requests for one
+/// interaction in flight at once may together pass the cap by their own events, at most.
+pub(super) fn refuse_past_events_max(state: &AppState, checked: &mut [Checked]) {
+    let max = state.limits.interaction_events_max as u64;
+    let view = state.engine.view();
+    let mut added: std::collections::HashMap<(String, String), u64> = Default::default();
+    for item in checked.iter_mut() {
+        let Ok((index, new)) = item else { continue };
+        let index = *index;
+        let (mcp_id, interaction_id) = (new.mcp_id(), new.interaction_id());
+        let known = new
+            .event_id()
+            .is_some_and(|event_id| view.projection.event_id_entry(mcp_id, event_id).is_some());
+        if known {
+            continue;
+        }
+        let stored = view
+            .projection
+            .get(mcp_id, interaction_id)
+            .map_or(0, |record| u64::from(record.event_count()));
+        let count = added
+            .entry((mcp_id.to_owned(), interaction_id.to_owned()))
+            .or_insert(0);
+        if stored + *count < max {
+            *count += 1;
+            continue;
+        }
+        let interaction_id = interaction_id.to_owned();
+        let error = ItemError {
+            index,
+            code: "interaction_full",
+            message: format!(
+                "interaction {interaction_id:?} holds {stored} events; interaction_events_max is {max}"
+            ),
+            field: Some("interaction_id".to_owned()),
+        };
+        *item = Err((StatusCode::CONFLICT, error));
+    }
 }
 
 /// The default mode: any refused event refuses the batch (422 listing the invalid ones, else 403
@@ -264,14 +366,14 @@ async fn store_all_or_nothing(
     state: &AppState,
     principal: &Principal,
     checked: Vec<Checked>,
-) -> Result<BatchAcceptedJson, ApiError> {
+) -> Result<BatchAcceptedJson, BatchRefusal> {
     let count = checked.len();
     let mut events = Vec::with_capacity(count);
     let mut errors = Vec::new();
     let mut forbidden = Vec::new();
     for item in checked {
         match item {
-            Ok(new) => events.push(new),
+            Ok((_, new)) => events.push(new),
             Err((StatusCode::FORBIDDEN, error)) => forbidden.push(error),
             Err((_, error)) => errors.push(error),
         }
@@ -281,23 +383,27 @@ async fn store_all_or_nothing(
             "{} of {count} events are invalid; nothing was stored",
             errors.len()
         );
-        return Err(ApiError {
+        return Err(BatchRefusal::Api(ApiError {
             errors,
             ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_batch", message)
-        });
+        }));
     }
     if !forbidden.is_empty() {
         let message = format!(
             "{} of {count} events are for an mcp_id this key may not write; nothing was stored",
             forbidden.len()
         );
-        return Err(ApiError {
+        return Err(BatchRefusal::Api(ApiError {
             field: Some("mcp_id".into()),
             errors: forbidden,
             ..ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-        });
+        }));
     }
-    let (acks, position) = state.engine.submit(events, principal.key_id).await?;
+    let (acks, position) = state
+        .engine
+        .submit(events, principal.key_id)
+        .await
+        .map_err(BatchRefusal::Submit)?;
     let duplicates = acks.iter().filter(|a| a.duplicate).count();
     let seqs: Vec<u64> = acks.iter().map(|a| a.seq).collect();
     Ok(BatchAcceptedJson {
@@ -321,12 +427,12 @@ pub(super) async fn store_partially(
 ) -> Result<BatchPartialJson, ApiError> {
     let count = checked.len();
     let mut results: Vec<Option<ItemResultJson>> = Vec::with_capacity(count);
-    // (batch index, event) of every event still to submit.
+    // (position in `results`, batch index, event) of every event still to submit.
     let mut pending = Vec::new();
-    for (index, item) in checked.into_iter().enumerate() {
+    for (position, item) in checked.into_iter().enumerate() {
         match item {
-            Ok(new) => {
-                pending.push((index, new));
+            Ok((index, new)) => {
+                pending.push((position, index, new));
                 results.push(None);
             }
             Err((status, error)) => results.push(Some(item_error(status, error))),
@@ -334,12 +440,12 @@ pub(super) async fn store_partially(
     }
     let mut queue_position = 0;
     while !pending.is_empty() {
-        let events = pending.iter().map(|(_, new)| new.clone()).collect();
+        let events = pending.iter().map(|(_, _, new)| new.clone()).collect();
         match state.engine.submit(events, principal.key_id).await {
             Ok((acks, position)) => {
                 queue_position = position;
-                for ((index, _), ack) in pending.iter().zip(acks) {
-                    results[*index] = Some(ItemResultJson {
+                for ((position, index, _), ack) in pending.iter().zip(acks) {
+                    results[*position] = Some(ItemResultJson {
                         index: *index,
                         status: if ack.duplicate { "duplicate" } else { "stored" },
                         seq: Some(ack.seq),
@@ -351,14 +457,14 @@ pub(super) async fn store_partially(
             }
             Err(SubmitError::Conflict(conflicts)) if !conflicts.is_empty() => {
                 for conflict in &conflicts {
-                    let index = pending[conflict.index].0;
+                    let (position, index, _) = pending[conflict.index];
                     let error = ItemError {
                         index,
                         code: "conflict",
-                        message: conflict.describe(|earlier| pending[earlier].0),
+                        message: conflict.describe(|earlier| pending[earlier].1),
                         field: Some(conflict.field.to_owned()),
                     };
-                    results[index] = Some(item_error(StatusCode::CONFLICT, error));
+                    results[position] = Some(item_error(StatusCode::CONFLICT, error));
                 }
                 let mut position = 0;
                 pending.retain(|_| {

@@ -1,5 +1,14 @@
-//! The accept loop: connections within a cap, hyper's header-read timeout, and a bounded drain on
-//! shutdown.
+//! The accept loop: connections within a cap, idle ones evicted first when it is reached, hyper's
+//! header-read timeout, and a bounded drain on shutdown.
+//!
+//! At most `max_connections` connections are open. When all are open and another client
+//! connects, the connection that has been idle longest (accepted with no request yet, or between
+//! requests: waiting for a request's head, partly sent or not) is closed to make room; a
+//! connection in the middle of a request is never closed for another. So idle sockets, however
+//! many, cannot keep `/readyz` or `/livez` from being answered while any slot is idle: only
+//! `max_connections` requests in progress at once make a new client wait (in the kernel's accept
+//! queue, as before). An evicted keep-alive client reconnects, as it does after
+//! `header_read_timeout`.
 //!
 //! Shutdown runs in this order. When `shutdown` resolves, `on_shutdown` runs (the server turns
 //! `/readyz` to 503 and ends follow streams there); connections open at that moment finish the
@@ -8,22 +17,30 @@
 //! connection, so a load balancer polling `/readyz` sees 503 rather than a refused connection.
 //! Then the listener closes and any connection still open is dropped.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::Router;
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tower::ServiceExt;
 
 /// Limits on connections, in the units their names say.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
-    /// Most connections open at once; further clients wait in the kernel's accept queue.
+    /// Most connections open at once; when all are open, the one idle longest is closed for a new
+    /// client, and with none idle further clients wait in the kernel's accept queue.
     pub max_connections: usize,
     /// How long a client may take to send a request's headers. hyper starts this timer whenever
     /// it waits for a request's head, so it also bounds a kept-alive connection's idle time.
@@ -50,20 +67,18 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Open::default());
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut on_shutdown = Some(on_shutdown);
+    let mut next_id: u64 = 0;
     let grace = tokio::time::sleep(Duration::MAX);
+    // Kept across turns of the loop: once it has accepted a client it holds it until a slot is
+    // free, and must not be dropped (closing the client's connection) when another branch wins.
+    let mut admitting = Box::pin(admit(&listener, Arc::clone(&permits), &open));
     tokio::pin!(shutdown, grace);
     let mut draining = false;
     loop {
-        let accept = async {
-            let permit = Arc::clone(&permits)
-                .acquire_owned()
-                .await
-                .expect("the connection semaphore is never closed");
-            (permit, listener.accept().await)
-        };
         tokio::select! {
             () = &mut shutdown, if !draining => {
                 draining = true;
@@ -93,9 +108,10 @@ pub async fn serve(
                     break;
                 }
             }
-            (permit, accepted) = accept => {
+            (permit, accepted) = &mut admitting => {
+                admitting.set(admit(&listener, Arc::clone(&permits), &open));
                 let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                    Ok(stream) => stream,
                     Err(err) => {
                         tracing::warn!(%err, "accept failed");
                         tokio::time::sleep(ACCEPT_RETRY).await;
@@ -103,7 +119,13 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(app.clone());
+                let id = next_id;
+                next_id += 1;
+                let activity = open.register(id);
+                let service = Tracked {
+                    app: app.clone(),
+                    activity: Arc::clone(&activity),
+                };
                 let mut builder = builder.clone();
                 // A connection accepted while draining answers one request and closes.
                 builder.keep_alive(!draining);
@@ -111,6 +133,7 @@ pub async fn serve(
                 // answered; one accepted after it is not told (it would close before reading
                 // its one request).
                 let mut closing = (!draining).then(|| closing_rx.clone());
+                let open = Arc::clone(&open);
                 connections.spawn(async move {
                     let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
                     let conn = builder.serve_connection(io, service);
@@ -123,14 +146,26 @@ pub async fn serve(
                             None => std::future::pending().await,
                         }
                     };
-                    let finished = tokio::select! {
-                        result = conn.as_mut() => Some(result),
-                        () = closed => None,
+                    let end = tokio::select! {
+                        _ = conn.as_mut() => End::Finished,
+                        () = closed => End::Graceful,
+                        // Evicted for a new client. Idle (the connection is polled only here,
+                        // so no request can begin meanwhile): closed now, even halfway through a
+                        // request's head, which graceful shutdown would wait out. A request
+                        // that began after the choice is answered first.
+                        () = activity.evict.notified() => {
+                            if activity.in_flight.load(Ordering::Acquire) == 0 {
+                                End::Finished
+                            } else {
+                                End::Graceful
+                            }
+                        }
                     };
-                    if finished.is_none() {
+                    if end == End::Graceful {
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }
+                    open.remove(id);
                     drop(permit);
                 });
             }
@@ -138,6 +173,164 @@ pub async fn serve(
     }
     // Dropping the set aborts whatever is still open; the listener closes with this function.
     connections.shutdown().await;
+}
+
+/// How a connection's task goes on after its first wait.
+#[derive(PartialEq, Eq)]
+enum End {
+    /// Done: the connection ended, or is dropped now.
+    Finished,
+    /// Answer the request in progress, if any, then close.
+    Graceful,
+}
+
+/// The next client and a slot for it. With a slot free, waits for a client; with none, waits for
+/// a client, then closes the connection idle longest and waits for its slot (or any other).
+async fn admit(
+    listener: &TcpListener,
+    permits: Arc<Semaphore>,
+    open: &Open,
+) -> (OwnedSemaphorePermit, std::io::Result<TcpStream>) {
+    if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
+        return (permit, listener.accept().await.map(|(stream, _)| stream));
+    }
+    let accepted = listener.accept().await.map(|(stream, _)| stream);
+    let permit = match Arc::clone(&permits).try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            if accepted.is_ok() && open.evict_idle_longest() {
+                tracing::debug!("max_connections reached: closed the connection idle longest");
+            }
+            permits
+                .acquire_owned()
+                .await
+                .expect("the connection semaphore is never closed")
+        }
+    };
+    (permit, accepted)
+}
+
+/// The open connections' activity, for choosing one to evict.
+#[derive(Default)]
+struct Open {
+    connections: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+impl Open {
+    fn register(&self, id: u64) -> Arc<Activity> {
+        let activity = Arc::new(Activity::default());
+        self.lock().insert(id, Arc::clone(&activity));
+        activity
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Tells the connection idle longest to close; false when every connection is busy.
+    fn evict_idle_longest(&self) -> bool {
+        let mut connections = self.lock();
+        let longest = connections
+            .iter()
+            .filter(|(_, activity)| activity.in_flight.load(Ordering::Acquire) == 0)
+            .min_by_key(|(_, activity)| activity.idle_since_ns.load(Ordering::Acquire))
+            .map(|(&id, _)| id);
+        let Some(activity) = longest.and_then(|id| connections.remove(&id)) else {
+            return false;
+        };
+        // A stored permit: the connection's task sees it even if not waiting yet.
+        activity.evict.notify_one();
+        true
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.connections.lock().expect("the open connections' lock")
+    }
+}
+
+/// What one connection is doing.
+#[derive(Default)]
+struct Activity {
+    /// Requests begun and not yet answered to their last byte (0 or 1 under HTTP/1).
+    in_flight: AtomicUsize,
+    /// When the connection last became idle, in nanoseconds since the process's [`epoch`]
+    /// (0: since it was accepted, before any request).
+    idle_since_ns: AtomicU64,
+    /// Notified to close the connection for a new client.
+    evict: Notify,
+}
+
+/// The process's reference instant for [`Activity::idle_since_ns`].
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The router as one connection's service: marks the connection busy from a request's head to
+/// its answer's last byte.
+#[derive(Clone)]
+struct Tracked {
+    app: Router,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Tracked {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let busy = Busy::begin(Arc::clone(&self.activity));
+        let app = self.app.clone();
+        Box::pin(async move {
+            let response = app.oneshot(request).await?;
+            Ok(response.map(|inner| Body::new(Answering { inner, _busy: busy })))
+        })
+    }
+}
+
+/// A request in progress on a connection; its end makes the connection idle.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn begin(activity: Arc<Activity>) -> Busy {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let since = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.idle_since_ns.store(since, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its connection busy until hyper has written it (or dropped it).
+struct Answering {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Answering {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A connection whose writes may not stall for longer than `limit`: a client that stops reading

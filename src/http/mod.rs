@@ -5,6 +5,7 @@
 
 mod error;
 mod ingest;
+mod keepalive;
 mod keys;
 mod listen;
 mod observe;
@@ -44,6 +45,8 @@ pub struct Limits {
     pub event_bytes_max: usize,
     /// Most events in one batch.
     pub batch_events_max: usize,
+    /// Most events one interaction may hold.
+    pub interaction_events_max: usize,
     /// Largest batch body in bytes.
     pub batch_bytes_max: usize,
     /// How long an ingest request may take to send its body.
@@ -101,6 +104,12 @@ pub struct SharedState {
     pub redactor: Arc<crate::redact::Redactor>,
     /// `/metrics` needs an auditor or admin key (`api.metrics_auth`).
     pub metrics_auth: bool,
+    /// True on a cluster node, whose view may trail seqs another node acknowledged: a read's
+    /// `min_seq` beyond this node's log is waited for there, and refused at once on a single node
+    /// (which has acknowledged every seq it will ever hold).
+    pub cluster_node: bool,
+    /// Seals history positions into opaque cursors.
+    pub cursors: crate::query::CursorKey,
 }
 
 /// Every route of the service. Every route but the replay stream is bounded by
@@ -141,6 +150,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             observe::track,
         ))
+        .layer(axum::middleware::from_fn(keepalive::close_if_unread))
         .with_state(state)
 }
 

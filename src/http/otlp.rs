@@ -59,6 +59,11 @@ async fn receive(
     if let Some(refusal) = role_refusal(principal) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal));
     }
+    // An export costs what the server does for it: one token per span it holds, whether or not
+    // the span is a tool call, plus the events its tool calls make beyond one each. The first
+    // token is taken before the body is read, so a key over its rate costs one bucket check; the
+    // rest of the spans' once they are counted, before any is decoded; the events' once mapped.
+    state.rate_limits.check(principal, 1)?;
     let bytes = read_body(
         headers,
         body,
@@ -75,6 +80,11 @@ async fn receive(
         };
         ApiError::new(status, "bad_export", err.to_string()).with_field("body")
     })?;
+    let spans: usize = export.resources.iter().map(|r| r.spans.len()).sum();
+    if spans > 1 {
+        let rest = u32::try_from(spans - 1).unwrap_or(u32::MAX);
+        state.rate_limits.check(principal, rest)?;
+    }
     let mut mapped = map_export(&export, principal);
     drop(export);
     store_spans(state, principal, &mut mapped).await?;
@@ -163,21 +173,23 @@ async fn store_spans(
     mapped: &mut Mapped,
 ) -> Result<(), ApiError> {
     let limits = state.limits;
-    let checked: Vec<Checked> = mapped
+    let mut checked: Vec<Checked> = mapped
         .bodies
         .iter()
         .enumerate()
         .map(|(index, (_, body))| check_item(index, body, principal, &limits, &state.redactor))
         .collect();
+    super::ingest::refuse_past_events_max(state, &mut checked);
     let mut refused: Vec<Option<String>> = vec![None; mapped.spans];
     for ((span, _), item) in mapped.bodies.iter().zip(&checked) {
         if let Err((_, error)) = item {
             refused[*span].get_or_insert_with(|| error.message.clone());
         }
     }
-    if !mapped.bodies.is_empty() {
-        // The tool calls' events, as a batch's would be.
-        let events = u32::try_from(mapped.bodies.len()).unwrap_or(u32::MAX);
+    // Each tool call's span was paid for with one token before decoding; its other events now.
+    let beyond_one = mapped.bodies.len().saturating_sub(mapped.spans);
+    if beyond_one > 0 {
+        let events = u32::try_from(beyond_one).unwrap_or(u32::MAX);
         state.rate_limits.check(principal, events)?;
     }
     let (kept, kept_span): (Vec<Checked>, Vec<usize>) = mapped

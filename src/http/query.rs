@@ -2,16 +2,17 @@
 //! `/api/v2/performance/metrics`.
 
 use axum::extract::{Query, State};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::records::{record_json, RecordJson};
+use super::records::{record_parts, Parts, RecordJson};
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::clock::now_us;
 use crate::projector::Status;
-use crate::query::{self, HistoryQuery, Position, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
+use crate::query::{self, HistoryQuery, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
 use crate::scope::Scope;
 
 /// Raw query parameters, in order.
@@ -48,7 +49,7 @@ pub(super) async fn history(
     State(state): State<AppState>,
     principal: Principal,
     Query(params): Params,
-) -> Result<Json<HistoryJson>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let params = super::checked_params(
         params,
         &[
@@ -84,7 +85,7 @@ pub(super) async fn history(
                     .ok_or_else(|| ApiError::bad_parameter("offset", format!("offset must be a whole number up to 1000000, got {value:?}")))?
             }
             "cursor" => {
-                query.after = Some(Position::decode(value).ok_or_else(|| ApiError::bad_parameter("cursor", "not a cursor this server gave out"))?)
+                query.after = Some(state.cursors.open(value).ok_or_else(|| ApiError::bad_parameter("cursor", "not a cursor this server gave out: pass a page's next_cursor unchanged"))?)
             }
             other => return Err(ApiError::bad_parameter(other, format!("unknown query parameter {other:?}"))),
         }
@@ -100,23 +101,49 @@ pub(super) async fn history(
                 limit: query.limit,
                 offset: query.offset,
                 next_cursor: None,
-            }))
+            })
+            .into_response())
         }
     }
     let view = state.engine.view();
     let page = query::history(&view.projection, &query);
-    let mut interactions = Vec::with_capacity(page.ordinals.len());
-    for &ordinal in &page.ordinals {
-        interactions.push(record_json(&view, view.projection.record(ordinal))?);
+    // The shape of `HistoryJson`, written in pieces. A page ends early, with a cursor to go on
+    // from, once its records hold `HISTORY_PAGE_EVENTS_MAX` events: what a page holds in memory
+    // is bounded by events (a few words each), whatever `limit` says.
+    let mut parts = Parts::default();
+    parts.text("{\"interactions\":[");
+    let (mut count, mut events) = (0usize, 0u64);
+    let mut next = page.next;
+    for (n, &ordinal) in page.ordinals.iter().enumerate() {
+        let record = view.projection.record(ordinal);
+        if n > 0 {
+            parts.text(",");
+        }
+        record_parts(&view, record, &mut parts)?;
+        count += 1;
+        events += u64::from(record.event_count());
+        if events >= HISTORY_PAGE_EVENTS_MAX && n + 1 < page.ordinals.len() {
+            next = Some(query::position_of(&view.projection, ordinal));
+            break;
+        }
     }
-    Ok(Json(HistoryJson {
-        count: interactions.len(),
-        interactions,
-        limit: query.limit,
-        offset: query.offset,
-        next_cursor: page.next.map(Position::encode),
-    }))
+    drop(view);
+    parts.text("],\"count\":");
+    parts.json(&count);
+    parts.text(",\"limit\":");
+    parts.json(&query.limit);
+    parts.text(",\"offset\":");
+    parts.json(&query.offset);
+    parts.text(",\"next_cursor\":");
+    parts.json(&next.map(|next| state.cursors.seal(next)));
+    parts.text("}");
+    Ok(parts.into_response())
 }
+
+/// Events whose records fill a history page: once a page's records hold this many, it ends there
+/// and `next_cursor` goes on (so a page may hold fewer than `limit` records). With the few words
+/// a read keeps per event, a page holds at most a few MB whatever its records' payloads weigh.
+pub const HISTORY_PAGE_EVENTS_MAX: u64 = 100_000;
 
 /// The reference's `stats` object.
 #[derive(Serialize, ToSchema)]

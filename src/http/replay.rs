@@ -213,6 +213,12 @@ async fn produce(
     let mut draining = state.draining.subscribe();
     let heartbeat = state.limits.replay_heartbeat;
     let mut left = limit.unwrap_or(u64::MAX);
+    // What a heartbeat tells as `durable_seq`. A stream over the whole log tells the log's
+    // durable end. A writer's stream tells the seq of the newest event of its own it has sent
+    // (or its `after_seq`): as good a point to resume from, since no event of its own lies
+    // between, and it does not tell a writer how much the other mcp_ids write.
+    let whole_log = matches!(only, OwnedScope::All);
+    let mut own_sent = cursor;
     loop {
         let last = *durable.borrow_and_update();
         while left > 0 {
@@ -221,6 +227,7 @@ async fn produce(
                 break;
             }
             cursor = chunk.cursor;
+            own_sent = chunk.last_sent.unwrap_or(own_sent);
             left -= chunk.sent;
             if !chunk.lines.is_empty()
                 && tx
@@ -241,7 +248,7 @@ async fn produce(
                     let line = serde_json::json!({"error": {
                         "code": "shutting_down",
                         "message": "the server is shutting down; resume with after_seq",
-                        "after_seq": cursor,
+                        "after_seq": if whole_log { cursor } else { own_sent },
                     }});
                     let _ = tx
                         .send(Piece::Lines(Bytes::from(format!("{line}\n"))))
@@ -260,8 +267,9 @@ async fn produce(
             // Shutdown ends the stream cleanly; the reader resumes with after_seq elsewhere.
             () = async { let _ = draining.wait_for(|draining| *draining).await; } => return,
             () = tokio::time::sleep(heartbeat) => {
+                let told = if whole_log { last } else { own_sent };
                 let line = format!(
-                    "{{\"heartbeat\":{},\"durable_seq\":{last}}}\n",
+                    "{{\"heartbeat\":{},\"durable_seq\":{told}}}\n",
                     crate::clock::now_us() as f64 / 1e6
                 );
                 if tx.send(Piece::Lines(Bytes::from(line))).await.is_err() {
@@ -279,6 +287,8 @@ struct Chunk {
     cursor: u64,
     /// Event lines in `lines`.
     sent: u64,
+    /// The seq of the last event line in `lines`.
+    last_sent: Option<u64>,
     /// The chunk ends with an error line for an event that could not be read.
     unreadable: bool,
 }
@@ -293,6 +303,7 @@ fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Scope<'
         lines: Vec::new(),
         cursor,
         sent: 0,
+        last_sent: None,
         unreadable: false,
     };
     let mut looked = 0;
@@ -326,6 +337,7 @@ fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Scope<'
                 chunk.lines.extend_from_slice(line.as_bytes());
                 chunk.lines.push(b'\n');
                 chunk.sent += 1;
+                chunk.last_sent = Some(seq);
             }
             Some(Ok(None)) | None => {}
             Some(Err(reason)) => {

@@ -1,5 +1,5 @@
 //! History pages: filters by mcp_id, status and start time as bitmaps, newest start first, with
-//! opaque cursors.
+//! opaque cursors (sealed by [`CursorKey`]).
 
 use roaring::RoaringBitmap;
 
@@ -26,24 +26,117 @@ pub struct Position {
 }
 
 impl Position {
-    /// The cursor text: opaque to clients, stable across restarts of the same log.
-    pub fn encode(self) -> String {
-        format!("{:x}.{:x}.{:x}", self.started, self.key, self.ordinal)
+    /// Bytes of [`Position::to_bytes`].
+    const BYTES: usize = 1 + 8 + 4;
+
+    /// `started`, then `key` and `ordinal` little-endian.
+    fn to_bytes(self) -> [u8; Position::BYTES] {
+        let mut bytes = [0u8; Position::BYTES];
+        bytes[0] = self.started;
+        bytes[1..9].copy_from_slice(&self.key.to_le_bytes());
+        bytes[9..].copy_from_slice(&self.ordinal.to_le_bytes());
+        bytes
     }
 
-    /// Parses a cursor made by [`Position::encode`].
-    pub fn decode(text: &str) -> Option<Position> {
-        let mut parts = text.split('.');
-        let started = u8::from_str_radix(parts.next()?, 16)
-            .ok()
-            .filter(|&s| s <= 1)?;
-        let key = u64::from_str_radix(parts.next()?, 16).ok()?;
-        let ordinal = u32::from_str_radix(parts.next()?, 16).ok()?;
-        parts.next().is_none().then_some(Position {
+    fn from_bytes(bytes: &[u8; Position::BYTES]) -> Option<Position> {
+        let started = bytes[0];
+        (started <= 1).then(|| Position {
             started,
-            key,
-            ordinal,
+            key: u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes")),
+            ordinal: u32::from_le_bytes(bytes[9..].try_into().expect("4 bytes")),
         })
+    }
+}
+
+/// Seals history positions into opaque cursors, and opens them.
+///
+/// A position holds a record's ordinal: its rank among every interaction the server holds, all
+/// mcp_ids together. In clear text a writer key's cursor would tell it how many interactions the
+/// others have started; so a cursor is encrypted and authenticated (a synthetic-IV construction
+/// over HMAC-SHA256: `tag` = HMAC(key, "tag" ‖ position) cut to 16 bytes, the position XORed with
+/// HMAC(key, "enc" ‖ tag), sent as hex of `tag ‖ ciphertext`). The same position always gives the
+/// same cursor, which reveals nothing but that equality; any other text, a changed character
+/// included, does not open. The key derives from the master secret, so a cursor stays valid
+/// across restarts of the same data directory.
+pub struct CursorKey([u8; 32]);
+
+/// Bytes of a cursor's tag.
+const CURSOR_TAG_BYTES: usize = 16;
+/// Bytes of a sealed cursor, before hex.
+const CURSOR_BYTES: usize = CURSOR_TAG_BYTES + Position::BYTES;
+
+impl CursorKey {
+    /// A key of 32 secret bytes.
+    pub fn new(secret: [u8; 32]) -> CursorKey {
+        CursorKey(secret)
+    }
+
+    /// The cursor text of `position`.
+    pub fn seal(&self, position: Position) -> String {
+        let plain = position.to_bytes();
+        let tag = self.tag(&plain);
+        let stream = self.stream(&tag);
+        let mut sealed = [0u8; CURSOR_BYTES];
+        sealed[..CURSOR_TAG_BYTES].copy_from_slice(&tag);
+        for (i, byte) in plain.iter().enumerate() {
+            sealed[CURSOR_TAG_BYTES + i] = byte ^ stream[i];
+        }
+        sealed.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The position sealed in `text`, or `None` when this key did not seal it.
+    pub fn open(&self, text: &str) -> Option<Position> {
+        let text = text.as_bytes();
+        if text.len() != 2 * CURSOR_BYTES {
+            return None;
+        }
+        let mut sealed = [0u8; CURSOR_BYTES];
+        for (i, pair) in text.chunks_exact(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16).filter(|_| !c.is_ascii_uppercase());
+            sealed[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+        }
+        let tag: [u8; CURSOR_TAG_BYTES] = sealed[..CURSOR_TAG_BYTES].try_into().expect("16");
+        let stream = self.stream(&tag);
+        let mut plain = [0u8; Position::BYTES];
+        for (i, byte) in sealed[CURSOR_TAG_BYTES..].iter().enumerate() {
+            plain[i] = byte ^ stream[i];
+        }
+        // Compared in constant time: no timing tells how much of a forged tag was right.
+        let expected = self.tag(&plain);
+        let differ = expected
+            .iter()
+            .zip(&tag)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if differ != 0 {
+            return None;
+        }
+        Position::from_bytes(&plain)
+    }
+
+    fn tag(&self, plain: &[u8; Position::BYTES]) -> [u8; CURSOR_TAG_BYTES] {
+        let full = self.mac(b"tag", plain);
+        full[..CURSOR_TAG_BYTES].try_into().expect("32 bytes")
+    }
+
+    fn stream(&self, tag: &[u8; CURSOR_TAG_BYTES]) -> [u8; 32] {
+        self.mac(b"enc", tag)
+    }
+
+    fn mac(&self, label: &[u8], data: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(label);
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+const _: () = assert!(Position::BYTES <= 32, "one HMAC output covers a position");
+
+impl std::fmt::Debug for CursorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CursorKey(..)")
     }
 }
 
@@ -95,20 +188,7 @@ pub fn history(projection: &Projection, query: &HistoryQuery) -> HistoryPage {
     let high = query
         .until
         .map_or(u64::MAX, |u| if u > 0.0 { start_key(u) } else { 0 });
-    let position_of = |ordinal: u32| -> Position {
-        match projection.record(ordinal).start_time() {
-            Some(start) => Position {
-                started: 1,
-                key: start_key(start),
-                ordinal,
-            },
-            None => Position {
-                started: 0,
-                key: 0,
-                ordinal,
-            },
-        }
-    };
+    let position_of = |ordinal: u32| position_of(projection, ordinal);
     let in_range = |p: &Position| {
         (!timed || (p.started == 1 && low <= p.key && p.key <= high))
             && query.after.is_none_or(|after| *p < after)
@@ -151,6 +231,22 @@ pub fn history(projection: &Projection, query: &HistoryQuery) -> HistoryPage {
     let ordinals: Vec<u32> = page.iter().skip(query.offset).map(|p| p.ordinal).collect();
     let next = if more { page.last().copied() } else { None };
     HistoryPage { ordinals, next }
+}
+
+/// Where record `ordinal` stands in history order: a page cut short continues after it.
+pub fn position_of(projection: &Projection, ordinal: u32) -> Position {
+    match projection.record(ordinal).start_time() {
+        Some(start) => Position {
+            started: 1,
+            key: start_key(start),
+            ordinal,
+        },
+        None => Position {
+            started: 0,
+            key: 0,
+            ordinal,
+        },
+    }
 }
 
 struct Empty;

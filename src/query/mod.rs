@@ -9,13 +9,61 @@ mod metrics;
 
 pub use counts::{average_processing_time, record_counts, record_counts_of, RecordCounts};
 pub use history::{
-    history, HistoryPage, HistoryQuery, Position, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX,
+    history, position_of, CursorKey, HistoryPage, HistoryQuery, Position, HISTORY_LIMIT_DEFAULT,
+    HISTORY_LIMIT_MAX,
 };
 pub use metrics::{bucket_seconds, metrics, parse_time_range, Latency, Metrics, SeriesBucket};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_open_only_as_sealed_and_show_no_ordinal() {
+        let key = CursorKey::new([1; 32]);
+        let p = fixture();
+        let page = history(
+            &p,
+            &HistoryQuery {
+                limit: 1,
+                ..HistoryQuery::default()
+            },
+        );
+        let position = page.next.expect("more than one record");
+        let cursor = key.seal(position);
+        assert_eq!(key.open(&cursor), Some(position));
+        assert_eq!(key.seal(position), cursor, "stable across calls");
+        // Another key (another data directory's secret) does not open it.
+        assert_eq!(CursorKey::new([2; 32]).open(&cursor), None);
+        // Every single changed character is refused, as are other lengths and cases.
+        for i in 0..cursor.len() {
+            let mut forged = cursor.clone().into_bytes();
+            forged[i] = if forged[i] == b'0' { b'1' } else { b'0' };
+            assert_eq!(key.open(std::str::from_utf8(&forged).unwrap()), None, "{i}");
+        }
+        assert_eq!(key.open(&cursor[1..]), None);
+        assert_eq!(key.open(&format!("{cursor}00")), None);
+        assert_eq!(key.open(&cursor.to_uppercase()), None);
+        assert_eq!(
+            key.open("1.41da48be98100000.0"),
+            None,
+            "the old clear-text form"
+        );
+        // Two positions that differ only in the ordinal give cursors with nothing in common
+        // that would order them.
+        let other = key.seal(
+            history(
+                &p,
+                &HistoryQuery {
+                    limit: 2,
+                    ..HistoryQuery::default()
+                },
+            )
+            .next
+            .unwrap(),
+        );
+        assert_ne!(other, cursor);
+    }
     use crate::event::{Action, StoredEvent};
     use crate::projector::{Projection, Status};
     use crate::scope::Scope;
@@ -105,6 +153,7 @@ mod tests {
     #[test]
     fn cursors_walk_everything_once_with_and_without_filters() {
         let p = fixture();
+        let key = CursorKey::new([7; 32]);
         for query in [
             HistoryQuery {
                 limit: 1,
@@ -141,7 +190,7 @@ mod tests {
                 );
                 walked.extend(page.ordinals);
                 match page.next {
-                    Some(next) => after = Some(Position::decode(&next.encode()).unwrap()),
+                    Some(next) => after = Some(key.open(&key.seal(next)).unwrap()),
                     None => break,
                 }
             }

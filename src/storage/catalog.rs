@@ -240,6 +240,37 @@ impl Catalog {
         })
     }
 
+    /// Like [`Catalog::with_event`], and `f` is also given a `share` function that turns any text
+    /// borrowed from the event (its body, a payload within it) into [`bytes::Bytes`] pointing
+    /// into the segment's mapping: no copy, and the mapping stays open while the bytes live, even
+    /// if retention drops the segment meanwhile. Reads hand stored payloads to the connection
+    /// this way, so a reader holds no copy of them.
+    pub fn with_event_shared<R>(
+        &self,
+        seq: u64,
+        f: impl FnOnce(&StoredEvent<'_>, &dyn Fn(&str) -> bytes::Bytes) -> R,
+    ) -> Option<Result<R, String>> {
+        let index = self
+            .segments
+            .partition_point(|s| s.first_seq <= seq)
+            .checked_sub(1)?;
+        let map = &self.segments[index].map;
+        let base = map.as_ptr() as usize;
+        let share = |text: &str| {
+            let start = (text.as_ptr() as usize)
+                .checked_sub(base)
+                .expect("text borrowed from this mapping");
+            let end = start + text.len();
+            assert!(end <= map.len(), "text borrowed from this mapping");
+            bytes::Bytes::from_owner(MappedSlice {
+                map: Arc::clone(map),
+                start,
+                end,
+            })
+        };
+        self.with_event(seq, |event| f(event, &share))
+    }
+
     /// Removes the `count` oldest segments from the catalog and returns their paths. The caller
     /// deletes the files (see `retention::delete`); mappings close when the last reader lets go.
     pub fn drop_oldest(&mut self, count: usize) -> Vec<PathBuf> {
@@ -391,6 +422,19 @@ pub fn gaps(
         seq = end;
     }
     out
+}
+
+/// A range of a segment's mapping, owned: what [`Catalog::with_event_shared`] hands out.
+struct MappedSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MappedSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
 }
 
 #[cfg(test)]

@@ -667,7 +667,10 @@ async fn no_error_answer_echoes_a_raw_key_wherever_it_was_put() {
             format!("/{encoded}"),
         ];
         for path in &gets {
-            let response = client.get(path, Some(&server.key)).await.unwrap();
+            let response = client
+                .get(path, Some(&server.key))
+                .await
+                .unwrap_or_else(|err| panic!("{path}: {err}"));
             assert!(response.status.as_u16() >= 400, "{path}");
             let body = String::from_utf8_lossy(&response.body);
             assert!(!body.contains(key), "{path} echoed a key: {body}");

@@ -793,3 +793,246 @@ async fn partial_mode_stores_the_valid_events_and_answers_each_by_index() {
         .await;
     assert_eq!(response.status, 400);
 }
+
+/// NDJSON outcomes are numbered by line (blank lines count), in partial mode, in an
+/// all-or-nothing 422 and in a conflict's message; before, `index` counted non-blank lines, so a
+/// client with blank lines between its events was pointed at the wrong one.
+#[tokio::test]
+async fn ndjson_outcomes_are_numbered_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let ndjson = [
+        with_event_id("n", "n-1", 1),                    // line 0: stored
+        String::new(),                                   // line 1: blank
+        event("interaction_start", " padded", "m", 1.0), // line 2: invalid
+        "   ".to_owned(),                                // line 3: blank
+        with_event_id("n", "n-2", 2),                    // line 4: stored
+        with_event_id("n", "n-2", 3),                    // line 5: conflicts with line 4
+    ]
+    .join("\r\n");
+    let response = server
+        .post("/api/v2/interactions/batch?partial=true", ndjson.clone())
+        .await;
+    assert_eq!(response.status, 207, "{}", response.json());
+    let answer = response.json();
+    let outcomes: Vec<(u64, &str)> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["index"].as_u64().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [(0, "stored"), (2, "error"), (4, "stored"), (5, "error")]
+    );
+    let conflict = answer["results"][3]["error"]["message"].as_str().unwrap();
+    assert!(conflict.contains("event 4 of this batch"), "{conflict}");
+
+    // All or nothing: the invalid event is named by its line.
+    let response = server
+        .post("/api/v2/interactions/batch", ndjson.replace("n-", "m-"))
+        .await;
+    assert_eq!(response.status, 422);
+    assert_eq!(error_of(&response)["errors"][0]["index"], 2);
+    // And so is a conflict within the batch.
+    let lines = [
+        String::new(),
+        with_event_id("c", "c-1", 1),
+        String::new(),
+        with_event_id("c", "c-1", 2),
+    ];
+    let response = server
+        .post("/api/v2/interactions/batch", lines.join("\n"))
+        .await;
+    assert_eq!(response.status, 409, "{}", response.json());
+    let error = error_of(&response);
+    assert_eq!(error["errors"][0]["index"], 3, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("event 1 of this batch"),
+        "{error}"
+    );
+}
+
+/// A body that is one JSON object is a single event, not a batch: a 400 naming the body in both
+/// modes, whether on one line or pretty-printed, and nothing is stored. Before, one line was
+/// stored as a batch of one and a pretty-printed one answered a 207 of broken lines. Declared as
+/// NDJSON, one line is a batch of one event.
+#[tokio::test]
+async fn a_single_json_object_is_not_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let one = event("interaction_start", "single", "m", 1.0);
+    let pretty =
+        serde_json::to_string_pretty(&serde_json::from_str::<Value>(&one).unwrap()).unwrap();
+    for path in [
+        "/api/v2/interactions/batch?partial=true",
+        "/api/v2/interactions/batch",
+    ] {
+        for body in [&one, &pretty] {
+            let response = server.post(path, body.clone()).await;
+            assert_eq!(response.status, 400, "{path}: {}", response.json());
+            let error = error_of(&response);
+            assert_eq!(error["code"], "not_a_batch");
+            assert_eq!(error["field"], "body");
+        }
+    }
+    assert_eq!(server.get("/api/v2/interactions/single").await.status, 404);
+    let response = server
+        .client()
+        .await
+        .send(
+            hyper::Method::POST,
+            "/api/v2/interactions/batch?partial=true",
+            Some(&server.key),
+            &[("content-type", "application/x-ndjson")],
+            one,
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 207, "{}", response.json());
+    assert_eq!(response.json()["stored"], 1);
+}
+
+/// `min_seq` beyond what a single node has ever stored is answered at once with a 409
+/// `min_seq_ahead` naming the parameter (it used to wait 5 s and answer 503), on both record
+/// reads; a seq it holds reads as usual. A writer key is not told how far the log goes.
+#[tokio::test]
+async fn min_seq_beyond_a_single_nodes_log_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = "writer-key-for-min-seq-0123456789";
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[static_api_keys]\n\"{writer}\" = {{ mcp_id = \"m\", role = \"writer\" }}\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+    for i in 0..3 {
+        let r = server
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", &format!("s{i}"), "m", 1.0),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    for path in [
+        "/api/v2/interactions/s0?min_seq=3",
+        "/api/v2/interactions/s0/events?min_seq=3",
+    ] {
+        assert_eq!(server.get(path).await.status, 200, "{path}");
+    }
+    for key in [server.key.as_str(), writer] {
+        for path in [
+            "/api/v2/interactions/s0?min_seq=4",
+            "/api/v2/interactions/s0/events?min_seq=1000000",
+        ] {
+            let started = std::time::Instant::now();
+            let response = server.get_as(key, path).await;
+            let waited = started.elapsed();
+            assert_eq!(response.status, 409, "{path}: {}", response.json());
+            // Not a speed claim: the old code waited its full 5 s before answering.
+            assert!(
+                waited < std::time::Duration::from_secs(4),
+                "{path}: {waited:?}"
+            );
+            let error = error_of(&response);
+            assert_eq!(error["code"], "min_seq_ahead");
+            assert_eq!(error["field"], "min_seq");
+            let message = error["message"].as_str().unwrap();
+            assert_eq!(
+                message.contains("up to 3"),
+                key != writer,
+                "only a reader of the whole log is told its end: {message}"
+            );
+        }
+    }
+}
+
+/// `interaction_events_max` caps the events of one interaction on every ingest path: a single
+/// event past it is a 409 `interaction_full` naming the limit, an all-or-nothing batch is
+/// refused listing it, partial mode refuses that event alone (counting the batch's earlier
+/// events), and a retried event_id is still answered as a duplicate. Nothing past it is stored.
+#[tokio::test]
+async fn interaction_events_max_caps_an_interaction_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_INTERACTION_EVENTS_MAX", "3")]);
+    for n in 1..=3 {
+        let r = server
+            .post(
+                "/api/v2/interactions",
+                with_event_id("full", &format!("f-{n}"), n),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json());
+    }
+    let response = server
+        .post("/api/v2/interactions", with_event_id("full", "f-4", 4))
+        .await;
+    assert_eq!(response.status, 409, "{}", response.json());
+    let error = error_of(&response);
+    assert_eq!(error["code"], "interaction_full");
+    assert_eq!(error["field"], "interaction_id");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("interaction_events_max is 3"));
+    // A retry of a stored event is still a duplicate.
+    let retry = server
+        .post("/api/v2/interactions", with_event_id("full", "f-2", 2))
+        .await;
+    assert_eq!(retry.status, 200);
+    assert_eq!(retry.json()["duplicate"], true);
+    // All or nothing: refused whole, naming the event.
+    let batch = format!(
+        "[{},{}]",
+        with_event_id("other", "o-1", 1),
+        with_event_id("full", "f-5", 5)
+    );
+    let response = server
+        .post("/api/v2/interactions/batch", batch.clone())
+        .await;
+    assert_eq!(response.status, 422, "{}", response.json());
+    assert_eq!(error_of(&response)["errors"][0]["code"], "interaction_full");
+    assert_eq!(error_of(&response)["errors"][0]["index"], 1);
+    // Partial: that event alone; a new interaction's fourth event of one batch too.
+    let fresh: Vec<String> = (1..=4)
+        .map(|n| with_event_id("fresh", &format!("n-{n}"), n))
+        .collect();
+    let response = server
+        .post(
+            "/api/v2/interactions/batch?partial=true",
+            format!(
+                "[{},{}]",
+                batch[1..batch.len() - 1].to_owned(),
+                fresh.join(",")
+            ),
+        )
+        .await;
+    assert_eq!(response.status, 207, "{}", response.json());
+    let results = response.json()["results"].clone();
+    let outcome = |i: usize| {
+        (
+            results[i]["status"].as_str().unwrap().to_owned(),
+            results[i]["http_status"].as_u64(),
+        )
+    };
+    assert_eq!(outcome(0), ("stored".to_owned(), None));
+    assert_eq!(outcome(1), ("error".to_owned(), Some(409)));
+    for i in 2..5 {
+        assert_eq!(outcome(i), ("stored".to_owned(), None), "{i}");
+    }
+    assert_eq!(outcome(5), ("error".to_owned(), Some(409)));
+    assert_eq!(results[5]["error"]["code"], "interaction_full");
+    for id in ["full", "fresh"] {
+        let record = server
+            .get(&format!("/api/v2/interactions/{id}"))
+            .await
+            .json();
+        assert_eq!(record["metadata"]["event_count"], 3, "{id}");
+    }
+}

@@ -354,14 +354,22 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
             ("MCPLOG_HEADER_READ_TIMEOUT", "60s"),
         ],
     );
+    // Four connections each in the middle of a request (its body half sent): busy, so none is
+    // closed for a new client. (Idle ones would be: see the next test.)
     let mut held: Vec<Raw> = (0..4)
         .map(|_| {
             let mut raw = Raw::open(server.addr);
-            raw.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
-            raw.read_until(b"ok\n");
+            raw.send(&headers(
+                "POST",
+                "/api/v2/interactions",
+                &server.key,
+                Some(100),
+            ));
+            raw.send(b"{\"action\":");
             raw
         })
         .collect();
+    std::thread::sleep(Duration::from_millis(200));
     let mut fifth = Raw::open(server.addr);
     fifth.send(b"GET /livez HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     fifth
@@ -371,7 +379,7 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
     let mut buf = [0u8; 64];
     assert!(
         fifth.0.read(&mut buf).is_err(),
-        "a fifth connection was served while four were open"
+        "a fifth connection was served while four requests were in progress"
     );
     drop(held.pop());
     fifth
@@ -380,6 +388,77 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
         .unwrap();
     let (answer, _) = fifth.read_to_close();
     assert_eq!(status_of(&answer), 200);
+}
+
+/// Idle sockets (connected and silent, or halfway through a request's head) filling
+/// `max_connections` do not keep `/readyz` and `/livez` from answering: the connection idle
+/// longest is closed for the new client. Before, the probes waited in the kernel's accept queue
+/// until `header_read_timeout` closed an idle socket, so a load balancer drained the node. A
+/// connection with a request in progress is not closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_filling_max_connections_leave_health_answerable() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            ("MCPLOG_MAX_CONNECTIONS", "4"),
+            ("MCPLOG_HEADER_READ_TIMEOUT", "30s"),
+            ("MCPLOG_BODY_READ_TIMEOUT", "30s"),
+        ],
+    );
+    // One connection busy (a request's body half sent), three idle: silent, a partial head, a
+    // kept-alive one after an answer.
+    let mut busy = Raw::open(server.addr);
+    busy.send(&headers(
+        "POST",
+        "/api/v2/interactions",
+        &server.key,
+        Some(100),
+    ));
+    busy.send(b"{\"action\":");
+    let silent = Raw::open(server.addr);
+    let mut partial = Raw::open(server.addr);
+    partial.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n");
+    let mut kept = Raw::open(server.addr);
+    kept.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
+    kept.read_until(b"ok\n");
+    std::thread::sleep(Duration::from_millis(200));
+    // Well below header_read_timeout: the old code answered only once it had passed.
+    // Each probe stays open (kept alive) once answered, so each needs another idle slot freed.
+    let deadline = Duration::from_secs(5);
+    let mut probes = Vec::new();
+    for (path, end) in [
+        ("/readyz", "ready\n"),
+        ("/livez", "ok\n"),
+        ("/api/v2/health", "}"),
+        ("/readyz", "ready\n"),
+        ("/livez", "ok\n"),
+    ] {
+        let mut probe = Raw::open(server.addr);
+        probe.0.set_read_timeout(Some(deadline)).unwrap();
+        probe.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).ends_with(end) {
+            match probe.0.read(&mut buf) {
+                Ok(n) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                other => panic!("{path} did not answer within {deadline:?}: {other:?}"),
+            }
+        }
+        assert_eq!(status_of(&answer), 200, "{path}");
+        probes.push(probe);
+    }
+    // The idle sockets were the ones closed; the request in progress still completes.
+    let rest = format!("{:<90}", "1}"); // 100 bytes with the 10 sent
+    busy.send(rest.as_bytes());
+    let answer = busy.read_until(b"}");
+    assert_eq!(
+        status_of(&answer),
+        422,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop((silent, partial, kept));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -750,4 +829,216 @@ fn frame_holding(bytes: &[u8], at: usize) -> usize {
         }
         offset = end;
     }
+}
+
+/// The head of a response up to its blank line, lower-cased, and the rest.
+fn split_head(response: &[u8]) -> (String, Vec<u8>) {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    (
+        String::from_utf8_lossy(&response[..end]).to_lowercase(),
+        response[end..].to_vec(),
+    )
+}
+
+/// A refusal sent before the request's body is read (a key over its rate on a single event:
+/// 429; a bad key: 401) no longer leaves a keep-alive client to find a broken pipe on its next
+/// request: a small body that has arrived whole is discarded and the connection kept (the next
+/// request on it is answered), and a large one makes the answer say `Connection: close`, after
+/// which the server closes. A refusal after the body was read (422) keeps the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_before_the_body_is_read_keeps_or_announces_the_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let limited = "a-rate-limited-writer-key-0123456789";
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[static_api_keys]\n\"{limited}\" = {{ mcp_id = \"m\", role = \"writer\", \
+             events_per_second = 1, burst = 1 }}\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+    let small = event("interaction_start", "k", "m", now());
+    let large = serde_json::json!({"action": "interaction_start", "interaction_id": "big",
+        "mcp_id": "m", "timestamp": now(), "request_data": {"pad": "x".repeat(300_000)}})
+    .to_string();
+    let request = |key: &str, body: &str| {
+        let mut bytes = headers("POST", "/api/v2/interactions", key, Some(body.len()));
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
+    };
+
+    // The limited key's one token goes on the first event; the second is refused unread and
+    // discarded, and the connection answers a third request.
+    let mut raw = Raw::open(server.addr);
+    raw.send(&request(limited, &small));
+    let (first, _) = split_head(&raw.read_until(b"}"));
+    assert!(first.starts_with("http/1.1 200"), "{first}");
+    raw.send(&request(limited, &small));
+    let (second, _) = split_head(&raw.read_until(b"}}"));
+    assert!(second.starts_with("http/1.1 429"), "{second}");
+    assert!(second.contains("retry-after: "), "{second}");
+    assert!(!second.contains("connection: close"), "{second}");
+    raw.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
+    raw.read_until(b"ok\n");
+
+    // A large body refused unread: the answer says the connection closes, and it does.
+    for key in [limited, "not-a-key"] {
+        let mut raw = Raw::open(server.addr);
+        raw.send(&headers(
+            "POST",
+            "/api/v2/interactions",
+            key,
+            Some(large.len()),
+        ));
+        raw.send(&large.as_bytes()[..1000]);
+        let (answer, _) = raw.read_to_close();
+        let (head, _) = split_head(&answer);
+        assert!(
+            head.starts_with("http/1.1 429") || head.starts_with("http/1.1 401"),
+            "{head}"
+        );
+        assert!(head.contains("connection: close"), "{head}");
+    }
+
+    // A refusal of a body that was read keeps the connection open for the next request.
+    let bad = "{\"action\":1}";
+    let mut raw = Raw::open(server.addr);
+    raw.send(&request(&server.key, bad));
+    let (head, _) = split_head(&raw.read_until(b"}}"));
+    assert!(head.starts_with("http/1.1 422"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    raw.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n");
+    raw.read_until(b"ok\n");
+}
+
+/// A writer's quiet follow stream tells, as `durable_seq`, the newest seq of its own events (its
+/// resume point), not the whole log's durable end, which counts what the other mcp_ids write.
+/// A stream over the whole log (admin) still tells the log's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writers_heartbeat_tells_its_own_seq_not_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = "heartbeat-writer-key-0123456789ab";
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[static_api_keys]\n\"{writer}\" = {{ mcp_id = \"mine\", role = \"writer\" }}\n"),
+    )
+    .unwrap();
+    let server = Server::start_with_args(
+        &dir.path().join("data"),
+        &[("MCPLOG_REPLAY_HEARTBEAT", "200ms")],
+        &["--config", config.to_str().unwrap()],
+    );
+    // Seq 1 and 2 the writer's, 3 to 7 another mcp_id's.
+    for (i, mcp) in ["mine", "mine", "x", "x", "x", "x", "x"].iter().enumerate() {
+        let r = server
+            .post(
+                "/api/v2/interactions",
+                event("interaction_start", &format!("h{i}"), mcp, now()),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let heartbeat_of = |key: &str| {
+        let mut follower = Raw::open(server.addr);
+        follower.send(&headers("GET", "/api/v2/events?follow=true", key, None));
+        let text = String::from_utf8(follower.read_until(b"\"heartbeat\"")).unwrap();
+        let mut rest = text.split("\"heartbeat\"").nth(1).unwrap().to_owned();
+        while !rest.contains('}') {
+            rest.push_str(&String::from_utf8(follower.read_until(b"}")).unwrap());
+        }
+        let line = format!("{{\"heartbeat\"{}", &rest[..=rest.find('}').unwrap()]);
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    assert_eq!(heartbeat_of(writer)["durable_seq"], 2);
+    assert_eq!(heartbeat_of(&server.key)["durable_seq"], 7);
+}
+
+/// A `/proc/<pid>/status` figure, in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// Eight parallel reads of one interaction of 41 events of 1 MB each: each read used to build the
+/// whole record in memory (and its serialization beside it), taking the server from 18 MB to
+/// 404 MB resident. Now a read holds a few words per event and hands the stored payloads to the
+/// connection straight from the segment mappings, so the server's peak resident memory (VmHWM,
+/// reset after a first read has mapped the pages in) grows by less than two events'
+/// `event_bytes_max` per reader plus a fixed allowance, whatever the record weighs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_reads_of_a_large_record_hold_no_copy_of_it() {
+    const EVENT_BYTES_MAX: u64 = 1024 * 1024;
+    const READERS: u64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        &[("MCPLOG_EVENT_BYTES_MAX", &EVENT_BYTES_MAX.to_string())],
+    );
+    let pad = "p".repeat(1_000_000);
+    for i in 0..41 {
+        let (action, field) = if i == 0 {
+            ("interaction_start", "request_data")
+        } else {
+            ("interaction_progress", "progress_data")
+        };
+        let body = serde_json::json!({"action": action, "interaction_id": "large", "mcp_id": "m",
+            "timestamp": now(), field: {"i": i, "pad": pad}})
+        .to_string();
+        assert_eq!(server.post("/api/v2/interactions", body).await.status, 200);
+    }
+    let read_all = |path: &'static str| {
+        let mut raw = Raw::open(server.addr);
+        let mut request = headers("GET", path, &server.key, None);
+        request.splice(
+            request.len() - 2..,
+            b"Connection: close\r\n\r\n".iter().copied(),
+        );
+        raw.send(&request);
+        let read = std::io::copy(&mut raw.0, &mut std::io::sink()).unwrap();
+        assert!(read > 41_000_000, "{path}: {read} bytes");
+    };
+    let path = "/api/v2/interactions/large";
+    // A first read maps the segment's pages in: file pages, shared by every reader after it.
+    read_all(path);
+    let pid = server.child.id();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting VmHWM");
+    let before = proc_status_bytes(pid, "VmRSS:");
+    std::thread::scope(|scope| {
+        for _ in 0..READERS {
+            scope.spawn(|| read_all(path));
+        }
+    });
+    let peak = proc_status_bytes(pid, "VmHWM:");
+    let grown = peak.saturating_sub(before);
+    let bound = READERS * 2 * EVENT_BYTES_MAX + 16 * 1024 * 1024;
+    println!(
+        "8 parallel reads of a 41 MB record: VmRSS before {} MB, VmHWM during {} MB (+{} MB; bound {} MB)",
+        before >> 20,
+        peak >> 20,
+        grown >> 20,
+        bound >> 20
+    );
+    assert!(
+        grown < bound,
+        "8 parallel reads grew the server by {} MB (bound {} MB)",
+        grown >> 20,
+        bound >> 20
+    );
 }

@@ -107,8 +107,19 @@ async fn every_response_conforms_to_the_document() {
             "post",
             "/api/v2/interactions/batch",
             "/api/v2/interactions/batch".into(),
-            Some(event("interaction_progress", "o-1", "m", 1.0)),
+            Some(format!(
+                "{}\n\n{}\n",
+                event("interaction_progress", "o-1", "m", 1.0),
+                event("interaction_progress", "o-1", "m", 1.1)
+            )),
             200,
+        ),
+        (
+            "post",
+            "/api/v2/interactions/batch",
+            "/api/v2/interactions/batch".into(),
+            Some(event("interaction_progress", "o-2", "m", 1.0)),
+            400,
         ),
         (
             "get",
@@ -151,6 +162,20 @@ async fn every_response_conforms_to_the_document() {
             "/api/v2/interactions/c-1/events".into(),
             None,
             200,
+        ),
+        (
+            "get",
+            "/api/v2/interactions/{id}",
+            "/api/v2/interactions/c-1?min_seq=1000".into(),
+            None,
+            409,
+        ),
+        (
+            "get",
+            "/api/v2/interactions/{id}/events",
+            "/api/v2/interactions/c-1/events?min_seq=1000".into(),
+            None,
+            409,
         ),
         (
             "get",

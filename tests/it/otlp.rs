@@ -385,3 +385,103 @@ async fn an_mcp_servers_own_spans_become_interactions_with_no_mcplog_code() {
     // The tool sleeps 200 ms: the span's duration is the record's processing time.
     assert!(by_tool[1].2 >= 0.2 && by_tool[1].2 < 5.0, "{by_tool:?}");
 }
+
+/// A client's span: not a tool call, so it is decoded and dropped.
+fn client_span(span_byte: u8) -> Span {
+    Span {
+        trace_id: vec![0x6b; 16],
+        span_id: vec![span_byte; 8],
+        name: "GET /somewhere".into(),
+        kind: SpanKind::Client as i32,
+        start_time_unix_nano: ns_ago(2_000),
+        end_time_unix_nano: ns_ago(1_000),
+        ..Default::default()
+    }
+}
+
+/// Spans that are not tool calls cost a rate-limited key a token each: the server decodes them
+/// all. Before, an export of only such spans cost nothing, so a limited key could have the server
+/// decode 4 MiB bodies without end. A tool call costs its events (one token per span, the rest
+/// once mapped), and a key over its rate is refused before its body is read.
+#[tokio::test]
+async fn every_span_decoded_costs_a_rate_limited_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let limited = "otlp-limited-writer-key-0123456789";
+    let config = dir.path().join("mcplog.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[static_api_keys]\n\"{limited}\" = {{ mcp_id = \"m\", role = \"writer\", \
+             events_per_second = 1, burst = 20 }}\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+    // Twenty spans that map to nothing take the whole burst...
+    let ignored = export(None, (0..20).map(client_span).collect());
+    let response = post_protobuf(&server, limited, &ignored).await;
+    assert_eq!(response.status, 200);
+    // ...so the next export, however small, waits for tokens.
+    let one = export(None, vec![client_span(99)]);
+    let response = post_protobuf(&server, limited, &one).await;
+    assert_eq!(response.status, 429);
+    assert!(response.headers.contains_key("retry-after"));
+    let status = mcplog::otlp::RpcStatus::decode(&response.body[..]).unwrap();
+    assert!(status.message.contains("events per second"), "{status:?}");
+    // In JSON too, naming the quota's field.
+    let response = post(
+        &server,
+        limited,
+        "application/json",
+        &[],
+        br#"{"resourceSpans":[]}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(response.status, 429);
+    assert_eq!(error_of(&response)["field"], "events_per_second");
+    // More spans than the burst can never pass: split the export.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_args(
+        &dir.path().join("data"),
+        &[],
+        &["--config", config.to_str().unwrap()],
+    );
+    let many = export(None, (0..40).map(client_span).collect());
+    let response = post_protobuf(&server, limited, &many).await;
+    assert_eq!(response.status, 413);
+    assert_eq!(event_count(&server).await, 0);
+}
+
+/// `interaction_events_max` holds for OTLP too: a tool call whose span would make more events
+/// than the cap (start, progress span events, end) is refused whole, and nothing of it stored.
+#[tokio::test]
+async fn a_span_past_interaction_events_max_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &[("MCPLOG_INTERACTION_EVENTS_MAX", "3")]);
+    let mut span = tool_span("t", 7, false);
+    span.events = (0..3)
+        .map(|i| opentelemetry_proto::tonic::trace::v1::span::Event {
+            name: "progress".into(),
+            time_unix_nano: span.start_time_unix_nano + 1_000_000 * (i + 1),
+            ..Default::default()
+        })
+        .collect();
+    let response = post_protobuf(&server, &server.key, &export(Some("svc"), vec![span])).await;
+    assert_eq!(response.status, 400);
+    let status = mcplog::otlp::RpcStatus::decode(&response.body[..]).unwrap();
+    assert!(
+        status.message.contains("interaction_events_max"),
+        "{status:?}"
+    );
+    assert_eq!(event_count(&server).await, 0);
+    // Within the cap (start and end) it is stored.
+    let response = post_protobuf(
+        &server,
+        &server.key,
+        &export(Some("svc"), vec![tool_span("t", 8, false)]),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(event_count(&server).await, 2);
+}

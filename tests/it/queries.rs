@@ -463,3 +463,88 @@ fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
     }
     samples
 }
+
+/// A history cursor tells a writer nothing of the other mcp_ids: it used to carry the record's
+/// ordinal, its rank among every interaction on the server, in clear hex (`1.<start>.<ordinal>`),
+/// so a writer's cursor counted the others' interactions. It is sealed now: opaque, the same for
+/// the same position, valid across a restart, and any changed character is a 400 naming `cursor`.
+#[tokio::test]
+async fn history_cursors_are_sealed_and_tampering_is_a_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = "cursor-writer-key-0123456789abcdef";
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[static_api_keys]\n\"{writer}\" = {{ mcp_id = \"mine\", role = \"writer\" }}\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = ["--config", config.to_str().unwrap()];
+    let server = Server::start_with_args(&data, &[], &args);
+    let t = now_s();
+    // 300 interactions of another mcp_id, then three of the writer's.
+    let mut events: Vec<Value> = (0..300)
+        .map(|i| ev("interaction_start", &format!("o-{i}"), "other", t - 10.0))
+        .collect();
+    events.extend((0..3).map(|i| ev("interaction_start", &format!("w-{i}"), "mine", t - i as f64)));
+    post_all(&server, events).await;
+    let page = server
+        .get_as(writer, "/api/v2/interactions?limit=1")
+        .await
+        .json();
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    assert!(
+        cursor.bytes().all(|b| b.is_ascii_hexdigit()) && !cursor.contains('.'),
+        "{cursor}"
+    );
+    // The old form ended in the ordinal: 300 = 0x12c for the writer's first record.
+    assert!(!cursor.ends_with(".12c"), "{cursor}");
+    let walk = |server: &Server, cursor: String| {
+        let path = format!("/api/v2/interactions?limit=10&cursor={cursor}");
+        let server_addr = server.addr;
+        let key = writer.to_owned();
+        async move {
+            let mut client = mcplog::client::Client::connect(server_addr).await.unwrap();
+            client.get(&path, Some(&key)).await.unwrap()
+        }
+    };
+    let rest = walk(&server, cursor.clone()).await;
+    assert_eq!(rest.status, 200);
+    let ids: Vec<String> = rest.json()["interactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["interaction_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["w-1", "w-2"]);
+    // The same position gives the same cursor.
+    let again = server
+        .get_as(writer, "/api/v2/interactions?limit=1")
+        .await
+        .json();
+    assert_eq!(again["next_cursor"], cursor);
+    // Tampered: one character changed, cut short, or the old clear-text form.
+    let mut flipped = cursor.clone().into_bytes();
+    flipped[cursor.len() - 1] = if flipped[cursor.len() - 1] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
+    for forged in [
+        String::from_utf8(flipped).unwrap(),
+        cursor[..cursor.len() - 2].to_owned(),
+        "1.41da48be98100000.0".to_owned(),
+    ] {
+        let response = walk(&server, forged.clone()).await;
+        assert_eq!(response.status, 400, "{forged}");
+        let error = error_of(&response);
+        assert_eq!(error["field"], "cursor", "{forged}");
+        assert_eq!(error["code"], "bad_parameter");
+    }
+    // Valid across a restart of the same data directory.
+    server.kill();
+    let server = Server::start_with_args(&data, &[], &args);
+    let after = walk(&server, cursor).await;
+    assert_eq!(after.status, 200);
+    assert_eq!(after.json()["count"], 2);
+}

@@ -294,7 +294,7 @@ order(b, ['interactions', 'count', 'limit', 'offset', 'next_cursor'])
 assert (b['count'], b['limit'], b['offset'], b['next_cursor']) == (1, 20, 0, None), b
 check_record(b['interactions'][0])"
 curl -s "localhost:8080/api/v2/interactions?limit=20&cursor=1.41da48be98100000.0" -H "Authorization: Bearer $KEY"
-expect 200 "assert b == {'interactions': [], 'count': 0, 'limit': 20, 'offset': 0, 'next_cursor': None}, b"
+expect 400 "assert b['error']['code'] == 'bad_parameter' and b['error']['field'] == 'cursor', b"
 
 step "GET /api/v2/interactions/stats"
 curl -s localhost:8080/api/v2/interactions/stats -H "Authorization: Bearer $KEY"
