@@ -19,7 +19,7 @@ fn load_or_create(
         path: path.to_path_buf(),
         source,
     };
-    match std::fs::read_to_string(path) {
+    match read_bounded(path) {
         Ok(text) if !text.trim().is_empty() => return Ok((text.trim().to_owned(), None)),
         Ok(_) => {
             return Err(KeyError::Invalid(format!(
@@ -46,11 +46,57 @@ fn load_or_create(
     Ok((value, Some(path.to_path_buf())))
 }
 
-/// Reads `<data>/admin.key`, or creates it (mode 0600) with a fresh random key.
+/// Most bytes a key file may hold: far more than a key or secret, far less than would hurt.
+const KEY_FILE_BYTES_MAX: u64 = 4096;
+
+/// `O_NONBLOCK` on Linux: opening a FIFO put in a key file's place must not wait for a writer.
+const OPEN_NONBLOCK: i32 = 0o4000;
+
+/// A key file's text: a regular file (not a FIFO, a device or a directory), at most
+/// [`KEY_FILE_BYTES_MAX`] bytes of UTF-8.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(OPEN_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut text = String::new();
+    file.take(KEY_FILE_BYTES_MAX + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > KEY_FILE_BYTES_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {KEY_FILE_BYTES_MAX} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Reads `<data>/admin.key`, or creates it (mode 0600) with a fresh random key. A key must be
+/// something a client can send: printable ASCII without white space, quotes or backslashes, at
+/// most 1024 bytes; anything else is refused (and a running server keeps its current key).
 pub fn load_or_create_admin_key(data_dir: &Path) -> Result<(String, Option<PathBuf>), KeyError> {
-    load_or_create(&data_dir.join(ADMIN_KEY_FILE), || {
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    let (key, created) = load_or_create(&path, || {
         Ok(format!("{ADMIN_KEY_PREFIX}{}", random_hex(32)?))
-    })
+    })?;
+    if key.len() > 1024
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        return Err(KeyError::Invalid(format!(
+            "{} does not hold one key (1 to 1024 printable ASCII characters without white space, quotes or backslashes)",
+            path.display()
+        )));
+    }
+    Ok((key, created))
 }
 
 /// The master secrets: the current one signs keys, and it and every previous one verify them.

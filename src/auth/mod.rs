@@ -263,6 +263,11 @@ pub struct Keys {
     seen: Mutex<HashSet<KeyId>>,
 }
 
+/// An admin key that expires sooner than this does not count as one that remains when the
+/// last-admin check weighs a revocation. (A lock-out is still undone by deleting `admin.key`,
+/// which makes a new one.)
+const LOCK_OUT_MARGIN_SECONDS: f64 = 3600.0;
+
 /// Most key ids remembered as seen; past it, revoking an unseen id needs `force`.
 const SEEN_KEYS_MAX: usize = 100_000;
 
@@ -557,21 +562,30 @@ impl Keys {
     }
 
     /// Whether revoking `id` would leave no working admin key, with `revoked` the keys revoked
-    /// now: none of the admin key file, the enabled static admin keys that never expire, and the
-    /// calling admin key itself (which has just proved that it works, if it is not revoked and
-    /// never expires) would remain.
-    fn would_lock_out(&self, revoked: &HashSet<KeyId>, id: &KeyId, caller: &Principal) -> bool {
+    /// now: none of the admin key file, the enabled static admin keys, and the calling admin key
+    /// itself (which has just proved that it works) would remain unrevoked and unexpired for
+    /// [`LOCK_OUT_MARGIN_SECONDS`].
+    fn would_lock_out(
+        &self,
+        revoked: &HashSet<KeyId>,
+        id: &KeyId,
+        caller: &Principal,
+        now_s: f64,
+    ) -> bool {
+        // A key counts only while it stays usable: not revoked (a request may have waited for
+        // its body while another admin revoked its key), and not expiring within the hour.
+        let lasts = |expires_at: Option<f64>| {
+            expires_at.is_none_or(|e| e > now_s + LOCK_OUT_MARGIN_SECONDS)
+        };
         let file_admin = (self.admin.read().expect("admin key lock").id, None);
-        // The caller counts only while it stays usable: not revoked itself (a request may have
-        // waited for its body while another admin revoked it), and not about to expire.
         let caller_remains = caller.role == Role::Admin
             && caller.key_id != *id
             && !revoked.contains(&caller.key_id)
-            && caller.expires_at.is_none();
+            && lasts(caller.expires_at.map(|e| e as f64));
         let issued_remains = std::iter::once(&file_admin)
             .chain(&self.static_admin_ids)
             .any(|(other, expires_at)| {
-                other != id && !revoked.contains(other) && expires_at.is_none()
+                other != id && !revoked.contains(other) && lasts(*expires_at)
             });
         !caller_remains && !issued_remains
     }
@@ -579,12 +593,17 @@ impl Keys {
     /// Revokes `id` at `caller`'s request, unless that would leave no working admin key: the
     /// check and the revocation under one lock, so two admins revoking each other at once cannot
     /// both pass the check.
-    pub fn revoke_by(&self, id: KeyId, caller: &Principal) -> Result<Revocation, KeyError> {
+    pub fn revoke_by(
+        &self,
+        id: KeyId,
+        caller: &Principal,
+        now_s: f64,
+    ) -> Result<Revocation, KeyError> {
         let mut revoked = self.revoked.write().expect("revocation lock");
         if revoked.contains(&id) {
             return Ok(Revocation::AlreadyRevoked);
         }
-        if self.would_lock_out(&revoked, &id, caller) {
+        if self.would_lock_out(&revoked, &id, caller, now_s) {
             return Ok(Revocation::WouldLockOut);
         }
         self.append_revocation(&id)?;

@@ -57,7 +57,7 @@ pub(super) async fn revoke(
     let request = parse(&bytes)?;
     let now_s = crate::clock::now_us() as f64 / 1e6;
     let (id, field) = resolve(&state, request, now_s)?;
-    let outcome = state.keys.revoke_by(id, &principal).map_err(|err| {
+    let outcome = state.keys.revoke_by(id, &principal, now_s).map_err(|err| {
         tracing::error!(error = %err, "a revocation could not be saved");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

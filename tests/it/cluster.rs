@@ -1046,7 +1046,15 @@ async fn a_node_whose_last_write_is_cut_takes_it_again_from_the_stream_without_s
     }
     let stored = a.post("/api/v2/interactions/batch", batch(0, 4)).await;
     assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
-    let before = String::from_utf8_lossy(&a.get("/api/v2/events").await.body).into_owned();
+    // The node answers once the stream has the group; its own view may apply it a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let text = String::from_utf8_lossy(&a.get("/api/v2/events").await.body).into_owned();
+        if text.lines().count() >= 8 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(before.lines().count(), 8);
     a.kill();
     // Flip one bit in the body of seq 6, the batch's third event.
