@@ -684,3 +684,157 @@ async fn a_revoked_static_key_loses_its_stream_and_every_ingest_path() {
     let stats = server.get("/api/v2/interactions/stats").await.json();
     assert_eq!(stats["records"]["total"], 0, "nothing was stored");
 }
+
+/// Sends a request's head now and its body later, on a raw connection; returns the status line
+/// and the whole answer.
+struct SlowBody {
+    socket: TcpStream,
+    body: String,
+}
+
+impl SlowBody {
+    fn head(addr: SocketAddr, path: &str, key: &str, body: String) -> SlowBody {
+        let mut socket = TcpStream::connect(addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            socket,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        SlowBody { socket, body }
+    }
+
+    fn finish(mut self) -> String {
+        self.socket.write_all(self.body.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = self.socket.read_to_string(&mut answer);
+        answer
+    }
+}
+
+/// A key revoked while its request's body is still arriving does nothing: the key is checked
+/// again once the body is read (found by a hostile pass: all four ingest paths stored the event,
+/// and a revoked admin could still revoke).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_while_its_body_arrives_stores_and_revokes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcplog.toml");
+    std::fs::write(
+        &config,
+        "[static_api_keys]\n\"slow-writer-key-0123456789\" = { mcp_id = \"m\", role = \"writer\" }\n\
+         \"slow-admin-key-0123456789\" = { role = \"admin\" }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+    let writer = "slow-writer-key-0123456789";
+    let one = event("interaction_start", "late-one", "m", now_s());
+    let pending = [
+        SlowBody::head(server.addr, "/api/v2/interactions", writer, one.clone()),
+        SlowBody::head(
+            server.addr,
+            "/api/v2/interactions/batch",
+            writer,
+            format!("[{}]", event("interaction_start", "late-batch", "m", now_s())),
+        ),
+        SlowBody::head(
+            server.addr,
+            "/api/v2/interactions/batch?partial=true",
+            writer,
+            format!("[{}]", event("interaction_start", "late-partial", "m", now_s())),
+        ),
+    ];
+    // A second admin starts a revocation of the file's admin key, and is itself revoked first.
+    let admin = "slow-admin-key-0123456789";
+    let late_revoke = SlowBody::head(
+        server.addr,
+        "/api/v2/keys/revoke",
+        admin,
+        json!({ "key": server.key }).to_string(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for key in [writer, admin] {
+        let id = mcplog::auth::hex(&mcplog::auth::key_id(key));
+        let revoked = server
+            .post("/api/v2/keys/revoke", json!({ "key_id": id }).to_string())
+            .await;
+        assert_eq!(revoked.status, 200, "{}", revoked.json());
+    }
+    for request in pending {
+        let answer = request.finish();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    let answer = late_revoke.finish();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // Nothing was stored, and the file's admin key still works.
+    for id in ["late-one", "late-batch", "late-partial"] {
+        let record = server.get(&format!("/api/v2/interactions/{id}")).await;
+        assert_eq!(record.status, 404, "{id} was stored");
+    }
+    assert_eq!(server.get("/api/v2/interactions/stats").await.status, 200);
+}
+
+/// `admin.key` replaced by what cannot be a key (two lines, a control character, a FIFO, a
+/// huge file): the server keeps the key it has, and goes on reading the file (a FIFO once
+/// blocked the reload for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_key_file_that_holds_no_key_leaves_the_current_one_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let path = data.join("admin.key");
+    for bad in [
+        "mcplog_admin_lineA\nmcplog_admin_lineB".to_owned(),
+        "mcplog_admin_a\u{1}b".to_owned(),
+        "a".repeat(2 << 20),
+    ] {
+        let temporary = data.join("admin.key.new");
+        std::fs::write(&temporary, &bad).unwrap();
+        std::fs::rename(&temporary, &path).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            stats_status(&server, &server.key).await,
+            200,
+            "{:?} replaced the key",
+            &bad[..bad.len().min(40)]
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+    let fifo = Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(fifo.success());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(stats_status(&server, &server.key).await, 200);
+    // The reload still runs: a real new key takes over.
+    std::fs::remove_file(&path).unwrap();
+    replace_admin_key(&data, "mcplog_admin_after-the-fifo-0123456789");
+    assert!(answers_within(&server, "mcplog_admin_after-the-fifo-0123456789", 200).await);
+    assert!(answers_within(&server, &server.key, 401).await);
+}
+
+/// A static key a client could not send as one bearer token, or that an error answer would
+/// escape past the key check, stops start-up.
+#[test]
+fn a_static_key_with_white_space_or_quotes_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for key in ["with space-0123456789", "quote\\\"key-0123456789", ""] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(
+            &config,
+            format!("[static_api_keys]\n\"{key}\" = {{ role = \"admin\" }}\n"),
+        )
+        .unwrap();
+        let (mut child, _rx, log) = crate::common::spawn_with_args(
+            &dir.path().join("data"),
+            &[],
+            &["--config", config.to_str().unwrap()],
+        );
+        let status = child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let log = log.lock().unwrap().clone();
+        assert_eq!(status.code(), Some(2), "{key:?}: {log}");
+        assert!(log.contains("static_api_keys"), "{key:?}: {log}");
+    }
+}
