@@ -284,6 +284,12 @@ impl Config {
         }
         // Checked here too, so that a short one stops start-up as a configuration error (exit 2)
         // naming the key; the value is never shown.
+        if self.master_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return bad(
+                "master_secret",
+                "must be at least 16 bytes (its value is not shown)".to_owned(),
+            );
+        }
         if self.previous_master_secrets.iter().any(|s| s.len() < 16) {
             return bad(
                 "previous_master_secrets",

@@ -476,6 +476,10 @@ impl Setting {
             _ if matches!(self.field, Field::SecretList(_)) => {
                 return Err("must be a list of strings".to_owned())
             }
+            // A secret's value is never quoted back, whatever its type.
+            _ if matches!(self.field, Field::Secret(_)) => {
+                return Err("must be a string (its value is not shown: it is a secret)".to_owned())
+            }
             other if textual => return Err(format!("{other} is not a string")),
             other => return Err(format!("{other} is not a value of this setting")),
         };

@@ -738,13 +738,19 @@ async fn a_key_revoked_while_its_body_arrives_stores_and_revokes_nothing() {
             server.addr,
             "/api/v2/interactions/batch",
             writer,
-            format!("[{}]", event("interaction_start", "late-batch", "m", now_s())),
+            format!(
+                "[{}]",
+                event("interaction_start", "late-batch", "m", now_s())
+            ),
         ),
         SlowBody::head(
             server.addr,
             "/api/v2/interactions/batch?partial=true",
             writer,
-            format!("[{}]", event("interaction_start", "late-partial", "m", now_s())),
+            format!(
+                "[{}]",
+                event("interaction_start", "late-partial", "m", now_s())
+            ),
         ),
     ];
     // A second admin starts a revocation of the file's admin key, and is itself revoked first.
@@ -836,5 +842,35 @@ fn a_static_key_with_white_space_or_quotes_stops_start_up() {
         let log = log.lock().unwrap().clone();
         assert_eq!(status.code(), Some(2), "{key:?}: {log}");
         assert!(log.contains("static_api_keys"), "{key:?}: {log}");
+    }
+}
+
+/// A master secret of the wrong type or too short is a configuration error (exit 2) that never
+/// shows its value, found before anything is written to the data directory.
+#[test]
+fn a_bad_master_secret_stops_start_up_without_showing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in [
+        "1234567890123456789",
+        "[\"SUPERSECRETVALUE-aaaaaaaa\"]",
+        "\"shortSECRET\"",
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, format!("[security]\nmaster_secret = {value}\n")).unwrap();
+        let data = dir.path().join("data");
+        let (mut child, _rx, log) =
+            crate::common::spawn_with_args(&data, &[], &["--config", config.to_str().unwrap()]);
+        let status = child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let log = log.lock().unwrap().clone();
+        assert_eq!(status.code(), Some(2), "{value}: {log}");
+        assert!(log.contains("master_secret"), "{log}");
+        for shown in ["1234567890123456789", "SUPERSECRETVALUE", "shortSECRET"] {
+            assert!(!log.contains(shown), "{value}: {log}");
+        }
+        assert!(
+            !data.join("admin.key").exists(),
+            "{value}: the data directory was written"
+        );
     }
 }
