@@ -102,7 +102,7 @@ pub fn backup(data_dir: &Path, dest: &Path) -> Result<Backup, StorageError> {
 }
 
 /// Refuses a destination inside the data directory being copied (or the directory itself), however
-/// it is spelled: through symbolic links, `..` or a relative path. A copy there would be read back
+/// it is spelled: through symbolic links, `..`, a relative path or a bind mount. A copy there would be read back
 /// by the copy itself, end up in later backups, and sit inside what retention and repair manage.
 fn refuse_inside(data_dir: &Path, dest: &Path) -> Result<(), StorageError> {
     let refuse = |reason: String| StorageError::Io {
@@ -114,7 +114,18 @@ fn refuse_inside(data_dir: &Path, dest: &Path) -> Result<(), StorageError> {
         .canonicalize()
         .map_err(StorageError::io("resolve", data_dir))?;
     let target = resolve(dest).map_err(refuse)?;
-    if target.starts_with(&data) {
+    // By path, and by identity: a bind mount shows the data directory under another path, with
+    // the same device and inode.
+    let identity = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    };
+    let data_identity = identity(&data);
+    let inside = target.starts_with(&data)
+        || target
+            .ancestors()
+            .any(|ancestor| data_identity.is_some() && identity(ancestor) == data_identity);
+    if inside {
         return Err(refuse(
             "the destination is inside the data directory being copied; choose a directory outside it"
                 .into(),

@@ -22,6 +22,8 @@ use super::{segment_file_name, StorageError};
 
 /// The record of repairs, in the segment directory: one JSON object per line.
 pub const REPAIRS_FILE: &str = "repairs.jsonl";
+/// The highest seq a repair record may name: far past any log (2^62 events), far from overflow.
+pub const SEQ_RECORDED_MAX: u64 = 1 << 62;
 /// Where repair moves damaged bytes, in the data directory.
 pub const QUARANTINE_DIR: &str = "quarantine";
 /// Most repair steps one run takes: each removes one fault, so a log with more damaged places
@@ -121,11 +123,26 @@ impl Breaks {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {
-            let record = serde_json::from_str(line).map_err(|err| StorageError::Corrupt {
-                path: path.clone(),
-                offset: n as u64 + 1,
-                reason: format!("line {} is not a repair record: {err}", n + 1),
-            })?;
+            let record: Break =
+                serde_json::from_str(line).map_err(|err| StorageError::Corrupt {
+                    path: path.clone(),
+                    offset: n as u64 + 1,
+                    reason: format!("line {} is not a repair record: {err}", n + 1),
+                })?;
+            // Seqs this high are never reached by writing (2^62 events); such a record was
+            // edited, and numbering past it would overflow.
+            if record.first_seq > SEQ_RECORDED_MAX || record.after_seq > SEQ_RECORDED_MAX {
+                return Err(StorageError::Corrupt {
+                    path: path.clone(),
+                    offset: n as u64 + 1,
+                    reason: format!(
+                        "line {} records seqs {}..{}, beyond any log (at most {SEQ_RECORDED_MAX}); it was edited",
+                        n + 1,
+                        record.after_seq,
+                        record.first_seq
+                    ),
+                });
+            }
             breaks.push(record);
         }
         Ok(Breaks(breaks))
@@ -257,6 +274,17 @@ fn repair_one(
     };
     let damaged = read(&names[index])?;
     let name = segment_file_name(damaged.first_seq);
+    // Checked before anything changes: a forged frame or footer can claim any seq, and a repair
+    // refused half-way would leave the log changed with no record.
+    if let Some(claimed) = max_seq_in(&damaged.bytes).filter(|s| *s >= SEQ_RECORDED_MAX) {
+        return Err(StorageError::Corrupt {
+            path: damaged.path.clone(),
+            offset,
+            reason: format!(
+                "its bytes claim seq {claimed}, beyond any log (at most {SEQ_RECORDED_MAX}); the segment was forged or is not a segment: move it aside by hand"
+            ),
+        });
+    }
 
     // A segment that checks out on its own, faulted at its start, has a broken link, not broken
     // bytes: the link is recorded and nothing is moved.
@@ -325,12 +353,23 @@ fn repair_one(
                 highest_held(&damaged.bytes, kept_end, damaged.first_seq + kept, false)
             };
             let kept_last = before.as_ref().and_then(last_seq_of).unwrap_or(0);
-            let first_seq = held_max
+            let highest = held_max
                 .unwrap_or(0)
                 .max(by_length.unwrap_or(0))
                 .max(kept_last)
-                .max(damaged.first_seq - 1)
-                + 1;
+                .max(damaged.first_seq - 1);
+            // A forged frame or footer can claim any seq: past the recordable range it is refused,
+            // not numbered past (which would overflow, or leave a gap no log could fill).
+            if highest >= SEQ_RECORDED_MAX {
+                return Err(StorageError::Corrupt {
+                    path: damaged.path.clone(),
+                    offset,
+                    reason: format!(
+                        "its bytes claim seq {highest}, beyond any log (at most {SEQ_RECORDED_MAX}); the segment was forged or is not a segment: move it aside by hand"
+                    ),
+                });
+            }
+            let first_seq = highest + 1;
             let prev_hash = before.as_ref().map_or([0; 32], chain_hash);
             let created = create_empty_segment(&segments, first_seq, prev_hash, now_us)?;
             Some(read(&(first_seq, created))?)

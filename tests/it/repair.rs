@@ -746,3 +746,112 @@ async fn repair_of_the_active_segment_numbers_past_damaged_frames_at_its_end() {
         seq - 1
     );
 }
+
+/// Seqs no log reaches, claimed by a forged footer or an edited `repairs.jsonl`, are refused with
+/// a message: `repair` changes nothing and does not panic (it once overflowed, after moving the
+/// segment aside), start-up refuses rather than hanging or serving 503s, `verify` names it.
+#[tokio::test]
+async fn seqs_beyond_any_log_are_refused_not_numbered_past() {
+    use mcplog::storage::format::{encode_footer, Footer};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_segments(&data, 3).await;
+    let last = segment_paths(&data).pop().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    bytes.push(0x07);
+    bytes.extend_from_slice(&encode_footer(&Footer {
+        last_seq: u64::MAX,
+        data_end: 0,
+        received_min_us: 0,
+        received_max_us: 0,
+        segment_hash: [0; 32],
+    }));
+    std::fs::write(&last, &bytes).unwrap();
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = segment_paths(&data)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(p).unwrap()))
+        .collect();
+    let output = seg(&["repair"], &data);
+    assert!(!output.status.success(), "{}", text(&output));
+    assert_ne!(
+        output.status.code(),
+        Some(101),
+        "a panic: {}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("beyond any log"),
+        "{}",
+        text(&output)
+    );
+    for (path, content) in &before {
+        assert_eq!(&std::fs::read(path).unwrap(), content, "{path:?} changed");
+    }
+    assert!(
+        !data.join("quarantine").exists(),
+        "a refused repair moved bytes"
+    );
+
+    // An edited record naming the last seq there is.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_segments(&data, 3).await;
+    let record = serde_json::json!({
+        "repaired_at_us": 1, "first_seq": u64::MAX, "after_seq": 3, "prev_hash": "00",
+        "kept_hash": "00", "quarantine": "", "reason": "edited"
+    });
+    std::fs::write(
+        data.join("segments").join("repairs.jsonl"),
+        format!("{record}\n"),
+    )
+    .unwrap();
+    let (status, log) = start_expecting_failure(&data);
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("beyond any log"), "{log}");
+    let output = seg(&["verify"], &data);
+    assert!(!output.status.success(), "{}", text(&output));
+    assert_ne!(
+        output.status.code(),
+        Some(101),
+        "a panic: {}",
+        text(&output)
+    );
+}
+
+/// A bind mount shows the data directory under another path: `backup` refuses it there too (by
+/// device and inode). Needs the right to mount; skipped, saying so, where there is none.
+#[tokio::test]
+async fn backup_into_the_data_directory_through_a_bind_mount_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    small_segments(&data, 3).await;
+    let mount_point = dir.path().join("elsewhere");
+    std::fs::create_dir(&mount_point).unwrap();
+    let mounted = Command::new("mount")
+        .arg("--bind")
+        .arg(&data)
+        .arg(&mount_point)
+        .output();
+    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: no right to bind-mount here");
+        return;
+    }
+    let dest = mount_point.join("backup");
+    let output = Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .arg("backup")
+        .arg(&data)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let created = data.join("backup").exists();
+    let _ = Command::new("umount").arg(&mount_point).status();
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("inside the data directory"),
+        "{}",
+        text(&output)
+    );
+    assert!(!created, "the backup was written into the data directory");
+}
