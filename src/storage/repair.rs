@@ -285,13 +285,43 @@ fn repair_one(
             ),
         });
     }
-
     // A segment that checks out on its own, faulted at its start, has a broken link, not broken
     // bytes: the link is recorded and nothing is moved.
     let link_only = offset == 0 && own_check(&damaged).is_some();
 
     // The quarantined copy first: nothing below changes the log before it is safe.
     let quarantine = format!("{QUARANTINE_DIR}/{now_us}-{name}");
+    // When the damaged segment is the last, the seqs its bytes may have held are recorded before
+    // anything changes: a repair stopped half-way then still leaves a record whose first seq
+    // start-up numbers past (as after a cut), so no seq a reader was served is given again.
+    let resumed_at = if !link_only && index + 1 == names.len() {
+        let first_seq = resume_after(&damaged, offset)?;
+        let kept_before = match offset {
+            0 => frames_from(&damaged.bytes, damaged.first_seq, damaged.bytes.len()).frames,
+            _ => valid_prefix(&damaged.bytes, offset as usize).frames,
+        };
+        let after_seq = damaged.first_seq - 1 + kept_before;
+        // Only where seqs are skipped: otherwise nothing a reader was served is at risk.
+        if first_seq > after_seq + 1 {
+            append_record(
+                &segments,
+                &Break {
+                    repaired_at_us: now_us,
+                    first_seq,
+                    after_seq,
+                    prev_hash: String::new(),
+                    kept_hash: String::new(),
+                    quarantine: quarantine.clone(),
+                    reason: format!("{reason} (recorded as the repair began)"),
+                    kind: BreakKind::Repair,
+                    cut: None,
+                },
+            )?;
+        }
+        Some(first_seq)
+    } else {
+        None
+    };
     if !link_only {
         let target = data_dir.join(&quarantine);
         create_private_dir(target.parent().expect("in the quarantine directory"))
@@ -335,41 +365,7 @@ fn repair_one(
         None => {
             // The damaged segment was the last: continue in a new one, starting past any seq the
             // quarantined bytes held, so that no seq is ever given to two events.
-            // Past the highest seq of a valid frame or footer anywhere in the bytes; and, unless
-            // a valid footer bounds them, past every seq the bytes after the kept frames may have
-            // held, by the rule start-up's cuts use (storage-format.md, "Cuts at start-up"):
-            // frames behind the damage may be damaged too.
-            let held_max = max_seq_in(&damaged.bytes);
-            let kept_end = if offset == 0 {
-                frames_from(&damaged.bytes, damaged.first_seq, damaged.bytes.len()).end
-            } else {
-                valid_prefix(&damaged.bytes, offset as usize).end
-            };
-            let footer_found = (HEADER_BYTES..damaged.bytes.len())
-                .any(|at| matches!(format::decode_at(&damaged.bytes, at), Decoded::Footer(_)));
-            let by_length = if footer_found {
-                None
-            } else {
-                highest_held(&damaged.bytes, kept_end, damaged.first_seq + kept, false)
-            };
-            let kept_last = before.as_ref().and_then(last_seq_of).unwrap_or(0);
-            let highest = held_max
-                .unwrap_or(0)
-                .max(by_length.unwrap_or(0))
-                .max(kept_last)
-                .max(damaged.first_seq - 1);
-            // A forged frame or footer can claim any seq: past the recordable range it is refused,
-            // not numbered past (which would overflow, or leave a gap no log could fill).
-            if highest >= SEQ_RECORDED_MAX {
-                return Err(StorageError::Corrupt {
-                    path: damaged.path.clone(),
-                    offset,
-                    reason: format!(
-                        "its bytes claim seq {highest}, beyond any log (at most {SEQ_RECORDED_MAX}); the segment was forged or is not a segment: move it aside by hand"
-                    ),
-                });
-            }
-            let first_seq = highest + 1;
+            let first_seq = resumed_at.expect("computed for a last segment");
             let prev_hash = before.as_ref().map_or([0; 32], chain_hash);
             let created = create_empty_segment(&segments, first_seq, prev_hash, now_us)?;
             Some(read(&(first_seq, created))?)
@@ -432,6 +428,47 @@ fn repair_one(
         quarantine: if link_only { String::new() } else { quarantine },
         broke,
     })
+}
+
+/// Where numbering goes on after the damaged last segment: past the highest seq of a valid frame
+/// or footer anywhere in its bytes, its kept frames, and, unless a valid footer bounds them, every
+/// seq the bytes after the kept frames may have held, by the rule start-up's cuts use
+/// (storage-format.md, "Cuts at start-up"): frames behind the damage may be damaged too. Worked
+/// out from the bytes alone, before anything changes.
+fn resume_after(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
+    let prefix = if offset == 0 {
+        frames_from(&damaged.bytes, damaged.first_seq, damaged.bytes.len())
+    } else {
+        valid_prefix(&damaged.bytes, offset as usize)
+    };
+    let footer_found = (HEADER_BYTES..damaged.bytes.len())
+        .any(|at| matches!(format::decode_at(&damaged.bytes, at), Decoded::Footer(_)));
+    let by_length = if footer_found {
+        None
+    } else {
+        highest_held(
+            &damaged.bytes,
+            prefix.end,
+            damaged.first_seq + prefix.frames,
+            false,
+        )
+    };
+    let highest = max_seq_in(&damaged.bytes)
+        .unwrap_or(0)
+        .max(by_length.unwrap_or(0))
+        .max(damaged.first_seq - 1 + prefix.frames);
+    // A forged frame or footer can claim any seq: past the recordable range it is refused, not
+    // numbered past (which would overflow, or leave a gap no log could fill).
+    if highest >= SEQ_RECORDED_MAX {
+        return Err(StorageError::Corrupt {
+            path: damaged.path.clone(),
+            offset,
+            reason: format!(
+                "its bytes claim seq {highest}, beyond any log (at most {SEQ_RECORDED_MAX}); the segment was forged or is not a segment: move it aside by hand"
+            ),
+        });
+    }
+    Ok(highest + 1)
 }
 
 /// Keeps a damaged segment's whole frames before `offset` and seals it over them, or removes it

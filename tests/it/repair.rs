@@ -855,3 +855,57 @@ async fn backup_into_the_data_directory_through_a_bind_mount_is_refused() {
     );
     assert!(!created, "the backup was written into the data directory");
 }
+
+/// A repair stopped after it re-sealed the damaged last segment but before it made the new one
+/// (a crash, a kill): the seqs the quarantined bytes held were recorded as the repair began, so
+/// the next start numbers past them rather than giving them again (a hostile pass found seqs
+/// 2..6, served before, given to new events, and `verify` saying a plain "ok").
+#[tokio::test]
+async fn a_repair_stopped_half_way_never_leads_to_a_seq_given_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    for i in 0..10 {
+        let body = serde_json::json!({"action": "interaction_start", "interaction_id": format!("h-{i}"),
+            "mcp_id": "m", "timestamp": 1.0e9, "request_data": {"marker": format!("MARK{i:04}")}});
+        let r = server.post("/api/v2/interactions", body.to_string()).await;
+        assert_eq!(r.json()["seq"], i + 1);
+    }
+    server.kill();
+    for i in [3, 8] {
+        rot_event(&data, i);
+    }
+    let repaired = seg(&["repair"], &data);
+    assert!(repaired.status.success(), "{}", text(&repaired));
+    // Undo what the repair did after re-sealing: the new segment and the record of its link.
+    let segments = data.join("segments");
+    let newest = segment_paths(&data).pop().unwrap();
+    std::fs::remove_file(&newest).unwrap();
+    let records = std::fs::read_to_string(segments.join("repairs.jsonl")).unwrap();
+    let lines: Vec<&str> = records.lines().collect();
+    assert!(
+        lines.len() >= 2,
+        "no record made as the repair began: {records}"
+    );
+    std::fs::write(segments.join("repairs.jsonl"), format!("{}\n", lines[0])).unwrap();
+    let server = Server::start(&data);
+    let r = server
+        .post(
+            "/api/v2/interactions",
+            event("interaction_start", "new", "m", 1.0e9),
+        )
+        .await;
+    let seq = r.json()["seq"].as_u64().unwrap();
+    assert!(
+        seq > 10,
+        "seq {seq} was acknowledged for h-{} before",
+        seq - 1
+    );
+    drop(server);
+    let verified = seg(&["verify"], &data);
+    assert!(
+        text(&verified).contains("repair"),
+        "verify says nothing of the repair: {}",
+        text(&verified)
+    );
+}
