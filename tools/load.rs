@@ -195,6 +195,15 @@ struct Contestant {
     results: Vec<LoadResult>,
 }
 
+/// A contestant's server stops with it, however the run ends: a run that fails to start a later
+/// contestant, or fails in a round, leaves no server behind (one once held its caller's locks).
+impl Drop for Contestant {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let CompareArgs {
         load,

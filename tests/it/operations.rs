@@ -782,9 +782,38 @@ fn the_load_tool_compares_a_second_binary_and_configuration_in_the_same_rounds()
     assert!(stdout.contains("ratio mcplog / parse-only: "), "{stdout}");
     // The second binary is the one named: a missing one stops the comparison before any round.
     let missing = dir.path().join("no-such-mcplog");
-    let out = compare(&missing, &[]);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog-load"))
+        .args([
+            "compare",
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "--clients",
+            "2",
+        ])
+        .arg("--server-bin")
+        .arg(env!("CARGO_BIN_EXE_mcplog"))
+        .arg("--versus-bin")
+        .arg(&missing)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let scratch = format!("mcplog-load-{}/", child.id());
+    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("starting mcplog serve"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("round 1"));
+    // The contestants it had started stop with it (they were once left running, holding what
+    // their parent held).
+    std::thread::sleep(Duration::from_millis(200));
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(&scratch))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
 }
