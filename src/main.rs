@@ -140,6 +140,19 @@ fn load_config(
             .map(|w| format!("{}: {w}", path.display()))
             .collect();
     }
+    // A setting's variable that is not UTF-8 would otherwise be read as unset, leaving the
+    // default (or the file's value) in force while the operator believes it set.
+    for setting in mcplog::config::SETTINGS {
+        if let Err(std::env::VarError::NotUnicode(_)) = std::env::var(setting.env) {
+            return Err((
+                2,
+                format!(
+                    "configuration key {}: is not UTF-8 (its value is not shown)",
+                    setting.env
+                ),
+            ));
+        }
+    }
     config
         .apply_env(|name| std::env::var(name).ok())
         .map_err(|err| (2, err.to_string()))?;

@@ -874,3 +874,32 @@ fn a_bad_master_secret_stops_start_up_without_showing_it() {
         );
     }
 }
+
+/// A setting's variable that is not UTF-8 stops start-up (exit 2, naming it, not showing it),
+/// rather than being read as unset while the operator believes the secret set.
+#[test]
+fn a_setting_variable_that_is_not_utf8_stops_start_up() {
+    use std::os::unix::ffi::OsStringExt;
+    let dir = tempfile::tempdir().unwrap();
+    let value = std::ffi::OsString::from_vec(b"\xff\xfeNONUTF8SECRET-xxxxxxxxxx".to_vec());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcplog"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("MCPLOG_MASTER_SECRET", value)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that started anyway is stopped, and the test fails, rather than waiting on it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("MCPLOG_MASTER_SECRET"), "{stderr}");
+    assert!(!stderr.contains("NONUTF8SECRET"), "{stderr}");
+    assert!(!dir.path().join("data").join("admin.key").exists());
+}
