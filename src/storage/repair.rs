@@ -277,13 +277,7 @@ fn repair_one(
     // Checked before anything changes: a forged frame or footer can claim any seq, and a repair
     // refused half-way would leave the log changed with no record.
     if let Some(claimed) = max_seq_in(&damaged.bytes).filter(|s| *s >= SEQ_RECORDED_MAX) {
-        return Err(StorageError::Corrupt {
-            path: damaged.path.clone(),
-            offset,
-            reason: format!(
-                "its bytes claim seq {claimed}, beyond any log (at most {SEQ_RECORDED_MAX}); the segment was forged or is not a segment: move it aside by hand"
-            ),
-        });
+        return Err(beyond_any_log(&damaged, offset, claimed));
     }
     // A segment that checks out on its own, faulted at its start, has a broken link, not broken
     // bytes: the link is recorded and nothing is moved.
@@ -460,15 +454,20 @@ fn resume_after(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
     // A forged frame or footer can claim any seq: past the recordable range it is refused, not
     // numbered past (which would overflow, or leave a gap no log could fill).
     if highest >= SEQ_RECORDED_MAX {
-        return Err(StorageError::Corrupt {
-            path: damaged.path.clone(),
-            offset,
-            reason: format!(
-                "its bytes claim seq {highest}, beyond any log (at most {SEQ_RECORDED_MAX}); the segment was forged or is not a segment: move it aside by hand"
-            ),
-        });
+        return Err(beyond_any_log(damaged, offset, highest));
     }
     Ok(highest + 1)
+}
+
+/// The refusal of a segment whose bytes claim a seq no log reaches.
+fn beyond_any_log(damaged: &Held, offset: u64, claimed: u64) -> StorageError {
+    StorageError::Corrupt {
+        path: damaged.path.clone(),
+        offset,
+        reason: format!(
+            "its bytes claim seq {claimed}, beyond any log (at most {SEQ_RECORDED_MAX}); the segment was forged or is not a segment: move it aside by hand"
+        ),
+    }
 }
 
 /// Keeps a damaged segment's whole frames before `offset` and seals it over them, or removes it

@@ -58,7 +58,8 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
-async fn otlp_span(server: &Server, key: &str) -> u16 {
+/// Posts one tool-call span whose arguments attribute is `arguments`; returns the status.
+async fn otlp_span(server: &Server, key: &str, arguments: &str) -> u16 {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value::Value as Any, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
@@ -83,7 +84,7 @@ async fn otlp_span(server: &Server, key: &str) -> u16 {
         attributes: vec![
             kv("mcp.method.name", "tools/call".into()),
             kv("gen_ai.tool.name", "t".into()),
-            kv("gen_ai.tool.call.arguments", secret_payload(9).to_string()),
+            kv("gen_ai.tool.call.arguments", arguments.to_owned()),
         ],
         ..Default::default()
     };
@@ -144,7 +145,10 @@ async fn secrets_are_redacted_on_every_ingest_path_before_anything_is_stored() {
         .await;
     assert_eq!(response.status, 207);
     assert_no_secret("a 207 answer", &String::from_utf8_lossy(&response.body));
-    assert_eq!(otlp_span(&server, WRITER).await, 200);
+    assert_eq!(
+        otlp_span(&server, WRITER, &secret_payload(9).to_string()).await,
+        200
+    );
 
     // The records.
     let otlp_id = format!("otel-{}-{}", "07".repeat(16), "07".repeat(8));
@@ -464,7 +468,7 @@ async fn redaction_fails_closed_and_changes_only_the_secrets_bytes() {
         assert_eq!(record.status, 404, "{payload} was stored");
     }
     // OTLP tool arguments holding JSON the redactor cannot read: refused, nothing stored.
-    let status = otlp_span_with_arguments(&server, r#"{"password":"S","n":1e400}"#).await;
+    let status = otlp_span(&server, WRITER, r#"{"password":"S","n":1e400}"#).await;
     assert_eq!(status, 400);
     let replay = server.get("/api/v2/events").await;
     assert!(
@@ -609,58 +613,4 @@ fn a_misspelt_section_or_key_stops_start_up() {
         assert_eq!(status.code(), Some(2), "{text}: {log}");
         assert!(log.contains(named), "{text}: {log}");
     }
-}
-
-async fn otlp_span_with_arguments(server: &Server, arguments: &str) -> u16 {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{any_value::Value as Any, AnyValue, KeyValue};
-    use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
-    let kv = |k: &str, v: &str| KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(Any::StringValue(v.to_owned())),
-        }),
-        ..Default::default()
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let span = Span {
-        trace_id: vec![9; 16],
-        span_id: vec![9; 8],
-        name: "tools/call t".into(),
-        kind: SpanKind::Server as i32,
-        start_time_unix_nano: now - 2_000_000_000,
-        end_time_unix_nano: now - 1_000_000_000,
-        attributes: vec![
-            kv("mcp.method.name", "tools/call"),
-            kv("gen_ai.tool.name", "t"),
-            kv("gen_ai.tool.call.arguments", arguments),
-        ],
-        ..Default::default()
-    };
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
-    server
-        .client()
-        .await
-        .send(
-            Method::POST,
-            "/v1/traces",
-            Some(WRITER),
-            &[("content-type", "application/x-protobuf")],
-            request.encode_to_vec(),
-        )
-        .await
-        .unwrap()
-        .status
-        .as_u16()
 }
