@@ -22,6 +22,7 @@ pub mod projector;
 pub mod query;
 pub mod ratelimit;
 pub mod redact;
+pub mod refusal;
 pub mod scope;
 pub mod server;
 pub mod storage;

@@ -106,6 +106,12 @@ impl RateLimits {
 
     /// Takes `events` tokens from the caller's bucket, or says why not (and takes none).
     pub fn check(&self, principal: &Principal, events: u32) -> Result<(), Limited> {
+        self.check_more(principal, 0, events)
+    }
+
+    /// Takes `more` tokens for a request that has taken `taken` already, or says why not (and
+    /// takes none more): a request is over the burst by all it costs, however it was charged.
+    pub fn check_more(&self, principal: &Principal, taken: u32, more: u32) -> Result<(), Limited> {
         if self.is_empty() {
             // Nothing configured, the default: no lookup on the ingest path.
             return Ok(());
@@ -113,9 +119,13 @@ impl RateLimits {
         let Some(quota) = self.quota_of(principal) else {
             return Ok(());
         };
-        let Some(n) = NonZeroU32::new(events) else {
+        let Some(n) = NonZeroU32::new(more) else {
             return Ok(());
         };
+        let events = taken.saturating_add(more);
+        if events > quota.burst.get() {
+            return Err(Limited::OverBurst { quota, events });
+        }
         let bucket = self.bucket(principal.key_id, quota);
         match bucket.check_n(n) {
             Ok(Ok(())) => Ok(()),
@@ -224,5 +234,19 @@ mod tests {
         assert!(Quota::new(0, None).is_err());
         assert!(Quota::new(1, Some(0)).is_err());
         assert_eq!(Quota::new(7, None).unwrap().burst.get(), 7);
+    }
+
+    #[test]
+    fn a_request_is_over_the_burst_by_all_it_costs_however_it_is_charged() {
+        let quota = Quota::new(10, Some(10)).unwrap();
+        let limits = RateLimits::new(HashMap::from([(Role::Writer, quota)]), HashMap::new());
+        let a = principal(Role::Writer, 9);
+        assert_eq!(limits.check_more(&a, 0, 1), Ok(()));
+        assert_eq!(
+            limits.check_more(&a, 1, 10),
+            Err(Limited::OverBurst { quota, events: 11 })
+        );
+        // Refused whole: the tokens it did not take are still there.
+        assert_eq!(limits.check_more(&a, 1, 9), Ok(()));
     }
 }

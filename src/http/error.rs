@@ -5,44 +5,63 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::refusal;
 use crate::engine::SubmitError;
 use crate::event::Invalid;
+use crate::refusal::Code;
 
-/// An error answer. Messages name values that matter and never a key.
+/// An error answer. Its status comes from the table in `refusal.rs` by its code. Messages name
+/// values that matter and never a key.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
     /// Stable machine-readable code.
-    pub code: &'static str,
+    pub code: Code,
     /// Human-readable explanation.
     pub message: String,
     /// The request field at fault, if one is.
     pub field: Option<String>,
     /// Per-event errors of a batch.
     pub errors: Vec<ItemError>,
-    /// Seconds after which a retry may succeed (sent as `Retry-After`).
+    /// Seconds after which a retry may succeed (sent as `Retry-After`), where the table's do not
+    /// fit (a rate limit knows when its tokens are back).
     pub retry_after_s: Option<u32>,
 }
 
-/// One bad event of a batch.
+/// One refused event of a batch.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ItemError {
     /// Position of the event in the batch, from 0.
     pub index: usize,
     /// Stable code.
-    pub code: &'static str,
+    #[schema(value_type = String)]
+    pub code: Code,
     /// Explanation.
     pub message: String,
     /// The field at fault.
     pub field: Option<String>,
 }
 
+impl ItemError {
+    /// Event `index`'s refusal, `err` as that event alone would have been answered.
+    pub fn of(index: usize, err: ApiError) -> ItemError {
+        ItemError {
+            index,
+            code: err.code,
+            message: err.message,
+            field: err.field,
+        }
+    }
+
+    /// The status the event alone would have been answered with.
+    pub fn status(&self) -> StatusCode {
+        refusal::answer(self.code).status
+    }
+}
+
 impl ApiError {
     /// An error with no field.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
             code,
             message: message.into(),
             field: None,
@@ -57,54 +76,73 @@ impl ApiError {
         self
     }
 
+    /// Its status, from the table.
+    pub fn status(&self) -> StatusCode {
+        refusal::answer(self.code).status
+    }
+
+    /// Seconds after which a retry may succeed, if one may.
+    pub fn retry_after_s(&self) -> Option<u32> {
+        self.retry_after_s
+            .or(refusal::answer(self.code).retry_after_s)
+    }
+
     /// 400 for a query parameter that is unknown or has a bad value.
     pub fn bad_parameter(field: &str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_parameter", message).with_field(field)
+        ApiError::new(Code::BadParameter, message).with_field(field)
     }
 
     /// 401 for a missing or unknown key.
     pub fn unauthorized() -> ApiError {
         ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            Code::Unauthorized,
             "a valid API key is required: Authorization: Bearer <key>",
         )
         .with_field("authorization")
     }
 
+    /// 403: the key may not do it. `field` names what made it so.
+    pub fn forbidden(message: impl Into<String>, field: &str) -> ApiError {
+        ApiError::new(Code::Forbidden, message).with_field(field)
+    }
+
     /// 404 for an unknown path or interaction.
     pub fn not_found(what: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+        ApiError::new(Code::NotFound, what)
     }
 
     /// 503 for a request that took longer than `request_timeout` in all. An event it carried may
     /// still be stored, so the client is told to retry with the same `event_id`.
     pub fn timed_out(limit: std::time::Duration) -> ApiError {
+        ApiError::new(
+            Code::RequestTimeout,
+            format!(
+                "the request took longer than request_timeout ({limit:?}); an event it \
+                 carried may still be stored, so retry with the same event_id"
+            ),
+        )
+    }
+}
+
+impl From<ItemError> for ApiError {
+    /// A request of one event answered as that event's refusal.
+    fn from(item: ItemError) -> ApiError {
         ApiError {
-            retry_after_s: Some(1),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "request_timeout",
-                format!(
-                    "the request took longer than request_timeout ({limit:?}); an event it \
-                     carried may still be stored, so retry with the same event_id"
-                ),
-            )
+            field: item.field,
+            ..ApiError::new(item.code, item.message)
         }
     }
+}
 
-    /// 422 for an event that failed validation.
-    pub fn invalid(invalid: Invalid) -> ApiError {
-        // Bytes that are not JSON at all are a bad request; JSON that breaks a rule is not
-        // processable.
-        let status = if invalid.code == "malformed_json" {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::UNPROCESSABLE_ENTITY
-        };
+impl From<Invalid> for ApiError {
+    /// An event that failed validation or could not be redacted.
+    fn from(invalid: Invalid) -> ApiError {
         ApiError {
             field: invalid.field,
-            ..ApiError::new(status, invalid.code, invalid.message)
+            ..ApiError::new(
+                Code::named(invalid.code).unwrap_or(Code::Internal),
+                invalid.message,
+            )
         }
     }
 }
@@ -113,17 +151,14 @@ impl From<SubmitError> for ApiError {
     fn from(err: SubmitError) -> ApiError {
         let message = err.to_string();
         match err {
-            SubmitError::QueueFull { .. } => ApiError {
-                retry_after_s: Some(1),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", message)
-            },
+            SubmitError::QueueFull { .. } => ApiError::new(Code::QueueFull, message),
             SubmitError::Conflict(conflicts) => {
                 let field = conflicts.first().map(|c| c.field.to_owned());
                 let errors = conflicts
                     .into_iter()
                     .map(|c| ItemError {
                         index: c.index,
-                        code: "conflict",
+                        code: Code::Conflict,
                         message: c.to_string(),
                         field: Some(c.field.to_owned()),
                     })
@@ -135,41 +170,18 @@ impl From<SubmitError> for ApiError {
                 ApiError {
                     field,
                     errors,
-                    ..ApiError::new(StatusCode::CONFLICT, "conflict", message)
+                    ..ApiError::new(Code::Conflict, message)
                 }
             }
-            SubmitError::Storage { no_space: true, .. } => ApiError {
-                retry_after_s: Some(5),
-                ..ApiError::new(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "insufficient_storage",
-                    message,
-                )
-            },
-            SubmitError::Storage { .. } => ApiError {
-                retry_after_s: Some(5),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    message,
-                )
-            },
-            SubmitError::ShuttingDown => ApiError {
-                retry_after_s: Some(1),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
-            },
-            SubmitError::TooLarge { .. } => ApiError {
-                field: Some("events".to_owned()),
-                ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
-            },
-            SubmitError::Unavailable { .. } => ApiError {
-                retry_after_s: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "cluster_unavailable",
-                    message,
-                )
-            },
+            SubmitError::Storage { no_space: true, .. } => {
+                ApiError::new(Code::InsufficientStorage, message)
+            }
+            SubmitError::Storage { .. } => ApiError::new(Code::StorageUnavailable, message),
+            SubmitError::ShuttingDown => ApiError::new(Code::ShuttingDown, message),
+            SubmitError::TooLarge { .. } => {
+                ApiError::new(Code::PayloadTooLarge, message).with_field("events")
+            }
+            SubmitError::Unavailable { .. } => ApiError::new(Code::ClusterUnavailable, message),
         }
     }
 }
@@ -188,13 +200,10 @@ impl From<crate::ratelimit::Limited> for ApiError {
                     .unwrap_or(u32::MAX)
                     .max(1),
                 ),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
-                    .with_field("events_per_second")
+                ..ApiError::new(Code::RateLimited, message).with_field("events_per_second")
             },
-            // Retrying cannot help: the request must be split.
             Limited::OverBurst { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "over_burst", message)
-                    .with_field("burst")
+                ApiError::new(Code::OverBurst, message).with_field("burst")
             }
         }
     }
@@ -211,7 +220,8 @@ pub struct ErrorJson {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code, such as `missing_field` or `queue_full`.
-    pub code: String,
+    #[schema(value_type = String)]
+    pub code: Code,
     /// Human-readable explanation naming the rule and the values that matter.
     pub message: String,
     /// The request field at fault, if one is.
@@ -223,25 +233,40 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = self.status();
+        let retry_after_s = self.retry_after_s();
+        let code = self.code;
         let body = ErrorJson {
             error: ErrorDetail {
-                code: self.code.to_owned(),
+                code,
                 message: self.message,
                 field: self.field,
                 errors: self.errors,
             },
         };
-        let mut response = (self.status, axum::Json(body)).into_response();
-        if let Some(seconds) = self.retry_after_s {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
+        let response = (status, axum::Json(body)).into_response();
+        refusal_headers(response, code, retry_after_s)
     }
+}
+
+/// What every refusal's response carries besides its body, whatever its encoding: `Retry-After`
+/// when a retry may succeed, the `Bearer` challenge of a 401, and its code (as an extension, which
+/// `/metrics` counts by; it never leaves the server).
+pub(super) fn refusal_headers(
+    mut response: Response,
+    code: Code,
+    retry_after_s: Option<u32>,
+) -> Response {
+    if let Some(seconds) = retry_after_s {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if response.status() == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response.extensions_mut().insert(code);
+    response
 }

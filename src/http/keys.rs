@@ -2,14 +2,16 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 
+use super::body::{read_body, BodyLimit};
 use super::{ApiError, AppState};
 use crate::auth::{
     hex, key_id, normalize_key, parse_key_id, AuthError, Principal, Revocation, Role,
 };
+use crate::refusal::Code;
 
 /// Bytes a revocation request may take.
 const REVOKE_BYTES_MAX: usize = 4096;
@@ -38,21 +40,17 @@ pub(super) async fn revoke(
     body: Body,
 ) -> Result<Json<RevokedJson>, ApiError> {
     if principal.role != Role::Admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        return Err(ApiError::forbidden(
             "only an admin key may revoke keys",
-        )
-        .with_field("authorization"));
+            "authorization",
+        ));
     }
-    let bytes = super::ingest::read_body(
-        &headers,
-        body,
-        REVOKE_BYTES_MAX,
-        "the revocation request limit",
-        state.limits.body_read_timeout,
-    )
-    .await?;
+    let limit = BodyLimit {
+        bytes: REVOKE_BYTES_MAX,
+        name: "the revocation request limit",
+        code: Code::BodyTooLarge,
+    };
+    let bytes = read_body(&headers, body, limit, state.limits.body_read_timeout).await?;
     super::still_accepted(&state, &principal)?;
     let request = parse(&bytes)?;
     let now_s = crate::clock::now_us() as f64 / 1e6;
@@ -60,16 +58,14 @@ pub(super) async fn revoke(
     let outcome = state.keys.revoke_by(id, &principal, now_s).map_err(|err| {
         tracing::error!(error = %err, "a revocation could not be saved");
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
+            Code::StorageUnavailable,
             "the revocation could not be saved",
         )
     })?;
     match outcome {
         Revocation::WouldLockOut => {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "last_admin_key",
+                Code::LastAdminKey,
                 "revoking this key would leave no working admin key; mint another (mcplog keygen --role admin) and revoke this one with it, or add a static admin key",
             )
             .with_field(field))
@@ -96,7 +92,7 @@ struct Request {
 }
 
 fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).with_field(field)
+    ApiError::new(Code::InvalidField, message).with_field(field)
 }
 
 /// The request's JSON, with no field but `key`, `key_id` and `force`.
@@ -105,8 +101,7 @@ fn parse(bytes: &[u8]) -> Result<Request, ApiError> {
     let request: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes)
         .map_err(|err| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
+                Code::MalformedJson,
                 format!(
                     "the request is not a JSON object {{\"key\": ...}} or {{\"key_id\": ...}} (line {}, column {})",
                     err.line(),
@@ -157,8 +152,7 @@ fn resolve(
             // not one it can revoke: say so rather than store a fingerprint of a typo.
             if !force && matches!(state.keys.authenticate(key, now_s), Err(AuthError::Unknown)) {
                 return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_key",
+                    Code::UnknownKey,
                     "this server does not accept that key; nothing was revoked (send \"force\": true to record it anyway)",
                 )
                 .with_field("key"));
@@ -173,8 +167,7 @@ fn resolve(
             let seen_in_log = state.engine.view().projection.knows_key(&id);
             if !force && !state.keys.knows(&id) && !seen_in_log {
                 return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_key",
+                    Code::UnknownKey,
                     format!(
                         "no key with key_id {} was issued by this server's configuration, accepted since it started, or wrote an event; nothing was revoked (a signed key minted but never used: revoke it by the key, or send \"force\": true)",
                         hex(&id)

@@ -3,6 +3,8 @@
 //! [`router`] builds every route over an [`AppState`]; handlers authenticate, read bodies within
 //! their limits, call the engine or read the view, and shape JSON. Errors are [`ApiError`].
 
+mod admit;
+mod body;
 mod error;
 mod ingest;
 mod keepalive;
@@ -13,6 +15,7 @@ mod openapi;
 mod otlp;
 mod query;
 mod records;
+mod refusal;
 mod replay;
 mod route;
 #[cfg(test)]
@@ -37,6 +40,7 @@ pub use route::Route;
 
 use crate::auth::{AuthError, Keys, Principal};
 use crate::engine::Engine;
+use crate::refusal::Code;
 
 /// Request limits, in the units their names say.
 #[derive(Debug, Clone, Copy)]
@@ -136,8 +140,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                Code::MethodNotAllowed,
                 "this endpoint does not take that method",
             )
         })
@@ -293,12 +296,7 @@ async fn redact_keys(
     }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, ERROR_BODY_BYTES_MAX).await else {
-        return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "an error body was too large",
-        )
-        .into_response();
+        return ApiError::new(Code::Internal, "an error body was too large").into_response();
     };
     let text = String::from_utf8_lossy(&bytes);
     // Keys by their digests and shapes, then whatever a redaction pattern matches: a secret

@@ -13,31 +13,25 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write as _;
 
-use super::{otlp, AppState, Route};
+use super::otlp::{SpanOutcome, SpanTally};
+use super::refusal::{self, Reason};
+use super::{AppState, Route};
 use crate::clock::now_us;
 use crate::projector::Status;
 use crate::query;
+use crate::refusal::Code;
 use crate::telemetry::{family, TimingHistogram};
 
 /// The label index of a request no route matched.
 const UNMATCHED: usize = Route::ALL.len();
 const METHODS: [&str; 3] = ["GET", "POST", "other"];
-/// Why an ingest request was refused, by HTTP status.
-const REJECT_REASONS: [(&str, &[u16]); 6] = [
-    ("invalid", &[400, 413, 415, 422]),
-    ("unauthorized", &[401, 403]),
-    ("rate_limited", &[429]),
-    ("conflict", &[409]),
-    ("unavailable", &[503]),
-    ("no_space", &[507]),
-];
 
 /// Request metrics of the HTTP layer.
 #[derive(Debug)]
 pub struct HttpTelemetry {
     requests: Vec<[TimingHistogram; 3]>,
-    rejected: [AtomicU64; REJECT_REASONS.len()],
-    otlp_spans: [AtomicU64; otlp::SPAN_OUTCOMES.len()],
+    rejected: [AtomicU64; Reason::COUNTED.len()],
+    otlp_spans: [AtomicU64; SpanOutcome::ALL.len()],
 }
 
 impl Default for HttpTelemetry {
@@ -51,10 +45,10 @@ impl Default for HttpTelemetry {
 }
 
 impl HttpTelemetry {
-    /// Adds an OTLP request's spans, by outcome in [`otlp::SPAN_OUTCOMES`] order.
-    pub(super) fn count_spans(&self, tally: [u64; otlp::SPAN_OUTCOMES.len()]) {
-        for (counter, n) in self.otlp_spans.iter().zip(tally) {
-            counter.fetch_add(n, Ordering::Relaxed);
+    /// Adds an OTLP request's spans.
+    pub(super) fn count_spans(&self, tally: SpanTally) {
+        for (counter, outcome) in self.otlp_spans.iter().zip(SpanOutcome::ALL) {
+            counter.fetch_add(tally.of(outcome), Ordering::Relaxed);
         }
     }
 }
@@ -76,14 +70,16 @@ pub(super) async fn track(State(state): State<AppState>, request: Request, next:
     let response = next.run(request).await;
     let telemetry = &state.telemetry;
     telemetry.requests[route][method].observe(started.elapsed());
-    if ingest {
-        let status = response.status().as_u16();
-        if let Some(reason) = REJECT_REASONS
-            .iter()
-            .position(|(_, codes)| codes.contains(&status))
-        {
-            telemetry.rejected[reason].fetch_add(1, Ordering::Relaxed);
-        }
+    // Every refusal carries its code (see `error::refusal_headers`), whose row says its reason.
+    let reason = response
+        .extensions()
+        .get::<Code>()
+        .map(|code| refusal::answer(*code).reason);
+    if let Some(at) = reason
+        .filter(|_| ingest)
+        .and_then(|reason| Reason::COUNTED.iter().position(|r| *r == reason))
+    {
+        telemetry.rejected[at].fetch_add(1, Ordering::Relaxed);
     }
     response
 }
@@ -121,12 +117,10 @@ pub(super) async fn metrics(
     if state.metrics_auth {
         let caller = super::authenticate(&headers, &state)?;
         if caller.role == crate::auth::Role::Writer {
-            return Err(super::ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            return Err(super::ApiError::forbidden(
                 "/metrics is server-wide: it needs an auditor or admin key",
-            )
-            .with_field("authorization"));
+                "authorization",
+            ));
         }
     }
     Ok(render_metrics(&state))
@@ -149,8 +143,8 @@ fn render_metrics(state: &AppState) -> Response {
         "counter",
         "Ingest requests refused, by reason.",
     );
-    for (i, (reason, _)) in REJECT_REASONS.iter().enumerate() {
-        let n = state.telemetry.rejected[i].load(Ordering::Relaxed);
+    for (reason, n) in Reason::COUNTED.iter().zip(&state.telemetry.rejected) {
+        let (reason, n) = (reason.label(), n.load(Ordering::Relaxed));
         let _ = writeln!(
             out,
             "mcplog_ingest_rejected_total{{reason=\"{reason}\"}} {n}"
@@ -162,8 +156,8 @@ fn render_metrics(state: &AppState) -> Response {
         "counter",
         "Spans received on /v1/traces, by outcome: stored, duplicate (stored before), rejected, or ignored (not an MCP tool call).",
     );
-    for (outcome, n) in otlp::SPAN_OUTCOMES.iter().zip(&state.telemetry.otlp_spans) {
-        let n = n.load(Ordering::Relaxed);
+    for (outcome, n) in SpanOutcome::ALL.iter().zip(&state.telemetry.otlp_spans) {
+        let (outcome, n) = (outcome.label(), n.load(Ordering::Relaxed));
         let _ = writeln!(out, "mcplog_otlp_spans_total{{outcome=\"{outcome}\"}} {n}");
     }
     single(

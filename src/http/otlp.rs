@@ -3,17 +3,64 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
-use super::ingest::{check_item, read_body, role_refusal, store_partially, Checked};
-use super::{ApiError, AppState};
+use super::admit::{Admission, Checked, Outcome};
+use super::body::BodyLimit;
+use super::{refusal, ApiError, AppState};
 use crate::auth::Principal;
 use crate::otlp::{self, Encoding};
+use crate::refusal::Code;
 
-/// What became of the spans of requests, for `/metrics`.
-pub const SPAN_OUTCOMES: [&str; 4] = ["stored", "duplicate", "rejected", "ignored"];
+/// What became of a span, as `/metrics` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanOutcome {
+    /// A tool call whose events were appended.
+    Stored,
+    /// A tool call all of whose events were stored already.
+    Duplicate,
+    /// A span refused: it does not decode, or an event of its tool call was refused.
+    Rejected,
+    /// Not a tool call: counted and dropped.
+    Ignored,
+}
+
+impl SpanOutcome {
+    /// Every outcome, in the order `/metrics` lists them.
+    pub const ALL: [SpanOutcome; 4] = [
+        SpanOutcome::Stored,
+        SpanOutcome::Duplicate,
+        SpanOutcome::Rejected,
+        SpanOutcome::Ignored,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SpanOutcome::Stored => "stored",
+            SpanOutcome::Duplicate => "duplicate",
+            SpanOutcome::Rejected => "rejected",
+            SpanOutcome::Ignored => "ignored",
+        }
+    }
+}
+
+/// Spans by outcome, indexed as [`SpanOutcome::ALL`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpanTally([u64; SpanOutcome::ALL.len()]);
+
+impl SpanTally {
+    fn add(&mut self, outcome: SpanOutcome) {
+        self.0[outcome as usize] += 1;
+    }
+
+    /// Spans with `outcome`.
+    pub fn of(&self, outcome: SpanOutcome) -> u64 {
+        self.0[outcome as usize]
+    }
+}
 
 /// An OTLP `ExportTraceServiceRequest`, protobuf or JSON; answered with an
 /// `ExportTraceServiceResponse` in the same encoding.
@@ -36,8 +83,7 @@ pub(super) async fn traces(
         .and_then(Encoding::of_content_type);
     let Some(encoding) = encoding else {
         return ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "OTLP/HTTP takes Content-Type application/x-protobuf or application/json",
         )
         .with_field("content-type")
@@ -45,10 +91,14 @@ pub(super) async fn traces(
     };
     match receive(&state, &principal, &headers, body, encoding).await {
         Ok(response) => response,
-        Err(err) => refusal(err, encoding),
+        Err(err) => refused(err, encoding),
     }
 }
 
+/// The admission steps (see `admit.rs`) for an export: it costs one token per span it holds,
+/// whether or not the span is a tool call (each is decoded), plus the events its tool calls make
+/// beyond one each; the spans' tokens are taken once they are counted, before any is decoded, the
+/// events' once the spans are mapped.
 async fn receive(
     state: &AppState,
     principal: &Principal,
@@ -56,52 +106,36 @@ async fn receive(
     body: Body,
     encoding: Encoding,
 ) -> Result<Response, ApiError> {
-    if let Some(refusal) = role_refusal(principal) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", refusal));
-    }
-    // An export costs what the server does for it: one token per span it holds, whether or not
-    // the span is a tool call, plus the events its tool calls make beyond one each. The first
-    // token is taken before the body is read, so a key over its rate costs one bucket check; the
-    // rest of the spans' once they are counted, before any is decoded; the events' once mapped.
-    state.rate_limits.check(principal, 1)?;
-    let bytes = read_body(
-        headers,
-        body,
-        otlp::BODY_BYTES_MAX,
-        "the OTLP body limit",
-        state.limits.body_read_timeout,
-    )
-    .await?;
-    super::still_accepted(state, principal)?;
+    let limit = BodyLimit {
+        bytes: otlp::BODY_BYTES_MAX,
+        name: "the OTLP body limit",
+        code: Code::BodyTooLarge,
+    };
+    let (mut admission, bytes) = Admission::begin(state, principal, headers, body, limit).await?;
     let export = otlp::split(&bytes, encoding).map_err(|err| {
-        let status = match err {
-            otlp::ExportError::Malformed { .. } => StatusCode::BAD_REQUEST,
-            otlp::ExportError::TooManySpans { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        let code = match err {
+            otlp::ExportError::Malformed { .. } => Code::BadExport,
+            otlp::ExportError::TooManySpans { .. } => Code::TooManySpans,
         };
-        ApiError::new(status, "bad_export", err.to_string()).with_field("body")
+        ApiError::new(code, err.to_string()).with_field("body")
     })?;
-    let spans: usize = export.resources.iter().map(|r| r.spans.len()).sum();
-    if spans > 1 {
-        let rest = u32::try_from(spans - 1).unwrap_or(u32::MAX);
-        state.rate_limits.check(principal, rest)?;
-    }
+    let spans = export.span_count();
+    admission.charge(spans)?;
     let mut mapped = map_export(&export, principal);
     drop(export);
-    store_spans(state, principal, &mut mapped).await?;
+    admission.charge(spans + mapped.bodies.len().saturating_sub(mapped.spans))?;
+    store_spans(&admission, &mut mapped).await?;
     let Mapped {
         tally, refusals, ..
     } = mapped;
     state.telemetry.count_spans(tally);
 
-    let [stored, duplicate, rejected, ignored] = tally;
-    if rejected > 0 && stored + duplicate + ignored == 0 {
+    let rejected = tally.of(SpanOutcome::Rejected);
+    if rejected > 0 && u64::try_from(spans).unwrap_or(u64::MAX) == rejected {
         // Nothing of the request was taken: a permanent refusal, which OTLP answers with 400.
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_spans",
-            summary(rejected, &refusals),
-        )
-        .with_field("body"));
+        return Err(
+            ApiError::new(Code::InvalidSpans, summary(rejected, &refusals)).with_field("body"),
+        );
     }
     let message = if rejected > 0 {
         summary(rejected, &refusals)
@@ -118,8 +152,8 @@ struct Mapped {
     bodies: Vec<(usize, String)>,
     /// Tool-call spans mapped.
     spans: usize,
-    /// Spans by outcome, in [`SPAN_OUTCOMES`] order.
-    tally: [u64; SPAN_OUTCOMES.len()],
+    /// Spans by outcome.
+    tally: SpanTally,
     /// Why spans were refused.
     refusals: Vec<String>,
 }
@@ -130,7 +164,7 @@ fn map_export(export: &otlp::Export<'_>, principal: &Principal) -> Mapped {
     let mut mapped = Mapped {
         bodies: Vec::new(),
         spans: 0,
-        tally: [0; SPAN_OUTCOMES.len()],
+        tally: SpanTally::default(),
         refusals: Vec::new(),
     };
     for resource in &export.resources {
@@ -144,7 +178,7 @@ fn map_export(export: &otlp::Export<'_>, principal: &Principal) -> Mapped {
                 otlp::map_span(&span, mcp_id.as_deref())
             });
             match result {
-                Ok(otlp::Mapped::Ignored) => mapped.tally[3] += 1,
+                Ok(otlp::Mapped::Ignored) => mapped.tally.add(SpanOutcome::Ignored),
                 Ok(otlp::Mapped::ToolCall(events)) => {
                     let span = mapped.spans;
                     mapped
@@ -153,7 +187,7 @@ fn map_export(export: &otlp::Export<'_>, principal: &Principal) -> Mapped {
                     mapped.spans += 1;
                 }
                 Err(reason) => {
-                    mapped.tally[2] += 1;
+                    mapped.tally.add(SpanOutcome::Rejected);
                     mapped.refusals.push(reason);
                 }
             }
@@ -167,30 +201,19 @@ fn map_export(export: &otlp::Export<'_>, principal: &Principal) -> Mapped {
 /// half of a span is stored by checking; a conflict found while storing refuses the rest of its
 /// span. A part refused whole (a full queue) fails the request, and the exporter's retry finds
 /// the parts already stored as duplicates.
-async fn store_spans(
-    state: &AppState,
-    principal: &Principal,
-    mapped: &mut Mapped,
-) -> Result<(), ApiError> {
-    let limits = state.limits;
-    let mut checked: Vec<Checked> = mapped
-        .bodies
-        .iter()
-        .enumerate()
-        .map(|(index, (_, body))| check_item(index, body, principal, &limits, &state.redactor))
-        .collect();
-    super::ingest::refuse_past_events_max(state, &mut checked);
+async fn store_spans(admission: &Admission<'_>, mapped: &mut Mapped) -> Result<(), ApiError> {
+    let checked = admission.check(
+        mapped
+            .bodies
+            .iter()
+            .enumerate()
+            .map(|(index, (_, body))| (index, body.as_str())),
+    );
     let mut refused: Vec<Option<String>> = vec![None; mapped.spans];
     for ((span, _), item) in mapped.bodies.iter().zip(&checked) {
-        if let Err((_, error)) = item {
+        if let Err(error) = item {
             refused[*span].get_or_insert_with(|| error.message.clone());
         }
-    }
-    // Each tool call's span was paid for with one token before decoding; its other events now.
-    let beyond_one = mapped.bodies.len().saturating_sub(mapped.spans);
-    if beyond_one > 0 {
-        let events = u32::try_from(beyond_one).unwrap_or(u32::MAX);
-        state.rate_limits.check(principal, events)?;
     }
     let (kept, kept_span): (Vec<Checked>, Vec<usize>) = mapped
         .bodies
@@ -203,26 +226,26 @@ async fn store_spans(
     let mut kept_span = kept_span.into_iter();
     let mut kept = kept.into_iter().peekable();
     while kept.peek().is_some() {
-        let part: Vec<Checked> = kept.by_ref().take(limits.batch_events_max).collect();
-        let answer = store_partially(state, principal, part).await?;
-        for (result, span) in answer.results.into_iter().zip(kept_span.by_ref()) {
-            match (result.status, &result.error) {
-                ("error", Some(error)) => {
-                    refused[span].get_or_insert_with(|| error.message.clone());
+        let part: Vec<Checked> = kept.by_ref().take(admission.batch_events_max()).collect();
+        let partial = admission.store_partially(part).await?;
+        for ((_, outcome), span) in partial.outcomes.into_iter().zip(kept_span.by_ref()) {
+            match outcome {
+                Outcome::Refused(error) => {
+                    refused[span].get_or_insert(error.message);
                 }
-                ("stored", _) => stored[span] = true,
-                _ => {}
+                Outcome::Stored(_) => stored[span] = true,
+                Outcome::Duplicate(_) => {}
             }
         }
     }
     for (span, why) in refused.into_iter().enumerate() {
         match why {
             Some(reason) => {
-                mapped.tally[2] += 1;
+                mapped.tally.add(SpanOutcome::Rejected);
                 mapped.refusals.push(reason);
             }
-            None if stored[span] => mapped.tally[0] += 1,
-            None => mapped.tally[1] += 1,
+            None if stored[span] => mapped.tally.add(SpanOutcome::Stored),
+            None => mapped.tally.add(SpanOutcome::Duplicate),
         }
     }
     Ok(())
@@ -241,22 +264,21 @@ fn summary(rejected: u64, refusals: &[String]) -> String {
 }
 
 /// A refusal in the request's encoding: OTLP/HTTP answers a protobuf request with a protobuf
-/// `google.rpc.Status`; a JSON request gets mcplog's JSON error.
-fn refusal(err: ApiError, encoding: Encoding) -> Response {
+/// `google.rpc.Status` carrying the table's gRPC code; a JSON request gets mcplog's JSON error.
+fn refused(err: ApiError, encoding: Encoding) -> Response {
     if encoding == Encoding::Json {
         return err.into_response();
     }
-    let status = otlp::RpcStatus::for_http(err.status.as_u16(), err.message);
-    let mut response = (
-        err.status,
+    let (status, code, retry_after_s) = (err.status(), err.code, err.retry_after_s());
+    let body = otlp::RpcStatus {
+        code: refusal::answer(code).grpc as i32,
+        message: err.message,
+    };
+    let response = (
+        status,
         [(header::CONTENT_TYPE, encoding.content_type())],
-        status.encode_to_vec(),
+        body.encode_to_vec(),
     )
         .into_response();
-    if let Some(seconds) = err.retry_after_s {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    response
+    super::error::refusal_headers(response, code, retry_after_s)
 }

@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Bytes;
 use serde::Serialize;
@@ -16,6 +16,7 @@ use crate::auth::{hex, Principal};
 use crate::engine::View;
 use crate::event::{payload_of, Action};
 use crate::projector::Record;
+use crate::refusal::Code;
 use crate::scope::Scope;
 
 /// The record view of one interaction: the fold of its events (`projector`).
@@ -308,14 +309,12 @@ fn unreadable_or_gone<R>(seq: u64, read: Option<Result<R, String>>) -> Result<R,
         Some(Err(reason)) => {
             tracing::error!(seq, %reason, "a stored event could not be read back");
             Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "unreadable_event",
+                Code::UnreadableEvent,
                 format!("event {seq} could not be read from storage"),
             ))
         }
         None => Err(ApiError::new(
-            StatusCode::GONE,
-            "event_not_retained",
+            Code::EventNotRetained,
             format!("event {seq} is no longer retained"),
         )),
     }
@@ -348,8 +347,7 @@ fn visible<'v>(
                 owners.sort_unstable();
                 let shown = owners.len().min(AMBIGUOUS_MCP_IDS_SHOWN);
                 return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "ambiguous_id",
+                    Code::AmbiguousId,
                     format!(
                         "interaction id {id:?} is used by {} mcp_ids ({}{}); name one with ?mcp_id=",
                         owners.len(),
@@ -412,8 +410,7 @@ pub(super) async fn wait_for_seq(
             return Ok(());
         }
         return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "min_seq_ahead",
+            Code::MinSeqAhead,
             format!(
                 "min_seq {seq} is beyond every seq this server has stored{}; pass a seq it \
                  answered a write with",
@@ -429,19 +426,12 @@ pub(super) async fn wait_for_seq(
         return Ok(());
     }
     let last = *durable.borrow();
-    Err(ApiError {
-        retry_after_s: Some(1),
-        ..ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_yet_applied",
-            format!(
-                "this node does not hold seq {seq} yet{} (waited {}s)",
-                log_end(principal, last),
-                MIN_SEQ_WAIT_MAX.as_secs()
-            ),
-        )
-        .with_field("min_seq")
-    })
+    let message = format!(
+        "this node does not hold seq {seq} yet{} (waited {}s)",
+        log_end(principal, last),
+        MIN_SEQ_WAIT_MAX.as_secs()
+    );
+    Err(ApiError::new(Code::NotYetApplied, message).with_field("min_seq"))
 }
 
 /// ` (it holds seqs up to N)` for a key that reads the whole log; nothing for a writer key.
@@ -458,6 +448,5 @@ fn unknown(id: &str) -> ApiError {
 }
 
 fn bad_path(rejection: PathRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_path", rejection.body_text())
-        .with_field("interaction_id")
+    ApiError::new(Code::BadPath, rejection.body_text()).with_field("interaction_id")
 }

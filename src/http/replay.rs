@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Bytes;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use super::{ApiError, AppState};
 use crate::auth::{AuthError, KeyId, Keys, Principal};
 use crate::event::EventLine;
+use crate::refusal::Code;
 use crate::scope::Scope;
 
 /// Most events looked at under one hold of the view's read lock.
@@ -103,16 +104,12 @@ pub(super) async fn replay(
     let slot = state
         .replay_streams
         .open(principal.key_id, state.limits.replay_streams_per_key_max)
-        .ok_or_else(|| ApiError {
-            retry_after_s: Some(5),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_streams",
-                format!(
-                    "this key has replay_streams_per_key_max ({}) replay streams open already",
-                    state.limits.replay_streams_per_key_max
-                ),
-            )
+        .ok_or_else(|| {
+            let max = state.limits.replay_streams_per_key_max;
+            let message = format!(
+                "this key has replay_streams_per_key_max ({max}) replay streams open already"
+            );
+            ApiError::new(Code::TooManyStreams, message)
         })?;
     let (tx, rx) = mpsc::channel::<Piece>(CHUNKS_BUFFERED);
     let keys = std::sync::Arc::clone(&state.keys);
@@ -246,7 +243,7 @@ async fn produce(
                 // a bounded replay that has not reached its end must not look whole.
                 if !follow {
                     let line = serde_json::json!({"error": {
-                        "code": "shutting_down",
+                        "code": Code::ShuttingDown,
                         "message": "the server is shutting down; resume with after_seq",
                         "after_seq": if whole_log { cursor } else { own_sent },
                     }});
@@ -343,7 +340,7 @@ fn read_chunk(state: &AppState, cursor: u64, last: u64, left: u64, only: Scope<'
             Some(Err(reason)) => {
                 tracing::error!(seq, %reason, "a stored event could not be read for replay");
                 let line = serde_json::json!({"error": {
-                    "code": "unreadable_event",
+                    "code": Code::UnreadableEvent,
                     "seq": seq,
                     "message": "this stored event failed its checksum and cannot be replayed; the stream stops here (mcplog-seg verify names the damage)",
                 }});
@@ -386,13 +383,13 @@ fn now_s() -> f64 {
 }
 
 /// The stable code a stream ends with when its key is no longer accepted.
-fn refusal_code(why: AuthError) -> &'static str {
+fn refusal_code(why: AuthError) -> Code {
     match why {
-        AuthError::Revoked => "key_revoked",
-        AuthError::Expired => "key_expired",
-        AuthError::Replaced => "key_replaced",
-        AuthError::Disabled => "key_disabled",
-        _ => "key_unknown",
+        AuthError::Revoked => Code::KeyRevoked,
+        AuthError::Expired => Code::KeyExpired,
+        AuthError::Replaced => Code::KeyReplaced,
+        AuthError::Disabled => Code::KeyDisabled,
+        _ => Code::KeyUnknown,
     }
 }
 
@@ -436,7 +433,7 @@ impl Chunks {
     /// The refusal line, and the stream set to end after it.
     fn refuse(&mut self, why: AuthError) -> Poll<Option<Result<Bytes, std::io::Error>>> {
         tracing::info!(
-            reason = refusal_code(why),
+            reason = refusal_code(why).as_str(),
             "a replay stream ended: its key is no longer accepted"
         );
         self.state = if self.follow {

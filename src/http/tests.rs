@@ -14,6 +14,7 @@ use crate::config::Config;
 const ADMIN: &str = "mcplog_admin_test-key-for-the-router";
 const WRITER_A: &str = "writer-key-of-tenant-a";
 const WRITER_B: &str = "writer-key-of-tenant-b";
+const AUDITOR: &str = "auditor-key-for-the-router";
 
 /// A router over a fresh engine, with an admin key and writer keys for tenants `a` and `b`.
 fn app(dir: &std::path::Path) -> axum::Router {
@@ -30,7 +31,17 @@ fn app(dir: &std::path::Path) -> axum::Router {
     };
     let keys = Keys::new(
         ADMIN,
-        &[writer(WRITER_A, "a"), writer(WRITER_B, "b")],
+        &[
+            writer(WRITER_A, "a"),
+            writer(WRITER_B, "b"),
+            StaticKey {
+                key: AUDITOR.into(),
+                mcp_id: None,
+                role: Role::Auditor,
+                expires_at: None,
+                disabled: false,
+            },
+        ],
         crate::auth::MasterSecrets {
             current: b"a-master-secret-for-tests".to_vec(),
             previous: Vec::new(),
@@ -211,4 +222,53 @@ async fn a_writer_reads_its_own_mcp_id_only_and_cannot_tell_the_others_exist() {
     // The admin sees both.
     let (_, all) = call(&app, "GET", "/api/v2/interactions", ADMIN, "").await;
     assert_eq!(all["count"], 2);
+}
+
+/// The same refusal, on every ingest path: the one admission path gives it one code and status
+/// (alone, in an all-or-nothing batch, as a partial batch's item, and for OTLP).
+#[tokio::test]
+async fn every_ingest_path_refuses_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let theirs = event("x", "b");
+    let single = call(&app, "POST", "/api/v2/interactions", WRITER_A, &theirs).await;
+    assert_eq!(single.0, StatusCode::FORBIDDEN, "{}", single.1);
+    assert_eq!(single.1["error"]["code"], "forbidden");
+    assert_eq!(single.1["error"]["field"], "mcp_id");
+    let batch = format!("[{theirs}]");
+    let all = call(&app, "POST", "/api/v2/interactions/batch", WRITER_A, &batch).await;
+    assert_eq!(all.0, StatusCode::FORBIDDEN, "{}", all.1);
+    assert_eq!(all.1["error"]["errors"][0]["code"], "forbidden");
+    assert_eq!(all.1["error"]["errors"][0]["field"], "mcp_id");
+    let uri = "/api/v2/interactions/batch?partial=true";
+    let partial = call(&app, "POST", uri, WRITER_A, &batch).await;
+    assert_eq!(partial.0, StatusCode::MULTI_STATUS, "{}", partial.1);
+    let result = &partial.1["results"][0];
+    assert_eq!(result["http_status"], 403, "{}", partial.1);
+    assert_eq!(result["error"]["code"], "forbidden");
+    assert_eq!(result["error"]["field"], "mcp_id");
+
+    // A key that may not write at all is refused before its body is read, on every path.
+    for uri in [
+        "/api/v2/interactions",
+        "/api/v2/interactions/batch",
+        "/api/v2/interactions/batch?partial=true",
+        "/v1/traces",
+    ] {
+        let request = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("authorization", format!("Bearer {AUDITOR}"))
+            .header("content-type", "application/json")
+            .body(Body::from("not even json"))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{uri}");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"]["code"], "forbidden", "{uri}");
+        assert_eq!(body["error"]["field"], "authorization", "{uri}");
+    }
 }

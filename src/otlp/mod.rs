@@ -333,21 +333,5 @@ pub struct RpcStatus {
     pub message: String,
 }
 
-impl RpcStatus {
-    /// The status for an HTTP refusal: the gRPC code OTLP pairs with the HTTP status.
-    pub fn for_http(status: u16, message: String) -> RpcStatus {
-        let code = match status {
-            400 | 413 | 415 | 422 => 3, // INVALID_ARGUMENT
-            401 => 16,                  // UNAUTHENTICATED
-            403 => 7,                   // PERMISSION_DENIED
-            409 => 6,                   // ALREADY_EXISTS
-            429 | 507 => 8,             // RESOURCE_EXHAUSTED
-            503 => 14,                  // UNAVAILABLE
-            _ => 2,                     // UNKNOWN
-        };
-        RpcStatus { code, message }
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -362,8 +362,15 @@ async fn a_flooding_key_gets_429_while_another_key_is_answered_promptly() {
         .post_as(FLOODER, "/api/v2/interactions", oversized)
         .await;
     assert_eq!(response.status, 429, "{}", response.json());
+    // Every ingest path takes that first token before the body is read: a batch that is not
+    // even JSON answers 429 too, not 400.
+    let response = server
+        .post_as(FLOODER, "/api/v2/interactions/batch", "not json")
+        .await;
+    assert_eq!(response.status, 429, "{}", response.json());
 
-    // A batch larger than the burst can never pass: 413, not 429.
+    // A batch larger than the burst can never pass: 413 once the key has a token to read it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let batch: Vec<String> = (0..21).map(|i| event("f", format!("big-{i}"))).collect();
     let response = server
         .post_as(
