@@ -193,7 +193,9 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return min(max(0.0, when.timestamp() - now), RETRY_AFTER_MAX_SECONDS)
 
 
-def backoff_delay(attempt: int, base: float, ceiling: float, retry_after: float | None, fraction: float) -> float:
+def backoff_delay(
+    attempt: int, base: float, ceiling: float, retry_after: float | None, fraction: float
+) -> float:
     """Seconds before retry ``attempt`` (from 1): exponential backoff with full
     jitter (``fraction`` is uniform in [0, 1)), so that clients retrying against a
     recovering server spread out; never sooner than Retry-After."""

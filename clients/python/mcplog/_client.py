@@ -56,7 +56,9 @@ class Client:
     ) -> None:
         require(isinstance(mcp_id, str) and mcp_id, "mcp_id must be a non-empty str")
         require(isinstance(api_key, str) and api_key, "api_key must be a non-empty str")
-        require(isinstance(redact, Iterable) and not isinstance(redact, str), "redact must be a list of names")
+        require(
+            isinstance(redact, Iterable) and not isinstance(redact, str), "redact must be a list of names"
+        )
         self._limits = Limits(
             queue_max_events=queue_max_events,
             queue_max_bytes=queue_max_bytes,

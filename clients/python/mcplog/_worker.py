@@ -14,7 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._classify import PartialUnsupported, Refusal, Retry, Settled, Split, backoff_delay, classify, classify_failure
+from ._classify import (
+    Decision,
+    PartialUnsupported,
+    Refusal,
+    Retry,
+    Settled,
+    Split,
+    backoff_delay,
+    classify,
+    classify_failure,
+)
 from ._options import Limits
 from ._queue import EventQueue, Item
 from ._transport import HttpTransport, TransportError
@@ -116,7 +126,7 @@ class Sender:
             parts.popleft()
             parts.extendleft(reversed(self._apply(part, decision)))
 
-    def _send(self, transport: HttpTransport, part: list[Item]) -> Settled | Retry | Split | PartialUnsupported:
+    def _send(self, transport: HttpTransport, part: list[Item]) -> Decision:
         try:
             response = transport.post_batch(batch_body(part), partial=self.partial)
         except TransportError as exc:
