@@ -65,8 +65,8 @@ for (const row of CASES.delays) {
   });
 }
 
-for (const row of CASES.failures) {
-  test(`failure: ${row.case}`, async () => {
+for (const row of CASES.sent) {
+  test(`sent: ${row.case}`, async () => {
     const server = await failingServer(row.failure);
     try {
       const events = eventsOf(1);
@@ -96,7 +96,13 @@ async function failingServer(kind) {
     socket.on("data", (chunk) => {
       request += chunk.toString("latin1");
       if (!wholeRequest(request)) return; // closing on unread bytes would reset the connection
-      if (kind === "answer_too_large") {
+      if (kind === "redirect") {
+        const path = request.split(" ")[1];
+        const status = path === "/elsewhere" ? "200 OK" : "307 Temporary Redirect\r\nLocation: /elsewhere";
+        const body = '{"status":"accepted"}';
+        socket.end(`HTTP/1.1 ${status}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+        request = "";
+      } else if (kind === "answer_too_large") {
         const size = RESPONSE_BYTES_MAX + 1;
         socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n`);
         socket.end(Buffer.alloc(size, " "));
