@@ -8,13 +8,10 @@ emit order, batch by batch, which lets ``wait_settled`` wait for "everything
 emitted before the call" by comparing sequence numbers. Two conditions share
 the lock: ``_work_cv`` wakes the sender, ``_done_cv`` wakes flush callers.
 
-Re-entry. The lock is taken only through ``section``, and is re-entrant: a
-signal handler (or a finalizer, or a logging handler) that calls ``emit`` on a
-thread already inside a section must not deadlock. Such a nested call must not
-touch the state either, which the interrupted section may be half-way through
-updating, nor wait (waiting releases the interrupted section's hold too). So a
-nested ``offer`` hands its event to ``_handoff``, which the interrupted section
-admits when it leaves, and a nested flush or close returns without waiting.
+Re-entry. The lock is taken only through ``section`` (see ``_reentry``): a
+nested ``offer`` (from a signal handler that interrupted a section) hands its
+event off, for the interrupted section to admit when it leaves, and a nested
+flush or close returns without waiting.
 
 Bounded in events AND bytes: either alone lets memory grow without limit. A
 full queue refuses the new event (counted as dropped) rather than evicting an
@@ -27,11 +24,12 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from ._options import Limits
+from ._reentry import ReentrantSections
 from ._warn import RateLimitedWarner
 
 
@@ -56,11 +54,9 @@ class EventQueue:
         self._warner = warner
         # Called inside a section when an event is admitted: starts the sender.
         self.on_admit: Callable[[], None] = lambda: None
-        self._lock = threading.RLock()  # re-entrant, see "Re-entry" above; only via section
-        self._work_cv = threading.Condition(self._lock)
-        self._done_cv = threading.Condition(self._lock)
-        self._holder: int | None = None  # ident of the thread inside a section, not waiting
-        self._handoff: deque[bytes | None] = deque()  # left by nested offers for the holder to admit
+        self._sections: ReentrantSections[bytes | None] = ReentrantSections(self._admit_handed_off)
+        self._work_cv = threading.Condition(self._sections.lock)
+        self._done_cv = threading.Condition(self._sections.lock)
         self._items: deque[Item] = deque()
         self._queued_bytes = 0
         self._inflight: list[Item] = []
@@ -75,53 +71,9 @@ class EventQueue:
         self.stopping = False
         self._exiting = False  # the exit flush has begun: send without lingering
 
-    # ---- the lock --------------------------------------------------------
-
-    @contextlib.contextmanager
-    def section(self) -> Iterator[bool]:
-        """Hold the lock; yield True if this thread was already inside a section
-        (re-entered, e.g. by a signal handler: see "Re-entry" above)."""
-        with self._lock:
-            if self._holder == threading.get_ident():
-                yield True
-                return
-            # A handler running before the next line is not nested: nothing has
-            # been changed yet, so it may admit its event itself.
-            self._holder = threading.get_ident()
-            try:
-                yield False
-            finally:
-                self._leave_locked()
-
-    def _leave_locked(self) -> bool:
-        """End this thread's outermost section (or pause it, for a wait): admit
-        what nested offers handed off, then clear ``_holder``. Returns whether
-        anything was admitted."""
-        holder = self._holder
-        admitted = False
-        try:
-            while True:
-                while self._handoff:
-                    self._warn_dropped(self._admit_locked(self._handoff.popleft()))
-                    admitted = True
-                self._holder = None
-                # A handler that ran just before the line above handed off its
-                # event too; one that runs after it admits its own.
-                if not self._handoff:
-                    return admitted
-                self._holder = holder
-        finally:
-            self._holder = None
-
-    def _wait_locked(self, cv: threading.Condition, timeout: float | None = None) -> None:
-        """``cv.wait`` for an outermost section; callers loop on their condition,
-        so returning early is fine. While waiting the lock is free and this
-        thread is not "inside": a signal handler then takes the lock normally."""
-        try:
-            if not self._leave_locked():  # events just admitted may be what we wait for
-                cv.wait(timeout)
-        finally:
-            self._holder = threading.get_ident()
+    def section(self) -> contextlib.AbstractContextManager[bool]:
+        """Hold the queue's lock; yields whether this thread was inside already."""
+        return self._sections.section()
 
     # ---- the emit side -----------------------------------------------------
 
@@ -132,11 +84,14 @@ class EventQueue:
                 # This thread was interrupted inside a section: that section
                 # admits the event when it leaves (and counts and warns if the
                 # queue is full by then).
-                self._handoff.append(data)
+                self._sections.hand_off(data)
                 return data is not None
             reason = self._admit_locked(data)
         self._warn_dropped(reason)  # outside the lock: logging may be slow
         return reason is None
+
+    def _admit_handed_off(self, data: bytes | None) -> None:
+        self._warn_dropped(self._admit_locked(data))
 
     def _admit_locked(self, data: bytes | None) -> str | None:
         """Queue ``data``, or count it as dropped and return why."""
@@ -179,9 +134,8 @@ class EventQueue:
             return self.result_locked()
 
     def result_locked(self) -> FlushResult:
-        # len(), not iteration: a nested offer may append to _handoff at any
-        # point. A handed-off event is pending until it is admitted (or dropped).
-        pending = len(self._items) + len(self._inflight) + len(self._handoff)
+        # A handed-off event is pending until it is admitted (or dropped).
+        pending = len(self._items) + len(self._inflight) + self._sections.handed_off()
         return FlushResult(self._delivered, self._rejected, self._dropped, pending)
 
     def wait_settled(self, deadline: float) -> FlushResult:
@@ -200,7 +154,7 @@ class EventQueue:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
-                    self._wait_locked(self._done_cv, remaining)
+                    self._sections.wait(self._done_cv, remaining)
             finally:
                 self._flush_waiters -= 1
             return self.result_locked()
@@ -224,7 +178,7 @@ class EventQueue:
             self._sender_idle = True
             try:
                 while not self._items and not self.stopping:
-                    self._wait_locked(self._work_cv)
+                    self._sections.wait(self._work_cv)
             finally:
                 self._sender_idle = False
             if self.stopping:
@@ -252,7 +206,7 @@ class EventQueue:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                self._wait_locked(self._work_cv, remaining)
+                self._sections.wait(self._work_cv, remaining)
         finally:
             self._lingering = False
 

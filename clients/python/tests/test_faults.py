@@ -257,7 +257,7 @@ client = mcplog.Client(url, key, mcp_id)
 seen = {}
 
 def handler(signum, frame):
-    seen["nested"] = client._queue._holder == threading.get_ident()
+    seen["nested"] = client._queue._sections.is_holder()
     seen["emit"] = client.emit("progress", iid, progress_data={"from": "signal handler"})
     seen["flush_pending"] = client.flush(10).pending  # cannot wait here, must not hang
 
