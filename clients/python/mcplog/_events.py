@@ -178,3 +178,32 @@ def _payload_json(payload: Any, payload_bytes_max: int) -> bytes:
         # a payload the server would refuse.
         return to_json({"truncated": True, "bytes": len(data)}).encode()
     return data
+
+
+# emit()'s "argument not passed", told apart from an explicit None. Any-typed so
+# it can default the str parameters.
+MISSING: Any = object()
+
+
+def call_arguments(
+    action: object, interaction_id: object, extra: tuple[Any, ...], fields: dict[str, Any]
+) -> tuple[object, object]:
+    """``emit``'s action and interaction_id, whether passed by position or by
+    name; InvalidEvent for a call of any other shape."""
+    if extra:
+        # A positional dict is most likely the payload; which field it was
+        # meant for is a guess, so it is refused with a hint rather than stored.
+        hint = " (pass the payload by name, e.g. request_data={...})" if isinstance(extra[0], Mapping) else ""
+        raise InvalidEvent(f"emit() takes 2 positional arguments but {2 + len(extra)} were given{hint}")
+    return _by_position_or_name("action", action, fields), _by_position_or_name(
+        "interaction_id", interaction_id, fields
+    )
+
+
+def _by_position_or_name(name: str, positional: object, fields: dict[str, Any]) -> object:
+    named = fields.pop(name, MISSING)
+    if positional is MISSING and named is MISSING:
+        raise InvalidEvent(f"emit() is missing {name}")
+    if positional is not MISSING and named is not MISSING:
+        raise InvalidEvent(f"emit() got {name} twice, by position and by name")
+    return positional if named is MISSING else named

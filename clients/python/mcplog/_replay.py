@@ -99,14 +99,7 @@ def replay(
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"mcplog url must be http(s)://host[:port][/prefix], got {url!r}")
-    query: dict[str, str] = {"after_seq": str(after_seq)}
-    if limit is not None:
-        query["limit"] = str(limit)
-    if mcp_id is not None:
-        query["mcp_id"] = mcp_id
-    if follow:
-        query["follow"] = "true"
-    path = parts.path.rstrip("/") + EVENTS_PATH + "?" + urllib.parse.urlencode(query)
+    path = _events_path(parts.path, after_seq=after_seq, limit=limit, mcp_id=mcp_id, follow=follow)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname, parts.port, timeout=timeout)
     try:
@@ -121,38 +114,58 @@ def replay(
         )
         answer = conn.getresponse()
         if answer.status != 200:
-            body = answer.read(64 * 1024)
-            error = _json(body)
-            details = error.get("error") if isinstance(error, dict) else None
-            code = details.get("code") if isinstance(details, dict) else None
-            message = details.get("message") if isinstance(details, dict) else body[:200].decode(errors="replace")
-            raise ReplayError(f"replay answered {answer.status}: {message}", code=code, status=answer.status)
-        reached = after_seq
-        while True:
-            try:
-                raw = answer.readline(LINE_BYTES_MAX)
-            except http.client.IncompleteRead as exc:
-                raise ReplayError(
-                    "the replay stream was cut before its end", after_seq=reached
-                ) from exc
-            if not raw:
-                return
-            if not raw.endswith(b"\n"):
-                raise ReplayError("the replay stream ended inside a line", after_seq=reached)
-            item = parse_line(raw)
-            if item is None:
-                continue
-            if isinstance(item, ReplayEvent):
-                reached = item.seq
-            elif isinstance(item, Gap):
-                reached = max(reached, item.next_seq - 1)
-            elif not heartbeats:
-                continue
-            yield item
+            raise _refused(answer)
+        yield from _items(answer, after_seq, heartbeats)
     except (OSError, http.client.HTTPException) as exc:
         raise ReplayError(f"{type(exc).__name__}: {exc}") from exc
     finally:
         conn.close()
+
+
+def _events_path(prefix: str, *, after_seq: int, limit: int | None, mcp_id: str | None, follow: bool) -> str:
+    query: dict[str, str] = {"after_seq": str(after_seq)}
+    if limit is not None:
+        query["limit"] = str(limit)
+    if mcp_id is not None:
+        query["mcp_id"] = mcp_id
+    if follow:
+        query["follow"] = "true"
+    return prefix.rstrip("/") + EVENTS_PATH + "?" + urllib.parse.urlencode(query)
+
+
+def _refused(answer: http.client.HTTPResponse) -> ReplayError:
+    body = answer.read(64 * 1024)
+    error = _json(body)
+    details = error.get("error") if isinstance(error, dict) else None
+    code = details.get("code") if isinstance(details, dict) else None
+    message = details.get("message") if isinstance(details, dict) else body[:200].decode(errors="replace")
+    return ReplayError(f"replay answered {answer.status}: {message}", code=code, status=answer.status)
+
+
+def _items(
+    answer: http.client.HTTPResponse, after_seq: int, heartbeats: bool
+) -> Iterator[ReplayEvent | Gap | Heartbeat]:
+    """The stream's items, line by line; ReplayError when it is cut inside one."""
+    reached = after_seq
+    while True:
+        try:
+            raw = answer.readline(LINE_BYTES_MAX)
+        except http.client.IncompleteRead as exc:
+            raise ReplayError("the replay stream was cut before its end", after_seq=reached) from exc
+        if not raw:
+            return
+        if not raw.endswith(b"\n"):
+            raise ReplayError("the replay stream ended inside a line", after_seq=reached)
+        item = parse_line(raw)
+        if item is None:
+            continue
+        if isinstance(item, ReplayEvent):
+            reached = item.seq
+        elif isinstance(item, Gap):
+            reached = max(reached, item.next_seq - 1)
+        elif not heartbeats:
+            continue
+        yield item
 
 
 def parse_line(raw: bytes | str) -> ReplayEvent | Gap | Heartbeat | None:

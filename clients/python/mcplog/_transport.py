@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
+
+from ._classify import parse_retry_after
 
 BATCH_PATH = "/api/v2/interactions/batch"
 USER_AGENT = "mcplog-python/0.1.0"
@@ -19,32 +22,15 @@ RESPONSE_BYTES_MAX = 4 * 1024 * 1024
 
 class TransportError(Exception):
     """The request may or may not have reached the server (refused, reset,
-    timed out, closed without an answer); the caller retries the same bytes."""
+    timed out, closed without an answer, an answer too large to be the
+    server's); the caller retries the same bytes."""
 
 
 @dataclass(frozen=True)
 class Response:
     status: int
-    retry_after: float | None
+    retry_after: float | None  # seconds, from the Retry-After header
     body: Any  # parsed JSON, or None when the body was not JSON
-
-    def error_field(self, name: str) -> Any:
-        """``body["error"][name]`` when the answer is an mcplog error object."""
-        if isinstance(self.body, dict) and isinstance(self.body.get("error"), dict):
-            return self.body["error"].get(name)
-        return None
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header; the HTTP-date form is not used by
-    mcplog and is ignored (the normal backoff applies then)."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
 
 
 class HttpTransport:
@@ -97,9 +83,14 @@ class HttpTransport:
             # is in an unknown state, never reuse it.
             self.close()
             raise
-        if answer.will_close or len(raw) > RESPONSE_BYTES_MAX:
+        if len(raw) > RESPONSE_BYTES_MAX:
             self.close()
-        return Response(answer.status, parse_retry_after(answer.getheader("Retry-After")), _parse_json(raw))
+            # Not an mcplog answer (a proxy's page, a wrong URL): it decides nothing.
+            raise TransportError(f"HTTP {answer.status} answer larger than {RESPONSE_BYTES_MAX} bytes")
+        if answer.will_close:
+            self.close()
+        retry_after = parse_retry_after(answer.getheader("Retry-After"), time.time())
+        return Response(answer.status, retry_after, _parse_json(raw))
 
     def close(self) -> None:
         if self._conn is not None:

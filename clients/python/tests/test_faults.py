@@ -257,7 +257,7 @@ client = mcplog.Client(url, key, mcp_id)
 seen = {}
 
 def handler(signum, frame):
-    seen["nested"] = client._holder == threading.get_ident()
+    seen["nested"] = client._queue._sections.is_holder()
     seen["emit"] = client.emit("progress", iid, progress_data={"from": "signal handler"})
     seen["flush_pending"] = client.flush(10).pending  # cannot wait here, must not hang
 
@@ -272,7 +272,7 @@ class InterruptedQueue(collections.deque):
         super().append(item)
 
 signal.signal(signal.SIGUSR1, handler)
-client._queue = InterruptedQueue()
+client._queue._items = InterruptedQueue()
 client.emit("start", iid, request_data={})
 client.emit("complete", iid, result_data={})
 seen["close"] = list(client.close(10))

@@ -35,7 +35,7 @@ export type Outcome =
   | { kind: "settled"; delivered: QueuedEvent[]; rejected: RejectedEvent[]; resend: QueuedEvent[] }
   /** Nothing decided: send the same events again later, not before retryAfterMs. */
   | { kind: "retry"; reason: string; retryAfterMs: number }
-  /** 413 for the whole request: the batch must be split. */
+  /** 413 for the whole request of several events: the batch must be split. */
   | { kind: "too_large"; reason: string }
   /** The server predates `?partial=true` (400 naming the parameter): fall back to all-or-nothing. */
   | { kind: "partial_unsupported" }
@@ -176,17 +176,19 @@ export function classify(
   const message = typeof err.message === "string" ? err.message : `HTTP ${status}`;
   const field = typeof err.field === "string" ? err.field : null;
 
-  // Overload, shutdown, timeouts, storage trouble, proxies in between: nothing was decided.
+  // Overload, shutdown, timeouts, storage trouble, proxies in between: nothing was decided. The
+  // server never answers 1xx or 3xx: such an answer is a proxy's or a wrong URL's.
   if (status === 408 || status === 429 || status >= 500 || status < 200 || (status >= 300 && status < 400)) {
-    return { kind: "retry", reason: `HTTP ${status} ${code}`, retryAfterMs: parseRetryAfterMs(retryAfter) };
+    const hint = status >= 300 && status < 400 ? " (redirects are not followed: check the url)" : "";
+    return { kind: "retry", reason: `HTTP ${status} ${code}${hint}`, retryAfterMs: parseRetryAfterMs(retryAfter) };
   }
-  if (status === 413) return { kind: "too_large", reason: message };
+  if (status === 413 && events.length > 1) return { kind: "too_large", reason: message };
   if (status === 400 && partial && field === "partial") return { kind: "partial_unsupported" };
 
-  // All-or-nothing mode: a 422/409 lists the bad events by index and stored nothing, so the
-  // others are sent again without them.
-  if (!partial && (status === 422 || status === 409)) {
-    const perIndex = indexedErrors(json, err);
+  // All-or-nothing mode: a 403/409/422 that lists the refused events by index stored nothing,
+  // so the others are sent again without them.
+  if (!partial && (status === 403 || status === 409 || status === 422)) {
+    const perIndex = indexedErrors(json, err, events.length);
     if (perIndex.size > 0) {
       const rejected: RejectedEvent[] = [];
       const resend: QueuedEvent[] = [];
@@ -199,8 +201,9 @@ export function classify(
     }
   }
 
-  // Any other whole-request 4xx (401 bad key, 403 role may not write, 400 malformed, ...):
-  // retrying cannot help, so every event of the batch is reported as rejected.
+  // Any other whole-request 4xx (401 bad key, 403 role may not write, 400 malformed, a 413 for
+  // one event, a 4xx naming no event sent, ...): the same request would be refused again, so
+  // every event of the batch is reported as rejected.
   return {
     kind: "settled",
     delivered: [],
@@ -252,14 +255,19 @@ function partialResults(json: unknown, count: number): Map<number, Record<string
   return byIndex;
 }
 
-function indexedErrors(json: unknown, err: ErrorBody): Map<number, { code: string; message: string; field: string | null }> {
+/**
+ * The per-event errors of an all-or-nothing refusal, by index. Indexes outside the batch are
+ * ignored: a list naming none of the events sent must refuse them all, or the batch would be
+ * resent unchanged forever.
+ */
+function indexedErrors(json: unknown, err: ErrorBody, count: number): Map<number, { code: string; message: string; field: string | null }> {
   // The list is documented at the top level (`errors`) and is also found inside `error`.
   const lists = [(json as { errors?: unknown } | null)?.errors, err.errors];
   const out = new Map<number, { code: string; message: string; field: string | null }>();
   for (const list of lists) {
     if (!Array.isArray(list)) continue;
     for (const e of list) {
-      if (!e || typeof e !== "object" || !Number.isInteger(e.index)) continue;
+      if (!e || typeof e !== "object" || !Number.isInteger(e.index) || e.index < 0 || e.index >= count) continue;
       out.set(e.index, {
         code: typeof e.code === "string" ? e.code : "invalid",
         message: typeof e.message === "string" ? e.message : "refused by the server",

@@ -54,13 +54,32 @@ export function backoffDelayMs(attempt: number, baseMs: number, maxMs: number, r
   return Math.floor(random() * cap);
 }
 
-/** Parses a Retry-After header (delta-seconds or an HTTP date) into milliseconds; 0 if absent. */
+/**
+ * How long to wait before retry `attempt` (from 1), in ms: the backoff, never sooner than the
+ * server's Retry-After (already in ms; 0 when it gave none).
+ */
+export function retryDelayMs(attempt: number, baseMs: number, maxMs: number, retryAfterMs: number, random: () => number = Math.random): number {
+  return Math.max(retryAfterMs, backoffDelayMs(attempt, baseMs, maxMs, random));
+}
+
+/**
+ * A longer Retry-After counts as this long (ms): a proxy's "come back in a year" must not stop
+ * delivery for good (nor overflow a timer, which Node would fire after 1 ms instead).
+ */
+export const RETRY_AFTER_MAX_MS = 24 * 60 * 60 * 1000;
+
+// Retry-After's two forms: delta-seconds ("120", also "1.5") and an HTTP-date in the form every
+// sender generates ("Wed, 21 Oct 2026 07:28:00 GMT"). Anything else is ignored.
+const DELTA_SECONDS = /^\d+(\.\d+)?$/;
+const HTTP_DATE = /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/;
+
+/** Parses a Retry-After header into milliseconds to wait; 0 if absent or not one of its two forms. */
 export function parseRetryAfterMs(value: string | null, nowMs: number = Date.now()): number {
   if (value === null) return 0;
   const trimmed = value.trim();
-  if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.ceil(parseFloat(trimmed) * 1000);
-  const date = Date.parse(trimmed);
-  return Number.isNaN(date) ? 0 : Math.max(0, date - nowMs);
+  if (DELTA_SECONDS.test(trimmed)) return Math.min(Math.ceil(parseFloat(trimmed) * 1000), RETRY_AFTER_MAX_MS);
+  const date = HTTP_DATE.test(trimmed) ? Date.parse(trimmed) : NaN;
+  return Number.isNaN(date) ? 0 : Math.min(Math.max(0, date - nowMs), RETRY_AFTER_MAX_MS);
 }
 
 /** Resolves after ms, or as soon as signal aborts (the client is closing). Never rejects. */

@@ -4,7 +4,7 @@
 
 import { postBatch, parseEventBody, type RejectedEvent, type Rejection } from "./http.js";
 import type { EventQueue, QueuedEvent } from "./queue.js";
-import { backoffDelayMs, sleep, Wakeup } from "./timing.js";
+import { retryDelayMs, sleep, Wakeup } from "./timing.js";
 import type { Warner } from "./warn.js";
 
 export interface Counters {
@@ -181,20 +181,17 @@ export class Worker {
           this.partial = false;
           this.warner.now("the server does not support ?partial=true (an older mcplog); sending batches all-or-nothing");
           break;
-        case "too_large":
-          if (todo.length === 1) {
-            this.reject([{ event: todo[0], code: "too_large", message: outcome.reason, field: null, httpStatus: 413 }]);
-          } else {
-            // Our batch limits exceed the server's: halve until it fits.
-            const mid = Math.ceil(todo.length / 2);
-            await this.deliver(todo.slice(0, mid));
-            await this.deliver(todo.slice(mid));
-          }
+        case "too_large": {
+          // Our batch limits exceed the server's: halve until it fits.
+          const mid = Math.ceil(todo.length / 2);
+          await this.deliver(todo.slice(0, mid));
+          await this.deliver(todo.slice(mid));
           todo = [];
           break;
+        }
         case "retry": {
           attempt++;
-          const delay = Math.max(outcome.retryAfterMs, backoffDelayMs(attempt, this.config.backoffBaseMs, this.config.backoffMaxMs));
+          const delay = retryDelayMs(attempt, this.config.backoffBaseMs, this.config.backoffMaxMs, outcome.retryAfterMs);
           this.warner.warn(
             "retry",
             `delivery failed (${outcome.reason}); retrying ${todo.length} events in ${delay} ms (attempt ${attempt}, ${this.pending} pending)`,
