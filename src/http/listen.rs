@@ -132,39 +132,12 @@ pub async fn serve(
                 // One accepted before shutdown is told to close once its request in flight is
                 // answered; one accepted after it is not told (it would close before reading
                 // its one request).
-                let mut closing = (!draining).then(|| closing_rx.clone());
+                let closing = (!draining).then(|| closing_rx.clone());
                 let open = Arc::clone(&open);
+                let write_timeout = limits.write_timeout;
                 connections.spawn(async move {
-                    let io = TokioIo::new(WriteTimeout::new(stream, limits.write_timeout));
-                    let conn = builder.serve_connection(io, service);
-                    tokio::pin!(conn);
-                    let closed = async {
-                        match closing.as_mut() {
-                            Some(closing) => {
-                                let _ = closing.wait_for(|closing| *closing).await;
-                            }
-                            None => std::future::pending().await,
-                        }
-                    };
-                    let end = tokio::select! {
-                        _ = conn.as_mut() => End::Finished,
-                        () = closed => End::Graceful,
-                        // Evicted for a new client. Idle (the connection is polled only here,
-                        // so no request can begin meanwhile): closed now, even halfway through a
-                        // request's head, which graceful shutdown would wait out. A request
-                        // that began after the choice is answered first.
-                        () = activity.evict.notified() => {
-                            if activity.in_flight.load(Ordering::Acquire) == 0 {
-                                End::Finished
-                            } else {
-                                End::Graceful
-                            }
-                        }
-                    };
-                    if end == End::Graceful {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
+                    let io = TokioIo::new(WriteTimeout::new(stream, write_timeout));
+                    serve_connection(builder, io, service, closing, activity).await;
                     open.remove(id);
                     drop(permit);
                 });
@@ -173,6 +146,45 @@ pub async fn serve(
     }
     // Dropping the set aborts whatever is still open; the listener closes with this function.
     connections.shutdown().await;
+}
+
+/// Serves one connection until it ends, shutdown closes it (`closing`, gracefully: its request
+/// in flight is answered first) or a new client evicts it.
+async fn serve_connection(
+    builder: http1::Builder,
+    io: TokioIo<WriteTimeout<TcpStream>>,
+    service: Tracked,
+    mut closing: Option<watch::Receiver<bool>>,
+    activity: Arc<Activity>,
+) {
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let closed = async {
+        match closing.as_mut() {
+            Some(closing) => {
+                let _ = closing.wait_for(|closing| *closing).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let end = tokio::select! {
+        _ = conn.as_mut() => End::Finished,
+        () = closed => End::Graceful,
+        // Evicted for a new client. Idle (the connection is polled only here, so no request can
+        // begin meanwhile): closed now, even halfway through a request's head, which graceful
+        // shutdown would wait out. A request that began after the choice is answered first.
+        () = activity.evict.notified() => {
+            if activity.in_flight.load(Ordering::Acquire) == 0 {
+                End::Finished
+            } else {
+                End::Graceful
+            }
+        }
+    };
+    if end == End::Graceful {
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
 }
 
 /// How a connection's task goes on after its first wait.

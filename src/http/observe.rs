@@ -128,17 +128,32 @@ pub(super) async fn metrics(
 
 fn render_metrics(state: &AppState) -> Response {
     let mut out = String::with_capacity(16 * 1024);
+    ingest_metrics(&mut out, state);
+    request_durations(&mut out, &state.telemetry);
+    if let Some(report) = state.engine.replica_progress() {
+        cluster_metrics(&mut out, &report);
+    }
+    storage_metrics(&mut out, state);
+    let content_type = [(
+        header::CONTENT_TYPE,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )];
+    (content_type, out).into_response()
+}
+
+/// What ingest took and refused, and what its commits cost.
+fn ingest_metrics(out: &mut String, state: &AppState) {
     let engine = &state.engine;
     let ingested = engine.counters().requests_processed.load(Ordering::Relaxed);
     single(
-        &mut out,
+        out,
         "mcplog_events_ingested_total",
         "counter",
         "Events acknowledged as durable since start.",
         ingested,
     );
     family(
-        &mut out,
+        out,
         "mcplog_ingest_rejected_total",
         "counter",
         "Ingest requests refused, by reason.",
@@ -151,7 +166,7 @@ fn render_metrics(state: &AppState) -> Response {
         );
     }
     family(
-        &mut out,
+        out,
         "mcplog_otlp_spans_total",
         "counter",
         "Spans received on /v1/traces, by outcome: stored, duplicate (stored before), rejected, or ignored (not an MCP tool call).",
@@ -161,66 +176,72 @@ fn render_metrics(state: &AppState) -> Response {
         let _ = writeln!(out, "mcplog_otlp_spans_total{{outcome=\"{outcome}\"}} {n}");
     }
     single(
-        &mut out,
+        out,
         "mcplog_keys_previous_secret_total",
         "counter",
         "Requests accepted with a key signed by a previous master secret (security.previous_master_secrets); once it stops growing, the previous secret can be removed.",
         state.keys.previous_secret_uses(),
     );
     family(
-        &mut out,
+        out,
         "mcplog_fsync_seconds",
         "histogram",
         "Time of each group commit: one write and one fdatasync.",
     );
     engine
         .fsync_seconds()
-        .render(&mut out, "mcplog_fsync_seconds", "");
-    request_durations(&mut out, &state.telemetry);
-    if let Some(report) = engine.replica_progress() {
-        single(
-            &mut out,
-            "mcplog_cluster_applied_position",
-            "gauge",
-            "Cluster mode: stream position of the last group this node applied.",
-            report.applied.position,
-        );
-        single(
-            &mut out,
-            "mcplog_cluster_applied_seq",
-            "gauge",
-            "Cluster mode: the last seq this node applied.",
-            report.applied.next_seq - 1,
-        );
-        single(
-            &mut out,
-            "mcplog_cluster_lag_groups",
-            "gauge",
-            "Cluster mode: groups the stream held beyond the last one read, when it was read.",
-            report.pending,
-        );
-        family(
-            &mut out,
-            "mcplog_cluster_publish_retries_total",
-            "counter",
-            "Cluster mode: groups offered to the stream again, by reason: moved (another node's group came first; planned again) or unavailable (no answer or no majority).",
-        );
-        for (reason, n) in [("moved", report.moved), ("unavailable", report.unavailable)] {
-            let _ = writeln!(
-                out,
-                "mcplog_cluster_publish_retries_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
-        single(
-            &mut out,
-            "mcplog_cluster_halted",
-            "gauge",
-            "Cluster mode: 1 once the follower halted on a group that does not continue this node's history.",
-            u64::from(report.halted.is_some()),
+        .render(out, "mcplog_fsync_seconds", "");
+}
+
+/// A cluster node's place in the stream.
+fn cluster_metrics(out: &mut String, report: &crate::engine::replica::Report) {
+    single(
+        out,
+        "mcplog_cluster_applied_position",
+        "gauge",
+        "Cluster mode: stream position of the last group this node applied.",
+        report.applied.position,
+    );
+    single(
+        out,
+        "mcplog_cluster_applied_seq",
+        "gauge",
+        "Cluster mode: the last seq this node applied.",
+        report.applied.next_seq - 1,
+    );
+    single(
+        out,
+        "mcplog_cluster_lag_groups",
+        "gauge",
+        "Cluster mode: groups the stream held beyond the last one read, when it was read.",
+        report.pending,
+    );
+    family(
+        out,
+        "mcplog_cluster_publish_retries_total",
+        "counter",
+        "Cluster mode: groups offered to the stream again, by reason: moved (another node's group came first; planned again) or unavailable (no answer or no majority).",
+    );
+    for (reason, n) in [("moved", report.moved), ("unavailable", report.unavailable)] {
+        let _ = writeln!(
+            out,
+            "mcplog_cluster_publish_retries_total{{reason=\"{reason}\"}} {n}"
         );
     }
     single(
-        &mut out,
+        out,
+        "mcplog_cluster_halted",
+        "gauge",
+        "Cluster mode: 1 once the follower halted on a group that does not continue this node's history.",
+        u64::from(report.halted.is_some()),
+    );
+}
+
+/// The queue, the segments and the records.
+fn storage_metrics(out: &mut String, state: &AppState) {
+    let engine = &state.engine;
+    single(
+        out,
         "mcplog_queue_events",
         "gauge",
         "Events accepted and not yet durable.",
@@ -229,21 +250,21 @@ fn render_metrics(state: &AppState) -> Response {
     let view = engine.view();
     let catalog = &view.catalog;
     single(
-        &mut out,
+        out,
         "mcplog_segments",
         "gauge",
         "Segment files retained.",
         catalog.segments().len() as u64,
     );
     single(
-        &mut out,
+        out,
         "mcplog_storage_bytes",
         "gauge",
         "Bytes of segment files retained.",
         catalog.bytes(),
     );
     single(
-        &mut out,
+        out,
         "mcplog_last_seq",
         "gauge",
         "Seq of the newest durable event.",
@@ -252,7 +273,7 @@ fn render_metrics(state: &AppState) -> Response {
     let counts = query::record_counts(&view.projection, now_us(), state.stale_after_us);
     drop(view);
     family(
-        &mut out,
+        out,
         "mcplog_records",
         "gauge",
         "Interaction records by status.",
@@ -268,24 +289,19 @@ fn render_metrics(state: &AppState) -> Response {
         let _ = writeln!(out, "mcplog_records{{status=\"{}\"}} {n}", status.as_str());
     }
     single(
-        &mut out,
+        out,
         "mcplog_records_stale",
         "gauge",
         "Active records that started longer than stale_after ago.",
         counts.stale,
     );
     single(
-        &mut out,
+        out,
         "mcplog_records_orphan",
         "gauge",
         "Records with no start event yet.",
         counts.orphan,
     );
-    let content_type = [(
-        header::CONTENT_TYPE,
-        "text/plain; version=0.0.4; charset=utf-8",
-    )];
-    (content_type, out).into_response()
 }
 
 /// One family with a single unlabelled sample.

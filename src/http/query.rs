@@ -56,11 +56,32 @@ pub(super) async fn history(
             "mcp_id", "status", "since", "until", "limit", "offset", "cursor",
         ],
     )?;
+    let mut query = history_query(&state, &params)?;
+    match principal.scope().narrow(query.mcp_id.as_deref()) {
+        Scope::All => {}
+        Scope::Only(mcp_id) => query.mcp_id = Some(mcp_id.to_owned()),
+        // Another mcp_id's history looks exactly like an unknown mcp_id's: empty.
+        Scope::Nothing => {
+            return Ok(Json(HistoryJson {
+                interactions: Vec::new(),
+                count: 0,
+                limit: query.limit,
+                offset: query.offset,
+                next_cursor: None,
+            })
+            .into_response())
+        }
+    }
+    history_page(&state, &query)
+}
+
+/// A history query from its checked parameters.
+fn history_query(state: &AppState, params: &[(String, String)]) -> Result<HistoryQuery, ApiError> {
     let mut query = HistoryQuery {
         limit: HISTORY_LIMIT_DEFAULT,
         ..HistoryQuery::default()
     };
-    for (name, value) in &params {
+    for (name, value) in params {
         match name.as_str() {
             "mcp_id" => query.mcp_id = Some(value.clone()),
             "status" => {
@@ -90,26 +111,18 @@ pub(super) async fn history(
             other => return Err(ApiError::bad_parameter(other, format!("unknown query parameter {other:?}"))),
         }
     }
-    match principal.scope().narrow(query.mcp_id.as_deref()) {
-        Scope::All => {}
-        Scope::Only(mcp_id) => query.mcp_id = Some(mcp_id.to_owned()),
-        // Another mcp_id's history looks exactly like an unknown mcp_id's: empty.
-        Scope::Nothing => {
-            return Ok(Json(HistoryJson {
-                interactions: Vec::new(),
-                count: 0,
-                limit: query.limit,
-                offset: query.offset,
-                next_cursor: None,
-            })
-            .into_response())
-        }
-    }
+    Ok(query)
+}
+
+/// The page `query` asks for, as `HistoryJson`'s shape written in pieces. A page ends early,
+/// with a cursor to go on from, once its records hold `HISTORY_PAGE_EVENTS_MAX` events: what a
+/// page holds in memory is bounded by events (a few words each), whatever `limit` says.
+fn history_page(
+    state: &AppState,
+    query: &HistoryQuery,
+) -> Result<axum::response::Response, ApiError> {
     let view = state.engine.view();
-    let page = query::history(&view.projection, &query);
-    // The shape of `HistoryJson`, written in pieces. A page ends early, with a cursor to go on
-    // from, once its records hold `HISTORY_PAGE_EVENTS_MAX` events: what a page holds in memory
-    // is bounded by events (a few words each), whatever `limit` says.
+    let page = query::history(&view.projection, query);
     let mut parts = Parts::default();
     parts.text("{\"interactions\":[");
     let (mut count, mut events) = (0usize, 0u64);

@@ -202,44 +202,7 @@ pub(super) fn record_parts(
     record: &Record,
     parts: &mut Parts,
 ) -> Result<(), ApiError> {
-    // The payload field of a stored body, shared, or `None` in the outer option when the client
-    // sent none (`{}`); `None` overall when the body is not JSON.
-    let data = |body: &str, action: Action, share: &dyn Fn(&str) -> Bytes| match payload_of(
-        body, action,
-    ) {
-        Ok(Some(payload)) => Some(Some(share(payload.get()))),
-        Ok(None) => Some(None),
-        Err(_) => None,
-    };
-    let empty = || Bytes::from_static(b"{}");
-    // One pass over the record's events, each frame decoded and each body parsed once: the
-    // start and first terminal events give their payloads, progress events their updates.
-    let (start_seq, terminal_seq) = (record.start_seq(), record.terminal_seq());
-    let mut request_data = empty();
-    let (mut result_data, mut error_data, mut cancel_data) = (empty(), empty(), empty());
-    let mut progress_updates: Vec<(f64, Bytes)> = Vec::new();
-    for seq in view.projection.events_of(record) {
-        let wanted = Some(seq) == start_seq || Some(seq) == terminal_seq;
-        let read = read_shared(view, seq, |e, share| {
-            if !wanted && e.action != Action::Progress {
-                return Some(None);
-            }
-            let payload = data(e.body, e.action, share)?.unwrap_or_else(empty);
-            Some(Some((e.action, e.timestamp, payload)))
-        })?;
-        let Some((action, timestamp, payload)) = read else {
-            continue;
-        };
-        match action {
-            Action::Start if Some(seq) == start_seq => request_data = payload,
-            Action::Progress => progress_updates.push((timestamp, payload)),
-            Action::Complete if Some(seq) == terminal_seq => result_data = payload,
-            Action::Error if Some(seq) == terminal_seq => error_data = payload,
-            Action::Cancelled if Some(seq) == terminal_seq => cancel_data = payload,
-            // A second start or terminal event: kept in the log, not applied.
-            _ => {}
-        }
-    }
+    let payloads = record_payloads(view, record)?;
     // Field by field in `RecordJson`'s order, scalars as serde_json writes them.
     parts.text("{\"interaction_id\":");
     parts.json(&view.projection.interaction_id(record));
@@ -254,16 +217,16 @@ pub(super) fn record_parts(
     parts.text(",\"processing_time\":");
     parts.json(&record.processing_time());
     for (name, payload) in [
-        ("request_data", request_data),
-        ("result_data", result_data),
-        ("error_data", error_data),
-        ("cancel_data", cancel_data),
+        ("request_data", payloads.request_data),
+        ("result_data", payloads.result_data),
+        ("error_data", payloads.error_data),
+        ("cancel_data", payloads.cancel_data),
     ] {
         parts.text(&format!(",\"{name}\":"));
         parts.stored(payload);
     }
     parts.text(",\"progress_updates\":[");
-    for (n, (timestamp, payload)) in progress_updates.into_iter().enumerate() {
+    for (n, (timestamp, payload)) in payloads.progress_updates.into_iter().enumerate() {
         parts.text(if n == 0 {
             "{\"timestamp\":"
         } else {
@@ -285,6 +248,62 @@ pub(super) fn record_parts(
     });
     parts.text("}");
     Ok(())
+}
+
+/// A record's payloads, each shared from its stored event (`{}` where the client sent none).
+struct Payloads {
+    request_data: Bytes,
+    result_data: Bytes,
+    error_data: Bytes,
+    cancel_data: Bytes,
+    progress_updates: Vec<(f64, Bytes)>,
+}
+
+/// Reads `record`'s payloads from its stored events.
+fn record_payloads(view: &View, record: &Record) -> Result<Payloads, ApiError> {
+    // The payload field of a stored body, shared, or `None` in the outer option when the client
+    // sent none (`{}`); `None` overall when the body is not JSON.
+    let data = |body: &str, action: Action, share: &dyn Fn(&str) -> Bytes| match payload_of(
+        body, action,
+    ) {
+        Ok(Some(payload)) => Some(Some(share(payload.get()))),
+        Ok(None) => Some(None),
+        Err(_) => None,
+    };
+    let empty = || Bytes::from_static(b"{}");
+    // One pass over the record's events, each frame decoded and each body parsed once: the
+    // start and first terminal events give their payloads, progress events their updates.
+    let (start_seq, terminal_seq) = (record.start_seq(), record.terminal_seq());
+    let mut payloads = Payloads {
+        request_data: empty(),
+        result_data: empty(),
+        error_data: empty(),
+        cancel_data: empty(),
+        progress_updates: Vec::new(),
+    };
+    for seq in view.projection.events_of(record) {
+        let wanted = Some(seq) == start_seq || Some(seq) == terminal_seq;
+        let read = read_shared(view, seq, |e, share| {
+            if !wanted && e.action != Action::Progress {
+                return Some(None);
+            }
+            let payload = data(e.body, e.action, share)?.unwrap_or_else(empty);
+            Some(Some((e.action, e.timestamp, payload)))
+        })?;
+        let Some((action, timestamp, payload)) = read else {
+            continue;
+        };
+        match action {
+            Action::Start if Some(seq) == start_seq => payloads.request_data = payload,
+            Action::Progress => payloads.progress_updates.push((timestamp, payload)),
+            Action::Complete if Some(seq) == terminal_seq => payloads.result_data = payload,
+            Action::Error if Some(seq) == terminal_seq => payloads.error_data = payload,
+            Action::Cancelled if Some(seq) == terminal_seq => payloads.cancel_data = payload,
+            // A second start or terminal event: kept in the log, not applied.
+            _ => {}
+        }
+    }
+    Ok(payloads)
 }
 
 /// Reads stored event `seq` through `f`, which answers `None` when the event's body is not JSON

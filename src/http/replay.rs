@@ -57,6 +57,60 @@ pub(super) async fn replay(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let params = super::checked_params(params, &["after_seq", "limit", "mcp_id", "follow"])?;
+    let ReplayParams {
+        after,
+        limit,
+        mcp_id,
+        follow,
+    } = replay_params(params)?;
+    // A writer replays its own mcp_id only; asking for another gives what an unknown one gives.
+    let only = match principal.scope().narrow(mcp_id.as_deref()) {
+        Scope::All => OwnedScope::All,
+        Scope::Only(mcp_id) => OwnedScope::Only(mcp_id.to_owned()),
+        Scope::Nothing => OwnedScope::Nothing,
+    };
+    let slot = state
+        .replay_streams
+        .open(principal.key_id, state.limits.replay_streams_per_key_max)
+        .ok_or_else(|| {
+            let max = state.limits.replay_streams_per_key_max;
+            let message = format!(
+                "this key has replay_streams_per_key_max ({max}) replay streams open already"
+            );
+            ApiError::new(Code::TooManyStreams, message)
+        })?;
+    let (tx, rx) = mpsc::channel::<Piece>(CHUNKS_BUFFERED);
+    let keys = std::sync::Arc::clone(&state.keys);
+    let refused = Box::pin(refused(
+        std::sync::Arc::clone(&keys),
+        principal.clone(),
+        keys.subscribe(),
+    ));
+    tokio::spawn(async move {
+        produce(state, after, limit, only, follow, tx).await;
+        drop(slot);
+    });
+    let body = Body::from_stream(Chunks {
+        rx,
+        state: Ending::Open,
+        keys,
+        principal,
+        refused,
+        follow,
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// What a replay asks for.
+struct ReplayParams {
+    after: u64,
+    limit: Option<u64>,
+    mcp_id: Option<String>,
+    follow: bool,
+}
+
+/// A replay's checked parameters read.
+fn replay_params(params: Vec<(String, String)>) -> Result<ReplayParams, ApiError> {
     let bad = ApiError::bad_parameter;
     let (mut after, mut limit, mut mcp_id, mut follow) = (0u64, None, None, false);
     for (name, value) in params {
@@ -95,42 +149,12 @@ pub(super) async fn replay(
             other => return Err(bad(other, format!("unknown query parameter {other:?}"))),
         }
     }
-    // A writer replays its own mcp_id only; asking for another gives what an unknown one gives.
-    let only = match principal.scope().narrow(mcp_id.as_deref()) {
-        Scope::All => OwnedScope::All,
-        Scope::Only(mcp_id) => OwnedScope::Only(mcp_id.to_owned()),
-        Scope::Nothing => OwnedScope::Nothing,
-    };
-    let slot = state
-        .replay_streams
-        .open(principal.key_id, state.limits.replay_streams_per_key_max)
-        .ok_or_else(|| {
-            let max = state.limits.replay_streams_per_key_max;
-            let message = format!(
-                "this key has replay_streams_per_key_max ({max}) replay streams open already"
-            );
-            ApiError::new(Code::TooManyStreams, message)
-        })?;
-    let (tx, rx) = mpsc::channel::<Piece>(CHUNKS_BUFFERED);
-    let keys = std::sync::Arc::clone(&state.keys);
-    let refused = Box::pin(refused(
-        std::sync::Arc::clone(&keys),
-        principal.clone(),
-        keys.subscribe(),
-    ));
-    tokio::spawn(async move {
-        produce(state, after, limit, only, follow, tx).await;
-        drop(slot);
-    });
-    let body = Body::from_stream(Chunks {
-        rx,
-        state: Ending::Open,
-        keys,
-        principal,
-        refused,
+    Ok(ReplayParams {
+        after,
+        limit,
+        mcp_id,
         follow,
-    });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    })
 }
 
 /// Replay streams open per key, each held by a [`StreamSlot`].
@@ -242,14 +266,8 @@ async fn produce(
                 // A follow stream ends cleanly at shutdown (the reader resumes with after_seq);
                 // a bounded replay that has not reached its end must not look whole.
                 if !follow {
-                    let line = serde_json::json!({"error": {
-                        "code": Code::ShuttingDown,
-                        "message": "the server is shutting down; resume with after_seq",
-                        "after_seq": if whole_log { cursor } else { own_sent },
-                    }});
-                    let _ = tx
-                        .send(Piece::Lines(Bytes::from(format!("{line}\n"))))
-                        .await;
+                    let resume = if whole_log { cursor } else { own_sent };
+                    let _ = tx.send(Piece::Lines(shutting_down_line(resume))).await;
                     let _ = tx.send(Piece::Abort).await;
                 }
                 return;
@@ -275,6 +293,16 @@ async fn produce(
             }
         }
     }
+}
+
+/// The last line of a bounded replay cut by shutdown: where to resume.
+fn shutting_down_line(after_seq: u64) -> Bytes {
+    let line = serde_json::json!({"error": {
+        "code": Code::ShuttingDown,
+        "message": "the server is shutting down; resume with after_seq",
+        "after_seq": after_seq,
+    }});
+    Bytes::from(format!("{line}\n"))
 }
 
 /// One chunk of NDJSON and where the reading stopped.
