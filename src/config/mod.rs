@@ -17,15 +17,53 @@ mod static_keys;
 
 pub use settings::{help, Setting, SETTINGS};
 
-/// Everything the server needs to start.
+/// Everything the server needs to start, grouped as the file's sections are.
 #[derive(Clone, PartialEq)]
 pub struct Config {
+    /// `[storage]`: where and how the log is kept.
+    pub storage: StorageSettings,
+    /// `[api]`: the HTTP listener and its limits.
+    pub api: ApiSettings,
+    /// `[projection]`.
+    pub projection: ProjectionSettings,
+    /// `[security]` and `[static_api_keys]`: what signs, verifies and grants keys.
+    pub keys: KeySettings,
+    /// `[rate_limits]`, and the quotas `[static_api_keys]` entries set.
+    pub rate_limits: RateLimits,
+    /// `[redaction]`.
+    pub redaction: RedactionConfig,
+    /// `[cluster]`: NATS, for cluster mode.
+    pub cluster: ClusterSettings,
+    /// `[logging]`.
+    pub logging: LoggingSettings,
+}
+
+/// `[storage]`.
+#[derive(Clone, PartialEq, Default)]
+pub struct StorageSettings {
     /// `[storage] data_dir`: where segments and keys live.
     pub data_dir: PathBuf,
     /// `[storage] segment_max_bytes`: roll the active segment before it passes this size.
     pub segment_max_bytes: u64,
     /// `[storage] segment_max_age`: roll the active segment once it is this old.
     pub segment_max_age: Duration,
+    /// `[storage] retention`: sealed segments whose newest event was received longer ago are
+    /// deleted.
+    pub retention: Duration,
+    /// `[storage] retention_override`: accept a `retention` below `RETENTION_FLOOR`.
+    pub retention_override: bool,
+    /// `[storage] cleanup_interval`: how often retention runs (it also runs at start).
+    pub cleanup_interval: Duration,
+    /// `[storage] max_records`: drop the oldest sealed segments while more events than this are
+    /// retained.
+    pub max_records: Option<u64>,
+    /// `[storage] max_bytes`: drop the oldest sealed segments while the segments take more bytes.
+    pub max_bytes: Option<u64>,
+}
+
+/// `[api]`.
+#[derive(Clone, PartialEq, Default)]
+pub struct ApiSettings {
     /// `[api] bind`: the listening address.
     pub bind: String,
     /// `[api] event_bytes_max`: largest single-event body, after decompression.
@@ -38,37 +76,8 @@ pub struct Config {
     pub batch_bytes_max: usize,
     /// `[api] queue_events_max`: most events accepted but not yet durable.
     pub queue_events_max: usize,
-    /// `[projection] stale_after`: an active interaction first seen longer ago than this is
-    /// counted as stale.
-    pub stale_after: Duration,
-    /// `[security] master_secret`: signs and verifies keys; generated into the data directory when
-    /// not set.
-    pub master_secret: Option<String>,
-    /// `[security] previous_master_secrets`: former master secrets, still accepted for
-    /// verification (never for signing) while a rotation runs.
-    pub previous_master_secrets: Vec<String>,
     /// `[api] metrics_auth`: `/metrics` needs an auditor or admin key.
     pub metrics_auth: bool,
-    /// `[security] api_key_cache_ttl`: how long a verified signed key is remembered.
-    pub api_key_cache_ttl: Duration,
-    /// `[security] key_lifetime_max`: the longest lifetime `mcplog keygen` grants.
-    pub key_lifetime_max: Duration,
-    /// `[static_api_keys]`.
-    pub static_keys: Vec<StaticKey>,
-    /// `[storage] retention`: sealed segments whose newest event was received longer ago are
-    /// deleted.
-    pub retention: Duration,
-    /// `[storage] cleanup_interval`: how often retention runs (it also runs at start).
-    pub cleanup_interval: Duration,
-    /// `[storage] max_records`: drop the oldest sealed segments while more events than this are
-    /// retained.
-    pub max_records: Option<u64>,
-    /// `[storage] max_bytes`: drop the oldest sealed segments while the segments take more bytes.
-    pub max_bytes: Option<u64>,
-    /// `[logging] level`: `trace`, `debug`, `info`, `warn` or `error`.
-    pub log_level: String,
-    /// `[logging] format`: human-readable text, or one JSON object per line.
-    pub log_format: LogFormat,
     /// `[api] max_connections`: most open client connections; further ones wait in the kernel's
     /// accept queue.
     pub max_connections: usize,
@@ -94,26 +103,67 @@ pub struct Config {
     /// `[api] clock_skew_max`: how far in the future of the server's clock an event's
     /// `timestamp` may be.
     pub clock_skew_max: Duration,
-    /// `[storage] retention_override`: accept a `retention` below `RETENTION_FLOOR`.
-    pub retention_override: bool,
+}
+
+/// `[projection]`.
+#[derive(Clone, PartialEq, Default)]
+pub struct ProjectionSettings {
+    /// `[projection] stale_after`: an active interaction first seen longer ago than this is
+    /// counted as stale.
+    pub stale_after: Duration,
+}
+
+/// `[security]` and `[static_api_keys]`. No `Debug`: it holds secrets (`Config`'s own `Debug`
+/// shows them only as set or not).
+#[derive(Clone, PartialEq, Default)]
+pub struct KeySettings {
+    /// `[security] master_secret`: signs and verifies keys; generated into the data directory when
+    /// not set.
+    pub master_secret: Option<String>,
+    /// `[security] previous_master_secrets`: former master secrets, still accepted for
+    /// verification (never for signing) while a rotation runs.
+    pub previous_master_secrets: Vec<String>,
+    /// `[security] api_key_cache_ttl`: how long a verified signed key is remembered.
+    pub api_key_cache_ttl: Duration,
+    /// `[security] key_lifetime_max`: the longest lifetime `mcplog keygen` grants.
+    pub key_lifetime_max: Duration,
+    /// `[static_api_keys]`.
+    pub static_keys: Vec<StaticKey>,
+}
+
+/// `[rate_limits]`, and the quotas of `[static_api_keys]` entries.
+#[derive(Clone, PartialEq, Default)]
+pub struct RateLimits {
     /// `[rate_limits]`: the default quota of each role (none: not limited).
     pub role_quotas: HashMap<Role, Quota>,
     /// `events_per_second`/`burst` of `[static_api_keys]` entries, by key fingerprint.
     pub key_quotas: HashMap<KeyId, Quota>,
-    /// `[redaction]`.
-    pub redaction: RedactionConfig,
+}
+
+/// `[cluster]`. No `Debug`: the URL, token and credentials are secrets.
+#[derive(Clone, PartialEq, Default)]
+pub struct ClusterSettings {
     /// `[cluster] nats_url`: NATS server URLs, comma-separated; set means cluster mode.
     pub nats_url: Option<String>,
     /// `[cluster] stream`: the JetStream stream holding the log.
-    pub nats_stream: String,
+    pub stream: String,
     /// `[cluster] replicas`: the stream's replicas when mcplog creates it.
-    pub nats_replicas: u64,
+    pub replicas: u64,
     /// `[cluster] token`: the NATS authentication token.
-    pub nats_token: Option<String>,
+    pub token: Option<String>,
     /// `[cluster] credentials`: a NATS credentials file.
-    pub nats_credentials: Option<String>,
+    pub credentials: Option<String>,
     /// `[cluster] ingest_deadline`: how long ingest waits for the stream before a 503.
-    pub nats_ingest_deadline: Duration,
+    pub ingest_deadline: Duration,
+}
+
+/// `[logging]`.
+#[derive(Clone, PartialEq, Default)]
+pub struct LoggingSettings {
+    /// `[logging] level`: `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// `[logging] format`: human-readable text, or one JSON object per line.
+    pub format: LogFormat,
 }
 
 /// The shortest `retention` accepted without `retention_override`: a shorter one deletes nearly
@@ -121,9 +171,10 @@ pub struct Config {
 pub const RETENTION_FLOOR: Duration = Duration::from_secs(3600);
 
 /// How the server writes its log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     /// Human-readable lines.
+    #[default]
     Text,
     /// One JSON object per line.
     Json,
@@ -149,47 +200,14 @@ impl Default for Config {
     /// Every setting's default, from the table.
     fn default() -> Config {
         let mut config = Config {
-            data_dir: PathBuf::new(),
-            segment_max_bytes: 0,
-            segment_max_age: Duration::ZERO,
-            bind: String::new(),
-            event_bytes_max: 0,
-            batch_events_max: 0,
-            interaction_events_max: 0,
-            batch_bytes_max: 0,
-            queue_events_max: 0,
-            stale_after: Duration::ZERO,
-            master_secret: None,
-            previous_master_secrets: Vec::new(),
-            metrics_auth: false,
-            api_key_cache_ttl: Duration::ZERO,
-            key_lifetime_max: Duration::ZERO,
-            static_keys: Vec::new(),
-            retention: Duration::ZERO,
-            cleanup_interval: Duration::ZERO,
-            max_records: None,
-            max_bytes: None,
-            log_level: String::new(),
-            log_format: LogFormat::Text,
-            max_connections: 0,
-            header_read_timeout: Duration::ZERO,
-            body_read_timeout: Duration::ZERO,
-            request_timeout: Duration::ZERO,
-            shutdown_grace: Duration::ZERO,
-            replay_heartbeat: Duration::ZERO,
-            write_timeout: Duration::ZERO,
-            replay_streams_per_key_max: 0,
-            clock_skew_max: Duration::ZERO,
-            retention_override: false,
-            role_quotas: HashMap::new(),
-            key_quotas: HashMap::new(),
+            storage: StorageSettings::default(),
+            api: ApiSettings::default(),
+            projection: ProjectionSettings::default(),
+            keys: KeySettings::default(),
+            rate_limits: RateLimits::default(),
             redaction: RedactionConfig::default(),
-            nats_url: None,
-            nats_stream: String::new(),
-            nats_replicas: 0,
-            nats_token: None,
-            nats_credentials: None,
-            nats_ingest_deadline: Duration::ZERO,
+            cluster: ClusterSettings::default(),
+            logging: LoggingSettings::default(),
         };
         for s in SETTINGS {
             if let Some(default) = s.default {
@@ -233,80 +251,94 @@ impl Config {
                 message,
             })
         };
-        if self.segment_max_bytes < 4096 || self.segment_max_bytes > 1 << 30 {
+        if self.storage.segment_max_bytes < 4096 || self.storage.segment_max_bytes > 1 << 30 {
             return bad(
                 "segment_max_bytes",
                 format!(
                     "{} is outside 4096..=1073741824 (1 GiB)",
-                    self.segment_max_bytes
+                    self.storage.segment_max_bytes
                 ),
             );
         }
-        if self.event_bytes_max == 0 || self.event_bytes_max > 16 * 1024 * 1024 {
+        if self.api.event_bytes_max == 0 || self.api.event_bytes_max > 16 * 1024 * 1024 {
             return bad(
                 "event_bytes_max",
-                format!("{} is outside 1..=16777216", self.event_bytes_max),
+                format!("{} is outside 1..=16777216", self.api.event_bytes_max),
             );
         }
-        if self.interaction_events_max == 0 || self.interaction_events_max > u32::MAX as usize {
+        if self.api.interaction_events_max == 0
+            || self.api.interaction_events_max > u32::MAX as usize
+        {
             return bad(
                 "interaction_events_max",
                 format!(
                     "{} is outside 1..={}",
-                    self.interaction_events_max,
+                    self.api.interaction_events_max,
                     u32::MAX
                 ),
             );
         }
-        if self.batch_events_max == 0 || self.batch_events_max > self.queue_events_max {
+        if self.api.batch_events_max == 0 || self.api.batch_events_max > self.api.queue_events_max {
             return bad(
                 "batch_events_max",
                 format!(
                     "{} must be at least 1 and at most queue_events_max ({})",
-                    self.batch_events_max, self.queue_events_max
+                    self.api.batch_events_max, self.api.queue_events_max
                 ),
             );
         }
-        if self.batch_bytes_max < self.event_bytes_max || self.batch_bytes_max > 256 * 1024 * 1024 {
+        if self.api.batch_bytes_max < self.api.event_bytes_max
+            || self.api.batch_bytes_max > 256 * 1024 * 1024
+        {
             return bad(
                 "batch_bytes_max",
                 format!(
                     "{} must be between event_bytes_max ({}) and 268435456",
-                    self.batch_bytes_max, self.event_bytes_max
+                    self.api.batch_bytes_max, self.api.event_bytes_max
                 ),
             );
         }
-        if self.queue_events_max == 0 || self.queue_events_max > 1_000_000 {
+        if self.api.queue_events_max == 0 || self.api.queue_events_max > 1_000_000 {
             return bad(
                 "queue_events_max",
-                format!("{} is outside 1..=1000000", self.queue_events_max),
+                format!("{} is outside 1..=1000000", self.api.queue_events_max),
             );
         }
         // Checked here too, so that a short one stops start-up as a configuration error (exit 2)
         // naming the key; the value is never shown.
-        if self.master_secret.as_ref().is_some_and(|s| s.len() < 16) {
+        if self
+            .keys
+            .master_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < 16)
+        {
             return bad(
                 "master_secret",
                 "must be at least 16 bytes (its value is not shown)".to_owned(),
             );
         }
-        if self.previous_master_secrets.iter().any(|s| s.len() < 16) {
+        if self
+            .keys
+            .previous_master_secrets
+            .iter()
+            .any(|s| s.len() < 16)
+        {
             return bad(
                 "previous_master_secrets",
                 "every entry must be at least 16 bytes, as a master secret is".to_owned(),
             );
         }
-        if self.replay_streams_per_key_max == 0 {
+        if self.api.replay_streams_per_key_max == 0 {
             return bad(
                 "replay_streams_per_key_max",
                 "0 would refuse every replay".to_owned(),
             );
         }
         for (key, cap) in [
-            ("max_records", self.max_records),
-            ("max_bytes", self.max_bytes),
+            ("max_records", self.storage.max_records),
+            ("max_bytes", self.storage.max_bytes),
         ] {
-            if cap == Some(0) && !self.retention_override {
+            if cap == Some(0) && !self.storage.retention_override {
                 return bad(
                     key,
                     "0 would delete every sealed segment at each start; leave it unset for no \
@@ -315,35 +347,36 @@ impl Config {
                 );
             }
         }
-        if self.max_connections == 0 || self.max_connections > 1_000_000 {
+        if self.api.max_connections == 0 || self.api.max_connections > 1_000_000 {
             return bad(
                 "max_connections",
-                format!("{} is outside 1..=1000000", self.max_connections),
+                format!("{} is outside 1..=1000000", self.api.max_connections),
             );
         }
         let timeouts = [
-            ("header_read_timeout", self.header_read_timeout),
-            ("body_read_timeout", self.body_read_timeout),
-            ("request_timeout", self.request_timeout),
-            ("replay_heartbeat", self.replay_heartbeat),
-            ("write_timeout", self.write_timeout),
+            ("header_read_timeout", self.api.header_read_timeout),
+            ("body_read_timeout", self.api.body_read_timeout),
+            ("request_timeout", self.api.request_timeout),
+            ("replay_heartbeat", self.api.replay_heartbeat),
+            ("write_timeout", self.api.write_timeout),
         ];
         for (key, value) in timeouts {
             if value < Duration::from_millis(10) {
                 return bad(key, format!("{value:?} is below the 10ms floor"));
             }
         }
-        if self.retention < RETENTION_FLOOR && !self.retention_override {
+        if self.storage.retention < RETENTION_FLOOR && !self.storage.retention_override {
             return bad(
                 "retention",
                 format!(
                     "{:?} is below {:?}: every start would delete nearly all sealed segments; \
                      set storage.retention_override = true (MCPLOG_RETENTION_OVERRIDE=true) if that is meant",
-                    self.retention, RETENTION_FLOOR
+                    self.storage.retention, RETENTION_FLOOR
                 ),
             );
         }
         if self
+            .cluster
             .nats_url
             .as_deref()
             .is_some_and(|url| url.trim().is_empty())
@@ -354,34 +387,34 @@ impl Config {
             );
         }
         let stream_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if self.nats_stream.is_empty()
-            || self.nats_stream.len() > 64
-            || !self.nats_stream.chars().all(stream_ok)
+        if self.cluster.stream.is_empty()
+            || self.cluster.stream.len() > 64
+            || !self.cluster.stream.chars().all(stream_ok)
         {
             return bad(
                 "stream",
                 format!(
                     "{:?} must be 1 to 64 letters, digits, - or _",
-                    self.nats_stream
+                    self.cluster.stream
                 ),
             );
         }
-        if !(1..=5).contains(&self.nats_replicas) {
+        if !(1..=5).contains(&self.cluster.replicas) {
             return bad(
                 "replicas",
                 format!(
                     "{} is outside 1..=5 (JetStream's range)",
-                    self.nats_replicas
+                    self.cluster.replicas
                 ),
             );
         }
         // Within JetStream's 2-minute deduplication window, so a retry is always recognized.
-        if self.nats_ingest_deadline < Duration::from_millis(100)
-            || self.nats_ingest_deadline > Duration::from_secs(60)
+        if self.cluster.ingest_deadline < Duration::from_millis(100)
+            || self.cluster.ingest_deadline > Duration::from_secs(60)
         {
             return bad(
                 "ingest_deadline",
-                format!("{:?} is outside 100ms..=60s", self.nats_ingest_deadline),
+                format!("{:?} is outside 100ms..=60s", self.cluster.ingest_deadline),
             );
         }
         Ok(())
@@ -395,9 +428,9 @@ impl std::fmt::Debug for Config {
         for s in SETTINGS {
             out.field(s.name, &format_args!("{}", s.shown(self)));
         }
-        out.field("static_keys", &self.static_keys)
-            .field("role_quotas", &self.role_quotas)
-            .field("key_quotas", &self.key_quotas.len())
+        out.field("static_keys", &self.keys.static_keys)
+            .field("role_quotas", &self.rate_limits.role_quotas)
+            .field("key_quotas", &self.rate_limits.key_quotas.len())
             .field("redaction", &self.redaction)
             .finish()
     }
@@ -473,9 +506,11 @@ impl Config {
             })?;
             let (key, quota) = static_key(name, entry, &shown)?;
             if let Some(quota) = quota {
-                self.key_quotas.insert(crate::auth::key_id(name), quota);
+                self.rate_limits
+                    .key_quotas
+                    .insert(crate::auth::key_id(name), quota);
             }
-            self.static_keys.push(key);
+            self.keys.static_keys.push(key);
             return Ok(Applied::Yes);
         }
         if section == "rate_limits" {
@@ -483,7 +518,9 @@ impl Config {
                 key: format!("rate_limits.{name}"),
                 message: "not a role; expected writer, auditor or admin".into(),
             })?;
-            self.role_quotas.insert(role, rate_limit(name, value)?);
+            self.rate_limits
+                .role_quotas
+                .insert(role, rate_limit(name, value)?);
             return Ok(Applied::Yes);
         }
         if section == "redaction" {
@@ -647,12 +684,15 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            config.role_quotas[&Role::Writer],
+            config.rate_limits.role_quotas[&Role::Writer],
             Quota::new(50, None).unwrap()
         );
-        assert_eq!(config.role_quotas[&Role::Admin].burst.get(), 9);
+        assert_eq!(config.rate_limits.role_quotas[&Role::Admin].burst.get(), 9);
         let key_id = crate::auth::key_id("a-limited-key");
-        assert_eq!(config.key_quotas[&key_id], Quota::new(3, Some(4)).unwrap());
+        assert_eq!(
+            config.rate_limits.key_quotas[&key_id],
+            Quota::new(3, Some(4)).unwrap()
+        );
         assert_eq!(config.redaction.keys, ["pin"]);
         assert_eq!(config.redaction.patterns, ["x+"]);
         assert!(config.redaction.emails && config.redaction.enabled);
@@ -705,13 +745,17 @@ mod tests {
                 "#,
             )
             .unwrap();
-        assert_eq!(config.segment_max_bytes, 65536);
-        assert_eq!(config.bind, "127.0.0.1:9000");
-        assert_eq!(config.key_lifetime_max, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.storage.segment_max_bytes, 65536);
+        assert_eq!(config.api.bind, "127.0.0.1:9000");
+        assert_eq!(
+            config.keys.key_lifetime_max,
+            Duration::from_secs(7 * 86_400)
+        );
         assert_eq!(warnings, ["extensions.ocr: has no meaning here; ignored"]);
-        assert_eq!(config.retention, Duration::from_secs(30 * 86_400));
-        assert_eq!(config.static_keys.len(), 3);
+        assert_eq!(config.storage.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.keys.static_keys.len(), 3);
         let audit = config
+            .keys
             .static_keys
             .iter()
             .find(|k| k.key == "k-audit")
@@ -739,17 +783,18 @@ mod tests {
     fn the_reference_file_loads_mapping_what_maps() {
         let mut config = Config::default();
         let warnings = config.apply_toml(REFERENCE_FILE).unwrap();
-        assert_eq!(config.max_records, Some(1_000_000));
-        assert_eq!(config.cleanup_interval, Duration::from_secs(3600));
-        assert_eq!(config.api_key_cache_ttl, Duration::from_secs(300));
-        assert_eq!(config.bind, "0.0.0.0:8080");
-        assert_eq!(config.log_level, "info");
+        assert_eq!(config.storage.max_records, Some(1_000_000));
+        assert_eq!(config.storage.cleanup_interval, Duration::from_secs(3600));
+        assert_eq!(config.keys.api_key_cache_ttl, Duration::from_secs(300));
+        assert_eq!(config.api.bind, "0.0.0.0:8080");
+        assert_eq!(config.logging.level, "info");
         assert_eq!(
-            config.master_secret.as_deref(),
+            config.keys.master_secret.as_deref(),
             Some("your-very-secure-master-secret-key")
         );
-        assert_eq!(config.static_keys.len(), 2);
+        assert_eq!(config.keys.static_keys.len(), 2);
         assert!(config
+            .keys
             .static_keys
             .iter()
             .all(|k| k.expires_at.is_none() && !k.disabled));
@@ -811,10 +856,10 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            config.previous_master_secrets,
+            config.keys.previous_master_secrets,
             ["old-secret-number-one", "old-secret-number-two"]
         );
-        assert!(config.metrics_auth);
+        assert!(config.api.metrics_auth);
         let shown = format!("{config:?}");
         assert!(
             shown.contains("previous_master_secrets: <2 set>") && !shown.contains("old-secret"),
@@ -828,8 +873,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(
-            from_env.previous_master_secrets,
-            config.previous_master_secrets
+            from_env.keys.previous_master_secrets,
+            config.keys.previous_master_secrets
         );
         for bad in [
             "[security]\nprevious_master_secrets = [1]",
@@ -846,7 +891,7 @@ mod tests {
         config
             .apply_env(|k| (k == "MCPLOG_SEGMENT_MAX_BYTES").then(|| "65536".to_owned()))
             .unwrap();
-        assert_eq!(config.segment_max_bytes, 65536);
+        assert_eq!(config.storage.segment_max_bytes, 65536);
         let err = Config::default()
             .apply_env(|k| (k == "MCPLOG_QUEUE_EVENTS_MAX").then(|| "lots".to_owned()))
             .unwrap_err();

@@ -38,11 +38,12 @@ pub(super) fn apply(
             .ok_or_else(|| bad(format!("{value} is not a string")))
             .map(|host| {
                 let port = config
+                    .api
                     .bind
                     .rsplit_once(':')
                     .map_or("8080", |(_, p)| p)
                     .to_owned();
-                config.bind = format!("{host}:{port}");
+                config.api.bind = format!("{host}:{port}");
                 Applied::Yes
             }),
         ("api", "port") => value
@@ -51,11 +52,12 @@ pub(super) fn apply(
             .ok_or_else(|| bad(format!("{value} is not a port")))
             .map(|port| {
                 let host = config
+                    .api
                     .bind
                     .rsplit_once(':')
                     .map_or("127.0.0.1", |(h, _)| h)
                     .to_owned();
-                config.bind = format!("{host}:{port}");
+                config.api.bind = format!("{host}:{port}");
                 Applied::Yes
             }),
         ("logging", "level")
@@ -63,7 +65,7 @@ pub(super) fn apply(
                 .as_str()
                 .is_some_and(|l| l.eq_ignore_ascii_case("warning")) =>
         {
-            config.log_level = "warn".to_owned();
+            config.logging.level = "warn".to_owned();
             Ok(Applied::Yes)
         }
         ("logging", "format") if value.as_str().is_some_and(|f| f != "text" && f != "json") => {

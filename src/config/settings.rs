@@ -50,15 +50,15 @@ pub struct Setting {
 }
 
 macro_rules! setting {
-    ($section:literal, $name:ident, $env:literal, $default:expr, $kind:ident, $help:literal) => {
+    ($section:literal, $group:ident . $name:ident, $env:literal, $default:expr, $kind:ident, $help:literal) => {
         Setting {
             section: $section,
             name: stringify!($name),
             env: $env,
             default: $default,
             help: $help,
-            field: Field::$kind(|c| &mut c.$name),
-            show: |c| format!("{:?}", c.$name),
+            field: Field::$kind(|c| &mut c.$group.$name),
+            show: |c| format!("{:?}", c.$group.$name),
         }
     };
 }
@@ -67,7 +67,7 @@ macro_rules! setting {
 pub static SETTINGS: &[Setting] = &[
     setting!(
         "storage",
-        data_dir,
+        storage.data_dir,
         "MCPLOG_DATA_DIR",
         Some("./data"),
         Path,
@@ -75,7 +75,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "storage",
-        segment_max_bytes,
+        storage.segment_max_bytes,
         "MCPLOG_SEGMENT_MAX_BYTES",
         Some("67108864"),
         Count,
@@ -83,7 +83,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "storage",
-        segment_max_age,
+        storage.segment_max_age,
         "MCPLOG_SEGMENT_MAX_AGE",
         Some("1d"),
         Duration,
@@ -91,7 +91,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "storage",
-        retention,
+        storage.retention,
         "MCPLOG_RETENTION",
         Some("30d"),
         Duration,
@@ -99,7 +99,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "storage",
-        retention_override,
+        storage.retention_override,
         "MCPLOG_RETENTION_OVERRIDE",
         Some("false"),
         Flag,
@@ -107,7 +107,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "storage",
-        cleanup_interval,
+        storage.cleanup_interval,
         "MCPLOG_CLEANUP_INTERVAL",
         Some("1h"),
         Duration,
@@ -115,7 +115,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "storage",
-        max_records,
+        storage.max_records,
         "MCPLOG_MAX_RECORDS",
         None,
         Limit,
@@ -123,7 +123,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "storage",
-        max_bytes,
+        storage.max_bytes,
         "MCPLOG_MAX_BYTES",
         None,
         Limit,
@@ -140,7 +140,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     setting!(
         "api",
-        bind,
+        api.bind,
         "MCPLOG_BIND",
         Some("127.0.0.1:8080"),
         Text,
@@ -148,7 +148,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        event_bytes_max,
+        api.event_bytes_max,
         "MCPLOG_EVENT_BYTES_MAX",
         Some("1048576"),
         Size,
@@ -156,7 +156,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        interaction_events_max,
+        api.interaction_events_max,
         "MCPLOG_INTERACTION_EVENTS_MAX",
         Some("10000"),
         Size,
@@ -164,7 +164,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        batch_events_max,
+        api.batch_events_max,
         "MCPLOG_BATCH_EVENTS_MAX",
         Some("1000"),
         Size,
@@ -172,7 +172,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        batch_bytes_max,
+        api.batch_bytes_max,
         "MCPLOG_BATCH_BYTES_MAX",
         Some("16777216"),
         Size,
@@ -180,7 +180,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        queue_events_max,
+        api.queue_events_max,
         "MCPLOG_QUEUE_EVENTS_MAX",
         Some("10000"),
         Size,
@@ -188,7 +188,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        max_connections,
+        api.max_connections,
         "MCPLOG_MAX_CONNECTIONS",
         Some("1024"),
         Size,
@@ -196,7 +196,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        header_read_timeout,
+        api.header_read_timeout,
         "MCPLOG_HEADER_READ_TIMEOUT",
         Some("10s"),
         Duration,
@@ -204,7 +204,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        body_read_timeout,
+        api.body_read_timeout,
         "MCPLOG_BODY_READ_TIMEOUT",
         Some("30s"),
         Duration,
@@ -212,7 +212,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        request_timeout,
+        api.request_timeout,
         "MCPLOG_REQUEST_TIMEOUT",
         Some("30s"),
         Duration,
@@ -220,7 +220,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        shutdown_grace,
+        api.shutdown_grace,
         "MCPLOG_SHUTDOWN_GRACE",
         Some("10s"),
         Duration,
@@ -228,7 +228,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        write_timeout,
+        api.write_timeout,
         "MCPLOG_WRITE_TIMEOUT",
         Some("30s"),
         Duration,
@@ -236,7 +236,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        replay_streams_per_key_max,
+        api.replay_streams_per_key_max,
         "MCPLOG_REPLAY_STREAMS_PER_KEY_MAX",
         Some("8"),
         Size,
@@ -244,7 +244,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        replay_heartbeat,
+        api.replay_heartbeat,
         "MCPLOG_REPLAY_HEARTBEAT",
         Some("15s"),
         Duration,
@@ -252,7 +252,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        metrics_auth,
+        api.metrics_auth,
         "MCPLOG_METRICS_AUTH",
         Some("false"),
         Flag,
@@ -260,7 +260,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "api",
-        clock_skew_max,
+        api.clock_skew_max,
         "MCPLOG_CLOCK_SKEW_MAX",
         Some("1h"),
         Duration,
@@ -268,7 +268,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "projection",
-        stale_after,
+        projection.stale_after,
         "MCPLOG_STALE_AFTER",
         Some("1h"),
         Duration,
@@ -276,7 +276,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "security",
-        master_secret,
+        keys.master_secret,
         "MCPLOG_MASTER_SECRET",
         None,
         Secret,
@@ -284,7 +284,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "security",
-        previous_master_secrets,
+        keys.previous_master_secrets,
         "MCPLOG_PREVIOUS_MASTER_SECRETS",
         None,
         SecretList,
@@ -292,7 +292,7 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "security",
-        api_key_cache_ttl,
+        keys.api_key_cache_ttl,
         "MCPLOG_API_KEY_CACHE_TTL",
         Some("5m"),
         Duration,
@@ -300,67 +300,61 @@ pub static SETTINGS: &[Setting] = &[
     ),
     setting!(
         "security",
-        key_lifetime_max,
+        keys.key_lifetime_max,
         "MCPLOG_KEY_LIFETIME_MAX",
         Some("30d"),
         Duration,
         "the longest lifetime keygen grants"
     ),
-    Setting {
-        section: "cluster",
-        name: "nats_url",
-        env: "MCPLOG_NATS_URL",
-        default: None,
-        help: "cluster mode: NATS server URLs, comma-separated (unset: a single node)",
-        // A URL may carry a user and password, so it is shown only as set or not.
-        field: Field::Secret(|c| &mut c.nats_url),
-        show: |c| format!("{:?}", c.nats_url.as_ref().map(|_| "<set>")),
-    },
-    Setting {
-        section: "cluster",
-        name: "stream",
-        env: "MCPLOG_NATS_STREAM",
-        default: Some("mcplog"),
-        help: "cluster mode: the JetStream stream holding the log (letters, digits, - and _)",
-        field: Field::Text(|c| &mut c.nats_stream),
-        show: |c| format!("{:?}", c.nats_stream),
-    },
-    Setting {
-        section: "cluster",
-        name: "replicas",
-        env: "MCPLOG_NATS_REPLICAS",
-        default: Some("3"),
-        help: "cluster mode: copies JetStream keeps of the stream when it creates it (1 to 5)",
-        field: Field::Count(|c| &mut c.nats_replicas),
-        show: |c| format!("{:?}", c.nats_replicas),
-    },
-    Setting {
-        section: "cluster",
-        name: "token",
-        env: "MCPLOG_NATS_TOKEN",
-        default: None,
-        help: "cluster mode: the NATS authentication token, if the servers require one",
-        field: Field::Secret(|c| &mut c.nats_token),
-        show: |c| format!("{:?}", c.nats_token.as_ref().map(|_| "<set>")),
-    },
-    Setting {
-        section: "cluster",
-        name: "credentials",
-        env: "MCPLOG_NATS_CREDENTIALS",
-        default: None,
-        help: "cluster mode: a NATS credentials file (.creds: user JWT and NKey seed), if the servers require one",
-        field: Field::Secret(|c| &mut c.nats_credentials),
-        show: |c| format!("{:?}", c.nats_credentials.as_ref().map(|_| "<set>")),
-    },
-    Setting {
-        section: "cluster",
-        name: "ingest_deadline",
-        env: "MCPLOG_NATS_INGEST_DEADLINE",
-        default: Some("5s"),
-        help: "cluster mode: how long an event may wait for the stream, from its arrival, before a 503 (100ms to 60s)",
-        field: Field::Duration(|c| &mut c.nats_ingest_deadline),
-        show: |c| format!("{:?}", c.nats_ingest_deadline),
-    },
+    // A URL may carry a user and password, so it is shown only as set or not.
+    setting!(
+        "cluster",
+        cluster.nats_url,
+        "MCPLOG_NATS_URL",
+        None,
+        Secret,
+        "cluster mode: NATS server URLs, comma-separated (unset: a single node)"
+    ),
+    setting!(
+        "cluster",
+        cluster.stream,
+        "MCPLOG_NATS_STREAM",
+        Some("mcplog"),
+        Text,
+        "cluster mode: the JetStream stream holding the log (letters, digits, - and _)"
+    ),
+    setting!(
+        "cluster",
+        cluster.replicas,
+        "MCPLOG_NATS_REPLICAS",
+        Some("3"),
+        Count,
+        "cluster mode: copies JetStream keeps of the stream when it creates it (1 to 5)"
+    ),
+    setting!(
+        "cluster",
+        cluster.token,
+        "MCPLOG_NATS_TOKEN",
+        None,
+        Secret,
+        "cluster mode: the NATS authentication token, if the servers require one"
+    ),
+    setting!(
+        "cluster",
+        cluster.credentials,
+        "MCPLOG_NATS_CREDENTIALS",
+        None,
+        Secret,
+        "cluster mode: a NATS credentials file (.creds: user JWT and NKey seed), if the servers require one"
+    ),
+    setting!(
+        "cluster",
+        cluster.ingest_deadline,
+        "MCPLOG_NATS_INGEST_DEADLINE",
+        Some("5s"),
+        Duration,
+        "cluster mode: how long an event may wait for the stream, from its arrival, before a 503 (100ms to 60s)"
+    ),
     Setting {
         section: "logging",
         name: "level",
@@ -368,7 +362,7 @@ pub static SETTINGS: &[Setting] = &[
         default: Some("info"),
         help: "trace, debug, info, warn or error",
         field: Field::Level,
-        show: |c| format!("{:?}", c.log_level),
+        show: |c| format!("{:?}", c.logging.level),
     },
     Setting {
         section: "logging",
@@ -377,7 +371,7 @@ pub static SETTINGS: &[Setting] = &[
         default: Some("text"),
         help: "text, or json (one object per line)",
         field: Field::Format,
-        show: |c| format!("{:?}", c.log_format),
+        show: |c| format!("{:?}", c.logging.format),
     },
 ];
 
@@ -427,10 +421,10 @@ impl Setting {
                 if !LEVELS.contains(&level.as_str()) {
                     return Err(format!("{level:?} is not {}", LEVELS.join(", ")));
                 }
-                config.log_level = level;
+                config.logging.level = level;
             }
             Field::Format => {
-                config.log_format = match text.trim() {
+                config.logging.format = match text.trim() {
                     "text" => LogFormat::Text,
                     "json" => LogFormat::Json,
                     other => return Err(format!("{other:?} is not text or json")),
