@@ -11,11 +11,15 @@ use crate::ratelimit::Quota;
 use crate::redact::RedactionConfig;
 use static_keys::static_key;
 
+mod check;
+mod defaults;
 mod reference;
 mod settings;
 mod static_keys;
+mod table;
 
-pub use settings::{help, Setting, SETTINGS};
+pub use settings::{help, Setting};
+pub use table::SETTINGS;
 
 /// Everything the server needs to start, grouped as the file's sections are.
 #[derive(Clone, PartialEq)]
@@ -39,7 +43,7 @@ pub struct Config {
 }
 
 /// `[storage]`.
-#[derive(Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq)]
 pub struct StorageSettings {
     /// `[storage] data_dir`: where segments and keys live.
     pub data_dir: PathBuf,
@@ -62,7 +66,7 @@ pub struct StorageSettings {
 }
 
 /// `[api]`.
-#[derive(Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq)]
 pub struct ApiSettings {
     /// `[api] bind`: the listening address.
     pub bind: String,
@@ -106,7 +110,7 @@ pub struct ApiSettings {
 }
 
 /// `[projection]`.
-#[derive(Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq)]
 pub struct ProjectionSettings {
     /// `[projection] stale_after`: an active interaction first seen longer ago than this is
     /// counted as stale.
@@ -115,7 +119,7 @@ pub struct ProjectionSettings {
 
 /// `[security]` and `[static_api_keys]`. No `Debug`: it holds secrets (`Config`'s own `Debug`
 /// shows them only as set or not).
-#[derive(Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq)]
 pub struct KeySettings {
     /// `[security] master_secret`: signs and verifies keys; generated into the data directory when
     /// not set.
@@ -132,7 +136,7 @@ pub struct KeySettings {
 }
 
 /// `[rate_limits]`, and the quotas of `[static_api_keys]` entries.
-#[derive(Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq)]
 pub struct RateLimits {
     /// `[rate_limits]`: the default quota of each role (none: not limited).
     pub role_quotas: HashMap<Role, Quota>,
@@ -141,7 +145,7 @@ pub struct RateLimits {
 }
 
 /// `[cluster]`. No `Debug`: the URL, token and credentials are secrets.
-#[derive(Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq)]
 pub struct ClusterSettings {
     /// `[cluster] nats_url`: NATS server URLs, comma-separated; set means cluster mode.
     pub nats_url: Option<String>,
@@ -158,7 +162,7 @@ pub struct ClusterSettings {
 }
 
 /// `[logging]`.
-#[derive(Clone, PartialEq, Default)]
+#[derive(Clone, PartialEq)]
 pub struct LoggingSettings {
     /// `[logging] level`: `trace`, `debug`, `info`, `warn` or `error`.
     pub level: String,
@@ -171,10 +175,9 @@ pub struct LoggingSettings {
 pub const RETENTION_FLOOR: Duration = Duration::from_secs(3600);
 
 /// How the server writes its log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines.
-    #[default]
     Text,
     /// One JSON object per line.
     Json,
@@ -194,29 +197,6 @@ fn setting(section: &str, name: &str) -> Option<&'static Setting> {
     SETTINGS
         .iter()
         .find(|s| s.section == section && s.name == name)
-}
-
-impl Default for Config {
-    /// Every setting's default, from the table.
-    fn default() -> Config {
-        let mut config = Config {
-            storage: StorageSettings::default(),
-            api: ApiSettings::default(),
-            projection: ProjectionSettings::default(),
-            keys: KeySettings::default(),
-            rate_limits: RateLimits::default(),
-            redaction: RedactionConfig::default(),
-            cluster: ClusterSettings::default(),
-            logging: LoggingSettings::default(),
-        };
-        for s in SETTINGS {
-            if let Some(default) = s.default {
-                s.set(&mut config, default)
-                    .unwrap_or_else(|err| panic!("the default of {}: {err}", s.key()));
-            }
-        }
-        config
-    }
 }
 
 impl Config {
@@ -241,183 +221,6 @@ impl Config {
             }
         }
         self.check()
-    }
-
-    /// Checks the relations between values.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| {
-            Err(ConfigError {
-                key: key.to_owned(),
-                message,
-            })
-        };
-        if self.storage.segment_max_bytes < 4096 || self.storage.segment_max_bytes > 1 << 30 {
-            return bad(
-                "segment_max_bytes",
-                format!(
-                    "{} is outside 4096..=1073741824 (1 GiB)",
-                    self.storage.segment_max_bytes
-                ),
-            );
-        }
-        if self.api.event_bytes_max == 0 || self.api.event_bytes_max > 16 * 1024 * 1024 {
-            return bad(
-                "event_bytes_max",
-                format!("{} is outside 1..=16777216", self.api.event_bytes_max),
-            );
-        }
-        if self.api.interaction_events_max == 0
-            || self.api.interaction_events_max > u32::MAX as usize
-        {
-            return bad(
-                "interaction_events_max",
-                format!(
-                    "{} is outside 1..={}",
-                    self.api.interaction_events_max,
-                    u32::MAX
-                ),
-            );
-        }
-        if self.api.batch_events_max == 0 || self.api.batch_events_max > self.api.queue_events_max {
-            return bad(
-                "batch_events_max",
-                format!(
-                    "{} must be at least 1 and at most queue_events_max ({})",
-                    self.api.batch_events_max, self.api.queue_events_max
-                ),
-            );
-        }
-        if self.api.batch_bytes_max < self.api.event_bytes_max
-            || self.api.batch_bytes_max > 256 * 1024 * 1024
-        {
-            return bad(
-                "batch_bytes_max",
-                format!(
-                    "{} must be between event_bytes_max ({}) and 268435456",
-                    self.api.batch_bytes_max, self.api.event_bytes_max
-                ),
-            );
-        }
-        if self.api.queue_events_max == 0 || self.api.queue_events_max > 1_000_000 {
-            return bad(
-                "queue_events_max",
-                format!("{} is outside 1..=1000000", self.api.queue_events_max),
-            );
-        }
-        // Checked here too, so that a short one stops start-up as a configuration error (exit 2)
-        // naming the key; the value is never shown.
-        if self
-            .keys
-            .master_secret
-            .as_ref()
-            .is_some_and(|s| s.len() < 16)
-        {
-            return bad(
-                "master_secret",
-                "must be at least 16 bytes (its value is not shown)".to_owned(),
-            );
-        }
-        if self
-            .keys
-            .previous_master_secrets
-            .iter()
-            .any(|s| s.len() < 16)
-        {
-            return bad(
-                "previous_master_secrets",
-                "every entry must be at least 16 bytes, as a master secret is".to_owned(),
-            );
-        }
-        if self.api.replay_streams_per_key_max == 0 {
-            return bad(
-                "replay_streams_per_key_max",
-                "0 would refuse every replay".to_owned(),
-            );
-        }
-        for (key, cap) in [
-            ("max_records", self.storage.max_records),
-            ("max_bytes", self.storage.max_bytes),
-        ] {
-            if cap == Some(0) && !self.storage.retention_override {
-                return bad(
-                    key,
-                    "0 would delete every sealed segment at each start; leave it unset for no \
-                     cap, or set storage.retention_override = true if that is meant"
-                        .to_owned(),
-                );
-            }
-        }
-        if self.api.max_connections == 0 || self.api.max_connections > 1_000_000 {
-            return bad(
-                "max_connections",
-                format!("{} is outside 1..=1000000", self.api.max_connections),
-            );
-        }
-        let timeouts = [
-            ("header_read_timeout", self.api.header_read_timeout),
-            ("body_read_timeout", self.api.body_read_timeout),
-            ("request_timeout", self.api.request_timeout),
-            ("replay_heartbeat", self.api.replay_heartbeat),
-            ("write_timeout", self.api.write_timeout),
-        ];
-        for (key, value) in timeouts {
-            if value < Duration::from_millis(10) {
-                return bad(key, format!("{value:?} is below the 10ms floor"));
-            }
-        }
-        if self.storage.retention < RETENTION_FLOOR && !self.storage.retention_override {
-            return bad(
-                "retention",
-                format!(
-                    "{:?} is below {:?}: every start would delete nearly all sealed segments; \
-                     set storage.retention_override = true (MCPLOG_RETENTION_OVERRIDE=true) if that is meant",
-                    self.storage.retention, RETENTION_FLOOR
-                ),
-            );
-        }
-        if self
-            .cluster
-            .nats_url
-            .as_deref()
-            .is_some_and(|url| url.trim().is_empty())
-        {
-            return bad(
-                "nats_url",
-                "is empty; leave it unset for a single node".to_owned(),
-            );
-        }
-        let stream_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if self.cluster.stream.is_empty()
-            || self.cluster.stream.len() > 64
-            || !self.cluster.stream.chars().all(stream_ok)
-        {
-            return bad(
-                "stream",
-                format!(
-                    "{:?} must be 1 to 64 letters, digits, - or _",
-                    self.cluster.stream
-                ),
-            );
-        }
-        if !(1..=5).contains(&self.cluster.replicas) {
-            return bad(
-                "replicas",
-                format!(
-                    "{} is outside 1..=5 (JetStream's range)",
-                    self.cluster.replicas
-                ),
-            );
-        }
-        // Within JetStream's 2-minute deduplication window, so a retry is always recognized.
-        if self.cluster.ingest_deadline < Duration::from_millis(100)
-            || self.cluster.ingest_deadline > Duration::from_secs(60)
-        {
-            return bad(
-                "ingest_deadline",
-                format!("{:?} is outside 100ms..=60s", self.cluster.ingest_deadline),
-            );
-        }
-        Ok(())
     }
 }
 
@@ -906,6 +709,10 @@ mod tests {
         for s in SETTINGS {
             assert!(s.env.starts_with("MCPLOG_"), "{}", s.key());
             assert!(help.contains(s.env), "--help lacks {}", s.env);
+            if let Some(range) = s.range() {
+                let line = help.lines().find(|l| l.contains(s.env)).unwrap();
+                assert!(line.ends_with(&format!("({range})")), "{line}");
+            }
             assert!(
                 shown.contains(&format!("{}: ", s.name)),
                 "Debug lacks {}",
@@ -926,5 +733,105 @@ mod tests {
             .unwrap();
         assert!(!format!("{with_secret:?}").contains("a-secret-of-some-length"));
         assert!(format!("{with_secret:?}").contains("master_secret: <set>"));
+    }
+
+    #[test]
+    fn each_range_is_checked_from_its_row_as_the_value_is_read() {
+        use settings::Field;
+        let mut ranged = 0;
+        for s in SETTINGS {
+            let (inside, outside) = match &s.field {
+                Field::Count(_, Some(n)) | Field::Size(_, Some(n)) => (
+                    [Some(n.min), n.max].map(|v| v.map(|v| v.to_string())),
+                    [n.min.checked_sub(1), n.max.map(|m| m + 1)].map(|v| v.map(|v| v.to_string())),
+                ),
+                Field::Duration(_, Some(d)) => {
+                    let ms = |d: Duration| format!("{}ms", d.as_millis());
+                    (
+                        [Some(ms(d.min)), d.max.map(ms)],
+                        [
+                            Some(ms(d.min - Duration::from_millis(1))),
+                            d.max.map(|m| ms(m + Duration::from_millis(1))),
+                        ],
+                    )
+                }
+                _ => continue,
+            };
+            ranged += 1;
+            let range = s.range().unwrap();
+            for text in inside.into_iter().flatten() {
+                s.set(&mut Config::default(), &text)
+                    .unwrap_or_else(|err| panic!("{} = {text}: {err}", s.key()));
+            }
+            for text in outside.into_iter().flatten() {
+                let err = Config::default()
+                    .apply_env(|k| (k == s.env).then(|| text.clone()))
+                    .unwrap_err();
+                assert_eq!(err.key, s.env);
+                assert!(err.message.contains(&range), "{err}");
+            }
+        }
+        assert_eq!(ranged, 15, "a range was added or lost");
+        let err = Config::default()
+            .apply_toml("[cluster]\nreplicas = 6\n")
+            .unwrap_err();
+        assert_eq!(err.key, "cluster.replicas");
+        assert_eq!(err.message, "must be 1 to 5 replicas, not 6");
+    }
+
+    #[test]
+    fn relations_between_settings_are_checked_naming_the_key() {
+        for (text, key) in [
+            (
+                "[api]\nbatch_events_max = 2000\nqueue_events_max = 1000",
+                "api.batch_events_max",
+            ),
+            (
+                "[api]\nevent_bytes_max = 2048\nbatch_bytes_max = 1024",
+                "api.batch_bytes_max",
+            ),
+            ("[storage]\nretention = \"59m\"", "storage.retention"),
+            ("[storage]\nmax_records = 0", "storage.max_records"),
+            ("[storage]\nmax_bytes = 0", "storage.max_bytes"),
+            (
+                "[security]\nmaster_secret = \"short-secret\"",
+                "security.master_secret",
+            ),
+            (
+                "[security]\nprevious_master_secrets = [\"short-secret\"]",
+                "security.previous_master_secrets",
+            ),
+            ("[cluster]\nstream = \"a.b\"", "cluster.stream"),
+            ("[cluster]\nstream = \"\"", "cluster.stream"),
+            ("[cluster]\nnats_url = \" \"", "cluster.nats_url"),
+        ] {
+            let err = Config::default().apply_toml(text).unwrap_err();
+            assert_eq!(err.key, key, "{text}");
+            assert!(!err.to_string().contains("short-secret"), "{err}");
+        }
+        Config::default()
+            .apply_toml("[storage]\nretention = \"1m\"\nmax_records = 0\nretention_override = true")
+            .unwrap();
+        Config::default()
+            .apply_toml("[api]\nbatch_events_max = 1000\nqueue_events_max = 1000\nbatch_bytes_max = 1048576")
+            .unwrap();
+    }
+
+    #[test]
+    fn the_readme_settings_table_shows_each_rows_range() {
+        let rows: Vec<Vec<&str>> = include_str!("../../README.md")
+            .lines()
+            .filter(|line| line.starts_with("| `MCPLOG_"))
+            .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+            .collect();
+        for row in &rows {
+            assert_eq!(row.len(), 4, "{row:?}");
+        }
+        for s in SETTINGS {
+            let named = format!("`{}`", s.env);
+            let found: Vec<_> = rows.iter().filter(|row| row[0].contains(&named)).collect();
+            assert_eq!(found.len(), 1, "README rows naming {}", s.env);
+            assert_eq!(found[0][2], s.range().unwrap_or_default(), "{}", s.env);
+        }
     }
 }
