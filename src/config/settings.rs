@@ -241,7 +241,10 @@ fn show_duration(d: Duration) -> String {
         (60_000, "m"),
         (1000, "s"),
     ];
-    match units.iter().find(|(per, _)| ms > 0 && ms.is_multiple_of(*per)) {
+    match units
+        .iter()
+        .find(|(per, _)| ms > 0 && ms.is_multiple_of(*per))
+    {
         Some((per, unit)) => format!("{}{unit}", ms / per),
         None => format!("{ms}ms"),
     }
