@@ -105,7 +105,7 @@ fn main() -> ExitCode {
 type Failure = (u8, String);
 
 fn init_logging(config: &Config) {
-    let level = match config.log_level.as_str() {
+    let level = match config.logging.level.as_str() {
         "trace" => tracing::Level::TRACE,
         "debug" => tracing::Level::DEBUG,
         "warn" => tracing::Level::WARN,
@@ -115,7 +115,7 @@ fn init_logging(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level);
-    match config.log_format {
+    match config.logging.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -156,8 +156,8 @@ fn load_config(
     config
         .apply_env(|name| std::env::var(name).ok())
         .map_err(|err| (2, err.to_string()))?;
-    config.data_dir = data_dir.unwrap_or(config.data_dir);
-    config.bind = bind.unwrap_or(config.bind);
+    config.storage.data_dir = data_dir.unwrap_or(config.storage.data_dir);
+    config.api.bind = bind.unwrap_or(config.api.bind);
     Ok((config, warnings))
 }
 
@@ -205,22 +205,22 @@ fn keygen(
         Some(text) => {
             parse_duration(text).map_err(|message| (2, format!("--expires-in: {message}")))?
         }
-        None => config.key_lifetime_max,
+        None => config.keys.key_lifetime_max,
     };
-    if lifetime > config.key_lifetime_max || lifetime.is_zero() {
+    if lifetime > config.keys.key_lifetime_max || lifetime.is_zero() {
         return Err((
             2,
             format!(
                 "--expires-in {lifetime:?} must be above zero and at most key_lifetime_max ({:?})",
-                config.key_lifetime_max
+                config.keys.key_lifetime_max
             ),
         ));
     }
     // Resolved exactly as the server resolves it, without creating one.
     let masters = auth::master_secrets(
-        config.master_secret.as_deref(),
-        &config.previous_master_secrets,
-        &config.data_dir,
+        config.keys.master_secret.as_deref(),
+        &config.keys.previous_master_secrets,
+        &config.storage.data_dir,
         auth::SecretFile::Read,
     )
     .map_err(|err| (2, err.to_string()))?;

@@ -48,8 +48,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
-    let _lock = storage::lock_dir(&config.data_dir)?;
-    let (admin_key, created) = load_or_create_admin_key(&config.data_dir)?;
+    let _lock = storage::lock_dir(&config.storage.data_dir)?;
+    let (admin_key, created) = load_or_create_admin_key(&config.storage.data_dir)?;
     if let Some(path) = created {
         tracing::info!(
             "first start: an admin key was written to {} (mode 0600)",
@@ -57,9 +57,9 @@ pub async fn run(
         );
     }
     let masters = master_secrets(
-        config.master_secret.as_deref(),
-        &config.previous_master_secrets,
-        &config.data_dir,
+        config.keys.master_secret.as_deref(),
+        &config.keys.previous_master_secrets,
+        &config.storage.data_dir,
         SecretFile::Create,
     )?;
     if !masters.previous.is_empty() {
@@ -70,12 +70,12 @@ pub async fn run(
     }
     let keys = Keys::new(
         &admin_key,
-        &config.static_keys,
+        &config.keys.static_keys,
         masters,
-        &config.data_dir,
-        config.api_key_cache_ttl,
+        &config.storage.data_dir,
+        config.keys.api_key_cache_ttl,
     )?;
-    let (engine, follow, config) = match &config.nats_url {
+    let (engine, follow, config) = match &config.cluster.nats_url {
         None => (Arc::new(recover(config)?), None, config.clone()),
         Some(urls) => {
             let (engine, follow, config) = start_cluster(config, urls).await?;
@@ -87,20 +87,20 @@ pub async fn run(
     let watcher = tokio::spawn(watch_admin_key(Arc::clone(&state.keys)));
     let draining = Arc::clone(&state.draining);
     let listen_error = |source| ServerError::Listen {
-        bind: config.bind.clone(),
+        bind: config.api.bind.clone(),
         source,
     };
-    let listener = tokio::net::TcpListener::bind(&config.bind)
+    let listener = tokio::net::TcpListener::bind(&config.api.bind)
         .await
         .map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
     tracing::info!("listening on http://{addr}");
     on_listen(addr);
     let limits = ConnLimits {
-        max_connections: config.max_connections,
-        header_read_timeout: config.header_read_timeout,
-        shutdown_grace: config.shutdown_grace,
-        write_timeout: config.write_timeout,
+        max_connections: config.api.max_connections,
+        header_read_timeout: config.api.header_read_timeout,
+        shutdown_grace: config.api.shutdown_grace,
+        write_timeout: config.api.write_timeout,
     };
     crate::http::serve(listener, router(state), limits, shutdown, move || {
         // Load balancers see 503 at once; follow streams end.
@@ -130,28 +130,30 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
         engine,
         keys: Arc::new(keys),
         limits: Limits {
-            event_bytes_max: config.event_bytes_max,
-            batch_events_max: config.batch_events_max,
-            interaction_events_max: config.interaction_events_max,
-            batch_bytes_max: config.batch_bytes_max,
-            body_read_timeout: config.body_read_timeout,
-            request_timeout: config.request_timeout,
-            replay_heartbeat: config.replay_heartbeat,
-            clock_skew_max: config.clock_skew_max,
-            replay_streams_per_key_max: config.replay_streams_per_key_max,
+            event_bytes_max: config.api.event_bytes_max,
+            batch_events_max: config.api.batch_events_max,
+            interaction_events_max: config.api.interaction_events_max,
+            batch_bytes_max: config.api.batch_bytes_max,
+            body_read_timeout: config.api.body_read_timeout,
+            request_timeout: config.api.request_timeout,
+            replay_heartbeat: config.api.replay_heartbeat,
+            clock_skew_max: config.api.clock_skew_max,
+            replay_streams_per_key_max: config.api.replay_streams_per_key_max,
         },
-        stale_after_us: u64::try_from(config.stale_after.as_micros()).unwrap_or(u64::MAX),
+        stale_after_us: u64::try_from(config.projection.stale_after.as_micros())
+            .unwrap_or(u64::MAX),
         telemetry: Arc::new(HttpTelemetry::default()),
         draining: Arc::new(tokio::sync::watch::channel(false).0),
         replay_streams: Arc::default(),
         rate_limits: Arc::new(RateLimits::new(
-            config.role_quotas.clone(),
-            config.key_quotas.clone(),
+            config.rate_limits.role_quotas.clone(),
+            config.rate_limits.key_quotas.clone(),
         )),
         redactor: Arc::new(
             Redactor::with_secrets(
                 &config.redaction,
                 &config
+                    .keys
                     .static_keys
                     .iter()
                     .map(|k| k.key.as_str())
@@ -159,8 +161,8 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
             )
             .expect("the redaction rules compiled when the configuration was read"),
         ),
-        metrics_auth: config.metrics_auth,
-        cluster_node: config.nats_url.is_some(),
+        metrics_auth: config.api.metrics_auth,
+        cluster_node: config.cluster.nats_url.is_some(),
         cursors,
     })
 }
@@ -178,10 +180,10 @@ async fn start_cluster(
     use crate::engine::replica::{PublishLimits, FRAME_FIXED_BYTES_MAX};
     let cluster = Cluster::connect(&ClusterConfig {
         urls: urls.split(',').map(str::to_owned).collect(),
-        stream: config.nats_stream.clone(),
-        replicas: config.nats_replicas as usize,
-        token: config.nats_token.clone(),
-        credentials: config.nats_credentials.as_ref().map(Into::into),
+        stream: config.cluster.stream.clone(),
+        replicas: config.cluster.replicas as usize,
+        token: config.cluster.token.clone(),
+        credentials: config.cluster.credentials.as_ref().map(Into::into),
     })
     .await?;
     let version = cluster.server_version();
@@ -197,21 +199,21 @@ async fn start_cluster(
     let group_bytes_max = cluster.max_payload().saturating_sub(HEADER_BYTES_MAX);
     let mut config = config.clone();
     let fits =
-        (group_bytes_max.saturating_sub(config.batch_events_max * FRAME_FIXED_BYTES_MAX)) / 2;
-    if config.batch_bytes_max > fits {
+        (group_bytes_max.saturating_sub(config.api.batch_events_max * FRAME_FIXED_BYTES_MAX)) / 2;
+    if config.api.batch_bytes_max > fits {
         tracing::warn!(
-            configured = config.batch_bytes_max,
+            configured = config.api.batch_bytes_max,
             lowered_to = fits,
             nats_max_payload = cluster.max_payload(),
             "batch_bytes_max lowered so that a batch fits one NATS message; raise max_payload in \
              the NATS servers' configuration to keep it"
         );
-        config.batch_bytes_max = fits;
-        config.event_bytes_max = config.event_bytes_max.min(fits);
+        config.api.batch_bytes_max = fits;
+        config.api.event_bytes_max = config.api.event_bytes_max.min(fits);
     }
     tracing::info!(
         nats_version = %version,
-        stream = %config.nats_stream,
+        stream = %config.cluster.stream,
         resume_position = position,
         local_last_seq = local_last,
         "cluster mode: following the stream"
@@ -220,12 +222,12 @@ async fn start_cluster(
     let (engine, feed) = Engine::start_replicated(
         writer,
         view,
-        config.queue_events_max,
+        config.api.queue_events_max,
         maintenance,
         cluster.shared_log(tokio::runtime::Handle::current()),
         resume,
         PublishLimits {
-            ingest_deadline: config.nats_ingest_deadline,
+            ingest_deadline: config.cluster.ingest_deadline,
             group_bytes_max,
         },
     );
@@ -267,9 +269,9 @@ fn open_log(
 ) -> Result<(storage::LogWriter, View, Maintenance), StorageError> {
     let started = Instant::now();
     let log_config = LogConfig {
-        dir: config.data_dir.join("segments"),
-        segment_max_bytes: config.segment_max_bytes,
-        segment_max_age: config.segment_max_age,
+        dir: config.storage.data_dir.join("segments"),
+        segment_max_bytes: config.storage.segment_max_bytes,
+        segment_max_age: config.storage.segment_max_age,
         disk: crate::storage::Disk::real(),
     };
     let mut projection = Projection::new();
@@ -288,12 +290,13 @@ fn open_log(
     };
     let maintenance = Maintenance {
         interval: config
+            .storage
             .cleanup_interval
             .max(std::time::Duration::from_millis(100)),
         policy: retention::Policy {
-            retention: config.retention,
-            max_records: config.max_records,
-            max_bytes: config.max_bytes,
+            retention: config.storage.retention,
+            max_records: config.storage.max_records,
+            max_bytes: config.storage.max_bytes,
         },
     };
     Ok((opened.writer, view, maintenance))
@@ -305,7 +308,7 @@ pub fn recover(config: &Config) -> Result<Engine, StorageError> {
     Ok(Engine::start(
         writer,
         view,
-        config.queue_events_max,
+        config.api.queue_events_max,
         maintenance,
     ))
 }

@@ -130,7 +130,7 @@ pub enum SecretFile {
 }
 
 /// Shortest master secret accepted, in bytes.
-const SECRET_BYTES_MIN: usize = 16;
+pub const SECRET_BYTES_MIN: usize = 16;
 
 /// The master secrets, resolved the one way both `serve` and `keygen` use: the configured
 /// `security.master_secret` (file or environment), else `<data>/master.secret` (created on the

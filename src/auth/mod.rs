@@ -34,7 +34,9 @@ use crate::scope::Scope;
 mod files;
 mod signed;
 
-pub use files::{load_or_create_admin_key, master_secrets, MasterSecrets, SecretFile};
+pub use files::{
+    load_or_create_admin_key, master_secrets, MasterSecrets, SecretFile, SECRET_BYTES_MIN,
+};
 pub use signed::{hex, key_id, mint, normalize_key, parse_key_id};
 
 use signed::{constant_time_eq, verify_signed};

@@ -11,21 +11,63 @@ use crate::ratelimit::Quota;
 use crate::redact::RedactionConfig;
 use static_keys::static_key;
 
+mod check;
+mod defaults;
 mod reference;
 mod settings;
 mod static_keys;
+mod table;
 
-pub use settings::{help, Setting, SETTINGS};
+pub use settings::{help, Setting};
+pub use table::SETTINGS;
 
-/// Everything the server needs to start.
+/// Everything the server needs to start, grouped as the file's sections are.
 #[derive(Clone, PartialEq)]
 pub struct Config {
+    /// `[storage]`: where and how the log is kept.
+    pub storage: StorageSettings,
+    /// `[api]`: the HTTP listener and its limits.
+    pub api: ApiSettings,
+    /// `[projection]`.
+    pub projection: ProjectionSettings,
+    /// `[security]` and `[static_api_keys]`: what signs, verifies and grants keys.
+    pub keys: KeySettings,
+    /// `[rate_limits]`, and the quotas `[static_api_keys]` entries set.
+    pub rate_limits: RateLimits,
+    /// `[redaction]`.
+    pub redaction: RedactionConfig,
+    /// `[cluster]`: NATS, for cluster mode.
+    pub cluster: ClusterSettings,
+    /// `[logging]`.
+    pub logging: LoggingSettings,
+}
+
+/// `[storage]`.
+#[derive(Clone, PartialEq)]
+pub struct StorageSettings {
     /// `[storage] data_dir`: where segments and keys live.
     pub data_dir: PathBuf,
     /// `[storage] segment_max_bytes`: roll the active segment before it passes this size.
     pub segment_max_bytes: u64,
     /// `[storage] segment_max_age`: roll the active segment once it is this old.
     pub segment_max_age: Duration,
+    /// `[storage] retention`: sealed segments whose newest event was received longer ago are
+    /// deleted.
+    pub retention: Duration,
+    /// `[storage] retention_override`: accept a `retention` below `RETENTION_FLOOR`.
+    pub retention_override: bool,
+    /// `[storage] cleanup_interval`: how often retention runs (it also runs at start).
+    pub cleanup_interval: Duration,
+    /// `[storage] max_records`: drop the oldest sealed segments while more events than this are
+    /// retained.
+    pub max_records: Option<u64>,
+    /// `[storage] max_bytes`: drop the oldest sealed segments while the segments take more bytes.
+    pub max_bytes: Option<u64>,
+}
+
+/// `[api]`.
+#[derive(Clone, PartialEq)]
+pub struct ApiSettings {
     /// `[api] bind`: the listening address.
     pub bind: String,
     /// `[api] event_bytes_max`: largest single-event body, after decompression.
@@ -38,37 +80,8 @@ pub struct Config {
     pub batch_bytes_max: usize,
     /// `[api] queue_events_max`: most events accepted but not yet durable.
     pub queue_events_max: usize,
-    /// `[projection] stale_after`: an active interaction first seen longer ago than this is
-    /// counted as stale.
-    pub stale_after: Duration,
-    /// `[security] master_secret`: signs and verifies keys; generated into the data directory when
-    /// not set.
-    pub master_secret: Option<String>,
-    /// `[security] previous_master_secrets`: former master secrets, still accepted for
-    /// verification (never for signing) while a rotation runs.
-    pub previous_master_secrets: Vec<String>,
     /// `[api] metrics_auth`: `/metrics` needs an auditor or admin key.
     pub metrics_auth: bool,
-    /// `[security] api_key_cache_ttl`: how long a verified signed key is remembered.
-    pub api_key_cache_ttl: Duration,
-    /// `[security] key_lifetime_max`: the longest lifetime `mcplog keygen` grants.
-    pub key_lifetime_max: Duration,
-    /// `[static_api_keys]`.
-    pub static_keys: Vec<StaticKey>,
-    /// `[storage] retention`: sealed segments whose newest event was received longer ago are
-    /// deleted.
-    pub retention: Duration,
-    /// `[storage] cleanup_interval`: how often retention runs (it also runs at start).
-    pub cleanup_interval: Duration,
-    /// `[storage] max_records`: drop the oldest sealed segments while more events than this are
-    /// retained.
-    pub max_records: Option<u64>,
-    /// `[storage] max_bytes`: drop the oldest sealed segments while the segments take more bytes.
-    pub max_bytes: Option<u64>,
-    /// `[logging] level`: `trace`, `debug`, `info`, `warn` or `error`.
-    pub log_level: String,
-    /// `[logging] format`: human-readable text, or one JSON object per line.
-    pub log_format: LogFormat,
     /// `[api] max_connections`: most open client connections; further ones wait in the kernel's
     /// accept queue.
     pub max_connections: usize,
@@ -94,26 +107,67 @@ pub struct Config {
     /// `[api] clock_skew_max`: how far in the future of the server's clock an event's
     /// `timestamp` may be.
     pub clock_skew_max: Duration,
-    /// `[storage] retention_override`: accept a `retention` below `RETENTION_FLOOR`.
-    pub retention_override: bool,
+}
+
+/// `[projection]`.
+#[derive(Clone, PartialEq)]
+pub struct ProjectionSettings {
+    /// `[projection] stale_after`: an active interaction first seen longer ago than this is
+    /// counted as stale.
+    pub stale_after: Duration,
+}
+
+/// `[security]` and `[static_api_keys]`. No `Debug`: it holds secrets (`Config`'s own `Debug`
+/// shows them only as set or not).
+#[derive(Clone, PartialEq)]
+pub struct KeySettings {
+    /// `[security] master_secret`: signs and verifies keys; generated into the data directory when
+    /// not set.
+    pub master_secret: Option<String>,
+    /// `[security] previous_master_secrets`: former master secrets, still accepted for
+    /// verification (never for signing) while a rotation runs.
+    pub previous_master_secrets: Vec<String>,
+    /// `[security] api_key_cache_ttl`: how long a verified signed key is remembered.
+    pub api_key_cache_ttl: Duration,
+    /// `[security] key_lifetime_max`: the longest lifetime `mcplog keygen` grants.
+    pub key_lifetime_max: Duration,
+    /// `[static_api_keys]`.
+    pub static_keys: Vec<StaticKey>,
+}
+
+/// `[rate_limits]`, and the quotas of `[static_api_keys]` entries.
+#[derive(Clone, PartialEq)]
+pub struct RateLimits {
     /// `[rate_limits]`: the default quota of each role (none: not limited).
     pub role_quotas: HashMap<Role, Quota>,
     /// `events_per_second`/`burst` of `[static_api_keys]` entries, by key fingerprint.
     pub key_quotas: HashMap<KeyId, Quota>,
-    /// `[redaction]`.
-    pub redaction: RedactionConfig,
+}
+
+/// `[cluster]`. No `Debug`: the URL, token and credentials are secrets.
+#[derive(Clone, PartialEq)]
+pub struct ClusterSettings {
     /// `[cluster] nats_url`: NATS server URLs, comma-separated; set means cluster mode.
     pub nats_url: Option<String>,
     /// `[cluster] stream`: the JetStream stream holding the log.
-    pub nats_stream: String,
+    pub stream: String,
     /// `[cluster] replicas`: the stream's replicas when mcplog creates it.
-    pub nats_replicas: u64,
+    pub replicas: u64,
     /// `[cluster] token`: the NATS authentication token.
-    pub nats_token: Option<String>,
+    pub token: Option<String>,
     /// `[cluster] credentials`: a NATS credentials file.
-    pub nats_credentials: Option<String>,
+    pub credentials: Option<String>,
     /// `[cluster] ingest_deadline`: how long ingest waits for the stream before a 503.
-    pub nats_ingest_deadline: Duration,
+    pub ingest_deadline: Duration,
+}
+
+/// `[logging]`.
+#[derive(Clone, PartialEq)]
+pub struct LoggingSettings {
+    /// `[logging] level`: `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// `[logging] format`: human-readable text, or one JSON object per line.
+    pub format: LogFormat,
 }
 
 /// The shortest `retention` accepted without `retention_override`: a shorter one deletes nearly
@@ -145,62 +199,6 @@ fn setting(section: &str, name: &str) -> Option<&'static Setting> {
         .find(|s| s.section == section && s.name == name)
 }
 
-impl Default for Config {
-    /// Every setting's default, from the table.
-    fn default() -> Config {
-        let mut config = Config {
-            data_dir: PathBuf::new(),
-            segment_max_bytes: 0,
-            segment_max_age: Duration::ZERO,
-            bind: String::new(),
-            event_bytes_max: 0,
-            batch_events_max: 0,
-            interaction_events_max: 0,
-            batch_bytes_max: 0,
-            queue_events_max: 0,
-            stale_after: Duration::ZERO,
-            master_secret: None,
-            previous_master_secrets: Vec::new(),
-            metrics_auth: false,
-            api_key_cache_ttl: Duration::ZERO,
-            key_lifetime_max: Duration::ZERO,
-            static_keys: Vec::new(),
-            retention: Duration::ZERO,
-            cleanup_interval: Duration::ZERO,
-            max_records: None,
-            max_bytes: None,
-            log_level: String::new(),
-            log_format: LogFormat::Text,
-            max_connections: 0,
-            header_read_timeout: Duration::ZERO,
-            body_read_timeout: Duration::ZERO,
-            request_timeout: Duration::ZERO,
-            shutdown_grace: Duration::ZERO,
-            replay_heartbeat: Duration::ZERO,
-            write_timeout: Duration::ZERO,
-            replay_streams_per_key_max: 0,
-            clock_skew_max: Duration::ZERO,
-            retention_override: false,
-            role_quotas: HashMap::new(),
-            key_quotas: HashMap::new(),
-            redaction: RedactionConfig::default(),
-            nats_url: None,
-            nats_stream: String::new(),
-            nats_replicas: 0,
-            nats_token: None,
-            nats_credentials: None,
-            nats_ingest_deadline: Duration::ZERO,
-        };
-        for s in SETTINGS {
-            if let Some(default) = s.default {
-                s.set(&mut config, default)
-                    .unwrap_or_else(|err| panic!("the default of {}: {err}", s.key()));
-            }
-        }
-        config
-    }
-}
-
 impl Config {
     /// Applies `MCPLOG_*` variables found by `lookup` (the process environment in production).
     pub fn apply_env(
@@ -224,168 +222,6 @@ impl Config {
         }
         self.check()
     }
-
-    /// Checks the relations between values.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| {
-            Err(ConfigError {
-                key: key.to_owned(),
-                message,
-            })
-        };
-        if self.segment_max_bytes < 4096 || self.segment_max_bytes > 1 << 30 {
-            return bad(
-                "segment_max_bytes",
-                format!(
-                    "{} is outside 4096..=1073741824 (1 GiB)",
-                    self.segment_max_bytes
-                ),
-            );
-        }
-        if self.event_bytes_max == 0 || self.event_bytes_max > 16 * 1024 * 1024 {
-            return bad(
-                "event_bytes_max",
-                format!("{} is outside 1..=16777216", self.event_bytes_max),
-            );
-        }
-        if self.interaction_events_max == 0 || self.interaction_events_max > u32::MAX as usize {
-            return bad(
-                "interaction_events_max",
-                format!(
-                    "{} is outside 1..={}",
-                    self.interaction_events_max,
-                    u32::MAX
-                ),
-            );
-        }
-        if self.batch_events_max == 0 || self.batch_events_max > self.queue_events_max {
-            return bad(
-                "batch_events_max",
-                format!(
-                    "{} must be at least 1 and at most queue_events_max ({})",
-                    self.batch_events_max, self.queue_events_max
-                ),
-            );
-        }
-        if self.batch_bytes_max < self.event_bytes_max || self.batch_bytes_max > 256 * 1024 * 1024 {
-            return bad(
-                "batch_bytes_max",
-                format!(
-                    "{} must be between event_bytes_max ({}) and 268435456",
-                    self.batch_bytes_max, self.event_bytes_max
-                ),
-            );
-        }
-        if self.queue_events_max == 0 || self.queue_events_max > 1_000_000 {
-            return bad(
-                "queue_events_max",
-                format!("{} is outside 1..=1000000", self.queue_events_max),
-            );
-        }
-        // Checked here too, so that a short one stops start-up as a configuration error (exit 2)
-        // naming the key; the value is never shown.
-        if self.master_secret.as_ref().is_some_and(|s| s.len() < 16) {
-            return bad(
-                "master_secret",
-                "must be at least 16 bytes (its value is not shown)".to_owned(),
-            );
-        }
-        if self.previous_master_secrets.iter().any(|s| s.len() < 16) {
-            return bad(
-                "previous_master_secrets",
-                "every entry must be at least 16 bytes, as a master secret is".to_owned(),
-            );
-        }
-        if self.replay_streams_per_key_max == 0 {
-            return bad(
-                "replay_streams_per_key_max",
-                "0 would refuse every replay".to_owned(),
-            );
-        }
-        for (key, cap) in [
-            ("max_records", self.max_records),
-            ("max_bytes", self.max_bytes),
-        ] {
-            if cap == Some(0) && !self.retention_override {
-                return bad(
-                    key,
-                    "0 would delete every sealed segment at each start; leave it unset for no \
-                     cap, or set storage.retention_override = true if that is meant"
-                        .to_owned(),
-                );
-            }
-        }
-        if self.max_connections == 0 || self.max_connections > 1_000_000 {
-            return bad(
-                "max_connections",
-                format!("{} is outside 1..=1000000", self.max_connections),
-            );
-        }
-        let timeouts = [
-            ("header_read_timeout", self.header_read_timeout),
-            ("body_read_timeout", self.body_read_timeout),
-            ("request_timeout", self.request_timeout),
-            ("replay_heartbeat", self.replay_heartbeat),
-            ("write_timeout", self.write_timeout),
-        ];
-        for (key, value) in timeouts {
-            if value < Duration::from_millis(10) {
-                return bad(key, format!("{value:?} is below the 10ms floor"));
-            }
-        }
-        if self.retention < RETENTION_FLOOR && !self.retention_override {
-            return bad(
-                "retention",
-                format!(
-                    "{:?} is below {:?}: every start would delete nearly all sealed segments; \
-                     set storage.retention_override = true (MCPLOG_RETENTION_OVERRIDE=true) if that is meant",
-                    self.retention, RETENTION_FLOOR
-                ),
-            );
-        }
-        if self
-            .nats_url
-            .as_deref()
-            .is_some_and(|url| url.trim().is_empty())
-        {
-            return bad(
-                "nats_url",
-                "is empty; leave it unset for a single node".to_owned(),
-            );
-        }
-        let stream_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-        if self.nats_stream.is_empty()
-            || self.nats_stream.len() > 64
-            || !self.nats_stream.chars().all(stream_ok)
-        {
-            return bad(
-                "stream",
-                format!(
-                    "{:?} must be 1 to 64 letters, digits, - or _",
-                    self.nats_stream
-                ),
-            );
-        }
-        if !(1..=5).contains(&self.nats_replicas) {
-            return bad(
-                "replicas",
-                format!(
-                    "{} is outside 1..=5 (JetStream's range)",
-                    self.nats_replicas
-                ),
-            );
-        }
-        // Within JetStream's 2-minute deduplication window, so a retry is always recognized.
-        if self.nats_ingest_deadline < Duration::from_millis(100)
-            || self.nats_ingest_deadline > Duration::from_secs(60)
-        {
-            return bad(
-                "ingest_deadline",
-                format!("{:?} is outside 100ms..=60s", self.nats_ingest_deadline),
-            );
-        }
-        Ok(())
-    }
 }
 
 impl std::fmt::Debug for Config {
@@ -395,9 +231,9 @@ impl std::fmt::Debug for Config {
         for s in SETTINGS {
             out.field(s.name, &format_args!("{}", s.shown(self)));
         }
-        out.field("static_keys", &self.static_keys)
-            .field("role_quotas", &self.role_quotas)
-            .field("key_quotas", &self.key_quotas.len())
+        out.field("static_keys", &self.keys.static_keys)
+            .field("role_quotas", &self.rate_limits.role_quotas)
+            .field("key_quotas", &self.rate_limits.key_quotas.len())
             .field("redaction", &self.redaction)
             .finish()
     }
@@ -473,9 +309,11 @@ impl Config {
             })?;
             let (key, quota) = static_key(name, entry, &shown)?;
             if let Some(quota) = quota {
-                self.key_quotas.insert(crate::auth::key_id(name), quota);
+                self.rate_limits
+                    .key_quotas
+                    .insert(crate::auth::key_id(name), quota);
             }
-            self.static_keys.push(key);
+            self.keys.static_keys.push(key);
             return Ok(Applied::Yes);
         }
         if section == "rate_limits" {
@@ -483,7 +321,9 @@ impl Config {
                 key: format!("rate_limits.{name}"),
                 message: "not a role; expected writer, auditor or admin".into(),
             })?;
-            self.role_quotas.insert(role, rate_limit(name, value)?);
+            self.rate_limits
+                .role_quotas
+                .insert(role, rate_limit(name, value)?);
             return Ok(Applied::Yes);
         }
         if section == "redaction" {
@@ -647,12 +487,15 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            config.role_quotas[&Role::Writer],
+            config.rate_limits.role_quotas[&Role::Writer],
             Quota::new(50, None).unwrap()
         );
-        assert_eq!(config.role_quotas[&Role::Admin].burst.get(), 9);
+        assert_eq!(config.rate_limits.role_quotas[&Role::Admin].burst.get(), 9);
         let key_id = crate::auth::key_id("a-limited-key");
-        assert_eq!(config.key_quotas[&key_id], Quota::new(3, Some(4)).unwrap());
+        assert_eq!(
+            config.rate_limits.key_quotas[&key_id],
+            Quota::new(3, Some(4)).unwrap()
+        );
         assert_eq!(config.redaction.keys, ["pin"]);
         assert_eq!(config.redaction.patterns, ["x+"]);
         assert!(config.redaction.emails && config.redaction.enabled);
@@ -705,13 +548,17 @@ mod tests {
                 "#,
             )
             .unwrap();
-        assert_eq!(config.segment_max_bytes, 65536);
-        assert_eq!(config.bind, "127.0.0.1:9000");
-        assert_eq!(config.key_lifetime_max, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.storage.segment_max_bytes, 65536);
+        assert_eq!(config.api.bind, "127.0.0.1:9000");
+        assert_eq!(
+            config.keys.key_lifetime_max,
+            Duration::from_secs(7 * 86_400)
+        );
         assert_eq!(warnings, ["extensions.ocr: has no meaning here; ignored"]);
-        assert_eq!(config.retention, Duration::from_secs(30 * 86_400));
-        assert_eq!(config.static_keys.len(), 3);
+        assert_eq!(config.storage.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.keys.static_keys.len(), 3);
         let audit = config
+            .keys
             .static_keys
             .iter()
             .find(|k| k.key == "k-audit")
@@ -739,17 +586,18 @@ mod tests {
     fn the_reference_file_loads_mapping_what_maps() {
         let mut config = Config::default();
         let warnings = config.apply_toml(REFERENCE_FILE).unwrap();
-        assert_eq!(config.max_records, Some(1_000_000));
-        assert_eq!(config.cleanup_interval, Duration::from_secs(3600));
-        assert_eq!(config.api_key_cache_ttl, Duration::from_secs(300));
-        assert_eq!(config.bind, "0.0.0.0:8080");
-        assert_eq!(config.log_level, "info");
+        assert_eq!(config.storage.max_records, Some(1_000_000));
+        assert_eq!(config.storage.cleanup_interval, Duration::from_secs(3600));
+        assert_eq!(config.keys.api_key_cache_ttl, Duration::from_secs(300));
+        assert_eq!(config.api.bind, "0.0.0.0:8080");
+        assert_eq!(config.logging.level, "info");
         assert_eq!(
-            config.master_secret.as_deref(),
+            config.keys.master_secret.as_deref(),
             Some("your-very-secure-master-secret-key")
         );
-        assert_eq!(config.static_keys.len(), 2);
+        assert_eq!(config.keys.static_keys.len(), 2);
         assert!(config
+            .keys
             .static_keys
             .iter()
             .all(|k| k.expires_at.is_none() && !k.disabled));
@@ -811,10 +659,10 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            config.previous_master_secrets,
+            config.keys.previous_master_secrets,
             ["old-secret-number-one", "old-secret-number-two"]
         );
-        assert!(config.metrics_auth);
+        assert!(config.api.metrics_auth);
         let shown = format!("{config:?}");
         assert!(
             shown.contains("previous_master_secrets: <2 set>") && !shown.contains("old-secret"),
@@ -828,8 +676,8 @@ mod tests {
             })
             .unwrap();
         assert_eq!(
-            from_env.previous_master_secrets,
-            config.previous_master_secrets
+            from_env.keys.previous_master_secrets,
+            config.keys.previous_master_secrets
         );
         for bad in [
             "[security]\nprevious_master_secrets = [1]",
@@ -846,7 +694,7 @@ mod tests {
         config
             .apply_env(|k| (k == "MCPLOG_SEGMENT_MAX_BYTES").then(|| "65536".to_owned()))
             .unwrap();
-        assert_eq!(config.segment_max_bytes, 65536);
+        assert_eq!(config.storage.segment_max_bytes, 65536);
         let err = Config::default()
             .apply_env(|k| (k == "MCPLOG_QUEUE_EVENTS_MAX").then(|| "lots".to_owned()))
             .unwrap_err();
@@ -861,6 +709,10 @@ mod tests {
         for s in SETTINGS {
             assert!(s.env.starts_with("MCPLOG_"), "{}", s.key());
             assert!(help.contains(s.env), "--help lacks {}", s.env);
+            if let Some(range) = s.range() {
+                let line = help.lines().find(|l| l.contains(s.env)).unwrap();
+                assert!(line.ends_with(&format!("({range})")), "{line}");
+            }
             assert!(
                 shown.contains(&format!("{}: ", s.name)),
                 "Debug lacks {}",
@@ -881,5 +733,105 @@ mod tests {
             .unwrap();
         assert!(!format!("{with_secret:?}").contains("a-secret-of-some-length"));
         assert!(format!("{with_secret:?}").contains("master_secret: <set>"));
+    }
+
+    #[test]
+    fn each_range_is_checked_from_its_row_as_the_value_is_read() {
+        use settings::Field;
+        let mut ranged = 0;
+        for s in SETTINGS {
+            let (inside, outside) = match &s.field {
+                Field::Count(_, Some(n)) | Field::Size(_, Some(n)) => (
+                    [Some(n.min), n.max].map(|v| v.map(|v| v.to_string())),
+                    [n.min.checked_sub(1), n.max.map(|m| m + 1)].map(|v| v.map(|v| v.to_string())),
+                ),
+                Field::Duration(_, Some(d)) => {
+                    let ms = |d: Duration| format!("{}ms", d.as_millis());
+                    (
+                        [Some(ms(d.min)), d.max.map(ms)],
+                        [
+                            Some(ms(d.min - Duration::from_millis(1))),
+                            d.max.map(|m| ms(m + Duration::from_millis(1))),
+                        ],
+                    )
+                }
+                _ => continue,
+            };
+            ranged += 1;
+            let range = s.range().unwrap();
+            for text in inside.into_iter().flatten() {
+                s.set(&mut Config::default(), &text)
+                    .unwrap_or_else(|err| panic!("{} = {text}: {err}", s.key()));
+            }
+            for text in outside.into_iter().flatten() {
+                let err = Config::default()
+                    .apply_env(|k| (k == s.env).then(|| text.clone()))
+                    .unwrap_err();
+                assert_eq!(err.key, s.env);
+                assert!(err.message.contains(&range), "{err}");
+            }
+        }
+        assert_eq!(ranged, 15, "a range was added or lost");
+        let err = Config::default()
+            .apply_toml("[cluster]\nreplicas = 6\n")
+            .unwrap_err();
+        assert_eq!(err.key, "cluster.replicas");
+        assert_eq!(err.message, "must be 1 to 5 replicas, not 6");
+    }
+
+    #[test]
+    fn relations_between_settings_are_checked_naming_the_key() {
+        for (text, key) in [
+            (
+                "[api]\nbatch_events_max = 2000\nqueue_events_max = 1000",
+                "api.batch_events_max",
+            ),
+            (
+                "[api]\nevent_bytes_max = 2048\nbatch_bytes_max = 1024",
+                "api.batch_bytes_max",
+            ),
+            ("[storage]\nretention = \"59m\"", "storage.retention"),
+            ("[storage]\nmax_records = 0", "storage.max_records"),
+            ("[storage]\nmax_bytes = 0", "storage.max_bytes"),
+            (
+                "[security]\nmaster_secret = \"short-secret\"",
+                "security.master_secret",
+            ),
+            (
+                "[security]\nprevious_master_secrets = [\"short-secret\"]",
+                "security.previous_master_secrets",
+            ),
+            ("[cluster]\nstream = \"a.b\"", "cluster.stream"),
+            ("[cluster]\nstream = \"\"", "cluster.stream"),
+            ("[cluster]\nnats_url = \" \"", "cluster.nats_url"),
+        ] {
+            let err = Config::default().apply_toml(text).unwrap_err();
+            assert_eq!(err.key, key, "{text}");
+            assert!(!err.to_string().contains("short-secret"), "{err}");
+        }
+        Config::default()
+            .apply_toml("[storage]\nretention = \"1m\"\nmax_records = 0\nretention_override = true")
+            .unwrap();
+        Config::default()
+            .apply_toml("[api]\nbatch_events_max = 1000\nqueue_events_max = 1000\nbatch_bytes_max = 1048576")
+            .unwrap();
+    }
+
+    #[test]
+    fn the_readme_settings_table_shows_each_rows_range() {
+        let rows: Vec<Vec<&str>> = include_str!("../../README.md")
+            .lines()
+            .filter(|line| line.starts_with("| `MCPLOG_"))
+            .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+            .collect();
+        for row in &rows {
+            assert_eq!(row.len(), 4, "{row:?}");
+        }
+        for s in SETTINGS {
+            let named = format!("`{}`", s.env);
+            let found: Vec<_> = rows.iter().filter(|row| row[0].contains(&named)).collect();
+            assert_eq!(found.len(), 1, "README rows naming {}", s.env);
+            assert_eq!(found[0][2], s.range().unwrap_or_default(), "{}", s.env);
+        }
     }
 }

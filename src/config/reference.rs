@@ -17,13 +17,7 @@ pub(super) fn apply(
         key: key.to_owned(),
         message,
     };
-    let alias = match (section, name) {
-        ("interaction_logging", "cleanup_interval") => Some(("storage", "cleanup_interval")),
-        ("interaction_logging", "max_records") => Some(("storage", "max_records")),
-        ("interaction_logging", "api_key_cache_ttl") => Some(("security", "api_key_cache_ttl")),
-        _ => None,
-    };
-    if let Some((section, name)) = alias {
+    if let Some((section, name)) = alias(section, name) {
         let setting = super::setting(section, name).expect("an alias names a setting");
         return Some(
             setting
@@ -37,12 +31,7 @@ pub(super) fn apply(
             .as_str()
             .ok_or_else(|| bad(format!("{value} is not a string")))
             .map(|host| {
-                let port = config
-                    .bind
-                    .rsplit_once(':')
-                    .map_or("8080", |(_, p)| p)
-                    .to_owned();
-                config.bind = format!("{host}:{port}");
+                config.api.bind = rebind(&config.api.bind, Some(host), None);
                 Applied::Yes
             }),
         ("api", "port") => value
@@ -50,12 +39,7 @@ pub(super) fn apply(
             .and_then(|p| u16::try_from(p).ok())
             .ok_or_else(|| bad(format!("{value} is not a port")))
             .map(|port| {
-                let host = config
-                    .bind
-                    .rsplit_once(':')
-                    .map_or("127.0.0.1", |(h, _)| h)
-                    .to_owned();
-                config.bind = format!("{host}:{port}");
+                config.api.bind = rebind(&config.api.bind, None, Some(port));
                 Applied::Yes
             }),
         ("logging", "level")
@@ -63,7 +47,7 @@ pub(super) fn apply(
                 .as_str()
                 .is_some_and(|l| l.eq_ignore_ascii_case("warning")) =>
         {
-            config.log_level = "warn".to_owned();
+            config.logging.level = "warn".to_owned();
             Ok(Applied::Yes)
         }
         ("logging", "format") if value.as_str().is_some_and(|f| f != "text" && f != "json") => {
@@ -81,6 +65,23 @@ pub(super) fn apply(
         _ => return None,
     };
     Some(applied)
+}
+
+/// The setting a key of the reference's `[interaction_logging]` section stands for.
+fn alias(section: &str, name: &str) -> Option<(&'static str, &'static str)> {
+    match (section, name) {
+        ("interaction_logging", "cleanup_interval") => Some(("storage", "cleanup_interval")),
+        ("interaction_logging", "max_records") => Some(("storage", "max_records")),
+        ("interaction_logging", "api_key_cache_ttl") => Some(("security", "api_key_cache_ttl")),
+        _ => None,
+    }
+}
+
+/// `bind` with its host or its port replaced: the reference sets them apart.
+fn rebind(bind: &str, host: Option<&str>, port: Option<u16>) -> String {
+    let (old_host, old_port) = bind.rsplit_once(':').unwrap_or(("127.0.0.1", "8080"));
+    let port = port.map_or_else(|| old_port.to_owned(), |port| port.to_string());
+    format!("{}:{port}", host.unwrap_or(old_host))
 }
 
 /// Fields of a reference static key with no meaning here.
@@ -116,48 +117,11 @@ pub(super) fn strip_nulls(text: &str) -> (String, Vec<String>) {
                     .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_')
                 && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) =>
             {
-                let before = text[copied..i].trim_end();
-                if let Some(assign) = before.strip_suffix('=') {
-                    let key_text = assign.trim_end();
-                    let key_start = key_text
-                        .rfind(|c: char| {
-                            !(c.is_ascii_alphanumeric()
-                                || c == '_'
-                                || c == '-'
-                                || c == '"'
-                                || c == '.')
-                        })
-                        .map_or(0, |p| p + 1);
-                    let name = key_text[key_start..].trim_matches('"');
-                    // Static keys are named by their key: never repeat one in a warning.
-                    let in_static_keys = text[..i]
-                        .rfind("[static_api_keys]")
-                        .is_some_and(|at| !text[at + 1..i].contains("\n["));
-                    removed.push(
-                        if in_static_keys
-                            && !text[..i].rsplit('\n').next().unwrap_or("").contains('{')
-                        {
-                            format!(
-                                "static_api_keys.<key {}>",
-                                crate::auth::hex(&crate::auth::key_id(name))
-                            )
-                        } else {
-                            name.to_owned()
-                        },
-                    );
-                    let mut kept = key_text[..key_start].to_owned();
-                    let mut end = i + 4;
-                    let rest = &text[end..];
-                    let trimmed = rest.trim_start_matches([' ', '\t']);
-                    if trimmed.starts_with(',') {
-                        end += rest.len() - trimmed.len() + 1;
-                    } else if kept.trim_end().ends_with(',') {
-                        let cut = kept.trim_end().len() - 1;
-                        kept.truncate(cut);
-                    }
-                    out.push_str(&kept);
-                    copied = end;
-                    i = end;
+                if let Some(cut) = null_assignment(text, copied, i) {
+                    removed.push(cut.key);
+                    out.push_str(&cut.kept);
+                    copied = cut.resume;
+                    i = cut.resume;
                     continue;
                 }
             }
@@ -167,4 +131,59 @@ pub(super) fn strip_nulls(text: &str) -> (String, Vec<String>) {
     }
     out.push_str(&text[copied..]);
     (out, removed)
+}
+
+/// A `key = null` found by [`strip_nulls`].
+struct NullAssignment {
+    /// The text since the last cut, less the key, its `=` and a comma that went with it.
+    kept: String,
+    /// The key, as a warning names it.
+    key: String,
+    /// Where the text resumes after the `null` (and a comma after it).
+    resume: usize,
+}
+
+/// The assignment whose `null` starts at `at`, if the text between `copied` and it ends in
+/// `key =`.
+fn null_assignment(text: &str, copied: usize, at: usize) -> Option<NullAssignment> {
+    let before = text[copied..at].trim_end();
+    let key_text = before.strip_suffix('=')?.trim_end();
+    let key_start = key_text
+        .rfind(|c: char| {
+            !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '"' || c == '.')
+        })
+        .map_or(0, |p| p + 1);
+    let name = key_text[key_start..].trim_matches('"');
+    let mut kept = key_text[..key_start].to_owned();
+    let mut resume = at + "null".len();
+    let rest = &text[resume..];
+    let trimmed = rest.trim_start_matches([' ', '\t']);
+    if trimmed.starts_with(',') {
+        resume += rest.len() - trimmed.len() + 1;
+    } else if kept.trim_end().ends_with(',') {
+        let cut = kept.trim_end().len() - 1;
+        kept.truncate(cut);
+    }
+    Some(NullAssignment {
+        kept,
+        key: warned_name(text, at, name),
+        resume,
+    })
+}
+
+/// `name` as a warning shows it: a static key (a key of `[static_api_keys]` itself, not a field
+/// of its inline table) only by fingerprint, never repeated.
+fn warned_name(text: &str, at: usize, name: &str) -> String {
+    let in_static_keys = text[..at]
+        .rfind("[static_api_keys]")
+        .is_some_and(|start| !text[start + 1..at].contains("\n["));
+    let in_inline_table = text[..at].rsplit('\n').next().unwrap_or("").contains('{');
+    if in_static_keys && !in_inline_table {
+        format!(
+            "static_api_keys.<key {}>",
+            crate::auth::hex(&crate::auth::key_id(name))
+        )
+    } else {
+        name.to_owned()
+    }
 }

@@ -1,17 +1,20 @@
-//! The one table of settings: each one's TOML key, environment variable, default, help and how
-//! its value is read. Defaults, the file, the environment, `Debug` and `mcplog serve --help` are
-//! all derived from it, so a setting cannot be added to one of them and forgotten in another.
+//! What a setting is: its TOML key, environment variable, default, help, the values it accepts
+//! and how its value is read. The rows themselves are in `table.rs`; defaults, the file, the
+//! environment, `Debug`, `mcplog serve --help` and the README's settings table all derive from
+//! them, so a setting (or its range) cannot change in one and be forgotten in another.
 //!
 //! Hand-written rather than clap's `env` attribute or a layering crate: the reference design's
 //! file needs shims (`reference.rs`) that neither models, and static keys must never reach an
 //! error message, which is simplest to guarantee where every message is made here.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{parse_duration, Config, LogFormat};
 
-/// Where a setting's value lives in [`Config`], and what kind of value it is.
+/// Where a setting's value lives in [`Config`], what kind of value it is, and for numbers and
+/// durations the values it accepts (`None`: any of its kind).
 pub(super) enum Field {
     Path(fn(&mut Config) -> &mut PathBuf),
     Text(fn(&mut Config) -> &mut String),
@@ -20,16 +23,34 @@ pub(super) enum Field {
     /// Secrets, never shown (`Debug` says how many): a TOML list of strings, or text with the
     /// entries separated by commas (the environment's form).
     SecretList(fn(&mut Config) -> &mut Vec<String>),
-    Count(fn(&mut Config) -> &mut u64),
-    Size(fn(&mut Config) -> &mut usize),
+    Count(fn(&mut Config) -> &mut u64, Option<Numbers>),
+    Size(fn(&mut Config) -> &mut usize, Option<Numbers>),
     /// A count that may be absent (no limit).
     Limit(fn(&mut Config) -> &mut Option<u64>),
-    Duration(fn(&mut Config) -> &mut Duration),
+    Duration(fn(&mut Config) -> &mut Duration, Option<Durations>),
     Flag(fn(&mut Config) -> &mut bool),
     Level,
     Format,
     /// `always`, the only mode: accepted so that a file may say it.
     Fsync,
+}
+
+/// The whole numbers a setting accepts, both ends included.
+#[derive(Clone, Copy)]
+pub(super) struct Numbers {
+    pub min: u64,
+    /// `None`: no ceiling but the type's.
+    pub max: Option<u64>,
+    /// What is counted, plural: `bytes`, `events`, ...
+    pub unit: &'static str,
+}
+
+/// The durations a setting accepts, both ends included.
+#[derive(Clone, Copy)]
+pub(super) struct Durations {
+    pub min: Duration,
+    /// `None`: no ceiling.
+    pub max: Option<Duration>,
 }
 
 /// One setting.
@@ -49,338 +70,6 @@ pub struct Setting {
     pub(super) show: fn(&Config) -> String,
 }
 
-macro_rules! setting {
-    ($section:literal, $name:ident, $env:literal, $default:expr, $kind:ident, $help:literal) => {
-        Setting {
-            section: $section,
-            name: stringify!($name),
-            env: $env,
-            default: $default,
-            help: $help,
-            field: Field::$kind(|c| &mut c.$name),
-            show: |c| format!("{:?}", c.$name),
-        }
-    };
-}
-
-/// Every setting, in the order `--help` and `Debug` list them.
-pub static SETTINGS: &[Setting] = &[
-    setting!(
-        "storage",
-        data_dir,
-        "MCPLOG_DATA_DIR",
-        Some("./data"),
-        Path,
-        "segments and keys"
-    ),
-    setting!(
-        "storage",
-        segment_max_bytes,
-        "MCPLOG_SEGMENT_MAX_BYTES",
-        Some("67108864"),
-        Count,
-        "roll the active segment before it passes this many bytes (4096 to 1 GiB)"
-    ),
-    setting!(
-        "storage",
-        segment_max_age,
-        "MCPLOG_SEGMENT_MAX_AGE",
-        Some("1d"),
-        Duration,
-        "roll the active segment once it is this old"
-    ),
-    setting!(
-        "storage",
-        retention,
-        "MCPLOG_RETENTION",
-        Some("30d"),
-        Duration,
-        "delete sealed segments whose newest event was received longer ago (at least 1h)"
-    ),
-    setting!(
-        "storage",
-        retention_override,
-        "MCPLOG_RETENTION_OVERRIDE",
-        Some("false"),
-        Flag,
-        "accept a retention below 1h"
-    ),
-    setting!(
-        "storage",
-        cleanup_interval,
-        "MCPLOG_CLEANUP_INTERVAL",
-        Some("1h"),
-        Duration,
-        "how often retention runs (also at start)"
-    ),
-    setting!(
-        "storage",
-        max_records,
-        "MCPLOG_MAX_RECORDS",
-        None,
-        Limit,
-        "also delete the oldest sealed segments while more events than this are kept"
-    ),
-    setting!(
-        "storage",
-        max_bytes,
-        "MCPLOG_MAX_BYTES",
-        None,
-        Limit,
-        "also delete the oldest sealed segments while they take more bytes than this"
-    ),
-    Setting {
-        section: "storage",
-        name: "fsync",
-        env: "MCPLOG_FSYNC",
-        default: Some("always"),
-        help: "always: an event is acknowledged after its fdatasync (the only mode)",
-        field: Field::Fsync,
-        show: |_| "\"always\"".to_owned(),
-    },
-    setting!(
-        "api",
-        bind,
-        "MCPLOG_BIND",
-        Some("127.0.0.1:8080"),
-        Text,
-        "listening address (port 0 picks one; the log says which)"
-    ),
-    setting!(
-        "api",
-        event_bytes_max,
-        "MCPLOG_EVENT_BYTES_MAX",
-        Some("1048576"),
-        Size,
-        "largest single event body, after decompression"
-    ),
-    setting!(
-        "api",
-        interaction_events_max,
-        "MCPLOG_INTERACTION_EVENTS_MAX",
-        Some("10000"),
-        Size,
-        "most events one interaction may hold; an event past it is refused (409 interaction_full)"
-    ),
-    setting!(
-        "api",
-        batch_events_max,
-        "MCPLOG_BATCH_EVENTS_MAX",
-        Some("1000"),
-        Size,
-        "most events in a batch"
-    ),
-    setting!(
-        "api",
-        batch_bytes_max,
-        "MCPLOG_BATCH_BYTES_MAX",
-        Some("16777216"),
-        Size,
-        "largest batch body, after decompression"
-    ),
-    setting!(
-        "api",
-        queue_events_max,
-        "MCPLOG_QUEUE_EVENTS_MAX",
-        Some("10000"),
-        Size,
-        "events accepted but not yet durable; beyond it, 503"
-    ),
-    setting!(
-        "api",
-        max_connections,
-        "MCPLOG_MAX_CONNECTIONS",
-        Some("1024"),
-        Size,
-        "most open client connections; more wait in the kernel's accept queue"
-    ),
-    setting!(
-        "api",
-        header_read_timeout,
-        "MCPLOG_HEADER_READ_TIMEOUT",
-        Some("10s"),
-        Duration,
-        "time to send a request's headers, and a kept-alive connection's idle time"
-    ),
-    setting!(
-        "api",
-        body_read_timeout,
-        "MCPLOG_BODY_READ_TIMEOUT",
-        Some("30s"),
-        Duration,
-        "time to send an ingest request's body (408 after)"
-    ),
-    setting!(
-        "api",
-        request_timeout,
-        "MCPLOG_REQUEST_TIMEOUT",
-        Some("30s"),
-        Duration,
-        "time for a whole request on every route but the replay stream (503 after)"
-    ),
-    setting!(
-        "api",
-        shutdown_grace,
-        "MCPLOG_SHUTDOWN_GRACE",
-        Some("10s"),
-        Duration,
-        "time requests in flight at SIGTERM or SIGINT get to finish"
-    ),
-    setting!(
-        "api",
-        write_timeout,
-        "MCPLOG_WRITE_TIMEOUT",
-        Some("30s"),
-        Duration,
-        "how long a write to a client may make no progress before the connection is cut"
-    ),
-    setting!(
-        "api",
-        replay_streams_per_key_max,
-        "MCPLOG_REPLAY_STREAMS_PER_KEY_MAX",
-        Some("8"),
-        Size,
-        "most replay streams one key may have open at once (429 beyond)"
-    ),
-    setting!(
-        "api",
-        replay_heartbeat,
-        "MCPLOG_REPLAY_HEARTBEAT",
-        Some("15s"),
-        Duration,
-        "how often a quiet follow stream sends a heartbeat line"
-    ),
-    setting!(
-        "api",
-        metrics_auth,
-        "MCPLOG_METRICS_AUTH",
-        Some("false"),
-        Flag,
-        "true: /metrics needs an auditor or admin key (401 without, 403 for a writer)"
-    ),
-    setting!(
-        "api",
-        clock_skew_max,
-        "MCPLOG_CLOCK_SKEW_MAX",
-        Some("1h"),
-        Duration,
-        "how far ahead of the server's clock an event's timestamp may be"
-    ),
-    setting!(
-        "projection",
-        stale_after,
-        "MCPLOG_STALE_AFTER",
-        Some("1h"),
-        Duration,
-        "an active interaction that started longer ago is counted stale"
-    ),
-    setting!(
-        "security",
-        master_secret,
-        "MCPLOG_MASTER_SECRET",
-        None,
-        Secret,
-        "signs and verifies keys (16 bytes or more); else <data>/master.secret"
-    ),
-    setting!(
-        "security",
-        previous_master_secrets,
-        "MCPLOG_PREVIOUS_MASTER_SECRETS",
-        None,
-        SecretList,
-        "former master secrets still accepted for verification while a rotation runs (comma-separated)"
-    ),
-    setting!(
-        "security",
-        api_key_cache_ttl,
-        "MCPLOG_API_KEY_CACHE_TTL",
-        Some("5m"),
-        Duration,
-        "how long a verified signed key is remembered (revocation still applies at once)"
-    ),
-    setting!(
-        "security",
-        key_lifetime_max,
-        "MCPLOG_KEY_LIFETIME_MAX",
-        Some("30d"),
-        Duration,
-        "the longest lifetime keygen grants"
-    ),
-    Setting {
-        section: "cluster",
-        name: "nats_url",
-        env: "MCPLOG_NATS_URL",
-        default: None,
-        help: "cluster mode: NATS server URLs, comma-separated (unset: a single node)",
-        // A URL may carry a user and password, so it is shown only as set or not.
-        field: Field::Secret(|c| &mut c.nats_url),
-        show: |c| format!("{:?}", c.nats_url.as_ref().map(|_| "<set>")),
-    },
-    Setting {
-        section: "cluster",
-        name: "stream",
-        env: "MCPLOG_NATS_STREAM",
-        default: Some("mcplog"),
-        help: "cluster mode: the JetStream stream holding the log (letters, digits, - and _)",
-        field: Field::Text(|c| &mut c.nats_stream),
-        show: |c| format!("{:?}", c.nats_stream),
-    },
-    Setting {
-        section: "cluster",
-        name: "replicas",
-        env: "MCPLOG_NATS_REPLICAS",
-        default: Some("3"),
-        help: "cluster mode: copies JetStream keeps of the stream when it creates it (1 to 5)",
-        field: Field::Count(|c| &mut c.nats_replicas),
-        show: |c| format!("{:?}", c.nats_replicas),
-    },
-    Setting {
-        section: "cluster",
-        name: "token",
-        env: "MCPLOG_NATS_TOKEN",
-        default: None,
-        help: "cluster mode: the NATS authentication token, if the servers require one",
-        field: Field::Secret(|c| &mut c.nats_token),
-        show: |c| format!("{:?}", c.nats_token.as_ref().map(|_| "<set>")),
-    },
-    Setting {
-        section: "cluster",
-        name: "credentials",
-        env: "MCPLOG_NATS_CREDENTIALS",
-        default: None,
-        help: "cluster mode: a NATS credentials file (.creds: user JWT and NKey seed), if the servers require one",
-        field: Field::Secret(|c| &mut c.nats_credentials),
-        show: |c| format!("{:?}", c.nats_credentials.as_ref().map(|_| "<set>")),
-    },
-    Setting {
-        section: "cluster",
-        name: "ingest_deadline",
-        env: "MCPLOG_NATS_INGEST_DEADLINE",
-        default: Some("5s"),
-        help: "cluster mode: how long an event may wait for the stream, from its arrival, before a 503 (100ms to 60s)",
-        field: Field::Duration(|c| &mut c.nats_ingest_deadline),
-        show: |c| format!("{:?}", c.nats_ingest_deadline),
-    },
-    Setting {
-        section: "logging",
-        name: "level",
-        env: "MCPLOG_LEVEL",
-        default: Some("info"),
-        help: "trace, debug, info, warn or error",
-        field: Field::Level,
-        show: |c| format!("{:?}", c.log_level),
-    },
-    Setting {
-        section: "logging",
-        name: "format",
-        env: "MCPLOG_FORMAT",
-        default: Some("text"),
-        help: "text, or json (one object per line)",
-        field: Field::Format,
-        show: |c| format!("{:?}", c.log_format),
-    },
-];
-
 /// Log levels, as the settings take them.
 const LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
@@ -390,61 +79,75 @@ impl Setting {
         format!("{}.{}", self.section, self.name)
     }
 
-    /// Sets the value from text (an environment variable, a default, or a TOML string).
+    /// The values it accepts, as `--help` and the README's settings table show them (`None`:
+    /// any of its kind; relations to other settings are in `Config::check`).
+    pub fn range(&self) -> Option<String> {
+        match &self.field {
+            Field::Count(_, Some(numbers)) | Field::Size(_, Some(numbers)) => {
+                Some(numbers.to_string())
+            }
+            Field::Duration(_, Some(durations)) => Some(durations.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Sets the value from text (an environment variable or a TOML string).
     pub(super) fn set(&self, config: &mut Config, text: &str) -> Result<(), String> {
-        let number = |text: &str| {
-            text.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("{text:?} is not a whole number"))
-        };
         match &self.field {
             Field::Path(f) => *f(config) = PathBuf::from(text),
             Field::Text(f) => *f(config) = text.to_owned(),
             Field::Secret(f) => *f(config) = Some(text.to_owned()),
-            Field::SecretList(f) => {
-                *f(config) = text
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            }
-            Field::Count(f) => *f(config) = number(text)?,
-            Field::Size(f) => {
-                *f(config) = usize::try_from(number(text)?).map_err(|_| "too large".to_owned())?
-            }
+            Field::SecretList(f) => *f(config) = secret_list(text),
+            Field::Count(f, _) => *f(config) = self.count(text)?,
+            Field::Size(f, _) => *f(config) = self.size(text)?,
             Field::Limit(f) => *f(config) = Some(number(text)?),
-            Field::Duration(f) => *f(config) = parse_duration(text)?,
-            Field::Flag(f) => {
-                *f(config) = match text.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(format!("{text:?} is not true or false")),
-                }
-            }
-            Field::Level => {
-                let level = text.trim().to_ascii_lowercase();
-                if !LEVELS.contains(&level.as_str()) {
-                    return Err(format!("{level:?} is not {}", LEVELS.join(", ")));
-                }
-                config.log_level = level;
-            }
-            Field::Format => {
-                config.log_format = match text.trim() {
-                    "text" => LogFormat::Text,
-                    "json" => LogFormat::Json,
-                    other => return Err(format!("{other:?} is not text or json")),
-                }
-            }
-            Field::Fsync => {
-                if text.trim() != "always" {
-                    return Err(format!(
-                        "{text:?} is not supported: only \"always\" (acknowledge after fdatasync)"
-                    ));
-                }
-            }
+            Field::Duration(f, _) => *f(config) = self.duration(text)?,
+            Field::Flag(f) => *f(config) = flag(text)?,
+            Field::Level => config.logging.level = level(text)?,
+            Field::Format => config.logging.format = log_format(text)?,
+            Field::Fsync => fsync(text)?,
         }
         Ok(())
+    }
+
+    /// A count, within this setting's range.
+    pub(super) fn count(&self, text: &str) -> Result<u64, String> {
+        let (Field::Count(_, numbers) | Field::Size(_, numbers)) = &self.field else {
+            return Err(format!("{} is not a count", self.key()));
+        };
+        let n = number(text)?;
+        match numbers {
+            Some(numbers) if !numbers.contains(n) => Err(format!("must be {numbers}, not {n}")),
+            _ => Ok(n),
+        }
+    }
+
+    /// A size in memory, within this setting's range.
+    pub(super) fn size(&self, text: &str) -> Result<usize, String> {
+        usize::try_from(self.count(text)?).map_err(|_| "too large".to_owned())
+    }
+
+    /// A duration, within this setting's range.
+    pub(super) fn duration(&self, text: &str) -> Result<Duration, String> {
+        let Field::Duration(_, durations) = &self.field else {
+            return Err(format!("{} is not a duration", self.key()));
+        };
+        let d = parse_duration(text)?;
+        match durations {
+            Some(durations) if !durations.contains(d) => {
+                Err(format!("must be {durations}, not {}", show_duration(d)))
+            }
+            _ => Ok(d),
+        }
+    }
+
+    /// The embedded default, read by `read` as a value from the file or the environment is.
+    /// Panics if there is none or it is refused: the table is wrong (a test reads every one).
+    pub(super) fn default_as<T>(&self, read: impl FnOnce(&str) -> Result<T, String>) -> T {
+        let text = self
+            .default
+            .unwrap_or_else(|| panic!("{} has no default", self.key()));
+        read(text).unwrap_or_else(|err| panic!("the default of {}: {err}", self.key()))
     }
 
     /// Sets the value from a TOML value: text fields take strings, numbers and durations take
@@ -497,15 +200,114 @@ impl Setting {
     }
 }
 
-/// The settings as `mcplog serve --help` lists them: variable, default, meaning.
+impl Numbers {
+    fn contains(&self, n: u64) -> bool {
+        n >= self.min && self.max.is_none_or(|max| n <= max)
+    }
+}
+
+impl Durations {
+    fn contains(&self, d: Duration) -> bool {
+        d >= self.min && self.max.is_none_or(|max| d <= max)
+    }
+}
+
+impl fmt::Display for Numbers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.max {
+            Some(max) => write!(f, "{} to {max} {}", self.min, self.unit),
+            None => write!(f, "{} or more {}", self.min, self.unit),
+        }
+    }
+}
+
+impl fmt::Display for Durations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let min = show_duration(self.min);
+        match self.max {
+            Some(max) => write!(f, "{min} to {}", show_duration(max)),
+            None => write!(f, "{min} or more"),
+        }
+    }
+}
+
+/// A duration as a setting is written: in the largest of `d`, `h`, `m`, `s` and `ms` that
+/// divides it.
+fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let units = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ];
+    match units
+        .iter()
+        .find(|(per, _)| ms > 0 && ms.is_multiple_of(*per))
+    {
+        Some((per, unit)) => format!("{}{unit}", ms / per),
+        None => format!("{ms}ms"),
+    }
+}
+
+fn number(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{text:?} is not a whole number"))
+}
+
+/// Comma-separated entries, each trimmed; empty ones dropped.
+fn secret_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(super) fn flag(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("{text:?} is not true or false")),
+    }
+}
+
+pub(super) fn level(text: &str) -> Result<String, String> {
+    let level = text.trim().to_ascii_lowercase();
+    if !LEVELS.contains(&level.as_str()) {
+        return Err(format!("{level:?} is not {}", LEVELS.join(", ")));
+    }
+    Ok(level)
+}
+
+pub(super) fn log_format(text: &str) -> Result<LogFormat, String> {
+    match text.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("{other:?} is not text or json")),
+    }
+}
+
+fn fsync(text: &str) -> Result<(), String> {
+    if text.trim() != "always" {
+        return Err(format!(
+            "{text:?} is not supported: only \"always\" (acknowledge after fdatasync)"
+        ));
+    }
+    Ok(())
+}
+
+/// The settings as `mcplog serve --help` lists them: variable, default, meaning and range.
 pub fn help() -> String {
     let mut out = String::from(
         "Settings: embedded defaults, then the --config file ([section] key), then these \
          environment variables, then flags.\n\n",
     );
-    for s in SETTINGS {
+    for s in super::SETTINGS {
+        let range = s.range().map(|r| format!(" ({r})")).unwrap_or_default();
         out.push_str(&format!(
-            "  {:<28} {:<20} {}\n",
+            "  {:<28} {:<20} {}{range}\n",
             s.env,
             s.default.unwrap_or("(unset)"),
             s.help

@@ -6,11 +6,11 @@ use crate::ratelimit::Quota;
 
 use super::{reference, ConfigError};
 
-/// One `[static_api_keys]` entry, and its own rate limit if it sets one. `shown` names it by
-/// fingerprint: errors never carry the key.
 /// Longest static key, in bytes: it must fit an `Authorization` header.
 const STATIC_KEY_BYTES_MAX: usize = 1024;
 
+/// One `[static_api_keys]` entry, and its own rate limit if it sets one. `shown` names it by
+/// fingerprint: errors never carry the key.
 pub(super) fn static_key(
     key: &str,
     entry: &toml::Table,
@@ -20,22 +20,10 @@ pub(super) fn static_key(
         key: format!("{shown}.{field}"),
         message,
     };
-    // A key travels as a bearer token: printable ASCII, no white space (a key that differs from
-    // another only in white space would be the same key once a client trims it), and no quote or
-    // backslash (an error answer quoting it would escape it past the key check).
-    if key.is_empty()
-        || key.len() > STATIC_KEY_BYTES_MAX
-        || !key
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        return Err(ConfigError {
-            key: shown.to_owned(),
-            message: format!(
-                "a static key must be 1 to {STATIC_KEY_BYTES_MAX} printable ASCII characters without white space, quotes or backslashes"
-            ),
-        });
-    }
+    check_key(key).map_err(|message| ConfigError {
+        key: shown.to_owned(),
+        message,
+    })?;
     let mut parsed = StaticKey {
         key: key.to_owned(),
         mcp_id: None,
@@ -46,46 +34,11 @@ pub(super) fn static_key(
     let (mut events_per_second, mut burst) = (None, None);
     for (field, value) in entry {
         match field.as_str() {
-            "events_per_second" => events_per_second = Some(count(value).map_err(|m| bad(field, m))?),
+            "events_per_second" => {
+                events_per_second = Some(count(value).map_err(|m| bad(field, m))?)
+            }
             "burst" => burst = Some(count(value).map_err(|m| bad(field, m))?),
-            "mcp_id" => {
-                parsed.mcp_id = Some(
-                    value
-                        .as_str()
-                        .ok_or_else(|| bad(field, "must be a string".into()))?
-                        .to_owned(),
-                )
-            }
-            "role" => {
-                let name = value
-                    .as_str()
-                    .ok_or_else(|| bad(field, "must be a string".into()))?;
-                parsed.role = Role::from_name(name).ok_or_else(|| {
-                    bad(field, format!("{name:?} is not writer, auditor or admin"))
-                })?;
-            }
-            "expires_at" => {
-                parsed.expires_at = Some(epoch_seconds(value).ok_or_else(|| {
-                    bad(
-                        field,
-                        format!("{value} is not Unix seconds or an RFC 3339 date-time"),
-                    )
-                })?)
-            }
-            "disabled" => {
-                parsed.disabled = value
-                    .as_bool()
-                    .ok_or_else(|| bad(field, "must be true or false".into()))?
-            }
-            // The reference's per-key fields with no meaning here.
-            name if reference::IGNORED_KEY_FIELDS.contains(&name) => {}
-            other => {
-                return Err(bad(
-                    other,
-                    "unknown field; expected mcp_id, role, expires_at, disabled, events_per_second, burst"
-                        .into(),
-                ))
-            }
+            _ => key_field(&mut parsed, field, value).map_err(|m| bad(field, m))?,
         }
     }
     if parsed.role == Role::Writer && parsed.mcp_id.is_none() {
@@ -108,6 +61,54 @@ pub(super) fn static_key(
         }
     };
     Ok((parsed, quota))
+}
+
+/// A key travels as a bearer token: printable ASCII, no white space (a key that differs from
+/// another only in white space would be the same key once a client trims it), and no quote or
+/// backslash (an error answer quoting it would escape it past the key check).
+fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty()
+        || key.len() > STATIC_KEY_BYTES_MAX
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        return Err(format!(
+            "a static key must be 1 to {STATIC_KEY_BYTES_MAX} printable ASCII characters without white space, quotes or backslashes"
+        ));
+    }
+    Ok(())
+}
+
+/// Sets one field of an entry other than its rate limit on `parsed`.
+fn key_field(parsed: &mut StaticKey, field: &str, value: &toml::Value) -> Result<(), String> {
+    let text = || value.as_str().ok_or_else(|| "must be a string".to_owned());
+    match field {
+        "mcp_id" => parsed.mcp_id = Some(text()?.to_owned()),
+        "role" => {
+            let name = text()?;
+            parsed.role = Role::from_name(name)
+                .ok_or_else(|| format!("{name:?} is not writer, auditor or admin"))?;
+        }
+        "expires_at" => {
+            parsed.expires_at =
+                Some(epoch_seconds(value).ok_or_else(|| {
+                    format!("{value} is not Unix seconds or an RFC 3339 date-time")
+                })?)
+        }
+        "disabled" => {
+            parsed.disabled = value
+                .as_bool()
+                .ok_or_else(|| "must be true or false".to_owned())?
+        }
+        // The reference's per-key fields with no meaning here.
+        name if reference::IGNORED_KEY_FIELDS.contains(&name) => {}
+        _ => return Err(
+            "unknown field; expected mcp_id, role, expires_at, disabled, events_per_second, burst"
+                .into(),
+        ),
+    }
+    Ok(())
 }
 
 /// A positive count of events, as a rate or a burst.

@@ -18,10 +18,8 @@ const AUDITOR: &str = "auditor-key-for-the-router";
 
 /// A router over a fresh engine, with an admin key and writer keys for tenants `a` and `b`.
 fn app(dir: &std::path::Path) -> axum::Router {
-    let config = Config {
-        data_dir: dir.to_path_buf(),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.storage.data_dir = dir.to_path_buf();
     let writer = |key: &str, mcp_id: &str| StaticKey {
         key: key.into(),
         mcp_id: Some(mcp_id.into()),
@@ -47,7 +45,7 @@ fn app(dir: &std::path::Path) -> axum::Router {
             previous: Vec::new(),
         },
         dir,
-        config.api_key_cache_ttl,
+        config.keys.api_key_cache_ttl,
     )
     .unwrap();
     let engine = std::sync::Arc::new(crate::server::recover(&config).unwrap());
