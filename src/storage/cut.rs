@@ -20,9 +20,10 @@ use sha2::Digest;
 
 use super::dir::{create_private_dir, sync_dir, truncate};
 use super::format::{self, Decoded, Hash, FOOTER_BYTES, FOOTER_MARKER};
-use super::repair::{hex, write_new, Break, BreakKind, Breaks, Cut, QUARANTINE_DIR};
+use super::repair::{write_new, Break, BreakKind, Breaks, Cut, QUARANTINE_DIR};
 use super::scan::{Fault, Scan};
 use super::{segment_file_name, StorageError};
+use crate::hex::encode as hex;
 
 /// The fewest bytes a frame can take: the 8 bytes of length and CRC, then a payload of a one-byte
 /// seq, write index and receive time, the 8-byte key id, a one-byte action, the 8-byte

@@ -235,37 +235,12 @@ mod fixture {
         std::fs::read(dir.path().join(segment_file_name(1))).unwrap()
     }
 
-    /// `xxd`-style dump: offset, 16 bytes in hex, and their printable ASCII.
-    fn hex_dump(bytes: &[u8]) -> String {
-        let mut out = String::new();
-        for (row, chunk) in bytes.chunks(16).enumerate() {
-            let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
-            let ascii: String = chunk
-                .iter()
-                .map(|&b| {
-                    if (0x20..0x7f).contains(&b) {
-                        b as char
-                    } else {
-                        '.'
-                    }
-                })
-                .collect();
-            out.push_str(&format!(
-                "{:08x}: {:<47}  {}\n",
-                row * 16,
-                hex.join(" "),
-                ascii
-            ));
-        }
-        out
-    }
-
     #[test]
     fn the_fixture_is_what_this_build_writes_and_reads() {
         let built = build();
         if std::env::var_os("MCPLOG_UPDATE_FIXTURES").is_some() {
             std::fs::write(fixture_path(), &built).unwrap();
-            println!("{}", hex_dump(&built));
+            println!("{}", crate::hex::dump(&built));
         }
         let committed = std::fs::read(fixture_path()).expect("tests/fixtures/segment-v1.seg");
         assert_eq!(
@@ -298,7 +273,7 @@ mod fixture {
         )
         .unwrap();
         assert!(
-            doc.contains(&hex_dump(&committed)),
+            doc.contains(&crate::hex::dump(&committed)),
             "storage-format.md does not hold the fixture's hex dump"
         );
     }

@@ -19,7 +19,8 @@ use super::cut::{cut_tail, Seqs};
 use super::dir::{create_private_dir, list_segments, map_file, sync_dir};
 use super::format::Hash;
 use super::link::{check_link, check_sealed, End};
-use super::repair::{hex, Break, BreakKind, Breaks};
+use super::repair::{Break, BreakKind, Breaks};
+use crate::hex::encode as hex;
 use super::scan::{check_hash, scan_segment, sealed_hash, Hashing, Mode, Scan, Scanned, Tail};
 use super::writer::{LogWriter, Resume};
 use super::{LogConfig, StorageError};
@@ -278,7 +279,7 @@ fn skip_to(
         .iter()
         .rev()
         .find(|b| b.first_seq == floor)
-        .and_then(|b| unhex(&b.prev_hash));
+        .and_then(|b| crate::hex::decode_array::<32>(&b.prev_hash));
     let unsealed = views.last().is_some_and(|v| v.footer.is_none());
     let (writer, catalog) = match (unsealed, last) {
         (true, Some(scan)) if !scan.frames.is_empty() => {
@@ -344,17 +345,6 @@ fn skip_to(
         "numbering goes on past every seq a recorded cut may have held"
     );
     Ok((writer, catalog))
-}
-
-fn unhex(text: &str) -> Option<Hash> {
-    let mut hash = [0u8; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, byte) in hash.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(hash)
 }
 
 /// A writer at the end of the log: continuing its unsealed last segment, or on a new segment

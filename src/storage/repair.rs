@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::cut::highest_held;
+use crate::hex::encode as hex;
 use super::dir::{create_private_dir, list_segments, lock_dir, sync_dir, FILE_MODE};
 use super::format::{self, Decoded, Footer, Hash, FOOTER_BYTES, HEADER_BYTES};
 use super::inspect::scan_log;
@@ -720,9 +721,4 @@ fn append_record(segments: &Path, record: &Break) -> Result<(), StorageError> {
         .map_err(StorageError::io("write", &path))?;
     file.sync_all().map_err(StorageError::io("fsync", &path))?;
     sync_dir(segments)
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
