@@ -98,9 +98,9 @@ pub fn key_id(key: &str) -> KeyId {
     id
 }
 
+use crate::hex::decode as parse_hex;
 /// Lower-case hex of bytes (key ids in the API are 16 hex digits).
 pub use crate::hex::encode as hex;
-use crate::hex::decode as parse_hex;
 
 /// Parses a 16-hex-digit key id.
 pub fn parse_key_id(text: &str) -> Option<KeyId> {

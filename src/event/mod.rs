@@ -188,7 +188,6 @@ impl EventLine<'_> {
     }
 }
 
-
 /// A client event that passed validation; it borrows the client's bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidEvent<'a> {

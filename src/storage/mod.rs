@@ -31,7 +31,6 @@ use std::time::Duration;
 pub use backup::{backup, Backup};
 pub use catalog::{gaps, Catalog, CatalogChange, FrameIndex, Gap, GapReason, SegmentView};
 pub use cut::Seqs;
-pub(crate) use dir::sync_dir;
 pub use dir::{create_private_dir, list_segments, lock_dir, map_file, LOCK_FILE_NAME};
 pub use disk::Disk;
 pub use inspect::{scan_log, scan_log_parallel, verify_log, SegmentInfo};
@@ -84,6 +83,20 @@ pub enum StorageError {
         /// The lock file.
         path: PathBuf,
     },
+    /// A group that, written at the end of the active segment, would take it past
+    /// [`writer::SEGMENT_BYTES_LIMIT`]. Nothing was written and the writer goes on; configuration
+    /// keeps groups far smaller, so only a caller that skipped its limits meets this.
+    #[error(
+        "a group of {bytes} bytes would take {} past {} bytes",
+        .segment.display(),
+        writer::SEGMENT_BYTES_LIMIT
+    )]
+    GroupTooLarge {
+        /// The group's encoded size.
+        bytes: usize,
+        /// The active segment.
+        segment: PathBuf,
+    },
     /// An earlier write or fdatasync failed and could not be undone; the writer refuses to go on
     /// until the process restarts and recovery checks the files.
     #[error("the log writer stopped after an earlier failure: {0}")]
@@ -113,6 +126,11 @@ impl StorageError {
                 name(path)
             ),
             StorageError::Locked { .. } => "the data directory is in use".to_owned(),
+            StorageError::GroupTooLarge { bytes, segment } => format!(
+                "a group of {bytes} bytes would take {} past {} bytes",
+                name(segment),
+                writer::SEGMENT_BYTES_LIMIT
+            ),
             StorageError::Poisoned(_) => {
                 "the log writer stopped after an earlier failure; restart the server".to_owned()
             }
