@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod hex;
 pub mod http;
 pub mod latency;
 pub mod otlp;

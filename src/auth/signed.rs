@@ -98,25 +98,9 @@ pub fn key_id(key: &str) -> KeyId {
     id
 }
 
+use crate::hex::decode as parse_hex;
 /// Lower-case hex of bytes (key ids in the API are 16 hex digits).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Lower-case hex only, even length.
-fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2)
-        || !text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
+pub use crate::hex::encode as hex;
 
 /// Parses a 16-hex-digit key id.
 pub fn parse_key_id(text: &str) -> Option<KeyId> {

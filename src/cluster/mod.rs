@@ -22,7 +22,6 @@ use futures_util::StreamExt;
 
 use crate::engine::replica::{Applied, Group, GroupFeed, ShareError, SharedLog};
 use crate::engine::Engine;
-use crate::storage::format::Hash;
 
 /// The header carrying a group's first seq, in decimal.
 pub const FIRST_SEQ_HEADER: &str = "Mcplog-First-Seq";
@@ -416,26 +415,13 @@ fn group_of(headers: &HeaderMap, frames: Bytes) -> Result<Group, String> {
     let first_seq = header(FIRST_SEQ_HEADER)?
         .parse::<u64>()
         .map_err(|_| format!("{FIRST_SEQ_HEADER} is not a number"))?;
-    let prev_hash = parse_hash(&header(PREV_HASH_HEADER)?)
+    let prev_hash = crate::hex::decode_array(&header(PREV_HASH_HEADER)?)
         .ok_or(format!("{PREV_HASH_HEADER} is not 64 hex digits"))?;
     Ok(Group {
         first_seq,
         prev_hash,
         frames,
     })
-}
-
-fn parse_hash(text: &str) -> Option<Hash> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut hash = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let pair = std::str::from_utf8(pair).ok()?;
-        hash[i] = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(hash)
 }
 
 /// The headers of a group's message.

@@ -55,7 +55,7 @@ pub(super) fn maintain(
     let started = Instant::now();
     let paths = view.write().expect("view lock").catalog.drop_oldest(count);
     if let Some(dir) = paths[0].parent() {
-        if let Err(err) = retention::delete(&paths, dir) {
+        if let Err(err) = retention::delete(&paths, dir, writer.disk()) {
             // The files stay until the next run or start; the view no longer serves them.
             tracing::error!(error = %err, "deleting expired segments failed");
         }

@@ -154,7 +154,7 @@ impl<'a> EventLine<'a> {
         Some(EventLine {
             seq: event.seq,
             received_at: event.received_at_us as f64 / 1e6,
-            key_id: hex8(&event.key_id),
+            key_id: crate::hex::encode(&event.key_id),
             event: body,
         })
     }
@@ -172,7 +172,7 @@ impl EventLine<'_> {
         serde_json::to_writer(&mut *out, &(event.received_at_us as f64 / 1e6))
             .expect("a float serializes");
         out.extend_from_slice(b",\"key_id\":\"");
-        out.extend_from_slice(hex8(&event.key_id).as_bytes());
+        out.extend_from_slice(crate::hex::encode(&event.key_id).as_bytes());
         out.extend_from_slice(b"\",\"event\":");
         if memchr::memchr2(b'\n', b'\r', event.body.as_bytes()).is_some() {
             out.extend(
@@ -186,17 +186,6 @@ impl EventLine<'_> {
         }
         out.extend_from_slice(b"}\n");
     }
-}
-
-/// Lower-case hex of a key id, without a formatting call per byte (dump and replay print millions).
-fn hex8(bytes: &[u8; 8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(16);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
 }
 
 /// A client event that passed validation; it borrows the client's bytes.

@@ -81,20 +81,12 @@ impl CursorKey {
         for (i, byte) in plain.iter().enumerate() {
             sealed[CURSOR_TAG_BYTES + i] = byte ^ stream[i];
         }
-        sealed.iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::encode(&sealed)
     }
 
     /// The position sealed in `text`, or `None` when this key did not seal it.
     pub fn open(&self, text: &str) -> Option<Position> {
-        let text = text.as_bytes();
-        if text.len() != 2 * CURSOR_BYTES {
-            return None;
-        }
-        let mut sealed = [0u8; CURSOR_BYTES];
-        for (i, pair) in text.chunks_exact(2).enumerate() {
-            let digit = |c: u8| (c as char).to_digit(16).filter(|_| !c.is_ascii_uppercase());
-            sealed[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
-        }
+        let sealed: [u8; CURSOR_BYTES] = crate::hex::decode_array(text)?;
         let tag: [u8; CURSOR_TAG_BYTES] = sealed[..CURSOR_TAG_BYTES].try_into().expect("16");
         let stream = self.stream(&tag);
         let mut plain = [0u8; Position::BYTES];

@@ -18,11 +18,12 @@ use std::path::Path;
 
 use sha2::Digest;
 
-use super::dir::{create_private_dir, sync_dir, truncate};
+use super::dir::create_private_dir;
 use super::format::{self, Decoded, Hash, FOOTER_BYTES, FOOTER_MARKER};
-use super::repair::{hex, write_new, Break, BreakKind, Breaks, Cut, QUARANTINE_DIR};
+use super::repair::{Break, BreakKind, Breaks, Cut, QUARANTINE_DIR};
 use super::scan::{Fault, Scan};
-use super::{segment_file_name, StorageError};
+use super::{segment_file_name, LogConfig, StorageError};
+use crate::hex::encode as hex;
 
 /// The fewest bytes a frame can take: the 8 bytes of length and CRC, then a payload of a one-byte
 /// seq, write index and receive time, the 8-byte key id, a one-byte action, the 8-byte
@@ -86,7 +87,7 @@ pub fn highest_held(bytes: &[u8], from: usize, next_seq: u64, sealed: bool) -> O
 /// ([`Breaks::floor`]), so that a start that stops half-way finishes the job the next time.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn cut_tail(
-    segments: &Path,
+    config: &LogConfig,
     path: &Path,
     bytes: &[u8],
     scan: &Scan,
@@ -107,6 +108,8 @@ pub(super) fn cut_tail(
     let name = segment_file_name(scan.header.first_seq);
 
     // The copy first: nothing below changes the log before the bytes are safe.
+    let segments = &config.dir;
+    let disk = &config.disk;
     let data_dir = segments.parent().unwrap_or(segments);
     let quarantine = format!("{QUARANTINE_DIR}/{now_us}-{name}.cut-{offset}");
     let target = data_dir.join(&quarantine);
@@ -114,8 +117,10 @@ pub(super) fn cut_tail(
     create_private_dir(&folder).map_err(StorageError::io("create directory", &folder))?;
     // (A copy already there is this same cut, made by a start within the same microsecond.)
     if !target.exists() {
-        write_new(&target, cut)?;
-        sync_dir(&folder)?;
+        disk.write_new(&target, cut)
+            .map_err(StorageError::io("write", &target))?;
+        disk.sync_dir(&folder)
+            .map_err(StorageError::io("fsync directory", &folder))?;
     }
 
     // The link the segment numbering goes on in will have: after the kept frames (the segment
@@ -159,8 +164,9 @@ pub(super) fn cut_tail(
             bytes: cut.len() as u64,
         }),
     };
-    breaks.record(segments, record)?;
-    truncate(path, offset)?;
+    breaks.record(config, record)?;
+    disk.truncate(path, offset)
+        .map_err(StorageError::io("truncate", path))?;
     tracing::warn!(
         path = %path.display(),
         offset,

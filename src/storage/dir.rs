@@ -91,14 +91,3 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .and_then(|d| d.sync_all())
         .map_err(StorageError::io("fsync directory", dir))
 }
-
-/// Cuts a file to `len` bytes, durably.
-pub(super) fn truncate(path: &Path, len: u64) -> Result<(), StorageError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(StorageError::io("open", path))?;
-    file.set_len(len)
-        .map_err(StorageError::io("truncate", path))?;
-    file.sync_all().map_err(StorageError::io("fsync", path))
-}

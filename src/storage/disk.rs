@@ -1,9 +1,13 @@
-//! The seam under the writer: every write, sync, truncation, creation and removal of a segment
-//! file goes through a [`Disk`]. In production it is the file system and nothing else. In tests
-//! it can also carry a simulated power supply ([`Disk::simulated`]): the real files act as the
-//! volatile cache, while the simulation keeps what an fdatasync (or a directory sync) would have
-//! made durable, and a power cut yields that durable image, with unsynced writes kept, dropped,
-//! reordered or torn at sector granularity, as a real disk may leave them.
+//! The seam under the log's files: every write, sync, truncation, creation and removal of a
+//! file in the data directory that the server makes (the writer's, and start-up's own: removing a
+//! segment that never got its header, quarantining and truncating a torn tail, recording the cut,
+//! retention's deletions) goes through a [`Disk`]. In production it is the file system and
+//! nothing else. In tests it can also carry a simulated power supply (`sim::Power`): the
+//! real files act as the volatile cache, while the simulation keeps what an fdatasync (or a
+//! directory sync) would have made durable, and a power cut yields that durable image, with
+//! unsynced writes kept, dropped, reordered or torn at sector granularity, as a real disk may
+//! leave them. Or it can carry one injected failure of a group's write or fdatasync
+//! (`sim::Faults`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -15,11 +19,13 @@ use std::sync::Arc;
 
 use super::dir::FILE_MODE;
 
-/// Where segment files are written. Cheap to clone.
+/// Where the log's files are written. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Disk {
     #[cfg(test)]
     power: Option<Arc<sim::Power>>,
+    #[cfg(test)]
+    faults: Option<Arc<sim::Faults>>,
     #[cfg(not(test))]
     _private: (),
 }
@@ -47,6 +53,12 @@ impl Disk {
             .open(path)
     }
 
+    /// Opens an existing file for writing. (Opening changes nothing on disk: the simulation is
+    /// not told.)
+    pub(super) fn open_write(&self, path: &Path) -> io::Result<File> {
+        OpenOptions::new().write(true).open(path)
+    }
+
     /// Writes all of `bytes` at `offset`.
     pub(super) fn write_at(
         &self,
@@ -56,12 +68,21 @@ impl Disk {
         offset: u64,
     ) -> io::Result<()> {
         self.before(|p| p.write(path, offset, bytes))?;
+        #[cfg(test)]
+        if let Some(kept) = self.faults.as_ref().and_then(|f| f.on_write(offset, bytes)) {
+            file.write_all_at(&bytes[..kept], offset)?;
+            return Err(io::Error::other("injected write failure"));
+        }
         file.write_all_at(bytes, offset)
     }
 
     /// Makes the file's data durable.
     pub(super) fn sync_data(&self, file: &File, path: &Path) -> io::Result<()> {
         self.before(|p| p.sync(path))?;
+        #[cfg(test)]
+        if let Some(faults) = &self.faults {
+            faults.on_sync()?;
+        }
         file.sync_data()
     }
 
@@ -81,6 +102,33 @@ impl Disk {
     pub(super) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.before(|p| p.sync_dir(dir))?;
         File::open(dir).and_then(|d| d.sync_all())
+    }
+
+    /// Writes a new file (0600) whole and syncs it; its entry is durable once its directory is
+    /// synced.
+    pub(super) fn write_new(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let file = self.create_new(path)?;
+        self.write_at(&file, path, bytes, 0)?;
+        self.sync_data(&file, path)
+    }
+
+    /// Appends `bytes` to a file, created (0600) if missing, and syncs them.
+    pub(super) fn append(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let file = match OpenOptions::new().write(true).open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => self.create_new(path)?,
+            Err(err) => return Err(err),
+        };
+        let end = file.metadata()?.len();
+        self.write_at(&file, path, bytes, end)?;
+        self.sync_data(&file, path)
+    }
+
+    /// Cuts a file to `len` bytes, durably.
+    pub(super) fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        let file = self.open_write(path)?;
+        self.set_len(&file, path, len)?;
+        self.sync_data(&file, path)
     }
 
     /// Tells the simulated power supply, if any, of an operation about to happen; fails once the
@@ -138,6 +186,7 @@ pub(crate) mod sim {
     use std::sync::{Arc, Mutex};
 
     use super::Disk;
+    use crate::storage::format::FOOTER_MARKER;
 
     /// Bytes a disk writes atomically: a torn write keeps or loses whole sectors.
     const SECTOR_BYTES: u64 = 512;
@@ -169,6 +218,11 @@ pub(crate) mod sim {
         rng: u64,
         /// The image at the cut: file name → content.
         image: Option<BTreeMap<PathBuf, Vec<u8>>>,
+        /// The operation the power was cut at: its kind, and the file or directory.
+        cut_op: Option<(&'static str, PathBuf)>,
+        /// Whether a file's sync returns without making anything durable (a disk that lies, or a
+        /// writer that acknowledges before its fdatasync: to the simulation they are one).
+        syncs_lie: bool,
     }
 
     /// The power supply: counts operations and cuts at the chosen one.
@@ -185,13 +239,50 @@ pub(crate) mod sim {
                 cut_at,
                 rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
                 image: None,
+                cut_op: None,
+                syncs_lie: false,
             })))
+        }
+
+        /// A supply over files already on disk, each durable with its content: a machine started
+        /// again from what an earlier cut left, to be cut in turn.
+        pub(crate) fn restore<'a>(
+            cut_at: u64,
+            seed: u64,
+            files: impl IntoIterator<Item = (PathBuf, &'a [u8])>,
+        ) -> Arc<Power> {
+            let power = Power::new(cut_at, seed);
+            let mut state = power.0.lock().unwrap();
+            for (path, content) in files {
+                state.files.insert(
+                    path,
+                    FileState {
+                        durable: content.to_vec(),
+                        entry_durable: true,
+                        ..FileState::default()
+                    },
+                );
+            }
+            drop(state);
+            power
+        }
+
+        /// Makes every later file sync a lie: it returns without making anything durable.
+        pub(crate) fn lie_on_syncs(&self) {
+            self.0.lock().unwrap().syncs_lie = true;
+        }
+
+        /// The operation the power was cut at (its kind, such as `set_len`, and its file), once
+        /// cut.
+        pub(crate) fn cut_op(&self) -> Option<(&'static str, PathBuf)> {
+            self.0.lock().unwrap().cut_op.clone()
         }
 
         /// A disk on this supply.
         pub(crate) fn disk(self: &Arc<Power>) -> Disk {
             Disk {
                 power: Some(Arc::clone(self)),
+                faults: None,
             }
         }
 
@@ -201,7 +292,7 @@ pub(crate) mod sim {
         }
 
         /// Counts an operation; at the cut, builds the image and fails this and every later one.
-        fn tick(state: &mut State) -> io::Result<()> {
+        fn tick(state: &mut State, kind: &'static str, path: &Path) -> io::Result<()> {
             if state.image.is_some() {
                 return Err(io::Error::other("the power is cut"));
             }
@@ -209,20 +300,26 @@ pub(crate) mod sim {
             if state.ops >= state.cut_at {
                 let image = cut(state);
                 state.image = Some(image);
+                state.cut_op = Some((kind, path.to_path_buf()));
                 return Err(io::Error::other("the power is cut"));
             }
             Ok(())
         }
 
-        fn with(&self, op: impl FnOnce(&mut State)) -> io::Result<()> {
+        fn with(
+            &self,
+            kind: &'static str,
+            path: &Path,
+            op: impl FnOnce(&mut State),
+        ) -> io::Result<()> {
             let mut state = self.0.lock().unwrap();
-            Power::tick(&mut state)?;
+            Power::tick(&mut state, kind, path)?;
             op(&mut state);
             Ok(())
         }
 
         pub(super) fn create(&self, path: &Path) -> io::Result<()> {
-            self.with(|s| {
+            self.with("create", path, |s| {
                 let file = s.files.entry(path.to_path_buf()).or_default();
                 file.durable.clear();
                 file.pending.clear();
@@ -231,7 +328,7 @@ pub(crate) mod sim {
         }
 
         pub(super) fn write(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
-            self.with(|s| {
+            self.with("write", path, |s| {
                 s.files
                     .entry(path.to_path_buf())
                     .or_default()
@@ -244,7 +341,7 @@ pub(crate) mod sim {
         }
 
         pub(super) fn set_len(&self, path: &Path, len: u64) -> io::Result<()> {
-            self.with(|s| {
+            self.with("set_len", path, |s| {
                 s.files
                     .entry(path.to_path_buf())
                     .or_default()
@@ -254,7 +351,10 @@ pub(crate) mod sim {
         }
 
         pub(super) fn sync(&self, path: &Path) -> io::Result<()> {
-            self.with(|s| {
+            if self.0.lock().unwrap().syncs_lie {
+                return Ok(());
+            }
+            self.with("sync", path, |s| {
                 let file = s.files.entry(path.to_path_buf()).or_default();
                 for op in std::mem::take(&mut file.pending) {
                     apply(&mut file.durable, &op);
@@ -263,13 +363,13 @@ pub(crate) mod sim {
         }
 
         pub(super) fn remove(&self, path: &Path) -> io::Result<()> {
-            self.with(|s| {
+            self.with("remove", path, |s| {
                 s.files.entry(path.to_path_buf()).or_default().entry_pending = Some(false)
             })
         }
 
         pub(super) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-            self.with(|s| {
+            self.with("sync_dir", dir, |s| {
                 for (path, file) in s.files.iter_mut() {
                     if path.parent() == Some(dir) {
                         if let Some(exists) = file.entry_pending.take() {
@@ -278,6 +378,73 @@ pub(crate) mod sim {
                     }
                 }
             })
+        }
+    }
+
+    /// One failure injected into a group's write: the next write of frames (not a header, at
+    /// offset 0, nor a footer, which begins with its marker; no frame length is the marker)
+    /// fails after `bytes` of it, or is written whole and then its fdatasync fails.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) enum Fault {
+        /// Write only this many bytes of the group, then fail as a full disk would.
+        Write { bytes: usize },
+        /// Write the whole group, then fail the fdatasync.
+        Sync,
+    }
+
+    /// Failures armed for a disk: each fires once.
+    #[derive(Debug, Default)]
+    pub(crate) struct Faults(Mutex<FaultState>);
+
+    #[derive(Debug, Default)]
+    struct FaultState {
+        armed: Option<Fault>,
+        fail_next_sync: bool,
+    }
+
+    impl Faults {
+        /// Failures for a disk, none armed yet.
+        pub(crate) fn new() -> Arc<Faults> {
+            Arc::default()
+        }
+
+        /// A disk that fails as armed.
+        pub(crate) fn disk(self: &Arc<Faults>) -> Disk {
+            Disk {
+                power: None,
+                faults: Some(Arc::clone(self)),
+            }
+        }
+
+        /// Fails the next group's write or fdatasync.
+        pub(crate) fn arm(&self, fault: Fault) {
+            self.0.lock().unwrap().armed = Some(fault);
+        }
+
+        /// For a write of `bytes` at `offset`: how many of them to write before failing, if this
+        /// write is to fail.
+        pub(super) fn on_write(&self, offset: u64, bytes: &[u8]) -> Option<usize> {
+            let footer = bytes.starts_with(&FOOTER_MARKER.to_le_bytes());
+            if offset == 0 || footer {
+                return None;
+            }
+            let mut state = self.0.lock().unwrap();
+            match state.armed.take()? {
+                Fault::Write { bytes: kept } => Some(kept.min(bytes.len())),
+                Fault::Sync => {
+                    state.fail_next_sync = true;
+                    None
+                }
+            }
+        }
+
+        /// Fails this sync if the group's write before it was armed to.
+        pub(super) fn on_sync(&self) -> io::Result<()> {
+            let mut state = self.0.lock().unwrap();
+            match std::mem::take(&mut state.fail_next_sync) {
+                true => Err(io::Error::other("injected fdatasync failure")),
+                false => Ok(()),
+            }
         }
     }
 

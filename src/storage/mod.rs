@@ -31,7 +31,6 @@ use std::time::Duration;
 pub use backup::{backup, Backup};
 pub use catalog::{gaps, Catalog, CatalogChange, FrameIndex, Gap, GapReason, SegmentView};
 pub use cut::Seqs;
-pub(crate) use dir::sync_dir;
 pub use dir::{create_private_dir, list_segments, lock_dir, map_file, LOCK_FILE_NAME};
 pub use disk::Disk;
 pub use inspect::{scan_log, scan_log_parallel, verify_log, SegmentInfo};
@@ -84,6 +83,20 @@ pub enum StorageError {
         /// The lock file.
         path: PathBuf,
     },
+    /// A group that, written at the end of the active segment, would take it past
+    /// [`writer::SEGMENT_BYTES_LIMIT`]. Nothing was written and the writer goes on; configuration
+    /// keeps groups far smaller, so only a caller that skipped its limits meets this.
+    #[error(
+        "a group of {bytes} bytes would take {} past {} bytes",
+        .segment.display(),
+        writer::SEGMENT_BYTES_LIMIT
+    )]
+    GroupTooLarge {
+        /// The group's encoded size.
+        bytes: usize,
+        /// The active segment.
+        segment: PathBuf,
+    },
     /// An earlier write or fdatasync failed and could not be undone; the writer refuses to go on
     /// until the process restarts and recovery checks the files.
     #[error("the log writer stopped after an earlier failure: {0}")]
@@ -113,6 +126,11 @@ impl StorageError {
                 name(path)
             ),
             StorageError::Locked { .. } => "the data directory is in use".to_owned(),
+            StorageError::GroupTooLarge { bytes, segment } => format!(
+                "a group of {bytes} bytes would take {} past {} bytes",
+                name(segment),
+                writer::SEGMENT_BYTES_LIMIT
+            ),
             StorageError::Poisoned(_) => {
                 "the log writer stopped after an earlier failure; restart the server".to_owned()
             }
@@ -235,37 +253,12 @@ mod fixture {
         std::fs::read(dir.path().join(segment_file_name(1))).unwrap()
     }
 
-    /// `xxd`-style dump: offset, 16 bytes in hex, and their printable ASCII.
-    fn hex_dump(bytes: &[u8]) -> String {
-        let mut out = String::new();
-        for (row, chunk) in bytes.chunks(16).enumerate() {
-            let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
-            let ascii: String = chunk
-                .iter()
-                .map(|&b| {
-                    if (0x20..0x7f).contains(&b) {
-                        b as char
-                    } else {
-                        '.'
-                    }
-                })
-                .collect();
-            out.push_str(&format!(
-                "{:08x}: {:<47}  {}\n",
-                row * 16,
-                hex.join(" "),
-                ascii
-            ));
-        }
-        out
-    }
-
     #[test]
     fn the_fixture_is_what_this_build_writes_and_reads() {
         let built = build();
         if std::env::var_os("MCPLOG_UPDATE_FIXTURES").is_some() {
             std::fs::write(fixture_path(), &built).unwrap();
-            println!("{}", hex_dump(&built));
+            println!("{}", crate::hex::dump(&built));
         }
         let committed = std::fs::read(fixture_path()).expect("tests/fixtures/segment-v1.seg");
         assert_eq!(
@@ -298,7 +291,7 @@ mod fixture {
         )
         .unwrap();
         assert!(
-            doc.contains(&hex_dump(&committed)),
+            doc.contains(&crate::hex::dump(&committed)),
             "storage-format.md does not hold the fixture's hex dump"
         );
     }

@@ -16,14 +16,15 @@ use std::sync::{mpsc, Arc};
 
 use super::catalog::{Catalog, SegmentView};
 use super::cut::{cut_tail, Seqs};
-use super::dir::{create_private_dir, list_segments, map_file, sync_dir};
+use super::dir::{create_private_dir, list_segments, map_file};
 use super::format::Hash;
 use super::link::{check_link, check_sealed, End};
-use super::repair::{hex, Break, BreakKind, Breaks};
+use super::repair::{Break, BreakKind, Breaks};
 use super::scan::{check_hash, scan_segment, sealed_hash, Hashing, Mode, Scan, Scanned, Tail};
 use super::writer::{LogWriter, Resume};
 use super::{LogConfig, StorageError};
 use crate::event::StoredEvent;
+use crate::hex::encode as hex;
 
 /// An opened log: the writer, the read catalog, and what recovery had to do.
 pub struct Opened {
@@ -58,6 +59,7 @@ pub fn open_with(
     create_private_dir(&config.dir).map_err(StorageError::io("create directory", &config.dir))?;
     let names = list_segments(&config.dir)?;
     let mut breaks = Breaks::load(&config.dir)?;
+    breaks.drop_torn(&config.disk, &config.dir)?;
     for record in breaks.all() {
         match record.kind {
             BreakKind::Repair => tracing::warn!(
@@ -191,8 +193,7 @@ fn scan_segments(
                 // A segment created but never given a whole header holds no event.
                 tracing::warn!(path = %path.display(), bytes = map.len(), "removing a segment whose header never reached the disk");
                 drop(map);
-                std::fs::remove_file(&path).map_err(StorageError::io("remove", &path))?;
-                sync_dir(&config.dir)?;
+                remove_segment(config, &path)?;
                 continue;
             }
         };
@@ -202,7 +203,7 @@ fn scan_segments(
                 (end.last_seq, end.hash)
             });
             recovered.truncated_bytes += cut_tail(
-                &config.dir,
+                config,
                 &path,
                 &map,
                 &scan,
@@ -226,6 +227,15 @@ fn scan_segments(
         recovered.last = Some(scan);
     }
     Ok(recovered)
+}
+
+/// Removes a segment that holds no event, durably.
+fn remove_segment(config: &LogConfig, path: &std::path::Path) -> Result<(), StorageError> {
+    let disk = &config.disk;
+    disk.remove(path)
+        .map_err(StorageError::io("remove", path))?;
+    disk.sync_dir(&config.dir)
+        .map_err(StorageError::io("fsync directory", &config.dir))
 }
 
 /// A checked segment's end, as the next one must continue it.
@@ -278,7 +288,7 @@ fn skip_to(
         .iter()
         .rev()
         .find(|b| b.first_seq == floor)
-        .and_then(|b| unhex(&b.prev_hash));
+        .and_then(|b| crate::hex::decode_array::<32>(&b.prev_hash));
     let unsealed = views.last().is_some_and(|v| v.footer.is_none());
     let (writer, catalog) = match (unsealed, last) {
         (true, Some(scan)) if !scan.frames.is_empty() => {
@@ -295,8 +305,7 @@ fn skip_to(
             let empty = views.pop().expect("an unsealed last segment");
             let prev_hash =
                 scan.map_or_else(|| recorded_prev.unwrap_or([0; 32]), |s| s.header.prev_hash);
-            std::fs::remove_file(&empty.path).map_err(StorageError::io("remove", &empty.path))?;
-            sync_dir(&config.dir)?;
+            remove_segment(config, &empty.path)?;
             tracing::warn!(path = %empty.path.display(), "removed an empty last segment: numbering goes on past a recorded cut");
             let mut writer = LogWriter::create(config, floor, prev_hash, now_us)?;
             views.push(writer.empty_view()?);
@@ -322,7 +331,7 @@ fn skip_to(
             .unwrap_or([0; 32]);
         if !breaks.permits(floor, end.last_seq, &prev_hash, &end.hash) {
             breaks.record(
-                &config.dir,
+                config,
                 Break {
                     repaired_at_us: now_us,
                     first_seq: floor,
@@ -344,17 +353,6 @@ fn skip_to(
         "numbering goes on past every seq a recorded cut may have held"
     );
     Ok((writer, catalog))
-}
-
-fn unhex(text: &str) -> Option<Hash> {
-    let mut hash = [0u8; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, byte) in hash.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(hash)
 }
 
 /// A writer at the end of the log: continuing its unsealed last segment, or on a new segment
@@ -426,6 +424,7 @@ mod tests {
     use super::*;
     use sha2::Digest;
 
+    use crate::storage::disk::sim::{Fault, Faults};
     use crate::storage::format::{self, Decoded};
     use crate::storage::{lock_dir, CatalogChange};
 
@@ -631,12 +630,12 @@ mod tests {
             let stage = tempfile::tempdir().unwrap();
             let segments = stage.path().join("segments");
             std::fs::create_dir_all(&segments).unwrap();
-            breaks.record(&segments, record.clone()).unwrap();
-            std::fs::write(segments.join(crate::storage::segment_file_name(1)), &bytes).unwrap();
             let staged = LogConfig {
                 dir: segments.clone(),
                 ..config.clone()
             };
+            breaks.record(&staged, record.clone()).unwrap();
+            std::fs::write(segments.join(crate::storage::segment_file_name(1)), &bytes).unwrap();
             let (opened, _) = reopen(&staged).unwrap();
             assert_eq!(opened.writer.next_seq(), expected_next);
             drop(opened);
@@ -644,7 +643,7 @@ mod tests {
             std::fs::remove_dir_all(&segments).unwrap();
             std::fs::create_dir_all(&segments).unwrap();
             let mut breaks = Breaks::default();
-            breaks.record(&segments, record.clone()).unwrap();
+            breaks.record(&staged, record.clone()).unwrap();
             std::fs::write(
                 segments.join(crate::storage::segment_file_name(1)),
                 &bytes[..cut_at],
@@ -660,7 +659,7 @@ mod tests {
                 std::fs::remove_dir_all(&segments).unwrap();
                 std::fs::create_dir_all(&segments).unwrap();
                 let mut breaks = Breaks::default();
-                breaks.record(&segments, record.clone()).unwrap();
+                breaks.record(&staged, record.clone()).unwrap();
                 let (opened, seqs) = reopen(&staged).unwrap();
                 assert!(seqs.is_empty());
                 assert_eq!(opened.writer.next_seq(), expected_next);
@@ -819,12 +818,16 @@ mod tests {
     #[test]
     fn a_failed_group_leaves_nothing_for_a_smaller_one_to_uncover() {
         let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path(), 1 << 20);
+        let faults = Faults::new();
+        let config = LogConfig {
+            disk: faults.disk(),
+            ..config(dir.path(), 1 << 20)
+        };
         let (mut opened, _) = reopen(&config).unwrap();
         append_group(&mut opened, 2);
         let first = opened.writer.next_seq();
         let ids: Vec<String> = (0..5).map(|i| format!("failed-{i}")).collect();
-        opened.writer.fault = Some(crate::storage::writer::Fault::Sync);
+        faults.arm(Fault::Sync);
         let failed = opened.writer.append(&test_group(first, &ids, "{}"), 9);
         assert!(failed.result.is_err());
         // The retry of its first event alone: the same frame, byte for byte, so the failed
@@ -1112,8 +1115,8 @@ mod failing_writes {
     use std::time::Duration;
 
     use super::*;
+    use crate::storage::disk::sim::{Fault, Faults};
     use crate::storage::format;
-    use crate::storage::writer::Fault;
 
     /// About 400 bytes, so a 4 KiB segment holds three groups and every third write rolls first.
     const PAD: &str = r#"{"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
@@ -1144,12 +1147,13 @@ mod failing_writes {
         );
         for fault in faults {
             let dir = tempfile::tempdir().unwrap();
+            let faults = Faults::new();
             // Small segments, so some faults land right after a roll.
             let config = LogConfig {
                 dir: dir.path().join("segments"),
                 segment_max_bytes: 4096,
                 segment_max_age: Duration::from_secs(3600),
-                disk: crate::storage::Disk::real(),
+                disk: faults.disk(),
             };
             let mut opened = open(&config, 1, |_| {}).unwrap();
             let mut acked = 0u64;
@@ -1159,7 +1163,7 @@ mod failing_writes {
                 // write follows a sealed segment and a new one, whose changes the catalog must
                 // still learn: with those changes dropped (the bug a review found), this test fails.
                 let written = if [10, 13, 18].contains(&round) {
-                    opened.writer.fault = Some(fault);
+                    faults.arm(fault);
                     let written = opened.writer.append(&events(first, &ids), 9);
                     assert!(written.result.is_err(), "{fault:?}");
                     assert!(

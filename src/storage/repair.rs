@@ -8,17 +8,17 @@
 //! broken link only when a record names it exactly, and `verify` reports every record: the break
 //! is visible, never hidden.
 
-use std::io::Write as _;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use super::cut::highest_held;
-use super::dir::{create_private_dir, list_segments, lock_dir, sync_dir, FILE_MODE};
+use super::dir::{create_private_dir, list_segments, lock_dir, sync_dir};
 use super::format::{self, Decoded, Footer, Hash, FOOTER_BYTES, HEADER_BYTES};
 use super::inspect::scan_log;
-use super::{segment_file_name, StorageError};
+use super::{segment_file_name, Disk, LogConfig, StorageError};
+use crate::hex::encode as hex;
 
 /// The record of repairs, in the segment directory: one JSON object per line.
 pub const REPAIRS_FILE: &str = "repairs.jsonl";
@@ -100,14 +100,20 @@ pub struct Cut {
 
 /// The links the repairs record allows to be broken.
 #[derive(Debug, Clone, Default)]
-pub struct Breaks(Vec<Break>);
+pub struct Breaks {
+    records: Vec<Break>,
+    /// The length of the file's whole records when its last line is a torn append (a power cut
+    /// during the write of a record whose sync never returned).
+    torn_after: Option<u64>,
+}
 
 impl Breaks {
-    /// The record of a segment directory (none when it has no record file).
+    /// The record of a segment directory (none when it has no record file). A torn last line (one a
+    /// power cut left half-written) is left out.
     pub fn load(segments: &Path) -> Result<Breaks, StorageError> {
         let path = segments.join(REPAIRS_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Breaks::default()),
             Err(source) => {
                 return Err(StorageError::Io {
@@ -117,35 +123,41 @@ impl Breaks {
                 })
             }
         };
+        let whole = torn_from(&bytes);
+        let text = std::str::from_utf8(&bytes[..whole]).map_err(|err| StorageError::Corrupt {
+            path: path.clone(),
+            offset: err.valid_up_to() as u64,
+            reason: "the record of repairs is not UTF-8".into(),
+        })?;
         let mut breaks = Vec::new();
         for (n, line) in text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {
-            let record: Break =
-                serde_json::from_str(line).map_err(|err| StorageError::Corrupt {
-                    path: path.clone(),
-                    offset: n as u64 + 1,
-                    reason: format!("line {} is not a repair record: {err}", n + 1),
-                })?;
-            // Seqs this high are never reached by writing (2^62 events); such a record was
-            // edited, and numbering past it would overflow.
-            if record.first_seq > SEQ_RECORDED_MAX || record.after_seq > SEQ_RECORDED_MAX {
-                return Err(StorageError::Corrupt {
-                    path: path.clone(),
-                    offset: n as u64 + 1,
-                    reason: format!(
-                        "line {} records seqs {}..{}, beyond any log (at most {SEQ_RECORDED_MAX}); it was edited",
-                        n + 1,
-                        record.after_seq,
-                        record.first_seq
-                    ),
-                });
-            }
-            breaks.push(record);
+            breaks.push(parse_record(&path, n, line)?);
         }
-        Ok(Breaks(breaks))
+        Ok(Breaks {
+            records: breaks,
+            torn_after: (whole < bytes.len()).then_some(whole as u64),
+        })
+    }
+
+    /// Cuts a torn last line off the file, so that the next record starts a line of its own. Its
+    /// write never returned from its sync, so nothing it recorded was done yet: the start that
+    /// wrote it stopped before the change the record precedes, and this start does it again.
+    pub(super) fn drop_torn(&mut self, disk: &Disk, segments: &Path) -> Result<(), StorageError> {
+        if let Some(len) = self.torn_after.take() {
+            let path = segments.join(REPAIRS_FILE);
+            tracing::warn!(
+                path = %path.display(),
+                keep_bytes = len,
+                "cutting a torn last line off the record of repairs (a power cut during its write)"
+            );
+            disk.truncate(&path, len)
+                .map_err(StorageError::io("truncate", &path))?;
+        }
+        Ok(())
     }
 
     /// Whether a recorded repair broke exactly this link: the segment starting at `first_seq`,
@@ -157,7 +169,7 @@ impl Breaks {
         prev_hash: &Hash,
         kept_hash: &Hash,
     ) -> bool {
-        self.0.iter().any(|b| {
+        self.records.iter().any(|b| {
             b.first_seq == first_seq
                 && b.after_seq == after_seq
                 && b.prev_hash == hex(prev_hash)
@@ -167,19 +179,24 @@ impl Breaks {
 
     /// Every record, oldest first.
     pub fn all(&self) -> &[Break] {
-        &self.0
+        &self.records
     }
 
     /// The lowest seq the log may still give: past every seq a record says was held or given up
     /// (a seq once handed out is never given again, even when the bytes holding it are gone).
     pub fn floor(&self) -> u64 {
-        self.0.iter().map(|b| b.first_seq).max().unwrap_or(1).max(1)
+        self.records
+            .iter()
+            .map(|b| b.first_seq)
+            .max()
+            .unwrap_or(1)
+            .max(1)
     }
 
     /// Appends a record to the segment directory's file (synced) and to this list, unless one
     /// naming the same link and kind is there already (a start-up that stopped half-way through
     /// a cut does it again).
-    pub(super) fn record(&mut self, segments: &Path, record: Break) -> Result<(), StorageError> {
+    pub(super) fn record(&mut self, log: &LogConfig, record: Break) -> Result<(), StorageError> {
         let same = |b: &Break| {
             b.kind == record.kind
                 && b.first_seq == record.first_seq
@@ -187,13 +204,56 @@ impl Breaks {
                 && b.prev_hash == record.prev_hash
                 && b.kept_hash == record.kept_hash
         };
-        if self.0.iter().any(same) {
+        if self.records.iter().any(same) {
             return Ok(());
         }
-        append_record(segments, &record)?;
-        self.0.push(record);
+        append_record(&log.disk, &log.dir, &record)?;
+        self.records.push(record);
         Ok(())
     }
+}
+
+/// Where the whole records of the file end: before a last line that a torn append left, which
+/// either lacks its newline or holds a NUL byte (a sector of the write that never reached the
+/// disk reads as zeros; a record, being JSON, holds none), else the file's end.
+fn torn_from(bytes: &[u8]) -> usize {
+    let whole = bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    let last_start = bytes[..whole.saturating_sub(1)]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    if bytes[last_start..whole].contains(&0) {
+        last_start
+    } else {
+        whole
+    }
+}
+
+/// Line `n` (from 0) of the record of repairs.
+fn parse_record(path: &Path, n: usize, line: &str) -> Result<Break, StorageError> {
+    let record: Break = serde_json::from_str(line).map_err(|err| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: n as u64 + 1,
+        reason: format!("line {} is not a repair record: {err}", n + 1),
+    })?;
+    // Seqs this high are never reached by writing (2^62 events); such a record was edited, and
+    // numbering past it would overflow.
+    if record.first_seq > SEQ_RECORDED_MAX || record.after_seq > SEQ_RECORDED_MAX {
+        return Err(StorageError::Corrupt {
+            path: path.to_path_buf(),
+            offset: n as u64 + 1,
+            reason: format!(
+                "line {} records seqs {}..{}, beyond any log (at most {SEQ_RECORDED_MAX}); it was edited",
+                n + 1,
+                record.after_seq,
+                record.first_seq
+            ),
+        });
+    }
+    Ok(record)
 }
 
 /// What one repair step did.
@@ -216,6 +276,8 @@ pub struct Repaired {
 pub fn repair(data_dir: &Path, now_us: u64) -> Result<Vec<Repaired>, StorageError> {
     let _lock = lock_dir(data_dir)?;
     let segments = data_dir.join("segments");
+    // Its records go on a line of their own.
+    Breaks::load(&segments)?.drop_torn(&Disk::real(), &segments)?;
     let mut steps = Vec::new();
     for _ in 0..REPAIR_STEPS_MAX {
         match scan_log(&segments, |_| {}, |_| {}) {
@@ -298,6 +360,7 @@ fn repair_one(
         // Only where seqs are skipped: otherwise nothing a reader was served is at risk.
         if first_seq > after_seq + 1 {
             append_record(
+                &Disk::real(),
                 &segments,
                 &Break {
                     repaired_at_us: now_us,
@@ -413,7 +476,7 @@ fn repair_one(
         }
     }
     if let Some(record) = &broke {
-        append_record(&segments, record)?;
+        append_record(&Disk::real(), &segments, record)?;
     }
     Ok(Repaired {
         segment: name,
@@ -696,33 +759,17 @@ fn create_empty_segment(
 
 /// Writes a new file (0600) and syncs it.
 pub(super) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
-    let mut file = std::fs::OpenOptions::new()
-        .mode(FILE_MODE)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(StorageError::io("create", path))?;
-    file.write_all(bytes)
-        .map_err(StorageError::io("write", path))?;
-    file.sync_all().map_err(StorageError::io("fsync", path))
+    Disk::real()
+        .write_new(path, bytes)
+        .map_err(StorageError::io("write", path))
 }
 
-fn append_record(segments: &Path, record: &Break) -> Result<(), StorageError> {
+/// Appends a record to the segment directory's file of repairs, durably.
+fn append_record(disk: &Disk, segments: &Path, record: &Break) -> Result<(), StorageError> {
     let path = segments.join(REPAIRS_FILE);
-    let mut file = std::fs::OpenOptions::new()
-        .mode(FILE_MODE)
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(StorageError::io("open", &path))?;
     let line = serde_json::to_string(record).expect("a record serializes") + "\n";
-    file.write_all(line.as_bytes())
+    disk.append(&path, line.as_bytes())
         .map_err(StorageError::io("write", &path))?;
-    file.sync_all().map_err(StorageError::io("fsync", &path))?;
-    sync_dir(segments)
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    disk.sync_dir(segments)
+        .map_err(StorageError::io("fsync directory", segments))
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::catalog::Catalog;
-use super::{sync_dir, StorageError};
+use super::{Disk, StorageError};
 
 /// What retention keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,12 +49,14 @@ pub fn select(catalog: &Catalog, now_us: u64, policy: &Policy) -> usize {
 
 /// Deletes segment files, oldest first, and makes the removals durable. A crash part-way leaves a
 /// log that starts at a later segment, which recovery accepts.
-pub fn delete(paths: &[PathBuf], dir: &std::path::Path) -> Result<(), StorageError> {
+pub fn delete(paths: &[PathBuf], dir: &std::path::Path, disk: &Disk) -> Result<(), StorageError> {
     for path in paths {
-        std::fs::remove_file(path).map_err(StorageError::io("remove", path))?;
+        disk.remove(path)
+            .map_err(StorageError::io("remove", path))?;
     }
     if !paths.is_empty() {
-        sync_dir(dir)?;
+        disk.sync_dir(dir)
+            .map_err(StorageError::io("fsync directory", dir))?;
     }
     Ok(())
 }

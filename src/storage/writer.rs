@@ -45,23 +45,6 @@ pub struct LogWriter {
     /// Changes the catalog has not been told of yet. A roll records its changes here before the
     /// group's write, so that they reach the catalog even when that write then fails.
     changes: Vec<CatalogChange>,
-    /// A failure to inject into the next group write (tests only).
-    #[cfg(test)]
-    pub(super) fault: Option<Fault>,
-    /// Acknowledge groups without their fdatasync: the bug the power-cut test must catch (tests
-    /// only).
-    #[cfg(test)]
-    pub(super) skip_sync: bool,
-}
-
-/// A failure the tests inject into the next group write.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Fault {
-    /// Write only this many bytes of the group, then fail as a full disk would.
-    Write { bytes: usize },
-    /// Write the whole group, then fail the fdatasync.
-    Sync,
 }
 
 /// What a write did to the files, which the catalog must mirror whatever its outcome: a roll
@@ -127,10 +110,6 @@ impl LogWriter {
             buf: Vec::new(),
             poisoned: None,
             changes: Vec::new(),
-            #[cfg(test)]
-            fault: None,
-            #[cfg(test)]
-            skip_sync: false,
         })
     }
 
@@ -160,10 +139,6 @@ impl LogWriter {
             buf: Vec::new(),
             poisoned: None,
             changes: Vec::new(),
-            #[cfg(test)]
-            fault: None,
-            #[cfg(test)]
-            skip_sync: false,
         })
     }
 
@@ -212,6 +187,12 @@ impl LogWriter {
     /// The seq the next appended event must carry.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Where the writer's files are written, for the other changes to the log's files (retention's
+    /// deletions).
+    pub fn disk(&self) -> &super::Disk {
+        &self.config.disk
     }
 
     /// Whether an earlier failure stopped the writer.
@@ -351,11 +332,10 @@ impl LogWriter {
         let write_at = self.data_len;
         let end = write_at + self.buf.len() as u64 + FOOTER_BYTES as u64;
         if end > SEGMENT_BYTES_LIMIT {
-            return Err(StorageError::Poisoned(format!(
-                "a group of {} bytes would take {} past {SEGMENT_BYTES_LIMIT} bytes",
-                self.buf.len(),
-                self.path.display()
-            )));
+            return Err(StorageError::GroupTooLarge {
+                bytes: self.buf.len(),
+                segment: self.path.clone(),
+            });
         }
         // Everything that can fail happens before the write or is undone after it: once the
         // fdatasync returns, the group is durable and this function must succeed.
@@ -395,42 +375,9 @@ impl LogWriter {
 
     /// One `pwrite` and one `fdatasync` of the encoded group at `at`.
     fn write_group(&mut self, at: u64) -> Result<(), StorageError> {
-        #[cfg(test)]
-        if let Some(fault) = self.fault.take() {
-            let injected = |what: &str| std::io::Error::other(format!("injected {what} failure"));
-            return match fault {
-                Fault::Write { bytes } => {
-                    let bytes = bytes.min(self.buf.len());
-                    self.config
-                        .disk
-                        .write_at(&self.file, &self.path, &self.buf[..bytes], at)
-                        .map_err(StorageError::io("write", &self.path))?;
-                    Err(StorageError::Io {
-                        op: "write",
-                        path: self.path.clone(),
-                        source: injected("write"),
-                    })
-                }
-                Fault::Sync => {
-                    self.config
-                        .disk
-                        .write_at(&self.file, &self.path, &self.buf, at)
-                        .map_err(StorageError::io("write", &self.path))?;
-                    Err(StorageError::Io {
-                        op: "fdatasync",
-                        path: self.path.clone(),
-                        source: injected("fdatasync"),
-                    })
-                }
-            };
-        }
         let disk = &self.config.disk;
         disk.write_at(&self.file, &self.path, &self.buf, at)
             .map_err(StorageError::io("write", &self.path))?;
-        #[cfg(test)]
-        if self.skip_sync {
-            return Ok(());
-        }
         disk.sync_data(&self.file, &self.path)
             .map_err(StorageError::io("fdatasync", &self.path))
     }
@@ -510,11 +457,6 @@ impl LogWriter {
         };
         next.buf = std::mem::take(&mut self.buf);
         next.changes = std::mem::take(&mut self.changes);
-        #[cfg(test)]
-        {
-            next.fault = self.fault.take();
-            next.skip_sync = self.skip_sync;
-        }
         *self = next;
         self.changes.push(CatalogChange::Sealed(footer));
         self.changes.push(CatalogChange::Opened(view));
