@@ -192,6 +192,7 @@ pub struct ConfigError {
     /// What is wrong with its value.
     pub message: String,
 }
+
 /// The setting at `section.name`.
 fn setting(section: &str, name: &str) -> Option<&'static Setting> {
     SETTINGS
