@@ -192,6 +192,7 @@ pub struct ConfigError {
     /// What is wrong with its value.
     pub message: String,
 }
+
 /// The setting at `section.name`.
 fn setting(section: &str, name: &str) -> Option<&'static Setting> {
     SETTINGS
@@ -704,6 +705,7 @@ mod tests {
     #[test]
     fn every_setting_has_a_working_default_a_variable_and_a_place_in_debug() {
         let config = Config::default();
+        config.check().unwrap();
         let shown = format!("{config:?}");
         let help = help();
         for s in SETTINGS {
@@ -808,6 +810,16 @@ mod tests {
             let err = Config::default().apply_toml(text).unwrap_err();
             assert_eq!(err.key, key, "{text}");
             assert!(!err.to_string().contains("short-secret"), "{err}");
+        }
+        // The help of the floor's settings says it as it is.
+        let floor = settings::show_duration(RETENTION_FLOOR);
+        for name in ["retention", "retention_override"] {
+            let help = setting("storage", name).unwrap().help;
+            assert!(
+                help.contains(&format!("below {floor}"))
+                    || help.contains(&format!("least {floor}")),
+                "{help}"
+            );
         }
         Config::default()
             .apply_toml("[storage]\nretention = \"1m\"\nmax_records = 0\nretention_override = true")

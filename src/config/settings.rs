@@ -233,7 +233,7 @@ impl fmt::Display for Durations {
 
 /// A duration as a setting is written: in the largest of `d`, `h`, `m`, `s` and `ms` that
 /// divides it.
-fn show_duration(d: Duration) -> String {
+pub(super) fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
     let units = [
         (86_400_000, "d"),
