@@ -224,6 +224,28 @@ mod tests {
             .map(|b| serde_json::from_str(&b).expect("the redacted body is JSON"))
     }
 
+    /// `count` texts, each 1 to `parts_max` of `parts` run together, picked by a xorshift from
+    /// `seed`: deterministic, so a failure replays exactly.
+    pub(super) fn joined_at_random(
+        parts: &[&str],
+        parts_max: u64,
+        count: usize,
+        mut seed: u64,
+    ) -> Vec<String> {
+        (0..count)
+            .map(|_| {
+                let mut text = String::new();
+                for _ in 0..(seed % parts_max + 1) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    text.push_str(parts[(seed % parts.len() as u64) as usize]);
+                }
+                text
+            })
+            .collect()
+    }
+
     pub(super) fn start(payload: &str) -> String {
         format!(
             r#"{{"action":"interaction_start","interaction_id":"i","mcp_id":"m","timestamp":1,"request_data":{payload}}}"#

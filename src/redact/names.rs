@@ -169,6 +169,7 @@ fn ends_in(tail: &str, joined: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redact::tests::joined_at_random;
     use crate::redact::RedactionConfig;
 
     /// Key names match whatever their case and separators, and as a suffix word.
@@ -294,15 +295,7 @@ mod tests {
             "\u{200b}",
             "\u{ff50}",
         ];
-        let mut seed = 0x51_7cc1_b727_220au64;
-        for _ in 0..50_000 {
-            let mut key = String::new();
-            for _ in 0..(seed % 4 + 1) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                key.push_str(parts[(seed % parts.len() as u64) as usize]);
-            }
+        for key in joined_at_random(&parts, 4, 50_000, 0x51_7cc1_b727_220a) {
             if rule(&key).is_some() {
                 let body = serde_json::json!({ key.clone(): 1 }).to_string();
                 assert!(redactor.may_fire(&body), "the prefilter misses {key:?}");

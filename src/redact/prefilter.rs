@@ -102,6 +102,7 @@ impl Redactor {
 
 #[cfg(test)]
 mod tests {
+    use crate::redact::tests::joined_at_random;
     use crate::redact::{RedactionConfig, Redactor};
 
     /// The literal first pass never lets through a body the regex prefilter would catch.
@@ -149,15 +150,7 @@ mod tests {
                 "authorization",
                 "é",
             ];
-            let mut seed = 0x2545_f491_4f6c_dd1du64;
-            for _ in 0..20_000 {
-                let mut body = String::new();
-                for _ in 0..(seed % 7 + 1) {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    body.push_str(fragments[(seed % fragments.len() as u64) as usize]);
-                }
+            for body in joined_at_random(&fragments, 7, 20_000, 0x2545_f491_4f6c_dd1d) {
                 if redactor.prefilter.is_match(&body) {
                     assert!(redactor.may_fire(&body), "missed {body:?}");
                 }

@@ -262,4 +262,14 @@ mod tests {
         assert_eq!(code(&text, 128), Err("duplicate_member"));
         assert_eq!(code(&format!("{{{}}}", many.join(",")), 128), Ok(()));
     }
+
+    #[test]
+    fn depth_is_counted_from_the_outermost_container() {
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        assert_eq!(code(&nested(5), 5), Ok(()));
+        assert_eq!(code(&nested(6), 5), Err("too_deep"));
+        assert_eq!(code("1", 0), Ok(()));
+        assert_eq!(code("{\"a\":{\"b\":[{}]}}", 4), Ok(()));
+        assert_eq!(code("{\"a\":{\"b\":[{}]}}", 3), Err("too_deep"));
+    }
 }
