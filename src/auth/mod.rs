@@ -412,7 +412,7 @@ impl Keys {
         if self.is_replaced_admin(&id) {
             return Err(AuthError::Replaced);
         }
-        let (principal, previous) = self.verify_cached(&presented, digest, id)?;
+        let (principal, previous) = self.verify_cached(presented, digest, id)?;
         if principal.expires_at.is_some_and(|e| (e as f64) <= now_s) {
             return Err(AuthError::Expired);
         }

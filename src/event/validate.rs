@@ -50,7 +50,7 @@ fn top_level(body: &str) -> Result<Fields<'_>, Invalid> {
         }
     })?;
     if let Some(name) = &fields.duplicate {
-        let name = shown(&name);
+        let name = shown(name);
         return Err(Invalid::field(
             &name,
             "duplicate_field",

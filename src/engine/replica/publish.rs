@@ -44,8 +44,6 @@ pub(in crate::engine) fn run_publisher(
 }
 
 /// Plans `group` against the view, has the shared log append its frames, waits for the follower
-
-/// Plans `group` against the view, has the shared log append its frames, waits for the follower
 /// to apply them and answers; plans again whenever another node's group came first.
 fn publish(
     log: &mut dyn SharedLog,

@@ -28,12 +28,12 @@ struct SeenNames<'a> {
 
 impl<'a> SeenNames<'a> {
     /// Adds `name`; whether the object had shown it before.
-    fn repeated(&mut self, name: &Cow<'a, str>) -> bool {
+    fn repeated(&mut self, name: Cow<'a, str>) -> bool {
         if let Some(set) = &mut self.set {
-            return !set.insert(name.clone());
+            return !set.insert(name);
         }
-        let repeated = self.list.contains(name);
-        self.list.push(name.clone());
+        let repeated = self.list.contains(&name);
+        self.list.push(name);
         if self.list.len() > LINEAR_NAMES_MAX {
             self.set = Some(self.list.drain(..).collect());
         }
@@ -165,7 +165,7 @@ impl<'a> Scanner<'a> {
         }
         let at = self.pos;
         let name = self.string()?;
-        if names.repeated(&name.text) {
+        if names.repeated(name.text.clone()) {
             return Err(JsonError::DuplicateName {
                 at,
                 name: name.text.into_owned(),
