@@ -49,32 +49,7 @@ pub async fn run(
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
     let _lock = storage::lock_dir(&config.storage.data_dir)?;
-    let (admin_key, created) = load_or_create_admin_key(&config.storage.data_dir)?;
-    if let Some(path) = created {
-        tracing::info!(
-            "first start: an admin key was written to {} (mode 0600)",
-            path.display()
-        );
-    }
-    let masters = master_secrets(
-        config.keys.master_secret.as_deref(),
-        &config.keys.previous_master_secrets,
-        &config.storage.data_dir,
-        SecretFile::Create,
-    )?;
-    if !masters.previous.is_empty() {
-        tracing::info!(
-            previous = masters.previous.len(),
-            "keys signed with a previous master secret are accepted (security.previous_master_secrets)"
-        );
-    }
-    let keys = Keys::new(
-        &admin_key,
-        &config.keys.static_keys,
-        masters,
-        &config.storage.data_dir,
-        config.keys.api_key_cache_ttl,
-    )?;
+    let keys = load_keys(config)?;
     let (engine, follow, config) = match &config.cluster.nats_url {
         None => (Arc::new(recover(config)?), None, config.clone()),
         Some(urls) => {
@@ -109,6 +84,45 @@ pub async fn run(
     .await;
     watcher.abort();
     tracing::info!("shutting down: writing and syncing queued events");
+    drain(engine, follow).await;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// The keys the server accepts: the admin key file's (made on first start), the static keys,
+/// and signed keys under the master secrets, with the revocations in the data directory.
+fn load_keys(config: &Config) -> Result<Keys, ServerError> {
+    let (admin_key, created) = load_or_create_admin_key(&config.storage.data_dir)?;
+    if let Some(path) = created {
+        tracing::info!(
+            "first start: an admin key was written to {} (mode 0600)",
+            path.display()
+        );
+    }
+    let masters = master_secrets(
+        config.keys.master_secret.as_deref(),
+        &config.keys.previous_master_secrets,
+        &config.storage.data_dir,
+        SecretFile::Create,
+    )?;
+    if !masters.previous.is_empty() {
+        tracing::info!(
+            previous = masters.previous.len(),
+            "keys signed with a previous master secret are accepted (security.previous_master_secrets)"
+        );
+    }
+    Ok(Keys::new(
+        &admin_key,
+        &config.keys.static_keys,
+        masters,
+        &config.storage.data_dir,
+        config.keys.api_key_cache_ttl,
+    )?)
+}
+
+/// Writes and syncs what is queued, once the server takes no more events; in cluster mode, the
+/// stream is read (`follow`) until the queue is answered.
+async fn drain(engine: Arc<Engine>, follow: Option<tokio::task::JoinHandle<()>>) {
     if let Some(follow) = follow {
         // Publishing needs the follower to answer: stop reading the stream only once the queue
         // is answered.
@@ -119,8 +133,6 @@ pub async fn run(
     }
     let drained = Arc::clone(&engine);
     let _ = tokio::task::spawn_blocking(move || drained.shutdown()).await;
-    tracing::info!("shut down");
-    Ok(())
 }
 
 /// What every handler shares, from the configuration, a started engine and the keys.

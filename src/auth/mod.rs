@@ -19,9 +19,6 @@
 //! [`Keys::still_accepts`]; they also re-check on a short timer, for expiry.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,6 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::scope::Scope;
 
 mod files;
+mod revocation;
 mod signed;
 
 pub use files::{
@@ -39,6 +37,7 @@ pub use files::{
 };
 pub use signed::{hex, key_id, mint, normalize_key, parse_key_id};
 
+use revocation::read_revocations;
 use signed::{constant_time_eq, verify_signed};
 
 /// A short fingerprint of a key: the first 8 bytes of its SHA-256.
@@ -265,11 +264,6 @@ pub struct Keys {
     seen: Mutex<HashSet<KeyId>>,
 }
 
-/// An admin key that expires sooner than this does not count as one that remains when the
-/// last-admin check weighs a revocation. (A lock-out is still undone by deleting `admin.key`,
-/// which makes a new one.)
-const LOCK_OUT_MARGIN_SECONDS: f64 = 3600.0;
-
 /// Most key ids remembered as seen; past it, revoking an unseen id needs `force`.
 const SEEN_KEYS_MAX: usize = 100_000;
 
@@ -295,52 +289,9 @@ impl Keys {
         data_dir: &Path,
         cache_ttl: Duration,
     ) -> Result<Keys, KeyError> {
-        let statics: HashMap<[u8; 32], StaticEntry> = statics
-            .iter()
-            .map(|s| {
-                let digest: [u8; 32] = Sha256::digest(normalize_key(&s.key).as_bytes()).into();
-                let principal = Principal {
-                    role: s.role,
-                    mcp_id: s.mcp_id.as_deref().map(Arc::from),
-                    key_id: key_id(&s.key),
-                    // Rounded up: a stream's re-check must not end it before the key expires.
-                    expires_at: s.expires_at.map(|e| e.max(0.0).ceil() as u64),
-                };
-                (
-                    digest,
-                    StaticEntry {
-                        principal,
-                        expires_at: s.expires_at,
-                        disabled: s.disabled,
-                    },
-                )
-            })
-            .collect();
+        let statics = static_entries(statics);
         let revoked_path = data_dir.join(REVOKED_FILE);
-        let revoked = match std::fs::read_to_string(&revoked_path) {
-            Ok(text) => {
-                let mut revoked = HashSet::new();
-                for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                    match parse_key_id(line) {
-                        Some(id) => {
-                            revoked.insert(id);
-                        }
-                        // Only a write that failed (and was answered with an error) leaves one.
-                        None => {
-                            tracing::warn!(path = %revoked_path.display(), "skipping an unreadable line of the revocation list")
-                        }
-                    }
-                }
-                revoked
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
-            Err(source) => {
-                return Err(KeyError::Io {
-                    path: revoked_path,
-                    source,
-                })
-            }
-        };
+        let revoked = read_revocations(&revoked_path)?;
         let static_admin_ids: Vec<(KeyId, Option<f64>)> = statics
             .values()
             .filter(|e: &&StaticEntry| e.principal.role == Role::Admin && !e.disabled)
@@ -463,32 +414,7 @@ impl Keys {
         if self.is_replaced_admin(&id) {
             return Err(AuthError::Replaced);
         }
-        let cached = {
-            let cache = self.cache.lock().expect("cache lock");
-            cache
-                .get(&digest)
-                .filter(|c| c.at.elapsed() < self.cache_ttl)
-                .map(|c| (c.principal.clone(), c.previous))
-        };
-        let (principal, previous) = match cached {
-            Some(found) => found,
-            None => {
-                let (principal, previous) = self.verify(presented, id)?;
-                let mut cache = self.cache.lock().expect("cache lock");
-                if cache.len() >= CACHE_ENTRIES_MAX {
-                    cache.clear();
-                }
-                cache.insert(
-                    digest,
-                    Cached {
-                        principal: principal.clone(),
-                        at: Instant::now(),
-                        previous,
-                    },
-                );
-                (principal, previous)
-            }
-        };
+        let (principal, previous) = self.verify_cached(presented, digest, id)?;
         if principal.expires_at.is_some_and(|e| (e as f64) <= now_s) {
             return Err(AuthError::Expired);
         }
@@ -500,6 +426,40 @@ impl Keys {
             seen.insert(id);
         }
         Ok(principal)
+    }
+
+    /// A signed key as [`Keys::verify`] finds it, from the validation cache while its entry is
+    /// younger than `cache_ttl`.
+    fn verify_cached(
+        &self,
+        presented: &str,
+        digest: [u8; 32],
+        id: KeyId,
+    ) -> Result<(Principal, bool), AuthError> {
+        let cached = {
+            let cache = self.cache.lock().expect("cache lock");
+            cache
+                .get(&digest)
+                .filter(|c| c.at.elapsed() < self.cache_ttl)
+                .map(|c| (c.principal.clone(), c.previous))
+        };
+        if let Some(found) = cached {
+            return Ok(found);
+        }
+        let (principal, previous) = self.verify(presented, id)?;
+        let mut cache = self.cache.lock().expect("cache lock");
+        if cache.len() >= CACHE_ENTRIES_MAX {
+            cache.clear();
+        }
+        cache.insert(
+            digest,
+            Cached {
+                principal: principal.clone(),
+                at: Instant::now(),
+                previous,
+            },
+        );
+        Ok((principal, previous))
     }
 
     /// A signed key verified under the current master secret, else under a previous one (then
@@ -557,95 +517,33 @@ impl Keys {
     pub fn knows(&self, id: &KeyId) -> bool {
         self.seen.lock().expect("seen lock").contains(id)
     }
-
-    /// Whether the key is revoked already.
-    pub fn is_revoked(&self, id: &KeyId) -> bool {
-        self.revoked.read().expect("revocation lock").contains(id)
-    }
-
-    /// Whether revoking `id` would leave no working admin key, with `revoked` the keys revoked
-    /// now: none of the admin key file, the enabled static admin keys, and the calling admin key
-    /// itself (which has just proved that it works) would remain unrevoked and unexpired for
-    /// [`LOCK_OUT_MARGIN_SECONDS`].
-    fn would_lock_out(
-        &self,
-        revoked: &HashSet<KeyId>,
-        id: &KeyId,
-        caller: &Principal,
-        now_s: f64,
-    ) -> bool {
-        // A key counts only while it stays usable: not revoked (a request may have waited for
-        // its body while another admin revoked its key), and not expiring within the hour.
-        let lasts = |expires_at: Option<f64>| {
-            expires_at.is_none_or(|e| e > now_s + LOCK_OUT_MARGIN_SECONDS)
-        };
-        let file_admin = (self.admin.read().expect("admin key lock").id, None);
-        let caller_remains = caller.role == Role::Admin
-            && caller.key_id != *id
-            && !revoked.contains(&caller.key_id)
-            && lasts(caller.expires_at.map(|e| e as f64));
-        let issued_remains = std::iter::once(&file_admin)
-            .chain(&self.static_admin_ids)
-            .any(|(other, expires_at)| {
-                other != id && !revoked.contains(other) && lasts(*expires_at)
-            });
-        !caller_remains && !issued_remains
-    }
-
-    /// Revokes `id` at `caller`'s request, unless that would leave no working admin key: the
-    /// check and the revocation under one lock, so two admins revoking each other at once cannot
-    /// both pass the check.
-    pub fn revoke_by(
-        &self,
-        id: KeyId,
-        caller: &Principal,
-        now_s: f64,
-    ) -> Result<Revocation, KeyError> {
-        let mut revoked = self.revoked.write().expect("revocation lock");
-        if revoked.contains(&id) {
-            return Ok(Revocation::AlreadyRevoked);
-        }
-        if self.would_lock_out(&revoked, &id, caller, now_s) {
-            return Ok(Revocation::WouldLockOut);
-        }
-        self.append_revocation(&id)?;
-        revoked.insert(id);
-        drop(revoked);
-        self.changed();
-        Ok(Revocation::Revoked)
-    }
-
-    /// Writes (and fsyncs) a revocation to `<data>/revoked.keys`.
-    fn append_revocation(&self, id: &KeyId) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io {
-            path: self.revoked_path.clone(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.revoked_path)
-            .map_err(io)?;
-        file.write_all(format!("{}\n", hex(id)).as_bytes())
-            .map_err(io)?;
-        file.sync_all().map_err(io)
-    }
-
-    /// Revokes a key id: effective at once, and written (and fsync'd) to `<data>/revoked.keys` so
-    /// it survives a restart.
-    pub fn revoke(&self, id: KeyId) -> Result<(), KeyError> {
-        let mut revoked = self.revoked.write().expect("revocation lock");
-        if revoked.contains(&id) {
-            return Ok(());
-        }
-        self.append_revocation(&id)?;
-        revoked.insert(id);
-        drop(revoked);
-        self.changed();
-        Ok(())
-    }
 }
+
+/// The static keys by the digest of their normalized text.
+fn static_entries(statics: &[StaticKey]) -> HashMap<[u8; 32], StaticEntry> {
+    statics
+        .iter()
+        .map(|s| {
+            let digest: [u8; 32] = Sha256::digest(normalize_key(&s.key).as_bytes()).into();
+            let principal = Principal {
+                role: s.role,
+                mcp_id: s.mcp_id.as_deref().map(Arc::from),
+                key_id: key_id(&s.key),
+                // Rounded up: a stream's re-check must not end it before the key expires.
+                expires_at: s.expires_at.map(|e| e.max(0.0).ceil() as u64),
+            };
+            (
+                digest,
+                StaticEntry {
+                    principal,
+                    expires_at: s.expires_at,
+                    disabled: s.disabled,
+                },
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

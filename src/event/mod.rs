@@ -217,7 +217,7 @@ pub struct Invalid {
 }
 
 impl Invalid {
-    fn field(field: &str, code: &'static str, message: impl Into<String>) -> Invalid {
+    pub(crate) fn field(field: &str, code: &'static str, message: impl Into<String>) -> Invalid {
         Invalid {
             field: Some(field.to_owned()),
             code,

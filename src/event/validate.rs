@@ -15,6 +15,28 @@ use super::{
 
 /// Validates one client event given as the raw JSON text of an object.
 pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
+    let fields = top_level(body)?;
+    let read = Read::from_entries(&fields.entries)?;
+    let action = action_field(read.action.ok_or_else(|| missing("action"))?)?;
+    for (field, value) in read.payloads {
+        check_payload(action, field, value)?;
+    }
+    let interaction_id = read
+        .interaction_id
+        .ok_or_else(|| missing("interaction_id"))?;
+    check_not_reserved(&interaction_id)?;
+    Ok(ValidEvent {
+        action,
+        interaction_id,
+        mcp_id: read.mcp_id.ok_or_else(|| missing("mcp_id"))?,
+        timestamp: read.timestamp.ok_or_else(|| missing("timestamp"))?,
+        event_id: read.event_id,
+        body,
+    })
+}
+
+/// The body's top-level members, refused if it is not a JSON object or names one twice.
+fn top_level(body: &str) -> Result<Fields<'_>, Invalid> {
     let fields: Fields<'_> = serde_json::from_str(body).map_err(|err| {
         let code = if err.is_data() {
             "not_an_object"
@@ -27,68 +49,87 @@ pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
             message: format!("the event is not a JSON object: {err}"),
         }
     })?;
-    if let Some(name) = fields.duplicate {
-        let name = shown(&name);
+    if let Some(name) = &fields.duplicate {
+        let name = shown(name);
         return Err(Invalid::field(
             &name,
             "duplicate_field",
             format!("field {name:?} appears twice"),
         ));
     }
-    let mut action = None;
-    let mut interaction_id = None;
-    let mut mcp_id = None;
-    let mut timestamp = None;
-    let mut event_id = None;
-    let mut payloads: Vec<(&str, &RawValue)> = Vec::new();
-    for (name, value) in &fields.entries {
-        match name.as_ref() {
-            "action" => action = Some(value),
-            "interaction_id" => interaction_id = Some(id_field("interaction_id", value)?),
-            "mcp_id" => mcp_id = Some(id_field("mcp_id", value)?),
-            "timestamp" => timestamp = Some(timestamp_field(value)?),
-            "event_id" => event_id = Some(event_id_field(value)?),
-            other => match Action::ALL.into_iter().find(|a| a.payload_field() == other) {
-                Some(a) => payloads.push((a.payload_field(), value)),
-                None => {
-                    let other = shown(other);
-                    return Err(Invalid::field(
-                        &other,
-                        "unknown_field",
-                        format!("unknown field {other:?}; allowed: action, interaction_id, mcp_id, timestamp, event_id and the action's payload field"),
-                    ));
-                }
-            },
+    Ok(fields)
+}
+
+/// The top-level fields as read, each checked on its own, in the order the client sent them.
+#[derive(Default)]
+struct Read<'a> {
+    action: Option<&'a RawValue>,
+    interaction_id: Option<Cow<'a, str>>,
+    mcp_id: Option<Cow<'a, str>>,
+    timestamp: Option<f64>,
+    event_id: Option<Cow<'a, str>>,
+    /// Every payload field present (an event carries only its action's), with its value.
+    payloads: Vec<(&'static str, &'a RawValue)>,
+}
+
+impl<'a> Read<'a> {
+    fn from_entries(entries: &[(Cow<'a, str>, &'a RawValue)]) -> Result<Read<'a>, Invalid> {
+        let mut read = Read::default();
+        for &(ref name, value) in entries {
+            match name.as_ref() {
+                "action" => read.action = Some(value),
+                "interaction_id" => read.interaction_id = Some(id_field("interaction_id", value)?),
+                "mcp_id" => read.mcp_id = Some(id_field("mcp_id", value)?),
+                "timestamp" => read.timestamp = Some(timestamp_field(value)?),
+                "event_id" => read.event_id = Some(event_id_field(value)?),
+                other => match Action::ALL.into_iter().find(|a| a.payload_field() == other) {
+                    Some(a) => read.payloads.push((a.payload_field(), value)),
+                    None => {
+                        let other = shown(other);
+                        return Err(Invalid::field(
+                            &other,
+                            "unknown_field",
+                            format!("unknown field {other:?}; allowed: action, interaction_id, mcp_id, timestamp, event_id and the action's payload field"),
+                        ));
+                    }
+                },
+            }
         }
+        Ok(read)
     }
-    let action = action_field(action.ok_or_else(|| missing("action"))?)?;
-    for (field, value) in payloads {
-        if field != action.payload_field() {
-            return Err(Invalid::field(
-                field,
-                "payload_mismatch",
-                format!(
-                    "{field} does not go with action {}; its payload field is {}",
-                    action.wire_name(),
-                    action.payload_field()
-                ),
-            ));
-        }
-        if !value.get().trim_start().starts_with('{') {
-            return Err(Invalid::field(
-                field,
-                "not_an_object",
-                format!("{field} must be a JSON object"),
-            ));
-        }
-        // One strict reading for validation and redaction alike: what passes here, the
-        // redactor can read to the end.
-        if let Err(err) = super::json::check(value.get(), PAYLOAD_DEPTH_MAX) {
-            return Err(Invalid::field(field, err.code(), format!("{field} {err}")));
-        }
+}
+
+/// A payload field: the action's own, a JSON object, read strictly.
+fn check_payload(action: Action, field: &str, value: &RawValue) -> Result<(), Invalid> {
+    if field != action.payload_field() {
+        return Err(Invalid::field(
+            field,
+            "payload_mismatch",
+            format!(
+                "{field} does not go with action {}; its payload field is {}",
+                action.wire_name(),
+                action.payload_field()
+            ),
+        ));
     }
-    let interaction_id = interaction_id.ok_or_else(|| missing("interaction_id"))?;
-    if RESERVED_INTERACTION_IDS.contains(&interaction_id.as_ref()) {
+    if !value.get().trim_start().starts_with('{') {
+        return Err(Invalid::field(
+            field,
+            "not_an_object",
+            format!("{field} must be a JSON object"),
+        ));
+    }
+    // One strict reading for validation and redaction alike: what passes here, the redactor
+    // can read to the end.
+    if let Err(err) = super::json::check(value.get(), PAYLOAD_DEPTH_MAX) {
+        return Err(Invalid::field(field, err.code(), format!("{field} {err}")));
+    }
+    Ok(())
+}
+
+/// Refuses an interaction id that names a route.
+fn check_not_reserved(interaction_id: &str) -> Result<(), Invalid> {
+    if RESERVED_INTERACTION_IDS.contains(&interaction_id) {
         return Err(Invalid::field(
             "interaction_id",
             "reserved_id",
@@ -98,14 +139,7 @@ pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
             ),
         ));
     }
-    Ok(ValidEvent {
-        action,
-        interaction_id,
-        mcp_id: mcp_id.ok_or_else(|| missing("mcp_id"))?,
-        timestamp: timestamp.ok_or_else(|| missing("timestamp"))?,
-        event_id,
-        body,
-    })
+    Ok(())
 }
 
 /// Most characters of a client's value an error message quotes: names and numbers are

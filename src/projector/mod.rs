@@ -360,6 +360,7 @@ impl Projection {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use Action::{Complete, Error, Progress, Start};
 
     fn event(seq: u64, action: Action, timestamp: f64) -> StoredEvent<'static> {
         StoredEvent {
@@ -384,13 +385,23 @@ mod tests {
         projection
     }
 
+    /// The events of interaction `i` as (action, timestamp), numbered from seq 1.
+    fn numbered(steps: &[(Action, f64)]) -> Vec<StoredEvent<'static>> {
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, &(action, time))| event(i as u64 + 1, action, time))
+            .collect()
+    }
+
+    /// The projection of interaction `i` of mcp `m` after `steps`, in order.
+    fn in_order(steps: &[(Action, f64)]) -> Projection {
+        fold(&numbered(steps))
+    }
+
     #[test]
     fn start_progress_complete() {
-        let p = fold(&[
-            event(1, Action::Start, 10.0),
-            event(2, Action::Progress, 11.0),
-            event(3, Action::Complete, 12.5),
-        ]);
+        let p = in_order(&[(Start, 10.0), (Progress, 11.0), (Complete, 12.5)]);
         let r = p.get("m", "i").unwrap();
         assert_eq!(r.status(), Status::Completed);
         assert_eq!(r.processing_time(), Some(2.5));
@@ -401,10 +412,7 @@ mod tests {
 
     #[test]
     fn progress_before_start_is_kept_and_start_arrives_later() {
-        let p = fold(&[
-            event(1, Action::Progress, 11.0),
-            event(2, Action::Start, 10.0),
-        ]);
+        let p = in_order(&[(Progress, 11.0), (Start, 10.0)]);
         let r = p.get("m", "i").unwrap();
         assert_eq!(r.status(), Status::InProgress);
         assert_eq!(r.start_time(), Some(10.0));
@@ -413,11 +421,11 @@ mod tests {
 
     #[test]
     fn first_terminal_wins_and_later_ones_are_conflicts() {
-        let p = fold(&[
-            event(1, Action::Start, 10.0),
-            event(2, Action::Error, 11.0),
-            event(3, Action::Complete, 12.0),
-            event(4, Action::Progress, 13.0),
+        let p = in_order(&[
+            (Start, 10.0),
+            (Error, 11.0),
+            (Complete, 12.0),
+            (Progress, 13.0),
         ]);
         let r = p.get("m", "i").unwrap();
         assert_eq!(r.status(), Status::Failed);
@@ -542,11 +550,8 @@ mod tests {
                 state ^= state << 13; state ^= state >> 7; state ^= state << 17;
                 permuted.swap(i, (state % (i as u64 + 1)) as usize);
             }
-            let as_events = |list: &[(Action, f64)]| -> Vec<StoredEvent<'static>> {
-                list.iter().enumerate().map(|(i, &(a, t))| event(i as u64 + 1, a, t)).collect()
-            };
-            let a = fold(&as_events(&actions));
-            let b = fold(&as_events(&permuted));
+            let a = fold(&numbered(&actions));
+            let b = fold(&numbered(&permuted));
             let (ra, rb) = (a.get("m", "i").unwrap(), b.get("m", "i").unwrap());
             prop_assert_eq!(ra.event_count(), rb.event_count());
             prop_assert_eq!(ra.conflicts(), rb.conflicts());

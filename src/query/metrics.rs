@@ -195,10 +195,25 @@ pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, scope: Scope<'
         buckets: vec![BucketSums::default(); count],
         overall: Histogram::default(),
     };
-    let indexes = projection.indexes();
-    let in_range = |start: f64| from_s <= start && start <= now_s;
-    // Records that started in [from, to), or [from, to] when `inclusive`.
-    let scan = |acc: &mut Accumulator, from: f64, to: f64, inclusive: bool| {
+    match scope {
+        Scope::Nothing => {}
+        Scope::Only(name) => {
+            if let Some(mcp) = projection.mcp_number(name) {
+                acc.add_mcp(projection, mcp, from_s, now_s);
+            }
+        }
+        Scope::All if width_s.is_multiple_of(ROLLUP_SECONDS) => {
+            acc.add_by_hours(projection, from_s, now_s);
+        }
+        Scope::All => acc.add_started(projection, from_s, now_s, true),
+    }
+    summarize(acc)
+}
+
+impl Accumulator {
+    /// Every record that started in `[from, to)`, or `[from, to]` when `inclusive`, read from
+    /// the time index.
+    fn add_started(&mut self, projection: &Projection, from: f64, to: f64, inclusive: bool) {
         use std::ops::Bound::{Excluded, Included};
         if to < from || to <= 0.0 {
             return;
@@ -216,51 +231,54 @@ pub fn metrics(projection: &Projection, now_s: f64, range_s: u64, scope: Scope<'
         if empty {
             return;
         }
-        for entry in indexes.by_start.range((Included(low), high)) {
-            acc.add_record(projection.record(entry.ordinal()));
+        for entry in projection.indexes().by_start.range((Included(low), high)) {
+            self.add_record(projection.record(entry.ordinal()));
         }
-    };
-    match scope {
-        Scope::Nothing => {}
-        Scope::Only(name) => {
-            if let Some(mcp) = projection.mcp_number(name) {
-                let members = &indexes.by_mcp[mcp as usize];
-                if members.len() <= MCP_WALK_MAX {
-                    for ordinal in members {
-                        let record = projection.record(ordinal);
-                        if record.start_time().is_some_and(in_range) {
-                            acc.add_record(record);
-                        }
-                    }
-                } else {
-                    let low = TimeKey::new(start_key(from_s.max(f64::MIN_POSITIVE)), 0);
-                    let high = TimeKey::new(start_key(now_s.max(f64::MIN_POSITIVE)), u32::MAX);
-                    for entry in indexes.by_start.range(low..=high) {
-                        let record = projection.record(entry.ordinal());
-                        if record.mcp() == mcp {
-                            acc.add_record(record);
-                        }
-                    }
-                }
-            }
-        }
-        Scope::All if width_s.is_multiple_of(ROLLUP_SECONDS) => {
-            let hour_s = ROLLUP_SECONDS as f64;
-            let first_whole = (from_s / hour_s).ceil() as i64;
-            let end_whole = (now_s / hour_s).floor() as i64;
-            if first_whole < end_whole {
-                scan(&mut acc, from_s, first_whole as f64 * hour_s, false);
-                for (&hour, rollup) in indexes.hourly.range(first_whole..end_whole) {
-                    acc.add_rollup(hour, rollup);
-                }
-                scan(&mut acc, end_whole as f64 * hour_s, now_s, true);
-            } else {
-                scan(&mut acc, from_s, now_s, true);
-            }
-        }
-        Scope::All => scan(&mut acc, from_s, now_s, true),
     }
-    summarize(acc)
+
+    /// The records of one mcp_id that started in `[from_s, now_s]`: its bitmap walked while it
+    /// is small, else the time index scanned for it.
+    fn add_mcp(&mut self, projection: &Projection, mcp: u32, from_s: f64, now_s: f64) {
+        let indexes = projection.indexes();
+        let members = &indexes.by_mcp[mcp as usize];
+        if members.len() <= MCP_WALK_MAX {
+            for ordinal in members {
+                let record = projection.record(ordinal);
+                if record
+                    .start_time()
+                    .is_some_and(|start| from_s <= start && start <= now_s)
+                {
+                    self.add_record(record);
+                }
+            }
+            return;
+        }
+        let low = TimeKey::new(start_key(from_s.max(f64::MIN_POSITIVE)), 0);
+        let high = TimeKey::new(start_key(now_s.max(f64::MIN_POSITIVE)), u32::MAX);
+        for entry in indexes.by_start.range(low..=high) {
+            let record = projection.record(entry.ordinal());
+            if record.mcp() == mcp {
+                self.add_record(record);
+            }
+        }
+    }
+
+    /// Every record that started in `[from_s, now_s]`: the whole hours from the hourly
+    /// roll-ups, the partial hours at either end record by record.
+    fn add_by_hours(&mut self, projection: &Projection, from_s: f64, now_s: f64) {
+        let hour_s = ROLLUP_SECONDS as f64;
+        let first_whole = (from_s / hour_s).ceil() as i64;
+        let end_whole = (now_s / hour_s).floor() as i64;
+        if first_whole >= end_whole {
+            self.add_started(projection, from_s, now_s, true);
+            return;
+        }
+        self.add_started(projection, from_s, first_whole as f64 * hour_s, false);
+        for (&hour, rollup) in projection.indexes().hourly.range(first_whole..end_whole) {
+            self.add_rollup(hour, rollup);
+        }
+        self.add_started(projection, end_whole as f64 * hour_s, now_s, true);
+    }
 }
 
 fn summarize(acc: Accumulator) -> Metrics {

@@ -1,0 +1,89 @@
+//! Where a node's follower goes on at start: the group holding its last local seq, found by a
+//! binary search over the stream, so a restart catches up only the tail.
+
+use super::group::group_of;
+use super::{Cluster, ClusterError};
+use crate::engine::replica::{Applied, Group};
+
+impl Cluster {
+    /// Where the follower goes on, for a node whose log ends at `local_last` (0: empty): the
+    /// stream position to read from, and the state just before it.
+    pub async fn resume_point(&self, local_last: u64) -> Result<(u64, Applied), ClusterError> {
+        let start = Applied {
+            position: 0,
+            hash: [0; 32],
+            next_seq: 1,
+            received_at_us: 0,
+        };
+        let mut stream = self.stream.clone();
+        let state = stream
+            .info()
+            .await
+            .map_err(|err| ClusterError::JetStream(format!("reading the stream's state: {err}")))?
+            .state
+            .clone();
+        if local_last == 0 {
+            if state.first_sequence > 1 && state.messages > 0 {
+                return Err(ClusterError::Diverged(format!(
+                    "the stream no longer holds its first groups (it begins at position {}); \
+                     an empty node cannot catch up: start it from a backup of another node",
+                    state.first_sequence
+                )));
+            }
+            return Ok((1, start));
+        }
+        if state.messages == 0 {
+            return Err(ClusterError::Diverged(format!(
+                "this node's log holds {local_last} events but the stream is empty: a cluster \
+                 node's log must come from the stream"
+            )));
+        }
+        // The last position whose group begins at or before `local_last`: first seqs grow
+        // with positions.
+        let (mut low, mut high) = (state.first_sequence, state.last_sequence);
+        let first = self.group_at(low).await?;
+        if first.first_seq > local_last {
+            return Err(ClusterError::Diverged(format!(
+                "the stream's first group begins at seq {}, after this node's last seq {local_last}",
+                first.first_seq
+            )));
+        }
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            if self.group_at(mid).await?.first_seq <= local_last {
+                low = mid;
+            } else {
+                high = mid - 1;
+            }
+        }
+        let group = self.group_at(low).await?;
+        // Past the stream's last group, the node holds events no other node has: it must not
+        // follow a history that lacks them.
+        let end = group.first_seq + group.frame_count().unwrap_or(0);
+        if low == state.last_sequence && local_last >= end {
+            return Err(ClusterError::Diverged(format!(
+                "this node's log ends at seq {local_last} but the stream's last group ends at \
+                 seq {}: it holds events the stream does not (was the stream recreated?)",
+                end.saturating_sub(1)
+            )));
+        }
+        Ok((
+            low,
+            Applied {
+                position: low - 1,
+                hash: group.prev_hash,
+                next_seq: group.first_seq,
+                received_at_us: 0,
+            },
+        ))
+    }
+
+    async fn group_at(&self, position: u64) -> Result<Group, ClusterError> {
+        let message = self.stream.get_raw_message(position).await.map_err(|err| {
+            ClusterError::JetStream(format!("reading the group at position {position}: {err}"))
+        })?;
+        group_of(&message.headers, message.payload).map_err(|why| {
+            ClusterError::Diverged(format!("the group at position {position}: {why}"))
+        })
+    }
+}

@@ -1,0 +1,455 @@
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::engine::maintenance::{maintain, Maintenance};
+use crate::engine::{SubmitError, View};
+use crate::event::{Action, StoredEvent};
+use crate::projector::Projection;
+use crate::storage::{open, Disk, LogConfig};
+
+const T0_US: u64 = 1_790_000_000_000_000;
+
+/// A follower over a fresh log in `dir`, at the start of the shared log.
+fn follower_in(dir: &std::path::Path) -> Follower {
+    let config = LogConfig {
+        dir: dir.to_path_buf(),
+        segment_max_bytes: 1 << 20,
+        segment_max_age: Duration::from_secs(3600),
+        disk: Disk::real(),
+    };
+    let mut projection = Projection::new();
+    let opened = open(&config, T0_US, |e| projection.apply(e)).unwrap();
+    let view = Arc::new(RwLock::new(View {
+        projection,
+        catalog: opened.catalog,
+    }));
+    let progress = Arc::new(Progress::default());
+    progress.set(Applied {
+        position: 0,
+        hash: [0; 32],
+        next_seq: opened.writer.next_seq(),
+        received_at_us: 0,
+    });
+    follower(
+        opened.writer,
+        view,
+        progress,
+        Arc::default(),
+        Arc::new(tokio::sync::watch::Sender::new(0)),
+    )
+}
+
+/// A follower in a fresh log (kept in the directory returned) that has applied a first group
+/// of `count` frames, and that group.
+fn started(count: u64) -> (tempfile::TempDir, Follower, Group) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = follower_in(dir.path());
+    let first = group(1, [0; 32], frames(1, count, T0_US, "a"));
+    follower.apply(1, &first).unwrap();
+    (dir, follower, first)
+}
+
+/// A follower whose log already holds `held` (as a start that cut a torn group short leaves
+/// it), with no group applied yet.
+fn holding(held: &[u8]) -> (tempfile::TempDir, Follower) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = follower_in(dir.path());
+    let written = follower.writer.append_encoded(held, T0_US, true);
+    written.result.unwrap();
+    let mut view = follower.view.write().unwrap();
+    for change in written.changes {
+        view.catalog.apply(change);
+    }
+    drop(view);
+    (dir, follower)
+}
+
+fn frames(first_seq: u64, count: u64, received_at_us: u64, tag: &str) -> Vec<u8> {
+    let body = format!(r#"{{"action":"interaction_progress","tag":"{tag}"}}"#);
+    let mut out = Vec::new();
+    for n in 0..count {
+        let event = StoredEvent {
+            seq: first_seq + n,
+            write_index: n as u32,
+            received_at_us,
+            key_id: [1; 8],
+            action: Action::Progress,
+            timestamp: 1_790_000_000.0,
+            interaction_id: "i",
+            mcp_id: "m",
+            event_id: None,
+            body: &body,
+        };
+        format::encode_frame(&event, &mut out);
+    }
+    out
+}
+
+fn group(first_seq: u64, prev_hash: Hash, frames: Vec<u8>) -> Group {
+    Group {
+        first_seq,
+        prev_hash,
+        frames: frames.into(),
+    }
+}
+
+fn halted(result: Result<(), ApplyError>) -> String {
+    match result {
+        Err(ApplyError::Halt(reason)) => reason,
+        other => panic!("expected a halt, got {other:?}"),
+    }
+}
+
+#[test]
+fn groups_in_order_are_appended_folded_and_chained() {
+    let (_dir, mut follower, first) = started(3);
+    let second = group(4, first.hash(), frames(4, 2, T0_US + 1, "b"));
+    follower.apply(2, &second).unwrap();
+    let applied = follower.progress.applied();
+    assert_eq!(applied.position, 2);
+    assert_eq!(applied.next_seq, 6);
+    assert_eq!(applied.hash, second.hash());
+    assert_ne!(first.hash(), second.hash());
+    assert_eq!(follower.writer.next_seq(), 6);
+    assert_eq!(follower.view.read().unwrap().projection.events_total(), 5);
+    assert_eq!(*follower.durable.borrow(), 5);
+}
+
+#[test]
+fn a_group_out_of_place_is_refused_naming_what_is_wrong_and_nothing_is_written() {
+    let (_dir, mut follower, first) = started(2);
+    let hash = first.hash();
+    let cases = [
+        (
+            3,
+            group(3, hash, frames(3, 1, T0_US, "x")),
+            "expected position 2",
+        ),
+        (
+            2,
+            group(4, hash, frames(4, 1, T0_US, "x")),
+            "first seq should be 3",
+        ),
+        (
+            2,
+            group(3, [9; 32], frames(3, 1, T0_US, "x")),
+            "previous-group hash",
+        ),
+        (
+            2,
+            group(3, hash, frames(4, 1, T0_US, "x")),
+            "frame 0 carries seq 4",
+        ),
+        (2, group(3, hash, Vec::new()), "holds no frame"),
+        (
+            2,
+            group(3, hash, frames(3, 1, T0_US - 1, "x")),
+            "before the last applied",
+        ),
+    ];
+    for (position, bad, named) in cases {
+        let reason = halted(follower.apply(position, &bad));
+        assert!(reason.contains(named), "{named}: {reason}");
+        assert_eq!(follower.writer.next_seq(), 3, "{named}: nothing written");
+    }
+    // Frames of one group must share one receive time and count their write index from 0.
+    let mut mixed = frames(3, 1, T0_US, "x");
+    mixed.extend(frames(4, 1, T0_US + 5, "x"));
+    assert!(halted(follower.apply(2, &group(3, hash, mixed))).contains("write index"));
+    let mut flipped = frames(3, 2, T0_US, "x");
+    let at = flipped.len() - 3;
+    flipped[at] ^= 1;
+    let reason = halted(follower.apply(2, &group(3, hash, flipped)));
+    assert!(
+        reason.contains("frame 1 does not decode: CRC mismatch"),
+        "{reason}"
+    );
+    let mut cut = frames(3, 2, T0_US, "x");
+    cut.truncate(cut.len() - 1);
+    assert!(halted(follower.apply(2, &group(3, hash, cut))).contains("cut short"));
+    assert_eq!(follower.progress.applied().position, 1);
+}
+
+#[test]
+fn frames_already_held_are_compared_and_only_the_rest_appended() {
+    // A node whose last start kept only the first two frames of a three-frame group.
+    let whole = frames(1, 3, T0_US, "a");
+    let (_dir, mut follower) = holding(&frames(1, 2, T0_US, "a"));
+    follower
+        .apply(1, &group(1, [0; 32], whole.clone()))
+        .unwrap();
+    assert_eq!(follower.writer.next_seq(), 4);
+    // The same again, but the held frames differ from the group's: halt.
+    let (_other_dir, mut other) = holding(&frames(1, 2, T0_US, "other"));
+    let reason = halted(other.apply(1, &group(1, [0; 32], whole)));
+    assert!(
+        reason.contains("holds a different event at seq 1"),
+        "{reason}"
+    );
+    assert_eq!(other.writer.next_seq(), 3);
+}
+
+#[test]
+fn an_empty_segment_takes_its_first_groups_time_so_nodes_agree_on_its_header() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = follower_in(one.path());
+    // The second node's log was created a minute later by its own clock.
+    let config = LogConfig {
+        dir: two.path().to_path_buf(),
+        segment_max_bytes: 1 << 20,
+        segment_max_age: Duration::from_secs(3600),
+        disk: Disk::real(),
+    };
+    drop(open(&config, T0_US + 60_000_000, |_| {}).unwrap());
+    let b = follower_in(two.path());
+    let g = group(1, [0; 32], frames(1, 2, T0_US + 90_000_000, "a"));
+    for mut node in [a, b] {
+        node.apply(1, &g).unwrap();
+    }
+    let bytes = |dir: &std::path::Path| {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bytes(one.path()), bytes(two.path()));
+}
+
+#[test]
+fn the_frame_bound_covers_what_an_event_encodes_to() {
+    let long = "x".repeat(crate::event::ID_BYTES_MAX);
+    let event = crate::event::NewEvent::new(
+        Action::Error,
+        1_790_000_000.125,
+        &long,
+        &long,
+        Some(&"e".repeat(crate::event::EVENT_ID_BYTES_MAX)),
+        r#"{"k":1}"#,
+    );
+    let bound = frames_bytes_max(std::slice::from_ref(&event));
+    let stored = event.stored(u64::MAX, u32::MAX, u64::MAX, [0xff; 8]);
+    let mut out = Vec::new();
+    format::encode_frame(&stored, &mut out);
+    assert!(out.len() <= bound, "{} > {bound}", out.len());
+}
+
+/// What the fake shared log does with the next offer.
+#[derive(Clone, Copy, Debug)]
+enum Next {
+    /// Store it (if it follows the stream's last group) and answer its position.
+    Store,
+    /// Store it, but lose the answer.
+    StoreAndLoseTheAnswer,
+    /// Answer position 0 without storing it, as some servers answer a retried message id.
+    AnswerZero,
+    /// Another node's group lands first.
+    Foreign,
+}
+
+/// A shared log in memory that delivers every stored group to the follower, as the
+/// transport does.
+struct FakeLog {
+    stream: Arc<Mutex<Vec<Group>>>,
+    feed: Arc<Mutex<Option<GroupFeed>>>,
+    script: std::collections::VecDeque<Next>,
+}
+
+impl FakeLog {
+    fn store(&self, group: Group) -> u64 {
+        let mut stream = self.stream.lock().unwrap();
+        stream.push(group.clone());
+        let position = stream.len() as u64;
+        let feed = self.feed.lock().unwrap();
+        let feed = feed.as_ref().unwrap();
+        feed.try_send((position, Ok(group))).unwrap();
+        position
+    }
+}
+
+impl SharedLog for FakeLog {
+    fn append(&mut self, group: &Group, after: u64, _: Instant) -> Result<u64, ShareError> {
+        let next = self.script.pop_front().unwrap_or(Next::Store);
+        let last = self.stream.lock().unwrap().len() as u64;
+        match next {
+            Next::AnswerZero => Ok(0),
+            Next::Foreign => {
+                let prev = self
+                    .stream
+                    .lock()
+                    .unwrap()
+                    .last()
+                    .map_or([0; 32], Group::hash);
+                let first_seq = group.first_seq;
+                self.store(Group {
+                    first_seq,
+                    prev_hash: prev,
+                    frames: frames(first_seq, 1, T0_US, "foreign").into(),
+                });
+                Err(ShareError::Moved)
+            }
+            _ if last != after => Err(ShareError::Moved),
+            Next::Store => Ok(self.store(group.clone())),
+            Next::StoreAndLoseTheAnswer => {
+                self.store(group.clone());
+                Err(ShareError::Unavailable("the answer was lost".into()))
+            }
+        }
+    }
+}
+
+/// An engine whose shared log follows `script`, and the stream it wrote.
+fn engine_with(
+    dir: &std::path::Path,
+    script: &[Next],
+    deadline: Duration,
+) -> (super::super::Engine, Arc<Mutex<Vec<Group>>>) {
+    let follower = follower_in(dir);
+    let Follower { writer, view, .. } = follower;
+    let view = Arc::try_unwrap(view).unwrap().into_inner().unwrap();
+    let stream = Arc::new(Mutex::new(Vec::new()));
+    let feed = Arc::new(Mutex::new(None));
+    let log = FakeLog {
+        stream: Arc::clone(&stream),
+        feed: Arc::clone(&feed),
+        script: script.iter().copied().collect(),
+    };
+    let (engine, sender) = super::super::Engine::start_replicated(
+        writer,
+        view,
+        100,
+        Maintenance {
+            interval: Duration::from_secs(3600),
+            policy: crate::storage::retention::Policy {
+                retention: Duration::from_secs(86_400 * 30),
+                max_records: None,
+                max_bytes: None,
+            },
+        },
+        Box::new(log),
+        Applied {
+            next_seq: 1,
+            ..Applied::default()
+        },
+        PublishLimits {
+            ingest_deadline: deadline,
+            group_bytes_max: 1 << 20,
+        },
+    );
+    *feed.lock().unwrap() = Some(sender);
+    (engine, stream)
+}
+
+fn submit(
+    engine: &super::super::Engine,
+    body: &str,
+) -> Result<Vec<super::super::Ack>, SubmitError> {
+    let event = crate::event::NewEvent::new(Action::Start, 1.0, "i", "m", None, body);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(engine.submit(vec![event], [0; 8]))
+        .map(|(acks, _)| acks)
+}
+
+#[test]
+fn a_stored_group_whose_answer_was_lost_is_answered_once_and_never_offered_again() {
+    // An event without an event_id: offered twice, it would be stored twice.
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, stream) = engine_with(
+        dir.path(),
+        &[Next::StoreAndLoseTheAnswer],
+        Duration::from_secs(5),
+    );
+    let acks = submit(&engine, "{}").unwrap();
+    assert_eq!(acks[0].seq, 1);
+    assert!(!acks[0].duplicate);
+    assert_eq!(stream.lock().unwrap().len(), 1, "stored once");
+}
+
+#[test]
+fn an_answer_that_does_not_place_the_group_is_no_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, stream) = engine_with(
+        dir.path(),
+        &[Next::AnswerZero, Next::AnswerZero, Next::Store],
+        Duration::from_secs(5),
+    );
+    assert_eq!(submit(&engine, "{}").unwrap()[0].seq, 1);
+    assert_eq!(stream.lock().unwrap().len(), 1);
+    // Only such answers until the deadline: 503, and nothing acknowledged.
+    let dir = tempfile::tempdir().unwrap();
+    let never = [Next::AnswerZero; 64];
+    let (engine, stream) = engine_with(dir.path(), &never, Duration::from_millis(300));
+    match submit(&engine, "{}") {
+        Err(SubmitError::Unavailable { message }) => {
+            assert!(message.contains("answered position 0"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(stream.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_group_overtaken_by_another_nodes_is_planned_again_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, stream) = engine_with(dir.path(), &[Next::Foreign], Duration::from_secs(5));
+    let acks = submit(&engine, "{}").unwrap();
+    assert_eq!(acks[0].seq, 2, "after the foreign group's event");
+    let stream = stream.lock().unwrap();
+    assert_eq!(stream.len(), 2);
+    assert_eq!(stream[1].prev_hash, stream[0].hash());
+    assert_eq!(engine.replica_progress().unwrap().moved, 1);
+}
+
+#[test]
+fn the_feed_holds_at_most_its_bytes_but_always_takes_one_group() {
+    let (feed, rx) = group_feed();
+    let sized = |bytes: usize| Group {
+        first_seq: 1,
+        prev_hash: [0; 32],
+        frames: vec![0u8; bytes].into(),
+    };
+    // One group larger than the bound goes alone.
+    feed.try_send((1, Ok(sized(FEED_BYTES_MAX + 1)))).unwrap();
+    assert!(matches!(
+        feed.try_send((2, Ok(sized(1)))),
+        Err(mpsc::TrySendError::Full(_))
+    ));
+    let (_, taken) = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+    rx.taken(taken.as_ref().unwrap());
+    feed.try_send((2, Ok(sized(FEED_BYTES_MAX - 10)))).unwrap();
+    assert!(matches!(
+        feed.try_send((3, Ok(sized(11)))),
+        Err(mpsc::TrySendError::Full(_))
+    ));
+    feed.try_send((3, Ok(sized(10)))).unwrap();
+}
+
+#[test]
+fn a_cluster_node_never_seals_an_idle_segment_on_its_own_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = follower_in(dir.path());
+    node.apply(1, &group(1, [0; 32], frames(1, 2, T0_US, "a")))
+        .unwrap();
+    let policy = crate::storage::retention::Policy {
+        retention: Duration::from_secs(86_400 * 30),
+        max_records: None,
+        max_bytes: None,
+    };
+    // Two hours later by this node's clock, past segment_max_age (1h).
+    let later = T0_US + 7_200_000_000;
+    maintain(&mut node.writer, &node.view, &policy, later, false);
+    assert_eq!(node.view.read().unwrap().catalog.segments().len(), 1);
+    // A single node would seal it.
+    maintain(&mut node.writer, &node.view, &policy, later, true);
+    assert_eq!(node.view.read().unwrap().catalog.segments().len(), 2);
+}
