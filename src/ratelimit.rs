@@ -129,9 +129,14 @@ impl RateLimits {
         let bucket = self.bucket(principal.key_id, quota);
         match bucket.check_n(n) {
             Ok(Ok(())) => Ok(()),
+            // The tokens this request took already are spent, and its retry takes them again:
+            // the wait covers those too, so a client that waits exactly this long gets through.
             Ok(Err(not_until)) => Err(Limited::Later {
                 quota,
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                retry_after: not_until.wait_time_from(DefaultClock::default().now())
+                    + Duration::from_secs_f64(
+                        f64::from(taken) / f64::from(quota.events_per_second.get()),
+                    ),
             }),
             Err(_) => Err(Limited::OverBurst { quota, events }),
         }
@@ -248,5 +253,31 @@ mod tests {
         );
         // Refused whole: the tokens it did not take are still there.
         assert_eq!(limits.check_more(&a, 1, 9), Ok(()));
+    }
+
+    /// A request refused after its first token was taken is told to wait long enough for all it
+    /// costs, that token included: waiting exactly `Retry-After` gets it through.
+    #[test]
+    fn waiting_as_told_lets_a_request_charged_in_two_steps_through() {
+        let quota = Quota::new(20, Some(3)).unwrap();
+        let limits = RateLimits::new(HashMap::from([(Role::Writer, quota)]), HashMap::new());
+        let a = principal(Role::Writer, 7);
+        assert_eq!(limits.check_more(&a, 0, 3), Ok(()));
+        // A batch of 3: one token before its body, two once counted.
+        let mut refusals = 0;
+        loop {
+            let refused = limits
+                .check_more(&a, 0, 1)
+                .and_then(|()| limits.check_more(&a, 1, 2));
+            match refused {
+                Ok(()) => break,
+                Err(Limited::Later { retry_after, .. }) => {
+                    refusals += 1;
+                    assert!(refusals <= 2, "refused again after waiting as told");
+                    std::thread::sleep(retry_after);
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
     }
 }

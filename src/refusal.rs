@@ -189,13 +189,6 @@ codes! {
     Internal = "internal",
 }
 
-impl Code {
-    /// The code spelled `text`, if there is one.
-    pub fn named(text: &str) -> Option<Code> {
-        Code::ALL.iter().copied().find(|code| code.as_str() == text)
-    }
-}
-
 impl serde::Serialize for Code {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())

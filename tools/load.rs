@@ -493,7 +493,8 @@ async fn baseline_batch(
     body: Bytes,
 ) -> Result<Json<Value>, StatusCode> {
     let text = std::str::from_utf8(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
-    let items = mcplog::event::split_batch(text).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let items =
+        mcplog::event::split_batch(text, usize::MAX).map_err(|_| StatusCode::BAD_REQUEST)?;
     for item in &items {
         mcplog::event::validate(item.text).map_err(|_| StatusCode::UNPROCESSABLE_ENTITY)?;
     }

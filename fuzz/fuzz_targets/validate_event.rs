@@ -22,6 +22,6 @@ fuzz_target!(|data: &[u8]| {
                 serde_json::from_str::<serde_json::Value>(&body).expect("a redacted event parses");
             }
         }
-        let _ = mcplog::event::split_batch(text);
+        let _ = mcplog::event::split_batch(text, 1000);
     }
 });

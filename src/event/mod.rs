@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::refusal::Code;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -211,13 +212,13 @@ pub struct Invalid {
     /// The offending top-level field, or `None` when the event as a whole is wrong.
     pub field: Option<String>,
     /// A stable, machine-readable code such as `missing_field`.
-    pub code: &'static str,
+    pub code: Code,
     /// A human-readable explanation naming the rule.
     pub message: String,
 }
 
 impl Invalid {
-    pub(crate) fn field(field: &str, code: &'static str, message: impl Into<String>) -> Invalid {
+    pub(crate) fn field(field: &str, code: Code, message: impl Into<String>) -> Invalid {
         Invalid {
             field: Some(field.to_owned()),
             code,
@@ -360,7 +361,7 @@ mod tests {
     fn check_invalid(body: &str, field: Option<&str>, code: &str) {
         let err = validate(body).expect_err(body);
         assert_eq!(err.field.as_deref(), field, "{body}: {err}");
-        assert_eq!(err.code, code, "{body}: {err}");
+        assert_eq!(err.code.as_str(), code, "{body}: {err}");
     }
 
     const OK: &str = r#"{"action":"interaction_start","interaction_id":"a","mcp_id":"m","timestamp":1763900000.25,"request_data":{"f":1}}"#;
@@ -376,8 +377,8 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_field() {
-        check_invalid("[1]", None, "not_an_object");
-        check_invalid("{", None, "malformed_json");
+        check_invalid("[1]", Some("body"), "not_an_object");
+        check_invalid("{", Some("body"), "malformed_json");
         check_invalid(
             r#"{"action":"interaction_done","interaction_id":"a","mcp_id":"m","timestamp":1}"#,
             Some("action"),
@@ -480,7 +481,7 @@ mod tests {
     #[test]
     fn batches_split_as_array_or_ndjson() {
         let split = |body| {
-            split_batch(body)
+            split_batch(body, usize::MAX)
                 .unwrap()
                 .into_iter()
                 .map(|item| (item.index, item.text))
@@ -496,10 +497,26 @@ mod tests {
             vec![(0, r#"{"a":1}"#), (2, r#"{"b":2}"#)]
         );
         assert_eq!(split("\r\n \r\n{\"a\":1}\r\n"), vec![(2, r#"{"a":1}"#)]);
-        assert!(split_batch("[1,").is_err());
+        assert!(split_batch("[1,", 10).is_err());
         assert!(is_single_object(" {\"a\":\n 1}\n"));
         assert!(is_single_object("{\"a\":1}"));
         assert!(!is_single_object("{\"a\":1}\n{\"b\":2}"));
         assert!(!is_single_object("[{\"a\":1}]"));
+    }
+
+    #[test]
+    fn a_batch_past_its_limit_is_refused_at_the_first_item_past_it() {
+        let code = |body: &str| {
+            split_batch(body, 3)
+                .map(|items| items.len())
+                .map_err(|e| e.code)
+        };
+        assert_eq!(code("[0,0,0]"), Ok(3));
+        assert_eq!(code("0\n\n0\n0\n"), Ok(3));
+        assert_eq!(code("[0,0,0,0]"), Err(Code::BatchTooLarge));
+        assert_eq!(code("0\n0\n0\n0"), Err(Code::BatchTooLarge));
+        // Refused before the rest is read: what follows the fourth item is never looked at.
+        assert_eq!(code("[0,0,0,0,this is not JSON"), Err(Code::BatchTooLarge));
+        assert_eq!(code("[0,0,0 this is not JSON"), Err(Code::MalformedJson));
     }
 }

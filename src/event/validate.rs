@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::refusal::Code;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -39,12 +40,13 @@ pub fn validate(body: &str) -> Result<ValidEvent<'_>, Invalid> {
 fn top_level(body: &str) -> Result<Fields<'_>, Invalid> {
     let fields: Fields<'_> = serde_json::from_str(body).map_err(|err| {
         let code = if err.is_data() {
-            "not_an_object"
+            Code::NotAnObject
         } else {
-            "malformed_json"
+            Code::MalformedJson
         };
+        // The body as a whole is at fault, named as the body is everywhere else.
         Invalid {
-            field: None,
+            field: Some("body".to_owned()),
             code,
             message: format!("the event is not a JSON object: {err}"),
         }
@@ -53,7 +55,7 @@ fn top_level(body: &str) -> Result<Fields<'_>, Invalid> {
         let name = shown(name);
         return Err(Invalid::field(
             &name,
-            "duplicate_field",
+            Code::DuplicateField,
             format!("field {name:?} appears twice"),
         ));
     }
@@ -88,7 +90,7 @@ impl<'a> Read<'a> {
                         let other = shown(other);
                         return Err(Invalid::field(
                             &other,
-                            "unknown_field",
+                            Code::UnknownField,
                             format!("unknown field {other:?}; allowed: action, interaction_id, mcp_id, timestamp, event_id and the action's payload field"),
                         ));
                     }
@@ -104,7 +106,7 @@ fn check_payload(action: Action, field: &str, value: &RawValue) -> Result<(), In
     if field != action.payload_field() {
         return Err(Invalid::field(
             field,
-            "payload_mismatch",
+            Code::PayloadMismatch,
             format!(
                 "{field} does not go with action {}; its payload field is {}",
                 action.wire_name(),
@@ -115,7 +117,7 @@ fn check_payload(action: Action, field: &str, value: &RawValue) -> Result<(), In
     if !value.get().trim_start().starts_with('{') {
         return Err(Invalid::field(
             field,
-            "not_an_object",
+            Code::NotAnObject,
             format!("{field} must be a JSON object"),
         ));
     }
@@ -132,7 +134,7 @@ fn check_not_reserved(interaction_id: &str) -> Result<(), Invalid> {
     if RESERVED_INTERACTION_IDS.contains(&interaction_id) {
         return Err(Invalid::field(
             "interaction_id",
-            "reserved_id",
+            Code::ReservedId,
             format!(
                 "interaction_id {interaction_id:?} is reserved (it names a route: {})",
                 RESERVED_INTERACTION_IDS.join(", ")
@@ -155,12 +157,13 @@ pub(super) fn shown(text: &str) -> String {
 }
 
 fn missing(field: &str) -> Invalid {
-    Invalid::field(field, "missing_field", format!("{field} is required"))
+    Invalid::field(field, Code::MissingField, format!("{field} is required"))
 }
 
 fn string_field<'a>(field: &str, value: &'a RawValue) -> Result<Cow<'a, str>, Invalid> {
-    let s: Cow<'a, str> = serde_json::from_str(value.get())
-        .map_err(|_| Invalid::field(field, "not_a_string", format!("{field} must be a string")))?;
+    let s: Cow<'a, str> = serde_json::from_str(value.get()).map_err(|_| {
+        Invalid::field(field, Code::NotAString, format!("{field} must be a string"))
+    })?;
     Ok(s)
 }
 
@@ -170,7 +173,7 @@ fn action_field(value: &RawValue) -> Result<Action, Invalid> {
         let allowed: Vec<_> = Action::ALL.iter().map(|a| a.wire_name()).collect();
         Invalid::field(
             "action",
-            "unknown_action",
+            Code::UnknownAction,
             format!(
                 "unknown action {:?}; expected one of {}",
                 shown(&name),
@@ -193,7 +196,7 @@ pub fn check_id(field: &str, s: &str, max: usize) -> Result<(), Invalid> {
     if s.is_empty() || s.len() > max {
         return Err(Invalid::field(
             field,
-            "bad_length",
+            Code::BadLength,
             format!(
                 "{field} must be 1 to {max} bytes of UTF-8, got {} bytes",
                 s.len()
@@ -203,14 +206,14 @@ pub fn check_id(field: &str, s: &str, max: usize) -> Result<(), Invalid> {
     if s.chars().any(char::is_control) {
         return Err(Invalid::field(
             field,
-            "control_character",
+            Code::ControlCharacter,
             format!("{field} contains a control character"),
         ));
     }
     if let Some(c) = s.chars().find(|&c| is_invisible(c)) {
         return Err(Invalid::field(
             field,
-            "invisible_character",
+            Code::InvisibleCharacter,
             format!(
                 "{field} contains U+{:04X}, an invisible or direction-changing character that would display as another id",
                 u32::from(c)
@@ -220,14 +223,14 @@ pub fn check_id(field: &str, s: &str, max: usize) -> Result<(), Invalid> {
     if s.chars().all(char::is_whitespace) {
         return Err(Invalid::field(
             field,
-            "blank_id",
+            Code::BlankId,
             format!("{field} is only white space"),
         ));
     }
     if s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
         return Err(Invalid::field(
             field,
-            "surrounding_whitespace",
+            Code::SurroundingWhitespace,
             format!("{field} begins or ends with white space, which would display as another id"),
         ));
     }
@@ -256,7 +259,7 @@ pub fn check_clock(timestamp: f64, now_s: f64, skew_max_s: f64) -> Result<(), In
     if timestamp > now_s + skew_max_s {
         return Err(Invalid::field(
             "timestamp",
-            "timestamp_in_future",
+            Code::TimestampInFuture,
             format!(
                 "timestamp {timestamp} is {:.0} s ahead of the server's clock; at most clock_skew_max ({skew_max_s} s) is accepted",
                 timestamp - now_s
@@ -278,7 +281,7 @@ fn timestamp_field(value: &RawValue) -> Result<f64, Invalid> {
     let not_a_number = || {
         Invalid::field(
             "timestamp",
-            "not_a_number",
+            Code::NotANumber,
             "timestamp must be a number of seconds since the Unix epoch",
         )
     };
@@ -290,14 +293,14 @@ fn timestamp_field(value: &RawValue) -> Result<f64, Invalid> {
     if !seconds.is_finite() || seconds <= 0.0 {
         return Err(Invalid::field(
             "timestamp",
-            "out_of_range",
+            Code::OutOfRange,
             format!("timestamp must be finite and > 0, got {}", shown(text)),
         ));
     }
     if seconds > TIMESTAMP_SECONDS_MAX {
         return Err(Invalid::field(
             "timestamp",
-            "looks_like_milliseconds",
+            Code::LooksLikeMilliseconds,
             format!("timestamp {} is above {TIMESTAMP_SECONDS_MAX:e}: it looks like milliseconds; send seconds since the Unix epoch", shown(text)),
         ));
     }
@@ -348,33 +351,94 @@ pub struct BatchItem<'a> {
 }
 
 /// Splits a batch body into its events: a JSON array, or NDJSON (one event per non-blank line).
-/// Which one is decided by the first non-blank byte.
-pub fn split_batch(body: &str) -> Result<Vec<BatchItem<'_>>, Invalid> {
+/// Which one is decided by the first non-blank byte. A body of more than `max` events is refused
+/// (`batch_too_large`) as soon as the one past `max` is met: a small body of tiny items (`[0,0,…]`)
+/// never costs more than `max` items' worth of memory.
+pub fn split_batch(body: &str, max: usize) -> Result<Vec<BatchItem<'_>>, Invalid> {
+    let too_many = || Invalid {
+        field: Some("body".to_owned()),
+        code: Code::BatchTooLarge,
+        message: format!("the batch holds more than batch_events_max ({max}) events"),
+    };
     let trimmed = body.trim_start();
-    if trimmed.starts_with('[') {
-        let items: Vec<&RawValue> = serde_json::from_str(body).map_err(|err| Invalid {
-            field: None,
-            code: "malformed_json",
-            message: format!("the batch is not a JSON array of events: {err}"),
-        })?;
-        Ok(items
+    if !trimmed.starts_with('[') {
+        let mut items = Vec::new();
+        for (index, line) in body.lines().enumerate() {
+            let text = line.trim();
+            if text.is_empty() {
+                continue;
+            }
+            if items.len() == max {
+                return Err(too_many());
+            }
+            items.push(BatchItem { index, text });
+        }
+        return Ok(items);
+    }
+    let past_max = std::cell::Cell::new(false);
+    let mut deserializer = serde_json::Deserializer::from_str(body);
+    let items = serde::de::DeserializeSeed::deserialize(
+        AtMost {
+            max,
+            past_max: &past_max,
+        },
+        &mut deserializer,
+    )
+    .and_then(|items| deserializer.end().map(|()| items));
+    match items {
+        Ok(items) => Ok(items
             .into_iter()
             .enumerate()
             .map(|(index, item)| BatchItem {
                 index,
                 text: item.get(),
             })
-            .collect())
-    } else {
-        Ok(body
-            .lines()
-            .enumerate()
-            .map(|(index, line)| BatchItem {
-                index,
-                text: line.trim(),
-            })
-            .filter(|item| !item.text.is_empty())
-            .collect())
+            .collect()),
+        Err(_) if past_max.get() => Err(too_many()),
+        Err(err) => Err(Invalid {
+            field: Some("body".to_owned()),
+            code: Code::MalformedJson,
+            message: format!("the batch is not a JSON array of events: {err}"),
+        }),
+    }
+}
+
+/// A JSON array's elements, unparsed, refused once there are more than `max`.
+struct AtMost<'c> {
+    max: usize,
+    past_max: &'c std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for AtMost<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for AtMost<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON array of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if items.len() == self.max {
+                self.past_max.set(true);
+                return Err(serde::de::Error::custom(
+                    "more events than batch_events_max",
+                ));
+            }
+            items.push(item);
+        }
+        Ok(items)
     }
 }
 

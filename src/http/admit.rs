@@ -124,7 +124,7 @@ impl<'s> Admission<'s> {
                 text.len(),
                 limits.event_bytes_max
             );
-            return Err(ApiError::new(Code::EventTooLarge, message));
+            return Err(ApiError::new(Code::EventTooLarge, message).with_field("body"));
         }
         let valid = event::validate(text)?;
         let now_s = crate::clock::now_us() as f64 / 1e6;
@@ -150,12 +150,16 @@ impl<'s> Admission<'s> {
         let max = self.state.limits.interaction_events_max as u64;
         let view = self.state.engine.view();
         let mut added: std::collections::HashMap<(String, String), u64> = Default::default();
+        // An event_id met earlier in the request: planning answers its repeat as a duplicate
+        // (or a conflict), never as an event more.
+        let mut ids: std::collections::HashSet<(String, String)> = Default::default();
         for item in checked.iter_mut() {
             let Ok((index, new)) = item else { continue };
             let (mcp_id, interaction_id) = (new.mcp_id(), new.interaction_id());
-            let known = new
-                .event_id()
-                .is_some_and(|event_id| view.projection.event_id_entry(mcp_id, event_id).is_some());
+            let known = new.event_id().is_some_and(|event_id| {
+                view.projection.event_id_entry(mcp_id, event_id).is_some()
+                    || !ids.insert((mcp_id.to_owned(), event_id.to_owned()))
+            });
             if known {
                 continue;
             }
@@ -171,7 +175,9 @@ impl<'s> Admission<'s> {
                 continue;
             }
             let message = format!(
-                "interaction {interaction_id:?} holds {stored} events; interaction_events_max is {max}"
+                "interaction {interaction_id:?} holds {stored} events and this request adds {} \
+                 before this one; interaction_events_max is {max}",
+                *count
             );
             let refusal =
                 ApiError::new(Code::InteractionFull, message).with_field("interaction_id");
@@ -180,24 +186,23 @@ impl<'s> Admission<'s> {
     }
 
     /// Step 7, all or nothing: any refused item refuses the request (422 `invalid_batch` listing
-    /// the invalid ones, else 403 listing the forbidden ones), and so does a conflict; nothing is
-    /// stored then.
+    /// the invalid ones, else 403 listing the forbidden ones, else 409 `interaction_full` listing
+    /// those), and so does a conflict; nothing is stored then.
     pub async fn store_all(&self, checked: Vec<Checked>) -> Result<Stored, ApiError> {
         let count = checked.len();
         let mut events = Vec::with_capacity(count);
         let mut indexes = Vec::with_capacity(count);
-        let (mut invalid, mut forbidden) = (Vec::new(), Vec::new());
+        let mut refused = Vec::new();
         for item in checked {
             match item {
                 Ok((index, new)) => {
                     indexes.push(index);
                     events.push(new);
                 }
-                Err(error) if error.code == Code::Forbidden => forbidden.push(error),
-                Err(error) => invalid.push(error),
+                Err(error) => refused.push(error),
             }
         }
-        if let Some(refusal) = refusal_of_batch(count, invalid, forbidden) {
+        if let Some(refusal) = refusal_of_batch(count, refused) {
             return Err(refusal);
         }
         let (acks, queue_position) = self
@@ -287,34 +292,35 @@ impl<'s> Admission<'s> {
 
 const AUDITOR_MAY_NOT_WRITE: &str = "an auditor key may not write events";
 
-/// The refusal of an all-or-nothing request of `count` items, some refused: the invalid ones
-/// first (a client must fix those whatever its key), else the forbidden ones.
-fn refusal_of_batch(
-    count: usize,
-    invalid: Vec<ItemError>,
-    forbidden: Vec<ItemError>,
-) -> Option<ApiError> {
-    if !invalid.is_empty() {
-        let message = format!(
-            "{} of {count} events are invalid; nothing was stored",
-            invalid.len()
-        );
-        return Some(ApiError {
-            errors: invalid,
-            ..ApiError::new(Code::InvalidBatch, message)
-        });
-    }
-    if !forbidden.is_empty() {
-        let message = format!(
-            "{} of {count} events are for an mcp_id this key may not write; nothing was stored",
-            forbidden.len()
-        );
-        return Some(ApiError {
-            errors: forbidden,
-            ..ApiError::forbidden(message, "mcp_id")
-        });
-    }
-    None
+/// The refusal of an all-or-nothing request of `count` items, some refused, by what a client
+/// must do first: fix the invalid ones (whatever its key), else drop the forbidden ones, else the
+/// ones past their interaction's cap. Each is answered with the status of its kind and lists the
+/// events of that kind.
+fn refusal_of_batch(count: usize, refused: Vec<ItemError>) -> Option<ApiError> {
+    let kind = |error: &ItemError| match error.code {
+        Code::Forbidden => 1,
+        Code::InteractionFull => 2,
+        _ => 0,
+    };
+    let first = refused.iter().map(kind).min()?;
+    let errors: Vec<ItemError> = refused.into_iter().filter(|e| kind(e) == first).collect();
+    let n = errors.len();
+    let refusal = match first {
+        0 => ApiError::new(
+            Code::InvalidBatch,
+            format!("{n} of {count} events are invalid; nothing was stored"),
+        ),
+        1 => ApiError::forbidden(
+            format!("{n} of {count} events are for an mcp_id this key may not write; nothing was stored"),
+            "mcp_id",
+        ),
+        _ => ApiError::new(
+            Code::InteractionFull,
+            format!("{n} of {count} events would take their interaction past interaction_events_max; nothing was stored"),
+        )
+        .with_field("interaction_id"),
+    };
+    Some(ApiError { errors, ..refusal })
 }
 
 /// A conflict's indexes (its own and an earlier event's) mapped through `index_of`.

@@ -139,10 +139,7 @@ impl From<Invalid> for ApiError {
     fn from(invalid: Invalid) -> ApiError {
         ApiError {
             field: invalid.field,
-            ..ApiError::new(
-                Code::named(invalid.code).unwrap_or(Code::Internal),
-                invalid.message,
-            )
+            ..ApiError::new(invalid.code, invalid.message)
         }
     }
 }

@@ -91,7 +91,7 @@ pub struct ItemResultJson {
     /// The event's seq, unless it is an error.
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
-    /// The status the event alone would have been answered with: 403, 409, 413 or 422.
+    /// The status the event alone would have been answered with: 400, 403, 409, 413 or 422.
     #[serde(skip_serializing_if = "Option::is_none")]
     http_status: Option<u16>,
     /// Why the event was not stored.
@@ -180,16 +180,9 @@ fn split<'t>(
         )
         .with_field("body"));
     }
-    let items = event::split_batch(text)?;
+    let items = event::split_batch(text, max)?;
     if items.is_empty() {
         return Err(ApiError::new(Code::EmptyBatch, "the batch holds no events").with_field("body"));
-    }
-    if items.len() > max {
-        let message = format!(
-            "the batch holds {} events; batch_events_max is {max}",
-            items.len()
-        );
-        return Err(ApiError::new(Code::BatchTooLarge, message).with_field("body"));
     }
     Ok(items)
 }

@@ -149,6 +149,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             redact_keys,
         ))
+        .layer(axum::middleware::from_fn(otlp::protobuf_refusals))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::track,
@@ -277,8 +278,12 @@ fn scrub_strings(redactor: &crate::redact::Redactor, text: &str) -> Option<Strin
     walk(redactor, &mut body).then(|| body.to_string())
 }
 
-/// Most bytes of an error body the key check reads; error bodies are far smaller.
-const ERROR_BODY_BYTES_MAX: usize = 1 << 20;
+/// Most bytes of an answer the key check reads. The answers it reads are built whole in memory by
+/// their handlers (an error; a partial batch's 207, at most `batch_events_max` results whose
+/// messages quote at most a few hundred bytes of input each), so this bounds one copy of what is
+/// held already; it must pass any 207 the largest `batch_events_max` can make, since the events
+/// of a 207 are stored before it is answered.
+pub(crate) const ERROR_BODY_BYTES_MAX: usize = 1 << 30;
 
 /// No raw key or other secret leaves in an error body, whichever value the client put it in (a
 /// parameter, a path, a header, a field name): messages quote what was sent, so every error body
@@ -290,8 +295,15 @@ async fn redact_keys(
     next: axum::middleware::Next,
 ) -> Response {
     let response = next.run(request).await;
-    // A 207 carries per-event errors, whose messages quote what was sent.
-    if response.status().as_u16() < 400 && response.status() != StatusCode::MULTI_STATUS {
+    // A 207 carries per-event errors, whose messages quote what was sent. Every refusal and 207
+    // is JSON (a protobuf refusal is encoded outside this layer, from the JSON checked here).
+    let refusal =
+        response.status().as_u16() >= 400 || response.status() == StatusCode::MULTI_STATUS;
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !refusal || !json {
         return response;
     }
     let (mut parts, body) = response.into_parts();

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
@@ -89,9 +89,10 @@ pub(super) async fn traces(
         .with_field("content-type")
         .into_response();
     };
+    // A refusal is JSON here; `protobuf_refusals` re-encodes it for a protobuf request.
     match receive(&state, &principal, &headers, body, encoding).await {
         Ok(response) => response,
-        Err(err) => refused(err, encoding),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -263,22 +264,45 @@ fn summary(rejected: u64, refusals: &[String]) -> String {
     format!("{rejected} span(s) refused: {}", shown.join("; "))
 }
 
-/// A refusal in the request's encoding: OTLP/HTTP answers a protobuf request with a protobuf
-/// `google.rpc.Status` carrying the table's gRPC code; a JSON request gets mcplog's JSON error.
-fn refused(err: ApiError, encoding: Encoding) -> Response {
-    if encoding == Encoding::Json {
-        return err.into_response();
-    }
-    let (status, code, retry_after_s) = (err.status(), err.code, err.retry_after_s());
-    let body = otlp::RpcStatus {
-        code: refusal::answer(code).grpc as i32,
-        message: err.message,
+/// OTLP/HTTP answers a protobuf request's refusal with a protobuf `google.rpc.Status`, whatever
+/// refused it: the key check, a query parameter, the method, the request timeout or the handler.
+/// Every refusal is made as mcplog's JSON error (and checked for keys and secrets as such); this
+/// layer, outside all of them, re-encodes it for a protobuf request of `/v1/traces`, with the
+/// table's gRPC code and the answer's status and headers kept. A JSON request keeps the JSON.
+pub(super) async fn protobuf_refusals(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let protobuf = request.uri().path() == super::Route::OtlpTraces.path()
+        && request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Encoding::of_content_type)
+            == Some(Encoding::Protobuf);
+    let response = next.run(request).await;
+    let Some(code) = response.extensions().get::<Code>().copied() else {
+        return response;
     };
-    let response = (
-        status,
-        [(header::CONTENT_TYPE, encoding.content_type())],
-        body.encode_to_vec(),
-    )
-        .into_response();
-    super::error::refusal_headers(response, code, retry_after_s)
+    if !protobuf {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let message = match axum::body::to_bytes(body, super::ERROR_BODY_BYTES_MAX).await {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|json| json["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let status = otlp::RpcStatus {
+        code: refusal::answer(code).grpc as i32,
+        message,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(Encoding::Protobuf.content_type()),
+    );
+    Response::from_parts(parts, axum::body::Body::from(status.encode_to_vec()))
 }

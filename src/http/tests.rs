@@ -68,7 +68,7 @@ async fn call(
         .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 30)
         .await
         .unwrap();
     (
@@ -269,4 +269,29 @@ async fn every_ingest_path_refuses_alike() {
         assert_eq!(body["error"]["code"], "forbidden", "{uri}");
         assert_eq!(body["error"]["field"], "authorization", "{uri}");
     }
+}
+
+/// A partial batch's 207 is answered whatever its size: its events are stored before it is, so
+/// the checks every answer passes (keys, redaction) must never turn it into an error. Here the
+/// refusals quote ids made to swell under escaping, well past a megabyte.
+#[tokio::test]
+async fn a_large_207_is_answered_as_207() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path());
+    let mut events = vec![event("kept", "a")];
+    for i in 0..999 {
+        let mcp_id = format!("{}{i:03}", "\\\"".repeat(126));
+        events.push(event(&format!("x{i}"), &mcp_id));
+    }
+    let body = format!("[{}]", events.join(","));
+    let uri = "/api/v2/interactions/batch?partial=true";
+    let (status, answer) = call(&app, "POST", uri, WRITER_A, &body).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{answer}");
+    assert_eq!(answer["stored"], 1);
+    assert_eq!(answer["failed"], 999);
+    let size = answer.to_string().len();
+    assert!(
+        size > 1 << 20,
+        "the answer is {size} bytes: not past the old cap"
+    );
 }

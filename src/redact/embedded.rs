@@ -6,6 +6,7 @@ use crate::event::json::{self, JsonStr};
 use crate::event::{Invalid, PAYLOAD_DEPTH_MAX};
 
 use super::walk::Redacting;
+use crate::refusal::Code;
 
 /// Most levels of JSON held in a string that holds JSON (tool arguments often are) that
 /// redaction reads into; a document nested deeper in strings is refused rather than stored
@@ -33,7 +34,7 @@ impl Redacting<'_, '_> {
         match json::check(text, PAYLOAD_DEPTH_MAX) {
             Ok(()) if self.level >= EMBEDDED_JSON_LEVELS_MAX => Err(Invalid::field(
                 field,
-                "too_deep",
+                Code::TooDeep,
                 format!(
                     "{field} holds JSON in a string more than {EMBEDDED_JSON_LEVELS_MAX} levels deep, which redaction does not read"
                 ),
@@ -59,7 +60,7 @@ impl Redacting<'_, '_> {
             // stored with whatever the name holds.
             Err(_) if self.redactor.names_appear(text) => Err(Invalid::field(
                 field,
-                "unreadable_json_in_string",
+                Code::UnreadableJsonInString,
                 format!(
                     "{field} holds a string that looks like JSON but is not (at least not I-JSON), and names a key that redaction covers; send it as JSON, or without the secret"
                 ),
@@ -118,7 +119,7 @@ mod tests {
         ] {
             let err = run(payload).unwrap_err();
             assert_eq!(
-                (err.code, err.field.as_deref()),
+                (err.code.as_str(), err.field.as_deref()),
                 (code, Some("request_data")),
                 "{payload}"
             );
@@ -127,7 +128,7 @@ mod tests {
         for _ in 0..=EMBEDDED_JSON_LEVELS_MAX {
             deep = format!(r#"{{"a":{}}}"#, serde_json::to_string(&deep).unwrap());
         }
-        assert_eq!(run(&deep).unwrap_err().code, "too_deep");
+        assert_eq!(run(&deep).unwrap_err().code.as_str(), "too_deep");
         // Text that merely starts with a brace is text.
         assert!(run(r#"{"note":"{not json, Bearer abcdefghijkl}"}"#)
             .unwrap()

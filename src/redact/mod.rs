@@ -24,6 +24,7 @@ use std::collections::BTreeSet;
 use regex::Regex;
 
 use crate::event::{payload_of, Invalid, NewEvent, ValidEvent};
+use crate::refusal::Code;
 
 pub use embedded::EMBEDDED_JSON_LEVELS_MAX;
 pub use names::{fold, words_of};
@@ -117,7 +118,7 @@ impl Redactor {
         let unreadable = || {
             Invalid::field(
                 field,
-                "unreadable_payload",
+                Code::UnreadablePayload,
                 format!("{field} could not be read for redaction"),
             )
         };
@@ -148,7 +149,7 @@ impl Redactor {
             if let Some(rule) = value.and_then(|v| self.pattern_in(v)) {
                 return Err(Invalid::field(
                     field,
-                    "secret_in_id",
+                    Code::SecretInId,
                     format!(
                         "{field} matches the redaction rule {rule}; an id is never redacted, so the event is refused rather than stored with it"
                     ),
@@ -462,7 +463,7 @@ mod tests {
             .redacted_body(&validate(&start(&format!(r#"{{"{key}":1}}"#))).unwrap())
             .unwrap_err();
         assert_eq!(
-            (err.code, err.field.as_deref()),
+            (err.code.as_str(), err.field.as_deref()),
             ("secret_in_key", Some("request_data"))
         );
         assert!(!err.message.contains(key), "the refusal repeats the secret");
@@ -474,7 +475,7 @@ mod tests {
                 .redacted_body(&validate(&body).unwrap())
                 .unwrap_err();
             assert_eq!(
-                (err.code, err.field.as_deref()),
+                (err.code.as_str(), err.field.as_deref()),
                 ("secret_in_id", Some(field))
             );
             assert!(!err.message.contains(key));

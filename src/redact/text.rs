@@ -133,7 +133,7 @@ mod tests {
             r#"{"args":" \ufeff{\"password\":\"S\",}"}"#,
         ] {
             let err = run(payload).unwrap_err();
-            assert_eq!(err.code, "unreadable_json_in_string", "{payload}");
+            assert_eq!(err.code.as_str(), "unreadable_json_in_string", "{payload}");
         }
         // Name/value pairs, as header lists write them, in either order.
         let text = stored(
@@ -174,7 +174,7 @@ mod tests {
                 &validate(&start("{}").replace(r#""i""#, r#""static-key-0123456789""#)).unwrap(),
             )
             .unwrap_err();
-        assert_eq!(err.code, "secret_in_id");
+        assert_eq!(err.code.as_str(), "secret_in_id");
         // Error answers quote what was sent: scrubbed.
         assert_eq!(
             redactor

@@ -10,6 +10,7 @@ use crate::event::json::{self, JsonStr, ScanError, Visitor};
 use crate::event::{Invalid, PAYLOAD_DEPTH_MAX};
 
 use super::Redactor;
+use crate::refusal::Code;
 
 /// Replace `range` of a JSON text by `text`.
 #[derive(Debug)]
@@ -187,7 +188,7 @@ impl Visitor for Redacting<'_, '_> {
             let field = self.field;
             return Err(Invalid::field(
                 field,
-                "secret_in_key",
+                Code::SecretInKey,
                 format!(
                     "a member name in {field} matches the redaction rule {rule}; a name is never redacted, so the event is refused rather than stored with it"
                 ),

@@ -997,9 +997,26 @@ async fn interaction_events_max_caps_an_interaction_on_every_path() {
     let response = server
         .post("/api/v2/interactions/batch", batch.clone())
         .await;
-    assert_eq!(response.status, 422, "{}", response.json());
+    // As the event alone would be: 409, and counted as a conflict.
+    assert_eq!(response.status, 409, "{}", response.json());
+    assert_eq!(error_of(&response)["code"], "interaction_full");
     assert_eq!(error_of(&response)["errors"][0]["code"], "interaction_full");
     assert_eq!(error_of(&response)["errors"][0]["index"], 1);
+    // An event repeated within one request is one event more, not two: at the cap's last
+    // place, the repeat is answered as a duplicate.
+    let twice = with_event_id("edge", "e-1", 1);
+    let pair = |a: &str, b: &str| format!("[{a},{b}]");
+    let warmup = pair(
+        &with_event_id("edge", "e-0", 0),
+        &with_event_id("edge", "e-00", 0),
+    );
+    let r = server.post("/api/v2/interactions/batch", warmup).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let r = server
+        .post("/api/v2/interactions/batch", pair(&twice, &twice))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["duplicates"], 1, "{}", r.json());
     // Partial: that event alone; a new interaction's fourth event of one batch too.
     let fresh: Vec<String> = (1..=4)
         .map(|n| with_event_id("fresh", &format!("n-{n}"), n))
@@ -1029,7 +1046,7 @@ async fn interaction_events_max_caps_an_interaction_on_every_path() {
     }
     assert_eq!(outcome(5), ("error".to_owned(), Some(409)));
     assert_eq!(results[5]["error"]["code"], "interaction_full");
-    for id in ["full", "fresh"] {
+    for id in ["full", "fresh", "edge"] {
         let record = server
             .get(&format!("/api/v2/interactions/{id}"))
             .await

@@ -485,3 +485,55 @@ async fn a_span_past_interaction_events_max_is_refused() {
     assert_eq!(response.status, 200);
     assert_eq!(event_count(&server).await, 2);
 }
+
+/// Whatever refuses a protobuf export (the key check, a parameter, the method, the handler), the
+/// answer is a `google.rpc.Status` with the gRPC code OTLP pairs with its status; a key the
+/// client put where a refusal quotes it is replaced, and the status still decodes.
+#[tokio::test]
+async fn every_refusal_of_a_protobuf_export_is_a_grpc_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let good = export(Some("m"), vec![tool_span("t", 5, false)]).encode_to_vec();
+    let protobuf = [("content-type", "application/x-protobuf")];
+    let mut client = server.client().await;
+    let cases: [(&str, &str, Option<&str>, &[(&str, &str)], u16, i32); 4] = [
+        ("POST", "/v1/traces", None, &protobuf, 401, 16),
+        ("POST", "/v1/traces", Some("not-a-key"), &protobuf, 401, 16),
+        (
+            "POST",
+            "/v1/traces?x=1",
+            Some(&server.key),
+            &protobuf,
+            400,
+            3,
+        ),
+        ("GET", "/v1/traces", Some(&server.key), &protobuf, 405, 12),
+    ];
+    for (method, path, key, headers, http, grpc) in cases {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client
+            .send(method, path, key, headers, good.clone())
+            .await
+            .unwrap();
+        assert_eq!(response.status, http, "{path}");
+        assert_eq!(response.headers["content-type"], "application/x-protobuf");
+        let status = mcplog::otlp::RpcStatus::decode(&response.body[..]).unwrap();
+        assert_eq!(status.code, grpc, "{path}: {status:?}");
+        assert!(!status.message.is_empty(), "{path}");
+    }
+    // A key quoted back (here as the content encoding) is redacted before the status is encoded.
+    let key = server.key.clone();
+    let headers = [
+        ("content-type", "application/x-protobuf"),
+        ("content-encoding", key.as_str()),
+    ];
+    let response = client
+        .send(Method::POST, "/v1/traces", Some(&key), &headers, good)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 415);
+    let status = mcplog::otlp::RpcStatus::decode(&response.body[..]).unwrap();
+    assert_eq!(status.code, 3);
+    assert!(!status.message.contains(&key), "{status:?}");
+    assert!(status.message.contains("<a key>"), "{status:?}");
+}

@@ -42,8 +42,8 @@ async fn every_rule_is_refused_with_the_field_named_and_nothing_stored() {
     };
     let ms = json!(1763900000500u64);
     let mut cases: Vec<(String, u16, Option<&str>, &str)> = vec![
-        ("{not json".into(), 400, None, "malformed_json"),
-        ("[]".into(), 422, None, "not_an_object"),
+        ("{not json".into(), 400, Some("body"), "malformed_json"),
+        ("[]".into(), 422, Some("body"), "not_an_object"),
         (without("action"), 422, Some("action"), "missing_field"),
         (with("action", json!("interaction_done")), 422, Some("action"), "unknown_action"),
         (with("action", json!(1)), 422, Some("action"), "not_a_string"),

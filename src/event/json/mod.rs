@@ -16,6 +16,7 @@ use std::ops::Range;
 mod scanner;
 mod string;
 
+use crate::refusal::Code;
 use scanner::Scanner;
 pub use string::{decoded_offsets, is_noncharacter};
 
@@ -64,14 +65,14 @@ pub enum JsonError {
 
 impl JsonError {
     /// A stable code for the refusal.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            JsonError::Syntax { .. } => "malformed_json",
-            JsonError::NumberOutOfRange { .. } => "number_out_of_range",
-            JsonError::LoneSurrogate { .. } => "lone_surrogate",
-            JsonError::Noncharacter { .. } => "noncharacter",
-            JsonError::DuplicateName { .. } => "duplicate_member",
-            JsonError::TooDeep { .. } => "too_deep",
+            JsonError::Syntax { .. } => Code::MalformedJson,
+            JsonError::NumberOutOfRange { .. } => Code::NumberOutOfRange,
+            JsonError::LoneSurrogate { .. } => Code::LoneSurrogate,
+            JsonError::Noncharacter { .. } => Code::Noncharacter,
+            JsonError::DuplicateName { .. } => Code::DuplicateMember,
+            JsonError::TooDeep { .. } => Code::TooDeep,
         }
     }
 
@@ -212,7 +213,7 @@ mod tests {
     use super::*;
 
     fn code(text: &str, depth: usize) -> Result<(), &'static str> {
-        check(text, depth).map_err(|e| e.code())
+        check(text, depth).map_err(|e| e.code().as_str())
     }
 
     #[test]
