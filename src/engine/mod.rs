@@ -171,10 +171,19 @@ struct Answer {
 
 impl Submission {
     /// Answers the submission, giving its events back to be freed by the receiver.
+    /// Its queue places are given back first: a caller that submits again as soon as it is
+    /// answered (a partial batch's next part) must find them free.
     fn answer(self, result: Result<Vec<Ack>, SubmitError>) {
-        let _ = self.reply.send(Answer {
+        let Submission {
+            reply,
+            events,
+            _permit: permit,
+            ..
+        } = self;
+        drop(permit);
+        let _ = reply.send(Answer {
             result,
-            _events: self.events,
+            _events: events,
         });
     }
 
@@ -478,6 +487,37 @@ impl Engine {
         let follower = self.follower_thread.lock().expect("thread lock").take();
         if let Some(follower) = follower {
             let _ = follower.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::event::{Action, NewEvent};
+
+    /// A caller answered may submit again at once and find its queue places free: with a queue
+    /// of two events, submission after submission of two never finds it full.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answered_submission_has_given_its_queue_places_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.data_dir = dir.path().to_path_buf();
+        config.api.queue_events_max = 2;
+        config.api.batch_events_max = 2;
+        let engine = crate::server::recover(&config).unwrap();
+        for n in 0..3000 {
+            let events = (0..2)
+                .map(|i| {
+                    let body = format!(
+                        r#"{{"action":"interaction_progress","interaction_id":"i{n}","mcp_id":"m","timestamp":1.0,"progress_data":{{"i":{i}}}}}"#
+                    );
+                    NewEvent::new(Action::Progress, 1.0, &format!("i{n}"), "m", None, &body)
+                })
+                .collect();
+            if let Err(err) = engine.submit(events, [0; 8]).await {
+                panic!("submission {n}: {err}");
+            }
         }
     }
 }
