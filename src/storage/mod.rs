@@ -12,6 +12,7 @@
 mod backup;
 pub mod catalog;
 pub mod cut;
+pub mod damage;
 mod dir;
 mod disk;
 pub mod format;
@@ -31,6 +32,7 @@ use std::time::Duration;
 pub use backup::{backup, Backup};
 pub use catalog::{gaps, Catalog, CatalogChange, FrameIndex, Gap, GapReason, SegmentView};
 pub use cut::Seqs;
+pub use damage::Damage;
 pub use dir::{create_private_dir, list_segments, lock_dir, map_file, LOCK_FILE_NAME};
 pub use disk::Disk;
 pub use inspect::{scan_log, scan_log_parallel, verify_log, SegmentInfo};
@@ -66,14 +68,14 @@ pub enum StorageError {
         source: std::io::Error,
     },
     /// Bytes that were once acknowledged do not check out. Start-up stops here.
-    #[error("corrupt segment {path} at offset {offset}: {reason}")]
+    #[error("corrupt segment {path} at offset {offset}: {damage}")]
     Corrupt {
         /// The damaged segment file.
         path: PathBuf,
         /// Byte offset of the first bad structure.
         offset: u64,
         /// What is wrong.
-        reason: String,
+        damage: Damage,
     },
     /// Another process holds the data directory.
     #[error(
@@ -104,6 +106,14 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    pub(crate) fn corrupt(path: &Path, offset: u64, damage: Damage) -> StorageError {
+        StorageError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            damage,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
         let path = path.to_path_buf();
         move |source| StorageError::Io { op, path, source }
@@ -120,9 +130,9 @@ impl StorageError {
             StorageError::Corrupt {
                 path,
                 offset,
-                reason,
+                damage,
             } => format!(
-                "corrupt segment {} at offset {offset}: {reason}",
+                "corrupt segment {} at offset {offset}: {damage}",
                 name(path)
             ),
             StorageError::Locked { .. } => "the data directory is in use".to_owned(),

@@ -770,13 +770,14 @@ mod tests {
         let StorageError::Corrupt {
             path,
             offset,
-            reason,
+            damage,
         } = &err
         else {
             panic!("{err}")
         };
         assert_eq!((path, *offset), (&next, 0), "{err}");
-        assert!(reason.contains("hash chain broken"), "{err}");
+        assert_eq!(damage, &crate::storage::Damage::ChainBroken, "{err}");
+        assert!(err.to_string().contains("hash chain broken"), "{err}");
         let scanned = crate::storage::scan_log(&config.dir, |_| {}, |_| {});
         assert!(scanned.is_err_and(|e| e.to_string().contains("hash chain broken")));
         let verified = crate::storage::verify_log(&config.dir, |_| {});
@@ -938,7 +939,7 @@ mod tests {
                 .err()
                 .expect("a damaged header must stop the open");
             assert!(
-                matches!(&err, StorageError::Corrupt { path: p, offset: 0, reason } if p == path && reason.contains("header")),
+                matches!(&err, StorageError::Corrupt { path: p, offset: 0, damage: crate::storage::Damage::Header(Some(_)) } if p == path),
                 "{err}"
             );
             assert_eq!(

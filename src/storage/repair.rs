@@ -17,7 +17,7 @@ use super::cut::highest_held;
 use super::dir::{create_private_dir, list_segments, lock_dir, sync_dir};
 use super::format::{self, Decoded, Footer, Hash, FOOTER_BYTES, HEADER_BYTES};
 use super::inspect::scan_log;
-use super::{segment_file_name, Disk, LogConfig, StorageError};
+use super::{segment_file_name, Damage, Disk, LogConfig, StorageError};
 use crate::hex::encode as hex;
 
 /// The record of repairs, in the segment directory: one JSON object per line.
@@ -124,10 +124,8 @@ impl Breaks {
             }
         };
         let whole = torn_from(&bytes);
-        let text = std::str::from_utf8(&bytes[..whole]).map_err(|err| StorageError::Corrupt {
-            path: path.clone(),
-            offset: err.valid_up_to() as u64,
-            reason: "the record of repairs is not UTF-8".into(),
+        let text = std::str::from_utf8(&bytes[..whole]).map_err(|err| {
+            StorageError::corrupt(&path, err.valid_up_to() as u64, Damage::RecordNotUtf8)
         })?;
         let mut breaks = Vec::new();
         for (n, line) in text
@@ -234,24 +232,21 @@ fn torn_from(bytes: &[u8]) -> usize {
 
 /// Line `n` (from 0) of the record of repairs.
 fn parse_record(path: &Path, n: usize, line: &str) -> Result<Break, StorageError> {
-    let record: Break = serde_json::from_str(line).map_err(|err| StorageError::Corrupt {
-        path: path.to_path_buf(),
-        offset: n as u64 + 1,
-        reason: format!("line {} is not a repair record: {err}", n + 1),
-    })?;
+    let unreadable = |err: serde_json::Error| Damage::RecordUnreadable {
+        line: n + 1,
+        error: err.to_string(),
+    };
+    let record: Break = serde_json::from_str(line)
+        .map_err(|err| StorageError::corrupt(path, n as u64 + 1, unreadable(err)))?;
     // Seqs this high are never reached by writing (2^62 events); such a record was edited, and
     // numbering past it would overflow.
     if record.first_seq > SEQ_RECORDED_MAX || record.after_seq > SEQ_RECORDED_MAX {
-        return Err(StorageError::Corrupt {
-            path: path.to_path_buf(),
-            offset: n as u64 + 1,
-            reason: format!(
-                "line {} records seqs {}..{}, beyond any log (at most {SEQ_RECORDED_MAX}); it was edited",
-                n + 1,
-                record.after_seq,
-                record.first_seq
-            ),
-        });
+        let beyond = Damage::RecordBeyondAnyLog {
+            line: n + 1,
+            after_seq: record.after_seq,
+            first_seq: record.first_seq,
+        };
+        return Err(StorageError::corrupt(path, n as u64 + 1, beyond));
     }
     Ok(record)
 }
@@ -285,20 +280,19 @@ pub fn repair(data_dir: &Path, now_us: u64) -> Result<Vec<Repaired>, StorageErro
             Err(StorageError::Corrupt {
                 path,
                 offset,
-                reason,
-            }) if path.parent() == Some(segments.as_path()) => {
+                damage,
+            }) if damage.is_in_segments() => {
                 let step =
-                    repair_one(data_dir, &path, offset, reason, now_us + steps.len() as u64)?;
+                    repair_one(data_dir, &path, offset, damage, now_us + steps.len() as u64)?;
                 steps.push(step);
             }
             Err(other) => return Err(other),
         }
     }
-    Err(StorageError::Corrupt {
-        path: segments,
-        offset: 0,
-        reason: format!("still damaged after {REPAIR_STEPS_MAX} repair steps; run repair again"),
-    })
+    let still = Damage::StillDamaged {
+        steps: REPAIR_STEPS_MAX,
+    };
+    Err(StorageError::corrupt(&segments, 0, still))
 }
 
 /// One segment as repair sees it: where it stands and what it holds.
@@ -314,9 +308,10 @@ fn repair_one(
     data_dir: &Path,
     path: &Path,
     offset: u64,
-    reason: String,
+    damage: Damage,
     now_us: u64,
 ) -> Result<Repaired, StorageError> {
+    let reason = damage.to_string();
     let segments = path
         .parent()
         .expect("a segment is in a directory")
@@ -341,9 +336,9 @@ fn repair_one(
     if let Some(claimed) = max_seq_in(&damaged.bytes).filter(|s| *s >= SEQ_RECORDED_MAX) {
         return Err(beyond_any_log(&damaged, offset, claimed));
     }
-    // A segment that checks out on its own, faulted at its start, has a broken link, not broken
-    // bytes: the link is recorded and nothing is moved.
-    let link_only = offset == 0 && own_check(&damaged).is_some();
+    // A segment that checks out on its own, whose link to the one before is broken, has a broken
+    // link, not broken bytes: the link is recorded and nothing is moved.
+    let link_only = damage.is_link() && own_check(&damaged).is_some();
 
     // The quarantined copy first: nothing below changes the log before it is safe.
     let quarantine = format!("{QUARANTINE_DIR}/{now_us}-{name}");
@@ -451,12 +446,8 @@ fn repair_one(
                 .and_then(|i| i.checked_sub(1))
                 .map(|i| read(&names[i]))
                 .transpose()?;
-            let header =
-                format::decode_header(&subject.bytes).map_err(|_| StorageError::Corrupt {
-                    path: subject.path.clone(),
-                    offset: 0,
-                    reason: "header unreadable".into(),
-                })?;
+            let header = format::decode_header(&subject.bytes)
+                .map_err(|kind| StorageError::corrupt(&subject.path, 0, Damage::Header(kind)))?;
             let after_seq = match &pred {
                 Some(pred) => last_seq_of(pred).unwrap_or(pred.first_seq - 1),
                 None if kept > 0 => subject.first_seq - 1,
@@ -524,13 +515,7 @@ fn resume_after(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
 
 /// The refusal of a segment whose bytes claim a seq no log reaches.
 fn beyond_any_log(damaged: &Held, offset: u64, claimed: u64) -> StorageError {
-    StorageError::Corrupt {
-        path: damaged.path.clone(),
-        offset,
-        reason: format!(
-            "its bytes claim seq {claimed}, beyond any log (at most {SEQ_RECORDED_MAX}); the segment was forged or is not a segment: move it aside by hand"
-        ),
-    }
+    StorageError::corrupt(&damaged.path, offset, Damage::BeyondAnyLog { claimed })
 }
 
 /// Keeps a damaged segment's whole frames before `offset` and seals it over them, or removes it
@@ -573,11 +558,8 @@ fn broken_link(
     let (Some(before), Some(after)) = (before, after) else {
         return Ok(None);
     };
-    let header = format::decode_header(&after.bytes).map_err(|_| StorageError::Corrupt {
-        path: after.path.clone(),
-        offset: 0,
-        reason: "header unreadable".into(),
-    })?;
+    let header = format::decode_header(&after.bytes)
+        .map_err(|kind| StorageError::corrupt(&after.path, 0, Damage::Header(kind)))?;
     let after_seq = last_seq_of(&before).unwrap_or(before.first_seq - 1);
     let kept_hash = chain_hash(&before);
     let intact = header.first_seq == after_seq + 1 && header.prev_hash == kept_hash;
@@ -772,4 +754,21 @@ fn append_record(disk: &Disk, segments: &Path, record: &Break) -> Result<(), Sto
         .map_err(StorageError::io("write", &path))?;
     disk.sync_dir(segments)
         .map_err(StorageError::io("fsync directory", segments))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::torn_from;
+
+    #[test]
+    fn a_torn_last_record_is_told_from_whole_ones() {
+        let whole = b"{\"first_seq\":1}\n{\"first_seq\":2}\n";
+        assert_eq!(torn_from(whole), whole.len());
+        assert_eq!(torn_from(b""), 0);
+        // Cut short: no newline.
+        assert_eq!(torn_from(b"{\"first_seq\":1}\n{\"first_s"), 16);
+        // A sector of it never written: zeros, newline and all there.
+        assert_eq!(torn_from(b"{\"first_seq\":1}\n\0\0\0\0_seq\":2}\n"), 16);
+        assert_eq!(torn_from(b"\0\0\0\0\0\0\0\0"), 0);
+    }
 }
