@@ -153,9 +153,9 @@ pub(super) fn cut_tail(
         repaired_at_us: now_us,
         first_seq: first_free,
         after_seq,
-        prev_hash: hex(&prev_hash),
-        kept_hash: hex(&kept_hash),
-        quarantine: quarantine.clone(),
+        prev_hash: Some(hex(&prev_hash)),
+        kept_hash: Some(hex(&kept_hash)),
+        quarantine: Some(quarantine.clone()),
         reason,
         kind: BreakKind::Cut,
         cut: Some(Cut {

@@ -97,6 +97,13 @@ impl Damage {
         matches!(self, Damage::SeqGap { .. } | Damage::ChainBroken)
     }
 
+    /// Whether the damage is at a segment's start: its header, or its link to the segment before,
+    /// which the header carries. Repair then trusts no header field but keeps the frames behind
+    /// it that check out on their own.
+    pub fn is_at_header(&self) -> bool {
+        self.is_link() || matches!(self, Damage::Header(_) | Damage::HeaderFirstSeq { .. })
+    }
+
     /// Whether the damage is in a segment file or between two (what repair can act on), not in
     /// the record of repairs or the run of a repair.
     pub fn is_in_segments(&self) -> bool {

@@ -10,6 +10,7 @@
 //! - [`writer`]: the single appender; one write and one fdatasync per group of events.
 
 mod backup;
+mod breaks;
 pub mod catalog;
 pub mod cut;
 pub mod damage;

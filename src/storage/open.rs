@@ -65,13 +65,13 @@ pub fn open_with(
             BreakKind::Repair => tracing::warn!(
                 first_seq = record.first_seq,
                 after_seq = record.after_seq,
-                quarantine = %record.quarantine,
+                quarantine = record.quarantine.as_deref().unwrap_or("none"),
                 "the log has a chain break recorded by mcplog-seg repair"
             ),
             BreakKind::Cut => tracing::warn!(
                 first_seq = record.first_seq,
                 after_seq = record.after_seq,
-                quarantine = %record.quarantine,
+                quarantine = record.quarantine.as_deref().unwrap_or("none"),
                 reason = %record.reason,
                 "the log has a cut made at start-up: no event holds the seqs after after_seq and before first_seq"
             ),
@@ -288,7 +288,7 @@ fn skip_to(
         .iter()
         .rev()
         .find(|b| b.first_seq == floor)
-        .and_then(|b| crate::hex::decode_array::<32>(&b.prev_hash));
+        .and_then(|b| crate::hex::decode_array::<32>(b.prev_hash.as_deref()?));
     let unsealed = views.last().is_some_and(|v| v.footer.is_none());
     let (writer, catalog) = match (unsealed, last) {
         (true, Some(scan)) if !scan.frames.is_empty() => {
@@ -336,9 +336,9 @@ fn skip_to(
                     repaired_at_us: now_us,
                     first_seq: floor,
                     after_seq: end.last_seq,
-                    prev_hash: hex(&prev_hash),
-                    kept_hash: hex(&end.hash),
-                    quarantine: String::new(),
+                    prev_hash: Some(hex(&prev_hash)),
+                    kept_hash: Some(hex(&end.hash)),
+                    quarantine: None,
                     reason: format!(
                         "numbering goes on at {floor}, past every seq segments/repairs.jsonl                          records as held"
                     ),
@@ -532,7 +532,8 @@ mod tests {
             (record.kind, record.after_seq, record.first_seq),
             (BreakKind::Cut, 5, 11)
         );
-        let quarantined = std::fs::read(dir.path().join(&record.quarantine)).unwrap();
+        let quarantined =
+            std::fs::read(dir.path().join(record.quarantine.as_ref().unwrap())).unwrap();
         assert_eq!(quarantined, bytes[start..], "the cut bytes, exactly");
         assert_eq!(append_group(&mut opened, 2), vec![11, 12]);
         drop(opened);
