@@ -17,6 +17,7 @@ pub mod damage;
 mod dir;
 mod disk;
 pub mod format;
+mod held;
 mod inspect;
 mod link;
 mod open;
