@@ -90,12 +90,12 @@ pub fn open_with(
                 }
             }
         });
-        let cutting = Cutting {
+        let mut cutting = Cutting {
             seqs,
             now_us,
             breaks: &mut breaks,
         };
-        scan_segments(config, cutting, names.clone(), &hashes, &mut each)
+        scan_segments(config, &mut cutting, names.clone(), &hashes, &mut each)
     })?;
     let Recovered {
         views,
@@ -124,6 +124,31 @@ struct Cutting<'a> {
     breaks: &'a mut Breaks,
 }
 
+impl Cutting<'_> {
+    /// Cuts the torn tail of the last segment (see [`cut_tail`]); returns the bytes cut.
+    fn cut(
+        &mut self,
+        config: &LogConfig,
+        path: &std::path::Path,
+        bytes: &[u8],
+        scan: &Scan,
+        fault: super::scan::Fault,
+        before: Option<(u64, Hash)>,
+    ) -> Result<u64, StorageError> {
+        cut_tail(
+            config,
+            path,
+            bytes,
+            scan,
+            fault,
+            before,
+            self.seqs,
+            self.now_us,
+            self.breaks,
+        )
+    }
+}
+
 /// The segments of a log, checked and folded in order.
 struct Recovered {
     views: Vec<SegmentView>,
@@ -136,7 +161,7 @@ struct Recovered {
 /// Checks and folds every segment. `hashes` gives the hash of each segment but the last, in order.
 fn scan_segments(
     config: &LogConfig,
-    cutting: Cutting<'_>,
+    cutting: &mut Cutting<'_>,
     names: Vec<(u64, PathBuf)>,
     hashes: &mpsc::Receiver<Result<Hash, StorageError>>,
     each: &mut impl FnMut(&StoredEvent<'_>),
@@ -175,17 +200,7 @@ fn scan_segments(
             each,
         )?;
         if hashing == Hashing::Deferred {
-            let hash = hashes
-                .recv()
-                .expect("the hashing thread sends one hash per segment but the last")?;
-            if let Scanned::Segment(Scan {
-                footer: Some(footer),
-                data_len,
-                ..
-            }) = &scanned
-            {
-                check_hash(&path, *data_len as usize, footer, hash)?;
-            }
+            check_deferred_hash(&path, &scanned, hashes)?;
         }
         let scan = match scanned {
             Scanned::Segment(scan) => scan,
@@ -202,17 +217,8 @@ fn scan_segments(
                 let end = view_end(v);
                 (end.last_seq, end.hash)
             });
-            recovered.truncated_bytes += cut_tail(
-                config,
-                &path,
-                &map,
-                &scan,
-                fault,
-                before,
-                cutting.seqs,
-                cutting.now_us,
-                cutting.breaks,
-            )?;
+            let cut = cutting.cut(config, &path, &map, &scan, fault, before)?;
+            recovered.truncated_bytes += cut;
         }
         recovered.views.push(SegmentView {
             first_seq,
@@ -227,6 +233,27 @@ fn scan_segments(
         recovered.last = Some(scan);
     }
     Ok(recovered)
+}
+
+/// Checks a sealed segment's footer against the hash the helper thread worked out for it (the
+/// next one `hashes` gives).
+fn check_deferred_hash(
+    path: &std::path::Path,
+    scanned: &Scanned,
+    hashes: &mpsc::Receiver<Result<Hash, StorageError>>,
+) -> Result<(), StorageError> {
+    let hash = hashes
+        .recv()
+        .expect("the hashing thread sends one hash per segment but the last")?;
+    if let Scanned::Segment(Scan {
+        footer: Some(footer),
+        data_len,
+        ..
+    }) = scanned
+    {
+        check_hash(path, *data_len as usize, footer, hash)?;
+    }
+    Ok(())
 }
 
 /// Removes a segment that holds no event, durably.
@@ -321,38 +348,48 @@ fn skip_to(
             (writer, Catalog::new(views))
         }
     };
-    // The link from the segment before to the new one skips seqs: a record must name it, or the
-    // next start refuses it. The record of the cut does; one is added if it is gone.
-    let segments = catalog.segments();
-    if let [.., before, new] = segments {
-        let end = view_end(before);
-        let prev_hash = super::format::decode_header(&new.map[..])
-            .map(|h| h.prev_hash)
-            .unwrap_or([0; 32]);
-        if !breaks.permits(floor, end.last_seq, &prev_hash, &end.hash) {
-            breaks.record(
-                config,
-                Break {
-                    repaired_at_us: now_us,
-                    first_seq: floor,
-                    after_seq: end.last_seq,
-                    prev_hash: Some(hex(&prev_hash)),
-                    kept_hash: Some(hex(&end.hash)),
-                    quarantine: None,
-                    reason: format!(
-                        "numbering goes on at {floor}, past every seq segments/repairs.jsonl                          records as held"
-                    ),
-                    kind: BreakKind::Cut,
-                    cut: None,
-                },
-            )?;
-        }
-    }
+    record_skip(config, &catalog, floor, now_us, breaks)?;
     tracing::warn!(
         next_seq = floor,
         "numbering goes on past every seq a recorded cut may have held"
     );
     Ok((writer, catalog))
+}
+
+/// Records the link from the segment before to the new one at `floor`, which skips seqs, unless
+/// a record names it already (the record of the cut does; one is added if it is gone): else the
+/// next start refuses it.
+fn record_skip(
+    config: &LogConfig,
+    catalog: &Catalog,
+    floor: u64,
+    now_us: u64,
+    breaks: &mut Breaks,
+) -> Result<(), StorageError> {
+    let [.., before, new] = catalog.segments() else {
+        return Ok(());
+    };
+    let end = view_end(before);
+    let prev_hash = super::format::decode_header(&new.map[..])
+        .map(|h| h.prev_hash)
+        .unwrap_or([0; 32]);
+    if breaks.permits(floor, end.last_seq, &prev_hash, &end.hash) {
+        return Ok(());
+    }
+    let record = Break {
+        repaired_at_us: now_us,
+        first_seq: floor,
+        after_seq: end.last_seq,
+        prev_hash: Some(hex(&prev_hash)),
+        kept_hash: Some(hex(&end.hash)),
+        quarantine: None,
+        reason: format!(
+            "numbering goes on at {floor}, past every seq segments/repairs.jsonl records as held"
+        ),
+        kind: BreakKind::Cut,
+        cut: None,
+    };
+    breaks.record(config, record)
 }
 
 /// A writer at the end of the log: continuing its unsealed last segment, or on a new segment
