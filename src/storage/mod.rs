@@ -5,7 +5,10 @@
 //! - `scan`: the one check of one segment; `link`: the checks between two segments.
 //! - `open`: opening a data directory: every segment checked and folded, a torn tail cut.
 //! - `inspect`: the read-only scans the offline tool uses (`scan_log`, `verify_log`).
-//! - [`repair`]: quarantining damage, recorded chain breaks, backups.
+//! - [`repair`]: quarantining damage (`held`: what damaged bytes still hold), backups;
+//!   `breaks`: the record of chain breaks; [`damage`]: what a corruption is, typed.
+//! - `cut`: start-up's cut of a torn tail; `disk`: the seam every change to the files goes
+//!   through.
 //! - `dir`: the lock, the segment listing, mappings, private directories.
 //! - [`writer`]: the single appender; one write and one fdatasync per group of events.
 
