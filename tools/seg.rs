@@ -265,11 +265,7 @@ fn verify(dir: PathBuf) -> anyhow::Result<ExitCode> {
             }
             // Breaks a repair or a start-up's cut made are accepted, and always said.
             for record in Breaks::load(&dir)?.all() {
-                let moved = if record.quarantine.is_empty() {
-                    "(none moved)"
-                } else {
-                    &record.quarantine
-                };
+                let moved = record.quarantine.as_deref().unwrap_or("(none moved)");
                 match record.kind {
                     BreakKind::Repair => println!(
                         "chain break before seq {} (after seq {}), made by repair at {}: {}; damaged bytes in {moved}",
@@ -324,17 +320,16 @@ fn repair(data: PathBuf) -> anyhow::Result<ExitCode> {
         println!("ok: nothing to repair");
     }
     for step in &steps {
-        let moved = if step.quarantine.is_empty() {
-            "nothing moved (a broken link between intact segments)".to_owned()
-        } else {
-            format!("a copy of the whole segment is in {}", step.quarantine)
+        let moved = match &step.quarantine {
+            None => "nothing moved (a broken link between intact segments)".to_owned(),
+            Some(copy) => format!("a copy of the whole segment is in {copy}"),
         };
         println!(
             "repaired {}: {}; kept {} frames{}; {moved}",
             step.segment,
-            step.reason,
+            step.damage,
             step.frames_kept,
-            if step.reason.starts_with("header") {
+            if step.damage.is_at_header() {
                 " behind the damaged header, under a rebuilt header"
             } else {
                 " before the damage"

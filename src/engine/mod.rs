@@ -29,7 +29,7 @@ pub use plan::{StoredId, StoredIds};
 pub use writer_loop::{GROUP_BYTES_MAX, GROUP_EVENTS_MAX};
 
 use crate::projector::Projection;
-use crate::storage::{Catalog, LogWriter};
+use crate::storage::{Catalog, LogWriter, StorageError};
 use crate::telemetry::TimingHistogram;
 use writer_loop::run_writer;
 
@@ -113,12 +113,15 @@ pub enum SubmitError {
     /// One or more events clash with stored ones.
     #[error("{} event(s) conflict with stored events", .0.len())]
     Conflict(Vec<Conflict>),
-    /// The write or fdatasync failed; the events are not stored.
-    #[error("storage failure: {message}")]
+    /// The write or fdatasync failed; the events are not stored. The message a client sees names
+    /// the file but not its directory.
+    #[error("storage failure: {}", .cause.public_message())]
     Storage {
-        /// The storage error, naming file and operation.
-        message: String,
-        /// Whether it was a full disk.
+        /// The storage error, naming file and operation (shared by every submission of the
+        /// group).
+        #[source]
+        cause: Arc<StorageError>,
+        /// Whether it was a full disk (`cause.is_no_space()`), which the API answers apart.
         no_space: bool,
     },
     /// The engine is shutting down and takes no more events.

@@ -195,8 +195,8 @@ fn write_and_fold(
             tracing::error!(error = %err, events = stored.len(), "group commit failed; nothing of it is acknowledged");
             *last_failure = Some(err.public_message());
             Err(SubmitError::Storage {
-                message: err.public_message(),
                 no_space: err.is_no_space(),
+                cause: Arc::new(err),
             })
         }
     }
@@ -217,5 +217,49 @@ pub(super) fn ack(slot: Slot, next_seq: u64) -> Ack {
             seq,
             duplicate: true,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::SubmitError;
+    use crate::storage::StorageError;
+
+    /// The engine's error keeps the storage failure as its source, for the log and for callers
+    /// that match on it, while its message (which a client sees) names no directory.
+    #[test]
+    fn a_storage_failure_keeps_its_cause_and_shows_no_directory() {
+        let cause = StorageError::Io {
+            op: "fdatasync",
+            path: PathBuf::from("/srv/secret/segments/00000000000000000001.seg"),
+            source: std::io::Error::other("disk gone"),
+        };
+        let err = SubmitError::Storage {
+            no_space: cause.is_no_space(),
+            cause: Arc::new(cause),
+        };
+        let message = err.to_string();
+        assert!(
+            message.contains("fdatasync 00000000000000000001.seg"),
+            "{message}"
+        );
+        assert!(!message.contains("/srv/secret"), "{message}");
+        let source = err.source().expect("a source");
+        let storage = source
+            .downcast_ref::<Arc<StorageError>>()
+            .map(|a| &**a)
+            .or_else(|| source.downcast_ref::<StorageError>())
+            .expect("the storage error");
+        assert!(matches!(
+            storage,
+            StorageError::Io {
+                op: "fdatasync",
+                ..
+            }
+        ));
     }
 }

@@ -4,8 +4,9 @@ use std::path::Path;
 
 use super::dir::{create_private_dir, list_segments, sync_dir};
 use super::format::{self, Decoded, Hash, HEADER_BYTES};
+use super::held::valid_prefix;
 use super::inspect::scan_log;
-use super::repair::{valid_prefix, write_new, REPAIRS_FILE};
+use super::repair::{write_new, REPAIRS_FILE};
 use super::{segment_file_name, StorageError};
 
 /// What a backup copied.

@@ -106,36 +106,9 @@ pub(super) fn cut_tail(
         _ => next_seq,
     };
     let name = segment_file_name(scan.header.first_seq);
-
     // The copy first: nothing below changes the log before the bytes are safe.
-    let segments = &config.dir;
-    let disk = &config.disk;
-    let data_dir = segments.parent().unwrap_or(segments);
-    let quarantine = format!("{QUARANTINE_DIR}/{now_us}-{name}.cut-{offset}");
-    let target = data_dir.join(&quarantine);
-    let folder = data_dir.join(QUARANTINE_DIR);
-    create_private_dir(&folder).map_err(StorageError::io("create directory", &folder))?;
-    // (A copy already there is this same cut, made by a start within the same microsecond.)
-    if !target.exists() {
-        disk.write_new(&target, cut)
-            .map_err(StorageError::io("write", &target))?;
-        disk.sync_dir(&folder)
-            .map_err(StorageError::io("fsync directory", &folder))?;
-    }
-
-    // The link the segment numbering goes on in will have: after the kept frames (the segment
-    // sealed over them), or, when none are kept, after the segment before (this one removed).
-    // A segment that keeps no frame goes, so the link is from the segment before it, which may
-    // end below `next_seq - 1` when this one began past an earlier cut.
-    let (prev_hash, kept_hash, after_seq) = match (scan.footer, scan.frames.is_empty(), before) {
-        (Some(footer), _, _) => (footer.segment_hash, footer.segment_hash, next_seq - 1),
-        (None, false, _) => {
-            let hash: Hash = scan.hasher.clone().finalize().into();
-            (hash, hash, next_seq - 1)
-        }
-        (None, true, Some((last_seq, hash))) => (scan.header.prev_hash, hash, last_seq),
-        (None, true, None) => (scan.header.prev_hash, [0; 32], next_seq - 1),
-    };
+    let quarantine = copy_to_quarantine(config, &name, offset, now_us, cut)?;
+    let (prev_hash, kept_hash, after_seq) = link_after_cut(scan, next_seq, before);
     let skipped = first_free - next_seq;
     let reason = format!(
         "{fault} at offset {offset} of {name}: {} bytes cut at start-up (a torn write or damage \
@@ -153,9 +126,9 @@ pub(super) fn cut_tail(
         repaired_at_us: now_us,
         first_seq: first_free,
         after_seq,
-        prev_hash: hex(&prev_hash),
-        kept_hash: hex(&kept_hash),
-        quarantine: quarantine.clone(),
+        prev_hash: Some(hex(&prev_hash)),
+        kept_hash: Some(hex(&kept_hash)),
+        quarantine: Some(quarantine.clone()),
         reason,
         kind: BreakKind::Cut,
         cut: Some(Cut {
@@ -165,7 +138,9 @@ pub(super) fn cut_tail(
         }),
     };
     breaks.record(config, record)?;
-    disk.truncate(path, offset)
+    config
+        .disk
+        .truncate(path, offset)
         .map_err(StorageError::io("truncate", path))?;
     tracing::warn!(
         path = %path.display(),
@@ -180,6 +155,48 @@ pub(super) fn cut_tail(
          on past every seq they may have held"
     );
     Ok(cut.len() as u64)
+}
+
+/// Copies the cut bytes of segment `name` from `offset` into `<data>/quarantine/`, durably;
+/// returns the copy's path under the data directory.
+fn copy_to_quarantine(
+    config: &LogConfig,
+    name: &str,
+    offset: u64,
+    now_us: u64,
+    cut: &[u8],
+) -> Result<String, StorageError> {
+    let segments = &config.dir;
+    let data_dir = segments.parent().unwrap_or(segments);
+    let quarantine = format!("{QUARANTINE_DIR}/{now_us}-{name}.cut-{offset}");
+    let target = data_dir.join(&quarantine);
+    let folder = data_dir.join(QUARANTINE_DIR);
+    create_private_dir(&folder).map_err(StorageError::io("create directory", &folder))?;
+    // (A copy already there is this same cut, made by a start within the same microsecond.)
+    if !target.exists() {
+        let disk = &config.disk;
+        disk.write_new(&target, cut)
+            .map_err(StorageError::io("write", &target))?;
+        disk.sync_dir(&folder)
+            .map_err(StorageError::io("fsync directory", &folder))?;
+    }
+    Ok(quarantine)
+}
+
+/// The link the segment numbering goes on in will have, as `(prev_hash, kept_hash, after_seq)`:
+/// after the kept frames (the segment sealed over them), or, when none are kept, after the
+/// segment before (this one removed), which may end below `next_seq - 1` when this one began
+/// past an earlier cut.
+fn link_after_cut(scan: &Scan, next_seq: u64, before: Option<(u64, Hash)>) -> (Hash, Hash, u64) {
+    match (scan.footer, scan.frames.is_empty(), before) {
+        (Some(footer), _, _) => (footer.segment_hash, footer.segment_hash, next_seq - 1),
+        (None, false, _) => {
+            let hash: Hash = scan.hasher.clone().finalize().into();
+            (hash, hash, next_seq - 1)
+        }
+        (None, true, Some((last_seq, hash))) => (scan.header.prev_hash, hash, last_seq),
+        (None, true, None) => (scan.header.prev_hash, [0; 32], next_seq - 1),
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::{parse_segment_file_name, StorageError};
+use super::{parse_segment_file_name, Damage, StorageError};
 
 /// Name of the lock file that keeps two servers off one data directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -52,11 +52,8 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
                 .file_type()
                 .map_err(StorageError::io("stat", &entry.path()))?;
             if !kind.is_file() {
-                return Err(StorageError::Corrupt {
-                    path: entry.path(),
-                    offset: 0,
-                    reason: "named like a segment but not a regular file".into(),
-                });
+                let path = entry.path();
+                return Err(StorageError::corrupt(&path, 0, Damage::NotRegularFile));
             }
             found.push((first_seq, entry.path()));
         }

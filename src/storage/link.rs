@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::format::Hash;
 use super::repair::Breaks;
-use super::StorageError;
+use super::{Damage, StorageError};
 
 /// The end of a segment, as the next one must continue it.
 #[derive(Debug, Clone, Copy)]
@@ -29,11 +29,11 @@ pub(super) fn check_sealed(prev: &End<'_>) -> Result<(), StorageError> {
     if prev.sealed {
         return Ok(());
     }
-    Err(StorageError::Corrupt {
-        path: prev.path.to_path_buf(),
-        offset: prev.bytes,
-        reason: "segment is not sealed but a later segment exists".into(),
-    })
+    Err(StorageError::corrupt(
+        prev.path,
+        prev.bytes,
+        Damage::NotSealed,
+    ))
 }
 
 /// The segment at `path`, whose header says `first_seq` and `prev_hash`, continues `prev`.
@@ -47,21 +47,15 @@ pub(super) fn check_link(
     if breaks.permits(first_seq, prev.last_seq, prev_hash, &prev.hash) {
         return Ok(());
     }
-    let corrupt = |reason: String| StorageError::Corrupt {
-        path: path.to_path_buf(),
-        offset: 0,
-        reason,
-    };
     if first_seq != prev.last_seq + 1 {
-        return Err(corrupt(format!(
-            "seq gap: segment starts at {first_seq}, previous ended at {}",
-            prev.last_seq
-        )));
+        let gap = Damage::SeqGap {
+            first_seq,
+            prev_last_seq: prev.last_seq,
+        };
+        return Err(StorageError::corrupt(path, 0, gap));
     }
     if *prev_hash != prev.hash {
-        return Err(corrupt(
-            "hash chain broken: header does not name the previous segment's hash".into(),
-        ));
+        return Err(StorageError::corrupt(path, 0, Damage::ChainBroken));
     }
     Ok(())
 }

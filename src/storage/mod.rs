@@ -5,16 +5,22 @@
 //! - `scan`: the one check of one segment; `link`: the checks between two segments.
 //! - `open`: opening a data directory: every segment checked and folded, a torn tail cut.
 //! - `inspect`: the read-only scans the offline tool uses (`scan_log`, `verify_log`).
-//! - [`repair`]: quarantining damage, recorded chain breaks, backups.
+//! - [`repair`]: quarantining damage (`held`: what damaged bytes still hold), backups;
+//!   `breaks`: the record of chain breaks; [`damage`]: what a corruption is, typed.
+//! - `cut`: start-up's cut of a torn tail; `disk`: the seam every change to the files goes
+//!   through.
 //! - `dir`: the lock, the segment listing, mappings, private directories.
 //! - [`writer`]: the single appender; one write and one fdatasync per group of events.
 
 mod backup;
+mod breaks;
 pub mod catalog;
 pub mod cut;
+pub mod damage;
 mod dir;
 mod disk;
 pub mod format;
+mod held;
 mod inspect;
 mod link;
 mod open;
@@ -31,6 +37,7 @@ use std::time::Duration;
 pub use backup::{backup, Backup};
 pub use catalog::{gaps, Catalog, CatalogChange, FrameIndex, Gap, GapReason, SegmentView};
 pub use cut::Seqs;
+pub use damage::Damage;
 pub use dir::{create_private_dir, list_segments, lock_dir, map_file, LOCK_FILE_NAME};
 pub use disk::Disk;
 pub use inspect::{scan_log, scan_log_parallel, verify_log, SegmentInfo};
@@ -66,14 +73,14 @@ pub enum StorageError {
         source: std::io::Error,
     },
     /// Bytes that were once acknowledged do not check out. Start-up stops here.
-    #[error("corrupt segment {path} at offset {offset}: {reason}")]
+    #[error("corrupt segment {path} at offset {offset}: {damage}")]
     Corrupt {
         /// The damaged segment file.
         path: PathBuf,
         /// Byte offset of the first bad structure.
         offset: u64,
         /// What is wrong.
-        reason: String,
+        damage: Damage,
     },
     /// Another process holds the data directory.
     #[error(
@@ -104,6 +111,14 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    pub(crate) fn corrupt(path: &Path, offset: u64, damage: Damage) -> StorageError {
+        StorageError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            damage,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
         let path = path.to_path_buf();
         move |source| StorageError::Io { op, path, source }
@@ -120,9 +135,9 @@ impl StorageError {
             StorageError::Corrupt {
                 path,
                 offset,
-                reason,
+                damage,
             } => format!(
-                "corrupt segment {} at offset {offset}: {reason}",
+                "corrupt segment {} at offset {offset}: {damage}",
                 name(path)
             ),
             StorageError::Locked { .. } => "the data directory is in use".to_owned(),

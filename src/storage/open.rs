@@ -65,13 +65,13 @@ pub fn open_with(
             BreakKind::Repair => tracing::warn!(
                 first_seq = record.first_seq,
                 after_seq = record.after_seq,
-                quarantine = %record.quarantine,
+                quarantine = record.quarantine.as_deref().unwrap_or("none"),
                 "the log has a chain break recorded by mcplog-seg repair"
             ),
             BreakKind::Cut => tracing::warn!(
                 first_seq = record.first_seq,
                 after_seq = record.after_seq,
-                quarantine = %record.quarantine,
+                quarantine = record.quarantine.as_deref().unwrap_or("none"),
                 reason = %record.reason,
                 "the log has a cut made at start-up: no event holds the seqs after after_seq and before first_seq"
             ),
@@ -90,12 +90,12 @@ pub fn open_with(
                 }
             }
         });
-        let cutting = Cutting {
+        let mut cutting = Cutting {
             seqs,
             now_us,
             breaks: &mut breaks,
         };
-        scan_segments(config, cutting, names.clone(), &hashes, &mut each)
+        scan_segments(config, &mut cutting, names.clone(), &hashes, &mut each)
     })?;
     let Recovered {
         views,
@@ -124,6 +124,31 @@ struct Cutting<'a> {
     breaks: &'a mut Breaks,
 }
 
+impl Cutting<'_> {
+    /// Cuts the torn tail of the last segment (see [`cut_tail`]); returns the bytes cut.
+    fn cut(
+        &mut self,
+        config: &LogConfig,
+        path: &std::path::Path,
+        bytes: &[u8],
+        scan: &Scan,
+        fault: super::scan::Fault,
+        before: Option<(u64, Hash)>,
+    ) -> Result<u64, StorageError> {
+        cut_tail(
+            config,
+            path,
+            bytes,
+            scan,
+            fault,
+            before,
+            self.seqs,
+            self.now_us,
+            self.breaks,
+        )
+    }
+}
+
 /// The segments of a log, checked and folded in order.
 struct Recovered {
     views: Vec<SegmentView>,
@@ -136,7 +161,7 @@ struct Recovered {
 /// Checks and folds every segment. `hashes` gives the hash of each segment but the last, in order.
 fn scan_segments(
     config: &LogConfig,
-    cutting: Cutting<'_>,
+    cutting: &mut Cutting<'_>,
     names: Vec<(u64, PathBuf)>,
     hashes: &mpsc::Receiver<Result<Hash, StorageError>>,
     each: &mut impl FnMut(&StoredEvent<'_>),
@@ -175,17 +200,7 @@ fn scan_segments(
             each,
         )?;
         if hashing == Hashing::Deferred {
-            let hash = hashes
-                .recv()
-                .expect("the hashing thread sends one hash per segment but the last")?;
-            if let Scanned::Segment(Scan {
-                footer: Some(footer),
-                data_len,
-                ..
-            }) = &scanned
-            {
-                check_hash(&path, *data_len as usize, footer, hash)?;
-            }
+            check_deferred_hash(&path, &scanned, hashes)?;
         }
         let scan = match scanned {
             Scanned::Segment(scan) => scan,
@@ -202,17 +217,8 @@ fn scan_segments(
                 let end = view_end(v);
                 (end.last_seq, end.hash)
             });
-            recovered.truncated_bytes += cut_tail(
-                config,
-                &path,
-                &map,
-                &scan,
-                fault,
-                before,
-                cutting.seqs,
-                cutting.now_us,
-                cutting.breaks,
-            )?;
+            let cut = cutting.cut(config, &path, &map, &scan, fault, before)?;
+            recovered.truncated_bytes += cut;
         }
         recovered.views.push(SegmentView {
             first_seq,
@@ -227,6 +233,27 @@ fn scan_segments(
         recovered.last = Some(scan);
     }
     Ok(recovered)
+}
+
+/// Checks a sealed segment's footer against the hash the helper thread worked out for it (the
+/// next one `hashes` gives).
+fn check_deferred_hash(
+    path: &std::path::Path,
+    scanned: &Scanned,
+    hashes: &mpsc::Receiver<Result<Hash, StorageError>>,
+) -> Result<(), StorageError> {
+    let hash = hashes
+        .recv()
+        .expect("the hashing thread sends one hash per segment but the last")?;
+    if let Scanned::Segment(Scan {
+        footer: Some(footer),
+        data_len,
+        ..
+    }) = scanned
+    {
+        check_hash(path, *data_len as usize, footer, hash)?;
+    }
+    Ok(())
 }
 
 /// Removes a segment that holds no event, durably.
@@ -288,7 +315,7 @@ fn skip_to(
         .iter()
         .rev()
         .find(|b| b.first_seq == floor)
-        .and_then(|b| crate::hex::decode_array::<32>(&b.prev_hash));
+        .and_then(|b| crate::hex::decode_array::<32>(b.prev_hash.as_deref()?));
     let unsealed = views.last().is_some_and(|v| v.footer.is_none());
     let (writer, catalog) = match (unsealed, last) {
         (true, Some(scan)) if !scan.frames.is_empty() => {
@@ -321,38 +348,48 @@ fn skip_to(
             (writer, Catalog::new(views))
         }
     };
-    // The link from the segment before to the new one skips seqs: a record must name it, or the
-    // next start refuses it. The record of the cut does; one is added if it is gone.
-    let segments = catalog.segments();
-    if let [.., before, new] = segments {
-        let end = view_end(before);
-        let prev_hash = super::format::decode_header(&new.map[..])
-            .map(|h| h.prev_hash)
-            .unwrap_or([0; 32]);
-        if !breaks.permits(floor, end.last_seq, &prev_hash, &end.hash) {
-            breaks.record(
-                config,
-                Break {
-                    repaired_at_us: now_us,
-                    first_seq: floor,
-                    after_seq: end.last_seq,
-                    prev_hash: hex(&prev_hash),
-                    kept_hash: hex(&end.hash),
-                    quarantine: String::new(),
-                    reason: format!(
-                        "numbering goes on at {floor}, past every seq segments/repairs.jsonl                          records as held"
-                    ),
-                    kind: BreakKind::Cut,
-                    cut: None,
-                },
-            )?;
-        }
-    }
+    record_skip(config, &catalog, floor, now_us, breaks)?;
     tracing::warn!(
         next_seq = floor,
         "numbering goes on past every seq a recorded cut may have held"
     );
     Ok((writer, catalog))
+}
+
+/// Records the link from the segment before to the new one at `floor`, which skips seqs, unless
+/// a record names it already (the record of the cut does; one is added if it is gone): else the
+/// next start refuses it.
+fn record_skip(
+    config: &LogConfig,
+    catalog: &Catalog,
+    floor: u64,
+    now_us: u64,
+    breaks: &mut Breaks,
+) -> Result<(), StorageError> {
+    let [.., before, new] = catalog.segments() else {
+        return Ok(());
+    };
+    let end = view_end(before);
+    let prev_hash = super::format::decode_header(&new.map[..])
+        .map(|h| h.prev_hash)
+        .unwrap_or([0; 32]);
+    if breaks.permits(floor, end.last_seq, &prev_hash, &end.hash) {
+        return Ok(());
+    }
+    let record = Break {
+        repaired_at_us: now_us,
+        first_seq: floor,
+        after_seq: end.last_seq,
+        prev_hash: Some(hex(&prev_hash)),
+        kept_hash: Some(hex(&end.hash)),
+        quarantine: None,
+        reason: format!(
+            "numbering goes on at {floor}, past every seq segments/repairs.jsonl records as held"
+        ),
+        kind: BreakKind::Cut,
+        cut: None,
+    };
+    breaks.record(config, record)
 }
 
 /// A writer at the end of the log: continuing its unsealed last segment, or on a new segment
@@ -532,7 +569,8 @@ mod tests {
             (record.kind, record.after_seq, record.first_seq),
             (BreakKind::Cut, 5, 11)
         );
-        let quarantined = std::fs::read(dir.path().join(&record.quarantine)).unwrap();
+        let quarantined =
+            std::fs::read(dir.path().join(record.quarantine.as_ref().unwrap())).unwrap();
         assert_eq!(quarantined, bytes[start..], "the cut bytes, exactly");
         assert_eq!(append_group(&mut opened, 2), vec![11, 12]);
         drop(opened);
@@ -770,13 +808,14 @@ mod tests {
         let StorageError::Corrupt {
             path,
             offset,
-            reason,
+            damage,
         } = &err
         else {
             panic!("{err}")
         };
         assert_eq!((path, *offset), (&next, 0), "{err}");
-        assert!(reason.contains("hash chain broken"), "{err}");
+        assert_eq!(damage, &crate::storage::Damage::ChainBroken, "{err}");
+        assert!(err.to_string().contains("hash chain broken"), "{err}");
         let scanned = crate::storage::scan_log(&config.dir, |_| {}, |_| {});
         assert!(scanned.is_err_and(|e| e.to_string().contains("hash chain broken")));
         let verified = crate::storage::verify_log(&config.dir, |_| {});
@@ -938,7 +977,7 @@ mod tests {
                 .err()
                 .expect("a damaged header must stop the open");
             assert!(
-                matches!(&err, StorageError::Corrupt { path: p, offset: 0, reason } if p == path && reason.contains("header")),
+                matches!(&err, StorageError::Corrupt { path: p, offset: 0, damage: crate::storage::Damage::Header(Some(_)) } if p == path),
                 "{err}"
             );
             assert_eq!(

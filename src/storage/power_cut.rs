@@ -17,6 +17,9 @@ use crate::event::{Action, StoredEvent};
 
 /// Runs.
 const SEEDS: u64 = 300;
+/// An operation the power was cut at: its kind and its file.
+type CutOp = (&'static str, PathBuf);
+
 /// The files a cut left, by their path under the data directory.
 type Image = BTreeMap<PathBuf, Vec<u8>>;
 
@@ -80,7 +83,7 @@ fn lay_out(image: &Image, root: &Path) {
 
 /// What one run did: the operations of start-up's own that a cut landed on.
 struct Outcome {
-    start_up_cuts: Vec<(&'static str, PathBuf)>,
+    start_up_cuts: Vec<CutOp>,
 }
 
 /// One run: writes until the power is cut, then starts from the image, cut at each operation of
@@ -176,7 +179,7 @@ fn start_cut(
     config: &LogConfig,
     cut_at: u64,
     seed: u64,
-) -> Result<(Image, Option<(&'static str, PathBuf)>), super::StorageError> {
+) -> Result<(Image, Option<CutOp>), super::StorageError> {
     let root = tempfile::tempdir().unwrap();
     lay_out(image, root.path());
     let files = image

@@ -14,247 +14,21 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::cut::highest_held;
-use super::dir::{create_private_dir, list_segments, lock_dir, sync_dir};
-use super::format::{self, Decoded, Footer, Hash, FOOTER_BYTES, HEADER_BYTES};
+use super::dir::{create_private_dir, lock_dir, sync_dir};
+use super::format::{self, Decoded, Footer, Hash, HEADER_BYTES};
+use super::held::{chain_hash, last_seq_of, max_seq_in, own_check, Held, Listing, Prefix, Start};
 use super::inspect::scan_log;
-use super::{segment_file_name, Disk, LogConfig, StorageError};
+use super::{segment_file_name, Damage, Disk, StorageError};
 use crate::hex::encode as hex;
 
-/// The record of repairs, in the segment directory: one JSON object per line.
-pub const REPAIRS_FILE: &str = "repairs.jsonl";
-/// The highest seq a repair record may name: far past any log (2^62 events), far from overflow.
-pub const SEQ_RECORDED_MAX: u64 = 1 << 62;
-/// Where repair moves damaged bytes, in the data directory.
-pub const QUARANTINE_DIR: &str = "quarantine";
+use super::breaks::append_record;
+pub use super::breaks::{
+    Break, BreakKind, Breaks, Cut, QUARANTINE_DIR, REPAIRS_FILE, SEQ_RECORDED_MAX,
+};
+
 /// Most repair steps one run takes: each removes one fault, so a log with more damaged places
 /// than this is repaired over several runs.
 const REPAIR_STEPS_MAX: usize = 1000;
-
-/// A link between two segments that a repair broke, and what was moved aside.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Break {
-    /// When the repair was made, microseconds since the Unix epoch.
-    pub repaired_at_us: u64,
-    /// First seq of the segment whose link to the one before it is broken.
-    pub first_seq: u64,
-    /// Last seq of the segment now before it (0 when none).
-    pub after_seq: u64,
-    /// The previous segment's hash as that segment's header names it, in hex.
-    pub prev_hash: String,
-    /// The hash of the segment now before it, in hex.
-    pub kept_hash: String,
-    /// The quarantined copy of the damaged segment, relative to the data directory.
-    pub quarantine: String,
-    /// The damage found.
-    pub reason: String,
-    /// Who made the break: `mcplog-seg repair`, or start-up cutting the end of the last segment.
-    /// Lines written before cuts were recorded have no `kind`: they are repairs.
-    #[serde(default)]
-    pub kind: BreakKind,
-    /// For a cut: where the cut bytes were.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cut: Option<Cut>,
-}
-
-impl Break {
-    /// The seqs this break says no event holds: every seq after `after_seq` and before
-    /// `first_seq` (empty when they follow).
-    pub fn missing(&self) -> std::ops::Range<u64> {
-        self.after_seq.saturating_add(1)..self.first_seq.max(self.after_seq.saturating_add(1))
-    }
-}
-
-/// What made a recorded break.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BreakKind {
-    /// `mcplog-seg repair` quarantined damaged bytes (or found a broken link).
-    #[default]
-    Repair,
-    /// Start-up cut bytes at the end of the last segment that did not check out (a torn write or
-    /// damage to the last write; the two cannot be told apart) and numbering continues past
-    /// every seq they may have held.
-    Cut,
-}
-
-impl BreakKind {
-    /// The word replay's gap lines and `verify` use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BreakKind::Repair => "repair",
-            BreakKind::Cut => "cut",
-        }
-    }
-}
-
-/// Where the bytes of a cut were.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Cut {
-    /// The segment file they were cut from.
-    pub segment: String,
-    /// Their offset in it.
-    pub offset: u64,
-    /// How many bytes were cut.
-    pub bytes: u64,
-}
-
-/// The links the repairs record allows to be broken.
-#[derive(Debug, Clone, Default)]
-pub struct Breaks {
-    records: Vec<Break>,
-    /// The length of the file's whole records when its last line is a torn append (a power cut
-    /// during the write of a record whose sync never returned).
-    torn_after: Option<u64>,
-}
-
-impl Breaks {
-    /// The record of a segment directory (none when it has no record file). A torn last line (one a
-    /// power cut left half-written) is left out.
-    pub fn load(segments: &Path) -> Result<Breaks, StorageError> {
-        let path = segments.join(REPAIRS_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Breaks::default()),
-            Err(source) => {
-                return Err(StorageError::Io {
-                    op: "read",
-                    path,
-                    source,
-                })
-            }
-        };
-        let whole = torn_from(&bytes);
-        let text = std::str::from_utf8(&bytes[..whole]).map_err(|err| StorageError::Corrupt {
-            path: path.clone(),
-            offset: err.valid_up_to() as u64,
-            reason: "the record of repairs is not UTF-8".into(),
-        })?;
-        let mut breaks = Vec::new();
-        for (n, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            breaks.push(parse_record(&path, n, line)?);
-        }
-        Ok(Breaks {
-            records: breaks,
-            torn_after: (whole < bytes.len()).then_some(whole as u64),
-        })
-    }
-
-    /// Cuts a torn last line off the file, so that the next record starts a line of its own. Its
-    /// write never returned from its sync, so nothing it recorded was done yet: the start that
-    /// wrote it stopped before the change the record precedes, and this start does it again.
-    pub(super) fn drop_torn(&mut self, disk: &Disk, segments: &Path) -> Result<(), StorageError> {
-        if let Some(len) = self.torn_after.take() {
-            let path = segments.join(REPAIRS_FILE);
-            tracing::warn!(
-                path = %path.display(),
-                keep_bytes = len,
-                "cutting a torn last line off the record of repairs (a power cut during its write)"
-            );
-            disk.truncate(&path, len)
-                .map_err(StorageError::io("truncate", &path))?;
-        }
-        Ok(())
-    }
-
-    /// Whether a recorded repair broke exactly this link: the segment starting at `first_seq`,
-    /// naming `prev_hash`, after a segment ending at `after_seq` whose hash is `kept_hash`.
-    pub fn permits(
-        &self,
-        first_seq: u64,
-        after_seq: u64,
-        prev_hash: &Hash,
-        kept_hash: &Hash,
-    ) -> bool {
-        self.records.iter().any(|b| {
-            b.first_seq == first_seq
-                && b.after_seq == after_seq
-                && b.prev_hash == hex(prev_hash)
-                && b.kept_hash == hex(kept_hash)
-        })
-    }
-
-    /// Every record, oldest first.
-    pub fn all(&self) -> &[Break] {
-        &self.records
-    }
-
-    /// The lowest seq the log may still give: past every seq a record says was held or given up
-    /// (a seq once handed out is never given again, even when the bytes holding it are gone).
-    pub fn floor(&self) -> u64 {
-        self.records
-            .iter()
-            .map(|b| b.first_seq)
-            .max()
-            .unwrap_or(1)
-            .max(1)
-    }
-
-    /// Appends a record to the segment directory's file (synced) and to this list, unless one
-    /// naming the same link and kind is there already (a start-up that stopped half-way through
-    /// a cut does it again).
-    pub(super) fn record(&mut self, log: &LogConfig, record: Break) -> Result<(), StorageError> {
-        let same = |b: &Break| {
-            b.kind == record.kind
-                && b.first_seq == record.first_seq
-                && b.after_seq == record.after_seq
-                && b.prev_hash == record.prev_hash
-                && b.kept_hash == record.kept_hash
-        };
-        if self.records.iter().any(same) {
-            return Ok(());
-        }
-        append_record(&log.disk, &log.dir, &record)?;
-        self.records.push(record);
-        Ok(())
-    }
-}
-
-/// Where the whole records of the file end: before a last line that a torn append left, which
-/// either lacks its newline or holds a NUL byte (a sector of the write that never reached the
-/// disk reads as zeros; a record, being JSON, holds none), else the file's end.
-fn torn_from(bytes: &[u8]) -> usize {
-    let whole = bytes
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |at| at + 1);
-    let last_start = bytes[..whole.saturating_sub(1)]
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |at| at + 1);
-    if bytes[last_start..whole].contains(&0) {
-        last_start
-    } else {
-        whole
-    }
-}
-
-/// Line `n` (from 0) of the record of repairs.
-fn parse_record(path: &Path, n: usize, line: &str) -> Result<Break, StorageError> {
-    let record: Break = serde_json::from_str(line).map_err(|err| StorageError::Corrupt {
-        path: path.to_path_buf(),
-        offset: n as u64 + 1,
-        reason: format!("line {} is not a repair record: {err}", n + 1),
-    })?;
-    // Seqs this high are never reached by writing (2^62 events); such a record was edited, and
-    // numbering past it would overflow.
-    if record.first_seq > SEQ_RECORDED_MAX || record.after_seq > SEQ_RECORDED_MAX {
-        return Err(StorageError::Corrupt {
-            path: path.to_path_buf(),
-            offset: n as u64 + 1,
-            reason: format!(
-                "line {} records seqs {}..{}, beyond any log (at most {SEQ_RECORDED_MAX}); it was edited",
-                n + 1,
-                record.after_seq,
-                record.first_seq
-            ),
-        });
-    }
-    Ok(record)
-}
 
 /// What one repair step did.
 #[derive(Debug, Clone)]
@@ -262,11 +36,12 @@ pub struct Repaired {
     /// The damaged segment's file name.
     pub segment: String,
     /// The damage, as the check reported it.
-    pub reason: String,
+    pub damage: Damage,
     /// Frames kept before the damage.
     pub frames_kept: u64,
-    /// The quarantined copy, relative to the data directory.
-    pub quarantine: String,
+    /// The quarantined copy, relative to the data directory (`None`: a broken link between
+    /// intact segments, nothing moved).
+    pub quarantine: Option<String>,
     /// The link recorded as broken, if the repair broke one.
     pub broke: Option<Break>,
 }
@@ -285,206 +60,226 @@ pub fn repair(data_dir: &Path, now_us: u64) -> Result<Vec<Repaired>, StorageErro
             Err(StorageError::Corrupt {
                 path,
                 offset,
-                reason,
-            }) if path.parent() == Some(segments.as_path()) => {
+                damage,
+            }) if damage.is_in_segments() => {
                 let step =
-                    repair_one(data_dir, &path, offset, reason, now_us + steps.len() as u64)?;
+                    repair_one(data_dir, &path, offset, damage, now_us + steps.len() as u64)?;
                 steps.push(step);
             }
             Err(other) => return Err(other),
         }
     }
-    Err(StorageError::Corrupt {
-        path: segments,
-        offset: 0,
-        reason: format!("still damaged after {REPAIR_STEPS_MAX} repair steps; run repair again"),
-    })
-}
-
-/// One segment as repair sees it: where it stands and what it holds.
-struct Held {
-    first_seq: u64,
-    path: PathBuf,
-    bytes: Vec<u8>,
+    let still = Damage::StillDamaged {
+        steps: REPAIR_STEPS_MAX,
+    };
+    Err(StorageError::corrupt(&segments, 0, still))
 }
 
 /// Removes one fault: quarantines the damaged segment, keeps (and re-seals) its frames before
-/// `offset`, and records the link this breaks.
+/// the damage, and records the link this breaks. A segment that checks out on its own, whose
+/// link to the one before is broken, has a broken link, not broken bytes: the link is recorded
+/// and nothing is moved.
 fn repair_one(
     data_dir: &Path,
     path: &Path,
     offset: u64,
-    reason: String,
+    damage: Damage,
     now_us: u64,
 ) -> Result<Repaired, StorageError> {
-    let segments = path
-        .parent()
-        .expect("a segment is in a directory")
-        .to_path_buf();
-    let names = list_segments(&segments)?;
-    let index = names
-        .iter()
-        .position(|(_, p)| p == path)
+    let segments = path.parent().expect("a segment is in a directory");
+    let listing = Listing::of(segments)?;
+    let index = listing
+        .position(path)
         .expect("the check named a listed segment");
-    let read = |(first_seq, path): &(u64, PathBuf)| -> Result<Held, StorageError> {
-        let bytes = std::fs::read(path).map_err(StorageError::io("read", path))?;
-        Ok(Held {
-            first_seq: *first_seq,
-            path: path.clone(),
-            bytes,
-        })
-    };
-    let damaged = read(&names[index])?;
-    let name = segment_file_name(damaged.first_seq);
+    let damaged = listing.read(index)?;
     // Checked before anything changes: a forged frame or footer can claim any seq, and a repair
     // refused half-way would leave the log changed with no record.
     if let Some(claimed) = max_seq_in(&damaged.bytes).filter(|s| *s >= SEQ_RECORDED_MAX) {
         return Err(beyond_any_log(&damaged, offset, claimed));
     }
-    // A segment that checks out on its own, faulted at its start, has a broken link, not broken
-    // bytes: the link is recorded and nothing is moved.
-    let link_only = offset == 0 && own_check(&damaged).is_some();
+    let step = Step {
+        segments,
+        now_us,
+        reason: damage.to_string(),
+    };
+    let (frames_kept, quarantine, broke) = match own_check(&damaged) {
+        Some((frames, _)) if damage.is_link() => {
+            let before = index.checked_sub(1).map(|i| listing.read(i)).transpose()?;
+            let broke = broken_link(before, Some(&damaged), &step, None)?;
+            (frames, None, broke)
+        }
+        _ => {
+            let start = match damage.is_at_header() {
+                true => Start::Header,
+                false => Start::At(offset),
+            };
+            let is_last = index + 1 == listing.0.len();
+            let before_hash = index
+                .checked_sub(1)
+                .map(|i| listing.read(i))
+                .transpose()?
+                .map(|held| chain_hash(&held));
+            let (kept, quarantine, broke) =
+                move_damage(data_dir, &step, damaged, start, is_last, before_hash)?;
+            (kept, Some(quarantine), broke)
+        }
+    };
+    if let Some(record) = &broke {
+        append_record(&Disk::real(), segments, record)?;
+    }
+    Ok(Repaired {
+        segment: segment_file_name(listing.0[index].0),
+        damage,
+        frames_kept,
+        quarantine,
+        broke,
+    })
+}
 
-    // The quarantined copy first: nothing below changes the log before it is safe.
-    let quarantine = format!("{QUARANTINE_DIR}/{now_us}-{name}");
+/// What every record of one repair step shares.
+struct Step<'a> {
+    segments: &'a Path,
+    now_us: u64,
+    reason: String,
+}
+
+impl Step<'_> {
+    fn record(&self, first_seq: u64, after_seq: u64, quarantine: Option<String>) -> Break {
+        Break {
+            repaired_at_us: self.now_us,
+            first_seq,
+            after_seq,
+            prev_hash: None,
+            kept_hash: None,
+            quarantine,
+            reason: self.reason.clone(),
+            kind: BreakKind::Repair,
+            cut: None,
+        }
+    }
+}
+
+/// Copies the damaged segment into quarantine, keeps its frames before the damage, and works
+/// out the link this breaks. Returns the frames kept, the copy's path under the data directory
+/// and the record of the broken link.
+fn move_damage(
+    data_dir: &Path,
+    step: &Step<'_>,
+    damaged: Held,
+    start: Start,
+    is_last: bool,
+    before_hash: Option<Hash>,
+) -> Result<(u64, String, Option<Break>), StorageError> {
+    let quarantine = format!(
+        "{QUARANTINE_DIR}/{}-{}",
+        step.now_us,
+        segment_file_name(damaged.first_seq)
+    );
     // When the damaged segment is the last, the seqs its bytes may have held are recorded before
     // anything changes: a repair stopped half-way then still leaves a record whose first seq
     // start-up numbers past (as after a cut), so no seq a reader was served is given again.
-    let resumed_at = if !link_only && index + 1 == names.len() {
-        let first_seq = resume_after(&damaged, offset)?;
-        let kept_before = match offset {
-            0 => frames_from(&damaged.bytes, damaged.first_seq, damaged.bytes.len()).frames,
-            _ => valid_prefix(&damaged.bytes, offset as usize).frames,
-        };
-        let after_seq = damaged.first_seq - 1 + kept_before;
-        // Only where seqs are skipped: otherwise nothing a reader was served is at risk.
-        if first_seq > after_seq + 1 {
-            append_record(
-                &Disk::real(),
-                &segments,
-                &Break {
-                    repaired_at_us: now_us,
-                    first_seq,
-                    after_seq,
-                    prev_hash: String::new(),
-                    kept_hash: String::new(),
-                    quarantine: quarantine.clone(),
-                    reason: format!("{reason} (recorded as the repair began)"),
-                    kind: BreakKind::Repair,
-                    cut: None,
-                },
-            )?;
-        }
-        Some(first_seq)
-    } else {
-        None
+    let resumed_at = match is_last {
+        true => Some(record_resume_point(step, &damaged, start, &quarantine)?),
+        false => None,
     };
-    if !link_only {
-        let target = data_dir.join(&quarantine);
-        create_private_dir(target.parent().expect("in the quarantine directory"))
-            .map_err(StorageError::io("create directory", &target))?;
-        write_new(&target, &damaged.bytes)?;
-    }
-
-    let before_hash = index
-        .checked_sub(1)
-        .map(|i| read(&names[i]))
-        .transpose()?
-        .map(|held| chain_hash(&held));
-    let kept = if link_only {
-        own_check(&damaged).map(|(frames, _)| frames).unwrap_or(0)
-    } else {
-        cut_damage(&damaged, offset, before_hash)?
-    };
-    sync_dir(&segments)?;
+    // The quarantined copy first: nothing below changes the log before it is safe.
+    let target = data_dir.join(&quarantine);
+    create_private_dir(target.parent().expect("in the quarantine directory"))
+        .map_err(StorageError::io("create directory", &target))?;
+    write_new(&target, &damaged.bytes)?;
+    let kept = cut_damage(&damaged, start, before_hash)?;
+    sync_dir(step.segments)?;
 
     // The link that now breaks: from the segment before the damage (or the repaired one) to the
     // one after it; or, when the damaged one was last, to a new segment past every seq it held.
-    let names = list_segments(&segments)?;
-    let before = if link_only {
-        index.checked_sub(1).map(|i| read(&names[i])).transpose()?
-    } else {
-        names
-            .iter()
-            .rev()
-            .find(|(first, _)| *first <= damaged.first_seq)
-            .map(read)
-            .transpose()?
-    };
-    let after_position = if link_only {
-        index
-    } else {
-        index + usize::from(kept > 0)
-    };
-    let after = match names.get(after_position) {
-        Some(next) => Some(read(next)?),
-        None if link_only => None,
+    let listing = Listing::of(step.segments)?;
+    let before_index = listing
+        .0
+        .iter()
+        .rposition(|(first, _)| *first <= damaged.first_seq);
+    let before = before_index.map(|i| listing.read(i)).transpose()?;
+    let after_index = before_index.map_or(0, |i| i + 1);
+    let after = match listing.0.get(after_index) {
+        Some(_) => Some(listing.read(after_index)?),
         None => {
             // The damaged segment was the last: continue in a new one, starting past any seq the
             // quarantined bytes held, so that no seq is ever given to two events.
             let first_seq = resumed_at.expect("computed for a last segment");
             let prev_hash = before.as_ref().map_or([0; 32], chain_hash);
-            let created = create_empty_segment(&segments, first_seq, prev_hash, now_us)?;
-            Some(read(&(first_seq, created))?)
+            let path = create_empty_segment(step.segments, first_seq, prev_hash, step.now_us)?;
+            Some(Held {
+                first_seq,
+                bytes: std::fs::read(&path).map_err(StorageError::io("read", &path))?,
+                path,
+            })
         }
     };
-    let moved = if link_only {
-        String::new()
-    } else {
-        quarantine.clone()
+    let moved = Some(quarantine.clone());
+    let broke = match broken_link(before, after.as_ref(), step, moved.clone())? {
+        Some(broke) => Some(broke),
+        None => record_moved_bytes(step, &damaged, kept, after, moved)?,
     };
-    let mut broke = broken_link(before, after.as_ref(), now_us, moved.clone(), &reason)?;
-    if broke.is_none() && !link_only {
-        // Bytes were moved aside although no link between two segments broke: a header rebuilt
-        // on a last segment, or a first segment cut or removed. The repair is recorded all the
-        // same, at the segment that now begins where the damage was, so verify never says a
-        // plain "ok" over a repair.
-        let names = list_segments(&segments)?;
-        let subject = if kept > 0 {
-            Some(read(&(damaged.first_seq, damaged.path.clone()))?)
-        } else {
-            after
+    Ok((kept, quarantine, broke))
+}
+
+/// Records, before anything changes, where numbering goes on after a damaged last segment, when
+/// that skips seqs (otherwise nothing a reader was served is at risk). Returns that seq.
+fn record_resume_point(
+    step: &Step<'_>,
+    damaged: &Held,
+    start: Start,
+    quarantine: &str,
+) -> Result<u64, StorageError> {
+    let first_seq = resume_after(damaged, start)?;
+    let after_seq = damaged.first_seq - 1 + damaged.kept(start).frames;
+    if first_seq > after_seq + 1 {
+        let record = Break {
+            reason: format!("{} (recorded as the repair began)", step.reason),
+            ..step.record(first_seq, after_seq, Some(quarantine.to_owned()))
         };
-        if let Some(subject) = subject {
-            let position = names.iter().position(|(_, p)| *p == subject.path);
-            let pred = position
-                .and_then(|i| i.checked_sub(1))
-                .map(|i| read(&names[i]))
-                .transpose()?;
-            let header =
-                format::decode_header(&subject.bytes).map_err(|_| StorageError::Corrupt {
-                    path: subject.path.clone(),
-                    offset: 0,
-                    reason: "header unreadable".into(),
-                })?;
-            let after_seq = match &pred {
-                Some(pred) => last_seq_of(pred).unwrap_or(pred.first_seq - 1),
-                None if kept > 0 => subject.first_seq - 1,
-                None => damaged.first_seq - 1,
-            };
-            broke = Some(Break {
-                repaired_at_us: now_us,
-                first_seq: subject.first_seq,
-                after_seq,
-                prev_hash: hex(&header.prev_hash),
-                kept_hash: hex(&pred.as_ref().map_or([0; 32], chain_hash)),
-                quarantine: moved,
-                reason: reason.clone(),
-                kind: BreakKind::Repair,
-                cut: None,
-            });
-        }
+        append_record(&Disk::real(), step.segments, &record)?;
     }
-    if let Some(record) = &broke {
-        append_record(&Disk::real(), &segments, record)?;
-    }
-    Ok(Repaired {
-        segment: name,
-        reason,
-        frames_kept: kept,
-        quarantine: if link_only { String::new() } else { quarantine },
-        broke,
-    })
+    Ok(first_seq)
+}
+
+/// The record of a repair that moved bytes aside although no link between two segments broke
+/// (a header rebuilt on a last segment, or a first segment cut or removed): recorded all the
+/// same, at the segment that now begins where the damage was, so verify never says a plain "ok"
+/// over a repair.
+fn record_moved_bytes(
+    step: &Step<'_>,
+    damaged: &Held,
+    kept: u64,
+    after: Option<Held>,
+    quarantine: Option<String>,
+) -> Result<Option<Break>, StorageError> {
+    let listing = Listing::of(step.segments)?;
+    let subject = if kept > 0 {
+        let index = listing.position(&damaged.path).expect("a kept segment");
+        Some(listing.read(index)?)
+    } else {
+        after
+    };
+    let Some(subject) = subject else {
+        return Ok(None);
+    };
+    let pred = listing
+        .position(&subject.path)
+        .and_then(|i| i.checked_sub(1))
+        .map(|i| listing.read(i))
+        .transpose()?;
+    let header = format::decode_header(&subject.bytes)
+        .map_err(|kind| StorageError::corrupt(&subject.path, 0, Damage::Header(kind)))?;
+    let after_seq = match &pred {
+        Some(pred) => last_seq_of(pred).unwrap_or(pred.first_seq - 1),
+        None if kept > 0 => subject.first_seq - 1,
+        None => damaged.first_seq - 1,
+    };
+    Ok(Some(Break {
+        prev_hash: Some(hex(&header.prev_hash)),
+        kept_hash: Some(hex(&pred.as_ref().map_or([0; 32], chain_hash))),
+        ..step.record(subject.first_seq, after_seq, quarantine)
+    }))
 }
 
 /// Where numbering goes on after the damaged last segment: past the highest seq of a valid frame
@@ -492,12 +287,8 @@ fn repair_one(
 /// seq the bytes after the kept frames may have held, by the rule start-up's cuts use
 /// (storage-format.md, "Cuts at start-up"): frames behind the damage may be damaged too. Worked
 /// out from the bytes alone, before anything changes.
-fn resume_after(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
-    let prefix = if offset == 0 {
-        frames_from(&damaged.bytes, damaged.first_seq, damaged.bytes.len())
-    } else {
-        valid_prefix(&damaged.bytes, offset as usize)
-    };
+fn resume_after(damaged: &Held, start: Start) -> Result<u64, StorageError> {
+    let prefix = damaged.kept(start);
     let footer_found = (HEADER_BYTES..damaged.bytes.len())
         .any(|at| matches!(format::decode_at(&damaged.bytes, at), Decoded::Footer(_)));
     let by_length = if footer_found {
@@ -517,6 +308,10 @@ fn resume_after(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
     // A forged frame or footer can claim any seq: past the recordable range it is refused, not
     // numbered past (which would overflow, or leave a gap no log could fill).
     if highest >= SEQ_RECORDED_MAX {
+        let offset = match start {
+            Start::Header => 0,
+            Start::At(offset) => offset,
+        };
         return Err(beyond_any_log(damaged, offset, highest));
     }
     Ok(highest + 1)
@@ -524,40 +319,29 @@ fn resume_after(damaged: &Held, offset: u64) -> Result<u64, StorageError> {
 
 /// The refusal of a segment whose bytes claim a seq no log reaches.
 fn beyond_any_log(damaged: &Held, offset: u64, claimed: u64) -> StorageError {
-    StorageError::Corrupt {
-        path: damaged.path.clone(),
-        offset,
-        reason: format!(
-            "its bytes claim seq {claimed}, beyond any log (at most {SEQ_RECORDED_MAX}); the segment was forged or is not a segment: move it aside by hand"
-        ),
-    }
+    StorageError::corrupt(&damaged.path, offset, Damage::BeyondAnyLog { claimed })
 }
 
-/// Keeps a damaged segment's whole frames before `offset` and seals it over them, or removes it
-/// when none are kept. Returns the frames kept.
+/// Keeps a damaged segment's whole frames before the damage and seals it over them, or removes
+/// it when none are kept. Returns the frames kept.
 ///
-/// A fault at offset 0 is in the header (or the header names another first seq than the file
-/// name): the header cannot be trusted, but the frames behind it can be checked on their own.
+/// Damage at the start is in the header (or the header names another first seq than the file
+/// name, or another previous segment): the header cannot be trusted, but the frames behind it can be checked on their own.
 /// Every frame that checks out from the header's end, with seqs from the file name's first seq
 /// on, is kept under a rebuilt header: that first seq, the first frame's receive time as the
 /// creation time, and `before_hash` (the hash of the segment before, zeros for the first) as the
 /// previous hash; then the segment is sealed.
-fn cut_damage(damaged: &Held, offset: u64, before_hash: Option<Hash>) -> Result<u64, StorageError> {
-    if offset == 0 {
-        let prefix = frames_from(&damaged.bytes, damaged.first_seq, damaged.bytes.len());
-        if prefix.frames == 0 {
-            std::fs::remove_file(&damaged.path)
-                .map_err(StorageError::io("remove", &damaged.path))?;
-        } else {
-            rebuild(damaged, &prefix, before_hash.unwrap_or([0; 32]))?;
-        }
-        return Ok(prefix.frames);
-    }
-    let prefix = valid_prefix(&damaged.bytes, offset as usize);
-    if prefix.frames == 0 {
-        std::fs::remove_file(&damaged.path).map_err(StorageError::io("remove", &damaged.path))?;
-    } else {
-        reseal(damaged, &prefix)?;
+fn cut_damage(
+    damaged: &Held,
+    start: Start,
+    before_hash: Option<Hash>,
+) -> Result<u64, StorageError> {
+    let prefix = damaged.kept(start);
+    match (prefix.frames, start) {
+        (0, _) => std::fs::remove_file(&damaged.path)
+            .map_err(StorageError::io("remove", &damaged.path))?,
+        (_, Start::Header) => rebuild(damaged, &prefix, before_hash.unwrap_or([0; 32]))?,
+        (_, Start::At(_)) => reseal(damaged, &prefix)?,
     }
     Ok(prefix.frames)
 }
@@ -566,102 +350,22 @@ fn cut_damage(damaged: &Held, offset: u64, before_hash: Option<Hash>) -> Result<
 fn broken_link(
     before: Option<Held>,
     after: Option<&Held>,
-    now_us: u64,
-    quarantine: String,
-    reason: &str,
+    step: &Step<'_>,
+    quarantine: Option<String>,
 ) -> Result<Option<Break>, StorageError> {
     let (Some(before), Some(after)) = (before, after) else {
         return Ok(None);
     };
-    let header = format::decode_header(&after.bytes).map_err(|_| StorageError::Corrupt {
-        path: after.path.clone(),
-        offset: 0,
-        reason: "header unreadable".into(),
-    })?;
+    let header = format::decode_header(&after.bytes)
+        .map_err(|kind| StorageError::corrupt(&after.path, 0, Damage::Header(kind)))?;
     let after_seq = last_seq_of(&before).unwrap_or(before.first_seq - 1);
     let kept_hash = chain_hash(&before);
     let intact = header.first_seq == after_seq + 1 && header.prev_hash == kept_hash;
     Ok((!intact).then(|| Break {
-        repaired_at_us: now_us,
-        first_seq: after.first_seq,
-        after_seq,
-        prev_hash: hex(&header.prev_hash),
-        kept_hash: hex(&kept_hash),
-        quarantine,
-        reason: reason.to_owned(),
-        kind: BreakKind::Repair,
-        cut: None,
+        prev_hash: Some(hex(&header.prev_hash)),
+        kept_hash: Some(hex(&kept_hash)),
+        ..step.record(after.first_seq, after_seq, quarantine)
     }))
-}
-
-/// The frames of a segment that check out on their own, with its footer if sealed and its hash
-/// matches: `(frames, sealed)`, or `None` if the segment does not check out.
-fn own_check(held: &Held) -> Option<(u64, bool)> {
-    let header = format::decode_header(&held.bytes).ok()?;
-    if header.first_seq != held.first_seq {
-        return None;
-    }
-    let prefix = valid_prefix(&held.bytes, held.bytes.len());
-    match format::decode_at(&held.bytes, prefix.end) {
-        Decoded::Footer(footer)
-            if footer.data_end == prefix.end as u64
-                && prefix.end + FOOTER_BYTES == held.bytes.len()
-                && footer.segment_hash
-                    == <Hash>::from(Sha256::digest(&held.bytes[..prefix.end])) =>
-        {
-            Some((prefix.frames, true))
-        }
-        Decoded::Incomplete if prefix.end == held.bytes.len() => Some((prefix.frames, false)),
-        _ => None,
-    }
-}
-
-/// The whole valid frames of a segment that end at or before `limit`.
-pub(super) struct Prefix {
-    /// Where the last of them ends (the header's end when none).
-    pub(super) end: usize,
-    pub(super) frames: u64,
-    last_seq: u64,
-    received_min_us: u64,
-    received_max_us: u64,
-}
-
-pub(super) fn valid_prefix(bytes: &[u8], limit: usize) -> Prefix {
-    match format::decode_header(bytes) {
-        Ok(header) => frames_from(bytes, header.first_seq, limit),
-        Err(_) => Prefix {
-            end: 0,
-            frames: 0,
-            last_seq: 0,
-            received_min_us: u64::MAX,
-            received_max_us: 0,
-        },
-    }
-}
-
-/// The whole valid frames from the header's end, with seqs from `first_seq` on, that end at or
-/// before `limit`, whatever the header holds.
-fn frames_from(bytes: &[u8], first_seq: u64, limit: usize) -> Prefix {
-    let mut prefix = Prefix {
-        end: HEADER_BYTES,
-        frames: 0,
-        last_seq: 0,
-        received_min_us: u64::MAX,
-        received_max_us: 0,
-    };
-    let mut seq = first_seq;
-    while let Decoded::Frame { frame, end } = format::decode_at(bytes, prefix.end) {
-        if end > limit || frame.seq != seq {
-            break;
-        }
-        prefix.end = end;
-        prefix.frames += 1;
-        prefix.last_seq = frame.seq;
-        prefix.received_min_us = prefix.received_min_us.min(frame.received_at_us);
-        prefix.received_max_us = prefix.received_max_us.max(frame.received_at_us);
-        seq += 1;
-    }
-    prefix
 }
 
 /// Cuts a segment to its valid prefix and seals it over that prefix.
@@ -714,32 +418,6 @@ fn rebuild(held: &Held, prefix: &Prefix, prev_hash: Hash) -> Result<(), StorageE
     std::fs::rename(&temporary, &held.path).map_err(StorageError::io("rename", &held.path))
 }
 
-/// The chain hash of a segment as repair leaves it: its footer's, or the hash of its bytes.
-fn chain_hash(held: &Held) -> Hash {
-    let prefix = valid_prefix(&held.bytes, held.bytes.len());
-    match format::decode_at(&held.bytes, prefix.end) {
-        Decoded::Footer(footer) => footer.segment_hash,
-        _ => Sha256::digest(&held.bytes[..prefix.end]).into(),
-    }
-}
-
-fn last_seq_of(held: &Held) -> Option<u64> {
-    let prefix = valid_prefix(&held.bytes, held.bytes.len());
-    (prefix.frames > 0).then_some(prefix.last_seq)
-}
-
-/// The highest seq of any valid frame anywhere in damaged bytes (a byte-by-byte search: repair
-/// is offline and rare).
-fn max_seq_in(bytes: &[u8]) -> Option<u64> {
-    (HEADER_BYTES..bytes.len())
-        .filter_map(|at| match format::decode_at(bytes, at) {
-            Decoded::Frame { frame, .. } => Some(frame.seq),
-            Decoded::Footer(footer) => Some(footer.last_seq),
-            _ => None,
-        })
-        .max()
-}
-
 fn create_empty_segment(
     segments: &Path,
     first_seq: u64,
@@ -762,14 +440,4 @@ pub(super) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     Disk::real()
         .write_new(path, bytes)
         .map_err(StorageError::io("write", path))
-}
-
-/// Appends a record to the segment directory's file of repairs, durably.
-fn append_record(disk: &Disk, segments: &Path, record: &Break) -> Result<(), StorageError> {
-    let path = segments.join(REPAIRS_FILE);
-    let line = serde_json::to_string(record).expect("a record serializes") + "\n";
-    disk.append(&path, line.as_bytes())
-        .map_err(StorageError::io("write", &path))?;
-    disk.sync_dir(segments)
-        .map_err(StorageError::io("fsync directory", segments))
 }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::catalog::FrameIndex;
 use super::dir::map_file;
 use super::format::{self, CorruptKind, Decoded, Footer, Hash, Header, FOOTER_BYTES, HEADER_BYTES};
-use super::StorageError;
+use super::{Damage, StorageError};
 use crate::event::StoredEvent;
 
 /// How much damage at the end of a segment is tolerated.
@@ -51,7 +51,7 @@ pub(super) enum Hashing {
 
 /// Why the bytes at an offset are not the next frame or a footer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fault {
+pub enum Fault {
     /// The bytes end inside a frame or footer.
     Incomplete,
     /// A structure that does not check: a length, a CRC, a payload.
@@ -141,21 +141,16 @@ pub(super) fn scan_segment(
         Err(_) if mode == Mode::TornTailAllowed && bytes.len() <= HEADER_BYTES => {
             return Ok(Scanned::HeaderTorn)
         }
-        Err(kind) => {
-            let reason = kind.map_or("file shorter than a header".to_string(), |k| {
-                format!("header: {k}")
-            });
-            return Err(corrupt(path, 0, reason));
-        }
+        Err(kind) => return Err(corrupt(path, 0, Damage::Header(kind))),
     };
     if header.first_seq != first_seq {
         return Err(corrupt(
             path,
             0,
-            format!(
-                "header names first seq {} but the file name says {first_seq}",
-                header.first_seq
-            ),
+            Damage::HeaderFirstSeq {
+                header: header.first_seq,
+                name: first_seq,
+            },
         ));
     }
     link(&header)?;
@@ -186,14 +181,14 @@ pub(super) fn scan_segment(
     }
     let fault = fault.unwrap_or(Fault::AfterFooter);
     if mode == Mode::Whole {
-        return Err(corrupt(path, offset as u64, fault.to_string()));
+        return Err(corrupt(path, offset as u64, Damage::Frame(fault)));
     }
     let next_seq = scan.header.first_seq + scan.frames.len();
     if let Some(proof) = later_write_behind(bytes, scan.end() as usize, next_seq) {
         return Err(corrupt(
             path,
             offset as u64,
-            format!("{fault}, yet {proof} follows it: the damage is not a torn tail"),
+            Damage::LaterWriteBehind { fault, proof },
         ));
     }
     scan.tail = Tail::Torn {
@@ -253,27 +248,26 @@ fn check_footer(
 ) -> Result<(), StorageError> {
     let at = offset as u64;
     if scan.frames.is_empty() {
-        return Err(corrupt(path, at, "footer on a segment without frames"));
+        return Err(corrupt(path, at, Damage::FooterWithoutFrames));
     }
     if footer.last_seq + 1 != next_seq {
         return Err(corrupt(
             path,
             at,
-            format!(
-                "footer names last seq {} but the frames end at {}",
-                footer.last_seq,
-                next_seq - 1
-            ),
+            Damage::FooterLastSeq {
+                footer: footer.last_seq,
+                frames: next_seq - 1,
+            },
         ));
     }
     if footer.data_end != at {
         return Err(corrupt(
             path,
             at,
-            format!(
-                "footer names data end {} but the frames end at {at}",
-                footer.data_end
-            ),
+            Damage::FooterDataEnd {
+                footer: footer.data_end,
+                frames: at,
+            },
         ));
     }
     Ok(())
@@ -287,11 +281,7 @@ pub(super) fn check_hash(
     hash: Hash,
 ) -> Result<(), StorageError> {
     if footer.segment_hash != hash {
-        return Err(corrupt(
-            path,
-            offset as u64,
-            "segment hash in the footer does not match the frames: the segment was altered",
-        ));
+        return Err(corrupt(path, offset as u64, Damage::HashMismatch));
     }
     Ok(())
 }
@@ -324,10 +314,6 @@ fn later_write_behind(bytes: &[u8], from: usize, seq: u64) -> Option<String> {
     })
 }
 
-pub(super) fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
-    StorageError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
+fn corrupt(path: &Path, offset: u64, damage: Damage) -> StorageError {
+    StorageError::corrupt(path, offset, damage)
 }

@@ -95,7 +95,34 @@ impl LogWriter {
             .write(true)
             .open(&path)
             .map_err(StorageError::io("open", &path))?;
-        Ok(LogWriter {
+        Ok(LogWriter::over(config, file, path, at))
+    }
+
+    /// The writer of a new, empty segment starting at `first_seq`, after a segment whose chain
+    /// hash is `prev_hash` (zeros for the first of a log).
+    pub(super) fn create(
+        config: &LogConfig,
+        first_seq: u64,
+        prev_hash: Hash,
+        now_us: u64,
+    ) -> Result<LogWriter, StorageError> {
+        let segment = create_segment(config, first_seq, prev_hash, now_us)?;
+        let mut hasher = Sha256::new();
+        hasher.update(segment.header_bytes);
+        let at = Resume {
+            header: segment.header,
+            data_len: HEADER_BYTES as u64,
+            hasher,
+            frames: 0,
+            received_min_us: 0,
+            received_max_us: 0,
+        };
+        Ok(LogWriter::over(config, segment.file, segment.path, at))
+    }
+
+    /// The writer of the open segment file at `path`, going on where `at` says.
+    fn over(config: &LogConfig, file: File, path: PathBuf, at: Resume) -> LogWriter {
+        LogWriter {
             config: config.clone(),
             file,
             path,
@@ -110,36 +137,7 @@ impl LogWriter {
             buf: Vec::new(),
             poisoned: None,
             changes: Vec::new(),
-        })
-    }
-
-    /// The writer of a new, empty segment starting at `first_seq`, after a segment whose chain
-    /// hash is `prev_hash` (zeros for the first of a log).
-    pub(super) fn create(
-        config: &LogConfig,
-        first_seq: u64,
-        prev_hash: Hash,
-        now_us: u64,
-    ) -> Result<LogWriter, StorageError> {
-        let segment = create_segment(config, first_seq, prev_hash, now_us)?;
-        let mut hasher = Sha256::new();
-        hasher.update(segment.header_bytes);
-        Ok(LogWriter {
-            config: config.clone(),
-            file: segment.file,
-            path: segment.path,
-            header: segment.header,
-            next_seq: first_seq,
-            data_len: HEADER_BYTES as u64,
-            map_len: 0,
-            hasher,
-            received_min_us: 0,
-            received_max_us: 0,
-            frames: 0,
-            buf: Vec::new(),
-            poisoned: None,
-            changes: Vec::new(),
-        })
+        }
     }
 
     /// The catalog's view of the active segment while it holds no frame, mapped.

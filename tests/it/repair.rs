@@ -509,6 +509,17 @@ async fn a_forged_and_resealed_segment_is_refused_by_start_up_and_verify_naming_
         said.contains("hash chain broken") && said.contains(&next),
         "{said}"
     );
+    // The next segment's bytes are whole: repair records the broken link and moves nothing.
+    let before = std::fs::read(&segments[2]).unwrap();
+    let repaired = seg(&["repair"], &data);
+    assert!(repaired.status.success(), "{}", text(&repaired));
+    assert!(
+        std::fs::read(&segments[2]).unwrap() == before,
+        "repair rewrote a segment whose own bytes check out"
+    );
+    let quarantined = std::fs::read_dir(data.join("quarantine")).map_or(0, |d| d.count());
+    assert_eq!(quarantined, 0, "{}", text(&repaired));
+    assert_eq!(seg(&["verify"], &data).status.code(), Some(0));
 }
 
 #[tokio::test]
