@@ -300,6 +300,8 @@ async fn invalid_configuration_stops_start_up_naming_the_key() {
 #[tokio::test]
 async fn absurd_empty_or_unparseable_variables_stop_start_up_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
+    // Every case is tried, and the ones not refused as they should be are listed together.
+    let mut wrong = Vec::new();
     for (var, value, named) in [
         // Would overflow a clock's arithmetic and panic later (writer, connection, SIGINT).
         (
@@ -328,18 +330,35 @@ async fn absurd_empty_or_unparseable_variables_stop_start_up_naming_the_setting(
         ("MCPLOG_BIND", "", "bind"),
     ] {
         // No --data-dir or --bind flag: they would override the variables under test.
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"))
             .arg("serve")
             .current_dir(dir.path())
             .env("MCPLOG_DATA_DIR", dir.path().join("d"))
             .env("MCPLOG_BIND", "127.0.0.1:0")
             .env(var, value)
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{var}={value:?}: {stderr}");
-        assert!(stderr.contains(named), "{var}={value:?}: {stderr}");
+        // A server that starts instead fails the test rather than hanging it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        if status.code() != Some(2) || !stderr.contains(named) {
+            wrong.push(format!("{var}={value:?}: {status}: {stderr}"));
+        }
     }
+    assert!(wrong.is_empty(), "{wrong:#?}");
     // Nothing was written where the empty data directory would have put it.
     let written: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
