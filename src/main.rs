@@ -158,6 +158,8 @@ fn load_config(
         .map_err(|err| (2, err.to_string()))?;
     config.storage.data_dir = data_dir.unwrap_or(config.storage.data_dir);
     config.api.bind = bind.unwrap_or(config.api.bind);
+    // Once, on the final layers: a variable or flag may fix what the file alone gets wrong.
+    config.check().map_err(|err| (2, err.to_string()))?;
     Ok((config, warnings))
 }
 

@@ -14,12 +14,38 @@ fn bad(key: &str, message: String) -> Result<(), ConfigError> {
 }
 
 impl Config {
-    /// Checks the relations between values.
+    /// Checks the relations between values, and what only the final value can say (a flag may
+    /// set the data directory or the address): run once on the configuration as layered, before
+    /// anything starts.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.places_given()?;
         self.batch_within_queue_and_above_an_event()?;
         self.secrets_long_enough()?;
         self.retention_keeps_something()?;
         self.cluster_named()
+    }
+
+    /// The data directory is named (empty would put the keys, the secret and the segments in the
+    /// current directory), and the address is `HOST:PORT`, so that a bad one is a configuration
+    /// error rather than a failure to listen.
+    fn places_given(&self) -> Result<(), ConfigError> {
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return bad(
+                "storage.data_dir",
+                "is empty; name a directory (\"./data\" by default)".to_owned(),
+            );
+        }
+        let bind = &self.api.bind;
+        let port_ok = bind
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.trim().is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return bad(
+                "api.bind",
+                format!("{bind:?} is not HOST:PORT, such as 127.0.0.1:8080 or localhost:0"),
+            );
+        }
+        Ok(())
     }
 
     /// A batch fits the queue, and holds at least one event of the largest size.

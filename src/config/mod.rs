@@ -202,26 +202,22 @@ fn setting(section: &str, name: &str) -> Option<&'static Setting> {
 
 impl Config {
     /// Applies `MCPLOG_*` variables found by `lookup` (the process environment in production).
+    /// Each value's own range is checked here; the relations between settings are not, since a
+    /// later layer (flags) may still change one: [`Config::check`] runs on the final whole.
     pub fn apply_env(
         &mut self,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
         for s in SETTINGS {
             if let Some(value) = lookup(s.env) {
+                // A secret's messages are made in `settings.rs` and never quote its value.
                 s.set(self, &value).map_err(|message| ConfigError {
                     key: s.env.to_owned(),
-                    message: if matches!(
-                        s.field,
-                        settings::Field::Secret(_) | settings::Field::SecretList(_)
-                    ) {
-                        "is not a valid value".to_owned()
-                    } else {
-                        message
-                    },
+                    message,
                 })?;
             }
         }
-        self.check()
+        Ok(())
     }
 }
 
@@ -251,7 +247,8 @@ impl Config {
         self.apply_toml(&text)
     }
 
-    /// Applies configuration text in TOML. Returns warnings for the reference design's keys that
+    /// Applies configuration text in TOML; the relations between settings are checked later, on
+    /// the final configuration ([`Config::check`]). Returns warnings for the reference design's keys that
     /// have no meaning here; any other key that is not a setting is an error.
     pub fn apply_toml(&mut self, text: &str) -> Result<Vec<String>, ConfigError> {
         let (text, nulls) = reference::strip_nulls(text);
@@ -288,7 +285,7 @@ impl Config {
                 }
             }
         }
-        self.check()?;
+        // No `check()` here: a variable or flag applied later may still fix a relation.
         Ok(warnings)
     }
 
@@ -456,8 +453,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ))
         }
     };
-    duration.ok_or_else(|| format!("{text:?} is too long"))
+    // Past this, adding the duration to a clock reading could overflow (and panic) somewhere.
+    duration.filter(|d| *d <= DURATION_CEILING).ok_or_else(|| {
+        format!(
+            "{text:?} is too long: at most {}",
+            settings::show_duration(DURATION_CEILING)
+        )
+    })
 }
+
+/// The longest duration any setting takes, 100 years: far from where adding it to an `Instant`,
+/// a `SystemTime` or a microsecond count could overflow.
+pub const DURATION_CEILING: Duration = Duration::from_secs(36_500 * 86_400);
 
 #[cfg(test)]
 mod tests {
@@ -475,6 +482,12 @@ mod tests {
         assert!(parse_duration("1w").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("").is_err());
+        // Past the ceiling (here, past what a clock's arithmetic takes), refused, not wrapped.
+        assert_eq!(parse_duration("36500d"), Ok(DURATION_CEILING));
+        for long in ["36501d", "9223372036854775807", "9223372036854775807ms"] {
+            let err = parse_duration(long).unwrap_err();
+            assert!(err.contains("too long"), "{err}");
+        }
     }
 
     #[test]
@@ -752,7 +765,7 @@ mod tests {
                     (
                         [Some(ms(d.min)), d.max.map(ms)],
                         [
-                            Some(ms(d.min - Duration::from_millis(1))),
+                            d.min.checked_sub(Duration::from_millis(1)).map(ms),
                             d.max.map(|m| ms(m + Duration::from_millis(1))),
                         ],
                     )
@@ -773,7 +786,13 @@ mod tests {
                 assert!(err.message.contains(&range), "{err}");
             }
         }
-        assert_eq!(ranged, 15, "a range was added or lost");
+        assert_eq!(ranged, 23, "a range was added or lost");
+        // Every duration has a ceiling, so none can overflow a clock's arithmetic.
+        for s in SETTINGS {
+            if let Field::Duration(_, range) = &s.field {
+                assert!(range.is_some_and(|r| r.max.is_some()), "{}", s.key());
+            }
+        }
         let err = Config::default()
             .apply_toml("[cluster]\nreplicas = 6\n")
             .unwrap_err();
@@ -807,7 +826,7 @@ mod tests {
             ("[cluster]\nstream = \"\"", "cluster.stream"),
             ("[cluster]\nnats_url = \" \"", "cluster.nats_url"),
         ] {
-            let err = Config::default().apply_toml(text).unwrap_err();
+            let err = layered(text, &[]).unwrap_err();
             assert_eq!(err.key, key, "{text}");
             assert!(!err.to_string().contains("short-secret"), "{err}");
         }
@@ -821,12 +840,94 @@ mod tests {
                 "{help}"
             );
         }
-        Config::default()
-            .apply_toml("[storage]\nretention = \"1m\"\nmax_records = 0\nretention_override = true")
-            .unwrap();
-        Config::default()
-            .apply_toml("[api]\nbatch_events_max = 1000\nqueue_events_max = 1000\nbatch_bytes_max = 1048576")
-            .unwrap();
+        layered(
+            "[storage]\nretention = \"1m\"\nmax_records = 0\nretention_override = true",
+            &[],
+        )
+        .unwrap();
+        layered(
+            "[api]\nbatch_events_max = 1000\nqueue_events_max = 1000\nbatch_bytes_max = 1048576",
+            &[],
+        )
+        .unwrap();
+    }
+
+    /// The file, then the variables in `env`, then the relations checked, as `mcplog serve` does.
+    fn layered(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.apply_toml(text)?;
+        config.apply_env(|k| {
+            env.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn relations_are_checked_on_the_final_layers_so_a_variable_can_fix_the_file() {
+        for (text, env, key) in [
+            (
+                "[api]\nevent_bytes_max = 100\nbatch_bytes_max = 50",
+                ("MCPLOG_BATCH_BYTES_MAX", "1000"),
+                "api.batch_bytes_max",
+            ),
+            (
+                "[storage]\nretention = \"30m\"",
+                ("MCPLOG_RETENTION_OVERRIDE", "true"),
+                "storage.retention",
+            ),
+            (
+                "[security]\nmaster_secret = \"short\"",
+                ("MCPLOG_MASTER_SECRET", "a-secret-of-some-length"),
+                "security.master_secret",
+            ),
+            (
+                "[api]\nbatch_events_max = 20000",
+                ("MCPLOG_QUEUE_EVENTS_MAX", "50000"),
+                "api.batch_events_max",
+            ),
+        ] {
+            assert_eq!(layered(text, &[]).unwrap_err().key, key, "{text}");
+            layered(text, &[env]).unwrap_or_else(|err| panic!("{text} with {env:?}: {err}"));
+        }
+    }
+
+    #[test]
+    fn empty_places_and_secrets_and_a_bind_without_a_port_are_refused() {
+        for (env, key) in [
+            (("MCPLOG_DATA_DIR", ""), "storage.data_dir"),
+            (("MCPLOG_BIND", "nonsense"), "api.bind"),
+            (("MCPLOG_BIND", ""), "api.bind"),
+            (("MCPLOG_BIND", "127.0.0.1:99999"), "api.bind"),
+            (("MCPLOG_BIND", ":8080"), "api.bind"),
+            (("MCPLOG_NATS_TOKEN", ""), "MCPLOG_NATS_TOKEN"),
+            (("MCPLOG_NATS_CREDENTIALS", " "), "MCPLOG_NATS_CREDENTIALS"),
+        ] {
+            assert_eq!(layered("", &[env]).unwrap_err().key, key, "{env:?}");
+        }
+        let err = layered("[cluster]\ntoken = \"\"", &[]).unwrap_err();
+        assert_eq!(err.key, "cluster.token");
+        for bind in ["localhost:8080", "[::1]:0", "0.0.0.0:80"] {
+            layered("", &[("MCPLOG_BIND", bind)]).unwrap();
+        }
+    }
+
+    #[test]
+    fn help_aligns_its_columns_to_the_longest_entry() {
+        let text = help();
+        let starts: std::collections::HashSet<_> = text
+            .lines()
+            .filter(|l| l.starts_with("  MCPLOG_"))
+            .map(|l| {
+                let default = l.trim_start().find(' ').unwrap();
+                let after =
+                    l.trim_start()[default..].len() - l.trim_start()[default..].trim_start().len();
+                default + after
+            })
+            .collect();
+        assert_eq!(starts.len(), 1, "{text}");
     }
 
     #[test]

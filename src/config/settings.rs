@@ -96,6 +96,11 @@ impl Setting {
         match &self.field {
             Field::Path(f) => *f(config) = PathBuf::from(text),
             Field::Text(f) => *f(config) = text.to_owned(),
+            // Set but empty is a mistake (a variable exported without its value): unset means
+            // none, so an empty one is refused rather than sent as a credential.
+            Field::Secret(_) if text.trim().is_empty() => {
+                return Err("is empty (leave it unset if there is none)".to_owned())
+            }
             Field::Secret(f) => *f(config) = Some(text.to_owned()),
             Field::SecretList(f) => *f(config) = secret_list(text),
             Field::Count(f, _) => *f(config) = self.count(text)?,
@@ -225,6 +230,7 @@ impl fmt::Display for Durations {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let min = show_duration(self.min);
         match self.max {
+            Some(max) if self.min.is_zero() => write!(f, "at most {}", show_duration(max)),
             Some(max) => write!(f, "{min} to {}", show_duration(max)),
             None => write!(f, "{min} or more"),
         }
@@ -304,12 +310,24 @@ pub fn help() -> String {
         "Settings: embedded defaults, then the --config file ([section] key), then these \
          environment variables, then flags.\n\n",
     );
+    let default = |s: &Setting| s.default.unwrap_or("(unset)");
+    // Columns as wide as their longest entry, so every line's fields start at the same place.
+    let env_width = super::SETTINGS
+        .iter()
+        .map(|s| s.env.len())
+        .max()
+        .unwrap_or(0);
+    let default_width = super::SETTINGS
+        .iter()
+        .map(|s| default(s).len())
+        .max()
+        .unwrap_or(0);
     for s in super::SETTINGS {
         let range = s.range().map(|r| format!(" ({r})")).unwrap_or_default();
         out.push_str(&format!(
-            "  {:<28} {:<20} {}{range}\n",
+            "  {:<env_width$} {:<default_width$} {}{range}\n",
             s.env,
-            s.default.unwrap_or("(unset)"),
+            default(s),
             s.help
         ));
     }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::settings::{Durations, Field, Numbers, Setting};
+use super::DURATION_CEILING;
 use crate::engine::replica::FRAME_FIXED_BYTES_MAX;
 use crate::engine::GROUP_BYTES_MAX;
 use crate::storage::format::{
@@ -24,6 +25,16 @@ const QUEUE_EVENTS_CEILING: u64 = 1_000_000;
 const CONNECTIONS_CEILING: u64 = 1_000_000;
 /// The shortest read, write or heartbeat interval: below it a connection could not answer at all.
 const TIMEOUT_MIN: Duration = Duration::from_millis(10);
+/// A day: the ceiling of every timeout and interval a connection or cache waits on; longer is
+/// never meant and would hold resources for good.
+const DAY: Duration = Duration::from_secs(86_400);
+/// A year: the ceiling of the intervals the log's upkeep runs at.
+const YEAR: Duration = Duration::from_secs(365 * 86_400);
+/// A request, connection or cache timeout: 10ms to a day.
+const TIMEOUTS: Option<Durations> = durations(TIMEOUT_MIN, DAY);
+/// `storage.segment_max_age`: a segment at least a second old (0 would roll one per write), at
+/// most a year.
+const SEGMENT_AGES: Option<Durations> = durations(Duration::from_secs(1), YEAR);
 /// `cluster.ingest_deadline`: within JetStream's 2-minute deduplication window, so a retry is
 /// always recognized.
 const INGEST_DEADLINES: Option<Durations> = Some(Durations {
@@ -69,9 +80,17 @@ const fn at_least_one(unit: &'static str) -> Option<Numbers> {
     })
 }
 
-/// Durations from `min`, with no ceiling.
-const fn at_least(min: Duration) -> Option<Durations> {
-    Some(Durations { min, max: None })
+/// Durations from `min` to `max`.
+const fn durations(min: Duration, max: Duration) -> Option<Durations> {
+    Some(Durations {
+        min,
+        max: Some(max),
+    })
+}
+
+/// Durations up to `max`.
+const fn at_most(max: Duration) -> Option<Durations> {
+    durations(Duration::ZERO, max)
 }
 
 /// A row: `group.name` is its field in [`super::Config`] and its key in the section; a number's
@@ -114,7 +133,7 @@ pub static SETTINGS: &[Setting] = &[
         storage.segment_max_age,
         "MCPLOG_SEGMENT_MAX_AGE",
         Some("1d"),
-        Duration(None),
+        Duration(SEGMENT_AGES),
         "roll the active segment once it is this old"
     ),
     setting!(
@@ -122,7 +141,7 @@ pub static SETTINGS: &[Setting] = &[
         storage.retention,
         "MCPLOG_RETENTION",
         Some("30d"),
-        Duration(None),
+        Duration(at_most(DURATION_CEILING)),
         "delete sealed segments whose newest event was received longer ago (at least 1h)"
     ),
     setting!(
@@ -138,7 +157,7 @@ pub static SETTINGS: &[Setting] = &[
         storage.cleanup_interval,
         "MCPLOG_CLEANUP_INTERVAL",
         Some("1h"),
-        Duration(None),
+        Duration(durations(TIMEOUT_MIN, YEAR)),
         "how often retention runs (also at start)"
     ),
     setting!(
@@ -227,7 +246,7 @@ pub static SETTINGS: &[Setting] = &[
         api.header_read_timeout,
         "MCPLOG_HEADER_READ_TIMEOUT",
         Some("10s"),
-        Duration(at_least(TIMEOUT_MIN)),
+        Duration(TIMEOUTS),
         "time to send a request's headers, and a kept-alive connection's idle time"
     ),
     setting!(
@@ -235,7 +254,7 @@ pub static SETTINGS: &[Setting] = &[
         api.body_read_timeout,
         "MCPLOG_BODY_READ_TIMEOUT",
         Some("30s"),
-        Duration(at_least(TIMEOUT_MIN)),
+        Duration(TIMEOUTS),
         "time to send an ingest request's body (408 after)"
     ),
     setting!(
@@ -243,7 +262,7 @@ pub static SETTINGS: &[Setting] = &[
         api.request_timeout,
         "MCPLOG_REQUEST_TIMEOUT",
         Some("30s"),
-        Duration(at_least(TIMEOUT_MIN)),
+        Duration(TIMEOUTS),
         "time for a whole request on every route but the replay stream (503 after)"
     ),
     setting!(
@@ -251,7 +270,7 @@ pub static SETTINGS: &[Setting] = &[
         api.shutdown_grace,
         "MCPLOG_SHUTDOWN_GRACE",
         Some("10s"),
-        Duration(None),
+        Duration(at_most(DAY)),
         "time requests in flight at SIGTERM or SIGINT get to finish"
     ),
     setting!(
@@ -259,7 +278,7 @@ pub static SETTINGS: &[Setting] = &[
         api.write_timeout,
         "MCPLOG_WRITE_TIMEOUT",
         Some("30s"),
-        Duration(at_least(TIMEOUT_MIN)),
+        Duration(TIMEOUTS),
         "how long a write to a client may make no progress before the connection is cut"
     ),
     setting!(
@@ -275,7 +294,7 @@ pub static SETTINGS: &[Setting] = &[
         api.replay_heartbeat,
         "MCPLOG_REPLAY_HEARTBEAT",
         Some("15s"),
-        Duration(at_least(TIMEOUT_MIN)),
+        Duration(TIMEOUTS),
         "how often a quiet follow stream sends a heartbeat line"
     ),
     setting!(
@@ -291,7 +310,7 @@ pub static SETTINGS: &[Setting] = &[
         api.clock_skew_max,
         "MCPLOG_CLOCK_SKEW_MAX",
         Some("1h"),
-        Duration(None),
+        Duration(at_most(YEAR)),
         "how far ahead of the server's clock an event's timestamp may be"
     ),
     setting!(
@@ -299,7 +318,7 @@ pub static SETTINGS: &[Setting] = &[
         projection.stale_after,
         "MCPLOG_STALE_AFTER",
         Some("1h"),
-        Duration(None),
+        Duration(at_most(YEAR)),
         "an active interaction that started longer ago is counted stale"
     ),
     setting!(
@@ -323,7 +342,7 @@ pub static SETTINGS: &[Setting] = &[
         keys.api_key_cache_ttl,
         "MCPLOG_API_KEY_CACHE_TTL",
         Some("5m"),
-        Duration(None),
+        Duration(at_most(DAY)),
         "how long a verified signed key is remembered (revocation still applies at once)"
     ),
     setting!(
@@ -331,7 +350,7 @@ pub static SETTINGS: &[Setting] = &[
         keys.key_lifetime_max,
         "MCPLOG_KEY_LIFETIME_MAX",
         Some("30d"),
-        Duration(None),
+        Duration(at_most(DURATION_CEILING)),
         "the longest lifetime keygen grants"
     ),
     // A URL may carry a user and password, so it is shown only as set or not.

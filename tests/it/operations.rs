@@ -298,6 +298,123 @@ async fn invalid_configuration_stops_start_up_naming_the_key() {
 }
 
 #[tokio::test]
+async fn absurd_empty_or_unparseable_variables_stop_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every case is tried, and the ones not refused as they should be are listed together.
+    let mut wrong = Vec::new();
+    for (var, value, named) in [
+        // Would overflow a clock's arithmetic and panic later (writer, connection, SIGINT).
+        (
+            "MCPLOG_CLEANUP_INTERVAL",
+            "9223372036854775807",
+            "MCPLOG_CLEANUP_INTERVAL",
+        ),
+        (
+            "MCPLOG_HEADER_READ_TIMEOUT",
+            "9223372036854775807",
+            "MCPLOG_HEADER_READ_TIMEOUT",
+        ),
+        (
+            "MCPLOG_SHUTDOWN_GRACE",
+            "9223372036854775807",
+            "MCPLOG_SHUTDOWN_GRACE",
+        ),
+        ("MCPLOG_RETENTION", "100000000000000d", "MCPLOG_RETENTION"),
+        // Would roll a segment on every write.
+        ("MCPLOG_SEGMENT_MAX_AGE", "0", "MCPLOG_SEGMENT_MAX_AGE"),
+        // Would put the keys and segments in the current directory.
+        ("MCPLOG_DATA_DIR", "", "data_dir"),
+        ("MCPLOG_NATS_TOKEN", "", "MCPLOG_NATS_TOKEN"),
+        ("MCPLOG_NATS_CREDENTIALS", "", "MCPLOG_NATS_CREDENTIALS"),
+        ("MCPLOG_BIND", "nonsense", "bind"),
+        ("MCPLOG_BIND", "", "bind"),
+    ] {
+        // No --data-dir or --bind flag: they would override the variables under test.
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("MCPLOG_DATA_DIR", dir.path().join("d"))
+            .env("MCPLOG_BIND", "127.0.0.1:0")
+            .env(var, value)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that starts instead fails the test rather than hanging it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        if status.code() != Some(2) || !stderr.contains(named) {
+            wrong.push(format!("{var}={value:?}: {status}: {stderr}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // Nothing was written where the empty data directory would have put it.
+    let written: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name != "d")
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+}
+
+#[tokio::test]
+async fn a_variable_fixes_what_the_file_alone_gets_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcplog.toml");
+    for (text, env, key) in [
+        (
+            "[api]\nevent_bytes_max = 100\nbatch_bytes_max = 50\n",
+            ("MCPLOG_BATCH_BYTES_MAX", "1000"),
+            "api.batch_bytes_max",
+        ),
+        (
+            "[storage]\nretention = \"30m\"\n",
+            ("MCPLOG_RETENTION_OVERRIDE", "true"),
+            "storage.retention",
+        ),
+        (
+            "[security]\nmaster_secret = \"short\"\n",
+            ("MCPLOG_MASTER_SECRET", "a-master-secret-long-enough"),
+            "security.master_secret",
+        ),
+        (
+            "[api]\nbatch_events_max = 20000\n",
+            ("MCPLOG_QUEUE_EVENTS_MAX", "50000"),
+            "api.batch_events_max",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let args = ["--config", config.to_str().unwrap()];
+        // The file alone is refused, naming the key...
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(key), "{text}: {stderr}");
+        // ...and starts once the variable sets the final value right.
+        let server = Server::start_with_args(data.path(), &[env], &args);
+        assert_eq!(server.get("/api/v2/interactions/stats").await.status, 200);
+        server.kill();
+    }
+}
+
+#[tokio::test]
 async fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_with(dir.path(), &[("MCPLOG_FORMAT", "json")]);
