@@ -83,6 +83,11 @@ class HttpTransport:
             # is in an unknown state, never reuse it.
             self.close()
             raise
+        if answer.length:
+            self.close()
+            # The connection ended before the length the answer declared: what it said is
+            # unknown (a proxy cut it off), so it decides nothing.
+            raise TransportError(f"HTTP {answer.status} answer cut off {answer.length} bytes short")
         if len(raw) > RESPONSE_BYTES_MAX:
             self.close()
             # Not an mcplog answer (a proxy's page, a wrong URL): it decides nothing.

@@ -143,6 +143,8 @@ def _answer(conn: socket.socket, kind: str, path: str, done: threading.Event) ->
         conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode())
         with contextlib.suppress(OSError):  # the client stops reading
             conn.sendall(b" " * size)
+    elif kind == "closed_mid_answer":
+        conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"st')
     elif kind == "timeout":
         done.wait(15)  # answers nothing until the client gave up
     elif kind == "redirect":

@@ -106,6 +106,8 @@ async function failingServer(kind) {
         const size = RESPONSE_BYTES_MAX + 1;
         socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${size}\r\n\r\n`);
         socket.end(Buffer.alloc(size, " "));
+      } else if (kind === "closed_mid_answer") {
+        socket.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"st');
       } else if (kind === "closed_without_answer") {
         socket.end();
       } // "timeout": answers nothing
