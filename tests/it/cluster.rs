@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::common::Server;
 
 /// The `nats-server` binary, or `None` (and a skip note) outside CI.
-fn nats_server() -> Option<PathBuf> {
+pub(crate) fn nats_server() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
@@ -32,7 +32,7 @@ fn nats_server() -> Option<PathBuf> {
     found
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -41,15 +41,15 @@ fn free_port() -> u16 {
 }
 
 /// A JetStream cluster of `nats-server` processes on loopback.
-struct Nats {
-    bin: PathBuf,
-    dir: PathBuf,
-    client_ports: Vec<u16>,
-    children: Vec<Option<Child>>,
+pub(crate) struct Nats {
+    pub(crate) bin: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) client_ports: Vec<u16>,
+    pub(crate) children: Vec<Option<Child>>,
 }
 
 impl Nats {
-    fn start(bin: PathBuf, dir: &Path, servers: usize) -> Nats {
+    pub(crate) fn start(bin: PathBuf, dir: &Path, servers: usize) -> Nats {
         let client_ports: Vec<u16> = (0..servers).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..servers).map(|_| free_port()).collect();
         let routes = route_ports
@@ -87,7 +87,7 @@ impl Nats {
         nats
     }
 
-    fn restart(&mut self, i: usize) {
+    pub(crate) fn restart(&mut self, i: usize) {
         let log = std::fs::File::create(self.dir.join(format!("n{i}.log"))).unwrap();
         let child = Command::new(&self.bin)
             .arg("-c")
@@ -106,14 +106,14 @@ impl Nats {
     }
 
     /// SIGKILL.
-    fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
             child.kill().unwrap();
             child.wait().unwrap();
         }
     }
 
-    fn urls(&self) -> String {
+    pub(crate) fn urls(&self) -> String {
         self.client_ports
             .iter()
             .map(|p| format!("nats://127.0.0.1:{p}"))
@@ -122,7 +122,7 @@ impl Nats {
     }
 
     /// The index of the server leading the stream, by its `server_name`.
-    async fn stream_leader(&self, stream: &str) -> usize {
+    pub(crate) async fn stream_leader(&self, stream: &str) -> usize {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(leader) = self.try_leader(stream).await {
@@ -133,7 +133,7 @@ impl Nats {
         }
     }
 
-    async fn try_leader(&self, stream: &str) -> Option<usize> {
+    pub(crate) async fn try_leader(&self, stream: &str) -> Option<usize> {
         let addrs: Vec<async_nats::ServerAddr> = self
             .client_ports
             .iter()
@@ -157,7 +157,7 @@ impl Drop for Nats {
 }
 
 /// An mcplog node of the cluster.
-fn start_node(data_dir: &Path, urls: &str, extra: &[(&str, &str)]) -> Server {
+pub(crate) fn start_node(data_dir: &Path, urls: &str, extra: &[(&str, &str)]) -> Server {
     let mut env = vec![
         ("MCPLOG_NATS_URL", urls),
         ("MCPLOG_NATS_REPLICAS", "3"),
@@ -172,7 +172,7 @@ fn start_node(data_dir: &Path, urls: &str, extra: &[(&str, &str)]) -> Server {
 }
 
 /// A writer key signed with the shared master secret, valid on every node.
-fn writer_key(node: &Server) -> String {
+pub(crate) fn writer_key(node: &Server) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_mcplog"))
         .args(["keygen", "--role", "admin", "--data-dir"])
         .arg(&node.data_dir)
@@ -196,7 +196,7 @@ type Acked = Arc<Mutex<HashMap<String, (u64, String)>>>;
 /// Posts `path` with `body` to whichever node answers, retrying the same bytes until one
 /// acknowledges (2xx) or refuses for a reason other than availability; returns the status and
 /// body of that answer.
-async fn post_until_answered(
+pub(crate) async fn post_until_answered(
     nodes: &Arc<Mutex<Vec<SocketAddr>>>,
     first: usize,
     key: &str,
@@ -224,7 +224,7 @@ async fn post_until_answered(
     }
 }
 
-fn single(client: usize, n: usize, variant: &str) -> String {
+pub(crate) fn single(client: usize, n: usize, variant: &str) -> String {
     json!({
         "action": "interaction_start",
         "interaction_id": format!("c{client}-i{n}"),
@@ -236,7 +236,7 @@ fn single(client: usize, n: usize, variant: &str) -> String {
     .to_string()
 }
 
-fn batch(client: usize, n: usize) -> String {
+pub(crate) fn batch(client: usize, n: usize) -> String {
     let events: Vec<Value> = (0..5)
         .map(|k| {
             json!({
@@ -254,7 +254,7 @@ fn batch(client: usize, n: usize) -> String {
 
 /// One load client: singles and batches, alternating nodes; every 4th acknowledged event is
 /// retried exactly (same seq, `duplicate`), every 5th with a changed body (409).
-async fn load_client(
+pub(crate) async fn load_client(
     client: usize,
     nodes: Arc<Mutex<Vec<SocketAddr>>>,
     key: String,
@@ -321,7 +321,7 @@ async fn load_client(
 }
 
 /// Waits until both nodes report the same applied seq, at least `at_least`, and returns it.
-async fn settled(nodes: &[&Server], at_least: u64) -> u64 {
+pub(crate) async fn settled(nodes: &[&Server], at_least: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut seqs = Vec::new();
@@ -346,7 +346,7 @@ async fn settled(nodes: &[&Server], at_least: u64) -> u64 {
     }
 }
 
-fn verify_head(data_dir: &Path) -> String {
+pub(crate) fn verify_head(data_dir: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
         .arg("verify")
         .arg(data_dir.join("segments"))
@@ -547,7 +547,7 @@ async fn without_a_majority_ingest_answers_503_within_its_deadline_reads_answer_
     assert!(resumed["seq"].as_u64().unwrap() >= 2, "{resumed}");
 }
 
-fn error_code(response: &mcplog::client::Response) -> String {
+pub(crate) fn error_code(response: &mcplog::client::Response) -> String {
     response.json()["error"]["code"]
         .as_str()
         .unwrap_or_default()
@@ -555,7 +555,7 @@ fn error_code(response: &mcplog::client::Response) -> String {
 }
 
 /// A group as a forger would publish it: frames for seqs `first_seq..`, under any headers.
-fn forged_frames(first_seq: u64, count: u64) -> Vec<u8> {
+pub(crate) fn forged_frames(first_seq: u64, count: u64) -> Vec<u8> {
     let body = r#"{"action":"interaction_start","interaction_id":"forged","mcp_id":"mcp-0","timestamp":1790000000,"request_data":{}}"#;
     let mut frames = Vec::new();
     for n in 0..count {
@@ -740,7 +740,7 @@ async fn a_follower_fed_a_group_with_a_wrong_hash_seq_or_frame_halts_and_never_a
     }
 }
 
-fn error_of_text(response: &mcplog::client::Response) -> String {
+pub(crate) fn error_of_text(response: &mcplog::client::Response) -> String {
     response.json()["error"]["message"]
         .as_str()
         .unwrap_or_default()
