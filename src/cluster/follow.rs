@@ -118,6 +118,13 @@ impl Cluster {
                 return Ended::ConsumerLost;
             };
             let at = info.stream_sequence;
+            // Groups skipped: if retention elsewhere trimmed them, this node cannot go on.
+            if at > *position {
+                if let Some(reason) = self.trimmed_past(*position).await {
+                    engine.halt_replica(&reason);
+                    return Ended::FollowerGone;
+                }
+            }
             engine.set_replica_pending(info.pending);
             let group = match &message.headers {
                 Some(headers) => group_of(headers, message.payload.clone()),

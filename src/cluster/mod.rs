@@ -11,13 +11,18 @@
 //! - At start the follower resumes at the group holding the node's last local seq, found by a
 //!   binary search over the stream, so a restart catches up only the tail.
 //!
+//! - Retention reaches the stream: once a node's retention deleted its oldest segments, the
+//!   groups before the one holding its first seq are purged.
+//!
 //! `follow.rs` reads the stream for the follower, `resume.rs` finds where it goes on,
-//! `publish.rs` appends groups for the publisher, `group.rs` maps a group to a message.
+//! `publish.rs` appends groups for the publisher, `group.rs` maps a group to a message,
+//! `trim.rs` purges what retention deleted.
 
 mod follow;
 mod group;
 mod publish;
 mod resume;
+mod trim;
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -48,6 +53,11 @@ const FOLLOW_QUIET_CHECK: Duration = Duration::from_millis(500);
 const FOLLOW_QUIET_CHECKS: u32 = 3;
 /// The pause before reading the stream again after the consumer failed.
 const CONSUMER_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// The way back for a node whose history the stream no longer reaches (trimmed by retention),
+/// named in the refusals that send the operator there.
+pub const BOOTSTRAP_COMMAND: &str = "`mcplog-seg backup <a live node's data dir> <an empty data \
+     dir>`, then start this node on the copy";
 
 /// Why cluster mode could not start.
 #[derive(Debug, thiserror::Error)]

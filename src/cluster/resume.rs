@@ -2,7 +2,7 @@
 //! binary search over the stream, so a restart catches up only the tail.
 
 use super::group::group_of;
-use super::{Cluster, ClusterError};
+use super::{Cluster, ClusterError, BOOTSTRAP_COMMAND};
 use crate::engine::replica::{Applied, Group};
 
 impl Cluster {
@@ -15,18 +15,13 @@ impl Cluster {
             next_seq: 1,
             received_at_us: 0,
         };
-        let mut stream = self.stream.clone();
-        let state = stream
-            .info()
-            .await
-            .map_err(|err| ClusterError::JetStream(format!("reading the stream's state: {err}")))?
-            .state
-            .clone();
+        let state = self.stream_state().await?;
         if local_last == 0 {
             if state.first_sequence > 1 && state.messages > 0 {
                 return Err(ClusterError::Diverged(format!(
                     "the stream no longer holds its first groups (it begins at position {}); \
-                     an empty node cannot catch up: start it from a backup of another node",
+                     an empty node cannot catch up: start it from a backup of a live node \
+                     ({BOOTSTRAP_COMMAND})",
                     state.first_sequence
                 )));
             }
@@ -38,24 +33,18 @@ impl Cluster {
                  node's log must come from the stream"
             )));
         }
-        // The last position whose group begins at or before `local_last`: first seqs grow
-        // with positions.
-        let (mut low, mut high) = (state.first_sequence, state.last_sequence);
-        let first = self.group_at(low).await?;
+        let first = self.group_at(state.first_sequence).await?;
         if first.first_seq > local_last {
             return Err(ClusterError::Diverged(format!(
-                "the stream's first group begins at seq {}, after this node's last seq {local_last}",
+                "the stream's first group begins at seq {}, after this node's last seq \
+                 {local_last}: retention trimmed the stream past this node's history; start it \
+                 from a backup of a live node ({BOOTSTRAP_COMMAND})",
                 first.first_seq
             )));
         }
-        while low < high {
-            let mid = low + (high - low).div_ceil(2);
-            if self.group_at(mid).await?.first_seq <= local_last {
-                low = mid;
-            } else {
-                high = mid - 1;
-            }
-        }
+        let low = self
+            .position_holding(local_last, state.first_sequence, state.last_sequence)
+            .await?;
         let group = self.group_at(low).await?;
         // Past the stream's last group, the node holds events no other node has: it must not
         // follow a history that lacks them.
@@ -78,7 +67,26 @@ impl Cluster {
         ))
     }
 
-    async fn group_at(&self, position: u64) -> Result<Group, ClusterError> {
+    /// The last position in `low..=high` whose group begins at or before `seq` (`low` if none
+    /// does), by a binary search: first seqs grow with positions.
+    pub(super) async fn position_holding(
+        &self,
+        seq: u64,
+        mut low: u64,
+        mut high: u64,
+    ) -> Result<u64, ClusterError> {
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            if self.group_at(mid).await?.first_seq <= seq {
+                low = mid;
+            } else {
+                high = mid - 1;
+            }
+        }
+        Ok(low)
+    }
+
+    pub(super) async fn group_at(&self, position: u64) -> Result<Group, ClusterError> {
         let message = self.stream.get_raw_message(position).await.map_err(|err| {
             ClusterError::JetStream(format!("reading the group at position {position}: {err}"))
         })?;

@@ -222,6 +222,8 @@ pub struct Engine {
     follower_stop: Arc<AtomicBool>,
     /// The newest seq that is durable and folded into the view; followers of the replay wait on it.
     durable: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Cluster mode: the stream's first position, as the transport last saw it (0: not yet).
+    stream_first: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -349,6 +351,7 @@ impl Engine {
             durable,
             progress,
             follower_stop: Arc::default(),
+            stream_first: AtomicU64::new(0),
         }
     }
 
@@ -479,6 +482,35 @@ impl Engine {
     pub fn set_replica_pending(&self, groups: u64) {
         if let Some(progress) = &self.progress {
             progress.set_pending(groups);
+        }
+    }
+
+    /// The first seq this node holds, or its last seq when retention left it none (the stream
+    /// keeps the group holding it, for a restart to resume from); `None` before any event.
+    pub fn first_held_seq(&self) -> Option<u64> {
+        let view = self.view();
+        let last = view.catalog.next_seq() - 1;
+        (last > 0).then(|| view.catalog.first_seq().unwrap_or(last))
+    }
+
+    /// Cluster mode: the stream's first position, as the transport last saw it.
+    pub fn set_stream_first_position(&self, position: u64) {
+        self.stream_first.store(position, Ordering::Relaxed);
+    }
+
+    /// Cluster mode: the stream's first position as last seen (0: not yet looked at).
+    pub fn stream_first_position(&self) -> u64 {
+        self.stream_first.load(Ordering::Relaxed)
+    }
+
+    /// Cluster mode: stops the follower for good, as a group that does not continue this node's
+    /// history would: the transport found the stream no longer holds what it needs next. Health
+    /// turns 503 with `reason`.
+    pub fn halt_replica(&self, reason: &str) {
+        if let Some(progress) = &self.progress {
+            tracing::error!(%reason, "the cluster follower halted; this node applies nothing more");
+            *self.health.halted.lock().expect("health lock") = Some(reason.to_owned());
+            progress.halt(reason.to_owned());
         }
     }
 

@@ -131,7 +131,7 @@ fn render_metrics(state: &AppState) -> Response {
     ingest_metrics(&mut out, state);
     request_durations(&mut out, &state.telemetry);
     if let Some(report) = state.engine.replica_progress() {
-        cluster_metrics(&mut out, &report);
+        cluster_metrics(&mut out, &report, state.engine.stream_first_position());
     }
     storage_metrics(&mut out, state);
     let content_type = [(
@@ -194,7 +194,7 @@ fn ingest_metrics(out: &mut String, state: &AppState) {
 }
 
 /// A cluster node's place in the stream.
-fn cluster_metrics(out: &mut String, report: &crate::engine::replica::Report) {
+fn cluster_metrics(out: &mut String, report: &crate::engine::replica::Report, stream_first: u64) {
     single(
         out,
         "mcplog_cluster_applied_position",
@@ -208,6 +208,13 @@ fn cluster_metrics(out: &mut String, report: &crate::engine::replica::Report) {
         "gauge",
         "Cluster mode: the last seq this node applied.",
         report.applied.next_seq - 1,
+    );
+    single(
+        out,
+        "mcplog_cluster_stream_first_position",
+        "gauge",
+        "Cluster mode: the stream's first position, as this node saw it at start and after each trim it made with retention (0: not yet looked at).",
+        stream_first,
     );
     single(
         out,

@@ -212,7 +212,7 @@ impl Progress {
         Some(found.map_or(Lookup::Forgotten, |&(_, hash)| Lookup::Applied(hash)))
     }
 
-    fn halt(&self, reason: String) {
+    pub(super) fn halt(&self, reason: String) {
         self.lock().halted = Some(reason);
         self.changed.notify_all();
     }
