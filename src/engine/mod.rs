@@ -488,9 +488,7 @@ impl Engine {
     /// The first seq this node holds, or its last seq when retention left it none (the stream
     /// keeps the group holding it, for a restart to resume from); `None` before any event.
     pub fn first_held_seq(&self) -> Option<u64> {
-        let view = self.view();
-        let last = view.catalog.next_seq() - 1;
-        (last > 0).then(|| view.catalog.first_seq().unwrap_or(last))
+        maintenance::first_held_seq(&self.view().catalog)
     }
 
     /// Cluster mode: the stream's first position, as the transport last saw it.

@@ -102,7 +102,10 @@ fn refusal(dir: &Path, urls: &str) -> String {
     let env = [
         ("MCPLOG_NATS_URL", urls),
         ("MCPLOG_NATS_REPLICAS", "3"),
-        ("MCPLOG_MASTER_SECRET", "cluster-test-master-secret-0123456789"),
+        (
+            "MCPLOG_MASTER_SECRET",
+            "cluster-test-master-secret-0123456789",
+        ),
     ];
     let (mut child, _, log) = crate::common::spawn(dir, &env);
     let status = child.wait().unwrap();
@@ -138,7 +141,11 @@ async fn agreeing_replay(nodes: &[&Server], acked: &Acked) -> Vec<Value> {
         .collect();
     let first = events[0]["seq"].as_u64().unwrap();
     for (i, line) in events.iter().enumerate() {
-        assert_eq!(line["seq"].as_u64(), Some(first + i as u64), "no seq missing");
+        assert_eq!(
+            line["seq"].as_u64(),
+            Some(first + i as u64),
+            "no seq missing"
+        );
     }
     for (event_id, (seq, sent)) in acked {
         if *seq >= first {
@@ -192,10 +199,14 @@ async fn retention_trims_the_stream_and_a_node_joins_from_a_peers_backup() {
         let node = if n % 2 == 0 { &a } else { &b };
         post(node, single(1, n, "new"), &mut acked).await;
     }
-    wait_until(Duration::from_secs(15), "the stream was not trimmed", || {
-        let mut stream = stream.clone();
-        async move { stream.info().await.unwrap().state.first_sequence > old_last }
-    })
+    wait_until(
+        Duration::from_secs(15),
+        "the stream was not trimmed",
+        || {
+            let mut stream = stream.clone();
+            async move { stream.info().await.unwrap().state.first_sequence > old_last }
+        },
+    )
     .await;
     let first = stream.info().await.unwrap().state.first_sequence;
     assert_eq!(
@@ -206,7 +217,11 @@ async fn retention_trims_the_stream_and_a_node_joins_from_a_peers_backup() {
     for position in 1..=old_last {
         let got = stream.get_raw_message(position).await;
         let err = got.expect_err("an expired group is still readable from NATS");
-        assert_eq!(err.kind(), RawMessageErrorKind::NoMessageFound, "{position}");
+        assert_eq!(
+            err.kind(),
+            RawMessageErrorKind::NoMessageFound,
+            "{position}"
+        );
     }
     assert!(stream.get_raw_message(old_last + 1).await.is_ok());
     for node in [&a, &b] {
@@ -261,10 +276,21 @@ async fn retention_trims_the_stream_and_a_node_joins_from_a_peers_backup() {
         Some(old_last_seq + 1),
         "every old event expired, every new one kept"
     );
-    let kept = acked.values().filter(|(seq, _)| *seq > old_last_seq).count();
-    assert_eq!(events.len(), kept, "the events kept are the ones acknowledged");
+    let kept = acked
+        .values()
+        .filter(|(seq, _)| *seq > old_last_seq)
+        .count();
+    assert_eq!(
+        events.len(),
+        kept,
+        "the events kept are the ones acknowledged"
+    );
     drop((a, b, c));
     let head = verify_head(&path("a"));
     assert_eq!(verify_head(&path("b")), head);
-    assert_eq!(verify_head(&path("c")), head, "the joined node's chain differs");
+    assert_eq!(
+        verify_head(&path("c")),
+        head,
+        "the joined node's chain differs"
+    );
 }
