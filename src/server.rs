@@ -245,7 +245,7 @@ async fn start_cluster(
     );
     let engine = Arc::new(engine);
     // Reading the stream and trimming it with retention run together until shutdown aborts them.
-    let trim = Arc::clone(&cluster).trim(Arc::clone(&engine));
+    let trim = Arc::clone(&cluster).trim(Arc::clone(&engine), position);
     let read = cluster.follow(position, feed, Arc::clone(&engine));
     let follow = tokio::spawn(async move {
         tokio::join!(read, trim);

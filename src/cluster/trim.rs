@@ -23,18 +23,18 @@ use crate::engine::Engine;
 const TRIM_CHECK: Duration = Duration::from_secs(1);
 
 impl Cluster {
-    /// Runs as a task, beside [`Cluster::follow`]: every [`TRIM_CHECK`], purges the stream up to
-    /// the group holding the first seq this node holds, if that moved. A purge that fails is
-    /// tried again at the next check.
-    pub async fn trim(self: Arc<Self>, engine: Arc<Engine>) {
+    /// Runs as a task, beside [`Cluster::follow`] reading from `resumed_at`: every
+    /// [`TRIM_CHECK`], purges the stream up to the group holding the first seq this node holds,
+    /// if that moved. A purge that fails is tried again at the next check.
+    pub async fn trim(self: Arc<Self>, engine: Arc<Engine>, resumed_at: u64) {
         // The held seq the stream was last trimmed for: a restart looks once.
         let mut trimmed_for = 0;
         loop {
-            let Some(seq) = engine.first_held_seq() else {
-                tokio::time::sleep(TRIM_CHECK).await;
-                continue;
-            };
-            if seq > trimmed_for {
+            let held = engine.first_held_seq();
+            let checked = engine.replica_progress().is_some_and(|report| {
+                checked_against_stream(report.applied.position, report.halted.is_some(), resumed_at)
+            });
+            if let Some(seq) = held.filter(|&seq| checked && seq > trimmed_for) {
                 match self.trim_before(seq).await {
                     Ok(first) => {
                         engine.set_stream_first_position(first);
@@ -111,5 +111,26 @@ impl Cluster {
                  ({BOOTSTRAP_COMMAND})"
             )
         })
+    }
+}
+
+/// Whether this node's history has been checked against the stream's, so that it may trim: its
+/// follower applied the group it resumed from (comparing what it held of it byte for byte) and
+/// has not halted. A node whose log is not the stream's (another cluster's, say) halts on its
+/// first group, and must not purge what the other nodes still hold before it does.
+fn checked_against_stream(applied_position: u64, halted: bool, resumed_at: u64) -> bool {
+    !halted && applied_position >= resumed_at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_node_that_applied_the_group_it_resumed_from_and_did_not_halt_trims() {
+        assert!(!checked_against_stream(6, false, 7), "not yet");
+        assert!(checked_against_stream(7, false, 7));
+        assert!(checked_against_stream(9, false, 7));
+        assert!(!checked_against_stream(9, true, 7), "halted");
     }
 }
