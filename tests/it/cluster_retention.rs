@@ -173,6 +173,12 @@ async fn retention_trims_the_stream_and_a_node_joins_from_a_peers_backup() {
     post(&a, single(0, 0, "first"), &mut acked).await;
     post(&b, single(0, 1, "first"), &mut acked).await;
     settled(&[&a, &b, &d], 2).await;
+    let addr: async_nats::ServerAddr = format!("nats://127.0.0.1:{}", nats.client_ports[0])
+        .parse()
+        .unwrap();
+    let context = async_nats::jetstream::new(async_nats::connect(addr).await.unwrap());
+    let mut stream: Stream = context.get_stream("mcplog").await.unwrap();
+    assert!(stream.get_raw_message(1).await.is_ok(), "readable before");
     signal(&d, "STOP");
     backup(&path("a"), &path("early"));
     // Its pending pull expires (2 s) before the next groups are published, so none reach it.
@@ -183,14 +189,8 @@ async fn retention_trims_the_stream_and_a_node_joins_from_a_peers_backup() {
         let node = if n % 2 == 0 { &a } else { &b };
         post(node, batch(0, n), &mut acked).await;
     }
-    let addr: async_nats::ServerAddr = format!("nats://127.0.0.1:{}", nats.client_ports[0])
-        .parse()
-        .unwrap();
-    let context = async_nats::jetstream::new(async_nats::connect(addr).await.unwrap());
-    let mut stream: Stream = context.get_stream("mcplog").await.unwrap();
     let old_last = stream.info().await.unwrap().state.last_sequence;
     let old_last_seq = acked.values().map(|(seq, _)| *seq).max().unwrap();
-    assert!(stream.get_raw_message(1).await.is_ok());
 
     // Past retention, a new group rolls the idle segment: every old one is sealed and expires,
     // and the nodes trim the stream to the first new group.
