@@ -11,7 +11,8 @@
 //!   bytes into `DATA/quarantine/` (never deleting them), keeps what precedes the damage, and
 //!   records the chain break it makes, which `verify` then reports.
 //! - `backup DATA DEST`: a consistent copy of a live log into a new directory, checked, with its
-//!   chain head printed.
+//!   chain head printed; also how a cluster node joins once retention has trimmed the stream
+//!   (started on a live node's copy, it follows the stream from the group holding its last seq).
 //!
 //! DIR is a data directory or its `segments/` folder. Long scans show a progress bar on a terminal
 //! and stay quiet in a pipe.
@@ -78,7 +79,8 @@ enum Cmd {
         /// The data directory (holding segments/).
         data: PathBuf,
     },
-    /// Copy a log, even while a server writes it, and check the copy.
+    /// Copy a log, even while a server writes it, and check the copy (a cluster node joining
+    /// after a trim starts on a live node's copy).
     Backup {
         /// The data directory to copy.
         data: PathBuf,
