@@ -10,7 +10,6 @@
 //! - An ordered consumer delivers every message, in order, to the engine's follower.
 //! - At start the follower resumes at the group holding the node's last local seq, found by a
 //!   binary search over the stream, so a restart catches up only the tail.
-//!
 //! - Retention reaches the stream: once a node's retention deleted its oldest segments, the
 //!   groups before the one holding its first seq are purged.
 //!
@@ -56,7 +55,7 @@ const CONSUMER_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// The way back for a node whose history the stream no longer reaches (trimmed by retention),
 /// named in the refusals that send the operator there.
-pub const BOOTSTRAP_COMMAND: &str = "`mcplog-seg backup <a live node's data dir> <an empty data \
+const BOOTSTRAP_COMMAND: &str = "`mcplog-seg backup <a live node's data dir> <an empty data \
      dir>`, then start this node on the copy";
 
 /// Why cluster mode could not start.
