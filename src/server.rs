@@ -175,6 +175,7 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
         ),
         metrics_auth: config.api.metrics_auth,
         cluster_node: config.cluster.nats_url.is_some(),
+        ready_lag_groups: config.cluster.ready_lag_groups,
         cursors,
     })
 }

@@ -29,6 +29,7 @@ impl Cluster {
     /// follower goes away. Runs as a task; a failed consumer is recreated after the last group
     /// delivered.
     pub async fn follow(self: Arc<Self>, mut position: u64, feed: GroupFeed, engine: Arc<Engine>) {
+        let _watching = self.watch(&engine);
         loop {
             if let Some(mut messages) = self.consumer(position).await {
                 let ended = self
@@ -126,6 +127,7 @@ impl Cluster {
                 }
             }
             engine.set_replica_pending(info.pending);
+            engine.saw_shared_log_end(at + info.pending);
             let group = match &message.headers {
                 Some(headers) => group_of(headers, message.payload.clone()),
                 None => Err(format!("no {FIRST_SEQ_HEADER} header")),

@@ -15,13 +15,15 @@
 //!
 //! `follow.rs` reads the stream for the follower, `resume.rs` finds where it goes on,
 //! `publish.rs` appends groups for the publisher, `group.rs` maps a group to a message,
-//! `trim.rs` purges what retention deleted.
+//! `trim.rs` purges what retention deleted, `watch.rs` tells the engine whether the stream can be
+//! reached and where it ends (for readiness).
 
 mod follow;
 mod group;
 mod publish;
 mod resume;
 mod trim;
+mod watch;
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -37,8 +39,15 @@ pub use group::{group_headers, FIRST_SEQ_HEADER, PREV_HASH_HEADER};
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Room kept in a message for its headers.
 pub const HEADER_BYTES_MAX: usize = 1024;
-/// How long connecting to NATS at start may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one attempt to connect to a NATS server may take, at start and on every reconnect.
+/// Short: a frozen server still accepts TCP connections (the kernel does) but never sends its
+/// greeting, and a reconnect that waits long on it is a write stall; start-up tries again.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the client pings a server that has sent nothing. async-nats drops a connection once
+/// more than two pings go unanswered, so a silent (frozen, cut off) server is left after about
+/// three of these and the client moves to another configured server. async-nats's default (60 s)
+/// let a frozen server stall every write for minutes.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// How long start-up waits for a NATS server to answer, and then for JetStream to create or
 /// find the stream.
 const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -142,7 +151,11 @@ async fn connect_options(
 ) -> Result<async_nats::ConnectOptions, ClusterError> {
     let mut options = async_nats::ConnectOptions::new()
         .name("mcplog")
-        .connection_timeout(CONNECT_TIMEOUT);
+        .connection_timeout(CONNECT_TIMEOUT)
+        .ping_interval(PING_INTERVAL)
+        // No request waits longer than one publish attempt (async-nats's default is 10 s).
+        .request_timeout(Some(PUBLISH_ATTEMPT_TIMEOUT))
+        .event_callback(|event| async move { log_connection_event(event) });
     if let Some(token) = &config.token {
         options = options.token(token.clone());
     }
@@ -152,6 +165,18 @@ async fn connect_options(
         })?;
     }
     Ok(options)
+}
+
+/// Tells the operator when the connection to NATS drops and comes back (the watch reports it to
+/// the engine for readiness).
+fn log_connection_event(event: async_nats::Event) {
+    match event {
+        async_nats::Event::Disconnected => {
+            tracing::warn!("the connection to NATS dropped; reconnecting to a configured server")
+        }
+        async_nats::Event::Connected => tracing::info!("connected to a NATS server"),
+        other => tracing::warn!(event = %other, "NATS connection event"),
+    }
 }
 
 /// Connects to one of the configured servers, waiting up to [`STREAM_READY_TIMEOUT`] for one

@@ -115,5 +115,6 @@ fn cluster() -> ClusterSettings {
         token: None,
         credentials: None,
         ingest_deadline: row("ingest_deadline").default_duration(),
+        ready_lag_groups: row("ready_lag_groups").default_count(),
     }
 }

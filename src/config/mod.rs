@@ -159,6 +159,11 @@ pub struct ClusterSettings {
     pub credentials: Option<String>,
     /// `[cluster] ingest_deadline`: how long ingest waits for the stream before a 503.
     pub ingest_deadline: Duration,
+    /// `[cluster] ready_lag_groups`: how many groups behind the stream's end a node may be and
+    /// still answer `/readyz` 200. The default, 256, is four times the groups the follower's feed
+    /// holds, so a node keeping up under load stays ready, while one with thousands of groups
+    /// to apply is not; 256 groups apply in about a second (one fdatasync each).
+    pub ready_lag_groups: u64,
 }
 
 /// `[logging]`.
@@ -786,7 +791,7 @@ mod tests {
                 assert!(err.message.contains(&range), "{err}");
             }
         }
-        assert_eq!(ranged, 23, "a range was added or lost");
+        assert_eq!(ranged, 24, "a range was added or lost");
         // Every duration has a ceiling, so none can overflow a clock's arithmetic.
         for s in SETTINGS {
             if let Field::Duration(_, range) = &s.field {

@@ -42,6 +42,9 @@ const INGEST_DEADLINES: Option<Durations> = Some(Durations {
     max: Some(Duration::from_secs(60)),
 });
 
+/// The largest `cluster.ready_lag_groups`: a node that far behind is never ready in any sense.
+const READY_LAG_CEILING: u64 = 1_000_000;
+
 // An event is one frame: its body, the ids it spells (no longer than the body) and the fixed
 // fields must fit a frame's payload, or the writer would refuse what the API accepted.
 const _: () = assert!(
@@ -401,6 +404,14 @@ pub static SETTINGS: &[Setting] = &[
         Some("5s"),
         Duration(INGEST_DEADLINES),
         "cluster mode: how long an event may wait for the stream, from its arrival, before a 503"
+    ),
+    setting!(
+        "cluster",
+        cluster.ready_lag_groups,
+        "MCPLOG_NATS_READY_LAG_GROUPS",
+        Some("256"),
+        Count(numbers(0, READY_LAG_CEILING, "groups")),
+        "cluster mode: /readyz answers 503 while this node has applied more than this many groups fewer than the stream holds"
     ),
     Setting {
         section: "logging",

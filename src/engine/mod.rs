@@ -512,6 +512,35 @@ impl Engine {
         }
     }
 
+    /// Cluster mode: the transport reached the shared log (`Ok`) or cannot (`Err` with why).
+    pub fn set_shared_log_reachable(&self, reachable: Result<(), String>) {
+        if let Some(progress) = &self.progress {
+            progress.liveness.set_reachable(reachable);
+        }
+    }
+
+    /// Cluster mode: the transport saw the shared log hold groups up to `position`.
+    pub fn saw_shared_log_end(&self, position: u64) {
+        if let Some(progress) = &self.progress {
+            progress.liveness.saw_end(position);
+        }
+    }
+
+    /// Cluster mode: whether this node can write now and has applied the shared log to within
+    /// `lag_max` groups of its end, or why not. Always ready on a single node.
+    pub fn cluster_readiness(&self, lag_max: u64) -> Result<(), replica::NotReady> {
+        let Some(progress) = &self.progress else {
+            return Ok(());
+        };
+        let report = progress.report();
+        progress.liveness.readiness(
+            report.applied.position,
+            report.halted,
+            lag_max,
+            std::time::Instant::now(),
+        )
+    }
+
     /// Stops taking events, lets the writer finish everything queued, and waits for it.
     pub fn shutdown(&self) {
         self.close_queue();

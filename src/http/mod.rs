@@ -112,6 +112,8 @@ pub struct SharedState {
     /// `min_seq` beyond this node's log is waited for there, and refused at once on a single node
     /// (which has acknowledged every seq it will ever hold).
     pub cluster_node: bool,
+    /// `cluster.ready_lag_groups`: how far behind the stream's end a cluster node is still ready.
+    pub ready_lag_groups: u64,
     /// Seals history positions into opaque cursors.
     pub cursors: crate::query::CursorKey,
 }

@@ -90,17 +90,23 @@ pub(super) async fn livez() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 503 as soon as shutdown begins, or while the writer cannot store events.
+/// `GET /readyz`: 503 as soon as shutdown begins, or while the writer cannot store events; on a
+/// cluster node also while it cannot write through the cluster or has not caught up with it.
 #[utoipa::path(get, path = "/readyz", tag = "operate",
-    responses((status = 200, description = "ready", body = String), (status = 503, description = "draining or storage failing", body = String)))]
-pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    responses((status = 200, description = "ready", body = String),
+        (status = 503, description = "draining, storage failing, or (cluster mode) halted, cut off from the stream, or catching up; the body says which", body = String)))]
+pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    let unavailable = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
     if *state.draining.borrow() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+        return unavailable("shutting down");
+    }
+    if let Err(why) = state.engine.cluster_readiness(state.ready_lag_groups) {
+        return unavailable(&why.to_string());
     }
     if !state.engine.writer_running() || state.engine.storage_failure().is_some() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n");
+        return unavailable("storage unavailable");
     }
-    (StatusCode::OK, "ready\n")
+    (StatusCode::OK, "ready\n".to_owned())
 }
 
 /// `GET /metrics`: Prometheus text format. Public unless `api.metrics_auth` is set; then an auditor

@@ -7,6 +7,8 @@
 //! - `clients`: the Python and TypeScript client packages' suites, with the real MCP SDKs.
 //! - `cluster`: cluster mode against three real `nats-server` processes: load through a killed
 //!   stream leader and a killed node, a lost majority, a follower fed a forged group.
+//! - `cluster_liveness`: a frozen NATS server left within seconds, `/readyz` 503 while a node
+//!   cannot write or is catching up a backlog, 200 once it can.
 //! - `cluster_retention`: retention trims the stream; a node the trim left behind refuses or
 //!   halts; a node joins from a live peer's backup and agrees byte for byte.
 //! - `common`: the helpers: a server on a free port over a temporary data directory.
@@ -33,6 +35,7 @@ mod access;
 mod audit;
 mod clients;
 mod cluster;
+mod cluster_liveness;
 mod cluster_retention;
 mod common;
 mod dashboard;

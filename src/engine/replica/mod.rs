@@ -18,6 +18,7 @@
 
 mod feed;
 mod follow;
+mod liveness;
 mod publish;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ pub(super) use feed::group_feed;
 pub use feed::{Delivered, GroupFeed, FEED_BYTES_MAX, FEED_GROUPS_MAX};
 pub(super) use follow::{follower, run_follower};
 pub use follow::{ApplyError, Follower};
+pub use liveness::{Liveness, NotReady, OFFER_STALL};
 pub(super) use publish::run_publisher;
 pub use publish::PublishLimits;
 
@@ -120,6 +122,8 @@ pub struct Progress {
     moved: std::sync::atomic::AtomicU64,
     /// Groups offered again because the shared log took no writes.
     unavailable: std::sync::atomic::AtomicU64,
+    /// Whether this node can write now, for readiness.
+    pub(crate) liveness: Liveness,
 }
 
 #[derive(Debug, Default)]

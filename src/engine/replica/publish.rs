@@ -34,7 +34,19 @@ pub(in crate::engine) fn run_publisher(
 ) {
     // Frames are larger than bodies: count each event at its largest.
     let frame_bytes = |s: &Submission| frames_bytes_max(&s.events);
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.try_recv() {
+            Ok(first) => first,
+            // Nothing left to offer: an earlier offer's stall no longer says anything.
+            Err(mpsc::TryRecvError::Empty) => {
+                progress.liveness.not_waiting();
+                match rx.recv() {
+                    Ok(first) => first,
+                    Err(_) => return,
+                }
+            }
+            Err(mpsc::TryRecvError::Disconnected) => return,
+        };
         let (group, held) = gather(first, &rx, frame_bytes, limits.group_bytes_max);
         publish(&mut *log, &view, &progress, group, limits);
         if let Some(next) = held {
@@ -172,7 +184,12 @@ fn append(
     made: &Offer,
     deadline: Instant,
 ) -> Option<String> {
-    match log.append(&made.group, made.at.position, deadline) {
+    progress.liveness.offering();
+    let answer = log.append(&made.group, made.at.position, deadline);
+    if !matches!(answer, Err(ShareError::Unavailable(_))) {
+        progress.liveness.not_waiting();
+    }
+    match answer {
         Ok(position) if position == made.at.position + 1 => {
             // Stored; answered once this node's follower has applied it (checked by the caller).
             (!progress.wait_for(position, deadline))

@@ -251,6 +251,8 @@ enum Next {
     AnswerZero,
     /// Another node's group lands first.
     Foreign,
+    /// The shared log takes no writes.
+    Silent,
 }
 
 /// A shared log in memory that delivers every stored group to the follower, as the
@@ -279,6 +281,7 @@ impl SharedLog for FakeLog {
         let last = self.stream.lock().unwrap().len() as u64;
         match next {
             Next::AnswerZero => Ok(0),
+            Next::Silent => Err(ShareError::Unavailable("no answer".into())),
             Next::Foreign => {
                 let prev = self
                     .stream
@@ -452,4 +455,40 @@ fn a_cluster_node_never_seals_an_idle_segment_on_its_own_clock() {
     // A single node would seal it.
     maintain(&mut node.writer, &node.view, &policy, later, true);
     assert_eq!(node.view.read().unwrap().catalog.segments().len(), 2);
+}
+
+/// An offer the shared log leaves unanswered for [`OFFER_STALL`] makes the node not ready, and
+/// once the publisher has nothing left to offer it is ready again (the transport's watch speaks
+/// for an idle node).
+#[test]
+fn a_node_whose_offers_go_unanswered_is_not_ready_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _) = engine_with(dir.path(), &[Next::Silent; 1000], OFFER_STALL * 3);
+    assert_eq!(engine.cluster_readiness(0), Err(NotReady::EndUnknown));
+    engine.saw_shared_log_end(0);
+    assert_eq!(engine.cluster_readiness(0), Ok(()));
+    let engine = Arc::new(engine);
+    let waiting = {
+        let engine = Arc::clone(&engine);
+        std::thread::spawn(move || submit(&engine, r#"{"n":1}"#))
+    };
+    std::thread::sleep(OFFER_STALL + Duration::from_millis(500));
+    assert!(
+        matches!(engine.cluster_readiness(0), Err(NotReady::Stalled(_))),
+        "{:?}",
+        engine.cluster_readiness(0)
+    );
+    assert!(matches!(
+        waiting.join().unwrap(),
+        Err(SubmitError::Unavailable { .. })
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.cluster_readiness(0).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            engine.cluster_readiness(0)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
