@@ -37,6 +37,7 @@ fn follower_in(dir: &std::path::Path) -> Follower {
         progress,
         Arc::default(),
         Arc::new(tokio::sync::watch::Sender::new(0)),
+        Arc::new(|_| {}),
     )
 }
 
@@ -341,6 +342,7 @@ fn engine_with(
             ingest_deadline: deadline,
             group_bytes_max: 1 << 20,
         },
+        Arc::new(|_| {}),
     );
     *feed.lock().unwrap() = Some(sender);
     (engine, stream)
