@@ -7,6 +7,7 @@
 //! - `clients`: the Python and TypeScript client packages' suites, with the real MCP SDKs.
 //! - `cluster`: cluster mode against three real `nats-server` processes: load through a killed
 //!   stream leader and a killed node, a lost majority, a follower fed a forged group.
+//! - `cluster_revocation`: a key revoked through one node refused by every node, a later one too.
 //! - `common`: the helpers: a server on a free port over a temporary data directory.
 //! - `dashboard`: headless Chromium against known data.
 //! - `durability`: SIGKILL under concurrent load, restarted several times.
@@ -31,6 +32,7 @@ mod access;
 mod audit;
 mod clients;
 mod cluster;
+mod cluster_revocation;
 mod common;
 mod dashboard;
 mod durability;
