@@ -1,4 +1,6 @@
-//! `POST /api/v2/keys/revoke` (admin): revoke a key by the key itself or by its key_id.
+//! `POST /api/v2/keys/revoke` (admin): revoke a key by the key itself or by its key_id, by storing
+//! a revocation record in the log (storage-format.md, "Revocation records"), whose folding on
+//! every node revokes it.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -31,7 +33,8 @@ pub struct RevokedJson {
         (status = 403, body = super::ErrorJson), (status = 404, description = "a key or key_id this server never issued or met", body = super::ErrorJson),
         (status = 408, body = super::ErrorJson), (status = 409, description = "the last admin key", body = super::ErrorJson),
         (status = 413, body = super::ErrorJson), (status = 415, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
-        (status = 503, body = super::ErrorJson)),
+        (status = 503, description = "the revocation record was not acknowledged (queue full, storage or the cluster unavailable); a retry is safe, and answers already_revoked if it was stored after all", body = super::ErrorJson),
+        (status = 507, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn revoke(
     State(state): State<AppState>,

@@ -907,7 +907,8 @@ fn a_setting_variable_that_is_not_utf8_stops_start_up() {
 /// A revocation is a record in the log: replay shows it to an admin (the revoked key id as its
 /// interaction, under the reserved mcp_id, sent by the revoking admin's key id), it makes no
 /// interaction record, and it outlives `revoked.keys`: a restart with the file deleted still
-/// refuses the key (start-up applies the log's records) and writes the file again. A client event
+/// refuses the key (start-up applies the log's records) and writes the file again; a backup
+/// carries the file. A client event
 /// under the reserved mcp_id is refused, and nothing of it is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_is_a_record_in_the_log_and_outlives_revoked_keys() {
@@ -960,6 +961,18 @@ async fn a_revocation_is_a_record_in_the_log_and_outlives_revoked_keys() {
     assert_eq!(record["event"]["revocation"]["key_id"], writer_id.as_str());
     let listed = server.get("/api/v2/interactions").await.json();
     assert_eq!(listed["count"], 1, "the record is no interaction: {listed}");
+
+    // A backup carries the revocation in its segments and in revoked.keys, which outlives them.
+    let backup = tempfile::tempdir().unwrap();
+    let copied = Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .arg("backup")
+        .arg(dir.path())
+        .arg(backup.path().join("copy"))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{copied:?}");
+    let file = std::fs::read_to_string(backup.path().join("copy/revoked.keys")).unwrap();
+    assert_eq!(file.trim(), writer_id);
 
     server.kill();
     std::fs::remove_file(dir.path().join("revoked.keys")).unwrap();

@@ -12,8 +12,9 @@
 //! - `dashboard`: headless Chromium against known data.
 //! - `durability`: SIGKILL under concurrent load, restarted several times.
 //! - `ingest`: single and batch ingest, idempotency, tenants sharing an id, query parameters.
-//! - `keys`: keys that change while the server runs: streams ended by revocation and expiry,
-//!   `admin.key` read again, a master secret rotation, `/metrics` behind a key.
+//! - `keys`: keys that change while the server runs: streams ended by revocation and expiry, a
+//!   revocation as a record in the log, `admin.key` read again, a master secret rotation,
+//!   `/metrics` behind a key.
 //! - `lifecycle`: shutdown, timeouts, the connection cap, slow and stalled readers, heartbeats,
 //!   unreadable or altered events in a replay.
 //! - `openapi`: every route documented, every response conforming, the event schema.
