@@ -14,10 +14,13 @@ use super::{Action, NewEvent, StoredEvent};
 /// The `mcp_id` of revocation records, reserved: no client event may use it.
 pub const REVOCATIONS_MCP_ID: &str = "mcplog.keys";
 
-/// The record revoking `revoked` (a key id), at `timestamp` seconds (the server's clock). Its
-/// `interaction_id` is the revoked key id in hex, so that an admin finds every revocation of a
-/// key under one id; the key id that sends it (the revoking admin's) is the frame's `key_id`.
-pub fn revocation_record(revoked: [u8; 8], timestamp: f64) -> NewEvent {
+/// The record revoking `revoked` (a key id), at `now_s` (the server's clock) in whole seconds:
+/// the frame's receive time is exact to the microsecond, and a whole number keeps every record
+/// the same size. Its `interaction_id` is the revoked key id in hex, so that an admin finds every
+/// revocation of a key under one id; the key id that sends it (the revoking admin's) is the
+/// frame's `key_id`.
+pub fn revocation_record(revoked: [u8; 8], now_s: f64) -> NewEvent {
+    let timestamp = now_s.floor();
     let id = crate::hex::encode(&revoked);
     let action = Action::Progress;
     let body = format!(
@@ -65,7 +68,7 @@ mod tests {
         let record = revocation_record([0xab; 8], 1_765_000_000.5);
         assert_eq!(
             record.body(),
-            r#"{"action":"interaction_progress","interaction_id":"abababababababab","mcp_id":"mcplog.keys","timestamp":1765000000.5,"revocation":{"key_id":"abababababababab"}}"#
+            r#"{"action":"interaction_progress","interaction_id":"abababababababab","mcp_id":"mcplog.keys","timestamp":1765000000.0,"revocation":{"key_id":"abababababababab"}}"#
         );
         assert_eq!(revoked_key(&stored(&record)), Some([0xab; 8]));
         // A client event under the reserved name (an older version stored it) is no record.

@@ -4,8 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,23 +15,33 @@ use crate::common::{event, Server};
 /// How soon after node A's answer node B must refuse the revoked key (the promise).
 const REFUSED_WITHIN: Duration = Duration::from_secs(1);
 
-/// A writer key for mcp_id `m`, signed with the master secret every test node shares.
-fn signed_writer_key(data_dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mcplog"))
-        .args(["keygen", "--role", "writer", "--mcp-id", "m", "--data-dir"])
-        .arg(data_dir)
-        .env(
-            "MCPLOG_MASTER_SECRET",
-            "cluster-test-master-secret-0123456789",
+/// A writer key for mcp_id `m`, signed with the master secret every test node shares, valid for
+/// an hour.
+fn signed_writer_key() -> String {
+    let expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    mcplog::auth::mint(
+        b"cluster-test-master-secret-0123456789",
+        mcplog::auth::Role::Writer,
+        "m",
+        expires_at,
+    )
+    .unwrap()
+}
+
+/// Whether `node` refuses `key` both for reading and for writing (nothing is stored).
+async fn refuses(node: &Server, key: &str) -> bool {
+    let written = node
+        .post_as(
+            key,
+            "/api/v2/interactions",
+            event("interaction_progress", "late", "m", 1_765_000_000.0),
         )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        .await;
+    stats_status(node, key).await == 401 && written.status.as_u16() == 401
 }
 
 /// A follow stream read to its end on its own thread (the request asks the server to close the
@@ -91,7 +99,7 @@ async fn a_key_revoked_through_one_node_is_refused_by_every_node_and_a_later_one
     let nats = Nats::start(bin, dir.path(), 3);
     let a = start_node(&dir.path().join("a"), &nats.urls(), &[]);
     let b = start_node(&dir.path().join("b"), &nats.urls(), &[]);
-    let writer = signed_writer_key(&a.data_dir);
+    let writer = signed_writer_key();
 
     // Acknowledged events, through both nodes.
     let mut acked: Vec<(u64, String)> = Vec::new();
@@ -138,14 +146,7 @@ async fn a_key_revoked_through_one_node_is_refused_by_every_node_and_a_later_one
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let refused = b
-        .post_as(
-            &writer,
-            "/api/v2/interactions",
-            event("interaction_progress", "late", "m", 1_765_000_000.0),
-        )
-        .await;
-    assert_eq!(refused.status.as_u16(), 401, "{}", refused.json());
+    assert!(refuses(&b, &writer).await);
     reader.join().unwrap();
     let streamed = text(&stream);
     let last = streamed
@@ -159,19 +160,7 @@ async fn a_key_revoked_through_one_node_is_refused_by_every_node_and_a_later_one
     // A node that joins later, with nothing but the stream.
     let c = start_node(&dir.path().join("c"), &nats.urls(), &[]);
     let head = settled(&[&a, &b, &c], last_acked + 1).await;
-    assert_eq!(
-        stats_status(&c, &writer).await,
-        401,
-        "node C accepts the key"
-    );
-    let refused = c
-        .post_as(
-            &writer,
-            "/api/v2/interactions",
-            event("interaction_progress", "later", "m", 1_765_000_000.0),
-        )
-        .await;
-    assert_eq!(refused.status.as_u16(), 401, "{}", refused.json());
+    assert!(refuses(&c, &writer).await, "node C accepts the key");
 
     let revoked_id = revoked.json()["key_id"].as_str().unwrap().to_owned();
     let logs = [replay(&a).await, replay(&b).await, replay(&c).await];

@@ -938,7 +938,11 @@ async fn a_revocation_is_a_record_in_the_log_and_outlives_revoked_keys() {
         .post("/api/v2/keys/revoke", json!({ "key": writer }).to_string())
         .await;
     assert_eq!(revoked.status, 200, "{}", revoked.json());
-    assert_eq!(stats_status(&server, &writer).await, 401, "refused once answered");
+    assert_eq!(
+        stats_status(&server, &writer).await,
+        401,
+        "refused once answered"
+    );
     let replay = server.get("/api/v2/events").await;
     let text = String::from_utf8_lossy(&replay.body).into_owned();
     let lines: Vec<Value> = text
