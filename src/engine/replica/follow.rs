@@ -31,7 +31,7 @@ pub struct Follower {
     pub(super) progress: Arc<Progress>,
     health: Arc<WriterHealth>,
     pub(super) durable: Arc<tokio::sync::watch::Sender<u64>>,
-    on_revocation: OnRevocation,
+    pub(super) on_revocation: OnRevocation,
 }
 
 impl Follower {
