@@ -11,7 +11,7 @@ use crate::auth::{
 };
 use crate::clock::now_us;
 use crate::config::Config;
-use crate::engine::{Engine, Maintenance, View};
+use crate::engine::{tell_revocations, Engine, Maintenance, OnRevocation, View};
 use crate::http::{router, AppState, ConnLimits, HttpTelemetry, Limits, SharedState};
 use crate::projector::Projection;
 use crate::ratelimit::RateLimits;
@@ -49,11 +49,16 @@ pub async fn run(
     on_listen: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
     let _lock = storage::lock_dir(&config.storage.data_dir)?;
-    let keys = load_keys(config)?;
+    let keys = Arc::new(load_keys(config)?);
+    let on_revocation = revoker(&keys);
     let (engine, follow, config) = match &config.cluster.nats_url {
-        None => (Arc::new(recover(config)?), None, config.clone()),
+        None => (
+            Arc::new(recover(config, on_revocation)?),
+            None,
+            config.clone(),
+        ),
         Some(urls) => {
-            let (engine, follow, config) = start_cluster(config, urls).await?;
+            let (engine, follow, config) = start_cluster(config, urls, on_revocation).await?;
             (engine, Some(follow), config)
         }
     };
@@ -120,6 +125,22 @@ fn load_keys(config: &Config) -> Result<Keys, ServerError> {
     )?)
 }
 
+/// The engine's hook for the revocation records it folds (and start-up's): each revokes its key
+/// in `keys`, which also writes it to `<data>/revoked.keys`.
+pub fn revoker(keys: &Arc<Keys>) -> OnRevocation {
+    let keys = Arc::clone(keys);
+    Arc::new(move |revoked| {
+        if let Err(err) = keys.revoke(revoked) {
+            // Revoked in memory all the same; the next start applies the record again.
+            tracing::error!(
+                key_id = %crate::hex::encode(&revoked),
+                error = %err,
+                "a revocation record was applied but could not be written to revoked.keys"
+            );
+        }
+    })
+}
+
 /// Writes and syncs what is queued, once the server takes no more events; in cluster mode, the
 /// stream is read (`follow`) until the queue is answered.
 async fn drain(engine: Arc<Engine>, follow: Option<tokio::task::JoinHandle<()>>) {
@@ -136,11 +157,11 @@ async fn drain(engine: Arc<Engine>, follow: Option<tokio::task::JoinHandle<()>>)
 }
 
 /// What every handler shares, from the configuration, a started engine and the keys.
-pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
+pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Arc<Keys>) -> AppState {
     let cursors = crate::query::CursorKey::new(keys.derived_secret("history cursors v1"));
     AppState::new(SharedState {
         engine,
-        keys: Arc::new(keys),
+        keys,
         limits: Limits {
             event_bytes_max: config.api.event_bytes_max,
             batch_events_max: config.api.batch_events_max,
@@ -188,6 +209,7 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
 async fn start_cluster(
     config: &Config,
     urls: &str,
+    on_revocation: OnRevocation,
 ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>, Config), ServerError> {
     use crate::cluster::{Cluster, ClusterConfig, HEADER_BYTES_MAX};
     use crate::engine::replica::{PublishLimits, FRAME_FIXED_BYTES_MAX};
@@ -203,7 +225,7 @@ async fn start_cluster(
     warn_about_fsync(&version);
     // A cluster node's seqs come from the stream: a cut at its end skips none, since the stream
     // delivers the cut groups again with the same seqs and bytes.
-    let (writer, view, maintenance) = open_log(config, storage::Seqs::FromStream)?;
+    let (writer, view, maintenance) = open_log(config, storage::Seqs::FromStream, &on_revocation)?;
     // The writer's, not the catalog's: retention may have left only an empty active segment.
     let local_last = writer.next_seq() - 1;
     let (position, resume) = cluster.resume_point(local_last).await?;
@@ -243,6 +265,7 @@ async fn start_cluster(
             ingest_deadline: config.cluster.ingest_deadline,
             group_bytes_max,
         },
+        on_revocation,
     );
     let engine = Arc::new(engine);
     // Reading the stream and trimming it with retention run together until shutdown aborts them.
@@ -280,10 +303,13 @@ fn warn_about_fsync(version: &str) {
     }
 }
 
-/// Opens the log and folds it: the writer, the view and the maintenance policy.
+/// Opens the log and folds it: the writer, the view and the maintenance policy. Every revocation
+/// record in the log is told to `on_revocation`, so a node that lost `revoked.keys`, or took its
+/// history from the stream, still refuses the keys the log revokes.
 fn open_log(
     config: &Config,
     seqs: storage::Seqs,
+    on_revocation: &OnRevocation,
 ) -> Result<(storage::LogWriter, View, Maintenance), StorageError> {
     let started = Instant::now();
     let log_config = LogConfig {
@@ -293,7 +319,10 @@ fn open_log(
         disk: crate::storage::Disk::real(),
     };
     let mut projection = Projection::new();
-    let opened = storage::open_with(&log_config, now_us(), seqs, |event| projection.apply(event))?;
+    let opened = storage::open_with(&log_config, now_us(), seqs, |event| {
+        projection.apply(event);
+        tell_revocations([event], on_revocation);
+    })?;
     tracing::info!(
         events = projection.events_total(),
         interactions = projection.record_count(),
@@ -320,14 +349,16 @@ fn open_log(
     Ok((opened.writer, view, maintenance))
 }
 
-/// Recovers the log and starts a single node's engine on it.
-pub fn recover(config: &Config) -> Result<Engine, StorageError> {
-    let (writer, view, maintenance) = open_log(config, storage::Seqs::NeverReuse)?;
+/// Recovers the log and starts a single node's engine on it; `on_revocation` is told of every
+/// revocation record folded, at start-up and after.
+pub fn recover(config: &Config, on_revocation: OnRevocation) -> Result<Engine, StorageError> {
+    let (writer, view, maintenance) = open_log(config, storage::Seqs::NeverReuse, &on_revocation)?;
     Ok(Engine::start(
         writer,
         view,
         config.api.queue_events_max,
         maintenance,
+        on_revocation,
     ))
 }
 

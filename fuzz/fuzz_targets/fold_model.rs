@@ -1,12 +1,13 @@
 //! The projector's fold agrees with a model written straight from the fold rules (src/projector/mod.rs): for any sequence of
 //! events over a few interactions, every record, every index and the idempotency lookups equal
-//! what the model computes from the list of events alone.
+//! what the model computes from the list of events alone. Revocation records among them fold into
+//! nothing (the fold rule for them), so the model skips them.
 #![no_main]
 
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use mcplog::event::{Action, StoredEvent};
+use mcplog::event::{revocation_record, Action, StoredEvent};
 use mcplog::projector::{start_key, Projection, Status, TimeKey};
 
 const IDS: [&str; 6] = ["i0", "i1", "i2", "i3", "i4", "i5"];
@@ -48,9 +49,15 @@ fuzz_target!(|data: &[u8]| {
     // An interaction is (interaction id, mcp_id).
     let mut models: BTreeMap<(usize, usize), Model> = BTreeMap::new();
     let mut first_event_ids: BTreeMap<(usize, usize), u64> = BTreeMap::new();
-    // Each event takes four bytes: interaction, mcp and event id, action, timestamp.
+    // Each event takes four bytes: interaction, mcp and event id, action, timestamp; an action
+    // byte from 0xF0 makes it a revocation record instead.
     for (index, chunk) in data.chunks_exact(4).enumerate() {
         let seq = index as u64 + 1;
+        if chunk[2] >= 0xF0 {
+            let record = revocation_record([chunk[0]; 8], f64::from(chunk[3]) + 1.0);
+            projection.apply(&record.stored(seq, 0, seq * 10, [chunk[1]; 8]));
+            continue;
+        }
         let id = chunk[0] as usize % IDS.len();
         let mcp = chunk[1] as usize % MCPS.len();
         let event_id = (chunk[1] & 0x80 != 0).then(|| (chunk[1] >> 4) as usize % EVENT_IDS.len());

@@ -88,11 +88,11 @@ impl Role {
     }
 }
 
-/// What a revocation request did.
+/// What this node's check of a revocation request found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Revocation {
-    /// The key is revoked now.
-    Revoked,
+    /// The key may be revoked: the caller writes the revocation record, whose folding revokes it.
+    Allowed,
     /// It was already.
     AlreadyRevoked,
     /// Refused: no working admin key would remain.
@@ -259,6 +259,9 @@ pub struct Keys {
     static_admin_ids: Vec<(KeyId, Option<f64>)>,
     /// Bumped whenever a key that was accepted may no longer be: a revocation, a new admin key.
     generation: tokio::sync::watch::Sender<u64>,
+    /// Held from a revocation's last-admin check until its record is applied, so that two admins
+    /// revoking each other at once through this node cannot both pass the check.
+    revoking: tokio::sync::Mutex<()>,
     /// Ids of keys this server issued (admin, static) or has accepted since start, so that a
     /// revocation of an id it never met can say so. At most `SEEN_KEYS_MAX`.
     seen: Mutex<HashSet<KeyId>>,
@@ -314,6 +317,7 @@ impl Keys {
             cache: Mutex::new(HashMap::new()),
             cache_ttl,
             generation: tokio::sync::watch::channel(0).0,
+            revoking: tokio::sync::Mutex::new(()),
         })
     }
 

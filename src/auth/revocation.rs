@@ -76,27 +76,24 @@ impl Keys {
         !caller_remains && !issued_remains
     }
 
-    /// Revokes `id` at `caller`'s request, unless that would leave no working admin key: the
-    /// check and the revocation under one lock, so two admins revoking each other at once cannot
-    /// both pass the check.
-    pub fn revoke_by(
-        &self,
-        id: KeyId,
-        caller: &Principal,
-        now_s: f64,
-    ) -> Result<Revocation, KeyError> {
-        let mut revoked = self.revoked.write().expect("revocation lock");
-        if revoked.contains(&id) {
-            return Ok(Revocation::AlreadyRevoked);
+    /// This node's turn to revoke: held from [`Keys::check_revocation`] until the revocation's
+    /// record is applied, so two admins revoking each other at once cannot both pass the check.
+    pub async fn revocation_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.revoking.lock().await
+    }
+
+    /// Whether `caller` may revoke `id`: not if it is revoked already, nor if that would leave
+    /// no working admin key as this node knows them. Call it holding
+    /// [`Keys::revocation_turn`]; the revocation itself is the record's folding ([`Keys::revoke`]).
+    pub fn check_revocation(&self, id: &KeyId, caller: &Principal, now_s: f64) -> Revocation {
+        let revoked = self.revoked.read().expect("revocation lock");
+        if revoked.contains(id) {
+            Revocation::AlreadyRevoked
+        } else if self.would_lock_out(&revoked, id, caller, now_s) {
+            Revocation::WouldLockOut
+        } else {
+            Revocation::Allowed
         }
-        if self.would_lock_out(&revoked, &id, caller, now_s) {
-            return Ok(Revocation::WouldLockOut);
-        }
-        self.append_revocation(&id)?;
-        revoked.insert(id);
-        drop(revoked);
-        self.changed();
-        Ok(Revocation::Revoked)
     }
 
     /// Writes (and fsyncs) a revocation to `<data>/revoked.keys`.
@@ -116,17 +113,18 @@ impl Keys {
         file.sync_all().map_err(io)
     }
 
-    /// Revokes a key id: effective at once, and written (and fsync'd) to `<data>/revoked.keys` so
-    /// it survives a restart.
+    /// Revokes a key id: effective at once (streams open with it end), then written (and
+    /// fsync'd) to `<data>/revoked.keys` so it outlives the segments retention deletes. Called for
+    /// every revocation record folded; one already revoked changes nothing. When the file cannot
+    /// be written the key stays revoked in memory, and the next start, which applies every record
+    /// in the log, writes it.
     pub fn revoke(&self, id: KeyId) -> Result<(), KeyError> {
         let mut revoked = self.revoked.write().expect("revocation lock");
-        if revoked.contains(&id) {
+        if !revoked.insert(id) {
             return Ok(());
         }
-        self.append_revocation(&id)?;
-        revoked.insert(id);
         drop(revoked);
         self.changed();
-        Ok(())
+        self.append_revocation(&id)
     }
 }

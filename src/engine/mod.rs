@@ -42,6 +42,23 @@ pub struct View {
     pub catalog: Catalog,
 }
 
+/// Told of every revocation record the engine folds (the writer's commit, the cluster follower's
+/// fold), with the key id it revokes, before any submission of its group is answered: the server
+/// wires it to its keys, which the engine does not know. Start-up's fold calls it too.
+pub type OnRevocation = Arc<dyn Fn([u8; 8]) + Send + Sync>;
+
+/// Tells `on_revocation` of each revocation record among `events`.
+pub fn tell_revocations<'a>(
+    events: impl IntoIterator<Item = &'a crate::event::StoredEvent<'a>>,
+    on_revocation: &OnRevocation,
+) {
+    for event in events {
+        if let Some(revoked) = crate::event::revoked_key(event) {
+            on_revocation(revoked);
+        }
+    }
+}
+
 /// The answer for one stored event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
@@ -243,9 +260,18 @@ impl Engine {
         view: View,
         queue_events_max: usize,
         maintenance: Maintenance,
+        on_revocation: OnRevocation,
     ) -> Engine {
         Engine::start_with(view, queue_events_max, None, |view, rx, health, durable| {
-            move || run_writer(writer, view, rx, maintenance, &health, &durable)
+            move || {
+                let fold = writer_loop::Fold {
+                    view,
+                    health,
+                    durable,
+                    on_revocation,
+                };
+                run_writer(writer, rx, maintenance, &fold)
+            }
         })
     }
 
@@ -254,6 +280,7 @@ impl Engine {
     /// returned feed delivers, from `resume` on (see [`replica`]).
     ///
     /// The transport must drop the feed before [`Engine::shutdown`] is called.
+    #[allow(clippy::too_many_arguments)] // each is a separate part the server wires
     pub fn start_replicated(
         writer: LogWriter,
         view: View,
@@ -262,6 +289,7 @@ impl Engine {
         log: Box<dyn replica::SharedLog>,
         resume: replica::Applied,
         limits: replica::PublishLimits,
+        on_revocation: OnRevocation,
     ) -> (Engine, replica::GroupFeed) {
         let progress = Arc::new(replica::Progress::default());
         progress.set(resume);
@@ -279,6 +307,7 @@ impl Engine {
                     Arc::clone(&progress),
                     health,
                     durable,
+                    on_revocation,
                 );
                 let stop = Arc::clone(&follower_stop);
                 follower_thread.set(Some(
@@ -567,7 +596,7 @@ mod tests {
         config.storage.data_dir = dir.path().to_path_buf();
         config.api.queue_events_max = 2;
         config.api.batch_events_max = 2;
-        let engine = crate::server::recover(&config).unwrap();
+        let engine = crate::server::recover(&config, std::sync::Arc::new(|_| {})).unwrap();
         for n in 0..3000 {
             let events = (0..2)
                 .map(|i| {

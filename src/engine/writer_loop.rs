@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::maintenance::{maintain, Maintenance};
 use super::plan::{plan_group, Slot};
-use super::{Ack, Submission, SubmitError, View, WriterHealth};
+use super::{tell_revocations, Ack, OnRevocation, Submission, SubmitError, View, WriterHealth};
 use crate::clock::now_us;
 use crate::event::StoredEvent;
 use crate::storage::LogWriter;
@@ -20,21 +20,29 @@ pub const GROUP_EVENTS_MAX: usize = 4096;
 /// the 4 GiB its u32 offsets can address.
 pub const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Where a written group goes: the view it is folded into, the health its write reports to, the
+/// durable seq readers wait on, and the hook told of its revocation records.
+pub(super) struct Fold {
+    pub(super) view: Arc<RwLock<View>>,
+    pub(super) health: Arc<WriterHealth>,
+    pub(super) durable: Arc<tokio::sync::watch::Sender<u64>>,
+    pub(super) on_revocation: OnRevocation,
+}
+
 /// Runs until every sender is gone, then returns once the queue is written.
 pub(super) fn run_writer(
     mut writer: LogWriter,
-    view: Arc<RwLock<View>>,
     rx: mpsc::Receiver<Submission>,
     maintenance: Maintenance,
-    health: &WriterHealth,
-    durable: &tokio::sync::watch::Sender<u64>,
+    fold: &Fold,
 ) {
+    let (view, health) = (&fold.view, &*fold.health);
     let mut last_us = 0;
     let mut next_maintenance = Instant::now();
     loop {
         if Instant::now() >= next_maintenance {
             last_us = now_us().max(last_us);
-            maintain(&mut writer, &view, &maintenance.policy, last_us, true);
+            maintain(&mut writer, view, &maintenance.policy, last_us, true);
             next_maintenance = Instant::now() + maintenance.interval;
         }
         let failed = health.last_failure.lock().expect("health lock").is_some();
@@ -56,10 +64,10 @@ pub(super) fn run_writer(
         // Receive times never go backwards, so retention by receive time stays monotone even if
         // the wall clock is stepped back.
         last_us = now_us().max(last_us);
-        commit(&mut writer, &view, group, last_us, health, durable);
+        commit(&mut writer, fold, group, last_us);
         if let Some(next) = held {
             last_us = now_us().max(last_us);
-            commit(&mut writer, &view, vec![next], last_us, health, durable);
+            commit(&mut writer, fold, vec![next], last_us);
         }
     }
 }
@@ -106,17 +114,10 @@ fn probe_storage(writer: &LogWriter, health: &WriterHealth) {
 
 /// Plans a group, writes what it appends with one write and one fdatasync, folds it into the
 /// view, and answers every submission.
-fn commit(
-    writer: &mut LogWriter,
-    view: &RwLock<View>,
-    group: Vec<Submission>,
-    now_us: u64,
-    health: &WriterHealth,
-    durable: &tokio::sync::watch::Sender<u64>,
-) {
+fn commit(writer: &mut LogWriter, fold: &Fold, group: Vec<Submission>, now_us: u64) {
     let next_seq = writer.next_seq();
     let (plans, appended) = plan_group(
-        &view.read().expect("view lock").projection,
+        &fold.view.read().expect("view lock").projection,
         &group,
         next_seq,
     );
@@ -124,12 +125,13 @@ fn commit(
         None
     } else {
         let stored = stored_events(&group, &appended, next_seq, now_us);
-        write_and_fold(writer, view, &stored, now_us, health).err()
+        write_and_fold(writer, fold, &stored, now_us).err()
     };
     // After the fold and before any answer: a reader who has an answer (a replay, a follower
     // woken by this) finds the events in the view.
     let written = writer.next_seq() - 1;
-    durable.send_if_modified(|last| (*last != written).then(|| *last = written).is_some());
+    fold.durable
+        .send_if_modified(|last| (*last != written).then(|| *last = written).is_some());
     for (submission, plan) in group.into_iter().zip(plans) {
         let answer = match &failure {
             // Nothing of a failed group is stored: a submission is refused for its own
@@ -163,19 +165,19 @@ pub(super) fn stored_events<'a>(
 
 /// One write and one fdatasync of `stored`, then, under the view's write lock, the catalog's
 /// changes (whatever the outcome: a roll before a failed write still changed the files) and,
-/// if it was written, the fold.
+/// if it was written, the fold; then its revocation records are told.
 fn write_and_fold(
     writer: &mut LogWriter,
-    view: &RwLock<View>,
+    fold: &Fold,
     stored: &[StoredEvent<'_>],
     now_us: u64,
-    health: &WriterHealth,
 ) -> Result<(), SubmitError> {
+    let health = &fold.health;
     let started = Instant::now();
     let written = writer.append(stored, now_us);
     health.fsync_seconds.observe(started.elapsed());
     {
-        let mut view = view.write().expect("view lock");
+        let mut view = fold.view.write().expect("view lock");
         for change in written.changes {
             view.catalog.apply(change);
         }
@@ -184,6 +186,10 @@ fn write_and_fold(
                 view.projection.apply(event);
             }
         }
+    }
+    if written.result.is_ok() {
+        // Outside the view's lock: it writes and fsyncs revoked.keys.
+        tell_revocations(stored, &fold.on_revocation);
     }
     let mut last_failure = health.last_failure.lock().expect("health lock");
     match written.result {

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub mod json;
+mod revocation;
 mod validate;
+
+pub use revocation::{revocation_record, revoked_key, REVOCATIONS_MCP_ID};
 
 pub use validate::{
     check_clock, check_id, is_invisible, is_single_object, split_batch, validate, BatchItem,

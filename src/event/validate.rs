@@ -9,6 +9,7 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::revocation::REVOCATIONS_MCP_ID;
 use super::{
     Action, Invalid, ValidEvent, EVENT_ID_BYTES_MAX, ID_BYTES_MAX, PAYLOAD_DEPTH_MAX,
     RESERVED_INTERACTION_IDS, TIMESTAMP_SECONDS_MAX,
@@ -81,7 +82,7 @@ impl<'a> Read<'a> {
             match name.as_ref() {
                 "action" => read.action = Some(value),
                 "interaction_id" => read.interaction_id = Some(id_field("interaction_id", value)?),
-                "mcp_id" => read.mcp_id = Some(id_field("mcp_id", value)?),
+                "mcp_id" => read.mcp_id = Some(mcp_id_field(value)?),
                 "timestamp" => read.timestamp = Some(timestamp_field(value)?),
                 "event_id" => read.event_id = Some(event_id_field(value)?),
                 other => match Action::ALL.into_iter().find(|a| a.payload_field() == other) {
@@ -271,6 +272,22 @@ pub fn check_clock(timestamp: f64, now_s: f64, skew_max_s: f64) -> Result<(), In
 
 fn id_field<'a>(field: &str, value: &'a RawValue) -> Result<Cow<'a, str>, Invalid> {
     bounded_text(field, value, ID_BYTES_MAX)
+}
+
+/// An `mcp_id`, refused when it is the one revocation records use: a client event under it
+/// would read as the server's own.
+fn mcp_id_field(value: &RawValue) -> Result<Cow<'_, str>, Invalid> {
+    let mcp_id = id_field("mcp_id", value)?;
+    if mcp_id == REVOCATIONS_MCP_ID {
+        return Err(Invalid::field(
+            "mcp_id",
+            Code::ReservedId,
+            format!(
+                "mcp_id {REVOCATIONS_MCP_ID:?} is reserved for the server's revocation records"
+            ),
+        ));
+    }
+    Ok(mcp_id)
 }
 
 fn event_id_field(value: &RawValue) -> Result<Cow<'_, str>, Invalid> {

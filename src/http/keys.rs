@@ -1,4 +1,6 @@
-//! `POST /api/v2/keys/revoke` (admin): revoke a key by the key itself or by its key_id.
+//! `POST /api/v2/keys/revoke` (admin): revoke a key by the key itself or by its key_id, by storing
+//! a revocation record in the log (storage-format.md, "Revocation records"), whose folding on
+//! every node revokes it.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -31,7 +33,8 @@ pub struct RevokedJson {
         (status = 403, body = super::ErrorJson), (status = 404, description = "a key or key_id this server never issued or met", body = super::ErrorJson),
         (status = 408, body = super::ErrorJson), (status = 409, description = "the last admin key", body = super::ErrorJson),
         (status = 413, body = super::ErrorJson), (status = 415, body = super::ErrorJson), (status = 422, body = super::ErrorJson),
-        (status = 503, body = super::ErrorJson)),
+        (status = 503, description = "the revocation record was not acknowledged (queue full, storage or the cluster unavailable); a retry is safe, and answers already_revoked if it was stored after all", body = super::ErrorJson),
+        (status = 507, body = super::ErrorJson)),
     security(("bearer" = [])))]
 pub(super) async fn revoke(
     State(state): State<AppState>,
@@ -55,14 +58,9 @@ pub(super) async fn revoke(
     let request = parse(&bytes)?;
     let now_s = crate::clock::now_us() as f64 / 1e6;
     let (id, field) = resolve(&state, request, now_s)?;
-    let outcome = state.keys.revoke_by(id, &principal, now_s).map_err(|err| {
-        tracing::error!(error = %err, "a revocation could not be saved");
-        ApiError::new(
-            Code::StorageUnavailable,
-            "the revocation could not be saved",
-        )
-    })?;
-    match outcome {
+    // This node's turn, from the last-admin check until the record is applied here.
+    let _turn = state.keys.revocation_turn().await;
+    match state.keys.check_revocation(&id, &principal, now_s) {
         Revocation::WouldLockOut => {
             return Err(ApiError::new(
                 Code::LastAdminKey,
@@ -70,19 +68,23 @@ pub(super) async fn revoke(
             )
             .with_field(field))
         }
-        Revocation::AlreadyRevoked => {
-            return Ok(Json(RevokedJson {
-                status: "already_revoked",
-                key_id: hex(&id),
-            }))
-        }
-        Revocation::Revoked => {}
+        Revocation::AlreadyRevoked => return Ok(answer("already_revoked", &id)),
+        Revocation::Allowed => {}
     }
+    // The revocation is a record in the log, submitted like an event: answered once it is
+    // durable and applied on this node (in cluster mode, once the stream holds it and this
+    // node's follower folded it), which revoked the key here.
+    let record = crate::event::revocation_record(id, now_s);
+    state.engine.submit(vec![record], principal.key_id).await?;
     tracing::info!(key_id = %hex(&id), "key revoked");
-    Ok(Json(RevokedJson {
-        status: "revoked",
-        key_id: hex(&id),
-    }))
+    Ok(answer("revoked", &id))
+}
+
+fn answer(status: &'static str, id: &crate::auth::KeyId) -> Json<RevokedJson> {
+    Json(RevokedJson {
+        status,
+        key_id: hex(id),
+    })
 }
 
 /// What a revocation names, and whether to record it even if this server never met the key.

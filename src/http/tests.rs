@@ -48,7 +48,9 @@ fn app(dir: &std::path::Path) -> axum::Router {
         config.keys.api_key_cache_ttl,
     )
     .unwrap();
-    let engine = std::sync::Arc::new(crate::server::recover(&config).unwrap());
+    let keys = std::sync::Arc::new(keys);
+    let on_revocation = crate::server::revoker(&keys);
+    let engine = std::sync::Arc::new(crate::server::recover(&config, on_revocation).unwrap());
     router(crate::server::app_state(&config, engine, keys))
 }
 

@@ -9,7 +9,10 @@
 //! - the first `start` sets `start_time`; a later `start` is kept and counted as a conflict;
 //! - `progress` moves `started` to `in_progress`;
 //! - the first terminal event (`complete`, `error`, `cancelled`) sets `end_time` and the final
-//!   status; later terminal events are kept and counted as conflicts, never applied.
+//!   status; later terminal events are kept and counted as conflicts, never applied;
+//! - a revocation record (`event::revoked_key`: the reserved mcp_id `mcplog.keys` with a
+//!   `revocation` member) is no interaction's event: it folds into no record, index, count or
+//!   idempotency entry (`Projection::apply`). It stays in the log, for replay and audit.
 
 use crate::event::{Action, StoredEvent};
 
@@ -212,6 +215,11 @@ impl Projection {
 
     /// Folds one event in. Events must arrive in ascending seq order.
     pub fn apply(&mut self, event: &StoredEvent<'_>) {
+        // The fold rule for revocation records: they are not folded (their seq stays a gap in
+        // `links`, as an event of no interaction).
+        if crate::event::revoked_key(event).is_some() {
+            return;
+        }
         // An interaction is (mcp_id, interaction_id): two mcp_ids may use one id unaware of
         // each other.
         let mcp = self.mcp_ids.intern(event.mcp_id, |m| Box::from(m));
@@ -359,6 +367,7 @@ impl Projection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::NewEvent;
     use proptest::prelude::*;
     use Action::{Complete, Error, Progress, Start};
 
@@ -397,6 +406,40 @@ mod tests {
     /// The projection of interaction `i` of mcp `m` after `steps`, in order.
     fn in_order(steps: &[(Action, f64)]) -> Projection {
         fold(&numbered(steps))
+    }
+
+    /// The fold rule for revocation records: not folded, while a client's event under the same
+    /// reserved name (an older version stored it) is folded like any other; an interaction whose
+    /// events straddle a record still lists them all.
+    #[test]
+    fn revocation_records_fold_into_nothing() {
+        let record = crate::event::revocation_record([7; 8], 5.0);
+        let client_body = r#"{"action":"interaction_progress","interaction_id":"0707070707070707","mcp_id":"mcplog.keys","timestamp":5}"#;
+        let client = NewEvent::new(
+            Progress,
+            5.0,
+            "0707070707070707",
+            crate::event::REVOCATIONS_MCP_ID,
+            None,
+            client_body,
+        );
+        let mut p = Projection::new();
+        p.apply(&event(1, Start, 1.0));
+        p.apply(&record.stored(2, 0, 2000, [1; 8]));
+        p.apply(&event(3, Complete, 2.0));
+        assert_eq!(p.record_count(), 1);
+        assert_eq!(p.events_total(), 2);
+        assert!(
+            !p.knows_key(&[1; 8]),
+            "the revoking admin's key is not an event's"
+        );
+        let r = p.get("m", "i").unwrap();
+        assert_eq!(p.events_of(r).collect::<Vec<_>>(), [1, 3]);
+        assert!(p
+            .get(crate::event::REVOCATIONS_MCP_ID, "0707070707070707")
+            .is_none());
+        p.apply(&client.stored(4, 0, 4000, [2; 8]));
+        assert_eq!(p.record_count(), 2);
     }
 
     #[test]

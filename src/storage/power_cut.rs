@@ -338,7 +338,13 @@ async fn submit_until_cut(opened: super::Opened) -> Vec<(u64, String, String)> {
             max_bytes: None,
         },
     };
-    let engine = Arc::new(Engine::start(opened.writer, view, 10_000, maintenance));
+    let engine = Arc::new(Engine::start(
+        opened.writer,
+        view,
+        10_000,
+        maintenance,
+        Arc::new(|_| {}),
+    ));
     let clients: Vec<_> = (0..8)
         .map(|client| {
             let engine = Arc::clone(&engine);

@@ -903,3 +903,91 @@ fn a_setting_variable_that_is_not_utf8_stops_start_up() {
     assert!(!stderr.contains("NONUTF8SECRET"), "{stderr}");
     assert!(!dir.path().join("data").join("admin.key").exists());
 }
+
+/// A revocation is a record in the log: replay shows it to an admin (the revoked key id as its
+/// interaction, under the reserved mcp_id, sent by the revoking admin's key id), it makes no
+/// interaction record, and it outlives `revoked.keys`: a restart with the file deleted still
+/// refuses the key (start-up applies the log's records) and writes the file again; a backup
+/// carries the file. A client event
+/// under the reserved mcp_id is refused, and nothing of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_is_a_record_in_the_log_and_outlives_revoked_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let writer = keygen(dir.path(), &["--mcp-id", "m", "--expires-in", "1h"], &[]);
+    let writer_id = mcplog::hex::encode(&mcplog::auth::key_id(&writer));
+    let t = now_s();
+    let posted = server
+        .post_as(
+            &writer,
+            "/api/v2/interactions",
+            event("interaction_start", "r-1", "m", t),
+        )
+        .await;
+    assert_eq!(posted.status, 200, "{}", posted.json());
+    let forged = json!({"action": "interaction_progress", "interaction_id": writer_id,
+        "mcp_id": "mcplog.keys", "timestamp": t});
+    let refused = server
+        .post("/api/v2/interactions", forged.to_string())
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.json());
+    assert_eq!(refused.json()["error"]["code"], "reserved_id");
+    assert_eq!(refused.json()["error"]["field"], "mcp_id");
+
+    let revoked = server
+        .post("/api/v2/keys/revoke", json!({ "key": writer }).to_string())
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.json());
+    assert_eq!(
+        stats_status(&server, &writer).await,
+        401,
+        "refused once answered"
+    );
+    let replay = server.get("/api/v2/events").await;
+    let text = String::from_utf8_lossy(&replay.body).into_owned();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the event and the record, nothing refused: {text}"
+    );
+    let record = &lines[1];
+    assert_eq!(record["seq"], 2);
+    assert_eq!(
+        record["key_id"],
+        mcplog::hex::encode(&mcplog::auth::key_id(&server.key))
+    );
+    assert_eq!(record["event"]["mcp_id"], "mcplog.keys");
+    assert_eq!(record["event"]["interaction_id"], writer_id.as_str());
+    assert_eq!(record["event"]["revocation"]["key_id"], writer_id.as_str());
+    let listed = server.get("/api/v2/interactions").await.json();
+    assert_eq!(listed["count"], 1, "the record is no interaction: {listed}");
+
+    // A backup carries the revocation in its segments and in revoked.keys, which outlives them.
+    let backup = tempfile::tempdir().unwrap();
+    let copied = Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .arg("backup")
+        .arg(dir.path())
+        .arg(backup.path().join("copy"))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{copied:?}");
+    let file = std::fs::read_to_string(backup.path().join("copy/revoked.keys")).unwrap();
+    assert_eq!(file.trim(), writer_id);
+
+    server.kill();
+    std::fs::remove_file(dir.path().join("revoked.keys")).unwrap();
+    let server = serve(dir.path(), &[]);
+    assert_eq!(
+        stats_status(&server, &writer).await,
+        401,
+        "refused after the restart"
+    );
+    let file = std::fs::read_to_string(dir.path().join("revoked.keys")).unwrap();
+    assert_eq!(file.trim(), writer_id, "start-up wrote the file again");
+    let listed = server.get("/api/v2/interactions").await.json();
+    assert_eq!(listed["count"], 1, "{listed}");
+}

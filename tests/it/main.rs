@@ -11,12 +11,14 @@
 //!   cannot write or is catching up a backlog, 200 once it can.
 //! - `cluster_retention`: retention trims the stream; a node the trim left behind refuses or
 //!   halts; a node joins from a live peer's backup and agrees byte for byte.
+//! - `cluster_revocation`: a key revoked through one node refused by every node, a later one too.
 //! - `common`: the helpers: a server on a free port over a temporary data directory.
 //! - `dashboard`: headless Chromium against known data.
 //! - `durability`: SIGKILL under concurrent load, restarted several times.
 //! - `ingest`: single and batch ingest, idempotency, tenants sharing an id, query parameters.
-//! - `keys`: keys that change while the server runs: streams ended by revocation and expiry,
-//!   `admin.key` read again, a master secret rotation, `/metrics` behind a key.
+//! - `keys`: keys that change while the server runs: streams ended by revocation and expiry, a
+//!   revocation as a record in the log, `admin.key` read again, a master secret rotation,
+//!   `/metrics` behind a key.
 //! - `lifecycle`: shutdown, timeouts, the connection cap, slow and stalled readers, heartbeats,
 //!   unreadable or altered events in a replay.
 //! - `openapi`: every route documented, every response conforming, the event schema.
@@ -37,6 +39,7 @@ mod clients;
 mod cluster;
 mod cluster_liveness;
 mod cluster_retention;
+mod cluster_revocation;
 mod common;
 mod dashboard;
 mod durability;

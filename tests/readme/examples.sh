@@ -234,14 +234,14 @@ curl -s localhost:8080/api/v2/interactions -H "Authorization: Bearer $KEY" -d '{
   "action": "interaction_start", "interaction_id": "abc-123", "mcp_id": "ocr_workflow_mcp_001",
   "timestamp": '$((T-3)).25', "request_data": {"file": "a.pdf"}}'
 expect 200 "order(b, ['status', 'interaction_id', 'seq', 'queue_position'])
-assert b == {'status': 'accepted', 'interaction_id': 'abc-123', 'seq': 1, 'queue_position': 1}, b"
+assert b == {'status': 'accepted', 'interaction_id': 'abc-123', 'seq': 2, 'queue_position': 1}, b"
 
 step "POST /api/v2/interactions/batch"
 curl -s localhost:8080/api/v2/interactions/batch -H "Authorization: Bearer $KEY" -d '[
   {"action":"interaction_progress","interaction_id":"abc-123","mcp_id":"ocr_workflow_mcp_001","timestamp":'$((T-2))',"progress_data":{"page":1}},
   {"action":"interaction_complete","interaction_id":"abc-123","mcp_id":"ocr_workflow_mcp_001","timestamp":'$((T-1)).75',"result_data":{"pages":3}}]'
 expect 200 "order(b, ['status', 'count', 'seqs', 'duplicates', 'queue_position'])
-assert b == {'status': 'accepted', 'count': 2, 'seqs': [2, 3], 'duplicates': 0, 'queue_position': 2}, b"
+assert b == {'status': 'accepted', 'count': 2, 'seqs': [3, 4], 'duplicates': 0, 'queue_position': 2}, b"
 
 curl -s "localhost:8080/api/v2/interactions/batch?partial=true" -H "Authorization: Bearer $KEY" -d '[
   {"action":"interaction_start","interaction_id":"stats","mcp_id":"ocr_workflow_mcp_001","timestamp":'$T'},
@@ -264,7 +264,7 @@ def check_record(r):
     m = r["metadata"]
     order(m, ["received_at", "key_id", "first_seq", "last_seq", "event_count", "conflicts"])
     assert abs(m["received_at"] - now) < 60 and len(m["key_id"]) == 16, m
-    assert (m["first_seq"], m["last_seq"], m["event_count"], m["conflicts"]) == (1, 3, 3, 0), m
+    assert (m["first_seq"], m["last_seq"], m["event_count"], m["conflicts"]) == (2, 4, 3, 0), m
 '
 
 step "GET /api/v2/interactions/{id}"
@@ -280,7 +280,7 @@ check_record(b)"
 step "GET /api/v2/interactions/{id}/events"
 curl -s localhost:8080/api/v2/interactions/abc-123/events -H "Authorization: Bearer $KEY"
 expect 200 "order(b, ['interaction_id', 'events']); assert b['interaction_id'] == 'abc-123'
-assert [e['seq'] for e in b['events']] == [1, 2, 3]
+assert [e['seq'] for e in b['events']] == [2, 3, 4]
 for e in b['events']:
     order(e, ['seq', 'received_at', 'key_id', 'event'])
 assert b['events'][0]['event'] == {'action': 'interaction_start', 'interaction_id': 'abc-123', 'mcp_id': 'ocr_workflow_mcp_001', 'timestamp': T - 3 + 0.25, 'request_data': {'file': 'a.pdf'}}
@@ -307,7 +307,7 @@ order(b['records'], ['total', 'active', 'started', 'in_progress', 'completed', '
 assert b['average_processing_time'] == 2.5
 s = b['storage']
 order(s, ['segments', 'bytes', 'first_seq', 'last_seq', 'oldest_event_time'])
-assert (s['segments'], s['first_seq'], s['last_seq']) == (1, 1, 3) and s['bytes'] == 717 and abs(s['oldest_event_time'] - now) < 60, s"
+assert (s['segments'], s['first_seq'], s['last_seq']) == (1, 1, 4) and s['bytes'] == 944 and abs(s['oldest_event_time'] - now) < 60, s"
 
 step "GET /api/v2/performance/metrics"
 curl -s "localhost:8080/api/v2/performance/metrics?time_range=24h&mcp_id=ocr_workflow_mcp_001" \
@@ -339,18 +339,22 @@ assert abs(b['timestamp'] - now) < 60"
 
 step "GET /api/v2/events (replay)"
 curl -s "localhost:8080/api/v2/events?after_seq=0&limit=1000" -H "Authorization: Bearer $KEY"
-expect 200 "assert [v['seq'] for v in values] == [1, 2, 3], values
+expect 200 "assert [v['seq'] for v in values] == [1, 2, 3, 4], values
 for v in values:
     order(v, ['seq', 'received_at', 'key_id', 'event'])
-assert [v['event']['action'] for v in values] == ['interaction_start', 'interaction_progress', 'interaction_complete']
+# First the revocation of the writer key (Keys and roles), sent by the admin key.
+r = values[0]['event']
+assert (r['mcp_id'], r['interaction_id'], r['revocation']) == ('mcplog.keys', '$WRITER_ID', {'key_id': '$WRITER_ID'}), r
+assert values[0]['key_id'] == values[1]['key_id'], values
+assert [v['event']['action'] for v in values[1:]] == ['interaction_start', 'interaction_progress', 'interaction_complete']
 # The first event went in with line breaks: they become spaces, one line per event.
-assert raw.startswith('{\"seq\":1,') and '{   \"action\": \"interaction_start\"' in raw.split('\n')[0], raw[:300]
-assert len(raw.splitlines()) == 3, raw"
-curl -sN "localhost:8080/api/v2/events?after_seq=3&follow=true" -H "Authorization: Bearer $KEY"
+assert raw.split('\n')[1].startswith('{\"seq\":2,') and '{   \"action\": \"interaction_start\"' in raw.split('\n')[1], raw[:600]
+assert len(raw.splitlines()) == 4, raw"
+curl -sN "localhost:8080/api/v2/events?after_seq=4&follow=true" -H "Authorization: Bearer $KEY"
 expect 200 "assert values, 'no heartbeat within MCPLOG_FOLLOW_SECONDS: start the server with a shorter MCPLOG_REPLAY_HEARTBEAT'
 for v in values:
     order(v, ['heartbeat', 'durable_seq'])
-    assert v['durable_seq'] == 3 and abs(v['heartbeat'] - now) < 60, v
+    assert v['durable_seq'] == 4 and abs(v['heartbeat'] - now) < 60, v
 assert raw.count('\n') == len(values)"
 
 step "GET /livez, /readyz, /metrics, /api/v2/openapi.json"
@@ -379,15 +383,15 @@ check_tool '
 lines = out.splitlines()
 assert lines[0].split() == ["segment", "first_seq", "last_seq", "events", "bytes", "state", "received_from", "received_to", "chain_hash"], lines[0]
 row = lines[1].split()
-assert row[0] == "00000000000000000001.seg" and row[1:4] == ["1", "3", "3"] and row[5] == "active", row
+assert row[0] == "00000000000000000001.seg" and row[1:4] == ["1", "4", "4"] and row[5] == "active", row
 assert len(lines) == 2
 '
 cargo run --release --bin mcplog-seg -- verify ./data    # every CRC, seq continuity, the hash chain; exit 1 at the first fault
-check_tool 'assert re.fullmatch(r"ok: 1 segments, 3 events, 717 bytes; chain head [0-9a-f]{64}\n", out), out'
-cargo run --release --bin mcplog-seg -- dump ./data --mcp-id ocr_workflow_mcp_001 --from-seq 2 --to-seq 3
+check_tool 'assert re.fullmatch(r"ok: 1 segments, 4 events, 944 bytes; chain head [0-9a-f]{64}\n", out), out'
+cargo run --release --bin mcplog-seg -- dump ./data --mcp-id ocr_workflow_mcp_001 --from-seq 3 --to-seq 4
 check_tool '
 lines = [json.loads(line) for line in out.splitlines()]
-assert [l["seq"] for l in lines] == [2, 3], lines
+assert [l["seq"] for l in lines] == [3, 4], lines
 assert [list(l) for l in lines] == [["seq", "received_at", "key_id", "event"]] * 2
 '
 cargo run --release --bin mcplog-seg -- stats ./data     # events, interactions, and record counts in the stats endpoint's shape, per mcp_id too (JSON)
@@ -400,7 +404,7 @@ assert j["records"] == counts and j["by_mcp_id"] == {"ocr_workflow_mcp_001": cou
 cargo run --release --bin mcplog-seg -- --version        # mcplog-seg 0.1.0
 check_tool 'assert re.fullmatch(r"mcplog-seg \d+\.\d+\.\d+\n", out), out'
 cargo run --release --bin mcplog-seg -- backup ./data ./backup        # a checked copy, even while the server writes
-check_tool 'assert re.fullmatch(r"ok: 1 segments, 3 events, 717 bytes copied and checked; chain head [0-9a-f]{64}\n", out), out'
+check_tool 'assert re.fullmatch(r"ok: 1 segments, 4 events, 944 bytes copied and checked; chain head [0-9a-f]{64}\n", out), out'
 [[ -f backup/segments/00000000000000000001.seg && -f backup/admin.key ]] || fail "the backup holds no segment or key"
 
 stop_server

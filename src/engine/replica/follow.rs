@@ -10,7 +10,7 @@ use super::feed::FeedReceiver;
 use super::{Applied, Group, Progress};
 use crate::clock::now_us;
 use crate::engine::maintenance::{maintain, Maintenance};
-use crate::engine::{View, WriterHealth};
+use crate::engine::{tell_revocations, OnRevocation, View, WriterHealth};
 use crate::event::StoredEvent;
 use crate::storage::format::{self, Decoded};
 use crate::storage::{CatalogChange, LogWriter};
@@ -31,6 +31,7 @@ pub struct Follower {
     pub(super) progress: Arc<Progress>,
     health: Arc<WriterHealth>,
     pub(super) durable: Arc<tokio::sync::watch::Sender<u64>>,
+    pub(super) on_revocation: OnRevocation,
 }
 
 impl Follower {
@@ -118,8 +119,11 @@ impl Follower {
         Ok(written.changes)
     }
 
-    /// Folds the appended frames into the view and publishes `next` as applied.
+    /// Folds the appended frames into the view and publishes `next` as applied. Their
+    /// revocation records are told first (outside the view's lock: that writes revoked.keys), so
+    /// a publisher answered for one finds the key revoked on this node.
     fn fold(&self, next: Applied, changes: Vec<CatalogChange>, appended: &[CheckedFrame<'_>]) {
+        tell_revocations(appended.iter().map(|(_, frame)| frame), &self.on_revocation);
         {
             let mut view = self.view.write().expect("view lock");
             for change in changes {
@@ -300,6 +304,7 @@ pub(in crate::engine) fn follower(
     progress: Arc<Progress>,
     health: Arc<WriterHealth>,
     durable: Arc<tokio::sync::watch::Sender<u64>>,
+    on_revocation: OnRevocation,
 ) -> Follower {
     Follower {
         writer,
@@ -307,5 +312,6 @@ pub(in crate::engine) fn follower(
         progress,
         health,
         durable,
+        on_revocation,
     }
 }

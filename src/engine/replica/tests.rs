@@ -37,6 +37,7 @@ fn follower_in(dir: &std::path::Path) -> Follower {
         progress,
         Arc::default(),
         Arc::new(tokio::sync::watch::Sender::new(0)),
+        Arc::new(|_| {}),
     )
 }
 
@@ -99,6 +100,26 @@ fn halted(result: Result<(), ApplyError>) -> String {
         Err(ApplyError::Halt(reason)) => reason,
         other => panic!("expected a halt, got {other:?}"),
     }
+}
+
+/// The follower tells the engine's hook of each revocation record it appends, with the key id it
+/// revokes, before it publishes the group as applied (a publisher answered for the record finds
+/// the key revoked), and of no other frame.
+#[test]
+fn a_revocation_record_is_told_before_its_group_counts_as_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = follower_in(dir.path());
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let (seen, progress) = (Arc::clone(&told), Arc::clone(&follower.progress));
+    follower.on_revocation = Arc::new(move |id| {
+        seen.lock().unwrap().push((id, progress.applied().position));
+    });
+    let mut bytes = frames(1, 1, T0_US, "a");
+    let record = crate::event::revocation_record([5; 8], 1.0);
+    format::encode_frame(&record.stored(2, 1, T0_US, [1; 8]), &mut bytes);
+    follower.apply(1, &group(1, [0; 32], bytes)).unwrap();
+    assert_eq!(*told.lock().unwrap(), vec![([5; 8], 0)]);
+    assert_eq!(follower.progress.applied().position, 1);
 }
 
 #[test]
@@ -344,6 +365,7 @@ fn engine_with(
             ingest_deadline: deadline,
             group_bytes_max: 1 << 20,
         },
+        Arc::new(|_| {}),
     );
     *feed.lock().unwrap() = Some(sender);
     (engine, stream)
