@@ -53,7 +53,7 @@ pub async fn run(
     let (engine, follow, config) = match &config.cluster.nats_url {
         None => (Arc::new(recover(config)?), None, config.clone()),
         Some(urls) => {
-            let (engine, follow, config) = start_cluster(config, urls).await?;
+            let (engine, follow, config) = start_cluster(config, urls, &keys).await?;
             (engine, Some(follow), config)
         }
     };
@@ -161,22 +161,23 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
             config.rate_limits.role_quotas.clone(),
             config.rate_limits.key_quotas.clone(),
         )),
-        redactor: Arc::new(
-            Redactor::with_secrets(
-                &config.redaction,
-                &config
-                    .keys
-                    .static_keys
-                    .iter()
-                    .map(|k| k.key.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .expect("the redaction rules compiled when the configuration was read"),
-        ),
+        redactor: Arc::new(redactor(config)),
         metrics_auth: config.api.metrics_auth,
         cluster_node: config.cluster.nats_url.is_some(),
         cursors,
     })
+}
+
+/// The redaction rules of the configuration, with the static keys as secrets to redact.
+fn redactor(config: &Config) -> Redactor {
+    let statics: Vec<&str> = config
+        .keys
+        .static_keys
+        .iter()
+        .map(|k| k.key.as_str())
+        .collect();
+    Redactor::with_secrets(&config.redaction, &statics)
+        .expect("the redaction rules compiled when the configuration was read")
 }
 
 /// Opens the log in the configured data directory and folds it into a fresh view.
@@ -187,15 +188,27 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Keys) -> AppState {
 async fn start_cluster(
     config: &Config,
     urls: &str,
+    keys: &Keys,
 ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>, Config), ServerError> {
-    use crate::cluster::{Cluster, ClusterConfig, HEADER_BYTES_MAX};
+    use crate::cluster::{Cluster, ClusterConfig, ClusterError, GroupKeys, HEADER_BYTES_MAX};
     use crate::engine::replica::{PublishLimits, FRAME_FIXED_BYTES_MAX};
+    // Groups are authenticated under a key derived from the master secret: a secret each node
+    // made for itself would have every node skip every other node's groups.
+    if config.keys.master_secret.is_none() {
+        return Err(ClusterError::Connect(
+            "cluster mode needs security.master_secret (MCPLOG_MASTER_SECRET), the same on every \
+             node: groups are authenticated with a key derived from it"
+                .into(),
+        )
+        .into());
+    }
     let cluster = Cluster::connect(&ClusterConfig {
         urls: urls.split(',').map(str::to_owned).collect(),
         stream: config.cluster.stream.clone(),
         replicas: config.cluster.replicas as usize,
         token: config.cluster.token.clone(),
         credentials: config.cluster.credentials.as_ref().map(Into::into),
+        group_keys: GroupKeys::of(keys),
     })
     .await?;
     let version = cluster.server_version();
@@ -241,11 +254,32 @@ async fn start_cluster(
         PublishLimits {
             ingest_deadline: config.cluster.ingest_deadline,
             group_bytes_max,
+            rules: rules_policy(&config),
         },
     );
     let engine = Arc::new(engine);
     let follow = tokio::spawn(cluster.follow(position, feed, Arc::clone(&engine)));
     Ok((engine, follow, config))
+}
+
+/// This node's rules, fingerprinted with the limits in effect (`event_bytes_max` may have been
+/// lowered to fit a NATS message).
+fn rules_policy(config: &Config) -> crate::engine::replica::RulesPolicy {
+    let fingerprint = crate::engine::replica::fingerprint(
+        redactor(config).version(),
+        config.api.event_bytes_max,
+        config.api.interaction_events_max,
+        config.api.clock_skew_max,
+    );
+    tracing::info!(
+        rules = %crate::hex::encode(&fingerprint),
+        adopt_rules = config.cluster.adopt_rules,
+        "cluster mode: this node's rules fingerprint"
+    );
+    crate::engine::replica::RulesPolicy {
+        fingerprint,
+        adopt: config.cluster.adopt_rules,
+    }
 }
 
 /// JetStream acknowledges before its fsync unless the servers sync every write (`sync_interval:

@@ -115,5 +115,6 @@ fn cluster() -> ClusterSettings {
         token: None,
         credentials: None,
         ingest_deadline: row("ingest_deadline").default_duration(),
+        adopt_rules: row("adopt_rules").default_as(flag),
     }
 }

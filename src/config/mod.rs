@@ -159,6 +159,9 @@ pub struct ClusterSettings {
     pub credentials: Option<String>,
     /// `[cluster] ingest_deadline`: how long ingest waits for the stream before a 503.
     pub ingest_deadline: Duration,
+    /// `[cluster] adopt_rules`: publish under this node's rules even where the cluster's last
+    /// group carries others, moving the cluster to them.
+    pub adopt_rules: bool,
 }
 
 /// `[logging]`.

@@ -402,6 +402,14 @@ pub static SETTINGS: &[Setting] = &[
         Duration(INGEST_DEADLINES),
         "cluster mode: how long an event may wait for the stream, from its arrival, before a 503"
     ),
+    setting!(
+        "cluster",
+        cluster.adopt_rules,
+        "MCPLOG_NATS_ADOPT_RULES",
+        Some("false"),
+        Flag,
+        "cluster mode: true: write under this node's redaction rules and limits though the cluster's last group carries others, moving every node to them (the others refuse writes until they agree)"
+    ),
     Setting {
         section: "logging",
         name: "level",

@@ -134,6 +134,13 @@ pub enum SubmitError {
         /// What was waited for.
         message: String,
     },
+    /// Cluster mode: this node's rules (redaction, limits) differ from those of the cluster's
+    /// last group; it publishes nothing until they agree.
+    #[error("{message}")]
+    RulesDiffer {
+        /// Which rules differ and what to do.
+        message: String,
+    },
     /// Cluster mode: the events, once encoded (and redacted), exceed the largest message the
     /// shared log takes.
     #[error("the batch encodes to {bytes} bytes, more than the cluster's message limit of {max} bytes; send fewer or smaller events")]
@@ -261,7 +268,7 @@ impl Engine {
         resume: replica::Applied,
         limits: replica::PublishLimits,
     ) -> (Engine, replica::GroupFeed) {
-        let progress = Arc::new(replica::Progress::default());
+        let progress = Arc::new(replica::Progress::new(limits.rules));
         progress.set(resume);
         let (feed, delivered) = replica::group_feed();
         let follower_thread = std::cell::Cell::new(None);
@@ -439,6 +446,12 @@ impl Engine {
     /// Whether the writer thread runs.
     pub fn writer_running(&self) -> bool {
         self.health.running.load(Ordering::SeqCst)
+    }
+
+    /// Cluster mode: why this node refuses every write though its storage works (its rules are
+    /// not the cluster's), if it does.
+    pub fn cluster_refusal(&self) -> Option<String> {
+        self.progress.as_ref()?.rules_differ()
     }
 
     /// The last storage failure, cleared by the next successful write; in cluster mode also why

@@ -90,7 +90,8 @@ pub(super) async fn livez() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: 503 as soon as shutdown begins, or while the writer cannot store events.
+/// `GET /readyz`: 503 as soon as shutdown begins, while the writer cannot store events, or while
+/// a cluster node's rules are not the cluster's.
 #[utoipa::path(get, path = "/readyz", tag = "operate",
     responses((status = 200, description = "ready", body = String), (status = 503, description = "draining or storage failing", body = String)))]
 pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
@@ -99,6 +100,12 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'stat
     }
     if !state.engine.writer_running() || state.engine.storage_failure().is_some() {
         return (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n");
+    }
+    if state.engine.cluster_refusal().is_some() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rules differ from the cluster's\n",
+        );
     }
     (StatusCode::OK, "ready\n")
 }
@@ -228,6 +235,20 @@ fn cluster_metrics(out: &mut String, report: &crate::engine::replica::Report) {
             "mcplog_cluster_publish_retries_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    single(
+        out,
+        "mcplog_cluster_skipped_messages_total",
+        "counter",
+        "Cluster mode: messages of the stream skipped, never applied, as not authenticated groups.",
+        report.skipped,
+    );
+    single(
+        out,
+        "mcplog_cluster_rules_differ",
+        "gauge",
+        "Cluster mode: 1 while this node's rules differ from the cluster's and it refuses every write.",
+        u64::from(report.rules_differ.is_some()),
+    );
     single(
         out,
         "mcplog_cluster_halted",

@@ -29,7 +29,7 @@ fn follower_in(dir: &std::path::Path) -> Follower {
         position: 0,
         hash: [0; 32],
         next_seq: opened.writer.next_seq(),
-        received_at_us: 0,
+        ..Applied::default()
     });
     follower(
         opened.writer,
@@ -91,6 +91,7 @@ fn group(first_seq: u64, prev_hash: Hash, frames: Vec<u8>) -> Group {
         first_seq,
         prev_hash,
         frames: frames.into(),
+        rules: [0; 16],
     }
 }
 
@@ -291,6 +292,7 @@ impl SharedLog for FakeLog {
                     first_seq,
                     prev_hash: prev,
                     frames: frames(first_seq, 1, T0_US, "foreign").into(),
+                    rules: [0; 16],
                 });
                 Err(ShareError::Moved)
             }
@@ -340,6 +342,7 @@ fn engine_with(
         PublishLimits {
             ingest_deadline: deadline,
             group_bytes_max: 1 << 20,
+            rules: RulesPolicy::default(),
         },
     );
     *feed.lock().unwrap() = Some(sender);
@@ -417,6 +420,7 @@ fn the_feed_holds_at_most_its_bytes_but_always_takes_one_group() {
         first_seq: 1,
         prev_hash: [0; 32],
         frames: vec![0u8; bytes].into(),
+        rules: [0; 16],
     };
     // One group larger than the bound goes alone.
     feed.try_send((1, Ok(sized(FEED_BYTES_MAX + 1)))).unwrap();
