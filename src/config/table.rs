@@ -408,7 +408,7 @@ pub static SETTINGS: &[Setting] = &[
         "MCPLOG_NATS_ADOPT_RULES",
         Some("false"),
         Flag,
-        "cluster mode: true: write under this node's redaction rules and limits though the cluster's last group carries others, moving every node to them (the others refuse writes until they agree)"
+        "cluster mode: true: write under this node's redaction rules and limits though the cluster's last group carries others, moving the cluster to them"
     ),
     Setting {
         section: "logging",
