@@ -75,7 +75,11 @@ impl GroupKeys {
 }
 
 /// An authenticated group from a message's headers and payload, or why it is not one.
-pub(super) fn group_of(headers: &HeaderMap, frames: Bytes, keys: &GroupKeys) -> Result<Group, String> {
+pub(super) fn group_of(
+    headers: &HeaderMap,
+    frames: Bytes,
+    keys: &GroupKeys,
+) -> Result<Group, String> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -110,7 +114,10 @@ pub(super) fn group_of(headers: &HeaderMap, frames: Bytes, keys: &GroupKeys) -> 
 pub fn group_headers(group: &Group, keys: &GroupKeys) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(FIRST_SEQ_HEADER, group.first_seq.to_string().as_str());
-    headers.insert(PREV_HASH_HEADER, crate::hex::encode(&group.prev_hash).as_str());
+    headers.insert(
+        PREV_HASH_HEADER,
+        crate::hex::encode(&group.prev_hash).as_str(),
+    );
     headers.insert(RULES_HEADER, crate::hex::encode(&group.rules).as_str());
     let tag = GroupKeys::mac(&keys.current, group).finalize().into_bytes();
     headers.insert(MAC_HEADER, crate::hex::encode(&tag).as_str());

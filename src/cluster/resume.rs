@@ -62,7 +62,11 @@ impl Cluster {
                 _ => high = mid - 1,
             }
         }
-        let group = self.group_from(low, low).await?.expect("a group sits at low").1;
+        let group = self
+            .group_from(low, low)
+            .await?
+            .expect("a group sits at low")
+            .1;
         // Past the stream's last group, the node holds events no other node has: it must not
         // follow a history that lacks them.
         let end = group.first_seq + group.frame_count().unwrap_or(0);
@@ -91,7 +95,12 @@ impl Cluster {
         for position in from..=to {
             let message = match self.stream.get_raw_message(position).await {
                 Ok(message) => message,
-                Err(err) if err.kind() == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound => continue,
+                Err(err)
+                    if err.kind()
+                        == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+                {
+                    continue
+                }
                 Err(err) => {
                     return Err(ClusterError::JetStream(format!(
                         "reading the message at position {position}: {err}"

@@ -7,6 +7,8 @@
 //! - `clients`: the Python and TypeScript client packages' suites, with the real MCP SDKs.
 //! - `cluster`: cluster mode against three real `nats-server` processes: load through a killed
 //!   stream leader and a killed node, a lost majority, a follower fed a forged group.
+//! - `cluster_trust`: a stray message and a group without the shared key on the stream are
+//!   skipped, a node with other redaction rules cannot write, `cluster.adopt_rules`.
 //! - `common`: the helpers: a server on a free port over a temporary data directory.
 //! - `dashboard`: headless Chromium against known data.
 //! - `durability`: SIGKILL under concurrent load, restarted several times.
@@ -31,6 +33,7 @@ mod access;
 mod audit;
 mod clients;
 mod cluster;
+mod cluster_trust;
 mod common;
 mod dashboard;
 mod durability;

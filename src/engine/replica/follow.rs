@@ -141,7 +141,10 @@ impl Follower {
                 tracing::error!(%reason, position = next.position, "this node refuses every write");
             }
             None if differed => {
-                tracing::info!(position = next.position, "this node's rules are the cluster's again");
+                tracing::info!(
+                    position = next.position,
+                    "this node's rules are the cluster's again"
+                );
             }
             _ => {}
         }

@@ -146,7 +146,9 @@ fn plan_offer(
     // Checked against the very group the plan follows: a group with other rules applied later
     // takes this one's place, and it is planned (and checked) again.
     if let Some(message) = progress.policy.refusal(at.rules) {
-        return Err(Published::Answered(Err(SubmitError::RulesDiffer { message })));
+        return Err(Published::Answered(Err(SubmitError::RulesDiffer {
+            message,
+        })));
     }
     let (plans, appended) = plan_group(&guard.projection, group, at.next_seq);
     drop(guard);

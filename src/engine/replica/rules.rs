@@ -82,7 +82,10 @@ mod tests {
         assert_eq!(mine.refusal(Some(base)), None);
         let why = mine.refusal(Some([9; 16])).unwrap();
         assert!(why.contains(&crate::auth::hex(&base)), "{why}");
-        let adopting = RulesPolicy { adopt: true, ..mine };
+        let adopting = RulesPolicy {
+            adopt: true,
+            ..mine
+        };
         assert_eq!(adopting.refusal(Some([9; 16])), None);
     }
 }

@@ -117,7 +117,10 @@ fn a_group_after_skipped_positions_is_applied_and_the_next_goes_after_the_last_r
     follower.apply(4, &second).unwrap();
     assert_eq!(follower.progress.read(), 4);
     assert_eq!(follower.progress.applied().position, 4);
-    assert_eq!(follower.progress.applied_at(4), Some(Lookup::Applied(second.hash())));
+    assert_eq!(
+        follower.progress.applied_at(4),
+        Some(Lookup::Applied(second.hash()))
+    );
 }
 
 #[test]
@@ -151,12 +154,19 @@ fn a_node_whose_rules_are_not_the_last_groups_refuses_to_publish_unless_it_adopt
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(stream.lock().unwrap().len(), 1, "only the other node's group");
+    assert_eq!(
+        stream.lock().unwrap().len(),
+        1,
+        "only the other node's group"
+    );
     assert!(engine.cluster_refusal().is_some());
     assert!(engine.replica_progress().unwrap().rules_differ.is_some());
     // Adopting, it writes under its own rules, and the stream's are its own again.
     let dir = tempfile::tempdir().unwrap();
-    let adopting = RulesPolicy { adopt: true, ..mine };
+    let adopting = RulesPolicy {
+        adopt: true,
+        ..mine
+    };
     let (engine, stream) = engine_under(
         dir.path(),
         &[Next::ForeignRules],
