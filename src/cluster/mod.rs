@@ -147,12 +147,26 @@ async fn connect_options(
     if let Some(token) = &config.token {
         options = options.token(token.clone());
     }
+    // A user and password in a URL (`nats://user:password@host:4222`), which the client does
+    // not take from the URL itself: the shipped NATS configurations give the nodes a user.
+    if let Some((user, password)) = url_user(&config.urls) {
+        options = options.user_and_password(user, password);
+    }
     if let Some(path) = &config.credentials {
         options = options.credentials_file(path).await.map_err(|err| {
             ClusterError::Connect(format!("the credentials file does not load: {err}"))
         })?;
     }
     Ok(options)
+}
+
+/// The first user and password the URLs carry, as written (use URL-safe characters: letters,
+/// digits, `-`, `_`).
+fn url_user(urls: &[String]) -> Option<(String, String)> {
+    urls.iter().find_map(|url| {
+        let addr = ServerAddr::from_str(url.trim()).ok()?;
+        Some((addr.username()?.to_owned(), addr.password()?.to_owned()))
+    })
 }
 
 /// Connects to one of the configured servers, waiting up to [`STREAM_READY_TIMEOUT`] for one

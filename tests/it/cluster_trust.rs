@@ -229,3 +229,74 @@ async fn until_refused(node: &Server) -> mcplog::client::Response {
     }
     unreachable!()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_nats_users_let_a_node_write_and_a_reader_only_read() {
+    let Some(bin) = nats_server() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut nats = Nats::start(bin, dir.path(), 1);
+    // The same server under the users and permissions deploy/cluster ships.
+    nats.kill(0);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/cluster/nats-auth.conf");
+    let users = std::fs::read_to_string(shipped)
+        .unwrap()
+        .replace("CHANGE-ME-mcplog", "nodepassword1")
+        .replace("CHANGE-ME-reader", "readerpassword1");
+    std::fs::write(dir.path().join("nats-auth.conf"), users).unwrap();
+    let conf = dir.path().join("n0.conf");
+    let mut config = std::fs::read_to_string(&conf).unwrap();
+    config.push_str("include ./nats-auth.conf\n");
+    std::fs::write(&conf, config).unwrap();
+    nats.restart(0);
+    let port = nats.client_ports[0];
+
+    // A node, with the user in its URL, creates the stream and writes.
+    let url = format!("nats://mcplog:nodepassword1@127.0.0.1:{port}");
+    let a = Server::start_with(
+        &dir.path().join("a"),
+        &[
+            ("MCPLOG_NATS_URL", url.as_str()),
+            ("MCPLOG_NATS_REPLICAS", "1"),
+            ("MCPLOG_MASTER_SECRET", MASTER_SECRET),
+        ],
+    );
+    let mut all = Vec::new();
+    acked(&a, single(0, 1, "users"), &mut all).await;
+
+    let addr = format!("127.0.0.1:{port}");
+    assert!(
+        async_nats::connect(&addr).await.is_err(),
+        "no anonymous access"
+    );
+    let connect_as = |user: &str, password: &str| {
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+            .connect(addr.clone())
+    };
+    let short = |client| {
+        async_nats::jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(1))
+            .build(client)
+    };
+    // The reader reads the stream but cannot publish a group, purge or delete it.
+    let reader = short(connect_as("reader", "readerpassword1").await.unwrap());
+    let mut stream = reader.get_stream("mcplog").await.unwrap();
+    stream.get_raw_message(1).await.unwrap();
+    let published = async {
+        reader
+            .publish("mcplog.groups", "not a group".into())
+            .await?
+            .await
+    };
+    assert!(published.await.is_err(), "the reader published");
+    assert!(stream.purge().await.is_err(), "the reader purged");
+    assert!(reader.delete_stream("mcplog").await.is_err());
+    // The nodes' user cannot delete the stream or a message of it either.
+    let node_user = short(connect_as("mcplog", "nodepassword1").await.unwrap());
+    assert!(node_user.delete_stream("mcplog").await.is_err());
+    let as_node = node_user.get_stream("mcplog").await.unwrap();
+    assert!(as_node.delete_message(1).await.is_err());
+    assert_eq!(stream.info().await.unwrap().state.messages, 1, "untouched");
+    acked(&a, single(0, 2, "users"), &mut all).await;
+    drop(a);
+    drop(nats);
+}
