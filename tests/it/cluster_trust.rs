@@ -207,6 +207,22 @@ async fn strays_and_unkeyed_groups_are_skipped_and_a_node_with_other_rules_canno
     let refused = until_refused(&a).await;
     assert_eq!(error_code(&refused), "rules_differ");
 
+    // The one way back for a node (README): stop it, move its data aside, start it from a
+    // backup of a peer taken while that peer runs; it follows on and writes.
+    drop(c);
+    std::fs::rename(&c_dir, dir.path().join("c-aside")).unwrap();
+    let backup = std::process::Command::new(env!("CARGO_BIN_EXE_mcplog-seg"))
+        .arg("backup")
+        .arg(&a_dir)
+        .arg(&c_dir)
+        .output()
+        .unwrap();
+    assert!(backup.status.success(), "{backup:?}");
+    let c = node(&c_dir, &urls, &[], &["--config", &weak]);
+    acked(&c, single(2, 2, "trust"), &mut all).await;
+    let last_seq = all.iter().map(|(seq, _)| *seq).max().unwrap();
+    settled(&[&a, &b, &c], last_seq).await;
+
     drop((a, b, c));
     let head = verify_head(&a_dir);
     assert_eq!(verify_head(&b_dir), head, "the nodes' chains differ");
