@@ -190,25 +190,15 @@ async fn start_cluster(
     urls: &str,
     keys: &Keys,
 ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>, Config), ServerError> {
-    use crate::cluster::{Cluster, ClusterConfig, ClusterError, GroupKeys, HEADER_BYTES_MAX};
+    use crate::cluster::{Cluster, ClusterConfig, HEADER_BYTES_MAX};
     use crate::engine::replica::{PublishLimits, FRAME_FIXED_BYTES_MAX};
-    // Groups are authenticated under a key derived from the master secret: a secret each node
-    // made for itself would have every node skip every other node's groups.
-    if config.keys.master_secret.is_none() {
-        return Err(ClusterError::Connect(
-            "cluster mode needs security.master_secret (MCPLOG_MASTER_SECRET), the same on every \
-             node: groups are authenticated with a key derived from it"
-                .into(),
-        )
-        .into());
-    }
     let cluster = Cluster::connect(&ClusterConfig {
         urls: urls.split(',').map(str::to_owned).collect(),
         stream: config.cluster.stream.clone(),
         replicas: config.cluster.replicas as usize,
         token: config.cluster.token.clone(),
         credentials: config.cluster.credentials.as_ref().map(Into::into),
-        group_keys: GroupKeys::of(keys),
+        group_keys: group_keys(config, keys)?,
     })
     .await?;
     let version = cluster.server_version();
@@ -260,6 +250,20 @@ async fn start_cluster(
     let engine = Arc::new(engine);
     let follow = tokio::spawn(cluster.follow(position, feed, Arc::clone(&engine)));
     Ok((engine, follow, config))
+}
+
+/// The keys groups are authenticated with, derived from the master secret: it must be set, since
+/// a secret each node made for itself would have every node skip every other node's groups.
+fn group_keys(config: &Config, keys: &Keys) -> Result<crate::cluster::GroupKeys, ServerError> {
+    if config.keys.master_secret.is_none() {
+        return Err(crate::cluster::ClusterError::Connect(
+            "cluster mode needs security.master_secret (MCPLOG_MASTER_SECRET), the same on every \
+             node: groups are authenticated with a key derived from it"
+                .into(),
+        )
+        .into());
+    }
+    Ok(crate::cluster::GroupKeys::of(keys))
 }
 
 /// This node's rules, fingerprinted with the limits in effect (`event_bytes_max` may have been

@@ -41,8 +41,7 @@ impl Cluster {
         if state.messages == 0 {
             return Err(no_group());
         }
-        // The last group that begins at or before `local_last`: first seqs grow with positions.
-        let (mut low, first) = self
+        let (low, first) = self
             .group_from(state.first_sequence, last)
             .await?
             .ok_or_else(no_group)?;
@@ -52,21 +51,7 @@ impl Cluster {
                 first.first_seq
             )));
         }
-        let mut high = last;
-        while low < high {
-            let mid = low + (high - low).div_ceil(2);
-            // The first group at `mid` or after; none there, or one beginning later, means none
-            // in `mid..=high` begins at or before `local_last`.
-            match self.group_from(mid, high).await? {
-                Some((at, group)) if group.first_seq <= local_last => low = at,
-                _ => high = mid - 1,
-            }
-        }
-        let group = self
-            .group_from(low, low)
-            .await?
-            .expect("a group sits at low")
-            .1;
+        let (low, group) = self.last_group_up_to(low, last, local_last).await?;
         // Past the stream's last group, the node holds events no other node has: it must not
         // follow a history that lacks them.
         let end = group.first_seq + group.frame_count().unwrap_or(0);
@@ -87,6 +72,30 @@ impl Cluster {
                 rules: None,
             },
         ))
+    }
+
+    /// The last group in `low..=high` that begins at or before `local_last` (the group at `low`
+    /// does), and its position: first seqs grow with positions, so a binary search.
+    async fn last_group_up_to(
+        &self,
+        mut low: u64,
+        mut high: u64,
+        local_last: u64,
+    ) -> Result<(u64, Group), ClusterError> {
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            // The first group at `mid` or after; none there, or one beginning later, means none
+            // in `mid..=high` begins at or before `local_last`.
+            match self.group_from(mid, high).await? {
+                Some((at, group)) if group.first_seq <= local_last => low = at,
+                _ => high = mid - 1,
+            }
+        }
+        let group = self
+            .group_from(low, low)
+            .await?
+            .expect("a group sits at low");
+        Ok(group)
     }
 
     /// The first authenticated group at a position in `from..=to`, and that position; messages
