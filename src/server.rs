@@ -256,7 +256,7 @@ async fn start_cluster(
 /// a secret each node made for itself would have every node skip every other node's groups.
 fn group_keys(config: &Config, keys: &Keys) -> Result<crate::cluster::GroupKeys, ServerError> {
     if config.keys.master_secret.is_none() {
-        return Err(crate::cluster::ClusterError::Connect(
+        return Err(crate::cluster::ClusterError::Config(
             "cluster mode needs security.master_secret (MCPLOG_MASTER_SECRET), the same on every \
              node: groups are authenticated with a key derived from it"
                 .into(),

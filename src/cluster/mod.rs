@@ -66,6 +66,9 @@ pub enum ClusterError {
     /// The node's log and the stream disagree.
     #[error("{0}")]
     Diverged(String),
+    /// The node's settings cannot make a cluster node.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What the cluster settings say.

@@ -39,7 +39,10 @@ impl Cluster {
             ))
         };
         if state.messages == 0 {
-            return Err(no_group());
+            return Err(ClusterError::Diverged(format!(
+                "this node's log holds {local_last} events but the stream is empty: a cluster \
+                 node's log must come from the stream"
+            )));
         }
         let (low, first) = self
             .group_from(state.first_sequence, last)

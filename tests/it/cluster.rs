@@ -1000,6 +1000,7 @@ async fn a_node_authenticates_with_the_configured_token_or_credentials_and_says_
         let mut all = vec![
             ("MCPLOG_NATS_URL", url.as_str()),
             ("MCPLOG_NATS_REPLICAS", "1"),
+            ("MCPLOG_MASTER_SECRET", MASTER_SECRET),
         ];
         all.extend(env);
         let started = Instant::now();
@@ -1045,7 +1046,10 @@ async fn a_node_whose_log_the_stream_does_not_hold_refuses_to_start() {
     let stored = b.post("/api/v2/interactions", single(1, 1, "b")).await;
     assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
     // A's log holds seqs 1..=3; the stream's history ends at 1, with another event.
-    let mut all = vec![("MCPLOG_NATS_URL", nats.urls())];
+    let mut all = vec![
+        ("MCPLOG_NATS_URL", nats.urls()),
+        ("MCPLOG_MASTER_SECRET", MASTER_SECRET.to_owned()),
+    ];
     all.extend(env.iter().map(|&(k, v)| (k, v.to_owned())));
     let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (mut child, _, log) = crate::common::spawn(&a_dir, &all);

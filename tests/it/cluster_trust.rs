@@ -313,6 +313,21 @@ async fn the_shipped_nats_users_let_a_node_write_and_a_reader_only_read() {
     assert!(as_node.delete_message(1).await.is_err());
     assert_eq!(stream.info().await.unwrap().state.messages, 1, "untouched");
     acked(&a, single(0, 2, "users"), &mut all).await;
+    // A node without the shared master secret could authenticate no group: it does not start.
+    let (mut child, _, log) = crate::common::spawn(
+        &dir.path().join("b"),
+        &[
+            ("MCPLOG_NATS_URL", url.as_str()),
+            ("MCPLOG_NATS_REPLICAS", "1"),
+        ],
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    std::thread::sleep(Duration::from_millis(100));
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.contains("cluster mode needs security.master_secret"),
+        "{log}"
+    );
     drop(a);
     drop(nats);
 }
