@@ -185,6 +185,8 @@ codes! {
     ShuttingDown = "shutting_down",
     /// Cluster mode: the stream does not answer.
     ClusterUnavailable = "cluster_unavailable",
+    /// Cluster mode: this node's redaction rules or limits differ from the cluster's.
+    RulesDiffer = "rules_differ",
     /// A fault of the server itself.
     Internal = "internal",
 }

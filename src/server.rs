@@ -58,7 +58,8 @@ pub async fn run(
             config.clone(),
         ),
         Some(urls) => {
-            let (engine, follow, config) = start_cluster(config, urls, on_revocation).await?;
+            let (engine, follow, config) =
+                start_cluster(config, urls, &keys, on_revocation).await?;
             (engine, Some(follow), config)
         }
     };
@@ -182,23 +183,24 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Arc<Keys>) -> AppSt
             config.rate_limits.role_quotas.clone(),
             config.rate_limits.key_quotas.clone(),
         )),
-        redactor: Arc::new(
-            Redactor::with_secrets(
-                &config.redaction,
-                &config
-                    .keys
-                    .static_keys
-                    .iter()
-                    .map(|k| k.key.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .expect("the redaction rules compiled when the configuration was read"),
-        ),
+        redactor: Arc::new(redactor(config)),
         metrics_auth: config.api.metrics_auth,
         cluster_node: config.cluster.nats_url.is_some(),
         ready_lag_groups: config.cluster.ready_lag_groups,
         cursors,
     })
+}
+
+/// The redaction rules of the configuration, with the static keys as secrets to redact.
+fn redactor(config: &Config) -> Redactor {
+    let statics: Vec<&str> = config
+        .keys
+        .static_keys
+        .iter()
+        .map(|k| k.key.as_str())
+        .collect();
+    Redactor::with_secrets(&config.redaction, &statics)
+        .expect("the redaction rules compiled when the configuration was read")
 }
 
 /// Opens the log in the configured data directory and folds it into a fresh view.
@@ -209,6 +211,7 @@ pub fn app_state(config: &Config, engine: Arc<Engine>, keys: Arc<Keys>) -> AppSt
 async fn start_cluster(
     config: &Config,
     urls: &str,
+    keys: &Keys,
     on_revocation: OnRevocation,
 ) -> Result<(Arc<Engine>, tokio::task::JoinHandle<()>, Config), ServerError> {
     use crate::cluster::{Cluster, ClusterConfig, HEADER_BYTES_MAX};
@@ -219,6 +222,7 @@ async fn start_cluster(
         replicas: config.cluster.replicas as usize,
         token: config.cluster.token.clone(),
         credentials: config.cluster.credentials.as_ref().map(Into::into),
+        group_keys: group_keys(config, keys)?,
     })
     .await?;
     let version = cluster.server_version();
@@ -264,6 +268,7 @@ async fn start_cluster(
         PublishLimits {
             ingest_deadline: config.cluster.ingest_deadline,
             group_bytes_max,
+            rules: rules_policy(&config),
         },
         on_revocation,
     );
@@ -275,6 +280,40 @@ async fn start_cluster(
         tokio::join!(read, trim);
     });
     Ok((engine, follow, config))
+}
+
+/// The keys groups are authenticated with, derived from the master secret: it must be set, since
+/// a secret each node made for itself would have every node skip every other node's groups.
+fn group_keys(config: &Config, keys: &Keys) -> Result<crate::cluster::GroupKeys, ServerError> {
+    if config.keys.master_secret.is_none() {
+        return Err(crate::cluster::ClusterError::Config(
+            "cluster mode needs security.master_secret (MCPLOG_MASTER_SECRET), the same on every \
+             node: groups are authenticated with a key derived from it"
+                .into(),
+        )
+        .into());
+    }
+    Ok(crate::cluster::GroupKeys::of(keys))
+}
+
+/// This node's rules, fingerprinted with the limits in effect (`event_bytes_max` may have been
+/// lowered to fit a NATS message).
+fn rules_policy(config: &Config) -> crate::engine::replica::RulesPolicy {
+    let fingerprint = crate::engine::replica::fingerprint(
+        redactor(config).version(),
+        config.api.event_bytes_max,
+        config.api.interaction_events_max,
+        config.api.clock_skew_max,
+    );
+    tracing::info!(
+        rules = %crate::hex::encode(&fingerprint),
+        adopt_rules = config.cluster.adopt_rules,
+        "cluster mode: this node's rules fingerprint"
+    );
+    crate::engine::replica::RulesPolicy {
+        fingerprint,
+        adopt: config.cluster.adopt_rules,
+    }
 }
 
 /// JetStream acknowledges before its fsync unless the servers sync every write (`sync_interval:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local mcplog cluster for trying cluster mode: three NATS servers in one JetStream
-# cluster (nats-1.conf .. nats-3.conf beside this script) and two mcplog nodes following one
-# stream, all on loopback. Ctrl-C (or SIGTERM) stops everything.
+# cluster (nats-1.conf .. nats-3.conf beside this script, with the users of nats-auth.conf given
+# fresh passwords) and two mcplog nodes following one stream, all on loopback. Ctrl-C (or
+# SIGTERM) stops everything.
 #
 #   deploy/cluster/start-local.sh [DIR]        # state in DIR (default ./cluster-data)
 #
@@ -33,6 +34,19 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# A secret of 24 random bytes in hex, kept in $dir/$1 across restarts.
+secret() {
+  if [[ ! -s "$dir/$1" ]]; then
+    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/$1")
+  fi
+  cat "$dir/$1"
+}
+# The servers' users (nats-auth.conf) with passwords of their own: the nodes connect as
+# `mcplog`; `reader` is for tools.
+mcplog_password="$(secret nats-mcplog.password)"
+sed -e "s|CHANGE-ME-mcplog|$mcplog_password|" -e "s|CHANGE-ME-reader|$(secret nats-reader.password)|" \
+  "$here/nats-auth.conf" >"$dir/nats-auth.conf"
+
 routes=""
 for port in "${route_ports[@]}"; do routes+="${routes:+,}nats-route://127.0.0.1:$port"; done
 urls=""
@@ -45,7 +59,7 @@ for i in 0 1 2; do
     --cluster "nats://127.0.0.1:${route_ports[$i]}" --routes "$routes" \
     >"$dir/nats-$n.log" 2>&1 &
   pids+=($!)
-  urls+="${urls:+,}nats://127.0.0.1:${nats_ports[$i]}"
+  urls+="${urls:+,}nats://mcplog:$mcplog_password@127.0.0.1:${nats_ports[$i]}"
 done
 
 for port in "${nats_ports[@]}"; do
@@ -55,13 +69,12 @@ for port in "${nats_ports[@]}"; do
   done
 done
 
-# One master secret for both nodes, so a key made on either is accepted by both.
-if [[ ! -s "$dir/master.secret" ]]; then
-  (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/master.secret")
-fi
+# One master secret for both nodes: a key made on either is accepted by both, and the groups'
+# MAC key is derived from it.
+master_secret="$(secret master.secret)"
 for i in 0 1; do
   node="node-$((i + 1))"
-  MCPLOG_NATS_URL="$urls" MCPLOG_MASTER_SECRET="$(cat "$dir/master.secret")" \
+  MCPLOG_NATS_URL="$urls" MCPLOG_MASTER_SECRET="$master_secret" \
     "$mcplog" serve --bind "127.0.0.1:${node_ports[$i]}" --data-dir "$dir/$node" \
     >"$dir/$node.log" 2>&1 &
   pids+=($!)
@@ -77,7 +90,7 @@ for i in 0 1; do
   grep -q "listening on" "$dir/$node.log" || { echo "$node did not start; see $dir/$node.log" >&2; exit 1; }
 done
 
-echo "NATS: $urls"
+echo "NATS: ${urls//$mcplog_password/****} (users and passwords: $dir/nats-auth.conf)"
 for i in 0 1; do
   node="node-$((i + 1))"
   echo "$node: http://127.0.0.1:${node_ports[$i]}  admin key: $dir/$node/admin.key"

@@ -270,17 +270,32 @@ pub struct Keys {
 /// Most key ids remembered as seen; past it, revoking an unseen id needs `force`.
 const SEEN_KEYS_MAX: usize = 100_000;
 
+/// A 32-byte secret for `purpose` derived from `master` (HMAC-SHA256 keyed by it): the same on
+/// every node that shares the master secret, and unrelated to it and to any other purpose's.
+pub fn derive_secret(master: &[u8], purpose: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(master).expect("HMAC takes any key length");
+    mac.update(b"mcplog derived secret: ");
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
 impl Keys {
     /// A 32-byte secret for `purpose`, derived from the master secret (HMAC-SHA256 keyed by it):
     /// the same for the same secret, so what it seals outlives a restart, and unrelated to the
     /// master secret and to any other purpose's.
     pub fn derived_secret(&self, purpose: &str) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.masters.current)
-            .expect("HMAC takes any key length");
-        mac.update(b"mcplog derived secret: ");
-        mac.update(purpose.as_bytes());
-        mac.finalize().into_bytes().into()
+        derive_secret(&self.masters.current, purpose)
+    }
+
+    /// [`Keys::derived_secret`] under each previous master secret: what the current secret's
+    /// was before a rotation.
+    pub fn previous_derived_secrets(&self, purpose: &str) -> Vec<[u8; 32]> {
+        self.masters
+            .previous
+            .iter()
+            .map(|secret| derive_secret(secret, purpose))
+            .collect()
     }
 
     /// Keys from the admin key, the static keys, the master secret, and the revocations found in

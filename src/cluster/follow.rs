@@ -1,5 +1,5 @@
-//! The follower's half: an ordered consumer reads every group of the stream, in order, and
-//! hands it to the engine's follower thread; a consumer that fails or goes quiet is recreated
+//! The follower's half: an ordered consumer reads every message of the stream, in order, and
+//! hands it to the engine's follower thread as an authenticated group or why it is not one; a consumer that fails or goes quiet is recreated
 //! after the last group delivered.
 
 use std::sync::Arc;
@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 
 use super::group::group_of;
 use super::{
-    Cluster, CONSUMER_PULL_EXPIRY, CONSUMER_RETRY_PAUSE, FIRST_SEQ_HEADER, FOLLOW_QUIET_CHECK,
-    FOLLOW_QUIET_CHECKS, PUBLISH_ATTEMPT_TIMEOUT,
+    Cluster, CONSUMER_PULL_EXPIRY, CONSUMER_RETRY_PAUSE, FOLLOW_QUIET_CHECK, FOLLOW_QUIET_CHECKS,
+    PUBLISH_ATTEMPT_TIMEOUT,
 };
 use crate::engine::replica::{Group, GroupFeed};
 use crate::engine::Engine;
@@ -129,8 +129,8 @@ impl Cluster {
             engine.set_replica_pending(info.pending);
             engine.saw_shared_log_end(at + info.pending);
             let group = match &message.headers {
-                Some(headers) => group_of(headers, message.payload.clone()),
-                None => Err(format!("no {FIRST_SEQ_HEADER} header")),
+                Some(headers) => group_of(headers, message.payload.clone(), &self.keys),
+                None => Err("no headers".to_owned()),
             };
             if !deliver(feed, at, group).await {
                 return Ended::FollowerGone;

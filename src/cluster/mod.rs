@@ -1,13 +1,16 @@
 //! Cluster mode's transport: the shared log of groups is a NATS JetStream stream (replicated by
 //! JetStream's Raft). The only module that knows NATS.
 //!
-//! - One stream (`[cluster] stream`, subject `<stream>.groups`) holds one message per group: its
-//!   frames as the payload, headers [`FIRST_SEQ_HEADER`] and [`PREV_HASH_HEADER`], a
-//!   `Nats-Msg-Id` of the group's chain hash (so a retry after a lost answer is deduplicated) and
-//!   `Nats-Expected-Last-Sequence` of the last group this node applied (so a group is stored only
-//!   right after the history it was planned against; the whole-stream expectation, since the
-//!   per-subject one is not serializable under concurrent writers in nats-server 2.9).
-//! - An ordered consumer delivers every message, in order, to the engine's follower.
+//! - One stream (`[cluster] stream`, subject `<stream>.groups`, created denying deletes) holds
+//!   one message per group: its frames as the payload, headers [`FIRST_SEQ_HEADER`],
+//!   [`PREV_HASH_HEADER`], [`RULES_HEADER`] and [`MAC_HEADER`] (keyed by the shared master
+//!   secret), a `Nats-Msg-Id` of the group's chain hash (so a retry after a lost answer is
+//!   deduplicated) and `Nats-Expected-Last-Sequence` of the last position this node read (so a
+//!   group is stored only right after the history it was planned against; the whole-stream
+//!   expectation, since the per-subject one is not serializable under concurrent writers in
+//!   nats-server 2.9).
+//! - An ordered consumer delivers every message, in order, to the engine's follower: a message
+//!   that is not an authenticated group goes as the reason, which the follower skips.
 //! - At start the follower resumes at the group holding the node's last local seq, found by a
 //!   binary search over the stream, so a restart catches up only the tail.
 //! - Retention reaches the stream: once a node's retention deleted its oldest segments, the
@@ -33,7 +36,9 @@ use async_nats::ServerAddr;
 
 use crate::engine::replica::SharedLog;
 
-pub use group::{group_headers, FIRST_SEQ_HEADER, PREV_HASH_HEADER};
+pub use group::{
+    group_headers, GroupKeys, FIRST_SEQ_HEADER, MAC_HEADER, PREV_HASH_HEADER, RULES_HEADER,
+};
 
 /// JetStream's deduplication window: long enough for any retry of one group.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -79,6 +84,9 @@ pub enum ClusterError {
     /// The node's log and the stream disagree.
     #[error("{0}")]
     Diverged(String),
+    /// The node's settings cannot make a cluster node.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What the cluster settings say.
@@ -94,6 +102,8 @@ pub struct ClusterConfig {
     pub token: Option<String>,
     /// A NATS credentials file (user JWT and NKey seed), if any.
     pub credentials: Option<std::path::PathBuf>,
+    /// The keys groups are authenticated with.
+    pub group_keys: GroupKeys,
 }
 
 /// A connection to the cluster's stream.
@@ -102,6 +112,7 @@ pub struct Cluster {
     context: jetstream::Context,
     stream: stream::Stream,
     subject: String,
+    keys: GroupKeys,
 }
 
 impl Cluster {
@@ -121,6 +132,7 @@ impl Cluster {
             context,
             stream,
             subject,
+            keys: config.group_keys.clone(),
         })
     }
 
@@ -139,6 +151,7 @@ impl Cluster {
         Box::new(publish::Publisher {
             context: self.context.clone(),
             subject: self.subject.clone(),
+            keys: self.keys.clone(),
             runtime,
         })
     }
@@ -159,6 +172,11 @@ async fn connect_options(
     if let Some(token) = &config.token {
         options = options.token(token.clone());
     }
+    // A user and password in a URL (`nats://user:password@host:4222`), which the client does
+    // not take from the URL itself: the shipped NATS configurations give the nodes a user.
+    if let Some((user, password)) = url_user(&config.urls) {
+        options = options.user_and_password(user, password);
+    }
     if let Some(path) = &config.credentials {
         options = options.credentials_file(path).await.map_err(|err| {
             ClusterError::Connect(format!("the credentials file does not load: {err}"))
@@ -177,6 +195,15 @@ fn log_connection_event(event: async_nats::Event) {
         async_nats::Event::Connected => tracing::info!("connected to a NATS server"),
         other => tracing::warn!(event = %other, "NATS connection event"),
     }
+}
+
+/// The first user and password the URLs carry, as written (use URL-safe characters: letters,
+/// digits, `-`, `_`).
+fn url_user(urls: &[String]) -> Option<(String, String)> {
+    urls.iter().find_map(|url| {
+        let addr = ServerAddr::from_str(url.trim()).ok()?;
+        Some((addr.username()?.to_owned(), addr.password()?.to_owned()))
+    })
 }
 
 /// Connects to one of the configured servers, waiting up to [`STREAM_READY_TIMEOUT`] for one
@@ -225,6 +252,9 @@ async fn ready_stream(
         num_replicas: config.replicas,
         storage: stream::StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
+        // The log is append-only: no message is taken out of its middle. Purging its head stays
+        // possible (retention).
+        deny_delete: true,
         ..Default::default()
     };
     let started = Instant::now();
@@ -266,6 +296,12 @@ fn check_stream(
             "the stream {:?} exists but does not take the subject {subject:?}",
             config.stream
         )));
+    }
+    if !found.deny_delete {
+        tracing::warn!(
+            stream = %config.stream,
+            "the stream allows deleting messages; mcplog creates it with deny_delete"
+        );
     }
     if found.duplicate_window < DUPLICATE_WINDOW {
         tracing::warn!(

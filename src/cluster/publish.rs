@@ -1,5 +1,5 @@
-//! The publisher's half of the shared log: appends a group with JetStream's expected last
-//! sequence and its chain hash as the message id.
+//! The publisher's half of the shared log: appends a group with its MAC, JetStream's expected
+//! last sequence and its chain hash as the message id.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use crate::engine::replica::{Group, ShareError, SharedLog};
 pub(super) struct Publisher {
     pub(super) context: jetstream::Context,
     pub(super) subject: String,
+    pub(super) keys: super::GroupKeys,
     pub(super) runtime: tokio::runtime::Handle,
 }
 
@@ -21,7 +22,7 @@ impl SharedLog for Publisher {
         use jetstream::context::PublishErrorKind;
         let message = jetstream::message::PublishMessage::build()
             .payload(group.frames.clone())
-            .headers(group_headers(group))
+            .headers(group_headers(group, &self.keys))
             .message_id(crate::auth::hex(&group.hash()))
             .expected_last_sequence(after);
         self.runtime.block_on(async {

@@ -1,5 +1,6 @@
 //! Where a node's follower goes on at start: the group holding its last local seq, found by a
-//! binary search over the stream, so a restart catches up only the tail.
+//! binary search over the stream's authenticated groups (stepping over any other message), so a
+//! restart catches up only the tail.
 
 use super::group::group_of;
 use super::{Cluster, ClusterError, BOOTSTRAP_COMMAND};
@@ -10,10 +11,8 @@ impl Cluster {
     /// stream position to read from, and the state just before it.
     pub async fn resume_point(&self, local_last: u64) -> Result<(u64, Applied), ClusterError> {
         let start = Applied {
-            position: 0,
-            hash: [0; 32],
             next_seq: 1,
-            received_at_us: 0,
+            ..Applied::default()
         };
         let state = self.stream_state().await?;
         if local_last == 0 {
@@ -27,13 +26,23 @@ impl Cluster {
             }
             return Ok((1, start));
         }
+        let last = state.last_sequence;
+        let no_group = || {
+            ClusterError::Diverged(format!(
+                "this node's log holds {local_last} events but the stream holds no group: a \
+                 cluster node's log must come from the stream"
+            ))
+        };
         if state.messages == 0 {
             return Err(ClusterError::Diverged(format!(
                 "this node's log holds {local_last} events but the stream is empty: a cluster \
                  node's log must come from the stream"
             )));
         }
-        let first = self.group_at(state.first_sequence).await?;
+        let (low, first) = self
+            .group_from(state.first_sequence, last)
+            .await?
+            .ok_or_else(no_group)?;
         if first.first_seq > local_last {
             return Err(ClusterError::Diverged(format!(
                 "the stream's first group begins at seq {}, after this node's last seq \
@@ -42,14 +51,11 @@ impl Cluster {
                 first.first_seq
             )));
         }
-        let low = self
-            .position_holding(local_last, state.first_sequence, state.last_sequence)
-            .await?;
-        let group = self.group_at(low).await?;
+        let (low, group) = self.last_group_up_to(low, last, local_last).await?;
         // Past the stream's last group, the node holds events no other node has: it must not
         // follow a history that lacks them.
         let end = group.first_seq + group.frame_count().unwrap_or(0);
-        if low == state.last_sequence && local_last >= end {
+        if local_last >= end && self.group_from(low + 1, last).await?.is_none() {
             return Err(ClusterError::Diverged(format!(
                 "this node's log ends at seq {local_last} but the stream's last group ends at \
                  seq {}: it holds events the stream does not (was the stream recreated?)",
@@ -63,35 +69,75 @@ impl Cluster {
                 hash: group.prev_hash,
                 next_seq: group.first_seq,
                 received_at_us: 0,
+                rules: None,
             },
         ))
     }
 
-    /// The last position in `low..=high` whose group begins at or before `seq` (`low` if none
-    /// does), by a binary search: first seqs grow with positions.
+    /// The last group in `low..=high` that begins at or before `local_last` (the group at `low`
+    /// does), and its position: first seqs grow with positions, so a binary search.
+    async fn last_group_up_to(
+        &self,
+        mut low: u64,
+        mut high: u64,
+        local_last: u64,
+    ) -> Result<(u64, Group), ClusterError> {
+        while low < high {
+            let mid = low + (high - low).div_ceil(2);
+            // The first group at `mid` or after; none there, or one beginning later, means none
+            // in `mid..=high` begins at or before `local_last`.
+            match self.group_from(mid, high).await? {
+                Some((at, group)) if group.first_seq <= local_last => low = at,
+                _ => high = mid - 1,
+            }
+        }
+        // Checked again: the group at `low` may be gone since (a trim by another node).
+        self.group_from(low, low).await?.ok_or_else(|| {
+            ClusterError::JetStream(format!("the group at position {low} is gone"))
+        })
+    }
+
+    /// The last position in `low..=high` whose group begins at or before `seq`, or `low` if
+    /// none does (retention's trim keeps that group and all after it).
     pub(super) async fn position_holding(
         &self,
         seq: u64,
-        mut low: u64,
-        mut high: u64,
+        low: u64,
+        high: u64,
     ) -> Result<u64, ClusterError> {
-        while low < high {
-            let mid = low + (high - low).div_ceil(2);
-            if self.group_at(mid).await?.first_seq <= seq {
-                low = mid;
-            } else {
-                high = mid - 1;
+        match self.group_from(low, high).await? {
+            Some((at, group)) if group.first_seq <= seq => {
+                Ok(self.last_group_up_to(at, high, seq).await?.0)
             }
+            _ => Ok(low),
         }
-        Ok(low)
     }
 
-    pub(super) async fn group_at(&self, position: u64) -> Result<Group, ClusterError> {
-        let message = self.stream.get_raw_message(position).await.map_err(|err| {
-            ClusterError::JetStream(format!("reading the group at position {position}: {err}"))
-        })?;
-        group_of(&message.headers, message.payload).map_err(|why| {
-            ClusterError::Diverged(format!("the group at position {position}: {why}"))
-        })
+    /// The first authenticated group at a position in `from..=to`, and that position; messages
+    /// that are not (or were deleted) are stepped over, as the follower skips them.
+    async fn group_from(&self, from: u64, to: u64) -> Result<Option<(u64, Group)>, ClusterError> {
+        for position in from..=to {
+            let message = match self.stream.get_raw_message(position).await {
+                Ok(message) => message,
+                Err(err)
+                    if err.kind()
+                        == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+                {
+                    continue
+                }
+                Err(err) => {
+                    return Err(ClusterError::JetStream(format!(
+                        "reading the message at position {position}: {err}"
+                    )))
+                }
+            };
+            match group_of(&message.headers, message.payload, &self.keys) {
+                Ok(group) => return Ok(Some((position, group))),
+                Err(why) => {
+                    tracing::warn!(position, reason = %why, "stepping over a message that is not an authenticated group");
+                }
+            }
+        }
+        Ok(None)
     }
 }

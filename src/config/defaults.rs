@@ -116,5 +116,6 @@ fn cluster() -> ClusterSettings {
         credentials: None,
         ingest_deadline: row("ingest_deadline").default_duration(),
         ready_lag_groups: row("ready_lag_groups").default_count(),
+        adopt_rules: row("adopt_rules").default_as(flag),
     }
 }

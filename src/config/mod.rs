@@ -164,6 +164,9 @@ pub struct ClusterSettings {
     /// holds, so a node keeping up under load stays ready, while one with thousands of groups
     /// to apply is not; 256 groups apply in about a second (one fdatasync each).
     pub ready_lag_groups: u64,
+    /// `[cluster] adopt_rules`: publish under this node's rules even where the cluster's last
+    /// group carries others, moving the cluster to them.
+    pub adopt_rules: bool,
 }
 
 /// `[logging]`.

@@ -413,6 +413,14 @@ pub static SETTINGS: &[Setting] = &[
         Count(numbers(0, READY_LAG_CEILING, "groups")),
         "cluster mode: /readyz answers 503 while this node has applied more than this many groups fewer than the stream holds"
     ),
+    setting!(
+        "cluster",
+        cluster.adopt_rules,
+        "MCPLOG_NATS_ADOPT_RULES",
+        Some("false"),
+        Flag,
+        "cluster mode: true: write under this node's redaction rules and limits though the cluster's last group carries others, moving the cluster to them"
+    ),
     Setting {
         section: "logging",
         name: "level",

@@ -151,6 +151,13 @@ pub enum SubmitError {
         /// What was waited for.
         message: String,
     },
+    /// Cluster mode: this node's rules (redaction, limits) differ from those of the cluster's
+    /// last group; it publishes nothing until they agree.
+    #[error("{message}")]
+    RulesDiffer {
+        /// Which rules differ and what to do.
+        message: String,
+    },
     /// Cluster mode: the events, once encoded (and redacted), exceed the largest message the
     /// shared log takes.
     #[error("the batch encodes to {bytes} bytes, more than the cluster's message limit of {max} bytes; send fewer or smaller events")]
@@ -291,7 +298,7 @@ impl Engine {
         limits: replica::PublishLimits,
         on_revocation: OnRevocation,
     ) -> (Engine, replica::GroupFeed) {
-        let progress = Arc::new(replica::Progress::default());
+        let progress = Arc::new(replica::Progress::new(limits.rules));
         progress.set(resume);
         let (feed, delivered) = replica::group_feed();
         let follower_thread = std::cell::Cell::new(None);
@@ -473,6 +480,12 @@ impl Engine {
         self.health.running.load(Ordering::SeqCst)
     }
 
+    /// Cluster mode: why this node refuses every write though its storage works (its rules are
+    /// not the cluster's), if it does.
+    pub fn cluster_refusal(&self) -> Option<String> {
+        self.progress.as_ref()?.rules_differ()
+    }
+
     /// The last storage failure, cleared by the next successful write; in cluster mode also why
     /// the follower halted, which nothing clears.
     pub fn storage_failure(&self) -> Option<String> {
@@ -562,8 +575,10 @@ impl Engine {
             return Ok(());
         };
         let report = progress.report();
+        // The last position read, not applied: skipped messages (strays, however many) are
+        // behind the node as much as applied groups are.
         progress.liveness.readiness(
-            report.applied.position,
+            progress.read().max(report.applied.position),
             report.halted,
             lag_max,
             std::time::Instant::now(),

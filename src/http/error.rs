@@ -179,6 +179,7 @@ impl From<SubmitError> for ApiError {
                 ApiError::new(Code::PayloadTooLarge, message).with_field("events")
             }
             SubmitError::Unavailable { .. } => ApiError::new(Code::ClusterUnavailable, message),
+            SubmitError::RulesDiffer { .. } => ApiError::new(Code::RulesDiffer, message),
         }
     }
 }

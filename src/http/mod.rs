@@ -378,22 +378,27 @@ pub struct HealthJson {
     reason: Option<String>,
 }
 
-/// `GET /api/v2/health`: public. 503 with the reason when the writer cannot store events.
+/// `GET /api/v2/health`: public. 503 with the reason when the writer cannot store events, or a
+/// cluster node refuses them (its rules are not the cluster's).
 #[utoipa::path(get, path = "/api/v2/health", tag = "operate",
     responses((status = 200, body = HealthJson), (status = 503, body = HealthJson)))]
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let engine = &state.engine;
     let running = engine.writer_running();
     let failure = engine.storage_failure();
-    let healthy = running && failure.is_none();
+    let refusal = engine.cluster_refusal();
+    let healthy = running && failure.is_none() && refusal.is_none();
     let body = HealthJson {
         status: if healthy { "healthy" } else { "unhealthy" },
         timestamp: crate::clock::now_us() as f64 / 1e6,
         queue_size: engine.queue_size(),
         processor_running: running,
         storage_writable: failure.is_none(),
-        reason: (!healthy)
-            .then(|| failure.unwrap_or_else(|| "the log writer is not running".to_owned())),
+        reason: (!healthy).then(|| {
+            failure
+                .or(refusal)
+                .unwrap_or_else(|| "the log writer is not running".to_owned())
+        }),
     };
     let status = if healthy {
         StatusCode::OK

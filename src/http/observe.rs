@@ -91,7 +91,8 @@ pub(super) async fn livez() -> &'static str {
 }
 
 /// `GET /readyz`: 503 as soon as shutdown begins, or while the writer cannot store events; on a
-/// cluster node also while it cannot write through the cluster or has not caught up with it.
+/// cluster node also while it cannot write through the cluster, has not caught up with it, or its
+/// rules are not the cluster's.
 #[utoipa::path(get, path = "/readyz", tag = "operate",
     responses((status = 200, description = "ready", body = String),
         (status = 503, description = "draining, storage failing, or (cluster mode) halted, cut off from the stream, or catching up; the body says which", body = String)))]
@@ -105,6 +106,9 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, String
     }
     if !state.engine.writer_running() || state.engine.storage_failure().is_some() {
         return unavailable("storage unavailable");
+    }
+    if let Some(why) = state.engine.cluster_refusal() {
+        return unavailable(&format!("rules differ from the cluster's: {why}"));
     }
     (StatusCode::OK, "ready\n".to_owned())
 }
@@ -241,6 +245,20 @@ fn cluster_metrics(out: &mut String, report: &crate::engine::replica::Report, st
             "mcplog_cluster_publish_retries_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    single(
+        out,
+        "mcplog_cluster_skipped_messages_total",
+        "counter",
+        "Cluster mode: messages of the stream skipped, never applied, as not authenticated groups.",
+        report.skipped,
+    );
+    single(
+        out,
+        "mcplog_cluster_rules_differ",
+        "gauge",
+        "Cluster mode: 1 while this node's rules differ from the cluster's and it refuses every write.",
+        u64::from(report.rules_differ.is_some()),
+    );
     single(
         out,
         "mcplog_cluster_halted",

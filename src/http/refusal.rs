@@ -216,7 +216,8 @@ pub const fn answer(code: Code) -> Answer {
         RequestTimeout | QueueFull | ShuttingDown | ClusterUnavailable | NotYetApplied => {
             unavailable(1)
         }
-        StorageUnavailable => unavailable(5),
+        // Only an operator changes a node's rules: retrying soon will not help.
+        StorageUnavailable | RulesDiffer => unavailable(5),
         InsufficientStorage => Answer {
             retry_after_s: Some(5),
             ..answer_of(

@@ -162,10 +162,7 @@ pub(crate) fn start_node(data_dir: &Path, urls: &str, extra: &[(&str, &str)]) ->
         ("MCPLOG_NATS_URL", urls),
         ("MCPLOG_NATS_REPLICAS", "3"),
         // A key any node accepts, so clients may post to either.
-        (
-            "MCPLOG_MASTER_SECRET",
-            "cluster-test-master-secret-0123456789",
-        ),
+        ("MCPLOG_MASTER_SECRET", MASTER_SECRET),
     ];
     env.extend_from_slice(extra);
     Server::start_with(data_dir, &env)
@@ -176,10 +173,7 @@ pub(crate) fn writer_key(node: &Server) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_mcplog"))
         .args(["keygen", "--role", "admin", "--data-dir"])
         .arg(&node.data_dir)
-        .env(
-            "MCPLOG_MASTER_SECRET",
-            "cluster-test-master-secret-0123456789",
-        )
+        .env("MCPLOG_MASTER_SECRET", MASTER_SECRET)
         .output()
         .unwrap();
     assert!(
@@ -576,9 +570,27 @@ pub(crate) fn forged_frames(first_seq: u64, count: u64) -> Vec<u8> {
     frames
 }
 
+/// The master secret [`start_node`] gives every node.
+pub(crate) const MASTER_SECRET: &str = "cluster-test-master-secret-0123456789";
+
+/// The headers a node sharing [`MASTER_SECRET`] gives `group`: what only a holder of the shared
+/// secret can make.
+pub(crate) fn signed_headers(group: &mcplog::engine::replica::Group) -> async_nats::HeaderMap {
+    let keys = mcplog::cluster::GroupKeys::from_master_secrets(MASTER_SECRET.as_bytes(), &[]);
+    mcplog::cluster::group_headers(group, &keys)
+}
+
+/// The rules fingerprint a stored group carries.
+pub(crate) fn rules_of(message: &async_nats::jetstream::message::StreamMessage) -> [u8; 16] {
+    let hex = message.headers.get(mcplog::cluster::RULES_HEADER).unwrap();
+    let bytes: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&hex.as_str()[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    bytes.try_into().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_fed_a_group_with_a_wrong_hash_seq_or_frame_halts_and_never_applies_it() {
-    use mcplog::cluster::{FIRST_SEQ_HEADER, PREV_HASH_HEADER};
     use mcplog::engine::replica::Group;
     let Some(bin) = nats_server() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -599,7 +611,7 @@ async fn a_follower_fed_a_group_with_a_wrong_hash_seq_or_frame_halts_and_never_a
             "frame 1 does not decode: CRC mismatch",
         ),
     ];
-    for (stream, first_seq, right_hash, flip, named) in cases {
+    for (n, (stream, first_seq, right_hash, flip, named)) in cases.into_iter().enumerate() {
         let data = dir.path().join(stream);
         let node = start_node(
             &data,
@@ -630,6 +642,29 @@ async fn a_follower_fed_a_group_with_a_wrong_hash_seq_or_frame_halts_and_never_a
             first_seq: 1,
             prev_hash: [0; 32],
             frames: first.payload.clone(),
+            rules: rules_of(&first),
+        };
+        let subject = format!("{stream}.groups");
+        // First case: the group that would be right, but without the shared key's MAC, is
+        // skipped (the halt below names the position after it), never applied.
+        let halt_at = if n == 0 {
+            let unsigned = Group {
+                first_seq: 2,
+                prev_hash: true_first.hash(),
+                frames: forged_frames(2, 1).into(),
+                rules: true_first.rules,
+            };
+            let mut headers = signed_headers(&unsigned);
+            headers.insert(mcplog::cluster::MAC_HEADER, "00".repeat(32).as_str());
+            context
+                .publish_with_headers(subject.clone(), headers, unsigned.frames.clone())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            3
+        } else {
+            2
         };
         let mut frames = forged_frames(first_seq, 2);
         if flip {
@@ -641,18 +676,16 @@ async fn a_follower_fed_a_group_with_a_wrong_hash_seq_or_frame_halts_and_never_a
         } else {
             [0x5a; 32]
         };
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(FIRST_SEQ_HEADER, first_seq.to_string().as_str());
-        headers.insert(
-            PREV_HASH_HEADER,
-            prev_hash
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-                .as_str(),
-        );
+        // Signed with the shared key: an authenticated group that does not continue the
+        // history is a real divergence.
+        let forged = Group {
+            first_seq,
+            prev_hash,
+            frames: frames.into(),
+            rules: true_first.rules,
+        };
         context
-            .publish_with_headers(format!("{stream}.groups"), headers, frames.into())
+            .publish_with_headers(subject, signed_headers(&forged), forged.frames.clone())
             .await
             .unwrap()
             .await
@@ -672,7 +705,7 @@ async fn a_follower_fed_a_group_with_a_wrong_hash_seq_or_frame_halts_and_never_a
         };
         let reason = health["reason"].as_str().unwrap();
         assert!(
-            reason.contains(named) && reason.contains("position 2"),
+            reason.contains(named) && reason.contains(&format!("position {halt_at}")),
             "{stream}: {reason}"
         );
         let replay = node.get("/api/v2/events?after_seq=0").await;
@@ -684,6 +717,13 @@ async fn a_follower_fed_a_group_with_a_wrong_hash_seq_or_frame_halts_and_never_a
         let metrics = node.get("/metrics").await;
         let metrics = String::from_utf8_lossy(&metrics.body);
         assert!(metrics.contains("mcplog_cluster_halted 1"), "{metrics}");
+        assert!(
+            metrics.contains(&format!(
+                "mcplog_cluster_skipped_messages_total {}\n",
+                halt_at - 2
+            )),
+            "{metrics}"
+        );
         assert!(
             metrics.contains("mcplog_cluster_applied_position 1\n"),
             "{metrics}"
@@ -960,6 +1000,7 @@ async fn a_node_authenticates_with_the_configured_token_or_credentials_and_says_
         let mut all = vec![
             ("MCPLOG_NATS_URL", url.as_str()),
             ("MCPLOG_NATS_REPLICAS", "1"),
+            ("MCPLOG_MASTER_SECRET", MASTER_SECRET),
         ];
         all.extend(env);
         let started = Instant::now();
@@ -1005,7 +1046,10 @@ async fn a_node_whose_log_the_stream_does_not_hold_refuses_to_start() {
     let stored = b.post("/api/v2/interactions", single(1, 1, "b")).await;
     assert_eq!(stored.status.as_u16(), 200, "{}", stored.json());
     // A's log holds seqs 1..=3; the stream's history ends at 1, with another event.
-    let mut all = vec![("MCPLOG_NATS_URL", nats.urls())];
+    let mut all = vec![
+        ("MCPLOG_NATS_URL", nats.urls()),
+        ("MCPLOG_MASTER_SECRET", MASTER_SECRET.to_owned()),
+    ];
     all.extend(env.iter().map(|&(k, v)| (k, v.to_owned())));
     let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (mut child, _, log) = crate::common::spawn(&a_dir, &all);

@@ -102,10 +102,7 @@ fn refusal(dir: &Path, urls: &str) -> String {
     let env = [
         ("MCPLOG_NATS_URL", urls),
         ("MCPLOG_NATS_REPLICAS", "3"),
-        (
-            "MCPLOG_MASTER_SECRET",
-            "cluster-test-master-secret-0123456789",
-        ),
+        ("MCPLOG_MASTER_SECRET", crate::cluster::MASTER_SECRET),
     ];
     let (mut child, _, log) = crate::common::spawn(dir, &env);
     let status = child.wait().unwrap();

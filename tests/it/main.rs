@@ -12,6 +12,8 @@
 //! - `cluster_retention`: retention trims the stream; a node the trim left behind refuses or
 //!   halts; a node joins from a live peer's backup and agrees byte for byte.
 //! - `cluster_revocation`: a key revoked through one node refused by every node, a later one too.
+//! - `cluster_trust`: a stray message and a group without the shared key on the stream are
+//!   skipped, a node with other redaction rules cannot write, `cluster.adopt_rules`.
 //! - `common`: the helpers: a server on a free port over a temporary data directory.
 //! - `dashboard`: headless Chromium against known data.
 //! - `durability`: SIGKILL under concurrent load, restarted several times.
@@ -40,6 +42,7 @@ mod cluster;
 mod cluster_liveness;
 mod cluster_retention;
 mod cluster_revocation;
+mod cluster_trust;
 mod common;
 mod dashboard;
 mod durability;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::Group;
 
-/// One delivered group: its position, and the group or why the message is not one (which halts
-/// the follower).
+/// One delivered group: its position, and the group or why the message is not an authenticated
+/// one (which the follower skips).
 pub type Delivered = (u64, Result<Group, String>);
 
 /// Where the transport hands delivered groups to the follower thread. Bounded in groups and in

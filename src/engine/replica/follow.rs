@@ -1,6 +1,7 @@
 //! The follower: takes every group of the shared log in order, checks it (its position, its
 //! first seq, the previous group's hash, every frame), appends what this node does not hold yet
-//! with one write and one fdatasync, and folds it. A check that fails halts it for good.
+//! with one write and one fdatasync, and folds it. A check that fails halts it for good; a
+//! message that is not an authenticated group is skipped and counted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
@@ -57,6 +58,7 @@ impl Follower {
             hash: group.hash(),
             next_seq: group.first_seq + checked.frames.len() as u64,
             received_at_us: checked.received_at_us,
+            rules: Some(group.rules),
         };
         self.fold(next, changes, &checked.frames[held..]);
         Ok(())
@@ -124,6 +126,7 @@ impl Follower {
     /// a publisher answered for one finds the key revoked on this node.
     fn fold(&self, next: Applied, changes: Vec<CatalogChange>, appended: &[CheckedFrame<'_>]) {
         tell_revocations(appended.iter().map(|(_, frame)| frame), &self.on_revocation);
+        let differed = self.progress.rules_differ().is_some();
         {
             let mut view = self.view.write().expect("view lock");
             for change in changes {
@@ -137,6 +140,18 @@ impl Follower {
             self.progress.set(next);
         }
         *self.health.last_failure.lock().expect("health lock") = None;
+        match self.progress.rules_differ() {
+            Some(reason) if !differed => {
+                tracing::error!(%reason, position = next.position, "this node refuses every write");
+            }
+            None if differed => {
+                tracing::info!(
+                    position = next.position,
+                    "this node's rules are the cluster's again"
+                );
+            }
+            _ => {}
+        }
         let last = next.next_seq - 1;
         self.durable
             .send_if_modified(|durable| (*durable != last).then(|| *durable = last).is_some());
@@ -155,6 +170,17 @@ impl Follower {
         ApplyError::Storage(message)
     }
 
+    /// Passes over the message at `position`, which is not an authenticated group: it is never
+    /// applied, and the next group may come after it.
+    fn skip(&self, position: u64, why: &str) {
+        tracing::warn!(
+            position,
+            reason = %why,
+            "skipped a message of the cluster's stream that is not an authenticated group"
+        );
+        self.progress.skip(position);
+    }
+
     /// Stops the follower for good: health turns 503 with the reason, the publisher answers 503.
     fn halt(&self, reason: &str) {
         tracing::error!(%reason, "the cluster follower halted; this node applies nothing more");
@@ -163,13 +189,13 @@ impl Follower {
     }
 }
 
-/// The group sits where this node's history continues: the next position, the next seq, and
-/// the last applied group's hash.
+/// The group sits where this node's history continues: a position after the last applied
+/// group's (skipped messages may lie between), the next seq, and the last applied group's hash.
 fn check_place(position: u64, group: &Group, applied: &Applied) -> Result<(), String> {
-    if position != applied.position + 1 {
+    if position <= applied.position {
         return Err(format!(
-            "expected position {}, after the last applied group",
-            applied.position + 1
+            "expected a position after {}, the last applied group's",
+            applied.position
         ));
     }
     if group.first_seq != applied.next_seq {
@@ -237,7 +263,8 @@ fn check_frames(group: &Group, after_us: u64) -> Result<Checked<'_>, String> {
 }
 
 /// The follower thread: applies what arrives; between groups, retention. A local storage
-/// failure is retried each second; a group that does not continue the history halts it.
+/// failure is retried each second; a group that does not continue the history halts it; a
+/// message that is not an authenticated group is skipped.
 pub(in crate::engine) fn run_follower(
     mut follower: Follower,
     feed: FeedReceiver,
@@ -263,10 +290,8 @@ pub(in crate::engine) fn run_follower(
                 (position, group)
             }
             Ok((position, Err(why))) => {
-                follower.halt(&format!(
-                    "the message at position {position} is not a group: {why}"
-                ));
-                return;
+                follower.skip(position, &why);
+                continue;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,

@@ -11,7 +11,11 @@
 //! - the **follower** takes every group in order, checks it (its position, its first seq, the
 //!   previous group's hash, every frame), appends it with one write and one fdatasync and folds
 //!   it. A check that fails halts the follower for good with the reason, which health reports:
-//!   a node never applies a history other than the shared one.
+//!   a node never applies a history other than the shared one. A message the transport could
+//!   not take for an authenticated group is skipped and counted, never applied: the shared log's
+//!   positions may have holes, and the next group goes right after the last position *read*;
+//! - every group carries the [`Rules`] it was planned under; a node whose rules differ from the
+//!   last applied group's refuses to publish (see [`RulesPolicy`]).
 //!
 //! A client is answered only once this node's follower has applied the group carrying its
 //! events: stored by the shared log, and durable and visible here.
@@ -20,6 +24,7 @@ mod feed;
 mod follow;
 mod liveness;
 mod publish;
+mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +43,7 @@ pub use follow::{ApplyError, Follower};
 pub use liveness::{Liveness, NotReady, OFFER_STALL};
 pub(super) use publish::run_publisher;
 pub use publish::PublishLimits;
+pub use rules::{fingerprint, Rules, RulesPolicy};
 
 /// One group of frames as the shared log carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +54,8 @@ pub struct Group {
     pub prev_hash: Hash,
     /// Its frames, encoded as a segment holds them, `write_index` counting from 0.
     pub frames: bytes::Bytes,
+    /// The rules of the node that planned it (not in its chain hash).
+    pub rules: Rules,
 }
 
 impl Group {
@@ -103,6 +111,8 @@ fn frames_bytes_max(events: &[crate::event::NewEvent]) -> usize {
 /// Where a node stands in the shared log: the last group it applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applied {
+    /// The rules that group carries (`None`: unknown, or no group yet).
+    pub rules: Option<Rules>,
     /// That group's position in the shared log (0: none yet).
     pub position: u64,
     /// Its chain hash (zeros before the first group).
@@ -117,6 +127,10 @@ pub struct Applied {
 #[derive(Debug, Default)]
 pub struct Progress {
     state: Mutex<ProgressState>,
+    /// This node's rules, against the applied group's.
+    policy: RulesPolicy,
+    /// Messages of the shared log skipped as not authenticated groups.
+    skipped: std::sync::atomic::AtomicU64,
     changed: Condvar,
     /// Groups offered again because another node's group came first.
     moved: std::sync::atomic::AtomicU64,
@@ -129,6 +143,8 @@ pub struct Progress {
 #[derive(Debug, Default)]
 struct ProgressState {
     applied: Applied,
+    /// The last position read: `applied.position`, or a skipped message after it.
+    read: u64,
     halted: Option<String>,
     pending: u64,
     /// (position, hash) of the groups applied last, oldest first, at most [`RECENT_GROUPS`].
@@ -144,7 +160,7 @@ const RECENT_GROUPS: usize = 4096;
 enum Lookup {
     /// The group with this hash.
     Applied(Hash),
-    /// A group too long ago to remember.
+    /// A group too long ago to remember, or a skipped message.
     Forgotten,
 }
 
@@ -161,9 +177,21 @@ pub struct Report {
     pub moved: u64,
     /// Groups this node offered again because the shared log took no writes.
     pub unavailable: u64,
+    /// Messages skipped as not authenticated groups.
+    pub skipped: u64,
+    /// Why this node may not publish under its rules, if it may not.
+    pub rules_differ: Option<String>,
 }
 
 impl Progress {
+    /// The progress of a node publishing under `policy`, before it read anything.
+    pub fn new(policy: RulesPolicy) -> Progress {
+        Progress {
+            policy,
+            ..Progress::default()
+        }
+    }
+
     /// What there is to report.
     pub fn report(&self) -> Report {
         let state = self.lock();
@@ -174,7 +202,32 @@ impl Progress {
             halted: state.halted.clone(),
             moved: count(&self.moved),
             unavailable: count(&self.unavailable),
+            skipped: count(&self.skipped),
+            rules_differ: self.policy.refusal(state.applied.rules),
         }
+    }
+
+    /// Why this node may not publish now, if its rules are not those of the last group applied.
+    pub fn rules_differ(&self) -> Option<String> {
+        self.policy.refusal(self.lock().applied.rules)
+    }
+
+    /// The last group applied and the last position read, together.
+    fn standing(&self) -> (Applied, u64) {
+        let state = self.lock();
+        (state.applied, state.read)
+    }
+
+    /// The last position read (applied or skipped): where this node's next group must go after.
+    pub fn read(&self) -> u64 {
+        self.lock().read
+    }
+
+    /// The message at `position` (after the last read) was skipped.
+    pub(super) fn skip(&self, position: u64) {
+        self.lock().read = position;
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_all();
     }
 
     pub(super) fn set_pending(&self, groups: u64) {
@@ -198,6 +251,7 @@ impl Progress {
     pub(super) fn set(&self, applied: Applied) {
         let mut state = self.lock();
         state.applied = applied;
+        state.read = applied.position;
         state.recent.push_back((applied.position, applied.hash));
         if state.recent.len() > RECENT_GROUPS {
             state.recent.pop_front();
@@ -206,10 +260,10 @@ impl Progress {
         self.changed.notify_all();
     }
 
-    /// What was applied at `position`, or `None` if nothing is yet.
+    /// What was applied at `position`, or `None` if nothing was read there yet.
     fn applied_at(&self, position: u64) -> Option<Lookup> {
         let state = self.lock();
-        if position > state.applied.position {
+        if position > state.read {
             return None;
         }
         let found = state.recent.iter().rev().find(|(at, _)| *at == position);
@@ -221,12 +275,12 @@ impl Progress {
         self.changed.notify_all();
     }
 
-    /// Waits until the follower has applied position `position` (true) or halted, or until
+    /// Waits until the follower has read position `position` (true) or halted, or until
     /// `deadline` (false).
     fn wait_for(&self, position: u64, deadline: Instant) -> bool {
         let mut state = self.lock();
         loop {
-            if state.applied.position >= position {
+            if state.read >= position {
                 return true;
             }
             if state.halted.is_some() {
@@ -256,7 +310,7 @@ pub enum ShareError {
 
 /// The transport's half of publishing.
 pub trait SharedLog: Send {
-    /// Appends `group` right after position `after` (the last group this node applied) and
+    /// Appends `group` right after position `after` (the last position this node read) and
     /// returns its position once the shared log has stored it, trying until `deadline`. Asked
     /// again with the same group and `after` (a retry after a lost answer), it must not store
     /// the group twice.

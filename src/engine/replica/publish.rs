@@ -22,6 +22,8 @@ pub struct PublishLimits {
     pub ingest_deadline: Duration,
     /// The most bytes of frames one group may carry (below the shared log's message limit).
     pub group_bytes_max: usize,
+    /// This node's rules, and whether it publishes under them whatever the cluster's.
+    pub rules: super::RulesPolicy,
 }
 
 /// The publisher: the writer thread of a node whose log is shared.
@@ -110,7 +112,7 @@ fn offer_until_stored(
     let mut reason = String::from("no answer yet");
     loop {
         if let Some(made) = offer.take() {
-            match progress.applied_at(made.at.position + 1) {
+            match progress.applied_at(made.after + 1) {
                 Some(Lookup::Applied(hash)) if hash == made.hash => {
                     return Published::Answered(Ok((made.at.next_seq, made.plans)));
                 }
@@ -125,7 +127,7 @@ fn offer_until_stored(
         let made = match offer.take() {
             Some(made) => made,
             None => match plan_offer(view, progress, group) {
-                Err(nothing_new) => return Published::Answered(Ok(nothing_new)),
+                Err(answered) => return answered,
                 Ok(made) if made.group.frames.len() > limits.group_bytes_max => {
                     return Published::TooLarge {
                         bytes: made.group.frames.len(),
@@ -142,20 +144,28 @@ fn offer_until_stored(
 }
 
 /// Plans `group` against the view and encodes the frames of what it appends as the group to
-/// offer; `Err` with the next seq and the plan when it appends nothing (all duplicates or
-/// conflicts), which is answered at once.
+/// offer; `Err` with the answer when it is answered at once: the plan when it appends nothing
+/// (all duplicates or conflicts), or the refusal when this node's rules are not the cluster's.
 fn plan_offer(
     view: &RwLock<View>,
     progress: &Progress,
     group: &[Submission],
-) -> Result<Offer, (u64, Vec<Planned>)> {
-    // The view and `Applied` agree: the follower changes both under the view's write lock.
+) -> Result<Offer, Published> {
+    // The view and `Applied` agree: the follower changes both under the view's write lock. A
+    // message skipped after `at` moves only `after`.
     let guard = view.read().expect("view lock");
-    let at = progress.applied();
+    let (at, after) = progress.standing();
+    // Checked against the very group the plan follows: a group with other rules applied later
+    // takes this one's place, and it is planned (and checked) again.
+    if let Some(message) = progress.policy.refusal(at.rules) {
+        return Err(Published::Answered(Err(SubmitError::RulesDiffer {
+            message,
+        })));
+    }
     let (plans, appended) = plan_group(&guard.projection, group, at.next_seq);
     drop(guard);
     if appended.is_empty() {
-        return Err((at.next_seq, plans));
+        return Err(Published::Answered(Ok((at.next_seq, plans))));
     }
     // Receive times never go backwards along the shared log.
     let now = now_us().max(at.received_at_us);
@@ -167,9 +177,11 @@ fn plan_offer(
         first_seq: at.next_seq,
         prev_hash: at.hash,
         frames: frames.into(),
+        rules: progress.policy.fingerprint,
     };
     Ok(Offer {
         at,
+        after,
         hash: shared.hash(),
         group: shared,
         plans,
@@ -185,12 +197,12 @@ fn append(
     deadline: Instant,
 ) -> Option<String> {
     progress.liveness.offering();
-    let answer = log.append(&made.group, made.at.position, deadline);
+    let answer = log.append(&made.group, made.after, deadline);
     if !matches!(answer, Err(ShareError::Unavailable(_))) {
         progress.liveness.not_waiting();
     }
     match answer {
-        Ok(position) if position == made.at.position + 1 => {
+        Ok(position) if position == made.after + 1 => {
             // Stored; answered once this node's follower has applied it (checked by the caller).
             (!progress.wait_for(position, deadline))
                 .then(|| "applying it here took too long".into())
@@ -204,7 +216,7 @@ fn append(
         Err(ShareError::Moved) => {
             progress.moved.fetch_add(1, Ordering::Relaxed);
             // Apply what came first (perhaps this very group, from an earlier attempt).
-            (!progress.wait_for(made.at.position + 1, deadline))
+            (!progress.wait_for(made.after + 1, deadline))
                 .then(|| "catching up with other nodes' groups took too long".into())
         }
         Err(ShareError::Unavailable(why)) => {
@@ -237,6 +249,8 @@ fn answer(group: Vec<Submission>, outcome: Result<(u64, Vec<Planned>), SubmitErr
 /// A group offered to the shared log, with the state it was planned against and its plan.
 struct Offer {
     at: Applied,
+    /// The last position read when it was planned: the group goes right after it.
+    after: u64,
     group: Group,
     /// `group.hash()`, computed once.
     hash: Hash,

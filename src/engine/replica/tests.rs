@@ -29,7 +29,7 @@ fn follower_in(dir: &std::path::Path) -> Follower {
         position: 0,
         hash: [0; 32],
         next_seq: opened.writer.next_seq(),
-        received_at_us: 0,
+        ..Applied::default()
     });
     follower(
         opened.writer,
@@ -92,6 +92,7 @@ fn group(first_seq: u64, prev_hash: Hash, frames: Vec<u8>) -> Group {
         first_seq,
         prev_hash,
         frames: frames.into(),
+        rules: [0; 16],
     }
 }
 
@@ -123,6 +124,82 @@ fn a_revocation_record_is_told_before_its_group_counts_as_applied() {
 }
 
 #[test]
+fn a_group_after_skipped_positions_is_applied_and_the_next_goes_after_the_last_read() {
+    let (_dir, mut follower, first) = started(2);
+    follower.progress.skip(2);
+    follower.progress.skip(3);
+    assert_eq!(follower.progress.read(), 3);
+    assert_eq!(follower.progress.report().skipped, 2);
+    assert_eq!(follower.progress.applied().position, 1);
+    // A skipped position holds no group of this node's; a position not read yet, nothing known.
+    assert_eq!(follower.progress.applied_at(2), Some(Lookup::Forgotten));
+    assert_eq!(follower.progress.applied_at(4), None);
+    let second = group(3, first.hash(), frames(3, 1, T0_US, "b"));
+    follower.apply(4, &second).unwrap();
+    assert_eq!(follower.progress.read(), 4);
+    assert_eq!(follower.progress.applied().position, 4);
+    assert_eq!(
+        follower.progress.applied_at(4),
+        Some(Lookup::Applied(second.hash()))
+    );
+}
+
+#[test]
+fn a_stray_message_is_skipped_and_the_group_goes_right_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, stream) = engine_with(dir.path(), &[Next::Stray], Duration::from_secs(5));
+    let acks = submit(&engine, "{}").unwrap();
+    assert_eq!(acks[0].seq, 1);
+    assert_eq!(stream.lock().unwrap().len(), 1);
+    let report = engine.replica_progress().unwrap();
+    assert_eq!((report.skipped, report.applied.position), (1, 2));
+    assert_eq!(report.halted, None);
+}
+
+#[test]
+fn a_node_whose_rules_are_not_the_last_groups_refuses_to_publish_unless_it_adopts() {
+    let mine = RulesPolicy {
+        fingerprint: [1; 16],
+        adopt: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, stream) = engine_under(
+        dir.path(),
+        &[Next::ForeignRules],
+        Duration::from_secs(5),
+        mine,
+    );
+    match submit(&engine, "{}") {
+        Err(SubmitError::RulesDiffer { message }) => {
+            assert!(message.contains(&crate::hex::encode(&[7; 16])), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        stream.lock().unwrap().len(),
+        1,
+        "only the other node's group"
+    );
+    assert!(engine.cluster_refusal().is_some());
+    assert!(engine.replica_progress().unwrap().rules_differ.is_some());
+    // Adopting, it writes under its own rules, and the stream's are its own again.
+    let dir = tempfile::tempdir().unwrap();
+    let adopting = RulesPolicy {
+        adopt: true,
+        ..mine
+    };
+    let (engine, stream) = engine_under(
+        dir.path(),
+        &[Next::ForeignRules],
+        Duration::from_secs(5),
+        adopting,
+    );
+    assert_eq!(submit(&engine, "{}").unwrap()[0].seq, 2);
+    assert_eq!(stream.lock().unwrap()[1].rules, [1; 16]);
+    assert_eq!(engine.cluster_refusal(), None);
+}
+
+#[test]
 fn groups_in_order_are_appended_folded_and_chained() {
     let (_dir, mut follower, first) = started(3);
     let second = group(4, first.hash(), frames(4, 2, T0_US + 1, "b"));
@@ -143,9 +220,9 @@ fn a_group_out_of_place_is_refused_naming_what_is_wrong_and_nothing_is_written()
     let hash = first.hash();
     let cases = [
         (
-            3,
+            1,
             group(3, hash, frames(3, 1, T0_US, "x")),
-            "expected position 2",
+            "expected a position after 1",
         ),
         (
             2,
@@ -274,36 +351,45 @@ enum Next {
     Foreign,
     /// The shared log takes no writes.
     Silent,
+    /// Another node's group, under other rules, lands first.
+    ForeignRules,
+    /// A message that is not an authenticated group lands first.
+    Stray,
 }
 
 /// A shared log in memory that delivers every stored group to the follower, as the
 /// transport does.
 struct FakeLog {
     stream: Arc<Mutex<Vec<Group>>>,
+    /// Messages stored, groups or not: the last position.
+    last: u64,
     feed: Arc<Mutex<Option<GroupFeed>>>,
     script: std::collections::VecDeque<Next>,
 }
 
 impl FakeLog {
-    fn store(&self, group: Group) -> u64 {
-        let mut stream = self.stream.lock().unwrap();
-        stream.push(group.clone());
-        let position = stream.len() as u64;
+    fn store(&mut self, group: Group) -> u64 {
+        self.stream.lock().unwrap().push(group.clone());
+        self.deliver(Ok(group))
+    }
+
+    fn deliver(&mut self, message: Result<Group, String>) -> u64 {
+        self.last += 1;
         let feed = self.feed.lock().unwrap();
         let feed = feed.as_ref().unwrap();
-        feed.try_send((position, Ok(group))).unwrap();
-        position
+        feed.try_send((self.last, message)).unwrap();
+        self.last
     }
 }
 
 impl SharedLog for FakeLog {
     fn append(&mut self, group: &Group, after: u64, _: Instant) -> Result<u64, ShareError> {
         let next = self.script.pop_front().unwrap_or(Next::Store);
-        let last = self.stream.lock().unwrap().len() as u64;
+        let last = self.last;
         match next {
             Next::AnswerZero => Ok(0),
             Next::Silent => Err(ShareError::Unavailable("no answer".into())),
-            Next::Foreign => {
+            Next::Foreign | Next::ForeignRules => {
                 let prev = self
                     .stream
                     .lock()
@@ -315,7 +401,16 @@ impl SharedLog for FakeLog {
                     first_seq,
                     prev_hash: prev,
                     frames: frames(first_seq, 1, T0_US, "foreign").into(),
+                    rules: if let Next::ForeignRules = next {
+                        [7; 16]
+                    } else {
+                        group.rules
+                    },
                 });
+                Err(ShareError::Moved)
+            }
+            Next::Stray => {
+                self.deliver(Err("not a group".into()));
                 Err(ShareError::Moved)
             }
             _ if last != after => Err(ShareError::Moved),
@@ -334,6 +429,16 @@ fn engine_with(
     script: &[Next],
     deadline: Duration,
 ) -> (super::super::Engine, Arc<Mutex<Vec<Group>>>) {
+    engine_under(dir, script, deadline, RulesPolicy::default())
+}
+
+/// [`engine_with`] publishing under `rules`.
+fn engine_under(
+    dir: &std::path::Path,
+    script: &[Next],
+    deadline: Duration,
+    rules: RulesPolicy,
+) -> (super::super::Engine, Arc<Mutex<Vec<Group>>>) {
     let follower = follower_in(dir);
     let Follower { writer, view, .. } = follower;
     let view = Arc::try_unwrap(view).unwrap().into_inner().unwrap();
@@ -341,6 +446,7 @@ fn engine_with(
     let feed = Arc::new(Mutex::new(None));
     let log = FakeLog {
         stream: Arc::clone(&stream),
+        last: 0,
         feed: Arc::clone(&feed),
         script: script.iter().copied().collect(),
     };
@@ -364,6 +470,7 @@ fn engine_with(
         PublishLimits {
             ingest_deadline: deadline,
             group_bytes_max: 1 << 20,
+            rules,
         },
         Arc::new(|_| {}),
     );
@@ -442,6 +549,7 @@ fn the_feed_holds_at_most_its_bytes_but_always_takes_one_group() {
         first_seq: 1,
         prev_hash: [0; 32],
         frames: vec![0u8; bytes].into(),
+        rules: [0; 16],
     };
     // One group larger than the bound goes alone.
     feed.try_send((1, Ok(sized(FEED_BYTES_MAX + 1)))).unwrap();
