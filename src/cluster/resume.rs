@@ -2,7 +2,11 @@
 //! binary search over the stream's authenticated groups (stepping over any other message), so a
 //! restart catches up only the tail.
 
-use super::group::group_of;
+use super::group::{group_of, MAC_HEADER};
+
+/// How many messages from the stream's start an empty node reads to learn whether it shares the
+/// other nodes' master secret.
+const KEY_CHECK_MESSAGES: u64 = 1024;
 use super::{Cluster, ClusterError, BOOTSTRAP_COMMAND};
 use crate::engine::replica::{Applied, Group};
 
@@ -24,13 +28,16 @@ impl Cluster {
                     state.first_sequence
                 )));
             }
+            self.check_keys(state.first_sequence, state.last_sequence)
+                .await?;
             return Ok((1, start));
         }
         let last = state.last_sequence;
         let no_group = || {
             ClusterError::Diverged(format!(
-                "this node's log holds {local_last} events but the stream holds no group: a \
-                 cluster node's log must come from the stream"
+                "this node's log holds {local_last} events but the stream holds no group \
+                 authenticated under this node's master secret: a cluster node's log must come \
+                 from the stream, and every node needs the same security.master_secret"
             ))
         };
         if state.messages == 0 {
@@ -74,6 +81,34 @@ impl Cluster {
         ))
     }
 
+    /// An empty node would skip every group written under another master secret and then
+    /// start a history of its own in the same stream: refuse to start when the first
+    /// [`KEY_CHECK_MESSAGES`] messages hold something shaped as a group (it carries a MAC) but no
+    /// group this node authenticates.
+    async fn check_keys(&self, first: u64, last: u64) -> Result<(), ClusterError> {
+        let mut foreign = None;
+        for position in first..=last.min(first.saturating_add(KEY_CHECK_MESSAGES - 1)) {
+            let Ok(message) = self.stream.get_raw_message(position).await else {
+                continue;
+            };
+            if message.headers.get(MAC_HEADER).is_none() {
+                continue;
+            }
+            match group_of(&message.headers, message.payload, &self.keys) {
+                Ok(_) => return Ok(()),
+                Err(_) => foreign = foreign.or(Some(position)),
+            }
+        }
+        match foreign {
+            None => Ok(()),
+            Some(position) => Err(ClusterError::Config(format!(
+                "the stream's groups (the first at position {position}) are authenticated under \
+                 another master secret than this node's: every node needs the same \
+                 security.master_secret (and previous_master_secrets during a rotation)"
+            ))),
+        }
+    }
+
     /// The last group in `low..=high` that begins at or before `local_last` (the group at `low`
     /// does), and its position: first seqs grow with positions, so a binary search.
     async fn last_group_up_to(
@@ -92,9 +127,9 @@ impl Cluster {
             }
         }
         // Checked again: the group at `low` may be gone since (a trim by another node).
-        self.group_from(low, low).await?.ok_or_else(|| {
-            ClusterError::JetStream(format!("the group at position {low} is gone"))
-        })
+        self.group_from(low, low)
+            .await?
+            .ok_or_else(|| ClusterError::JetStream(format!("the group at position {low} is gone")))
     }
 
     /// The last position in `low..=high` whose group begins at or before `seq`, or `low` if

@@ -328,6 +328,34 @@ async fn the_shipped_nats_users_let_a_node_write_and_a_reader_only_read() {
         log.contains("cluster mode needs security.master_secret"),
         "{log}"
     );
+    // Nor does an empty node with another master secret: it would skip every group and start
+    // a history of its own in the same stream.
+    let (mut child, _, log) = crate::common::spawn(
+        &dir.path().join("c"),
+        &[
+            ("MCPLOG_NATS_URL", url.as_str()),
+            ("MCPLOG_NATS_REPLICAS", "1"),
+            (
+                "MCPLOG_MASTER_SECRET",
+                "another-master-secret-0123456789abcdef",
+            ),
+        ],
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("a node with another master secret started");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    std::thread::sleep(Duration::from_millis(100));
+    let log = log.lock().unwrap().clone();
+    assert!(log.contains("another master secret"), "{log}");
     drop(a);
     drop(nats);
 }
