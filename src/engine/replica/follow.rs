@@ -23,6 +23,9 @@ pub enum ApplyError {
     Halt(String),
     /// The local write failed (a full disk, say); the same group may be applied again later.
     Storage(String),
+    /// The group is a copy of one applied already (every frame held, byte for byte), published
+    /// again: skipped, as a message that is not a group is.
+    Copy(String),
 }
 
 /// The follower: applies the shared log's groups to this node's segments and view.
@@ -49,6 +52,9 @@ impl Follower {
                 group.first_seq
             ))
         };
+        if group.prev_hash != applied.hash && group.first_seq < applied.next_seq {
+            return Err(self.copy_of_earlier(group, &applied).map_err(&halt)?);
+        }
         check_place(position, group, &applied).map_err(&halt)?;
         let checked = check_frames(group, applied.received_at_us).map_err(&halt)?;
         let held = self.held(group, &checked).map_err(&halt)?;
@@ -62,6 +68,27 @@ impl Follower {
         };
         self.fold(next, changes, &checked.frames[held..]);
         Ok(())
+    }
+
+    /// An authenticated group that begins before this node's next seq and does not follow its
+    /// last applied group: anyone who can publish on the stream can publish an earlier group's
+    /// message again, MAC and all. A copy of frames this node holds byte for byte is skipped
+    /// (`Copy`); anything else is not this node's history (an error, which halts).
+    fn copy_of_earlier(&self, group: &Group, applied: &Applied) -> Result<ApplyError, String> {
+        let checked = check_frames(group, 0)?;
+        let end = group.first_seq + checked.frames.len() as u64;
+        if end > applied.next_seq {
+            return Err(format!(
+                "it begins at an applied seq but runs past the next one, {}",
+                applied.next_seq
+            ));
+        }
+        self.held(group, &checked)?;
+        Ok(ApplyError::Copy(format!(
+            "a copy of the group of seqs {} to {}, applied already, published again",
+            group.first_seq,
+            end - 1
+        )))
     }
 
     /// How many of the group's frames this node already holds; each must be the event it holds
@@ -176,7 +203,7 @@ impl Follower {
         tracing::warn!(
             position,
             reason = %why,
-            "skipped a message of the cluster's stream that is not an authenticated group"
+            "skipped a message of the cluster's stream: not an authenticated group, or a copy of one applied"
         );
         self.progress.skip(position);
     }
@@ -299,6 +326,10 @@ pub(in crate::engine) fn run_follower(
         loop {
             match follower.apply(position, &group) {
                 Ok(()) => break,
+                Err(ApplyError::Copy(why)) => {
+                    follower.skip(position, &why);
+                    break;
+                }
                 // A poisoned writer refuses every write from now on: waiting will not help.
                 Err(ApplyError::Storage(err)) if follower.writer.poisoned().is_some() => {
                     follower.halt(&format!("the local log cannot be written: {err}"));

@@ -622,3 +622,24 @@ fn a_node_whose_offers_go_unanswered_is_not_ready_meanwhile() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Anyone who can publish on the stream can publish an applied group's message again, MAC and
+/// all: a byte-for-byte copy is skipped and the history goes on; an authenticated group that
+/// differs from what this node holds at those seqs still halts.
+#[test]
+fn a_copy_of_an_applied_group_is_skipped_and_a_different_one_halts() {
+    let (_dir, mut follower, first) = started(2);
+    let second = group(3, first.hash(), frames(3, 1, T0_US + 1, "b"));
+    follower.apply(2, &second).unwrap();
+    match follower.apply(3, &first) {
+        Err(ApplyError::Copy(why)) => assert!(why.contains("seqs 1 to 2"), "{why}"),
+        other => panic!("expected a copy, got {other:?}"),
+    }
+    assert_eq!(follower.progress.applied().position, 2);
+    let third = group(4, second.hash(), frames(4, 1, T0_US + 2, "c"));
+    follower.apply(4, &third).unwrap();
+    assert_eq!(follower.writer.next_seq(), 5);
+    let altered = group(1, [0; 32], frames(1, 2, T0_US, "z"));
+    let reason = halted(follower.apply(5, &altered));
+    assert!(reason.contains("different event at seq 1"), "{reason}");
+}
