@@ -47,7 +47,7 @@ impl Cluster {
             )));
         }
         let (low, first) = self
-            .group_from(state.first_sequence, last)
+            .chain_group_from(state.first_sequence, last)
             .await?
             .ok_or_else(no_group)?;
         if first.first_seq > local_last {
@@ -121,7 +121,7 @@ impl Cluster {
             let mid = low + (high - low).div_ceil(2);
             // The first group at `mid` or after; none there, or one beginning later, means none
             // in `mid..=high` begins at or before `local_last`.
-            match self.group_from(mid, high).await? {
+            match self.chain_group_from(mid, high).await? {
                 Some((at, group)) if group.first_seq <= local_last => low = at,
                 _ => high = mid - 1,
             }
@@ -140,12 +140,57 @@ impl Cluster {
         low: u64,
         high: u64,
     ) -> Result<u64, ClusterError> {
-        match self.group_from(low, high).await? {
+        match self.chain_group_from(low, high).await? {
             Some((at, group)) if group.first_seq <= seq => {
                 Ok(self.last_group_up_to(at, high, seq).await?.0)
             }
             _ => Ok(low),
         }
+    }
+
+    /// The first group of the chain at a position in `from..=to`, and that position: an
+    /// authenticated group whose previous-group hash is the hash of the authenticated group
+    /// before it in the stream (or that has none before it). Anyone who may publish on the
+    /// subject can publish an earlier group's message again, MAC and all; such a copy sits after
+    /// a group it does not follow, and a search that took it for the chain's would resume, or
+    /// trim, at the wrong place (the follower skips copies likewise).
+    async fn chain_group_from(
+        &self,
+        mut from: u64,
+        to: u64,
+    ) -> Result<Option<(u64, Group)>, ClusterError> {
+        while let Some((at, group)) = self.group_from(from, to).await? {
+            if self.follows_chain(at, &group).await? {
+                return Ok(Some((at, group)));
+            }
+            tracing::warn!(
+                position = at,
+                first_seq = group.first_seq,
+                "stepping over a copy of an earlier group"
+            );
+            from = at + 1;
+        }
+        Ok(None)
+    }
+
+    /// Whether `group`, at `position`, is the chain's: looking back over the stream's
+    /// authenticated groups, the one it follows (whose hash is its previous-group hash) comes
+    /// before any that begins at or after its first seq. A copy sits after its original (or a
+    /// later group); copies of older groups between the chain's groups begin earlier and are
+    /// passed over. A group with nothing before it begins the stream as it stands.
+    async fn follows_chain(&self, position: u64, group: &Group) -> Result<bool, ClusterError> {
+        let first = self.stream_state().await?.first_sequence;
+        for at in (first..position).rev() {
+            if let Some((_, before)) = self.group_from(at, at).await? {
+                if before.hash() == group.prev_hash {
+                    return Ok(true);
+                }
+                if before.first_seq >= group.first_seq {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// The first authenticated group at a position in `from..=to`, and that position; messages

@@ -176,6 +176,9 @@ async fn retention_trims_the_stream_and_a_node_joins_from_a_peers_backup() {
     let context = async_nats::jetstream::new(async_nats::connect(addr).await.unwrap());
     let mut stream: Stream = context.get_stream("mcplog").await.unwrap();
     assert!(stream.get_raw_message(1).await.is_ok(), "readable before");
+    // The second group, which will expire: published again after the trim by anyone who may
+    // publish, it must halt no node nor stop a restart.
+    let expired = stream.get_raw_message(2).await.unwrap();
     signal(&d, "STOP");
     backup(&path("a"), &path("early"));
     // Its pending pull expires (2 s) before the next groups are published, so none reach it.
@@ -229,6 +232,28 @@ async fn retention_trims_the_stream_and_a_node_joins_from_a_peers_backup() {
     }
     let logs = a.log() + &b.log();
     assert!(logs.contains("retention trimmed the stream"), "{logs}");
+    let mut copy = async_nats::HeaderMap::new();
+    for name in [
+        mcplog::cluster::FIRST_SEQ_HEADER,
+        mcplog::cluster::PREV_HASH_HEADER,
+        mcplog::cluster::RULES_HEADER,
+        mcplog::cluster::MAC_HEADER,
+    ] {
+        copy.insert(name, expired.headers.get(name).unwrap().as_str());
+    }
+    context
+        .publish_with_headers("mcplog.groups", copy, expired.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    for node in [&a, &b] {
+        wait_until(Duration::from_secs(5), "a copy was not skipped", || async {
+            metric(node, "mcplog_cluster_skipped_messages_total").await == 1
+        })
+        .await;
+        assert_eq!(metric(node, "mcplog_cluster_halted").await, 0);
+    }
 
     // D, thawed, finds the groups it needs gone: it halts naming the way back, having applied
     // nothing more.

@@ -125,29 +125,41 @@ async fn strays_and_unkeyed_groups_are_skipped_and_a_node_with_other_rules_canno
     let b = node(&b_dir, &urls, &[], &[]);
     // Anyone who can publish: an applied group's message again, MAC and all (without its message
     // id, with which JetStream would drop it as a duplicate). The followers skip the copy.
-    let old = stream.get_raw_message(1).await.unwrap();
-    let mut copy = async_nats::HeaderMap::new();
-    for name in [
-        mcplog::cluster::FIRST_SEQ_HEADER,
-        mcplog::cluster::PREV_HASH_HEADER,
-        mcplog::cluster::RULES_HEADER,
-        mcplog::cluster::MAC_HEADER,
-    ] {
-        copy.insert(name, old.headers.get(name).unwrap().as_str());
-    }
-    context
-        .publish_with_headers("trust.groups", copy, old.payload.clone())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let copy_of = |position: u64| {
+        let (context, stream) = (context.clone(), stream.clone());
+        async move {
+            let old = stream.get_raw_message(position).await.unwrap();
+            let mut copy = async_nats::HeaderMap::new();
+            for name in [
+                mcplog::cluster::FIRST_SEQ_HEADER,
+                mcplog::cluster::PREV_HASH_HEADER,
+                mcplog::cluster::RULES_HEADER,
+                mcplog::cluster::MAC_HEADER,
+            ] {
+                copy.insert(name, old.headers.get(name).unwrap().as_str());
+            }
+            context
+                .publish_with_headers("trust.groups", copy, old.payload.clone())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    copy_of(1).await;
+    // A copy of B's last group, last in the stream, while B is down: B's restart finds the
+    // chain's group, not the copy, and goes on from there.
+    drop(b);
+    acked(&a, single(0, 3, "trust"), &mut all).await;
+    copy_of(2).await;
+    let b = node(&b_dir, &urls, &[], &[]);
 
     // No node halts; writes go on right after the strays, on both nodes.
     acked(&a, single(0, 2, "trust"), &mut all).await;
     acked(&b, single(1, 2, "trust"), &mut all).await;
     for node in [&a, &b] {
         let metrics = until_status(node, "/metrics", 200).await;
-        assert_eq!(metric(&metrics, "mcplog_cluster_skipped_messages_total"), 3);
+        assert_eq!(metric(&metrics, "mcplog_cluster_skipped_messages_total"), 4);
         assert_eq!(metric(&metrics, "mcplog_cluster_halted"), 0);
         assert_eq!(node.get("/api/v2/health").await.status.as_u16(), 200);
     }

@@ -83,7 +83,9 @@ impl Follower {
                 applied.next_seq
             ));
         }
-        self.held(group, &checked)?;
+        // Frames retention deleted here since cannot be compared: a copy of expired history
+        // cannot be applied either way.
+        self.compare(group, &checked.frames, Missing::Skip)?;
         Ok(ApplyError::Copy(format!(
             "a copy of the group of seqs {} to {}, applied already, published again",
             group.first_seq,
@@ -103,19 +105,32 @@ impl Follower {
         }
         let count = checked.frames.len();
         let held = usize::try_from(local_next - group.first_seq).map_or(count, |n| n.min(count));
+        self.compare(group, &checked.frames[..held], Missing::Differs)?;
+        Ok(held)
+    }
+
+    /// Whether each of `frames` (of `group`) is the event this node holds at its seq, byte for
+    /// byte; a seq this node does not hold counts as `missing` says.
+    fn compare(
+        &self,
+        group: &Group,
+        frames: &[CheckedFrame<'_>],
+        missing: Missing,
+    ) -> Result<(), String> {
         let view = self.view.read().expect("view lock");
-        for (range, frame) in checked.frames.iter().take(held) {
+        for (range, frame) in frames {
             let seq = frame.seq;
             let same = view.catalog.with_event(seq, |event| {
                 let mut local = Vec::new();
                 format::encode_frame(event, &mut local);
                 local == group.frames[range.clone()]
             });
-            if same != Some(Ok(true)) {
-                return Err(format!("this node holds a different event at seq {seq}"));
+            match (same, missing) {
+                (Some(Ok(true)), _) | (None, Missing::Skip) => {}
+                _ => return Err(format!("this node holds a different event at seq {seq}")),
             }
         }
-        Ok(held)
+        Ok(())
     }
 
     /// Appends the frames after the first `held` with one write and one fdatasync: the
@@ -235,6 +250,15 @@ fn check_place(position: u64, group: &Group, applied: &Applied) -> Result<(), St
         return Err("its previous-group hash is not the hash of the last applied group".into());
     }
     Ok(())
+}
+
+/// How [`Follower::compare`] counts a seq this node does not hold.
+#[derive(Debug, Clone, Copy)]
+enum Missing {
+    /// As a different event.
+    Differs,
+    /// As the same (retention deleted it).
+    Skip,
 }
 
 /// A frame's bytes within its group, and the frame decoded from them.
