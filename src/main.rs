@@ -203,6 +203,12 @@ fn keygen(
         mcplog::event::check_id("--mcp-id", mcp_id, mcplog::event::ID_BYTES_MAX)
             .map_err(|invalid| (2, invalid.message))?;
     }
+    if role == Role::Writer && mcp_id == mcplog::event::REVOCATIONS_MCP_ID {
+        return Err((
+            2,
+            format!("--mcp-id {mcp_id:?} is reserved for the server's revocation records: a writer key for it could write nothing"),
+        ));
+    }
     let lifetime = match expires_in {
         Some(text) => {
             parse_duration(text).map_err(|message| (2, format!("--expires-in: {message}")))?

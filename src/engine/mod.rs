@@ -130,6 +130,10 @@ pub enum SubmitError {
     /// One or more events clash with stored ones.
     #[error("{} event(s) conflict with stored events", .0.len())]
     Conflict(Vec<Conflict>),
+    /// The submission's key was revoked (its revocation record came first in the log) while
+    /// the submission waited; nothing of it is stored.
+    #[error("the API key was revoked")]
+    KeyRevoked,
     /// The write or fdatasync failed; the events are not stored. The message a client sees names
     /// the file but not its directory.
     #[error("storage failure: {}", .cause.public_message())]

@@ -12,7 +12,10 @@
 //! - across submissions of one group, a later one reusing an earlier one's `event_id` is a
 //!   duplicate (same body) or a conflict naming the seq the earlier one is being given;
 //! - a submission is all or nothing: one conflict refuses all of it, lists every conflict, and
-//!   claims nothing, so later submissions of the group plan as if it had never come.
+//!   claims nothing, so later submissions of the group plan as if it had never come;
+//! - nothing of a key follows its revocation record in the log: a submission admitted before
+//!   the revocation but planned after its record (stored, or earlier in the group) is refused
+//!   whole (`key_revoked`).
 
 use hashbrown::HashMap;
 
@@ -35,6 +38,8 @@ pub trait StoredIds {
     fn stored_id(&self, mcp_id: &str, event_id: &str) -> Option<StoredId>;
     /// The digest of a body, as [`StoredId::digest`] holds it.
     fn digest(&self, body: &str) -> BodyDigest;
+    /// Whether a stored revocation record revokes `key_id`.
+    fn key_revoked(&self, key_id: &[u8; 8]) -> bool;
 }
 
 /// What became of one event of a planned group.
@@ -48,7 +53,9 @@ pub(super) enum Slot {
     SameAs(usize),
 }
 
-impl StoredIds for crate::projector::Projection {
+use crate::projector::Projection;
+
+impl StoredIds for Projection {
     fn stored_id(&self, mcp_id: &str, event_id: &str) -> Option<StoredId> {
         self.event_id_entry(mcp_id, event_id)
             .map(|(seq, digest)| StoredId { seq, digest })
@@ -56,6 +63,10 @@ impl StoredIds for crate::projector::Projection {
 
     fn digest(&self, body: &str) -> BodyDigest {
         self.body_digest(body)
+    }
+
+    fn key_revoked(&self, key_id: &[u8; 8]) -> bool {
+        Projection::key_revoked(self, key_id)
     }
 }
 
@@ -134,8 +145,27 @@ pub(super) fn plan<'a>(
     Ok(slots)
 }
 
-/// One submission's plan: a slot per event, or every conflict.
-pub(super) type Planned = Result<Vec<Slot>, Vec<Conflict>>;
+/// One submission's plan: a slot per event, or why it is refused.
+pub(super) type Planned = Result<Vec<Slot>, Refused>;
+
+/// Why planning refuses a submission.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Refused {
+    /// Its event_ids clash: every conflict.
+    Conflicts(Vec<Conflict>),
+    /// Its key was revoked by a record stored, or planned earlier in the group, after the
+    /// submission was admitted: nothing of a key follows its revocation record in the log.
+    KeyRevoked,
+}
+
+impl From<Refused> for super::SubmitError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Conflicts(conflicts) => super::SubmitError::Conflict(conflicts),
+            Refused::KeyRevoked => super::SubmitError::KeyRevoked,
+        }
+    }
+}
 
 /// Plans every submission of a group in order against `stored`: each one's plan, and the
 /// (submission, event) of every event to append, in append order.
@@ -144,11 +174,34 @@ pub(super) fn plan_group(
     group: &[super::Submission],
     next_seq: u64,
 ) -> (Vec<Planned>, Vec<(usize, usize)>) {
+    plan_submissions(
+        stored,
+        group.iter().map(|s| (s.key_id, s.events.as_slice())),
+        next_seq,
+    )
+}
+
+/// [`plan_group`] over each submission's key id and events: a submission whose key a stored
+/// record, or a record planned earlier in the group, revokes is refused whole.
+fn plan_submissions<'a>(
+    stored: &impl StoredIds,
+    group: impl Iterator<Item = ([u8; 8], &'a [NewEvent])>,
+    next_seq: u64,
+) -> (Vec<Planned>, Vec<(usize, usize)>) {
     let mut claims = Claims::default();
+    // Keys revoked by records planned earlier in this group.
+    let mut revoked_here = Vec::new();
     let plans = group
-        .iter()
         .enumerate()
-        .map(|(index, submission)| plan(stored, index, &submission.events, &mut claims, next_seq))
+        .map(|(index, (key_id, events))| {
+            if stored.key_revoked(&key_id) || revoked_here.contains(&key_id) {
+                return Err(Refused::KeyRevoked);
+            }
+            let planned =
+                plan(stored, index, events, &mut claims, next_seq).map_err(Refused::Conflicts)?;
+            revoked_here.extend(events.iter().filter_map(crate::event::revokes));
+            Ok(planned)
+        })
         .collect();
     (plans, claims.appended)
 }
@@ -172,6 +225,10 @@ mod tests {
                     seq,
                     digest: self.digest(body),
                 })
+        }
+
+        fn key_revoked(&self, key_id: &[u8; 8]) -> bool {
+            *key_id == STORED_REVOKED
         }
 
         fn digest(&self, body: &str) -> BodyDigest {
@@ -381,5 +438,35 @@ mod tests {
         for case in cases {
             run(case);
         }
+    }
+
+    /// A key a stored record revokes.
+    const STORED_REVOKED: [u8; 8] = [9; 8];
+
+    /// Nothing of a key follows its revocation record: a submission of a key revoked by a stored
+    /// record, or by a record earlier in the same group, is refused whole and claims nothing; one
+    /// before the record in the group, and other keys, are planned as ever.
+    #[test]
+    fn a_revoked_keys_submission_is_refused_after_its_record() {
+        let (writer, admin, other) = ([1; 8], [2; 8], [3; 8]);
+        let before = [event("m", Some("a"), "{}")];
+        let record = [crate::event::revocation_record(writer, 1.0)];
+        let after = [event("m", Some("b"), "{}")];
+        let others = [event("m", Some("c"), "{}")];
+        let stored_revoked = [event("m", Some("d"), "{}")];
+        let group = [
+            (writer, &before[..]),
+            (admin, &record[..]),
+            (writer, &after[..]),
+            (other, &others[..]),
+            (STORED_REVOKED, &stored_revoked[..]),
+        ];
+        let (plans, appended) = plan_submissions(&Table::default(), group.into_iter(), 100);
+        assert_eq!(plans[0], Ok(vec![Slot::Append(0)]));
+        assert_eq!(plans[1], Ok(vec![Slot::Append(1)]));
+        assert_eq!(plans[2], Err(Refused::KeyRevoked));
+        assert_eq!(plans[3], Ok(vec![Slot::Append(2)]));
+        assert_eq!(plans[4], Err(Refused::KeyRevoked));
+        assert_eq!(appended, vec![(0, 0), (1, 0), (3, 0)]);
     }
 }

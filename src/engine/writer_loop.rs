@@ -131,16 +131,14 @@ fn commit(writer: &mut LogWriter, fold: &Fold, group: Vec<Submission>, now_us: u
     // woken by this) finds the events in the view.
     let written = writer.next_seq() - 1;
     fold.durable
-        .send_if_modified(|last| (*last != written).then(|| *last = written).is_some());
+        .send_if_modified(|last| (*last < written).then(|| *last = written).is_some());
     for (submission, plan) in group.into_iter().zip(plans) {
         let answer = match &failure {
             // Nothing of a failed group is stored: a submission is refused for its own
             // conflicts, or else for the failure.
-            Some(failure) => plan
-                .map_err(SubmitError::Conflict)
-                .and(Err(failure.clone())),
+            Some(failure) => plan.map_err(SubmitError::from).and(Err(failure.clone())),
             None => plan
-                .map_err(SubmitError::Conflict)
+                .map_err(SubmitError::from)
                 .map(|slots| slots.iter().map(|&slot| ack(slot, next_seq)).collect()),
         };
         submission.answer(answer);

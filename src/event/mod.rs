@@ -15,7 +15,7 @@ pub mod json;
 mod revocation;
 mod validate;
 
-pub use revocation::{revocation_record, revoked_key, REVOCATIONS_MCP_ID};
+pub use revocation::{revocation_record, revoked_key, revokes, REVOCATIONS_MCP_ID};
 
 pub use validate::{
     check_clock, check_id, is_invisible, is_single_object, split_batch, validate, BatchItem,

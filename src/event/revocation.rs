@@ -31,6 +31,15 @@ pub fn revocation_record(revoked: [u8; 8], now_s: f64) -> NewEvent {
     NewEvent::new(action, timestamp, &id, REVOCATIONS_MCP_ID, None, &body)
 }
 
+/// The key id a revocation record about to be stored revokes (only the server makes events
+/// under [`REVOCATIONS_MCP_ID`]; ingest refuses it from clients).
+pub fn revokes(event: &NewEvent) -> Option<[u8; 8]> {
+    if event.mcp_id() != REVOCATIONS_MCP_ID {
+        return None;
+    }
+    crate::hex::decode_array(event.interaction_id())
+}
+
 /// The key id a stored event revokes, if it is a revocation record: its `mcp_id` is
 /// [`REVOCATIONS_MCP_ID`] and its body has a `revocation` member whose `key_id` (16 lower-case
 /// hex digits) is also its `interaction_id`. Any other event, `None`.

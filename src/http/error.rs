@@ -180,6 +180,9 @@ impl From<SubmitError> for ApiError {
             }
             SubmitError::Unavailable { .. } => ApiError::new(Code::ClusterUnavailable, message),
             SubmitError::RulesDiffer { .. } => ApiError::new(Code::RulesDiffer, message),
+            SubmitError::KeyRevoked => {
+                ApiError::new(Code::KeyRevoked, message).with_field("authorization")
+            }
         }
     }
 }

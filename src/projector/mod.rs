@@ -181,6 +181,9 @@ impl Record {
 /// The hasher is seeded per process, so clients cannot choose ids that collide.
 #[derive(Default)]
 pub struct Projection {
+    /// The key ids the log's revocation records revoke: planning refuses a submission of one
+    /// that was queued before its record was folded.
+    revoked_keys: std::collections::HashSet<[u8; 8]>,
     records: Chunked<Record>,
     ids: Ids,
     by_id: IdTable,
@@ -213,11 +216,17 @@ impl Projection {
         Projection::default()
     }
 
+    /// Whether a revocation record folded so far revokes `key_id`.
+    pub fn key_revoked(&self, key_id: &[u8; 8]) -> bool {
+        self.revoked_keys.contains(key_id)
+    }
+
     /// Folds one event in. Events must arrive in ascending seq order.
     pub fn apply(&mut self, event: &StoredEvent<'_>) {
         // The fold rule for revocation records: they are not folded (their seq stays a gap in
         // `links`, as an event of no interaction).
-        if crate::event::revoked_key(event).is_some() {
+        if let Some(revoked) = crate::event::revoked_key(event) {
+            self.revoked_keys.insert(revoked);
             return;
         }
         // An interaction is (mcp_id, interaction_id): two mcp_ids may use one id unaware of
@@ -425,7 +434,12 @@ mod tests {
         );
         let mut p = Projection::new();
         p.apply(&event(1, Start, 1.0));
+        assert!(!p.key_revoked(&[7; 8]));
         p.apply(&record.stored(2, 0, 2000, [1; 8]));
+        assert!(
+            p.key_revoked(&[7; 8]),
+            "planning refuses the key from now on"
+        );
         p.apply(&event(3, Complete, 2.0));
         assert_eq!(p.record_count(), 1);
         assert_eq!(p.events_total(), 2);

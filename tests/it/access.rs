@@ -490,6 +490,13 @@ async fn keygen_finds_the_servers_secret_or_says_why_not() {
     let output = keygen_raw(&["--data-dir", data_arg], &[secret]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--mcp-id"));
+    // Nor the mcp_id of the server's revocation records, which no event of a client carries.
+    let output = keygen_raw(
+        &["--data-dir", data_arg, "--mcp-id", "mcplog.keys"],
+        &[secret],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("reserved"));
     for bad in ["   ", "a\u{200B}b", "m "] {
         let output = keygen_raw(&["--data-dir", data_arg, "--mcp-id", bad], &[secret]);
         assert_eq!(output.status.code(), Some(2), "{bad:?}");

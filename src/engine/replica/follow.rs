@@ -196,7 +196,7 @@ impl Follower {
         }
         let last = next.next_seq - 1;
         self.durable
-            .send_if_modified(|durable| (*durable != last).then(|| *durable = last).is_some());
+            .send_if_modified(|durable| (*durable < last).then(|| *durable = last).is_some());
     }
 
     fn apply_changes(&self, changes: Vec<CatalogChange>) {
@@ -215,12 +215,18 @@ impl Follower {
     /// Passes over the message at `position`, which is not an authenticated group: it is never
     /// applied, and the next group may come after it.
     fn skip(&self, position: u64, why: &str) {
-        tracing::warn!(
-            position,
-            reason = %why,
-            "skipped a message of the cluster's stream: not an authenticated group, or a copy of one applied"
-        );
         self.progress.skip(position);
+        // Anyone who may publish on the subject can send strays by the hundred thousand: the
+        // first few are logged, then one in SKIP_LOG_EVERY, each with the count so far.
+        let skipped = self.progress.report().skipped;
+        if skipped <= SKIP_LOG_FIRST || skipped % SKIP_LOG_EVERY == 0 {
+            tracing::warn!(
+                position,
+                reason = %why,
+                skipped,
+                "skipped a message of the cluster's stream: not an authenticated group, or a copy of one applied"
+            );
+        }
     }
 
     /// Stops the follower for good: health turns 503 with the reason, the publisher answers 503.
@@ -373,6 +379,10 @@ pub(in crate::engine) fn run_follower(
         }
     }
 }
+
+/// Skipped messages logged one by one before the log thins out to one in [`SKIP_LOG_EVERY`].
+const SKIP_LOG_FIRST: u64 = 16;
+const SKIP_LOG_EVERY: u64 = 1000;
 
 /// The pause before applying again a group whose local write failed.
 const STORAGE_RETRY_PAUSE: Duration = Duration::from_secs(1);

@@ -233,7 +233,7 @@ fn answer(group: Vec<Submission>, outcome: Result<(u64, Vec<Planned>), SubmitErr
         Ok((next_seq, plans)) => {
             for (submission, plan) in group.into_iter().zip(plans) {
                 let answer = plan
-                    .map_err(SubmitError::Conflict)
+                    .map_err(SubmitError::from)
                     .map(|slots| slots.iter().map(|&slot| ack(slot, next_seq)).collect());
                 submission.answer(answer);
             }
