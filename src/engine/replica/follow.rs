@@ -219,7 +219,7 @@ impl Follower {
         // Anyone who may publish on the subject can send strays by the hundred thousand: the
         // first few are logged, then one in SKIP_LOG_EVERY, each with the count so far.
         let skipped = self.progress.report().skipped;
-        if skipped <= SKIP_LOG_FIRST || skipped % SKIP_LOG_EVERY == 0 {
+        if skipped <= SKIP_LOG_FIRST || skipped.is_multiple_of(SKIP_LOG_EVERY) {
             tracing::warn!(
                 position,
                 reason = %why,
