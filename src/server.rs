@@ -223,6 +223,7 @@ async fn start_cluster(
         token: config.cluster.token.clone(),
         credentials: config.cluster.credentials.as_ref().map(Into::into),
         group_keys: group_keys(config, keys)?,
+        hint: Some(config.storage.data_dir.join(crate::cluster::HINT_FILE)),
     })
     .await?;
     let version = cluster.server_version();
@@ -273,11 +274,13 @@ async fn start_cluster(
         on_revocation,
     );
     let engine = Arc::new(engine);
-    // Reading the stream and trimming it with retention run together until shutdown aborts them.
+    // Reading the stream, trimming it with retention and keeping the position hint run together
+    // until shutdown aborts them.
     let trim = Arc::clone(&cluster).trim(Arc::clone(&engine), position);
+    let hint = Arc::clone(&cluster).keep_hint(Arc::clone(&engine));
     let read = cluster.follow(position, feed, Arc::clone(&engine));
     let follow = tokio::spawn(async move {
-        tokio::join!(read, trim);
+        tokio::join!(read, trim, hint);
     });
     Ok((engine, follow, config))
 }

@@ -23,6 +23,7 @@
 
 mod follow;
 mod group;
+mod hint;
 mod publish;
 mod resume;
 mod trim;
@@ -39,6 +40,7 @@ use crate::engine::replica::SharedLog;
 pub use group::{
     group_headers, GroupKeys, FIRST_SEQ_HEADER, MAC_HEADER, PREV_HASH_HEADER, RULES_HEADER,
 };
+pub use hint::HINT_FILE;
 
 /// JetStream's deduplication window: long enough for any retry of one group.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
@@ -104,6 +106,8 @@ pub struct ClusterConfig {
     pub credentials: Option<std::path::PathBuf>,
     /// The keys groups are authenticated with.
     pub group_keys: GroupKeys,
+    /// Where this node keeps the hint of its place in the stream (`None`: no hint).
+    pub hint: Option<std::path::PathBuf>,
 }
 
 /// A connection to the cluster's stream.
@@ -113,6 +117,7 @@ pub struct Cluster {
     stream: stream::Stream,
     subject: String,
     keys: GroupKeys,
+    hint: Option<std::path::PathBuf>,
 }
 
 impl Cluster {
@@ -133,6 +138,7 @@ impl Cluster {
             stream,
             subject,
             keys: config.group_keys.clone(),
+            hint: config.hint.clone(),
         })
     }
 

@@ -46,6 +46,12 @@ impl Cluster {
                  node's log must come from the stream"
             )));
         }
+        if let Some(found) = self
+            .from_hint(local_last, state.first_sequence, last)
+            .await?
+        {
+            return Ok(found);
+        }
         let (low, first) = self
             .chain_group_from(state.first_sequence, last)
             .await?
@@ -59,6 +65,18 @@ impl Cluster {
             )));
         }
         let (low, group) = self.last_group_up_to(low, last, local_last).await?;
+        self.resume_at(low, group, local_last, last).await
+    }
+
+    /// Resuming at the group `group` found at `low` for a node whose log ends at `local_last`,
+    /// unless the node holds events past the stream's end.
+    async fn resume_at(
+        &self,
+        low: u64,
+        group: Group,
+        local_last: u64,
+        last: u64,
+    ) -> Result<(u64, Applied), ClusterError> {
         // Past the stream's last group, the node holds events no other node has: it must not
         // follow a history that lacks them.
         let end = group.first_seq + group.frame_count().unwrap_or(0);
@@ -79,6 +97,57 @@ impl Cluster {
                 rules: None,
             },
         ))
+    }
+
+    /// The resume point found from this node's hint ([`super::hint`]): the group at the hinted
+    /// position must have the hinted hash (this node applied it, so it is the chain's, whatever
+    /// copies follow), and from there the walk takes each group whose previous-group hash is
+    /// the one before's until the group holding `local_last`. `None` when there is no usable
+    /// hint, or the walk finds no such group: then the search decides.
+    async fn from_hint(
+        &self,
+        local_last: u64,
+        first: u64,
+        last: u64,
+    ) -> Result<Option<(u64, Applied)>, ClusterError> {
+        let Some((mut at, hash)) = self.hint.as_deref().and_then(super::hint::read_hint) else {
+            return Ok(None);
+        };
+        if at < first || at > last {
+            return Ok(None);
+        }
+        let Some((_, mut group)) = self.group_from(at, at).await? else {
+            return Ok(None);
+        };
+        if group.hash() != hash || group.first_seq > local_last {
+            return Ok(None);
+        }
+        let mut position = at + 1;
+        loop {
+            let end = group.first_seq + group.frame_count().unwrap_or(0);
+            if local_last < end {
+                return self.resume_at(at, group, local_last, last).await.map(Some);
+            }
+            // The next group of the chain, stepping over strays and copies.
+            let next = loop {
+                match self.group_from(position, last).await? {
+                    Some((found, next)) if next.prev_hash == group.hash() => {
+                        break Some((found, next))
+                    }
+                    Some((found, _)) => position = found + 1,
+                    None => break None,
+                }
+            };
+            let Some((found, next)) = next else {
+                return Err(ClusterError::Diverged(format!(
+                    "this node's log ends at seq {local_last} but the stream's chain ends at seq \
+                     {}: it holds events the stream does not (was the stream recreated?)",
+                    end.saturating_sub(1)
+                )));
+            };
+            (at, group) = (found, next);
+            position = at + 1;
+        }
     }
 
     /// An empty node would skip every group written under another master secret and then

@@ -147,11 +147,25 @@ async fn strays_and_unkeyed_groups_are_skipped_and_a_node_with_other_rules_canno
         }
     };
     copy_of(1).await;
-    // A copy of B's last group, last in the stream, while B is down: B's restart finds the
-    // chain's group, not the copy, and goes on from there.
+    // While B is down, a group of A's and then copies of B's last two groups, last in the
+    // stream: a search would take a copy of B's last group for the chain's (it follows a copy of
+    // its predecessor) and miss A's group. B's restart starts from its hint of its place, walks the chain, and goes on
+    // from there, with A's group.
+    let hint = b_dir.join(mcplog::cluster::HINT_FILE);
+    let started = Instant::now();
+    while !std::fs::read_to_string(&hint).is_ok_and(|text| text.starts_with("2 ")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "B wrote no hint"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(b);
     acked(&a, single(0, 3, "trust"), &mut all).await;
-    copy_of(2).await;
+    for _ in 0..4 {
+        copy_of(1).await;
+        copy_of(2).await;
+    }
     let b = node(&b_dir, &urls, &[], &[]);
 
     // No node halts; writes go on right after the strays, on both nodes.
@@ -159,7 +173,10 @@ async fn strays_and_unkeyed_groups_are_skipped_and_a_node_with_other_rules_canno
     acked(&b, single(1, 2, "trust"), &mut all).await;
     for node in [&a, &b] {
         let metrics = until_status(node, "/metrics", 200).await;
-        assert_eq!(metric(&metrics, "mcplog_cluster_skipped_messages_total"), 4);
+        assert_eq!(
+            metric(&metrics, "mcplog_cluster_skipped_messages_total"),
+            11
+        );
         assert_eq!(metric(&metrics, "mcplog_cluster_halted"), 0);
         assert_eq!(node.get("/api/v2/health").await.status.as_u16(), 200);
     }
