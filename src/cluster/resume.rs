@@ -47,7 +47,7 @@ impl Cluster {
             )));
         }
         if let Some(found) = self
-            .from_hint(local_last, state.first_sequence, last)
+            .resume_from_hint(local_last, state.first_sequence, last)
             .await?
         {
             return Ok(found);
@@ -104,7 +104,7 @@ impl Cluster {
     /// copies follow), and from there the walk takes each group whose previous-group hash is
     /// the one before's until the group holding `local_last`. `None` when there is no usable
     /// hint, or the walk finds no such group: then the search decides.
-    async fn from_hint(
+    async fn resume_from_hint(
         &self,
         local_last: u64,
         first: u64,
