@@ -159,6 +159,7 @@ impl Cluster {
             subject: self.subject.clone(),
             keys: self.keys.clone(),
             runtime,
+            reconnected: None,
         })
     }
 }

@@ -15,7 +15,32 @@ pub(super) struct Publisher {
     pub(super) subject: String,
     pub(super) keys: super::GroupKeys,
     pub(super) runtime: tokio::runtime::Handle,
+    /// When the connection was last moved away from a server without JetStream.
+    pub(super) reconnected: Option<Instant>,
 }
+
+impl Publisher {
+    /// Moves the connection to another server, at most once a [`RECONNECT_PAUSE`]. A server
+    /// that answers "no stream" for a stream that exists has no JetStream ready (one just thawed
+    /// or restarted, still catching up), and the connection would otherwise stay on it while its
+    /// pings are answered.
+    async fn leave_server(&mut self) {
+        if self
+            .reconnected
+            .is_some_and(|at| at.elapsed() < RECONNECT_PAUSE)
+        {
+            return;
+        }
+        self.reconnected = Some(Instant::now());
+        tracing::warn!("the NATS server has no JetStream for the stream; connecting to another");
+        if let Err(err) = self.context.client().force_reconnect().await {
+            tracing::warn!(error = %err, "reconnecting to NATS failed");
+        }
+    }
+}
+
+/// The least time between two moves away from a server without JetStream.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
 impl SharedLog for Publisher {
     fn append(&mut self, group: &Group, after: u64, deadline: Instant) -> Result<u64, ShareError> {
@@ -25,7 +50,8 @@ impl SharedLog for Publisher {
             .headers(group_headers(group, &self.keys))
             .message_id(crate::auth::hex(&group.hash()))
             .expected_last_sequence(after);
-        self.runtime.block_on(async {
+        let runtime = self.runtime.clone();
+        runtime.block_on(async {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 // Never send once the deadline has passed: the caller answers 503 and must not
@@ -44,6 +70,10 @@ impl SharedLog for Publisher {
                         Ok(Ok(ack)) => return Ok(ack.sequence),
                         Ok(Err(err)) if err.kind() == PublishErrorKind::WrongLastSequence => {
                             return Err(ShareError::Moved)
+                        }
+                        Ok(Err(err)) if err.kind() == PublishErrorKind::StreamNotFound => {
+                            self.leave_server().await;
+                            err.to_string()
                         }
                         Ok(Err(err)) => err.to_string(),
                         Err(_) => "no answer from JetStream".to_owned(),
