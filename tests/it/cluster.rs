@@ -1134,3 +1134,28 @@ async fn a_node_whose_last_write_is_cut_takes_it_again_from_the_stream_without_s
     assert!(a_dir.join(record["quarantine"].as_str().unwrap()).is_file());
     verify_head(&a_dir);
 }
+
+/// Publishes `message` (a group's, read back from the stream) again on `subject` as anyone who
+/// may publish there could: its `Mcplog-` headers, MAC and all, without the message id with
+/// which JetStream would drop it as a duplicate.
+pub(crate) async fn republish(
+    context: &async_nats::jetstream::Context,
+    subject: &str,
+    message: &async_nats::jetstream::message::StreamMessage,
+) {
+    let mut copy = async_nats::HeaderMap::new();
+    for name in [
+        mcplog::cluster::FIRST_SEQ_HEADER,
+        mcplog::cluster::PREV_HASH_HEADER,
+        mcplog::cluster::RULES_HEADER,
+        mcplog::cluster::MAC_HEADER,
+    ] {
+        copy.insert(name, message.headers.get(name).unwrap().as_str());
+    }
+    context
+        .publish_with_headers(subject.to_owned(), copy, message.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}

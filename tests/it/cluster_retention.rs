@@ -232,21 +232,7 @@ async fn retention_trims_the_stream_and_a_node_joins_from_a_peers_backup() {
     }
     let logs = a.log() + &b.log();
     assert!(logs.contains("retention trimmed the stream"), "{logs}");
-    let mut copy = async_nats::HeaderMap::new();
-    for name in [
-        mcplog::cluster::FIRST_SEQ_HEADER,
-        mcplog::cluster::PREV_HASH_HEADER,
-        mcplog::cluster::RULES_HEADER,
-        mcplog::cluster::MAC_HEADER,
-    ] {
-        copy.insert(name, expired.headers.get(name).unwrap().as_str());
-    }
-    context
-        .publish_with_headers("mcplog.groups", copy, expired.payload.clone())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    crate::cluster::republish(&context, "mcplog.groups", &expired).await;
     for node in [&a, &b] {
         wait_until(Duration::from_secs(5), "a copy was not skipped", || async {
             metric(node, "mcplog_cluster_skipped_messages_total").await == 1

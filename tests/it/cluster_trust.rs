@@ -129,21 +129,7 @@ async fn strays_and_unkeyed_groups_are_skipped_and_a_node_with_other_rules_canno
         let (context, stream) = (context.clone(), stream.clone());
         async move {
             let old = stream.get_raw_message(position).await.unwrap();
-            let mut copy = async_nats::HeaderMap::new();
-            for name in [
-                mcplog::cluster::FIRST_SEQ_HEADER,
-                mcplog::cluster::PREV_HASH_HEADER,
-                mcplog::cluster::RULES_HEADER,
-                mcplog::cluster::MAC_HEADER,
-            ] {
-                copy.insert(name, old.headers.get(name).unwrap().as_str());
-            }
-            context
-                .publish_with_headers("trust.groups", copy, old.payload.clone())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            crate::cluster::republish(&context, "trust.groups", &old).await;
         }
     };
     copy_of(1).await;
